@@ -1,0 +1,192 @@
+//! Typed channels over any transport: [`Sender`], [`Receiver`], [`Duplex`].
+//!
+//! The same three types work over a pipe, a socket pair of any kind, a Unix
+//! socket connected by path, and a descriptor inherited from a parent. Make
+//! them with [`channel`] and [`duplex`], or with [`Options`] to choose the
+//! transport, the codec and the maximum frame size.
+
+mod duplex;
+mod gate;
+mod receiver;
+mod select;
+mod sender;
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use duplex::Duplex;
+pub use receiver::{IntoIter, Iter, Receiver};
+pub use select::Select;
+pub use sender::Sender;
+
+use crate::codec::CodecKind;
+use crate::error::Result;
+use crate::frame::{DEFAULT_MAX_FRAME, check_max};
+use crate::socket::Kind;
+use crate::sys;
+use crate::transport::{Conn, Use};
+
+/// A one-way typed channel over a new pipe, with the default options
+/// (postcard, 64 MiB frames).
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = procwire::channel::<(u32, String)>()?;
+/// tx.send((1, "one".into()))?;
+/// assert_eq!(rx.recv()?, (1, "one".to_string()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn channel<T: Serialize + DeserializeOwned>() -> Result<(Sender<T>, Receiver<T>)> {
+    Options::new().channel()
+}
+
+/// A two-way typed channel over a new stream socket pair, with the default
+/// options. The first end sends `A` and receives `B`; the second the reverse.
+pub fn duplex<A, B>() -> Result<(Duplex<A, B>, Duplex<B, A>)>
+where
+    A: Serialize + DeserializeOwned,
+    B: Serialize + DeserializeOwned,
+{
+    Options::new().duplex(Kind::Stream)
+}
+
+/// How to build a channel: codec, maximum frame size, socket buffer.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::{CodecKind, Kind, Options};
+///
+/// let opts = Options::new().codec(CodecKind::Json).max_frame(1 << 20);
+/// let (a, b) = opts.duplex::<String, String>(Kind::SeqPacket)?;
+/// a.send("ping".into())?;
+/// assert_eq!(b.recv()?, "ping");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    codec: CodecKind,
+    max_frame: usize,
+    send_buffer: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options::new()
+    }
+}
+
+impl Options {
+    /// Postcard, 64 MiB frames, the kernel's socket buffers.
+    pub fn new() -> Options {
+        Options {
+            codec: CodecKind::Postcard,
+            max_frame: DEFAULT_MAX_FRAME,
+            send_buffer: None,
+        }
+    }
+
+    /// The codec for payloads.
+    pub fn codec(mut self, codec: CodecKind) -> Options {
+        self.codec = codec;
+        self
+    }
+
+    /// The largest payload accepted, on send and on receive (at most
+    /// `u32::MAX`, which a 4-byte length can express; checked when a channel
+    /// is built).
+    pub fn max_frame(mut self, bytes: usize) -> Options {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// `SO_SNDBUF` for socket channels built with these options. On a
+    /// datagram or seqpacket socket it bounds the largest message (the
+    /// kernel doubles the value and caps it at `net.core.wmem_max`).
+    pub fn send_buffer(mut self, bytes: usize) -> Options {
+        self.send_buffer = Some(bytes);
+        self
+    }
+
+    fn conn(&self, fd: OwnedFd, usage: Use) -> Result<Arc<Conn>> {
+        check_max(self.max_frame)?;
+        let conn = Conn::new(fd, usage)?;
+        if let Some(bytes) = self.send_buffer {
+            conn.set_send_buffer(bytes)?;
+        }
+        Ok(Arc::new(conn))
+    }
+
+    fn sender_on<T: Serialize>(&self, conn: Arc<Conn>) -> Sender<T> {
+        Sender::from_core(Arc::new(sender::SendCore::new(
+            conn,
+            self.codec,
+            self.max_frame,
+        )))
+    }
+
+    fn receiver_on<T: DeserializeOwned>(&self, conn: Arc<Conn>) -> Result<Receiver<T>> {
+        Ok(Receiver::from_core(Arc::new(receiver::RecvCore::new(
+            conn,
+            self.codec,
+            self.max_frame,
+        )?)))
+    }
+
+    /// A one-way channel over a new pipe.
+    pub fn channel<T: Serialize + DeserializeOwned>(&self) -> Result<(Sender<T>, Receiver<T>)> {
+        let (r, w) = sys::pipe().map_err(|e| crate::Error::io("creating a pipe", e))?;
+        Ok((self.sender(w)?, self.receiver(r)?))
+    }
+
+    /// A one-way channel over a new socket pair of `kind`.
+    pub fn socket_channel<T: Serialize + DeserializeOwned>(
+        &self,
+        kind: Kind,
+    ) -> Result<(Sender<T>, Receiver<T>)> {
+        let (a, b) = crate::socket::socket_pair(kind)
+            .map_err(|e| crate::Error::io("creating a socket pair", e))?;
+        Ok((self.sender(a)?, self.receiver(b)?))
+    }
+
+    /// A two-way channel over a new socket pair of `kind`.
+    pub fn duplex<A, B>(&self, kind: Kind) -> Result<(Duplex<A, B>, Duplex<B, A>)>
+    where
+        A: Serialize + DeserializeOwned,
+        B: Serialize + DeserializeOwned,
+    {
+        let (a, b) = crate::socket::socket_pair(kind)
+            .map_err(|e| crate::Error::io("creating a socket pair", e))?;
+        Ok((self.duplex_from(a)?, self.duplex_from(b)?))
+    }
+
+    /// A sender over an existing descriptor: a pipe's write end or a Unix
+    /// socket ([`PipeWriter`](crate::PipeWriter), [`Socket`](crate::Socket),
+    /// or any `OwnedFd`). A pipe end becomes non-blocking.
+    pub fn sender<T: Serialize>(&self, fd: impl Into<OwnedFd>) -> Result<Sender<T>> {
+        Ok(self.sender_on(self.conn(fd.into(), Use::Send)?))
+    }
+
+    /// A receiver over an existing descriptor: a pipe's read end or a Unix
+    /// socket.
+    pub fn receiver<T: DeserializeOwned>(&self, fd: impl Into<OwnedFd>) -> Result<Receiver<T>> {
+        self.receiver_on(self.conn(fd.into(), Use::Recv)?)
+    }
+
+    /// A two-way channel over an existing Unix socket (of any kind).
+    pub fn duplex_from<Out, In>(&self, socket: impl Into<OwnedFd>) -> Result<Duplex<Out, In>>
+    where
+        Out: Serialize,
+        In: DeserializeOwned,
+    {
+        let conn = self.conn(socket.into(), Use::Both)?;
+        Ok(Duplex::from_halves(
+            self.sender_on(Arc::clone(&conn)),
+            self.receiver_on(conn)?,
+        ))
+    }
+}

@@ -1,0 +1,423 @@
+//! The receiving end of a channel.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use super::gate::{Gate, Wait};
+use crate::codec::CodecKind;
+use crate::error::{Error, ErrorKind, Result};
+use crate::frame::{Frame, FrameDecoder};
+use crate::sys::{self, Interest, Peek};
+use crate::transport::Conn;
+
+/// The receiving end of a typed channel.
+///
+/// Messages arrive whole and in order. [`recv`](Receiver::recv) waits for
+/// the next one; when the sending side is gone and everything it sent has
+/// been delivered, it returns [`ErrorKind::Disconnected`]. A message that
+/// cannot be decoded is an [`ErrorKind::Decode`] error and the channel goes
+/// on with the next one. A partial frame survives a timeout: the next call
+/// continues it.
+pub struct Receiver<T> {
+    core: Arc<RecvCore>,
+    _marker: PhantomData<fn() -> T>,
+}
+
+pub(crate) struct RecvCore {
+    conn: Arc<Conn>,
+    codec: CodecKind,
+    max_frame: usize,
+    incoming: Gate<Incoming>,
+}
+
+/// Descriptors that arrived with the stream bytes `start..end`.
+///
+/// On a stream socket the kernel hands over the descriptors of a `sendmsg`
+/// with the first bytes of it that a `recvmsg` returns, and ends that
+/// `recvmsg` there (`unix_stream_read_generic`). The sender attaches them to
+/// the first `sendmsg` of their frame, so they belong to the last frame that
+/// begins inside `start..end`.
+struct FdBatch {
+    start: u64,
+    end: u64,
+    fds: Vec<OwnedFd>,
+}
+
+struct Incoming {
+    frames: FrameDecoder,
+    batches: VecDeque<FdBatch>,
+    datagram: Vec<u8>,
+    eof: bool,
+}
+
+impl Incoming {
+    fn fds_for(&mut self, frame: &Frame) -> Vec<OwnedFd> {
+        while let Some(b) = self.batches.front() {
+            if b.end <= frame.stream_start {
+                // Belonged to an earlier frame that was skipped: close them.
+                self.batches.pop_front();
+                continue;
+            }
+            if b.start <= frame.stream_start && frame.stream_end >= b.end {
+                return self.batches.pop_front().map(|b| b.fds).unwrap_or_default();
+            }
+            break;
+        }
+        Vec::new()
+    }
+}
+
+impl RecvCore {
+    pub(crate) fn new(conn: Arc<Conn>, codec: CodecKind, max_frame: usize) -> Result<RecvCore> {
+        Ok(RecvCore {
+            conn,
+            codec,
+            max_frame,
+            incoming: Gate::new(Incoming {
+                frames: FrameDecoder::new(max_frame)?,
+                batches: VecDeque::new(),
+                datagram: Vec::new(),
+                eof: false,
+            }),
+        })
+    }
+
+    fn context(&self) -> String {
+        format!("receiving on a {}", self.conn.transport().name())
+    }
+
+    /// Takes the next message and hands its payload and descriptors to `f`.
+    fn recv<R>(&self, wait: Wait, f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>) -> Result<R> {
+        let Some(mut pass) = self.incoming.enter(wait) else {
+            return Err(nothing_yet(wait));
+        };
+        let inc = &mut *pass.state;
+        if self.conn.transport().framed() {
+            self.recv_frame(inc, wait, f)
+        } else {
+            self.recv_datagram(inc, wait, f)
+        }
+    }
+
+    fn recv_frame<R>(
+        &self,
+        inc: &mut Incoming,
+        wait: Wait,
+        f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+    ) -> Result<R> {
+        loop {
+            if let Some(frame) = inc.frames.next_frame()? {
+                let fds = inc.fds_for(&frame);
+                return f(inc.frames.payload(&frame), fds);
+            }
+            if inc.eof {
+                return Err(self.end_of_stream(inc));
+            }
+            let start = inc.frames.stream_offset();
+            let mut fds = Vec::new();
+            match self.conn.read(inc.frames.spare(), &mut fds) {
+                Ok(r) if r.len == 0 => inc.eof = true,
+                Ok(r) => {
+                    inc.frames.filled(r.len);
+                    if !fds.is_empty() {
+                        inc.batches.push_back(FdBatch {
+                            start,
+                            end: start + r.len as u64,
+                            fds,
+                        });
+                    }
+                }
+                Err(e) if sys::would_block(&e) => self.wait_readable(wait)?,
+                // A peer that closed with our data unread makes the next
+                // read fail with ECONNRESET once the queue is drained: that
+                // is its end of stream.
+                Err(e) if sys::is_disconnect(&e) => inc.eof = true,
+                Err(e) => return Err(Error::io(&self.context(), e)),
+            }
+        }
+    }
+
+    /// Clean end of stream is `Disconnected`; one inside a frame is reported
+    /// once as `UnexpectedEof`, and the partial frame dropped.
+    fn end_of_stream(&self, inc: &mut Incoming) -> Error {
+        if inc.frames.at_boundary() {
+            return Error::disconnected("the sender is gone and every message has been received");
+        }
+        let e = inc.frames.eof_error();
+        inc.frames.reset();
+        inc.batches.clear();
+        e
+    }
+
+    fn recv_datagram<R>(
+        &self,
+        inc: &mut Incoming,
+        wait: Wait,
+        f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+    ) -> Result<R> {
+        loop {
+            if inc.eof {
+                return Err(Error::disconnected(
+                    "the sender shut down and every message has been received",
+                ));
+            }
+            match self.conn.peek() {
+                Ok(Peek::Eof) => inc.eof = true,
+                Ok(Peek::Message(len)) => {
+                    let mut fds = Vec::new();
+                    if len > self.max_frame {
+                        // Take it off the queue (its descriptors close on drop).
+                        let _ = self.conn.read(&mut [], &mut fds);
+                        return Err(Error::too_large(
+                            len as u64,
+                            self.max_frame,
+                            "the datagram was discarded; raise the receiver's `max_frame`",
+                        ));
+                    }
+                    // The datagram is already queued in full, so this
+                    // allocation is backed by bytes that really arrived.
+                    if inc.datagram.len() < len {
+                        inc.datagram.resize(len, 0);
+                    }
+                    let r = self
+                        .conn
+                        .read(&mut inc.datagram[..len], &mut fds)
+                        .map_err(|e| Error::io(&self.context(), e))?;
+                    if r.full_len > r.len {
+                        return Err(Error::new(
+                            ErrorKind::Truncated,
+                            format!(
+                                "a datagram of {} did not fit the {} buffer (MSG_TRUNC) and was cut; \
+                                 another reader may share this socket",
+                                crate::error::human(r.full_len as u64),
+                                crate::error::human(r.len as u64)
+                            ),
+                        ));
+                    }
+                    return f(&inc.datagram[..r.len], fds);
+                }
+                Err(e) if sys::would_block(&e) => self.wait_readable(wait)?,
+                Err(e) if sys::is_disconnect(&e) => inc.eof = true,
+                Err(e) => return Err(Error::io(&self.context(), e)),
+            }
+        }
+    }
+
+    fn wait_readable(&self, wait: Wait) -> Result<()> {
+        if wait.expired() {
+            return Err(nothing_yet(wait));
+        }
+        self.conn
+            .wait(Interest::Read, wait.deadline())
+            .map(drop)
+            .map_err(|e| Error::io(&self.context(), e))
+    }
+
+    /// Whether a message (or an end) can be taken without reading the
+    /// descriptor: something poll(2) cannot see.
+    pub(crate) fn buffered(&self) -> bool {
+        self.incoming
+            .peek(|inc| inc.eof || inc.frames.has_frame())
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+fn nothing_yet(wait: Wait) -> Error {
+    match wait {
+        Wait::Never => Error::new(ErrorKind::Empty, "no complete message has arrived yet"),
+        Wait::Until(_) | Wait::Block => Error::new(
+            ErrorKind::Timeout,
+            "no complete message arrived before the deadline",
+        ),
+    }
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
+    pub(crate) fn from_core(core: Arc<RecvCore>) -> Receiver<T> {
+        Receiver {
+            core,
+            _marker: PhantomData,
+        }
+    }
+
+    fn recv_as(&self, wait: Wait) -> Result<T> {
+        let codec = self.core.codec;
+        // Descriptors sent with a message received this way are closed.
+        self.core.recv(wait, |payload, _fds| codec.decode(payload))
+    }
+
+    /// Waits for the next message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = procwire::channel::<u32>()?;
+    /// tx.send(7)?;
+    /// drop(tx);
+    /// assert_eq!(rx.recv()?, 7);
+    /// assert!(rx.recv().unwrap_err().is_disconnected());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv(&self) -> Result<T> {
+        self.recv_as(Wait::Block)
+    }
+
+    /// Takes a message if a complete one is there; [`ErrorKind::Empty`]
+    /// otherwise.
+    pub fn try_recv(&self) -> Result<T> {
+        self.recv_as(Wait::Never)
+    }
+
+    /// Waits at most `timeout`; [`ErrorKind::Timeout`] if no complete
+    /// message arrived. Bytes of a partial frame are kept for the next call.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
+        self.recv_deadline(Instant::now() + timeout)
+    }
+
+    /// Like [`recv_timeout`](Receiver::recv_timeout) with an instant.
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<T> {
+        self.recv_as(Wait::Until(deadline))
+    }
+
+    /// Waits for the next message and the descriptors sent with it (empty if
+    /// none were), each already owned and close-on-exec.
+    pub fn recv_with_fds(&self) -> Result<(T, Vec<OwnedFd>)> {
+        let codec = self.core.codec;
+        self.core
+            .recv(Wait::Block, |payload, fds| Ok((codec.decode(payload)?, fds)))
+    }
+
+    /// The next message's payload bytes, undecoded, passed to `f`.
+    pub fn recv_raw<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.core.recv(Wait::Block, |payload, _| Ok(f(payload)))
+    }
+
+    /// An iterator over messages that ends at a clean end of stream. A decode
+    /// failure or a peer that died mid-frame is an `Err` item, not an end.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter {
+            rx: self,
+            done: false,
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// The codec this receiver decodes with.
+    pub fn codec(&self) -> CodecKind {
+        self.core.codec
+    }
+
+    pub(crate) fn core(&self) -> &Arc<RecvCore> {
+        &self.core
+    }
+}
+
+/// Messages from a [`Receiver`], until a clean end of stream.
+pub struct Iter<'a, T> {
+    rx: &'a Receiver<T>,
+    done: bool,
+}
+
+impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.done {
+            return None;
+        }
+        next_item(self.rx, &mut self.done)
+    }
+}
+
+impl<T> fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter").field("rx", self.rx).finish()
+    }
+}
+
+/// Owns a [`Receiver`] and yields its messages.
+pub struct IntoIter<T> {
+    rx: Receiver<T>,
+    done: bool,
+}
+
+impl<T: DeserializeOwned> Iterator for IntoIter<T> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.done {
+            return None;
+        }
+        next_item(&self.rx, &mut self.done)
+    }
+}
+
+impl<T> fmt::Debug for IntoIter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntoIter").field("rx", &self.rx).finish()
+    }
+}
+
+fn next_item<T: DeserializeOwned>(rx: &Receiver<T>, done: &mut bool) -> Option<Result<T>> {
+    match rx.recv() {
+        Ok(v) => Some(Ok(v)),
+        Err(e) if e.kind() == ErrorKind::Disconnected => {
+            *done = true;
+            None
+        }
+        Err(e) => {
+            // OS errors repeat; the stream errors are reported once.
+            if e.kind() == ErrorKind::Io {
+                *done = true;
+            }
+            Some(Err(e))
+        }
+    }
+}
+
+impl<'a, T: DeserializeOwned> IntoIterator for &'a Receiver<T> {
+    type Item = Result<T>;
+    type IntoIter = Iter<'a, T>;
+
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<T: DeserializeOwned> IntoIterator for Receiver<T> {
+    type Item = Result<T>;
+    type IntoIter = IntoIter<T>;
+
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter {
+            rx: self,
+            done: false,
+        }
+    }
+}
+
+impl<T> AsFd for Receiver<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.core.conn.as_fd()
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("transport", &self.core.conn.transport().name())
+            .field("codec", &self.core.codec)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,134 @@
+//! Waiting on several receivers (and any descriptor) at once.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use super::Receiver;
+use super::receiver::RecvCore;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys::{self, Interest};
+
+enum Entry<'a> {
+    Receiver(&'a RecvCore),
+    Fd(BorrowedFd<'a>, Interest),
+}
+
+/// Waits until one of several receivers has a message, or a descriptor is
+/// ready, with an optional deadline.
+///
+/// A receiver counts as ready when a message (or its end of stream) is
+/// already buffered, which poll(2) alone cannot see, or when its descriptor
+/// is readable. Readable means bytes arrived, not necessarily a whole frame:
+/// follow up with [`Receiver::try_recv`] or a short
+/// [`Receiver::recv_timeout`], never an unbounded wait.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::Select;
+/// use std::time::Duration;
+///
+/// let (tx_a, rx_a) = procwire::channel::<u8>()?;
+/// let (tx_b, rx_b) = procwire::channel::<u8>()?;
+/// tx_b.send(2)?;
+///
+/// let mut sel = Select::new();
+/// let a = sel.recv(&rx_a);
+/// let b = sel.recv(&rx_b);
+/// assert_eq!(sel.ready_timeout(Duration::from_secs(5))?, b);
+/// assert_eq!(rx_b.try_recv()?, 2);
+/// assert!(sel.ready_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+/// # let _ = (a, tx_a);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Default)]
+pub struct Select<'a> {
+    entries: Vec<Entry<'a>>,
+}
+
+impl std::fmt::Debug for Select<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Select")
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl<'a> Select<'a> {
+    /// An empty set.
+    pub fn new() -> Select<'a> {
+        Select::default()
+    }
+
+    /// Adds a receiver; returns its index.
+    pub fn recv<T>(&mut self, rx: &'a Receiver<T>) -> usize {
+        self.entries.push(Entry::Receiver(rx.core()));
+        self.entries.len() - 1
+    }
+
+    /// Adds a descriptor to wait on for reading; returns its index.
+    pub fn readable(&mut self, fd: &'a impl AsFd) -> usize {
+        self.entries.push(Entry::Fd(fd.as_fd(), Interest::Read));
+        self.entries.len() - 1
+    }
+
+    /// Adds a descriptor to wait on for writing; returns its index.
+    pub fn writable(&mut self, fd: &'a impl AsFd) -> usize {
+        self.entries.push(Entry::Fd(fd.as_fd(), Interest::Write));
+        self.entries.len() - 1
+    }
+
+    /// Waits without a deadline; returns the index of a ready entry.
+    pub fn ready(&self) -> Result<usize> {
+        self.wait(None)
+    }
+
+    /// Waits at most `timeout`; [`ErrorKind::Timeout`] if nothing was ready.
+    pub fn ready_timeout(&self, timeout: Duration) -> Result<usize> {
+        self.wait(Some(Instant::now() + timeout))
+    }
+
+    /// Like [`ready_timeout`](Select::ready_timeout) with an instant.
+    pub fn ready_deadline(&self, deadline: Instant) -> Result<usize> {
+        self.wait(Some(deadline))
+    }
+
+    /// The index of an entry that is ready now, if any.
+    pub fn try_ready(&self) -> Option<usize> {
+        self.wait(Some(Instant::now())).ok()
+    }
+
+    fn wait(&self, deadline: Option<Instant>) -> Result<usize> {
+        if self.entries.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "nothing to wait on: add a receiver or a descriptor first",
+            ));
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            if let Entry::Receiver(core) = e
+                && core.buffered()
+            {
+                return Ok(i);
+            }
+        }
+        let fds: Vec<(BorrowedFd<'_>, Interest)> = self
+            .entries
+            .iter()
+            .map(|e| match e {
+                Entry::Receiver(core) => (core.conn().as_fd(), Interest::Read),
+                Entry::Fd(fd, interest) => (*fd, *interest),
+            })
+            .collect();
+        let mut ready = vec![false; fds.len()];
+        let hit = sys::poll(&fds, deadline, &mut ready)
+            .map_err(|e| Error::io("waiting on the selected descriptors", e))?;
+        match ready.iter().position(|&r| r) {
+            Some(i) if hit => Ok(i),
+            _ => Err(Error::new(
+                ErrorKind::Timeout,
+                "none of the selected channels became ready before the deadline",
+            )),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The sending end of a channel.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::gate::{Gate, Wait};
+use crate::codec::CodecKind;
+use crate::error::{Error, ErrorKind, Result, SendError};
+use crate::frame::Outgoing;
+use crate::sys::{self, Interest};
+use crate::transport::Conn;
+
+/// The sending end of a typed channel.
+///
+/// `Sender` is `Clone` and `Send`: clones share one descriptor, and a frame
+/// is written whole before another thread's frame begins, so frames never
+/// interleave. Backpressure is the OS buffer's: [`send`](Sender::send) waits
+/// while it is full, [`try_send`](Sender::try_send) returns
+/// [`Full`](ErrorKind::Full), and procwire queues nothing of its own.
+///
+/// Dropping the last clone finishes any frame still pending, then (on a
+/// stream or seqpacket socket) shuts down the writing direction, so the peer
+/// reads end-of-stream even if a copy of the descriptor leaked into another
+/// process.
+pub struct Sender<T> {
+    core: Arc<SendCore>,
+    _marker: PhantomData<fn(T)>,
+}
+
+pub(crate) struct SendCore {
+    conn: Arc<Conn>,
+    codec: CodecKind,
+    max_frame: usize,
+    out: Gate<Outgoing>,
+}
+
+impl SendCore {
+    pub(crate) fn new(conn: Arc<Conn>, codec: CodecKind, max_frame: usize) -> SendCore {
+        SendCore {
+            conn,
+            codec,
+            max_frame,
+            out: Gate::new(Outgoing::default()),
+        }
+    }
+
+    fn context(&self) -> String {
+        format!("sending on a {}", self.conn.transport().name())
+    }
+
+    /// Encodes with `fill` and writes one frame, attaching `fds` to its first
+    /// write.
+    fn send(
+        &self,
+        wait: Wait,
+        fds: &[BorrowedFd<'_>],
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        if !fds.is_empty() && !self.conn.carries_fds() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "descriptors can only travel over Unix sockets, not over a pipe",
+            ));
+        }
+        let Some(mut pass) = self.out.enter(wait) else {
+            return Err(not_now(wait));
+        };
+        let out = &mut *pass.state;
+        // A frame that a `try_send` or timeout left half-written goes first.
+        self.finish(out, wait)?;
+        out.encode(self.conn.transport().framed(), self.max_frame, fill)?;
+        let mut fds = fds;
+        loop {
+            match self.conn.write(out.remaining(), fds) {
+                Ok(n) => {
+                    fds = &[];
+                    out.advance(n);
+                    if !out.is_pending() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if sys::would_block(&e) => {
+                    if wait.expired() {
+                        if out.started() {
+                            // Accepted: the rest is written before the next
+                            // frame, by `flush`, or when the sender drops.
+                            return Ok(());
+                        }
+                        out.discard();
+                        return Err(not_now(wait));
+                    }
+                    self.wait_writable(wait)?;
+                }
+                Err(e) => {
+                    let len = out.payload().len();
+                    out.discard();
+                    return Err(self.write_error(e, len));
+                }
+            }
+        }
+    }
+
+    /// Writes the rest of a pending frame.
+    fn finish(&self, out: &mut Outgoing, wait: Wait) -> Result<()> {
+        while out.is_pending() {
+            match self.conn.write(out.remaining(), &[]) {
+                Ok(n) => out.advance(n),
+                Err(e) if sys::would_block(&e) => {
+                    if wait.expired() {
+                        return Err(not_now(wait));
+                    }
+                    self.wait_writable(wait)?;
+                }
+                Err(e) => {
+                    let len = out.payload().len();
+                    out.discard();
+                    return Err(self.write_error(e, len));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_writable(&self, wait: Wait) -> Result<()> {
+        self.conn
+            .wait(Interest::Write, wait.deadline())
+            .map(drop)
+            .map_err(|e| Error::io(&self.context(), e))
+    }
+
+    fn write_error(&self, e: io::Error, len: usize) -> Error {
+        if sys::is_msgsize(&e) {
+            let limit = self.conn.message_limit().unwrap_or(0);
+            return Error::too_large(
+                len as u64,
+                limit,
+                "one datagram cannot carry it (wire format v1 never splits a message); \
+                 use a stream socket, or raise the socket's send buffer",
+            );
+        }
+        if sys::is_disconnect(&e) {
+            return Error::io("the receiver is gone", e);
+        }
+        Error::io(&self.context(), e)
+    }
+
+    pub(crate) fn flush(&self, wait: Wait) -> Result<()> {
+        let Some(mut pass) = self.out.enter(wait) else {
+            return Err(not_now(wait));
+        };
+        self.finish(&mut pass.state, wait)
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        self.out.peek(Outgoing::is_pending).unwrap_or(true)
+    }
+}
+
+impl Drop for SendCore {
+    fn drop(&mut self) {
+        // The message was accepted, so it must arrive: finish it (an error
+        // here means the peer is gone and nobody can read it anyway).
+        let _ = self.flush(Wait::Block);
+        self.conn.shutdown_write();
+    }
+}
+
+fn not_now(wait: Wait) -> Error {
+    match wait {
+        Wait::Never => Error::new(
+            ErrorKind::Full,
+            "the channel is full (the receiver has not read what was sent); nothing was written",
+        ),
+        Wait::Until(_) | Wait::Block => Error::new(
+            ErrorKind::Timeout,
+            "the receiver did not make room before the deadline; nothing was written",
+        ),
+    }
+}
+
+impl<T: Serialize> Sender<T> {
+    pub(crate) fn from_core(core: Arc<SendCore>) -> Sender<T> {
+        Sender {
+            core,
+            _marker: PhantomData,
+        }
+    }
+
+    fn send_as(&self, value: T, wait: Wait, fds: &[BorrowedFd<'_>]) -> Result<(), SendError<T>> {
+        let codec = self.core.codec;
+        match self.core.send(wait, fds, |buf| codec.encode(&value, buf)) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(SendError::new(value, e)),
+        }
+    }
+
+    /// Sends `value`, waiting while the OS buffer is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = procwire::channel::<String>()?;
+    /// tx.send("hello".to_string())?;
+    /// assert_eq!(rx.recv()?, "hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        self.send_as(value, Wait::Block, &[])
+    }
+
+    /// Sends `value` if the OS buffer has room now; otherwise hands it back
+    /// with [`ErrorKind::Full`] and nothing written.
+    ///
+    /// If the kernel takes only part of the frame, the message counts as sent
+    /// and the rest is written before the next frame (or by
+    /// [`flush`](Sender::flush), or when the sender drops), so the receiver
+    /// never sees half a message.
+    pub fn try_send(&self, value: T) -> Result<(), SendError<T>> {
+        self.send_as(value, Wait::Never, &[])
+    }
+
+    /// Sends `value`, waiting at most `timeout` for room; on
+    /// [`ErrorKind::Timeout`] nothing was written and the value comes back.
+    pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendError<T>> {
+        self.send_deadline(value, Instant::now() + timeout)
+    }
+
+    /// Like [`send_timeout`](Sender::send_timeout) with an instant.
+    pub fn send_deadline(&self, value: T, deadline: Instant) -> Result<(), SendError<T>> {
+        self.send_as(value, Wait::Until(deadline), &[])
+    }
+
+    /// Sends `value` with open descriptors attached (`SCM_RIGHTS`). The
+    /// receiver gets its own copies of them from
+    /// [`Receiver::recv_with_fds`](crate::Receiver::recv_with_fds); the
+    /// caller keeps its own. At most 253 at once; over a pipe this is an
+    /// [`ErrorKind::Unsupported`] error.
+    pub fn send_with_fds(&self, value: T, fds: &[BorrowedFd<'_>]) -> Result<(), SendError<T>> {
+        self.send_as(value, Wait::Block, fds)
+    }
+}
+
+impl<T> Sender<T> {
+    /// Writes the rest of a frame that [`try_send`](Sender::try_send) or
+    /// [`send_timeout`](Sender::send_timeout) left partly written.
+    pub fn flush(&self) -> Result<()> {
+        self.core.flush(Wait::Block)
+    }
+
+    /// The codec this sender encodes with.
+    pub fn codec(&self) -> CodecKind {
+        self.core.codec
+    }
+
+    /// The largest message this sender accepts: the maximum frame size, or
+    /// on a message socket the most one datagram can carry, if less.
+    pub fn max_message(&self) -> usize {
+        match self.core.conn.message_limit() {
+            Some(limit) => limit.min(self.core.max_frame),
+            None => self.core.max_frame,
+        }
+    }
+
+    pub(crate) fn core(&self) -> &Arc<SendCore> {
+        &self.core
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Sender<T> {
+        Sender {
+            core: Arc::clone(&self.core),
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<T> AsFd for Sender<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.core.conn.as_fd()
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("transport", &self.core.conn.transport().name())
+            .field("codec", &self.core.codec)
+            .finish_non_exhaustive()
+    }
+}

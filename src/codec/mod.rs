@@ -1,0 +1,268 @@
+//! How a value becomes a payload and back: one small trait, four codecs.
+//!
+//! | codec | name in the wire format | for |
+//! |---|---|---|
+//! | [`Postcard`] | `postcard` | Rust to Rust: compact and fast (the default) |
+//! | [`MsgPack`] | `msgpack` | peers in other languages (Python, Ruby, Node) |
+//! | [`Json`] | `json` | debugging, and the simplest peers |
+//! | [`Raw`] | `raw` | bytes as they are: `Vec<u8>`, [`ByteBuf`](crate::ByteBuf), `String` |
+//!
+//! Decoding treats its input as hostile: every codec refuses nesting deeper
+//! than [`MAX_DEPTH`] with an error (postcard alone would overflow the stack on
+//! a 300,000-deep payload), a collection whose claimed length exceeds the
+//! bytes present fails without reserving memory for it, and trailing bytes
+//! after the value are an error (postcard, JSON and raw; rmp-serde does not
+//! say where a value ended).
+//!
+//! Byte buffers: serde writes a `Vec<u8>` as a sequence of numbers, one at a
+//! time. Wrap it in [`ByteBuf`](crate::ByteBuf) (or mark the field
+//! `#[serde(with = "serde_bytes")]`) to copy it in bulk and, in MessagePack,
+//! to send it as `bin`.
+
+mod depth;
+mod raw;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The deepest nesting any codec accepts when decoding.
+pub const MAX_DEPTH: usize = 128;
+
+/// A way to turn values into payload bytes and back.
+///
+/// Implemented by the unit types [`Postcard`], [`MsgPack`], [`Json`] and
+/// [`Raw`]; a channel picks one at run time through [`CodecKind`].
+pub trait Codec {
+    /// The codec's name in the wire format and in `PROCWIRE_CODEC`.
+    const NAME: &'static str;
+
+    /// Appends the encoding of `value` to `out`.
+    fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()>;
+
+    /// Decodes one value that must span all of `bytes`.
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T>;
+}
+
+fn encode_error(codec: &str, e: impl fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Encode,
+        format!("cannot encode the value with {codec}: {e}"),
+    )
+}
+
+fn decode_error(codec: &str, len: usize, e: impl fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Decode,
+        format!(
+            "cannot decode a {} {codec} payload into the expected type: {e}",
+            crate::error::human(len as u64)
+        ),
+    )
+}
+
+/// [postcard](https://postcard.jamesmunns.com/): compact, Rust to Rust.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Postcard;
+
+impl Codec for Postcard {
+    const NAME: &'static str = "postcard";
+
+    fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+        postcard::to_io(value, out).map_err(|e| encode_error(Self::NAME, e))?;
+        Ok(())
+    }
+
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+        let mut de = postcard::Deserializer::from_bytes(bytes);
+        let value = T::deserialize(depth::Limited::new(&mut de, MAX_DEPTH))
+            .map_err(|e| decode_error(Self::NAME, bytes.len(), e))?;
+        let rest = de
+            .finalize()
+            .map_err(|e| decode_error(Self::NAME, bytes.len(), e))?;
+        if !rest.is_empty() {
+            return Err(decode_error(
+                Self::NAME,
+                bytes.len(),
+                format!("{} trailing bytes after the value", rest.len()),
+            ));
+        }
+        Ok(value)
+    }
+}
+
+/// MessagePack through rmp-serde, for peers in other languages: structs are
+/// maps keyed by field name, byte buffers (`ByteBuf`) are `bin`, enums are
+/// externally tagged (see `docs/wire-format.md`).
+#[cfg(feature = "msgpack")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MsgPack;
+
+#[cfg(feature = "msgpack")]
+impl Codec for MsgPack {
+    const NAME: &'static str = "msgpack";
+
+    fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+        rmp_serde::encode::write_named(out, value).map_err(|e| encode_error(Self::NAME, e))
+    }
+
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        de.set_max_depth(MAX_DEPTH);
+        // from_read_ref checks every claimed length against the bytes present
+        // before touching memory; rmp-serde's reader-based decoder would
+        // reserve whatever a `bin 32` header claims. It does not report where
+        // the value ended, so trailing bytes are not detected for msgpack.
+        T::deserialize(&mut de).map_err(|e| decode_error(Self::NAME, bytes.len(), e))
+    }
+}
+
+/// JSON through serde_json: readable on the wire.
+#[cfg(feature = "json")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Json;
+
+#[cfg(feature = "json")]
+impl Codec for Json {
+    const NAME: &'static str = "json";
+
+    fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+        serde_json::to_writer(out, value).map_err(|e| encode_error(Self::NAME, e))
+    }
+
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+        // serde_json refuses nesting deeper than 128 and trailing characters.
+        serde_json::from_slice(bytes).map_err(|e| decode_error(Self::NAME, bytes.len(), e))
+    }
+}
+
+/// Bytes as they are: the payload is the value's bytes, with no encoding.
+///
+/// Works for types that serialize as bytes or text: `Vec<u8>`,
+/// [`ByteBuf`](crate::ByteBuf), `String`, `&str`, `&[u8]`, and newtypes of
+/// them. Anything else is an [`ErrorKind::Encode`] error.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Raw;
+
+impl Codec for Raw {
+    const NAME: &'static str = "raw";
+
+    fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+        value
+            .serialize(raw::Serializer { out })
+            .map_err(|e| encode_error(Self::NAME, e))
+    }
+
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+        T::deserialize(raw::Deserializer { bytes })
+            .map_err(|e| decode_error(Self::NAME, bytes.len(), e))
+    }
+}
+
+/// A codec chosen at run time, as `PROCWIRE_CODEC` names it.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::CodecKind;
+///
+/// let codec: CodecKind = "msgpack".parse()?;
+/// assert_eq!(codec, CodecKind::MsgPack);
+/// assert_eq!(codec.name(), "msgpack");
+/// assert!("yaml".parse::<CodecKind>().is_err());
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CodecKind {
+    /// [`Postcard`], the default.
+    #[default]
+    Postcard,
+    /// [`MsgPack`].
+    #[cfg(feature = "msgpack")]
+    MsgPack,
+    /// [`Json`].
+    #[cfg(feature = "json")]
+    Json,
+    /// [`Raw`].
+    Raw,
+}
+
+impl CodecKind {
+    /// Every codec compiled in.
+    pub const ALL: &'static [CodecKind] = &[
+        CodecKind::Postcard,
+        #[cfg(feature = "msgpack")]
+        CodecKind::MsgPack,
+        #[cfg(feature = "json")]
+        CodecKind::Json,
+        CodecKind::Raw,
+    ];
+
+    /// The codec's name in the wire format.
+    pub fn name(self) -> &'static str {
+        match self {
+            CodecKind::Postcard => Postcard::NAME,
+            #[cfg(feature = "msgpack")]
+            CodecKind::MsgPack => MsgPack::NAME,
+            #[cfg(feature = "json")]
+            CodecKind::Json => Json::NAME,
+            CodecKind::Raw => Raw::NAME,
+        }
+    }
+
+    /// Appends the encoding of `value` to `out`.
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T, out: &mut Vec<u8>) -> Result<()> {
+        match self {
+            CodecKind::Postcard => Postcard::encode(value, out),
+            #[cfg(feature = "msgpack")]
+            CodecKind::MsgPack => MsgPack::encode(value, out),
+            #[cfg(feature = "json")]
+            CodecKind::Json => Json::encode(value, out),
+            CodecKind::Raw => Raw::encode(value, out),
+        }
+    }
+
+    /// Decodes one value spanning all of `bytes`.
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
+        match self {
+            CodecKind::Postcard => Postcard::decode(bytes),
+            #[cfg(feature = "msgpack")]
+            CodecKind::MsgPack => MsgPack::decode(bytes),
+            #[cfg(feature = "json")]
+            CodecKind::Json => Json::decode(bytes),
+            CodecKind::Raw => Raw::decode(bytes),
+        }
+    }
+}
+
+impl FromStr for CodecKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<CodecKind> {
+        CodecKind::ALL
+            .iter()
+            .copied()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = CodecKind::ALL.iter().map(|c| c.name()).collect();
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "unknown codec {s:?}; this build knows {}",
+                        known.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+impl fmt::Display for CodecKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,106 @@
+//! The child's side of the hand-over contract: finding the channel a parent
+//! left in the environment.
+//!
+//! A parent that starts a child with a channel sets three variables (see
+//! `docs/wire-format.md`):
+//!
+//! | variable | value |
+//! |---|---|
+//! | `PROCWIRE_FD` | the number of an inherited `SOCK_STREAM` Unix socket |
+//! | `PROCWIRE_CODEC` | `postcard`, `msgpack`, `json` or `raw` |
+//! | `PROCWIRE_VERSION` | `1`; a peer refuses any other value |
+//!
+//! Any language can honour it; in Rust, [`from_env`] does.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::CodecKind;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys::{self, FdKind, SockType};
+use crate::{Duplex, Options};
+
+/// The variable naming the inherited socket's descriptor number.
+pub const ENV_FD: &str = "PROCWIRE_FD";
+/// The variable naming the codec.
+pub const ENV_CODEC: &str = "PROCWIRE_CODEC";
+/// The variable naming the wire format version.
+pub const ENV_VERSION: &str = "PROCWIRE_VERSION";
+/// The wire format version this build speaks.
+pub const WIRE_VERSION: u32 = 1;
+
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+fn var(name: &str) -> Result<String> {
+    std::env::var(name).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{name} is not set (or not UTF-8): this process was not started with a \
+                 procwire channel"
+            ),
+        )
+    })
+}
+
+/// The channel the parent handed this process, as a [`Duplex`].
+///
+/// Succeeds once per process: the descriptor has one owner. Checks that
+/// `PROCWIRE_VERSION` is `1`, that `PROCWIRE_CODEC` names a known codec, and
+/// that `PROCWIRE_FD` is an open stream socket, and sets close-on-exec on it
+/// so that it does not leak into programs this child starts.
+pub fn from_env<Out, In>() -> Result<Duplex<Out, In>>
+where
+    Out: Serialize,
+    In: DeserializeOwned,
+{
+    let version = var(ENV_VERSION)?;
+    if version != WIRE_VERSION.to_string() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{ENV_VERSION}={version:?}, but this build speaks wire format version \
+                 {WIRE_VERSION} only"
+            ),
+        ));
+    }
+    let codec: CodecKind = var(ENV_CODEC)?.parse()?;
+    let raw = var(ENV_FD)?;
+    let number: RawFd = raw.trim().parse().map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("{ENV_FD}={raw:?} is not a descriptor number"),
+        )
+    })?;
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("the {ENV_FD} channel was already taken by an earlier from_env call"),
+        ));
+    }
+    let fd = sys::inherit::adopt(number, |fd| match sys::fd_kind(fd)? {
+        FdKind::Socket(SockType::Stream) => sys::set_cloexec(fd),
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {other:?}, not a stream socket"),
+        )),
+    })
+    .map_err(|e| {
+        TAKEN.store(false, Ordering::SeqCst);
+        Error::io(&format!("{ENV_FD}={number} is not usable"), e)
+    })?;
+    Options::new().codec(codec).duplex_from(fd)
+}
+
+/// The variables to give a child whose channel is its descriptor `fd`, for
+/// parents that start children themselves.
+pub fn child_env(fd: RawFd, codec: CodecKind) -> [(&'static str, String); 3] {
+    [
+        (ENV_FD, fd.to_string()),
+        (ENV_CODEC, codec.name().to_string()),
+        (ENV_VERSION, WIRE_VERSION.to_string()),
+    ]
+}

@@ -1,0 +1,305 @@
+//! What went wrong, said plainly.
+//!
+//! Every fallible channel and frame operation returns [`Error`], one opaque
+//! type with a [`kind`](Error::kind) to match on and a message that says what
+//! happened and what to do. A failed send also hands the message back
+//! ([`SendError`]), so nothing is lost by trying.
+
+use std::fmt;
+use std::io;
+
+/// A `Result` whose error is procwire's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The kinds of [`Error`]; match on them, the message is for people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The other end is gone: it closed its end, shut down its writing
+    /// direction, or exited. On receive this is the clean end of the stream,
+    /// after every message that was sent has been delivered.
+    Disconnected,
+    /// `try_send` found the OS buffer full; nothing was written.
+    Full,
+    /// `try_recv` found no complete message yet.
+    Empty,
+    /// A `*_timeout` operation reached its deadline; for a send, nothing was
+    /// written.
+    Timeout,
+    /// A message is longer than the limit in force (the configured maximum
+    /// frame size, or the most one datagram can carry).
+    FrameTooLarge,
+    /// A datagram or its attached descriptors did not fit the receive buffer
+    /// (`MSG_TRUNC`, `MSG_CTRUNC`); the cut message was discarded.
+    Truncated,
+    /// The peer closed the stream in the middle of a frame.
+    UnexpectedEof,
+    /// A payload could not be decoded into the expected type.
+    Decode,
+    /// A value could not be encoded by the channel's codec.
+    Encode,
+    /// The operation is not possible on this transport (for example sending
+    /// descriptors over a pipe).
+    Unsupported,
+    /// A socket path is in use by a live listener.
+    AddrInUse,
+    /// A bad argument or environment: a path too long, an unknown codec name,
+    /// a `PROCWIRE_FD` that is not an open stream socket.
+    InvalidInput,
+    /// Any other operating-system error; see [`Error::io_error`].
+    Io,
+}
+
+/// The error of every procwire operation but a failed send (which is a
+/// [`SendError`] carrying the message back).
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<io::Error>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Wraps an OS error, choosing the kind from it and prefixing `context`
+    /// (what procwire was doing).
+    pub(crate) fn io(context: &str, e: io::Error) -> Error {
+        let kind = match e.kind() {
+            io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::NotConnected => ErrorKind::Disconnected,
+            io::ErrorKind::AddrInUse => ErrorKind::AddrInUse,
+            io::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
+            io::ErrorKind::UnexpectedEof => ErrorKind::UnexpectedEof,
+            io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            _ => ErrorKind::Io,
+        };
+        Error {
+            kind,
+            message: context.to_owned(),
+            source: Some(e),
+        }
+    }
+
+    pub(crate) fn disconnected(what: &str) -> Error {
+        Error::new(ErrorKind::Disconnected, what)
+    }
+
+    pub(crate) fn too_large(len: u64, max: usize, hint: &str) -> Error {
+        Error::new(
+            ErrorKind::FrameTooLarge,
+            format!(
+                "frame of {} exceeds the {} limit; {hint}",
+                human(len),
+                human(max as u64)
+            ),
+        )
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The operating-system error underneath, if there is one.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.source.as_ref()
+    }
+
+    /// Whether the peer is gone ([`ErrorKind::Disconnected`]).
+    pub fn is_disconnected(&self) -> bool {
+        self.kind == ErrorKind::Disconnected
+    }
+
+    /// Whether a deadline passed ([`ErrorKind::Timeout`]).
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Timeout
+    }
+}
+
+/// `1536` -> `"1.5 KiB"`: sizes in messages are read by people.
+pub(crate) fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 {
+        format!("{value} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(s) = &self.source {
+            d.field("source", s);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(s) = &self.source {
+            write!(f, ": {s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match e.kind {
+            ErrorKind::Disconnected => io::ErrorKind::BrokenPipe,
+            ErrorKind::Full | ErrorKind::Empty => io::ErrorKind::WouldBlock,
+            ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::FrameTooLarge | ErrorKind::Truncated | ErrorKind::Decode => {
+                io::ErrorKind::InvalidData
+            }
+            ErrorKind::UnexpectedEof => io::ErrorKind::UnexpectedEof,
+            ErrorKind::Encode | ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
+            ErrorKind::Unsupported => io::ErrorKind::Unsupported,
+            ErrorKind::AddrInUse => io::ErrorKind::AddrInUse,
+            ErrorKind::Io => match &e.source {
+                Some(s) => s.kind(),
+                None => io::ErrorKind::Other,
+            },
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// A send that failed, with the message handed back.
+///
+/// [`kind`](SendError::kind) says why: [`Full`](ErrorKind::Full) from
+/// `try_send`, [`Timeout`](ErrorKind::Timeout) from `send_timeout` (in both
+/// cases nothing reached the wire), [`Disconnected`](ErrorKind::Disconnected)
+/// when the receiver is gone, [`FrameTooLarge`](ErrorKind::FrameTooLarge),
+/// [`Encode`](ErrorKind::Encode), or an OS error.
+pub struct SendError<T> {
+    value: T,
+    error: Error,
+}
+
+impl<T> SendError<T> {
+    pub(crate) fn new(value: T, error: Error) -> SendError<T> {
+        SendError { value, error }
+    }
+
+    /// The message that was not sent.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+
+    /// Why the send failed.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// Why the send failed, dropping the message.
+    pub fn into_error(self) -> Error {
+        self.error
+    }
+
+    /// Shorthand for `self.error().kind()`.
+    pub fn kind(&self) -> ErrorKind {
+        self.error.kind
+    }
+
+    /// Whether the buffer was full (`try_send`): try again later.
+    pub fn is_full(&self) -> bool {
+        self.error.kind == ErrorKind::Full
+    }
+
+    /// Whether the deadline passed (`send_timeout`).
+    pub fn is_timeout(&self) -> bool {
+        self.error.kind == ErrorKind::Timeout
+    }
+
+    /// Whether the receiver is gone.
+    pub fn is_disconnected(&self) -> bool {
+        self.error.kind == ErrorKind::Disconnected
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "message not sent: {}", self.error)
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T> From<SendError<T>> for Error {
+    fn from(e: SendError<T>) -> Error {
+        e.error
+    }
+}
+
+impl<T> From<SendError<T>> for io::Error {
+    fn from(e: SendError<T>) -> io::Error {
+        e.error.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_a_person_wrote_them() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(64 << 20), "64 MiB");
+        assert_eq!(human(4 << 30), "4 GiB");
+    }
+
+    #[test]
+    fn too_large_message_names_sizes_and_the_fix() {
+        let e = Error::too_large(3 << 30, 64 << 20, "raise it with `max_frame`");
+        assert_eq!(e.kind(), ErrorKind::FrameTooLarge);
+        assert_eq!(
+            e.to_string(),
+            "frame of 3 GiB exceeds the 64 MiB limit; raise it with `max_frame`"
+        );
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,111 @@
+//! Processes that talk: pipes, socket pairs and typed channels, done right.
+//!
+//! procwire grows from the classic lesson "Processes Can Communicate": a pipe
+//! is a one-way byte stream, a socket pair a two-way one, and a parent and
+//! its child talk through the ends they share. procwire makes each of those a
+//! typed, tested API and removes the ways they hang, leak and lose data.
+//!
+//! # Hello, world
+//!
+//! ```
+//! let (tx, rx) = procwire::channel::<String>()?;
+//! tx.send("Hello, world".to_string())?;
+//! drop(tx); // close the writer: the reader's loop ends at end-of-stream
+//! for message in &rx {
+//!     println!("{}", message?);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A two-way channel, the lesson's "Heavy lifting" / "accomplished!":
+//!
+//! ```
+//! let (parent, child) = procwire::duplex::<String, String>()?;
+//! std::thread::spawn(move || {
+//!     for job in child.iter() {
+//!         child.send(format!("{} accomplished!", job.unwrap())).unwrap();
+//!     }
+//! });
+//! assert_eq!(parent.request("Heavy lifting".into())?, "Heavy lifting accomplished!");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # What is here
+//!
+//! | layer | items |
+//! |---|---|
+//! | primitives | [`pipe`] → [`PipeReader`] / [`PipeWriter`]; [`socket_pair`] → [`Socket`] of a [`Kind`]; [`UnixListener`] and [`Socket::connect`] by path; descriptors with [`Socket::send_with_fds`] |
+//! | framing | [`frame`]: wire format v1 over any `Read`/`Write` |
+//! | codecs | [`codec`]: postcard (default), MessagePack, JSON, raw |
+//! | channels | [`channel`], [`duplex`], [`Options`] → [`Sender`], [`Receiver`], [`Duplex`]; [`Select`] |
+//! | hand-over | [`from_env`]: the child's end of `PROCWIRE_FD` |
+//!
+//! Every descriptor procwire creates is close-on-exec from birth, every
+//! system call lives in one private `sys` module, and every error says what
+//! happened ([`Error::kind`]).
+//!
+//! # Hazards, and what procwire does about them
+//!
+//! **The forgotten writer.** A pipe's reader sees end-of-file only when
+//! *every* copy of the write end is closed. Keep one open by mistake (in the
+//! parent after handing it to a child, or in a child that inherited it) and
+//! the reader waits forever. procwire's ends are close-on-exec, so programs
+//! you start do not inherit them by accident; dropping a channel end closes
+//! it; dropping the last [`Sender`] on a socket also shuts down its writing
+//! direction, which the peer sees even if a copy leaked. For every wait you
+//! cannot rule out, use a deadline: [`Receiver::recv_timeout`].
+//!
+//! **Both sides writing into full buffers.** A pipe buffer holds 64 KiB on
+//! Linux and a socket a few hundred; if parent and child both write more than
+//! that before either reads, both block forever. Read and write from
+//! different threads ([`Duplex::split`]), keep requests and replies small
+//! enough to fit, or use [`Sender::try_send`] / [`Sender::send_timeout`],
+//! which give the message back instead of blocking.
+//!
+//! **Zombies.** A child that exits stays in the process table until its
+//! parent waits for it. Reap every child you start (`std::process::Child::wait`);
+//! procwire's own process API (a later release) reaps for you.
+//!
+//! **Several writers on one pipe.** The kernel keeps a write whole only up to
+//! `PIPE_BUF` (4 KiB on Linux). Frames from several *processes* sharing one
+//! pipe interleave once they are larger, and the stream is corrupt. Within one
+//! process, clones of a [`Sender`] never interleave (each frame is written
+//! under a lock); across processes, give each writer its own channel, or use a
+//! datagram or seqpacket socket, whose messages are atomic.
+//!
+//! **`SIGPIPE`.** Writing to a pipe whose reader is gone kills a process
+//! whose `SIGPIPE` disposition is the default. procwire's writes report
+//! `BrokenPipe` ([`ErrorKind::Disconnected`] on channels) instead, whatever the
+//! disposition, without changing it.
+//!
+//! **Hostile peers.** Everything read from another process is untrusted: a
+//! length is checked before anything is allocated for it, nesting is bounded,
+//! a datagram that does not fit is reported, not cut. See [`frame`] and
+//! [`codec`].
+
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod channel;
+pub mod codec;
+mod env;
+mod error;
+pub mod frame;
+mod pipe;
+mod socket;
+mod sys;
+mod transport;
+
+pub use channel::{Duplex, IntoIter, Iter, Options, Receiver, Select, Sender, channel, duplex};
+pub use codec::{Codec, CodecKind};
+pub use env::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env};
+pub use error::{Error, ErrorKind, Result, SendError};
+pub use pipe::{PipeReader, PipeWriter, pipe};
+pub use serde_bytes::{self, ByteBuf};
+pub use socket::{Kind, PeerCred, Socket, UnixListener, socket_pair};
+
+/// Whether a descriptor has close-on-exec set: the property every descriptor
+/// procwire creates has from birth. For tests and diagnostics.
+pub fn is_cloexec(fd: impl std::os::fd::AsFd) -> std::io::Result<bool> {
+    sys::is_cloexec(fd.as_fd())
+}

@@ -1,0 +1,134 @@
+//! Pipes: the lesson's `IO.pipe`, one-way by type.
+
+use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::sys;
+
+/// Creates a pipe: bytes written to the [`PipeWriter`] come out of the
+/// [`PipeReader`]. Both ends are close-on-exec from birth (`pipe2` with
+/// `O_CLOEXEC`), so no program this process starts inherits them by accident.
+///
+/// The reader sees end-of-file only when **every** copy of the write end is
+/// closed: drop the writer (and make sure no child holds a copy) or the reader
+/// waits forever. A write after the reader is gone fails with
+/// `io::ErrorKind::BrokenPipe`; it never kills the process with `SIGPIPE`,
+/// whatever the process's signal disposition.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+///
+/// let (mut reader, mut writer) = procwire::pipe()?;
+/// writer.write_all(b"Into the pipe I go...")?;
+/// drop(writer); // without this, read_to_string would wait forever
+/// let mut text = String::new();
+/// reader.read_to_string(&mut text)?;
+/// assert_eq!(text, "Into the pipe I go...");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// Pipes are one-way: a reader cannot write.
+///
+/// ```compile_fail
+/// use std::io::Write;
+/// let (mut reader, _writer) = procwire::pipe().unwrap();
+/// reader.write_all(b"Trying to get the reader to write something");
+/// ```
+///
+/// # References
+/// - pipe(2), pipe(7)
+#[doc(alias = "pipe2")]
+pub fn pipe() -> io::Result<(PipeReader, PipeWriter)> {
+    let (r, w) = sys::pipe()?;
+    Ok((PipeReader(r), PipeWriter(w)))
+}
+
+/// The read end of a pipe: [`Read`] only.
+pub struct PipeReader(OwnedFd);
+
+/// The write end of a pipe: [`Write`] only.
+pub struct PipeWriter(OwnedFd);
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::read(self.0.as_fd(), buf)
+    }
+}
+
+impl Read for &PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::read(self.0.as_fd(), buf)
+    }
+}
+
+impl Write for PipeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        sys::pipe_write(self.0.as_fd(), &[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        sys::pipe_write(self.0.as_fd(), bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &PipeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        sys::pipe_write(self.0.as_fd(), &[IoSlice::new(buf)])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+macro_rules! fd_type {
+    ($t:ident, $kind:literal) => {
+        impl AsFd for $t {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.0.as_fd()
+            }
+        }
+
+        impl From<$t> for OwnedFd {
+            fn from(end: $t) -> OwnedFd {
+                end.0
+            }
+        }
+
+        impl $t {
+            /// Adopts a descriptor as this end of a pipe, checking that it is
+            /// one and open in the right direction.
+            pub fn from_fd(fd: OwnedFd) -> io::Result<$t> {
+                if sys::fd_kind(fd.as_fd())? != sys::FdKind::Pipe {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        concat!("not a pipe; a ", $kind, " needs one"),
+                    ));
+                }
+                Ok($t(fd))
+            }
+
+            /// Duplicates this end (close-on-exec). The reader sees
+            /// end-of-file only once every copy of the writer is closed.
+            pub fn try_clone(&self) -> io::Result<$t> {
+                Ok($t(self.0.try_clone()?))
+            }
+        }
+
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($t)).field(&self.0).finish()
+            }
+        }
+    };
+}
+
+fd_type!(PipeReader, "PipeReader");
+fd_type!(PipeWriter, "PipeWriter");

@@ -1,0 +1,561 @@
+//! Every system call procwire makes, in one place.
+//!
+//! The rest of the crate talks to the kernel only through these functions.
+//! They are thin, safe wrappers over [`rustix`]; the two leaf modules that need
+//! `libc` ([`signal`] for the SIGPIPE guard, [`inherit`] for adopting an
+//! inherited descriptor) hold the crate's only `unsafe` code. Another Unix
+//! port replaces this module and nothing else.
+//!
+//! Each wrapper names its man page under `# References`.
+
+pub(crate) mod inherit;
+pub(crate) mod signal;
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::Instant;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::io::{Errno, FdFlags};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown, SocketAddrUnix, SocketFlags,
+    SocketType,
+};
+
+/// The most descriptors one `SCM_RIGHTS` message may carry (`SCM_MAX_FD` in
+/// the Linux kernel's `include/net/scm.h`).
+pub(crate) const MAX_FDS: usize = 253;
+
+/// Bytes a Unix datagram costs beyond its payload when the kernel checks it
+/// against the sender's `SO_SNDBUF` (`unix_dgram_sendmsg`: `len >
+/// sk_sndbuf - 32` fails with `EMSGSIZE`).
+const DGRAM_OVERHEAD: usize = 32;
+
+/// The longest `sun_path` Linux accepts, without its terminating NUL
+/// (`sizeof(sockaddr_un.sun_path) - 1`, see unix(7)).
+pub(crate) const MAX_UNIX_PATH: usize = 107;
+
+fn io(e: Errno) -> io::Error {
+    e.into()
+}
+
+/// Creates a pipe whose two ends are close-on-exec from birth.
+///
+/// # References
+/// - pipe2(2)
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io)
+}
+
+/// The three socket types procwire uses, as the kernel names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SockType {
+    Stream,
+    Datagram,
+    SeqPacket,
+}
+
+impl SockType {
+    fn raw(self) -> SocketType {
+        match self {
+            SockType::Stream => SocketType::STREAM,
+            SockType::Datagram => SocketType::DGRAM,
+            SockType::SeqPacket => SocketType::SEQPACKET,
+        }
+    }
+}
+
+/// Creates a connected pair of Unix sockets, close-on-exec from birth.
+///
+/// # References
+/// - socketpair(2), unix(7)
+pub(crate) fn socketpair(ty: SockType) -> io::Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(AddressFamily::UNIX, ty.raw(), SocketFlags::CLOEXEC, None).map_err(io)
+}
+
+/// What kind of file `fd` is, as procwire cares about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FdKind {
+    Pipe,
+    Socket(SockType),
+    /// Anything else: a regular file, a tty, an unknown socket type.
+    Other,
+}
+
+/// Classifies an open descriptor.
+///
+/// # References
+/// - fstat(2), getsockopt(2) with `SO_TYPE`
+pub(crate) fn fd_kind(fd: BorrowedFd<'_>) -> io::Result<FdKind> {
+    let st = rustix::fs::fstat(fd).map_err(io)?;
+    Ok(match FileType::from_raw_mode(st.st_mode) {
+        FileType::Fifo => FdKind::Pipe,
+        FileType::Socket => {
+            let ty = rustix::net::sockopt::socket_type(fd).map_err(io)?;
+            if ty == SocketType::STREAM {
+                FdKind::Socket(SockType::Stream)
+            } else if ty == SocketType::DGRAM {
+                FdKind::Socket(SockType::Datagram)
+            } else if ty == SocketType::SEQPACKET {
+                FdKind::Socket(SockType::SeqPacket)
+            } else {
+                FdKind::Other
+            }
+        }
+        _ => FdKind::Other,
+    })
+}
+
+/// Sets or clears `O_NONBLOCK` on the open file description.
+///
+/// # References
+/// - fcntl(2) with `F_GETFL` / `F_SETFL`
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(fd).map_err(io)?;
+    let new = if on {
+        flags | OFlags::NONBLOCK
+    } else {
+        flags - OFlags::NONBLOCK
+    };
+    if new != flags {
+        rustix::fs::fcntl_setfl(fd, new).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Whether the descriptor was opened for reading and for writing.
+///
+/// # References
+/// - fcntl(2) with `F_GETFL`
+pub(crate) fn access_mode(fd: BorrowedFd<'_>) -> io::Result<(bool, bool)> {
+    let mode = rustix::fs::fcntl_getfl(fd).map_err(io)? & OFlags::RWMODE;
+    Ok((mode != OFlags::WRONLY, mode != OFlags::RDONLY))
+}
+
+/// Sets `FD_CLOEXEC`, so that the descriptor does not leak into programs this
+/// process executes.
+///
+/// # References
+/// - fcntl(2) with `F_SETFD`
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = rustix::io::fcntl_getfd(fd).map_err(io)?;
+    rustix::io::fcntl_setfd(fd, flags | FdFlags::CLOEXEC).map_err(io)
+}
+
+/// Whether `FD_CLOEXEC` is set.
+///
+/// # References
+/// - fcntl(2) with `F_GETFD`
+pub(crate) fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(rustix::io::fcntl_getfd(fd).map_err(io)?.contains(FdFlags::CLOEXEC))
+}
+
+/// Reads from any descriptor (a pipe, a stream socket).
+///
+/// # References
+/// - read(2)
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    retry(|| rustix::io::read(fd, &mut *buf))
+}
+
+/// Writes to a pipe without letting `SIGPIPE` kill the process: a closed
+/// reader is reported as `EPIPE` (`io::ErrorKind::BrokenPipe`).
+///
+/// # References
+/// - writev(2), pipe(7) ("If all file descriptors referring to the read end of
+///   a pipe have been closed, then a write(2) will cause a SIGPIPE signal")
+pub(crate) fn pipe_write(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    signal::without_sigpipe(|| retry(|| rustix::io::writev(fd, bufs)))
+}
+
+/// Sends bytes on a socket, with descriptors attached when `fds` is not empty.
+/// `MSG_NOSIGNAL` is always set: a closed peer is `EPIPE`, never a signal.
+///
+/// # References
+/// - sendmsg(2), unix(7) (`SCM_RIGHTS`)
+pub(crate) fn send(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+    nonblocking: bool,
+) -> io::Result<usize> {
+    let mut flags = SendFlags::NOSIGNAL;
+    if nonblocking {
+        flags |= SendFlags::DONTWAIT;
+    }
+    if fds.is_empty() {
+        let mut control = SendAncillaryBuffer::default();
+        return retry(|| rustix::net::sendmsg(fd, bufs, &mut control, flags));
+    }
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} descriptors in one message; the kernel allows at most {MAX_FDS}",
+                fds.len()
+            ),
+        ));
+    }
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("descriptors do not fit the control buffer"));
+    }
+    retry(|| rustix::net::sendmsg(fd, bufs, &mut control, flags))
+}
+
+/// The outcome of one [`recv`].
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// Bytes stored into the buffer.
+    pub len: usize,
+    /// The message's real length, which exceeds `len` when it was cut
+    /// (`MSG_TRUNC`). Equal to `len` on stream sockets.
+    pub full_len: usize,
+}
+
+/// Receives bytes from a socket, adopting every descriptor that came with
+/// them into `fds_out` at once (close-on-exec, `MSG_CMSG_CLOEXEC`).
+///
+/// Truncated control data (`MSG_CTRUNC`) is an error; the descriptors that did
+/// arrive are closed before it is returned.
+///
+/// # References
+/// - recvmsg(2), unix(7) (`SCM_RIGHTS`), cmsg(3)
+pub(crate) fn recv(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds_out: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<Received> {
+    let mut flags = RecvFlags::CMSG_CLOEXEC | RecvFlags::TRUNC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = retry(|| rustix::net::recvmsg(fd, &mut iov, &mut control, flags))?;
+    let first_new = fds_out.len();
+    for cmsg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = cmsg {
+            fds_out.extend(received);
+        }
+    }
+    if msg.flags.contains(ReturnFlags::CTRUNC) {
+        // Dropping them closes the descriptors that did arrive.
+        fds_out.truncate(first_new);
+        return Err(io::Error::other(
+            "descriptors attached to the message were cut off (MSG_CTRUNC)",
+        ));
+    }
+    let len = msg.bytes.min(buf.len());
+    Ok(Received {
+        len,
+        full_len: msg.bytes,
+    })
+}
+
+/// What the next datagram on a message socket looks like, without taking it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Peek {
+    /// A datagram of this many bytes is queued (possibly 0).
+    Message(usize),
+    /// The peer shut down and nothing is queued (SEQPACKET end of file).
+    Eof,
+}
+
+/// Looks at the next datagram's length without consuming it.
+///
+/// An empty message and end-of-file both make recv(2) return 0 on a
+/// `SOCK_SEQPACKET` socket. With `SO_PASSCRED` set (see
+/// [`enable_passcred`]) every real message carries an `SCM_CREDENTIALS`
+/// control message and end-of-file carries none, which tells them apart.
+///
+/// # References
+/// - recv(2) with `MSG_PEEK | MSG_TRUNC`, unix(7) (`SO_PASSCRED`)
+pub(crate) fn peek_datagram(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<Peek> {
+    let mut flags = RecvFlags::PEEK | RecvFlags::TRUNC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut empty = [0u8; 0];
+    let mut iov = [IoSliceMut::new(&mut empty)];
+    let msg = retry(|| rustix::net::recvmsg(fd, &mut iov, &mut control, flags))?;
+    let has_creds = control
+        .drain()
+        .any(|m| matches!(m, RecvAncillaryMessage::ScmCredentials(_)));
+    if msg.bytes == 0 && !has_creds {
+        return Ok(Peek::Eof);
+    }
+    Ok(Peek::Message(msg.bytes))
+}
+
+/// Turns on `SO_PASSCRED`, so that [`peek_datagram`] can tell an empty
+/// message from end-of-file.
+///
+/// # References
+/// - setsockopt(2), unix(7) (`SO_PASSCRED`)
+pub(crate) fn enable_passcred(fd: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::net::sockopt::set_socket_passcred(fd, true).map_err(io)
+}
+
+/// The largest datagram this socket can send: its `SO_SNDBUF` less the
+/// kernel's per-datagram charge.
+///
+/// # References
+/// - getsockopt(2) with `SO_SNDBUF`, socket(7)
+pub(crate) fn max_datagram(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let sndbuf = rustix::net::sockopt::socket_send_buffer_size(fd).map_err(io)?;
+    Ok(sndbuf.saturating_sub(DGRAM_OVERHEAD))
+}
+
+/// Sets `SO_SNDBUF` (the kernel doubles the value and caps it at
+/// `net.core.wmem_max`).
+///
+/// # References
+/// - setsockopt(2) with `SO_SNDBUF`, socket(7)
+pub(crate) fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    rustix::net::sockopt::set_socket_send_buffer_size(fd, bytes).map_err(io)
+}
+
+/// Shuts down one or both directions of a socket.
+///
+/// # References
+/// - shutdown(2)
+pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: std::net::Shutdown) -> io::Result<()> {
+    let how = match how {
+        std::net::Shutdown::Read => Shutdown::Read,
+        std::net::Shutdown::Write => Shutdown::Write,
+        std::net::Shutdown::Both => Shutdown::Both,
+    };
+    match rustix::net::shutdown(fd, how) {
+        // The peer is gone already: the direction is as shut as it gets.
+        Ok(()) | Err(Errno::NOTCONN) => Ok(()),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// The credentials of the process at the other end of a connected Unix socket,
+/// as they were when it connected (or created the pair).
+///
+/// # References
+/// - getsockopt(2) with `SO_PEERCRED`, unix(7)
+pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
+    let c = rustix::net::sockopt::socket_peercred(fd).map_err(io)?;
+    Ok((c.pid.as_raw_nonzero().get() as u32, c.uid.as_raw(), c.gid.as_raw()))
+}
+
+fn unix_addr(path: &Path) -> io::Result<SocketAddrUnix> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() > MAX_UNIX_PATH {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "socket path {} is {} bytes; Unix sockets allow at most {MAX_UNIX_PATH} \
+                 (use a shorter path, e.g. under /tmp or a relative one)",
+                path.display(),
+                bytes.len()
+            ),
+        ));
+    }
+    SocketAddrUnix::new(path).map_err(io)
+}
+
+fn unix_socket() -> io::Result<OwnedFd> {
+    rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(io)
+}
+
+/// Binds a listening Unix stream socket at `path`, readable and writable by
+/// its owner only. A socket file left behind by a dead listener (connecting
+/// to it is refused) is removed first; a live one is `AddrInUse`.
+///
+/// # References
+/// - socket(2), bind(2), listen(2), chmod(2), unlink(2), unix(7)
+pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
+    let addr = unix_addr(path)?;
+    let fd = unix_socket()?;
+    match rustix::net::bind(&fd, &addr) {
+        Ok(()) => {}
+        Err(Errno::ADDRINUSE) => {
+            let probe = unix_socket()?;
+            match retry(|| rustix::net::connect(&probe, &addr)) {
+                Ok(()) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("{} has a live listener", path.display()),
+                    ));
+                }
+                Err(e) if e.raw_os_error() == Some(Errno::CONNREFUSED.raw_os_error()) => {
+                    rustix::fs::unlink(path).map_err(io)?;
+                    rustix::net::bind(&fd, &addr).map_err(io)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(io(e)),
+    }
+    // Nobody can connect before listen(2), so tightening the mode here leaves
+    // no window in which another user could get in.
+    rustix::fs::chmod(path, Mode::from_raw_mode(0o600)).map_err(io)?;
+    rustix::net::listen(&fd, backlog).map_err(io)?;
+    Ok(fd)
+}
+
+/// Accepts one connection, close-on-exec from birth.
+///
+/// # References
+/// - accept4(2)
+pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    retry(|| rustix::net::accept_with(fd, SocketFlags::CLOEXEC))
+}
+
+/// Connects a new close-on-exec Unix stream socket to `path`.
+///
+/// # References
+/// - socket(2), connect(2), unix(7)
+pub(crate) fn unix_connect(path: &Path) -> io::Result<OwnedFd> {
+    let addr = unix_addr(path)?;
+    let fd = unix_socket()?;
+    retry(|| rustix::net::connect(&fd, &addr))?;
+    Ok(fd)
+}
+
+/// The device and inode of a path, to recognise the socket file one created.
+///
+/// # References
+/// - stat(2)
+pub(crate) fn file_id(path: &Path) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::stat(path).map_err(io)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Removes a file.
+///
+/// # References
+/// - unlink(2)
+pub(crate) fn unlink(path: &Path) -> io::Result<()> {
+    rustix::fs::unlink(path).map_err(io)
+}
+
+/// The readiness a [`poll`] waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
+/// Waits until one of `fds` is ready or `deadline` passes; returns the indices
+/// of the ready ones through `ready` (hang-up and error count as ready, so
+/// that the caller's next read or write reports them). Returns `false` on
+/// timeout. A signal that interrupts the wait restarts it with the time left.
+///
+/// # References
+/// - poll(2)
+pub(crate) fn poll(
+    fds: &[(BorrowedFd<'_>, Interest)],
+    deadline: Option<Instant>,
+    ready: &mut [bool],
+) -> io::Result<bool> {
+    const MAX: usize = 64;
+    if fds.len() > MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("at most {MAX} entries can be waited on at once"),
+        ));
+    }
+    // One descriptor is the channel's hot path: keep it allocation-free.
+    if fds.len() == 1 {
+        let (fd, interest) = fds[0];
+        let mut one = [PollFd::from_borrowed_fd(fd, flags_for(interest))];
+        let hit = poll_loop(&mut one, deadline)?;
+        ready[0] = hit && !one[0].revents().is_empty();
+        return Ok(hit);
+    }
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|&(fd, interest)| PollFd::from_borrowed_fd(fd, flags_for(interest)))
+        .collect();
+    let hit = poll_loop(&mut pfds, deadline)?;
+    for (r, p) in ready.iter_mut().zip(&pfds) {
+        *r = !p.revents().is_empty();
+    }
+    Ok(hit)
+}
+
+fn flags_for(interest: Interest) -> PollFlags {
+    match interest {
+        Interest::Read => PollFlags::IN,
+        Interest::Write => PollFlags::OUT,
+    }
+}
+
+fn poll_loop(pfds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<bool> {
+    loop {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                })
+            }
+        };
+        match rustix::event::poll(pfds, timeout.as_ref()) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(false);
+                }
+            }
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+}
+
+/// Runs a system call again when a signal interrupted it (`EINTR`), so that a
+/// caller never sees `Interrupted`.
+fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(Errno::INTR) => continue,
+            other => return other.map_err(io),
+        }
+    }
+}
+
+/// Whether an error means "the operation would block".
+pub(crate) fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Whether an error means the other end is gone.
+pub(crate) fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::NotConnected
+    )
+}
+
+/// Whether an error is `EMSGSIZE`: a datagram bigger than the socket allows.
+pub(crate) fn is_msgsize(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(Errno::MSGSIZE.raw_os_error())
+}
