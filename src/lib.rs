@@ -38,7 +38,7 @@
 //! | framing | [`frame`]: wire format v1 over any `Read`/`Write` |
 //! | codecs | [`codec`]: postcard (default), MessagePack, JSON, raw |
 //! | channels | [`channel`], [`duplex`], [`Options`] → [`Sender`], [`Receiver`], [`Duplex`]; [`Select`] |
-//! | hand-over | [`from_env`]: the child's end of `PROCWIRE_FD` |
+//! | hand-over | [`Options::spawn`] starts a program with a channel; [`from_env`] is the child's end (`PROCWIRE_FD`) |
 //!
 //! Every descriptor procwire creates is close-on-exec from birth, every
 //! system call lives in one private `sys` module, and every error says what
@@ -88,7 +88,7 @@
 
 mod channel;
 pub mod codec;
-mod env;
+mod handover;
 mod error;
 pub mod frame;
 mod pipe;
@@ -98,7 +98,7 @@ mod transport;
 
 pub use channel::{Duplex, IntoIter, Iter, Options, Receiver, Select, Sender, channel, duplex};
 pub use codec::{Codec, CodecKind};
-pub use env::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env};
+pub use handover::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env};
 pub use error::{Error, ErrorKind, Result, SendError};
 pub use pipe::{PipeReader, PipeWriter, pipe};
 pub use serde_bytes::{self, ByteBuf};

@@ -112,6 +112,10 @@ impl Options {
         self
     }
 
+    pub(crate) fn codec_kind(&self) -> CodecKind {
+        self.codec
+    }
+
     fn conn(&self, fd: OwnedFd, usage: Use) -> Result<Arc<Conn>> {
         check_max(self.max_frame)?;
         let conn = Conn::new(fd, usage)?;

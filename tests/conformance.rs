@@ -1,0 +1,358 @@
+//! One conformance suite, run over every transport: pipe, stream, datagram
+//! and seqpacket socket pairs, and a Unix socket connected by path.
+
+mod util;
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use procwire::{ByteBuf, CodecKind, ErrorKind, Kind, Options, Receiver, Sender};
+use util::{checked, pattern};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum T {
+    Pipe,
+    Stream,
+    Datagram,
+    SeqPacket,
+    UnixPath,
+}
+
+impl T {
+    fn framed(self) -> bool {
+        matches!(self, T::Pipe | T::Stream | T::UnixPath)
+    }
+    fn has_eof(self) -> bool {
+        self != T::Datagram
+    }
+}
+
+/// Frames above this on stream transports are refused, to keep the suite fast.
+const STREAM_MAX: usize = 2 << 20;
+
+fn make_with(t: T, opts: &Options) -> (Sender<ByteBuf>, Receiver<ByteBuf>) {
+    match t {
+        T::Pipe => opts.channel().unwrap(),
+        T::Stream => opts.socket_channel(Kind::Stream).unwrap(),
+        T::Datagram => opts.socket_channel(Kind::Datagram).unwrap(),
+        T::SeqPacket => opts.socket_channel(Kind::SeqPacket).unwrap(),
+        T::UnixPath => {
+            let dir = tempfile::Builder::new().prefix("pw").tempdir_in("/tmp").unwrap();
+            let path = dir.path().join("s");
+            let listener = procwire::UnixListener::bind(&path).unwrap();
+            let client = procwire::Socket::connect(&path).unwrap();
+            let server = listener.accept().unwrap();
+            (opts.sender(client).unwrap(), opts.receiver(server).unwrap())
+        }
+    }
+}
+
+fn opts() -> Options {
+    Options::new().codec(CodecKind::Raw).max_frame(STREAM_MAX)
+}
+
+fn make(t: T) -> (Sender<ByteBuf>, Receiver<ByteBuf>) {
+    make_with(t, &opts())
+}
+
+fn order_kept(t: T) {
+    checked(30, move || {
+        let (tx, rx) = make(t);
+        let sender = std::thread::spawn(move || {
+            for i in 0..2000u32 {
+                tx.send(ByteBuf::from(pattern(i, (i % 300) as usize))).unwrap();
+            }
+        });
+        for i in 0..2000u32 {
+            let got = rx.recv().unwrap();
+            assert_eq!(got.into_vec(), pattern(i, (i % 300) as usize), "message {i}");
+        }
+        sender.join().unwrap();
+    });
+}
+
+fn sizes(t: T) {
+    checked(60, move || {
+        let (tx, rx) = make(t);
+        let limit = tx.max_message();
+        if t.framed() {
+            assert_eq!(limit, STREAM_MAX);
+        } else {
+            // The kernel's own limit: SO_SNDBUF less 32 bytes.
+            assert!(limit > 100_000 && limit < STREAM_MAX, "{limit}");
+        }
+        let mut accepted = Vec::new();
+        let mut refused = Vec::new();
+        for len in [0, 1, 64 << 10, 1 << 20, limit, limit + 1] {
+            if len > limit {
+                refused.push(len);
+            } else {
+                accepted.push(len);
+            }
+        }
+        let expect = accepted.clone();
+        let reader = std::thread::spawn(move || {
+            for (i, len) in expect.iter().enumerate() {
+                let got = rx.recv().unwrap();
+                assert_eq!(got.len(), *len);
+                assert_eq!(got.into_vec(), pattern(i as u32, *len));
+            }
+            rx
+        });
+        for (i, len) in accepted.iter().enumerate() {
+            tx.send(ByteBuf::from(pattern(i as u32, *len))).unwrap();
+        }
+        for len in &refused {
+            let e = tx.send(ByteBuf::from(vec![1u8; *len])).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::FrameTooLarge, "{e}");
+            assert_eq!(e.into_inner().len(), *len, "the message comes back");
+        }
+        let rx = reader.join().unwrap();
+        // Nothing of the refused messages reached the wire.
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::Empty);
+    });
+}
+
+fn eof_after_last(t: T) {
+    checked(30, move || {
+        let (tx, rx) = make(t);
+        for i in 0..3u32 {
+            tx.send(ByteBuf::from(pattern(i, 10))).unwrap();
+        }
+        drop(tx);
+        for i in 0..3u32 {
+            assert_eq!(rx.recv().unwrap().into_vec(), pattern(i, 10));
+        }
+        if t.has_eof() {
+            let e = rx.recv().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+            // And it stays ended.
+            assert!(rx.recv().unwrap_err().is_disconnected());
+            let items: Vec<_> = rx.iter().collect();
+            assert!(items.is_empty());
+        } else {
+            // A datagram socket has no end-of-file: the wait is bounded only
+            // by the deadline (supervision reports a dead peer later).
+            let e = rx.recv_timeout(Duration::from_millis(50)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Timeout);
+        }
+    });
+}
+
+fn peer_closed(t: T) {
+    checked(30, move || {
+        let (tx, rx) = make(t);
+        drop(rx);
+        let msg = ByteBuf::from(b"anyone there?".to_vec());
+        let e = tx.send(msg.clone()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        assert_eq!(e.into_inner(), msg);
+        // try_send and send_timeout say the same.
+        assert!(tx.try_send(msg.clone()).unwrap_err().is_disconnected());
+        assert!(
+            tx.send_timeout(msg, Duration::from_secs(1))
+                .unwrap_err()
+                .is_disconnected()
+        );
+    });
+}
+
+fn timeouts(t: T) {
+    checked(60, move || {
+        let (tx, rx) = make(t);
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::Empty);
+        let e = rx.recv_timeout(Duration::from_millis(20)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+
+        // Fill the OS buffer until try_send says Full.
+        let mut accepted = 0u32;
+        let full = loop {
+            match tx.try_send(ByteBuf::from(pattern(accepted, 1000))) {
+                Ok(()) => accepted += 1,
+                Err(e) => break e,
+            }
+            assert!(accepted < 1_000_000, "the buffer never filled");
+        };
+        assert_eq!(full.kind(), ErrorKind::Full, "{}", full.error());
+        assert_eq!(full.into_inner().into_vec(), pattern(accepted, 1000));
+        let e = tx
+            .send_timeout(ByteBuf::from(pattern(accepted, 1000)), Duration::from_millis(20))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+
+        // Everything accepted arrives whole, in order; nothing else does.
+        let reader = std::thread::spawn(move || {
+            for i in 0..accepted {
+                assert_eq!(rx.recv().unwrap().into_vec(), pattern(i, 1000), "message {i}");
+            }
+            rx
+        });
+        tx.flush().unwrap();
+        let rx = reader.join().unwrap();
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::Empty);
+        drop(tx);
+    });
+}
+
+fn fd_passing(t: T) {
+    checked(30, move || {
+        let (tx, rx) = make(t);
+        if t == T::Pipe {
+            let (_r, w) = procwire::pipe().unwrap();
+            let e = tx.send_with_fds(ByteBuf::new(), &[w.as_fd()]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unsupported);
+            return;
+        }
+        // Messages with and without descriptors, interleaved: each pipe's
+        // content names the message it must arrive with.
+        let mut readers = Vec::new();
+        for i in 0..20u32 {
+            let body = ByteBuf::from(pattern(i, (i as usize * 97) % 500));
+            if i % 3 == 0 {
+                let (r, mut w) = procwire::pipe().unwrap();
+                w.write_all(format!("pipe for {i}").as_bytes()).unwrap();
+                tx.send_with_fds(body, &[w.as_fd()]).unwrap();
+                readers.push(r);
+            } else {
+                tx.send(body).unwrap();
+            }
+        }
+        drop(readers);
+        for i in 0..20u32 {
+            let (body, fds) = rx.recv_with_fds().unwrap();
+            assert_eq!(body.into_vec(), pattern(i, (i as usize * 97) % 500));
+            if i % 3 == 0 {
+                assert_eq!(fds.len(), 1, "message {i} carries one descriptor");
+                assert!(procwire::is_cloexec(&fds[0]).unwrap());
+                // The write end arrived; our reader copies are closed, so a
+                // write now fails with a broken pipe rather than a signal.
+                let mut w = procwire::PipeWriter::from_fd(fds.into_iter().next().unwrap()).unwrap();
+                assert_eq!(
+                    w.write(b"x").unwrap_err().kind(),
+                    std::io::ErrorKind::BrokenPipe
+                );
+            } else {
+                assert!(fds.is_empty(), "message {i} carries none");
+            }
+        }
+    });
+}
+
+fn partial_frame_survives_timeout(t: T) {
+    if !t.framed() {
+        return;
+    }
+    checked(30, move || {
+        // Build the channel over raw ends to write half a frame by hand.
+        let (rx, mut raw): (Receiver<ByteBuf>, Box<dyn Write + Send>) = match t {
+            T::Pipe => {
+                let (r, w) = procwire::pipe().unwrap();
+                (opts().receiver(r).unwrap(), Box::new(w))
+            }
+            _ => {
+                let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
+                (opts().receiver(a).unwrap(), Box::new(b))
+            }
+        };
+        raw.write_all(&[0, 0, 0, 5, b'h', b'e']).unwrap();
+        let e = rx.recv_timeout(Duration::from_millis(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        raw.write_all(b"llo").unwrap();
+        assert_eq!(rx.recv().unwrap().into_vec(), b"hello");
+        // A peer that dies mid-frame: an error, once, then the end.
+        raw.write_all(&[0, 0, 1, 0, 1, 2, 3]).unwrap();
+        drop(raw);
+        let e = rx.recv().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnexpectedEof, "{e}");
+        assert!(e.to_string().contains("3 B of 256 B"), "{e}");
+        assert!(rx.recv().unwrap_err().is_disconnected());
+    });
+}
+
+fn select_wakes(t: T) {
+    checked(30, move || {
+        let (tx_a, rx_a) = make(t);
+        let (tx_b, rx_b) = make(t);
+        let mut sel = procwire::Select::new();
+        let a = sel.recv(&rx_a);
+        let b = sel.recv(&rx_b);
+        assert!(sel.ready_timeout(Duration::from_millis(20)).unwrap_err().is_timeout());
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            tx_b.send(ByteBuf::from(b"b".to_vec())).unwrap();
+            tx_b
+        });
+        assert_eq!(sel.ready_timeout(Duration::from_secs(10)).unwrap(), b);
+        let tx_b = late.join().unwrap();
+        assert_eq!(rx_b.recv().unwrap().into_vec(), b"b");
+        // Two messages read in one go: the second is buffered in the
+        // receiver, invisible to poll, and select must still see it.
+        tx_a.send(ByteBuf::from(b"1".to_vec())).unwrap();
+        tx_a.send(ByteBuf::from(b"2".to_vec())).unwrap();
+        assert_eq!(sel.ready().unwrap(), a);
+        assert_eq!(rx_a.recv().unwrap().into_vec(), b"1");
+        assert_eq!(sel.ready_timeout(Duration::from_secs(10)).unwrap(), a);
+        assert_eq!(rx_a.recv().unwrap().into_vec(), b"2");
+        drop((tx_a, tx_b));
+    });
+}
+
+fn many_senders_never_interleave(t: T) {
+    checked(60, move || {
+        let (tx, rx) = make(t);
+        let threads: Vec<_> = (0..4u32)
+            .map(|th| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200u32 {
+                        let id = th * 1000 + i;
+                        tx.send(ByteBuf::from(pattern(id, 5000 + (id as usize % 7000))))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut next = [0u32; 4];
+        for _ in 0..800 {
+            let got = rx.recv().unwrap().into_vec();
+            // Identify the message by trying each thread's next expected one.
+            let th = (0..4)
+                .find(|&th| {
+                    let id = th as u32 * 1000 + next[th];
+                    got == pattern(id, 5000 + (id as usize % 7000))
+                })
+                .expect("a message arrived torn, interleaved or out of its sender's order");
+            next[th] += 1;
+        }
+        for h in threads {
+            h.join().unwrap();
+        }
+        assert_eq!(next, [200; 4]);
+    });
+}
+
+macro_rules! suite {
+    ($($module:ident => $t:expr),* $(,)?) => {$(
+        mod $module {
+            #[test] fn order_kept() { super::order_kept($t) }
+            #[test] fn sizes() { super::sizes($t) }
+            #[test] fn eof_after_last() { super::eof_after_last($t) }
+            #[test] fn peer_closed() { super::peer_closed($t) }
+            #[test] fn timeouts() { super::timeouts($t) }
+            #[test] fn fd_passing() { super::fd_passing($t) }
+            #[test] fn partial_frame_survives_timeout() { super::partial_frame_survives_timeout($t) }
+            #[test] fn select_wakes() { super::select_wakes($t) }
+            #[test] fn many_senders_never_interleave() { super::many_senders_never_interleave($t) }
+        }
+    )*};
+}
+
+suite! {
+    pipe => super::T::Pipe,
+    stream => super::T::Stream,
+    datagram => super::T::Datagram,
+    seqpacket => super::T::SeqPacket,
+    unix_path => super::T::UnixPath,
+}

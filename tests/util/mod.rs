@@ -1,0 +1,79 @@
+//! Helpers shared by the integration tests: fd counting, deadlines, and
+//! re-running the test binary as a child process.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Open descriptors in this process.
+pub fn fd_count() -> usize {
+    // read_dir holds one descriptor of its own while it lists.
+    std::fs::read_dir("/proc/self/fd").unwrap().count() - 1
+}
+
+/// Runs `f` on a thread and fails if it runs past `secs` seconds (a hang
+/// fails, it does not stall CI) or if the number of open descriptors differs
+/// afterwards.
+pub fn checked<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let before = fd_count();
+    let (done_tx, done_rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let r = f();
+        let _ = done_tx.send(());
+        r
+    });
+    if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(Duration::from_secs(secs))
+    {
+        panic!("the test did not finish within {secs} s: it hangs");
+    }
+    let r = match worker.join() {
+        Ok(r) => r,
+        Err(p) => std::panic::resume_unwind(p),
+    };
+    assert_eq!(fd_count(), before, "descriptors leaked");
+    r
+}
+
+/// The variable that tells a re-run test binary which child role to play.
+pub const ROLE: &str = "PROCWIRE_TEST_ROLE";
+
+/// A command that re-runs this test binary, running only the ignored test
+/// `entry` (the file's child entry point) in the role `role`.
+pub fn child_command(entry: &str, role: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role);
+    cmd
+}
+
+/// The role this process plays; panics when the entry point is run by hand.
+pub fn role() -> String {
+    std::env::var(ROLE).expect("this entry point runs only as a child of another test")
+}
+
+/// Waits for `child` at most `secs` seconds; kills and reaps it past that.
+pub fn wait_deadline(child: &mut Child, secs: u64) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child {} did not exit within {secs} s", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A payload whose bytes say which message it is and how long it is, so that
+/// a torn, shortened or misplaced message is detected.
+pub fn pattern(index: u32, len: usize) -> Vec<u8> {
+    let seed = index.wrapping_mul(2_654_435_761);
+    (0..len)
+        .map(|i| (seed.wrapping_add(i as u32).wrapping_mul(31) >> 7) as u8)
+        .collect()
+}
