@@ -79,8 +79,14 @@ impl Codec for Postcard {
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         let mut de = postcard::Deserializer::from_bytes(bytes);
-        let value = T::deserialize(depth::Limited::new(&mut de, MAX_DEPTH))
-            .map_err(|e| decode_error(Self::NAME, bytes.len(), e))?;
+        depth::reset();
+        let value = T::deserialize(depth::Limited::new(&mut de, MAX_DEPTH)).map_err(|e| {
+            if depth::exceeded() {
+                decode_error(Self::NAME, bytes.len(), depth::message())
+            } else {
+                decode_error(Self::NAME, bytes.len(), e)
+            }
+        })?;
         let rest = de
             .finalize()
             .map_err(|e| decode_error(Self::NAME, bytes.len(), e))?;

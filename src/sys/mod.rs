@@ -400,6 +400,15 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
                     ));
                 }
                 Err(e) if e.raw_os_error() == Some(Errno::CONNREFUSED.raw_os_error()) => {
+                    // Connecting to a file that is not a socket is refused
+                    // too: remove only a socket file.
+                    let st = rustix::fs::lstat(path).map_err(io)?;
+                    if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            format!("{} exists and is not a socket", path.display()),
+                        ));
+                    }
                     rustix::fs::unlink(path).map_err(io)?;
                     rustix::net::bind(&fd, &addr).map_err(io)?;
                 }

@@ -1,0 +1,263 @@
+//! Hostile and broken peers: every bad input is a clear error, never a
+//! panic, an abort, a hang or an unbounded allocation.
+
+mod util;
+
+use std::io::Write;
+use std::time::Duration;
+
+use procwire::{ByteBuf, CodecKind, ErrorKind, Kind, Options, Receiver, Socket};
+use serde::{Deserialize, Serialize};
+use util::checked;
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * rustix::param::page_size() as u64
+}
+
+/// A receiver of `T` on one end of a stream socket pair, and the raw other end.
+fn raw_peer<T: serde::de::DeserializeOwned>(codec: CodecKind) -> (Receiver<T>, Socket) {
+    let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
+    (Options::new().codec(codec).receiver(a).unwrap(), b)
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Job {
+    id: u64,
+    name: String,
+    data: ByteBuf,
+}
+
+#[test]
+fn a_4_gib_length_prefix_is_refused_without_allocating() {
+    checked(30, || {
+        let (rx, mut peer) = raw_peer::<Job>(CodecKind::Postcard);
+        let before = rss();
+        peer.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]).unwrap();
+        let e = rx.recv().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::FrameTooLarge);
+        assert!(e.to_string().contains("exceeds the 64 MiB limit"), "{e}");
+        drop(peer);
+        // The oversized frame is being skipped when the peer vanishes.
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::UnexpectedEof);
+        let grown = rss().saturating_sub(before);
+        assert!(grown < 4 << 20, "memory grew by {grown} bytes");
+    });
+}
+
+#[test]
+fn a_lying_length_costs_only_the_bytes_that_arrive() {
+    checked(30, || {
+        let (rx, mut peer) = raw_peer::<ByteBuf>(CodecKind::Raw);
+        let before = rss();
+        // Claims 60 MiB, sends 100 KiB, then waits.
+        peer.write_all(&(60u32 << 20).to_be_bytes()).unwrap();
+        peer.write_all(&vec![9; 100 << 10]).unwrap();
+        let e = rx.recv_timeout(Duration::from_millis(100)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        let grown = rss().saturating_sub(before);
+        assert!(grown < 8 << 20, "memory grew by {grown} bytes for 100 KiB of input");
+        drop(peer);
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::UnexpectedEof);
+    });
+}
+
+#[test]
+fn a_frame_cut_off_at_every_offset_is_unexpected_eof() {
+    checked(60, || {
+        let mut frame = Vec::new();
+        let mut w = procwire::frame::FrameWriter::new(&mut frame);
+        let mut payload = Vec::new();
+        CodecKind::Postcard
+            .encode(
+                &Job {
+                    id: 7,
+                    name: "cut".into(),
+                    data: ByteBuf::from(vec![1; 40]),
+                },
+                &mut payload,
+            )
+            .unwrap();
+        w.send(&payload).unwrap();
+        for cut in 1..frame.len() {
+            let (rx, mut peer) = raw_peer::<Job>(CodecKind::Postcard);
+            peer.write_all(&frame[..cut]).unwrap();
+            drop(peer);
+            let e = rx.recv().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::UnexpectedEof, "cut at {cut}: {e}");
+            assert!(rx.recv().unwrap_err().is_disconnected());
+        }
+        // And whole, it decodes.
+        let (rx, mut peer) = raw_peer::<Job>(CodecKind::Postcard);
+        peer.write_all(&frame).unwrap();
+        assert_eq!(rx.recv().unwrap().id, 7);
+    });
+}
+
+#[test]
+fn random_bytes_give_errors_and_the_end_never_a_panic_or_hang() {
+    checked(60, || {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for codec in CodecKind::ALL.iter().copied() {
+            for round in 0..50 {
+                let (rx, mut peer) = raw_peer::<Job>(codec);
+                let len = 1 + (round * 97) % 3000;
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        // Keep some length prefixes small so frames form.
+                        (state >> 24) as u8 & if round % 2 == 0 { 0x0f } else { 0xff }
+                    })
+                    .collect();
+                peer.write_all(&bytes).unwrap();
+                drop(peer);
+                let mut items = 0;
+                for item in &rx {
+                    if let Err(e) = item {
+                        assert!(
+                            matches!(
+                                e.kind(),
+                                ErrorKind::Decode
+                                    | ErrorKind::FrameTooLarge
+                                    | ErrorKind::UnexpectedEof
+                            ),
+                            "{e}"
+                        );
+                    }
+                    items += 1;
+                    assert!(items <= len, "more items than bytes");
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn a_datagram_over_the_receivers_limit_is_reported_and_skipped() {
+    checked(30, || {
+        let (a, b) = procwire::socket_pair(Kind::SeqPacket).unwrap();
+        let tx = Options::new().codec(CodecKind::Raw).sender::<ByteBuf>(a).unwrap();
+        let rx = Options::new()
+            .codec(CodecKind::Raw)
+            .max_frame(1000)
+            .receiver::<ByteBuf>(b)
+            .unwrap();
+        tx.send(ByteBuf::from(vec![1; 2000])).unwrap();
+        tx.send(ByteBuf::from(vec![2; 1000])).unwrap();
+        let e = rx.recv().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::FrameTooLarge);
+        assert!(e.to_string().contains("discarded"), "{e}");
+        assert_eq!(rx.recv().unwrap().into_vec(), vec![2; 1000]);
+    });
+}
+
+#[test]
+fn an_oversized_frame_is_skipped_on_a_stream_too() {
+    checked(30, || {
+        let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
+        let tx = Options::new().codec(CodecKind::Raw).sender::<ByteBuf>(a).unwrap();
+        let rx = Options::new()
+            .codec(CodecKind::Raw)
+            .max_frame(1000)
+            .receiver::<ByteBuf>(b)
+            .unwrap();
+        tx.send(ByteBuf::from(vec![1; 200_000])).unwrap_or_else(|_| unreachable!());
+        tx.send(ByteBuf::from(b"next".to_vec())).unwrap();
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::FrameTooLarge);
+        assert_eq!(rx.recv().unwrap().into_vec(), b"next");
+    });
+}
+
+#[test]
+fn a_payload_of_the_wrong_type_is_a_decode_error_and_the_channel_goes_on() {
+    checked(30, || {
+        let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
+        let tx = Options::new().codec(CodecKind::Json).sender::<String>(a).unwrap();
+        let rx = Options::new().codec(CodecKind::Json).receiver::<u32>(b).unwrap();
+        tx.send("not a number".into()).unwrap();
+        let tx = Options::new()
+            .codec(CodecKind::Json)
+            .sender::<u32>(std::os::fd::OwnedFd::from(
+                procwire::socket_pair(Kind::Stream).unwrap().0,
+            ))
+            .unwrap();
+        drop(tx);
+        let e = rx.recv().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Decode);
+        assert!(e.to_string().contains("json"), "{e}");
+    });
+}
+
+/// postcard encodes `Nest::Node` as the varint 1 and `Nest::Leaf` as 0.
+#[derive(Debug, Serialize, Deserialize)]
+enum Nest {
+    Leaf,
+    Node(Box<Nest>),
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    // Runs on the harness's own thread, whose stack is the smallest here:
+    // without the limit, postcard recursion overflows it and aborts.
+    let depth = 300_000;
+    let mut postcard = vec![1u8; depth];
+    postcard.push(0);
+    let e = CodecKind::Postcard.decode::<Nest>(&postcard).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decode);
+    assert!(e.to_string().contains("nesting deeper than 128"), "{e}");
+
+    // msgpack: 300,000 nested one-element arrays.
+    let mut msgpack = vec![0x91u8; depth];
+    msgpack.push(0xc0);
+    let e = CodecKind::MsgPack
+        .decode::<serde_json::Value>(&msgpack)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decode);
+
+    let json = "[".repeat(depth);
+    let e = CodecKind::Json.decode::<serde_json::Value>(json.as_bytes()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decode);
+
+    // Moderate nesting is fine.
+    let mut ok = vec![1u8; 100];
+    ok.push(0);
+    CodecKind::Postcard.decode::<Nest>(&ok).unwrap();
+}
+
+#[test]
+fn a_lying_collection_length_is_an_error_without_reserving_memory() {
+    let before = rss();
+    // postcard: a Vec<u64> claiming u32::MAX elements, with 3 bytes behind it.
+    let lying = [0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3];
+    let e = CodecKind::Postcard.decode::<Vec<u64>>(&lying).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decode);
+    // The same for a byte buffer and a string.
+    assert!(CodecKind::Postcard.decode::<ByteBuf>(&lying).is_err());
+    assert!(CodecKind::Postcard.decode::<String>(&lying).is_err());
+    // msgpack: array32 and bin32 headers claiming 4 billion.
+    let arr = [0xdd, 0xff, 0xff, 0xff, 0xff, 1, 2];
+    assert!(CodecKind::MsgPack.decode::<Vec<u64>>(&arr).is_err());
+    let bin = [0xc6, 0xff, 0xff, 0xff, 0xff, 1, 2];
+    assert_eq!(
+        CodecKind::MsgPack.decode::<ByteBuf>(&bin).unwrap_err().kind(),
+        ErrorKind::Decode
+    );
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 16 << 20, "memory grew by {grown} bytes");
+}
+
+#[test]
+fn trailing_bytes_are_a_decode_error() {
+    let mut bytes = Vec::new();
+    CodecKind::Postcard.encode(&5u32, &mut bytes).unwrap();
+    bytes.push(0);
+    assert_eq!(
+        CodecKind::Postcard.decode::<u32>(&bytes).unwrap_err().kind(),
+        ErrorKind::Decode
+    );
+    assert!(CodecKind::Json.decode::<u32>(b"5 6").is_err());
+}
