@@ -87,6 +87,11 @@ impl Outgoing {
         fill: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<()> {
         debug_assert!(!self.is_pending());
+        if self.buf.capacity() == 0 {
+            // Small messages whose encoding grows a little (a varint gaining
+            // a byte) must not reallocate: start with room for many.
+            self.buf.reserve(INITIAL_BUFFER);
+        }
         self.buf.clear();
         self.sent = 0;
         self.header = header;

@@ -183,7 +183,10 @@ impl RecvCore {
                     // The datagram is already queued in full, so this
                     // allocation is backed by bytes that really arrived.
                     if inc.datagram.len() < len {
-                        inc.datagram.resize(len, 0);
+                        // Grow geometrically so that slowly growing messages
+                        // do not reallocate each time.
+                        let room = (inc.datagram.len() * 2).max(8 << 10).min(self.max_frame);
+                        inc.datagram.resize(len.max(room), 0);
                     }
                     let r = self
                         .conn

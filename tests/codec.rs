@@ -1,0 +1,137 @@
+//! Codecs: round trips, and the shapes other languages see on the wire.
+
+use std::collections::BTreeMap;
+
+use procwire::{ByteBuf, CodecKind, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Shape {
+    Empty,
+    Circle(f64),
+    Rect { w: u32, h: u32 },
+    Pair(i8, i8),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Everything {
+    id: u64,
+    neg: i32,
+    ok: bool,
+    name: String,
+    data: ByteBuf,
+    list: Vec<u16>,
+    maybe: Option<String>,
+    shapes: Vec<Shape>,
+    map: BTreeMap<String, u8>,
+    unit: (),
+}
+
+fn sample() -> Everything {
+    Everything {
+        id: u64::MAX,
+        neg: -5,
+        ok: true,
+        name: "Heavy lifting".into(),
+        data: ByteBuf::from(vec![0, 1, 2, 255]),
+        list: vec![1, 300, 65535],
+        maybe: None,
+        shapes: vec![
+            Shape::Empty,
+            Shape::Circle(1.5),
+            Shape::Rect { w: 2, h: 3 },
+            Shape::Pair(-1, 1),
+        ],
+        map: [("a".to_string(), 1u8)].into_iter().collect(),
+        unit: (),
+    }
+}
+
+#[test]
+fn every_structured_codec_round_trips_everything() {
+    for codec in [CodecKind::Postcard, CodecKind::MsgPack, CodecKind::Json] {
+        let mut buf = Vec::new();
+        codec.encode(&sample(), &mut buf).unwrap();
+        let back: Everything = codec.decode(&buf).unwrap();
+        assert_eq!(back, sample(), "{codec}");
+    }
+}
+
+#[test]
+fn raw_carries_bytes_and_text_verbatim() {
+    let mut buf = Vec::new();
+    CodecKind::Raw.encode(&ByteBuf::from(b"\x00bin".to_vec()), &mut buf).unwrap();
+    CodecKind::Raw.encode("text", &mut buf).unwrap();
+    CodecKind::Raw.encode(&vec![1u8, 2], &mut buf).unwrap();
+    assert_eq!(buf, b"\x00bintext\x01\x02");
+    assert_eq!(CodecKind::Raw.decode::<ByteBuf>(b"abc").unwrap().into_vec(), b"abc");
+    assert_eq!(CodecKind::Raw.decode::<Vec<u8>>(b"abc").unwrap(), b"abc");
+    assert_eq!(CodecKind::Raw.decode::<String>(b"abc").unwrap(), "abc");
+    CodecKind::Raw.decode::<()>(b"").unwrap();
+    // Not bytes: clear errors both ways.
+    let e = CodecKind::Raw.encode(&5u32, &mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Encode);
+    assert!(e.to_string().contains("bytes or text only"), "{e}");
+    assert_eq!(CodecKind::Raw.decode::<u32>(b"abc").unwrap_err().kind(), ErrorKind::Decode);
+    assert_eq!(CodecKind::Raw.decode::<String>(b"\xff").unwrap_err().kind(), ErrorKind::Decode);
+}
+
+fn msgpack(v: &impl Serialize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    CodecKind::MsgPack.encode(v, &mut buf).unwrap();
+    buf
+}
+
+fn json(v: &impl Serialize) -> String {
+    let mut buf = Vec::new();
+    CodecKind::Json.encode(v, &mut buf).unwrap();
+    String::from_utf8(buf).unwrap()
+}
+
+/// The table in docs/wire-format.md, checked byte for byte.
+#[test]
+fn msgpack_and_json_shapes_match_the_wire_format_document() {
+    #[derive(Serialize)]
+    struct P {
+        x: u8,
+        y: bool,
+    }
+    // Structs are maps keyed by field name.
+    assert_eq!(msgpack(&P { x: 1, y: true }), b"\x82\xa1x\x01\xa1y\xc3");
+    assert_eq!(json(&P { x: 1, y: true }), r#"{"x":1,"y":true}"#);
+    // Byte buffers are bin; a plain Vec<u8> is an array of integers.
+    assert_eq!(msgpack(&ByteBuf::from(vec![1, 2])), b"\xc4\x02\x01\x02");
+    assert_eq!(msgpack(&vec![1u8, 2]), b"\x92\x01\x02");
+    assert_eq!(json(&ByteBuf::from(vec![1, 2])), "[1,2]");
+    // Strings, options, unit, tuples.
+    assert_eq!(msgpack(&"hi"), b"\xa2hi");
+    assert_eq!(msgpack(&None::<u8>), b"\xc0");
+    assert_eq!(msgpack(&Some(3u8)), b"\x03");
+    assert_eq!(msgpack(&()), b"\xc0");
+    assert_eq!(msgpack(&(1u8, "a")), b"\x92\x01\xa1a");
+    assert_eq!(json(&(1u8, "a")), r#"[1,"a"]"#);
+    // Enums are externally tagged: a unit variant is its name, the others a
+    // one-entry map from the name to the content.
+    assert_eq!(msgpack(&Shape::Empty), b"\xa5Empty");
+    assert_eq!(json(&Shape::Empty), r#""Empty""#);
+    assert_eq!(msgpack(&Shape::Circle(0.5)), b"\x81\xa6Circle\xcb\x3f\xe0\0\0\0\0\0\0");
+    assert_eq!(json(&Shape::Circle(0.5)), r#"{"Circle":0.5}"#);
+    assert_eq!(msgpack(&Shape::Rect { w: 2, h: 3 }), b"\x81\xa4Rect\x82\xa1w\x02\xa1h\x03");
+    assert_eq!(json(&Shape::Rect { w: 2, h: 3 }), r#"{"Rect":{"w":2,"h":3}}"#);
+    assert_eq!(msgpack(&Shape::Pair(-1, 1)), b"\x81\xa4Pair\x92\xff\x01");
+    assert_eq!(json(&Shape::Pair(-1, 1)), r#"{"Pair":[-1,1]}"#);
+    // Integers use the smallest encoding; floats are float 64 (f32 is float 32).
+    assert_eq!(msgpack(&300u16), b"\xcd\x01\x2c");
+    assert_eq!(msgpack(&-5i32), b"\xfb");
+    assert_eq!(msgpack(&1.5f32), b"\xca\x3f\xc0\0\0");
+}
+
+#[test]
+fn codec_names_parse_and_unknown_names_are_refused() {
+    for c in CodecKind::ALL {
+        assert_eq!(c.name().parse::<CodecKind>().unwrap(), *c);
+    }
+    let e = "yaml".parse::<CodecKind>().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("postcard, msgpack, json, raw"), "{e}");
+}
