@@ -88,6 +88,15 @@ impl Error {
         }
     }
 
+    /// Wraps an OS error under a kind chosen by the caller.
+    pub(crate) fn io_as(kind: ErrorKind, context: &str, e: io::Error) -> Error {
+        Error {
+            kind,
+            message: context.to_owned(),
+            source: Some(e),
+        }
+    }
+
     pub(crate) fn disconnected(what: &str) -> Error {
         Error::new(ErrorKind::Disconnected, what)
     }

@@ -92,7 +92,11 @@ where
     })
     .map_err(|e| {
         TAKEN.store(false, Ordering::SeqCst);
-        Error::io(&format!("{ENV_FD}={number} is not usable"), e)
+        Error::io_as(
+            ErrorKind::InvalidInput,
+            &format!("{ENV_FD}={number} is not usable"),
+            e,
+        )
     })?;
     Options::new().codec(codec).duplex_from(fd)
 }

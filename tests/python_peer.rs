@@ -1,0 +1,149 @@
+//! The Python reference peer (peers/python/procwire.py) against the Rust
+//! side: a real `python3` child with its channel inherited as PROCWIRE_FD.
+//!
+//! Needs the project's venv (`scripts/test` makes it); without it these
+//! tests fail, they do not skip.
+
+mod util;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use procwire::{ByteBuf, CodecKind, Options};
+use serde::{Deserialize, Serialize};
+use util::{checked, wait_deadline};
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("PROCWIRE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test (it creates the venv with msgpack), \
+         or point PROCWIRE_PYTHON at a python3 that has msgpack",
+        path.display()
+    );
+    path
+}
+
+fn peer(mode: &str) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/peer.py"))
+        .arg(mode);
+    cmd
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Shape {
+    Empty,
+    Circle(f64),
+    Rect { w: u32, h: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Job {
+    id: u64,
+    name: String,
+    data: ByteBuf,
+    tags: Vec<u32>,
+    shape: Shape,
+    note: Option<String>,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+enum FromPython {
+    Hello { pid: u32, codec: String },
+    Done(Job),
+}
+
+#[test]
+fn msgpack_both_ways_with_the_python_peer() {
+    checked(60, || {
+        let (mut child, ch) = Options::new()
+            .codec(CodecKind::MsgPack)
+            .spawn::<Job, FromPython>(&mut peer("msgpack"))
+            .unwrap();
+        assert_eq!(
+            ch.recv().unwrap(),
+            FromPython::Hello {
+                pid: child.id(),
+                codec: "msgpack".into()
+            }
+        );
+        for i in 0..40u64 {
+            let len = [0, 1, 100, 70_000, 1 << 20][i as usize % 5];
+            let job = Job {
+                id: i * 1000,
+                name: format!("heavy lifting {i}"),
+                data: ByteBuf::from(util::pattern(i as u32, len)),
+                tags: (0..(i as u32 % 4)).collect(),
+                shape: match i % 3 {
+                    0 => Shape::Empty,
+                    1 => Shape::Circle(i as f64 / 4.0),
+                    _ => Shape::Rect { w: 2, h: i as u32 },
+                },
+                note: (i % 2 == 0).then(|| "n".to_string()),
+            };
+            let FromPython::Done(reply) = ch.request(job.clone()).unwrap() else {
+                panic!("expected Done");
+            };
+            let mut data = job.data.into_vec();
+            data.reverse();
+            let mut tags = job.tags.clone();
+            tags.push(tags.len() as u32);
+            let shape = match job.shape {
+                Shape::Rect { w, h } => Shape::Rect { w: h, h: w },
+                s => s,
+            };
+            assert_eq!(
+                reply,
+                Job {
+                    id: job.id + 1,
+                    name: job.name.to_uppercase(),
+                    data: ByteBuf::from(data),
+                    tags,
+                    shape,
+                    note: if job.note.is_some() { None } else { Some("was None".into()) },
+                }
+            );
+        }
+        drop(ch); // the peer's loop ends at end-of-stream
+        let status = wait_deadline(&mut child, 20);
+        assert!(status.success(), "{status:?}");
+    });
+}
+
+#[test]
+fn raw_both_ways_with_the_python_peer() {
+    checked(60, || {
+        let (mut child, ch) = Options::new()
+            .codec(CodecKind::Raw)
+            .spawn::<ByteBuf, ByteBuf>(&mut peer("raw"))
+            .unwrap();
+        for (i, len) in [0usize, 1, 5, 4096, 100_000, 3 << 20].into_iter().enumerate() {
+            let data = util::pattern(i as u32, len);
+            let mut expect = data.clone();
+            expect.reverse();
+            expect.push(b'!');
+            assert_eq!(ch.request(ByteBuf::from(data)).unwrap().into_vec(), expect);
+        }
+        drop(ch);
+        let status = wait_deadline(&mut child, 20);
+        assert!(status.success(), "{status:?}");
+    });
+}
+
+#[test]
+fn the_python_peer_refuses_another_version() {
+    checked(30, || {
+        let out = peer("version")
+            .env("PROCWIRE_VERSION", "2")
+            .env("PROCWIRE_CODEC", "msgpack")
+            .env("PROCWIRE_FD", "0")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("speaks version 1 only"), "{text}");
+    });
+}
