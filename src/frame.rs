@@ -187,7 +187,7 @@ pub(crate) struct Frame {
 ///
 /// Feed it with [`spare`](FrameDecoder::spare) and
 /// [`filled`](FrameDecoder::filled) (or let [`FrameReader`] do it), take
-/// frames out with [`next_frame`](FrameDecoder::next_frame). Partial input is
+/// frames out with [`next_payload`](FrameDecoder::next_payload). Partial input is
 /// kept between calls, so a reader with a deadline can give up and resume.
 ///
 /// A frame longer than the maximum is reported once as
@@ -302,7 +302,8 @@ impl FrameDecoder {
         }
         if self.buf.len() == self.end {
             let grown = (self.buf.len() * 2).max(INITIAL_BUFFER);
-            self.buf.resize(grown.min(self.end + want.max(INITIAL_BUFFER)), 0);
+            self.buf
+                .resize(grown.min(self.end + want.max(INITIAL_BUFFER)), 0);
         }
         &mut self.buf[self.end..]
     }
@@ -403,11 +404,10 @@ impl<W: Write> FrameWriter<W> {
     /// finishes it first, so frames never interleave or tear.
     pub fn send(&mut self, payload: &[u8]) -> Result<()> {
         self.flush_pending()?;
-        self.out
-            .encode(true, self.max, |b| {
-                b.extend_from_slice(payload);
-                Ok(())
-            })?;
+        self.out.encode(true, self.max, |b| {
+            b.extend_from_slice(payload);
+            Ok(())
+        })?;
         self.flush_pending()
     }
 
@@ -580,7 +580,10 @@ mod tests {
         let mut r = FrameReader::new(&wire[..]);
         let e = r.recv().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::FrameTooLarge);
-        assert!(e.to_string().contains("4.0 GiB exceeds the 64 MiB limit"), "{e}");
+        assert!(
+            e.to_string().contains("4.0 GiB exceeds the 64 MiB limit"),
+            "{e}"
+        );
         assert!(r.decoder().buffer_capacity() <= INITIAL_BUFFER);
     }
 
@@ -624,7 +627,10 @@ mod tests {
     #[test]
     fn the_sender_refuses_frames_over_its_maximum() {
         let mut w = FrameWriter::with_max_frame(Vec::new(), 4).unwrap();
-        assert_eq!(w.send(b"12345").unwrap_err().kind(), ErrorKind::FrameTooLarge);
+        assert_eq!(
+            w.send(b"12345").unwrap_err().kind(),
+            ErrorKind::FrameTooLarge
+        );
         w.send(b"1234").unwrap();
         assert_eq!(w.get_ref().len(), 8);
         assert!(FrameWriter::with_max_frame(Vec::new(), usize::MAX).is_err());

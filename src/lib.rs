@@ -88,9 +88,9 @@
 
 mod channel;
 pub mod codec;
-mod handover;
 mod error;
 pub mod frame;
+mod handover;
 mod pipe;
 mod socket;
 mod sys;
@@ -98,8 +98,8 @@ mod transport;
 
 pub use channel::{Duplex, IntoIter, Iter, Options, Receiver, Select, Sender, channel, duplex};
 pub use codec::{Codec, CodecKind};
-pub use handover::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env};
 pub use error::{Error, ErrorKind, Result, SendError};
+pub use handover::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env};
 pub use pipe::{PipeReader, PipeWriter, pipe};
 pub use serde_bytes::{self, ByteBuf};
 pub use socket::{Kind, PeerCred, Socket, UnixListener, socket_pair};

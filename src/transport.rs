@@ -119,10 +119,9 @@ impl Conn {
     /// Reads without blocking, adopting any descriptors that came along.
     pub(crate) fn read(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<sys::Received> {
         match self.transport {
-            Transport::Pipe => sys::read(self.fd.as_fd(), buf).map(|len| sys::Received {
-                len,
-                full_len: len,
-            }),
+            Transport::Pipe => {
+                sys::read(self.fd.as_fd(), buf).map(|len| sys::Received { len, full_len: len })
+            }
             Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
                 sys::recv(self.fd.as_fd(), buf, fds, true)
             }

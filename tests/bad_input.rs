@@ -35,7 +35,8 @@ fn a_4_gib_length_prefix_is_refused_without_allocating() {
     checked(30, || {
         let (rx, mut peer) = raw_peer::<Job>(CodecKind::Postcard);
         let before = rss();
-        peer.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]).unwrap();
+        peer.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4])
+            .unwrap();
         let e = rx.recv().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::FrameTooLarge);
         assert!(e.to_string().contains("exceeds the 64 MiB limit"), "{e}");
@@ -58,7 +59,10 @@ fn a_lying_length_costs_only_the_bytes_that_arrive() {
         let e = rx.recv_timeout(Duration::from_millis(100)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Timeout);
         let grown = rss().saturating_sub(before);
-        assert!(grown < 8 << 20, "memory grew by {grown} bytes for 100 KiB of input");
+        assert!(
+            grown < 8 << 20,
+            "memory grew by {grown} bytes for 100 KiB of input"
+        );
         drop(peer);
         assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::UnexpectedEof);
     });
@@ -140,7 +144,10 @@ fn random_bytes_give_errors_and_the_end_never_a_panic_or_hang() {
 fn a_datagram_over_the_receivers_limit_is_reported_and_skipped() {
     checked(30, || {
         let (a, b) = procwire::socket_pair(Kind::SeqPacket).unwrap();
-        let tx = Options::new().codec(CodecKind::Raw).sender::<ByteBuf>(a).unwrap();
+        let tx = Options::new()
+            .codec(CodecKind::Raw)
+            .sender::<ByteBuf>(a)
+            .unwrap();
         let rx = Options::new()
             .codec(CodecKind::Raw)
             .max_frame(1000)
@@ -159,13 +166,17 @@ fn a_datagram_over_the_receivers_limit_is_reported_and_skipped() {
 fn an_oversized_frame_is_skipped_on_a_stream_too() {
     checked(30, || {
         let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
-        let tx = Options::new().codec(CodecKind::Raw).sender::<ByteBuf>(a).unwrap();
+        let tx = Options::new()
+            .codec(CodecKind::Raw)
+            .sender::<ByteBuf>(a)
+            .unwrap();
         let rx = Options::new()
             .codec(CodecKind::Raw)
             .max_frame(1000)
             .receiver::<ByteBuf>(b)
             .unwrap();
-        tx.send(ByteBuf::from(vec![1; 200_000])).unwrap_or_else(|_| unreachable!());
+        tx.send(ByteBuf::from(vec![1; 200_000]))
+            .unwrap_or_else(|_| unreachable!());
         tx.send(ByteBuf::from(b"next".to_vec())).unwrap();
         assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::FrameTooLarge);
         assert_eq!(rx.recv().unwrap().into_vec(), b"next");
@@ -176,8 +187,14 @@ fn an_oversized_frame_is_skipped_on_a_stream_too() {
 fn a_payload_of_the_wrong_type_is_a_decode_error_and_the_channel_goes_on() {
     checked(30, || {
         let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
-        let tx = Options::new().codec(CodecKind::Json).sender::<String>(a).unwrap();
-        let rx = Options::new().codec(CodecKind::Json).receiver::<u32>(b).unwrap();
+        let tx = Options::new()
+            .codec(CodecKind::Json)
+            .sender::<String>(a)
+            .unwrap();
+        let rx = Options::new()
+            .codec(CodecKind::Json)
+            .receiver::<u32>(b)
+            .unwrap();
         tx.send("not a number".into()).unwrap();
         let tx = Options::new()
             .codec(CodecKind::Json)
@@ -219,7 +236,9 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
     assert_eq!(e.kind(), ErrorKind::Decode);
 
     let json = "[".repeat(depth);
-    let e = CodecKind::Json.decode::<serde_json::Value>(json.as_bytes()).unwrap_err();
+    let e = CodecKind::Json
+        .decode::<serde_json::Value>(json.as_bytes())
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Decode);
 
     // Moderate nesting is fine.
@@ -243,7 +262,10 @@ fn a_lying_collection_length_is_an_error_without_reserving_memory() {
     assert!(CodecKind::MsgPack.decode::<Vec<u64>>(&arr).is_err());
     let bin = [0xc6, 0xff, 0xff, 0xff, 0xff, 1, 2];
     assert_eq!(
-        CodecKind::MsgPack.decode::<ByteBuf>(&bin).unwrap_err().kind(),
+        CodecKind::MsgPack
+            .decode::<ByteBuf>(&bin)
+            .unwrap_err()
+            .kind(),
         ErrorKind::Decode
     );
     let grown = rss().saturating_sub(before);
@@ -256,7 +278,10 @@ fn trailing_bytes_are_a_decode_error() {
     CodecKind::Postcard.encode(&5u32, &mut bytes).unwrap();
     bytes.push(0);
     assert_eq!(
-        CodecKind::Postcard.decode::<u32>(&bytes).unwrap_err().kind(),
+        CodecKind::Postcard
+            .decode::<u32>(&bytes)
+            .unwrap_err()
+            .kind(),
         ErrorKind::Decode
     );
     assert!(CodecKind::Json.decode::<u32>(b"5 6").is_err());

@@ -60,11 +60,16 @@ fn every_structured_codec_round_trips_everything() {
 #[test]
 fn raw_carries_bytes_and_text_verbatim() {
     let mut buf = Vec::new();
-    CodecKind::Raw.encode(&ByteBuf::from(b"\x00bin".to_vec()), &mut buf).unwrap();
+    CodecKind::Raw
+        .encode(&ByteBuf::from(b"\x00bin".to_vec()), &mut buf)
+        .unwrap();
     CodecKind::Raw.encode("text", &mut buf).unwrap();
     CodecKind::Raw.encode(&vec![1u8, 2], &mut buf).unwrap();
     assert_eq!(buf, b"\x00bintext\x01\x02");
-    assert_eq!(CodecKind::Raw.decode::<ByteBuf>(b"abc").unwrap().into_vec(), b"abc");
+    assert_eq!(
+        CodecKind::Raw.decode::<ByteBuf>(b"abc").unwrap().into_vec(),
+        b"abc"
+    );
     assert_eq!(CodecKind::Raw.decode::<Vec<u8>>(b"abc").unwrap(), b"abc");
     assert_eq!(CodecKind::Raw.decode::<String>(b"abc").unwrap(), "abc");
     CodecKind::Raw.decode::<()>(b"").unwrap();
@@ -72,8 +77,14 @@ fn raw_carries_bytes_and_text_verbatim() {
     let e = CodecKind::Raw.encode(&5u32, &mut buf).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Encode);
     assert!(e.to_string().contains("bytes or text only"), "{e}");
-    assert_eq!(CodecKind::Raw.decode::<u32>(b"abc").unwrap_err().kind(), ErrorKind::Decode);
-    assert_eq!(CodecKind::Raw.decode::<String>(b"\xff").unwrap_err().kind(), ErrorKind::Decode);
+    assert_eq!(
+        CodecKind::Raw.decode::<u32>(b"abc").unwrap_err().kind(),
+        ErrorKind::Decode
+    );
+    assert_eq!(
+        CodecKind::Raw.decode::<String>(b"\xff").unwrap_err().kind(),
+        ErrorKind::Decode
+    );
 }
 
 fn msgpack(v: &impl Serialize) -> Vec<u8> {
@@ -114,10 +125,19 @@ fn msgpack_and_json_shapes_match_the_wire_format_document() {
     // one-entry map from the name to the content.
     assert_eq!(msgpack(&Shape::Empty), b"\xa5Empty");
     assert_eq!(json(&Shape::Empty), r#""Empty""#);
-    assert_eq!(msgpack(&Shape::Circle(0.5)), b"\x81\xa6Circle\xcb\x3f\xe0\0\0\0\0\0\0");
+    assert_eq!(
+        msgpack(&Shape::Circle(0.5)),
+        b"\x81\xa6Circle\xcb\x3f\xe0\0\0\0\0\0\0"
+    );
     assert_eq!(json(&Shape::Circle(0.5)), r#"{"Circle":0.5}"#);
-    assert_eq!(msgpack(&Shape::Rect { w: 2, h: 3 }), b"\x81\xa4Rect\x82\xa1w\x02\xa1h\x03");
-    assert_eq!(json(&Shape::Rect { w: 2, h: 3 }), r#"{"Rect":{"w":2,"h":3}}"#);
+    assert_eq!(
+        msgpack(&Shape::Rect { w: 2, h: 3 }),
+        b"\x81\xa4Rect\x82\xa1w\x02\xa1h\x03"
+    );
+    assert_eq!(
+        json(&Shape::Rect { w: 2, h: 3 }),
+        r#"{"Rect":{"w":2,"h":3}}"#
+    );
     assert_eq!(msgpack(&Shape::Pair(-1, 1)), b"\x81\xa4Pair\x92\xff\x01");
     assert_eq!(json(&Shape::Pair(-1, 1)), r#"{"Pair":[-1,1]}"#);
     // Integers use the smallest encoding; floats are float 64 (f32 is float 32).
@@ -133,5 +153,8 @@ fn codec_names_parse_and_unknown_names_are_refused() {
     }
     let e = "yaml".parse::<CodecKind>().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
-    assert!(e.to_string().contains("postcard, msgpack, json, raw"), "{e}");
+    assert!(
+        e.to_string().contains("postcard, msgpack, json, raw"),
+        "{e}"
+    );
 }

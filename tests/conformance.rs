@@ -38,7 +38,10 @@ fn make_with(t: T, opts: &Options) -> (Sender<ByteBuf>, Receiver<ByteBuf>) {
         T::Datagram => opts.socket_channel(Kind::Datagram).unwrap(),
         T::SeqPacket => opts.socket_channel(Kind::SeqPacket).unwrap(),
         T::UnixPath => {
-            let dir = tempfile::Builder::new().prefix("pw").tempdir_in("/tmp").unwrap();
+            let dir = tempfile::Builder::new()
+                .prefix("pw")
+                .tempdir_in("/tmp")
+                .unwrap();
             let path = dir.path().join("s");
             let listener = procwire::UnixListener::bind(&path).unwrap();
             let client = procwire::Socket::connect(&path).unwrap();
@@ -61,12 +64,17 @@ fn order_kept(t: T) {
         let (tx, rx) = make(t);
         let sender = std::thread::spawn(move || {
             for i in 0..2000u32 {
-                tx.send(ByteBuf::from(pattern(i, (i % 300) as usize))).unwrap();
+                tx.send(ByteBuf::from(pattern(i, (i % 300) as usize)))
+                    .unwrap();
             }
         });
         for i in 0..2000u32 {
             let got = rx.recv().unwrap();
-            assert_eq!(got.into_vec(), pattern(i, (i % 300) as usize), "message {i}");
+            assert_eq!(
+                got.into_vec(),
+                pattern(i, (i % 300) as usize),
+                "message {i}"
+            );
         }
         sender.join().unwrap();
     });
@@ -177,14 +185,21 @@ fn timeouts(t: T) {
         assert_eq!(full.kind(), ErrorKind::Full, "{}", full.error());
         assert_eq!(full.into_inner().into_vec(), pattern(accepted, 1000));
         let e = tx
-            .send_timeout(ByteBuf::from(pattern(accepted, 1000)), Duration::from_millis(20))
+            .send_timeout(
+                ByteBuf::from(pattern(accepted, 1000)),
+                Duration::from_millis(20),
+            )
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Timeout);
 
         // Everything accepted arrives whole, in order; nothing else does.
         let reader = std::thread::spawn(move || {
             for i in 0..accepted {
-                assert_eq!(rx.recv().unwrap().into_vec(), pattern(i, 1000), "message {i}");
+                assert_eq!(
+                    rx.recv().unwrap().into_vec(),
+                    pattern(i, 1000),
+                    "message {i}"
+                );
             }
             rx
         });
@@ -277,7 +292,11 @@ fn select_wakes(t: T) {
         let mut sel = procwire::Select::new();
         let a = sel.recv(&rx_a);
         let b = sel.recv(&rx_b);
-        assert!(sel.ready_timeout(Duration::from_millis(20)).unwrap_err().is_timeout());
+        assert!(
+            sel.ready_timeout(Duration::from_millis(20))
+                .unwrap_err()
+                .is_timeout()
+        );
         let late = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(30));
             tx_b.send(ByteBuf::from(b"b".to_vec())).unwrap();

@@ -46,7 +46,10 @@ fn a_child_refuses_a_bad_environment_without_closing_what_is_not_its_own() {
 
 fn adopt() {
     let ch = from_env::<String, String>().unwrap();
-    assert!(procwire::is_cloexec(&ch).unwrap(), "adopted end is close-on-exec");
+    assert!(
+        procwire::is_cloexec(&ch).unwrap(),
+        "adopted end is close-on-exec"
+    );
     let again = from_env::<String, String>().unwrap_err();
     assert!(again.to_string().contains("already taken"), "{again}");
     let codec = ch.recv().unwrap();
@@ -60,7 +63,10 @@ fn refuse(what: &str) {
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     assert!(e.to_string().contains(what), "{e}");
     // stdin (a pipe, fd 0) was inspected and refused, not closed.
-    assert!(std::fs::read_link("/proc/self/fd/0").is_ok(), "stdin is still open");
+    assert!(
+        std::fs::read_link("/proc/self/fd/0").is_ok(),
+        "stdin is still open"
+    );
 }
 
 /// Entry point for the child processes of this file's tests.

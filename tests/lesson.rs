@@ -13,7 +13,9 @@ use util::{checked, child_command, wait_deadline};
 
 /// Starts this binary's child entry in `role`, connected by a stream socket.
 fn spawn(role: &str) -> (Child, Duplex<String, String>) {
-    Options::new().spawn(&mut child_command("child", role)).unwrap()
+    Options::new()
+        .spawn(&mut child_command("child", role))
+        .unwrap()
 }
 
 fn reap(mut child: Child) {
@@ -68,7 +70,8 @@ fn a_reader_waits_while_any_writer_is_open() {
         let (reader, writer) = pipe().unwrap();
         let rx = Options::new().receiver::<String>(reader).unwrap();
         let (child, ctl) = spawn("hold_writer");
-        ctl.send_with_fds("keep this".into(), &[writer.as_fd()]).unwrap();
+        ctl.send_with_fds("keep this".into(), &[writer.as_fd()])
+            .unwrap();
         drop(writer); // our copy is closed; the child's is still open
         assert_eq!(ctl.recv().unwrap(), "holding");
         let e = rx.recv_timeout(Duration::from_millis(200)).unwrap_err();
@@ -88,9 +91,14 @@ fn a_child_writes_ten_lines_into_a_shared_pipe() {
     checked(30, || {
         let (reader, writer) = pipe().unwrap();
         let (child, ctl) = spawn("ten_lines");
-        ctl.send_with_fds("your end".into(), &[writer.as_fd()]).unwrap();
+        ctl.send_with_fds("your end".into(), &[writer.as_fd()])
+            .unwrap();
         drop(writer); // the parent's unused end
-        assert_eq!(ends_of(&pipe_name(&reader)), [true], "the parent holds the read end only");
+        assert_eq!(
+            ends_of(&pipe_name(&reader)),
+            [true],
+            "the parent holds the read end only"
+        );
         let lines: Vec<String> = BufReader::new(reader).lines().map(Result::unwrap).collect();
         assert_eq!(lines, vec!["Another one bites the dust"; 10]);
         drop(ctl);
@@ -103,9 +111,15 @@ fn datagram_pair_heavy_lifting() {
     checked(30, || {
         let (child_end, parent) = socket_pair(Kind::Datagram).unwrap();
         let (child, ctl) = spawn("dgram_worker");
-        ctl.send_with_fds("your end".into(), &[child_end.as_fd()]).unwrap();
+        ctl.send_with_fds("your end".into(), &[child_end.as_fd()])
+            .unwrap();
         drop(child_end);
-        for job in ["Heavy lifting", "Heavy lifting", "Feather lifting", "Feather lifting"] {
+        for job in [
+            "Heavy lifting",
+            "Heavy lifting",
+            "Feather lifting",
+            "Feather lifting",
+        ] {
             parent.send(job.as_bytes()).unwrap();
         }
         let mut replies = Vec::new();
@@ -131,7 +145,12 @@ fn datagram_pair_heavy_lifting() {
 }
 
 fn typed_lifting(ch: &Duplex<String, String>) {
-    for job in ["Heavy lifting", "Heavy lifting", "Feather lifting", "Feather lifting"] {
+    for job in [
+        "Heavy lifting",
+        "Heavy lifting",
+        "Feather lifting",
+        "Feather lifting",
+    ] {
         ch.send(job.into()).unwrap();
     }
     let replies: Vec<String> = (0..4).map(|_| ch.recv().unwrap()).collect();
@@ -144,9 +163,12 @@ fn seqpacket_pair_heavy_lifting() {
     checked(30, || {
         let (child_end, parent) = socket_pair(Kind::SeqPacket).unwrap();
         let (child, ctl) = spawn("seqpacket_worker");
-        ctl.send_with_fds("your end".into(), &[child_end.as_fd()]).unwrap();
+        ctl.send_with_fds("your end".into(), &[child_end.as_fd()])
+            .unwrap();
         drop(child_end);
-        let parent = Options::new().duplex_from::<String, String>(parent).unwrap();
+        let parent = Options::new()
+            .duplex_from::<String, String>(parent)
+            .unwrap();
         typed_lifting(&parent);
         // Dropping our end: the child's loop ends at end-of-stream and it exits.
         drop(parent);
@@ -174,12 +196,14 @@ fn lifting_worker(ch: Duplex<String, String>) {
 
 fn child_main(role: &str) {
     let ctl = from_env::<String, String>().unwrap();
-    match role {
-        "stream_worker" => return lifting_worker(ctl),
-        _ => {}
+    if role == "stream_worker" {
+        return lifting_worker(ctl);
     }
     let (_, fds) = ctl.recv_with_fds().unwrap();
-    let fd = fds.into_iter().next().expect("a descriptor came with the message");
+    let fd = fds
+        .into_iter()
+        .next()
+        .expect("a descriptor came with the message");
     match role {
         "hold_writer" => {
             let writer = PipeWriter::from_fd(fd).unwrap();
@@ -191,7 +215,11 @@ fn child_main(role: &str) {
         "ten_lines" => {
             // The child holds only the write end: the read end was never
             // inherited (it is close-on-exec) nor sent.
-            assert_eq!(ends_of(&pipe_name(&fd)), [false], "the child holds the write end only");
+            assert_eq!(
+                ends_of(&pipe_name(&fd)),
+                [false],
+                "the child holds the write end only"
+            );
             let mut writer = PipeWriter::from_fd(fd).unwrap();
             for _ in 0..10 {
                 writeln!(writer, "Another one bites the dust").unwrap();
@@ -203,7 +231,9 @@ fn child_main(role: &str) {
             for _ in 0..4 {
                 let n = socket.recv(&mut buf).unwrap();
                 let job = std::str::from_utf8(&buf[..n]).unwrap();
-                socket.send(format!("{job} accomplished!").as_bytes()).unwrap();
+                socket
+                    .send(format!("{job} accomplished!").as_bytes())
+                    .unwrap();
             }
         }
         "seqpacket_worker" => {

@@ -19,7 +19,10 @@ fn every_end_is_cloexec_from_birth() {
         assert!(is_cloexec(&r).unwrap() && is_cloexec(&w).unwrap());
         for kind in Kind::ALL {
             let (a, b) = socket_pair(kind).unwrap();
-            assert!(is_cloexec(&a).unwrap() && is_cloexec(&b).unwrap(), "{kind:?}");
+            assert!(
+                is_cloexec(&a).unwrap() && is_cloexec(&b).unwrap(),
+                "{kind:?}"
+            );
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
@@ -75,7 +78,10 @@ fn sigpipe_child() {
     unsafe {
         assert_eq!(libc::sigpending(pending.as_mut_ptr()), 0);
         assert_eq!(libc::sigismember(pending.as_ptr(), libc::SIGPIPE), 0);
-        assert_eq!(libc::sigaction(libc::SIGPIPE, std::ptr::null(), old.as_mut_ptr()), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGPIPE, std::ptr::null(), old.as_mut_ptr()),
+            0
+        );
         assert_eq!(old.assume_init().sa_sigaction, libc::SIG_DFL);
     }
 }
@@ -134,7 +140,10 @@ fn a_datagram_larger_than_the_socket_allows_is_refused() {
 #[test]
 fn unix_paths_longer_than_107_bytes_are_refused() {
     checked(10, || {
-        let dir = tempfile::Builder::new().prefix("p").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("p")
+            .tempdir_in("/tmp")
+            .unwrap();
         let base = dir.path().to_str().unwrap().len() + 1;
         let exact = dir.path().join("a".repeat(107 - base));
         assert_eq!(exact.as_os_str().len(), 107);
@@ -145,7 +154,10 @@ fn unix_paths_longer_than_107_bytes_are_refused() {
         let e = UnixListener::bind(&long).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("at most 107"), "{e}");
-        assert_eq!(Socket::connect(&long).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(
+            Socket::connect(&long).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput
+        );
         assert!(!long.exists(), "nothing was created under a truncated name");
     });
 }
@@ -176,7 +188,10 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_is_in_use() {
 #[test]
 fn the_socket_file_is_owner_only() {
     checked(30, || {
-        let dir = tempfile::Builder::new().prefix("pw").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pw")
+            .tempdir_in("/tmp")
+            .unwrap();
         // Let other users reach the directory, so that only the socket's own
         // mode can keep them out.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -194,7 +209,11 @@ fn the_socket_file_is_owner_only() {
 }
 
 fn connect_as_nobody(path: &Path) -> String {
-    assert_eq!(rustix::process::getuid().as_raw(), 0, "this test runs as root, as CI does");
+    assert_eq!(
+        rustix::process::getuid().as_raw(),
+        0,
+        "this test runs as root, as CI does"
+    );
     let out = child_command("child", "nobody")
         .env("PROCWIRE_TEST_PATH", path)
         .output()
@@ -264,7 +283,7 @@ fn passed_descriptors_work_and_truncated_control_data_closes_them() {
             .unwrap();
         let open = util::fd_count() as u64;
         let old = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-        let mut low = old.clone();
+        let mut low = old;
         // fd numbers start at 0: the next free number is `open` (or lower),
         // so a limit of open + 2 leaves room for exactly one or two.
         low.current = Some(open + 1);

@@ -103,7 +103,11 @@ fn msgpack_both_ways_with_the_python_peer() {
                     data: ByteBuf::from(data),
                     tags,
                     shape,
-                    note: if job.note.is_some() { None } else { Some("was None".into()) },
+                    note: if job.note.is_some() {
+                        None
+                    } else {
+                        Some("was None".into())
+                    },
                 }
             );
         }
@@ -120,7 +124,10 @@ fn raw_both_ways_with_the_python_peer() {
             .codec(CodecKind::Raw)
             .spawn::<ByteBuf, ByteBuf>(&mut peer("raw"))
             .unwrap();
-        for (i, len) in [0usize, 1, 5, 4096, 100_000, 3 << 20].into_iter().enumerate() {
+        for (i, len) in [0usize, 1, 5, 4096, 100_000, 3 << 20]
+            .into_iter()
+            .enumerate()
+        {
             let data = util::pattern(i as u32, len);
             let mut expect = data.clone();
             expect.reverse();

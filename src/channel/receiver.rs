@@ -296,8 +296,9 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// none were), each already owned and close-on-exec.
     pub fn recv_with_fds(&self) -> Result<(T, Vec<OwnedFd>)> {
         let codec = self.core.codec;
-        self.core
-            .recv(Wait::Block, |payload, fds| Ok((codec.decode(payload)?, fds)))
+        self.core.recv(Wait::Block, |payload, fds| {
+            Ok((codec.decode(payload)?, fds))
+        })
     }
 
     /// The next message's payload bytes, undecoded, passed to `f`.

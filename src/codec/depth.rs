@@ -213,10 +213,13 @@ impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for Wrap<A> {
     ) -> Result<(T::Value, Wrap<A::Variant>), A::Error> {
         let left = self.left;
         let (value, variant) = self.inner.variant_seed(Wrap { inner: seed, left })?;
-        Ok((value, Wrap {
-            inner: variant,
-            left,
-        }))
+        Ok((
+            value,
+            Wrap {
+                inner: variant,
+                left,
+            },
+        ))
     }
 }
 
@@ -235,10 +238,13 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<A> {
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
-        self.inner.tuple_variant(len, Wrap {
-            inner: visitor,
-            left: self.left,
-        })
+        self.inner.tuple_variant(
+            len,
+            Wrap {
+                inner: visitor,
+                left: self.left,
+            },
+        )
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -246,9 +252,12 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<A> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, A::Error> {
-        self.inner.struct_variant(fields, Wrap {
-            inner: visitor,
-            left: self.left,
-        })
+        self.inner.struct_variant(
+            fields,
+            Wrap {
+                inner: visitor,
+                left: self.left,
+            },
+        )
     }
 }

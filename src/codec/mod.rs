@@ -258,10 +258,7 @@ impl FromStr for CodecKind {
                 let known: Vec<_> = CodecKind::ALL.iter().map(|c| c.name()).collect();
                 Error::new(
                     ErrorKind::InvalidInput,
-                    format!(
-                        "unknown codec {s:?}; this build knows {}",
-                        known.join(", ")
-                    ),
+                    format!("unknown codec {s:?}; this build knows {}", known.join(", ")),
                 )
             })
     }

@@ -151,7 +151,9 @@ pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// # References
 /// - fcntl(2) with `F_GETFD`
 pub(crate) fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    Ok(rustix::io::fcntl_getfd(fd).map_err(io)?.contains(FdFlags::CLOEXEC))
+    Ok(rustix::io::fcntl_getfd(fd)
+        .map_err(io)?
+        .contains(FdFlags::CLOEXEC))
 }
 
 /// Reads from any descriptor (a pipe, a stream socket).
@@ -203,7 +205,9 @@ pub(crate) fn send(
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !control.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(io::Error::other("descriptors do not fit the control buffer"));
+        return Err(io::Error::other(
+            "descriptors do not fit the control buffer",
+        ));
     }
     retry(|| rustix::net::sendmsg(fd, bufs, &mut control, flags))
 }
@@ -349,7 +353,11 @@ pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: std::net::Shutdown) -> io::Resul
 /// - getsockopt(2) with `SO_PEERCRED`, unix(7)
 pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
     let c = rustix::net::sockopt::socket_peercred(fd).map_err(io)?;
-    Ok((c.pid.as_raw_nonzero().get() as u32, c.uid.as_raw(), c.gid.as_raw()))
+    Ok((
+        c.pid.as_raw_nonzero().get() as u32,
+        c.uid.as_raw(),
+        c.gid.as_raw(),
+    ))
 }
 
 fn unix_addr(path: &Path) -> io::Result<SocketAddrUnix> {

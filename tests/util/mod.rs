@@ -24,8 +24,7 @@ pub fn checked<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'sta
         let _ = done_tx.send(());
         r
     });
-    if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(Duration::from_secs(secs))
-    {
+    if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(Duration::from_secs(secs)) {
         panic!("the test did not finish within {secs} s: it hangs");
     }
     let r = match worker.join() {
@@ -43,8 +42,14 @@ pub const ROLE: &str = "PROCWIRE_TEST_ROLE";
 /// `entry` (the file's child entry point) in the role `role`.
 pub fn child_command(entry: &str, role: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role);
+    cmd.args([
+        entry,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE, role);
     cmd
 }
 
