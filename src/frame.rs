@@ -74,6 +74,9 @@ pub(crate) struct Outgoing {
     buf: Vec<u8>,
     sent: usize,
     header: bool,
+    /// Set once a message is fully encoded: a codec that panics half-way
+    /// must not leave half an encoding to be sent as a frame.
+    ready: bool,
 }
 
 impl Outgoing {
@@ -94,6 +97,7 @@ impl Outgoing {
         }
         self.buf.clear();
         self.sent = 0;
+        self.ready = false;
         self.header = header;
         if header {
             self.buf.extend_from_slice(&[0; HEADER_LEN]);
@@ -115,6 +119,7 @@ impl Outgoing {
         if header {
             self.buf[..HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
         }
+        self.ready = true;
         Ok(())
     }
 
@@ -136,14 +141,13 @@ impl Outgoing {
     pub(crate) fn advance(&mut self, n: usize) {
         self.sent = (self.sent + n).min(self.buf.len());
         if self.sent == self.buf.len() {
-            self.buf.clear();
-            self.sent = 0;
+            self.discard();
         }
     }
 
     /// Whether part of a frame is still waiting to be written.
     pub(crate) fn is_pending(&self) -> bool {
-        self.sent < self.buf.len()
+        self.ready && self.sent < self.buf.len()
     }
 
     /// Whether any byte of the pending frame has been written.
@@ -155,6 +159,7 @@ impl Outgoing {
     pub(crate) fn discard(&mut self) {
         self.buf.clear();
         self.sent = 0;
+        self.ready = false;
     }
 
     /// Writes the pending bytes to `w` until done. `WouldBlock` comes back
@@ -622,6 +627,22 @@ mod tests {
             let e = r.recv().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::UnexpectedEof, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_codec_that_panics_leaves_nothing_to_send() {
+        let mut out = Outgoing::default();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = out.encode(true, 100, |b| {
+                b.extend_from_slice(b"half");
+                panic!("a Serialize impl panicked");
+            });
+        }));
+        assert!(r.is_err());
+        assert!(!out.is_pending());
+        let mut wire = Vec::new();
+        out.write_to(&mut wire).unwrap();
+        assert!(wire.is_empty());
     }
 
     #[test]

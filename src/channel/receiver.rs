@@ -188,10 +188,12 @@ impl RecvCore {
                         let room = (inc.datagram.len() * 2).max(8 << 10).min(self.max_frame);
                         inc.datagram.resize(len.max(room), 0);
                     }
-                    let r = self
-                        .conn
-                        .read(&mut inc.datagram[..len], &mut fds)
-                        .map_err(|e| Error::io(&self.context(), e))?;
+                    let r = match self.conn.read(&mut inc.datagram[..len], &mut fds) {
+                        Ok(r) => r,
+                        // Another reader of this socket took it first.
+                        Err(e) if sys::would_block(&e) => continue,
+                        Err(e) => return Err(Error::io(&self.context(), e)),
+                    };
                     if r.full_len > r.len {
                         return Err(Error::new(
                             ErrorKind::Truncated,

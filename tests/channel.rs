@@ -1,0 +1,173 @@
+//! The typed channel API itself: construction checks, halves, iterators,
+//! and std::sync::mpsc's behaviours ported to procwire's channels.
+
+mod util;
+
+use std::time::Duration;
+
+use procwire::{
+    ByteBuf, CodecKind, Duplex, ErrorKind, Kind, Options, Receiver, Sender, channel, duplex,
+};
+use util::checked;
+
+#[test]
+fn ends_are_send_and_senders_clone() {
+    fn send_sync<T: Send + Sync>() {}
+    fn clone<T: Clone>() {}
+    // Even for a message type that is neither Send nor Sync.
+    type NotSend = std::rc::Rc<u8>;
+    send_sync::<Sender<NotSend>>();
+    send_sync::<Receiver<NotSend>>();
+    send_sync::<Duplex<NotSend, NotSend>>();
+    clone::<Sender<NotSend>>();
+}
+
+#[test]
+fn smoke_and_ownership_like_mpsc() {
+    checked(10, || {
+        let (tx, rx) = channel::<Vec<String>>().unwrap();
+        tx.send(vec!["a".into(), "b".into()]).unwrap();
+        assert_eq!(rx.recv().unwrap(), ["a", "b"]);
+        // Many clones, one stream; the end comes when the last clone drops.
+        let tx2 = tx.clone();
+        let h = std::thread::spawn(move || tx2.send(vec!["thread".into()]).unwrap());
+        h.join().unwrap();
+        assert_eq!(rx.recv().unwrap(), ["thread"]);
+        drop(tx);
+        assert!(rx.recv().unwrap_err().is_disconnected());
+    });
+}
+
+#[test]
+fn dropping_the_sending_half_of_a_duplex_half_closes_it() {
+    checked(10, || {
+        let (a, b) = duplex::<String, String>().unwrap();
+        let (a_tx, a_rx) = a.split();
+        a_tx.send("last words".into()).unwrap();
+        drop(a_tx);
+        // b sees the end of a's direction, and can still answer.
+        assert_eq!(b.recv().unwrap(), "last words");
+        assert!(b.recv().unwrap_err().is_disconnected());
+        b.send("heard you".into()).unwrap();
+        assert_eq!(a_rx.recv().unwrap(), "heard you");
+    });
+}
+
+#[test]
+fn a_leaked_copy_of_the_socket_does_not_hold_off_the_end() {
+    checked(10, || {
+        let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
+        let leaked = a.try_clone().unwrap(); // as if a child had inherited it
+        let tx = Options::new().sender::<u8>(a).unwrap();
+        let rx = Options::new().receiver::<u8>(b).unwrap();
+        tx.send(1).unwrap();
+        drop(tx); // shuts down the writing direction, not just this fd
+        assert_eq!(rx.recv().unwrap(), 1);
+        let e = rx.recv_timeout(Duration::from_secs(5)).unwrap_err();
+        assert!(e.is_disconnected(), "{e}");
+        drop(leaked);
+    });
+}
+
+#[test]
+fn the_iterator_reports_bad_messages_and_goes_on_to_the_end() {
+    checked(10, || {
+        let (a, b) = procwire::socket_pair(Kind::SeqPacket).unwrap();
+        let raw = Options::new()
+            .codec(CodecKind::Json)
+            .sender::<String>(a)
+            .unwrap();
+        let rx = Options::new()
+            .codec(CodecKind::Json)
+            .receiver::<u32>(b)
+            .unwrap();
+        raw.send("1".into()).unwrap(); // "\"1\"": a string, not a number
+        let typed = Options::new()
+            .codec(CodecKind::Json)
+            .sender::<u32>(std::os::fd::OwnedFd::from(
+                procwire::socket_pair(Kind::SeqPacket).unwrap().0,
+            ))
+            .unwrap();
+        drop(typed);
+        drop(raw);
+        let items: Vec<_> = rx.into_iter().collect();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].as_ref().unwrap_err().kind(), ErrorKind::Decode);
+    });
+}
+
+#[test]
+fn a_duplex_finishes_a_half_written_request_before_waiting_for_the_reply() {
+    checked(30, || {
+        let (client, server) = Options::new()
+            .codec(CodecKind::Raw)
+            .duplex::<ByteBuf, ByteBuf>(Kind::Stream)
+            .unwrap();
+        // A request far larger than the socket buffer: try_send writes what
+        // fits and keeps the rest; recv must push it out, or both would wait.
+        let big = ByteBuf::from(util::pattern(1, 4 << 20));
+        let server = std::thread::spawn(move || {
+            let req = server.recv().unwrap();
+            server
+                .send(ByteBuf::from(req.len().to_string().into_bytes()))
+                .unwrap();
+            server
+        });
+        client.try_send(big).unwrap();
+        assert_eq!(client.recv().unwrap().into_vec(), b"4194304");
+        drop(server.join().unwrap());
+    });
+}
+
+#[test]
+fn construction_checks_say_what_is_wrong() {
+    checked(10, || {
+        let e = Options::new()
+            .max_frame(usize::MAX)
+            .channel::<u8>()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("4-byte length"), "{e}");
+
+        let (r, w) = procwire::pipe().unwrap();
+        let e = Options::new().sender::<u8>(r).unwrap_err();
+        assert!(e.to_string().contains("cannot be used to send"), "{e}");
+        let e = Options::new().duplex_from::<u8, u8>(w).unwrap_err();
+        assert!(e.to_string().contains("needs a socket"), "{e}");
+
+        let file = tempfile::tempfile().unwrap();
+        let e = Options::new().receiver::<u8>(file).unwrap_err();
+        assert!(e.to_string().contains("neither"), "{e}");
+    });
+}
+
+#[test]
+fn send_timeout_hands_the_message_back_and_nothing_tears() {
+    checked(30, || {
+        let (tx, rx) = Options::new()
+            .codec(CodecKind::Raw)
+            .channel::<ByteBuf>()
+            .unwrap();
+        let mut sent = 0u32;
+        loop {
+            match tx.send_timeout(
+                ByteBuf::from(util::pattern(sent, 7000)),
+                Duration::from_millis(5),
+            ) {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    assert!(e.is_timeout(), "{e}");
+                    assert_eq!(e.into_inner().into_vec(), util::pattern(sent, 7000));
+                    break;
+                }
+            }
+        }
+        let reader = std::thread::spawn(move || {
+            (0..sent)
+                .map(|i| rx.recv().unwrap().into_vec() == util::pattern(i, 7000))
+                .all(|ok| ok)
+        });
+        tx.flush().unwrap();
+        assert!(reader.join().unwrap());
+    });
+}
