@@ -163,9 +163,7 @@ fn send_timeout_hands_the_message_back_and_nothing_tears() {
             }
         }
         let reader = std::thread::spawn(move || {
-            (0..sent)
-                .map(|i| rx.recv().unwrap().into_vec() == util::pattern(i, 7000))
-                .all(|ok| ok)
+            (0..sent).all(|i| rx.recv().unwrap().into_vec() == util::pattern(i, 7000))
         });
         tx.flush().unwrap();
         assert!(reader.join().unwrap());
