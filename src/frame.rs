@@ -146,8 +146,10 @@ impl Outgoing {
     }
 
     /// Whether part of a frame is still waiting to be written.
+    /// An empty datagram has no bytes, yet must still be written once: a
+    /// message is pending from its encoding until its write completes.
     pub(crate) fn is_pending(&self) -> bool {
-        self.ready && self.sent < self.buf.len()
+        self.ready
     }
 
     /// Whether any byte of the pending frame has been written.

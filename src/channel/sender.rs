@@ -75,45 +75,39 @@ impl SendCore {
         // A frame that a `try_send` or timeout left half-written goes first.
         self.finish(out, wait)?;
         out.encode(self.conn.transport().framed(), self.max_frame, fill)?;
-        let mut fds = fds;
-        loop {
-            match self.conn.write(out.remaining(), fds) {
-                Ok(n) => {
-                    fds = &[];
-                    out.advance(n);
-                    if !out.is_pending() {
-                        return Ok(());
-                    }
-                }
-                Err(e) if sys::would_block(&e) => {
-                    if wait.expired() {
-                        if out.started() {
-                            // Accepted: the rest is written before the next
-                            // frame, by `flush`, or when the sender drops.
-                            return Ok(());
-                        }
-                        out.discard();
-                        return Err(not_now(wait));
-                    }
-                    self.wait_writable(wait)?;
-                }
-                Err(e) => {
-                    let len = out.payload().len();
-                    out.discard();
-                    return Err(self.write_error(e, len));
-                }
-            }
+        if self.pump(out, wait, fds)? {
+            return Ok(());
         }
+        if out.started() {
+            // Accepted: the rest is written before the next frame, by
+            // `flush`, or when the sender drops.
+            return Ok(());
+        }
+        out.discard();
+        Err(not_now(wait))
     }
 
     /// Writes the rest of a pending frame.
     fn finish(&self, out: &mut Outgoing, wait: Wait) -> Result<()> {
+        if self.pump(out, wait, &[])? {
+            Ok(())
+        } else {
+            Err(not_now(wait))
+        }
+    }
+
+    /// Writes the pending frame, `fds` with its first bytes. `Ok(false)` when
+    /// the wait ran out first; the progress made is kept.
+    fn pump(&self, out: &mut Outgoing, wait: Wait, mut fds: &[BorrowedFd<'_>]) -> Result<bool> {
         while out.is_pending() {
-            match self.conn.write(out.remaining(), &[]) {
-                Ok(n) => out.advance(n),
+            match self.conn.write(out.remaining(), fds) {
+                Ok(n) => {
+                    fds = &[];
+                    out.advance(n);
+                }
                 Err(e) if sys::would_block(&e) => {
                     if wait.expired() {
-                        return Err(not_now(wait));
+                        return Ok(false);
                     }
                     self.wait_writable(wait)?;
                 }
@@ -124,7 +118,7 @@ impl SendCore {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn wait_writable(&self, wait: Wait) -> Result<()> {
