@@ -4,7 +4,6 @@
 //! `cargo run --example heavy_lifting [dgram|seqpacket|stream]`
 
 use std::os::fd::AsFd;
-use std::process::Command;
 
 use procwire::{Duplex, Kind, Options, Socket, socket_pair};
 
@@ -22,8 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return child(&mode);
     }
     let exe = std::env::current_exe()?;
-    let (mut child, ch) =
-        Options::new().spawn::<String, String>(Command::new(exe).args([mode.as_str(), "child"]))?;
+    let mut cmd = procwire::Command::new(exe);
+    cmd.args([mode.as_str(), "child"]);
+    let ch = cmd.channel::<String, String>()?;
+    let mut child = cmd.spawn()?;
     match mode.as_str() {
         "stream" => lift_with(&ch)?,
         "dgram" => {

@@ -5,9 +5,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
-use std::process::Command;
 
-use procwire::{Options, PipeWriter};
+use procwire::PipeWriter;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::args().nth(1).as_deref() == Some("child") {
@@ -22,8 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let (reader, writer) = procwire::pipe()?;
-    let (mut child, ch) =
-        Options::new().spawn::<(), ()>(Command::new(std::env::current_exe()?).arg("child"))?;
+    let mut cmd = procwire::Command::new(std::env::current_exe()?);
+    cmd.arg("child");
+    let ch = cmd.channel::<(), ()>()?;
+    let mut child = cmd.spawn()?;
     ch.send_with_fds((), &[writer.as_fd()])?;
     drop(writer); // the parent's unused end: without this, EOF never comes
     for line in BufReader::new(reader).lines() {

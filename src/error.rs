@@ -41,6 +41,9 @@ pub enum ErrorKind {
     /// The operation is not possible on this transport (for example sending
     /// descriptors over a pipe).
     Unsupported,
+    /// The process at the other end exited or was killed;
+    /// [`Error::exit_status`] says how.
+    PeerExited,
     /// A socket path is in use by a live listener.
     AddrInUse,
     /// A bad argument or environment: a path too long, an unknown codec name,
@@ -56,6 +59,7 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     source: Option<io::Error>,
+    status: Option<std::process::ExitStatus>,
 }
 
 impl Error {
@@ -64,6 +68,7 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            status: None,
         }
     }
 
@@ -85,6 +90,7 @@ impl Error {
             kind,
             message: context.to_owned(),
             source: Some(e),
+            status: None,
         }
     }
 
@@ -94,7 +100,22 @@ impl Error {
             kind,
             message: context.to_owned(),
             source: Some(e),
+            status: None,
         }
+    }
+
+    /// Attaches the exit status of the peer process.
+    pub(crate) fn with_status(mut self, status: Option<std::process::ExitStatus>) -> Error {
+        if status.is_some() {
+            self.status = status;
+        }
+        self
+    }
+
+    /// Adds to the message what happened to the peer process.
+    pub(crate) fn because(mut self, why: &str) -> Error {
+        self.message = format!("{}: {why}", self.message);
+        self
     }
 
     pub(crate) fn disconnected(what: &str) -> Error {
@@ -120,6 +141,12 @@ impl Error {
     /// The operating-system error underneath, if there is one.
     pub fn io_error(&self) -> Option<&io::Error> {
         self.source.as_ref()
+    }
+
+    /// How the peer process ended, when the channel watches it (see
+    /// [`Duplex::supervise`](crate::Duplex::supervise)) and it has.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.status
     }
 
     /// Whether the peer is gone ([`ErrorKind::Disconnected`]).
@@ -159,6 +186,9 @@ impl fmt::Debug for Error {
         if let Some(s) = &self.source {
             d.field("source", s);
         }
+        if let Some(s) = &self.status {
+            d.field("status", s);
+        }
         d.finish()
     }
 }
@@ -184,7 +214,7 @@ impl std::error::Error for Error {
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match e.kind {
-            ErrorKind::Disconnected => io::ErrorKind::BrokenPipe,
+            ErrorKind::Disconnected | ErrorKind::PeerExited => io::ErrorKind::BrokenPipe,
             ErrorKind::Full | ErrorKind::Empty => io::ErrorKind::WouldBlock,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
             ErrorKind::FrameTooLarge | ErrorKind::Truncated | ErrorKind::Decode => {

@@ -11,10 +11,9 @@
 //! | `PROCWIRE_VERSION` | `1`; a peer refuses any other value |
 //!
 //! Any language can honour it; in Rust, [`from_env`] does. The parent's side
-//! is [`Options::spawn`]: it starts any program with such a channel.
+//! is [`Command::channel`](crate::Command::channel).
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::process::{Child, Command};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
@@ -23,7 +22,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::CodecKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::{self, FdKind, SockType};
-use crate::{Duplex, Kind, Options};
+use crate::{Duplex, Options};
 
 /// The variable naming the inherited socket's descriptor number.
 pub const ENV_FD: &str = "PROCWIRE_FD";
@@ -109,38 +108,4 @@ pub fn child_env(fd: RawFd, codec: CodecKind) -> [(&'static str, String); 3] {
         (ENV_CODEC, codec.name().to_string()),
         (ENV_VERSION, WIRE_VERSION.to_string()),
     ]
-}
-
-impl Options {
-    /// Starts `cmd` with a two-way channel already connected: a new stream
-    /// socket pair, one end inherited by the child as `PROCWIRE_FD` (with
-    /// `PROCWIRE_CODEC` and `PROCWIRE_VERSION` set), the other returned.
-    ///
-    /// The child's end is close-on-exec in this process at all times (it is
-    /// made inheritable in the child only, between fork and exec), and is
-    /// closed here once the child has started, so end-of-stream arrives when
-    /// the child exits. The program can be anything that speaks the wire
-    /// format (`docs/wire-format.md`); a Rust child calls [`from_env`].
-    ///
-    /// The returned [`Child`] is the caller's to reap: call
-    /// [`Child::wait`]. (The process API of a later release supervises and
-    /// reaps for you.)
-    pub fn spawn<Out, In>(&self, cmd: &mut Command) -> Result<(Child, Duplex<Out, In>)>
-    where
-        Out: Serialize,
-        In: DeserializeOwned,
-    {
-        let (ours, theirs) = crate::socket_pair(Kind::Stream)
-            .map_err(|e| Error::io("creating the child's socket pair", e))?;
-        let channel = self.duplex_from(ours)?;
-        for (k, v) in child_env(theirs.as_fd().as_raw_fd(), self.codec_kind()) {
-            cmd.env(k, v);
-        }
-        sys::inherit::keep_across_exec(cmd, theirs.as_fd());
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::io(&format!("starting {:?}", cmd.get_program()), e))?;
-        drop(theirs);
-        Ok((child, channel))
-    }
 }

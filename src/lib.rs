@@ -38,7 +38,7 @@
 //! | framing | [`frame`]: wire format v1 over any `Read`/`Write` |
 //! | codecs | [`codec`]: postcard (default), MessagePack, JSON, raw |
 //! | channels | [`channel`], [`duplex`], [`Options`] → [`Sender`], [`Receiver`], [`Duplex`]; [`Select`] |
-//! | hand-over | [`Options::spawn`] starts a program with a channel; [`from_env`] is the child's end (`PROCWIRE_FD`) |
+//! | processes | [`Command`] starts any program with a channel (`PROCWIRE_FD`), [`fork`] runs a closure in a child, [`Child`] owns the process; [`from_env`] is the child's end |
 //!
 //! Every descriptor procwire creates is close-on-exec from birth, every
 //! system call lives in one private `sys` module, and every error says what
@@ -92,6 +92,7 @@ mod error;
 pub mod frame;
 mod handover;
 mod pipe;
+mod process;
 mod socket;
 mod sys;
 mod transport;
@@ -101,6 +102,7 @@ pub use codec::{Codec, CodecKind};
 pub use error::{Error, ErrorKind, Result, SendError};
 pub use handover::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env};
 pub use pipe::{PipeReader, PipeWriter, pipe};
+pub use process::{Child, Command, Inherit, fork, fork_unchecked};
 pub use serde_bytes::{self, ByteBuf};
 pub use socket::{Kind, PeerCred, Socket, UnixListener, socket_pair};
 

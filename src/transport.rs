@@ -9,9 +9,11 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::process::ProcState;
 use crate::sys::{self, FdKind, Interest, SockType};
 
 /// What a channel's descriptor is.
@@ -45,6 +47,17 @@ impl Transport {
 pub(crate) struct Conn {
     fd: OwnedFd,
     transport: Transport,
+    /// The process at the other end, once the channel supervises it.
+    peer: OnceLock<Arc<ProcState>>,
+}
+
+/// What a wait for readiness ended with.
+#[derive(Debug)]
+pub(crate) enum Waited {
+    Ready,
+    TimedOut,
+    /// The supervised peer process is gone and the descriptor is not ready.
+    PeerExited(Error),
 }
 
 /// Which way a channel end will use its descriptor.
@@ -98,7 +111,11 @@ impl Conn {
             Transport::Stream => Ok(()),
         }
         .map_err(|e| Error::io("preparing the channel's descriptor", e))?;
-        Ok(Conn { fd, transport })
+        Ok(Conn {
+            fd,
+            transport,
+            peer: OnceLock::new(),
+        })
     }
 
     pub(crate) fn transport(&self) -> Transport {
@@ -147,10 +164,50 @@ impl Conn {
         self.transport != Transport::Pipe
     }
 
-    /// Waits for readiness; `false` when the deadline passed first.
-    pub(crate) fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
-        let mut ready = [false];
-        sys::poll(&[(self.fd.as_fd(), interest)], deadline, &mut ready)
+    /// Watches `peer`: waits on this channel end from now on also end when
+    /// it exits. A channel watches one process; later calls are ignored.
+    pub(crate) fn supervise(&self, peer: Arc<ProcState>) {
+        let _ = self.peer.set(peer);
+    }
+
+    pub(crate) fn peer(&self) -> Option<&Arc<ProcState>> {
+        self.peer.get()
+    }
+
+    /// Waits until the descriptor is ready, the deadline passes, or the
+    /// supervised peer exits, whichever comes first. Readiness wins over the
+    /// peer's exit, so that what it sent before dying is read first.
+    pub(crate) fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<Waited> {
+        let Some(peer) = self.peer.get() else {
+            let mut ready = [false];
+            let hit = sys::poll(&[(self.fd.as_fd(), interest)], deadline, &mut ready)?;
+            return Ok(if hit { Waited::Ready } else { Waited::TimedOut });
+        };
+        let mut ready = [false, false];
+        let fds = [(self.fd.as_fd(), interest), (peer.pidfd(), Interest::Read)];
+        if !sys::poll(&fds, deadline, &mut ready)? {
+            return Ok(Waited::TimedOut);
+        }
+        if ready[0] || !ready[1] {
+            return Ok(Waited::Ready);
+        }
+        let status = peer.exit_status(Some(Instant::now() + Duration::from_secs(5)))?;
+        Ok(Waited::PeerExited(peer.exited_error(status)))
+    }
+
+    /// After end-of-stream or a failed send: what became of the supervised
+    /// peer, if it is gone by `within`. `None` without supervision, or if it
+    /// still runs (it closed its end and lives on).
+    pub(crate) fn peer_fate(
+        &self,
+        within: Duration,
+    ) -> Option<(Option<std::process::ExitStatus>, String)> {
+        let peer = self.peer.get()?;
+        let status = peer.exit_status(Some(Instant::now() + within)).ok()??;
+        Some((
+            Some(status),
+            format!("child {} {}", peer.pid(), crate::process::describe(status)),
+        ))
     }
 
     /// Ends our writing direction so the peer reads end-of-stream, even when

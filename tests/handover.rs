@@ -5,16 +5,17 @@ mod util;
 use std::process::Stdio;
 
 use procwire::{CodecKind, ErrorKind, Options, from_env};
-use util::{checked, child_command, wait_deadline};
+use util::{checked, child_command, wait_deadline, wait_std};
 
 #[test]
 fn a_spawned_child_finds_its_channel_once() {
     checked(30, || {
         for codec in CodecKind::ALL.iter().copied() {
-            let (mut child, ch) = Options::new()
-                .codec(codec)
-                .spawn::<String, String>(&mut child_command("child", "adopt"))
+            let mut cmd = procwire::Command::from(child_command("child", "adopt"));
+            let ch = cmd
+                .channel_with::<String, String>(&Options::new().codec(codec))
                 .unwrap();
+            let mut child = cmd.spawn().unwrap();
             ch.send(codec.name().into()).unwrap();
             assert_eq!(ch.recv().unwrap(), format!("{} ok", codec.name()));
             drop(ch);
@@ -38,7 +39,7 @@ fn a_child_refuses_a_bad_environment_without_closing_what_is_not_its_own() {
                 .stdin(Stdio::piped())
                 .spawn()
                 .unwrap();
-            let status = wait_deadline(&mut child, 20);
+            let status = wait_std(&mut child, 20);
             assert!(status.success(), "{role} {fd}: {status:?}");
         }
     });

@@ -5,17 +5,16 @@ mod util;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::process::Child;
 use std::time::Duration;
 
-use procwire::{Duplex, ErrorKind, Kind, Options, PipeWriter, Socket, from_env, pipe, socket_pair};
-use util::{checked, child_command, wait_deadline};
+use procwire::{
+    Child, Duplex, ErrorKind, Kind, Options, PipeWriter, Socket, from_env, pipe, socket_pair,
+};
+use util::{checked, wait_deadline};
 
 /// Starts this binary's child entry in `role`, connected by a stream socket.
 fn spawn(role: &str) -> (Child, Duplex<String, String>) {
-    Options::new()
-        .spawn(&mut child_command("child", role))
-        .unwrap()
+    util::spawn_child("child", role)
 }
 
 fn reap(mut child: Child) {

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use procwire::{Kind, Socket, UnixListener, is_cloexec, pipe, socket_pair};
-use util::{checked, child_command, wait_deadline};
+use util::{checked, child_command, wait_std};
 
 #[test]
 fn every_end_is_cloexec_from_birth() {
@@ -53,7 +53,7 @@ fn writing_to_a_pipe_without_reader_is_an_error_not_sigpipe() {
         // The test harness ignores SIGPIPE; a child restores the default
         // action, under which a plain write(2) would kill it.
         let mut child = child_command("child", "sigpipe").spawn().unwrap();
-        let status = wait_deadline(&mut child, 20);
+        let status = wait_std(&mut child, 20);
         assert!(status.success(), "child ended with {status:?}");
     });
 }

@@ -7,7 +7,6 @@
 mod util;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use procwire::{ByteBuf, CodecKind, Options};
 use serde::{Deserialize, Serialize};
@@ -26,8 +25,8 @@ fn python() -> PathBuf {
     path
 }
 
-fn peer(mode: &str) -> Command {
-    let mut cmd = Command::new(python());
+fn peer(mode: &str) -> procwire::Command {
+    let mut cmd = procwire::Command::new(python());
     cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/peer.py"))
         .arg(mode);
     cmd
@@ -59,10 +58,11 @@ enum FromPython {
 #[test]
 fn msgpack_both_ways_with_the_python_peer() {
     checked(60, || {
-        let (mut child, ch) = Options::new()
-            .codec(CodecKind::MsgPack)
-            .spawn::<Job, FromPython>(&mut peer("msgpack"))
+        let mut cmd = peer("msgpack");
+        let ch = cmd
+            .channel_with::<Job, FromPython>(&Options::new().codec(CodecKind::MsgPack))
             .unwrap();
+        let mut child = cmd.spawn().unwrap();
         assert_eq!(
             ch.recv().unwrap(),
             FromPython::Hello {
@@ -120,10 +120,11 @@ fn msgpack_both_ways_with_the_python_peer() {
 #[test]
 fn raw_both_ways_with_the_python_peer() {
     checked(60, || {
-        let (mut child, ch) = Options::new()
-            .codec(CodecKind::Raw)
-            .spawn::<ByteBuf, ByteBuf>(&mut peer("raw"))
+        let mut cmd = peer("raw");
+        let ch = cmd
+            .channel_with::<ByteBuf, ByteBuf>(&Options::new().codec(CodecKind::Raw))
             .unwrap();
+        let mut child = cmd.spawn().unwrap();
         for (i, len) in [0usize, 1, 5, 4096, 100_000, 3 << 20]
             .into_iter()
             .enumerate()

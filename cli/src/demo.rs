@@ -3,11 +3,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
-use std::process::{Child, Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use procwire::{Duplex, ErrorKind, Kind, Options, PipeWriter, Socket, from_env, pipe, socket_pair};
+use procwire::{
+    Child, Duplex, ErrorKind, Kind, Options, PipeWriter, Socket, from_env, pipe, socket_pair,
+};
 
 /// Writes narration to stdout; a closed stdout ends the narration quietly.
 struct Narrator {
@@ -97,24 +99,16 @@ pub fn run(only: Option<&str>) -> Result<ExitCode> {
 /// Starts `procwire __child ROLE` with a channel already connected.
 fn spawn(role: &str) -> Result<(Child, Duplex<String, String>)> {
     let exe = std::env::current_exe().context("finding this program")?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = procwire::Command::new(exe);
     cmd.args(["__child", role]);
-    Ok(Options::new().spawn(&mut cmd)?)
+    let channel = cmd.channel()?;
+    Ok((cmd.spawn()?, channel))
 }
 
 /// Waits for the child (at most 10 s, then kills it) and checks it succeeded.
 fn reap(n: &mut Narrator, mut child: Child) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            child.kill()?;
-            child.wait()?;
-            bail!("child {} did not exit within 10 s; killed", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    let Some(status) = child.wait_timeout(Duration::from_secs(10))? else {
+        bail!("child {} did not exit within 10 s; killed", child.id());
     };
     say!(n, "   parent: reaped child {} ({status})", child.id());
     ensure!(status.success(), "the child failed: {status}");

@@ -121,6 +121,15 @@ impl<Out, In> Duplex<Out, In> {
         &self.rx
     }
 
+    /// Watches `child` in both directions; see [`Receiver::supervise`].
+    pub fn supervise(&self, child: &crate::Child) {
+        self.rx.supervise(child);
+    }
+
+    pub(crate) fn conn(&self) -> &std::sync::Arc<crate::transport::Conn> {
+        self.rx.core().conn()
+    }
+
     /// Separates the halves, to use them from different threads. Dropping the
     /// [`Sender`] (all its clones) half-closes the socket.
     pub fn split(self) -> (Sender<Out>, Receiver<In>) {

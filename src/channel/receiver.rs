@@ -14,7 +14,7 @@ use crate::codec::CodecKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::frame::{Frame, FrameDecoder};
 use crate::sys::{self, Interest, Peek};
-use crate::transport::Conn;
+use crate::transport::{Conn, Waited};
 
 /// The receiving end of a typed channel.
 ///
@@ -147,12 +147,23 @@ impl RecvCore {
     /// once as `UnexpectedEof`, and the partial frame dropped.
     fn end_of_stream(&self, inc: &mut Incoming) -> Error {
         if inc.frames.at_boundary() {
-            return Error::disconnected("the sender is gone and every message has been received");
+            let e = Error::disconnected("the sender is gone and every message has been received");
+            // A supervised child that closed the stream is usually exiting:
+            // give its status a moment to appear.
+            return match self.conn.peer_fate(Duration::from_millis(100)) {
+                Some((status, why)) => e.because(&why).with_status(status),
+                None => e,
+            };
         }
         let e = inc.frames.eof_error();
         inc.frames.reset();
         inc.batches.clear();
-        e
+        // Death mid-frame: name the cause (the pidfd turns readable just
+        // after the dying process's descriptors are closed).
+        match self.conn.peer_fate(Duration::from_secs(1)) {
+            Some((status, why)) => e.because(&why).with_status(status),
+            None => e,
+        }
     }
 
     fn recv_datagram<R>(
@@ -218,10 +229,11 @@ impl RecvCore {
         if wait.expired() {
             return Err(nothing_yet(wait));
         }
-        self.conn
-            .wait(Interest::Read, wait.deadline())
-            .map(drop)
-            .map_err(|e| Error::io(&self.context(), e))
+        match self.conn.wait(Interest::Read, wait.deadline()) {
+            Ok(Waited::Ready | Waited::TimedOut) => Ok(()),
+            Ok(Waited::PeerExited(e)) => Err(e),
+            Err(e) => Err(Error::io(&self.context(), e)),
+        }
     }
 
     /// Whether a message (or an end) can be taken without reading the
@@ -232,7 +244,7 @@ impl RecvCore {
             .unwrap_or(false)
     }
 
-    pub(crate) fn conn(&self) -> &Conn {
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
         &self.conn
     }
 }
@@ -326,6 +338,15 @@ impl<T> Receiver<T> {
 
     pub(crate) fn core(&self) -> &Arc<RecvCore> {
         &self.core
+    }
+
+    /// Watches `child`: from now on a wait on this receiver also ends when
+    /// the child exits, with an [`ErrorKind::PeerExited`] error that carries
+    /// its exit status, and end-of-stream errors say how it ended. Channels
+    /// made by [`Command::channel`](crate::Command::channel) watch their
+    /// child already.
+    pub fn supervise(&self, child: &crate::Child) {
+        self.core.conn.supervise(Arc::clone(child.state()));
     }
 }
 

@@ -112,19 +112,32 @@ impl<'a> Select<'a> {
                 return Ok(i);
             }
         }
-        let fds: Vec<(BorrowedFd<'_>, Interest)> = self
-            .entries
-            .iter()
-            .map(|e| match e {
-                Entry::Receiver(core) => (core.conn().as_fd(), Interest::Read),
-                Entry::Fd(fd, interest) => (*fd, *interest),
-            })
-            .collect();
+        // Each entry's descriptor, and for a receiver that supervises a
+        // child also the child's pidfd: its exit makes the receiver ready
+        // (its next receive reports it).
+        let mut fds: Vec<(BorrowedFd<'_>, Interest)> = Vec::new();
+        let mut owner = Vec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            match e {
+                Entry::Receiver(core) => {
+                    fds.push((core.conn().as_fd(), Interest::Read));
+                    owner.push(i);
+                    if let Some(peer) = core.conn().peer() {
+                        fds.push((peer.pidfd(), Interest::Read));
+                        owner.push(i);
+                    }
+                }
+                Entry::Fd(fd, interest) => {
+                    fds.push((*fd, *interest));
+                    owner.push(i);
+                }
+            }
+        }
         let mut ready = vec![false; fds.len()];
         let hit = sys::poll(&fds, deadline, &mut ready)
             .map_err(|e| Error::io("waiting on the selected descriptors", e))?;
         match ready.iter().position(|&r| r) {
-            Some(i) if hit => Ok(i),
+            Some(i) if hit => Ok(owner[i]),
             _ => Err(Error::new(
                 ErrorKind::Timeout,
                 "none of the selected channels became ready before the deadline",

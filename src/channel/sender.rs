@@ -14,7 +14,7 @@ use crate::codec::CodecKind;
 use crate::error::{Error, ErrorKind, Result, SendError};
 use crate::frame::Outgoing;
 use crate::sys::{self, Interest};
-use crate::transport::Conn;
+use crate::transport::{Conn, Waited};
 
 /// The sending end of a typed channel.
 ///
@@ -122,10 +122,11 @@ impl SendCore {
     }
 
     fn wait_writable(&self, wait: Wait) -> Result<()> {
-        self.conn
-            .wait(Interest::Write, wait.deadline())
-            .map(drop)
-            .map_err(|e| Error::io(&self.context(), e))
+        match self.conn.wait(Interest::Write, wait.deadline()) {
+            Ok(Waited::Ready | Waited::TimedOut) => Ok(()),
+            Ok(Waited::PeerExited(e)) => Err(e),
+            Err(e) => Err(Error::io(&self.context(), e)),
+        }
     }
 
     fn write_error(&self, e: io::Error, len: usize) -> Error {
@@ -139,7 +140,11 @@ impl SendCore {
             );
         }
         if sys::is_disconnect(&e) {
-            return Error::io("the receiver is gone", e);
+            let err = Error::io("the receiver is gone", e);
+            return match self.conn.peer_fate(std::time::Duration::from_millis(100)) {
+                Some((status, why)) => err.because(&why).with_status(status),
+                None => err,
+            };
         }
         Error::io(&self.context(), e)
     }
@@ -263,6 +268,12 @@ impl<T> Sender<T> {
 
     pub(crate) fn core(&self) -> &Arc<SendCore> {
         &self.core
+    }
+
+    /// Watches `child`: a send waiting for room ends when the child exits,
+    /// with an [`ErrorKind::PeerExited`] error carrying its exit status.
+    pub fn supervise(&self, child: &crate::Child) {
+        self.core.conn.supervise(Arc::clone(child.state()));
     }
 }
 

@@ -40,30 +40,3 @@ pub(crate) fn adopt(
     // else in this process.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
-
-/// Arranges for `fd` (close-on-exec in this process) to survive the `exec`
-/// of `cmd`'s child: its `FD_CLOEXEC` flag is cleared in the child only,
-/// between fork and exec. Other threads of this process never see an
-/// inheritable copy, so a program they start concurrently cannot pick it up.
-///
-/// # References
-/// - fcntl(2) with `F_GETFD` / `F_SETFD`, execve(2) ("file descriptors marked
-///   close-on-exec are closed")
-pub(crate) fn keep_across_exec(cmd: &mut std::process::Command, fd: BorrowedFd<'_>) {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let raw = fd.as_raw_fd();
-    // SAFETY: the closure runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed: it makes two fcntl(2) calls on an
-    // integer and allocates nothing. `raw` stays open in the parent until the
-    // caller has spawned the child (it holds the `OwnedFd` until then).
-    unsafe {
-        cmd.pre_exec(move || {
-            let flags = libc::fcntl(raw, libc::F_GETFD);
-            if flags == -1 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}

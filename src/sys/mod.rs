@@ -9,6 +9,7 @@
 //! Each wrapper names its man page under `# References`.
 
 pub(crate) mod inherit;
+pub(crate) mod process;
 pub(crate) mod signal;
 
 use std::io::{self, IoSlice, IoSliceMut};

@@ -58,8 +58,29 @@ pub fn role() -> String {
     std::env::var(ROLE).expect("this entry point runs only as a child of another test")
 }
 
-/// Waits for `child` at most `secs` seconds; kills and reaps it past that.
-pub fn wait_deadline(child: &mut Child, secs: u64) -> ExitStatus {
+/// Starts the child entry `entry` in `role` with a channel (default
+/// options) already connected.
+pub fn spawn_child<Out, In>(entry: &str, role: &str) -> (procwire::Child, procwire::Duplex<Out, In>)
+where
+    Out: serde::Serialize,
+    In: serde::de::DeserializeOwned,
+{
+    let mut cmd = procwire::Command::from(child_command(entry, role));
+    let channel = cmd.channel().unwrap();
+    (cmd.spawn().unwrap(), channel)
+}
+
+/// Waits for `child` at most `secs` seconds; past that it fails (and the
+/// dropped handle kills and reaps the child).
+pub fn wait_deadline(child: &mut procwire::Child, secs: u64) -> ExitStatus {
+    match child.wait_timeout(Duration::from_secs(secs)).unwrap() {
+        Some(status) => status,
+        None => panic!("child {} did not exit within {secs} s", child.id()),
+    }
+}
+
+/// Waits for a std child at most `secs` seconds; kills and reaps it past that.
+pub fn wait_std(child: &mut Child, secs: u64) -> ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(status) = child.try_wait().unwrap() {

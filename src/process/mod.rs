@@ -1,0 +1,17 @@
+//! Children born connected: [`Command`] to start any program with a
+//! channel, [`fork`] to run a closure in a child, and [`Child`], which owns
+//! the process.
+//!
+//! Every way of starting a child gives the same guarantees: exactly the
+//! descriptors handed to it are inherited, it dies with its parent, it is
+//! reaped (no zombies), and a channel connected to it reports its death as
+//! an error instead of waiting forever.
+
+mod child;
+mod command;
+mod fork;
+
+pub use child::Child;
+pub(crate) use child::{ProcState, describe};
+pub use command::Command;
+pub use fork::{Inherit, fork, fork_unchecked};
