@@ -172,8 +172,9 @@ pub(crate) fn child_setup(setup: &ChildSetup, close: bool) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
         // The parent may have died before prctl took effect.
-        // SAFETY: getppid and raise take no pointers.
+        // SAFETY: getppid takes no arguments.
         if unsafe { libc::getppid() } != setup.parent {
+            // SAFETY: raise takes an integer signal number.
             unsafe { libc::raise(sig) };
         }
     }
