@@ -89,6 +89,7 @@
 mod channel;
 pub mod codec;
 mod error;
+pub mod fd;
 pub mod frame;
 mod handover;
 mod pipe;
@@ -100,6 +101,7 @@ mod transport;
 pub use channel::{Duplex, IntoIter, Iter, Options, Receiver, Select, Sender, channel, duplex};
 pub use codec::{Codec, CodecKind};
 pub use error::{Error, ErrorKind, Result, SendError};
+pub use fd::Fd;
 pub use handover::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env};
 pub use pipe::{PipeReader, PipeWriter, pipe};
 pub use process::{Child, Command, Inherit, fork, fork_unchecked};

@@ -137,14 +137,23 @@ impl Socket {
 
     /// Receives bytes and the descriptors that came with them, each owned
     /// (and close-on-exec) the moment it arrives. Truncated control data
-    /// (`MSG_CTRUNC`) is an error, and the descriptors that did arrive are
-    /// closed.
+    /// (`MSG_CTRUNC`, also when `RLIMIT_NOFILE` is reached) is an error, and
+    /// the descriptors that did arrive are closed. On a stream socket the
+    /// bytes received with them are consumed too: use a channel, which keeps
+    /// its stream in step and fails only the message concerned.
     ///
     /// # References
     /// - recvmsg(2), unix(7), cmsg(3)
     pub fn recv_with_fds(&self, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
         let mut fds = Vec::new();
         let r = sys::recv(self.fd.as_fd(), buf, &mut fds, false)?;
+        if r.fds_lost {
+            return Err(io::Error::other(format!(
+                "descriptors sent with the message were cut off (MSG_CTRUNC: the receive \
+                 buffer or RLIMIT_NOFILE); the {} bytes that came with them are dropped",
+                r.len
+            )));
+        }
         if r.full_len > r.len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

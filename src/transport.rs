@@ -49,6 +49,8 @@ pub(crate) struct Conn {
     transport: Transport,
     /// The process at the other end, once the channel supervises it.
     peer: OnceLock<Arc<ProcState>>,
+    /// A copy of this end was sent to another process.
+    shared: std::sync::atomic::AtomicBool,
 }
 
 /// What a wait for readiness ended with.
@@ -115,6 +117,7 @@ impl Conn {
             fd,
             transport,
             peer: OnceLock::new(),
+            shared: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -136,9 +139,11 @@ impl Conn {
     /// Reads without blocking, adopting any descriptors that came along.
     pub(crate) fn read(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<sys::Received> {
         match self.transport {
-            Transport::Pipe => {
-                sys::read(self.fd.as_fd(), buf).map(|len| sys::Received { len, full_len: len })
-            }
+            Transport::Pipe => sys::read(self.fd.as_fd(), buf).map(|len| sys::Received {
+                len,
+                full_len: len,
+                fds_lost: false,
+            }),
             Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
                 sys::recv(self.fd.as_fd(), buf, fds, true)
             }
@@ -214,9 +219,20 @@ impl Conn {
     /// a copy of this descriptor lives on elsewhere. Pipes need nothing: the
     /// close does it.
     pub(crate) fn shutdown_write(&self) {
+        // shutdown(2) acts on the socket, not on this descriptor: once a copy
+        // went to another process, that copy must keep working.
+        if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         if matches!(self.transport, Transport::Stream | Transport::SeqPacket) {
             let _ = sys::shutdown(self.fd.as_fd(), std::net::Shutdown::Write);
         }
+    }
+
+    /// Records that a copy of this end was sent to another process.
+    pub(crate) fn mark_shared(&self) {
+        self.shared
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Sets the socket's send buffer (message sockets: the largest datagram).

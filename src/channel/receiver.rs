@@ -47,6 +47,8 @@ struct FdBatch {
     start: u64,
     end: u64,
     fds: Vec<OwnedFd>,
+    /// Some did not arrive (`MSG_CTRUNC`): the owning frame fails.
+    lost: bool,
 }
 
 struct Incoming {
@@ -57,7 +59,8 @@ struct Incoming {
 }
 
 impl Incoming {
-    fn fds_for(&mut self, frame: &Frame) -> Vec<OwnedFd> {
+    /// The descriptors that belong to `frame`; an error if some were lost.
+    fn fds_for(&mut self, frame: &Frame) -> Result<Vec<OwnedFd>> {
         while let Some(b) = self.batches.front() {
             if b.end <= frame.stream_start {
                 // Belonged to an earlier frame that was skipped: close them.
@@ -65,11 +68,15 @@ impl Incoming {
                 continue;
             }
             if b.start <= frame.stream_start && frame.stream_end >= b.end {
-                return self.batches.pop_front().map(|b| b.fds).unwrap_or_default();
+                let batch = self.batches.pop_front().expect("front exists");
+                if batch.lost {
+                    return Err(fds_lost());
+                }
+                return Ok(batch.fds);
             }
             break;
         }
-        Vec::new()
+        Ok(Vec::new())
     }
 }
 
@@ -113,7 +120,7 @@ impl RecvCore {
     ) -> Result<R> {
         loop {
             if let Some(frame) = inc.frames.next_frame()? {
-                let fds = inc.fds_for(&frame);
+                let fds = inc.fds_for(&frame)?;
                 return f(inc.frames.payload(&frame), fds);
             }
             if inc.eof {
@@ -125,11 +132,12 @@ impl RecvCore {
                 Ok(r) if r.len == 0 => inc.eof = true,
                 Ok(r) => {
                     inc.frames.filled(r.len);
-                    if !fds.is_empty() {
+                    if !fds.is_empty() || r.fds_lost {
                         inc.batches.push_back(FdBatch {
                             start,
                             end: start + r.len as u64,
                             fds,
+                            lost: r.fds_lost,
                         });
                     }
                 }
@@ -205,6 +213,9 @@ impl RecvCore {
                         Err(e) if sys::would_block(&e) => continue,
                         Err(e) => return Err(Error::io(&self.context(), e)),
                     };
+                    if r.fds_lost {
+                        return Err(fds_lost());
+                    }
                     if r.full_len > r.len {
                         return Err(Error::new(
                             ErrorKind::Truncated,
@@ -249,6 +260,15 @@ impl RecvCore {
     }
 }
 
+fn fds_lost() -> Error {
+    Error::new(
+        ErrorKind::Truncated,
+        "descriptors sent with a message did not all arrive (MSG_CTRUNC: this process \
+         reached RLIMIT_NOFILE, or more than 253 were sent); the message was discarded and \
+         the descriptors that did arrive were closed",
+    )
+}
+
 fn nothing_yet(wait: Wait) -> Error {
     match wait {
         Wait::Never => Error::new(ErrorKind::Empty, "no complete message has arrived yet"),
@@ -269,8 +289,11 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     fn recv_as(&self, wait: Wait) -> Result<T> {
         let codec = self.core.codec;
-        // Descriptors sent with a message received this way are closed.
-        self.core.recv(wait, |payload, _fds| codec.decode(payload))
+        // `Fd`s in the message take theirs; other descriptors sent with it
+        // are closed.
+        self.core.recv(wait, |payload, fds| {
+            crate::fd::providing(fds, || codec.decode(payload)).0
+        })
     }
 
     /// Waits for the next message.
@@ -334,6 +357,11 @@ impl<T> Receiver<T> {
     /// The codec this receiver decodes with.
     pub fn codec(&self) -> CodecKind {
         self.core.codec
+    }
+
+    /// The maximum frame size (payload bytes) this receiver accepts.
+    pub fn max_frame(&self) -> usize {
+        self.core.max_frame
     }
 
     pub(crate) fn core(&self) -> &Arc<RecvCore> {

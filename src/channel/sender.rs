@@ -27,7 +27,9 @@ use crate::transport::{Conn, Waited};
 /// Dropping the last clone finishes any frame still pending, then (on a
 /// stream or seqpacket socket) shuts down the writing direction, so the peer
 /// reads end-of-stream even if a copy of the descriptor leaked into another
-/// process.
+/// process, unless this end was itself sent in a message
+/// ([`fd`](crate::fd)): then the copy that went must keep working, and only
+/// closing every copy ends the stream.
 pub struct Sender<T> {
     core: Arc<SendCore>,
     _marker: PhantomData<fn(T)>,
@@ -62,19 +64,35 @@ impl SendCore {
         fds: &[BorrowedFd<'_>],
         fill: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<()> {
-        if !fds.is_empty() && !self.conn.carries_fds() {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "descriptors can only travel over Unix sockets, not over a pipe",
-            ));
-        }
         let Some(mut pass) = self.out.enter(wait) else {
             return Err(not_now(wait));
         };
         let out = &mut *pass.state;
         // A frame that a `try_send` or timeout left half-written goes first.
         self.finish(out, wait)?;
-        out.encode(self.conn.transport().framed(), self.max_frame, fill)?;
+        // `Fd`s and channel ends inside the message join the list after `fds`.
+        let framed = self.conn.transport().framed();
+        let (encoded, typed) =
+            crate::fd::collecting(fds.len(), || out.encode(framed, self.max_frame, fill));
+        encoded?;
+        if (!fds.is_empty() || !typed.is_empty()) && !self.conn.carries_fds() {
+            out.discard();
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "descriptors can only travel over Unix sockets, not over a pipe",
+            ));
+        }
+        let all: Vec<BorrowedFd<'_>>;
+        let fds = if typed.is_empty() {
+            fds
+        } else {
+            all = fds
+                .iter()
+                .copied()
+                .chain(typed.iter().map(AsFd::as_fd))
+                .collect();
+            &all
+        };
         if self.pump(out, wait, fds)? {
             return Ok(());
         }
@@ -147,6 +165,10 @@ impl SendCore {
             };
         }
         Error::io(&self.context(), e)
+    }
+
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        &self.conn
     }
 
     pub(crate) fn flush(&self, wait: Wait) -> Result<()> {
@@ -255,6 +277,11 @@ impl<T> Sender<T> {
     /// The codec this sender encodes with.
     pub fn codec(&self) -> CodecKind {
         self.core.codec
+    }
+
+    /// The maximum frame size (payload bytes) this sender accepts.
+    pub fn max_frame(&self) -> usize {
+        self.core.max_frame
     }
 
     /// The largest message this sender accepts: the maximum frame size, or

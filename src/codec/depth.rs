@@ -24,32 +24,9 @@ impl<D> Limited<D> {
     }
 }
 
-thread_local! {
-    /// Set when a limit was hit on this thread, for formats whose errors drop
-    /// custom messages (postcard reports any custom error as "Serde
-    /// Deserialization Error").
-    static EXCEEDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Clears the flag behind [`exceeded`].
-pub(crate) fn reset() {
-    EXCEEDED.with(|e| e.set(false));
-}
-
-/// Whether a limit was hit on this thread since the last [`reset`].
-pub(crate) fn exceeded() -> bool {
-    EXCEEDED.with(|e| e.get())
-}
-
-/// The message of a nesting error.
-pub(crate) fn message() -> String {
-    format!("nesting deeper than {} levels", super::MAX_DEPTH)
-}
-
 fn descend<E: de::Error>(left: usize) -> Result<usize, E> {
     left.checked_sub(1).ok_or_else(|| {
-        EXCEEDED.with(|e| e.set(true));
-        E::custom(message())
+        super::custom_error(format!("nesting deeper than {} levels", super::MAX_DEPTH))
     })
 }
 

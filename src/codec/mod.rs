@@ -30,6 +30,21 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
 
+thread_local! {
+    /// The last decode error procwire itself raised on this thread: postcard
+    /// reports any custom error as "Serde Deserialization Error", dropping
+    /// the message, so it is kept here.
+    static CUSTOM: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A decode error raised by procwire (a nesting limit, a missing
+/// descriptor), remembered so that its message survives any codec.
+pub(crate) fn custom_error<E: serde::de::Error>(message: String) -> E {
+    let e = E::custom(&message);
+    CUSTOM.with(|c| *c.borrow_mut() = Some(message));
+    e
+}
+
 /// The deepest nesting any codec accepts when decoding.
 pub const MAX_DEPTH: usize = 128;
 
@@ -79,12 +94,11 @@ impl Codec for Postcard {
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         let mut de = postcard::Deserializer::from_bytes(bytes);
-        depth::reset();
+        CUSTOM.with(|c| c.borrow_mut().take());
         let value = T::deserialize(depth::Limited::new(&mut de, MAX_DEPTH)).map_err(|e| {
-            if depth::exceeded() {
-                decode_error(Self::NAME, bytes.len(), depth::message())
-            } else {
-                decode_error(Self::NAME, bytes.len(), e)
+            match CUSTOM.with(|c| c.borrow_mut().take()) {
+                Some(message) => decode_error(Self::NAME, bytes.len(), message),
+                None => decode_error(Self::NAME, bytes.len(), e),
             }
         })?;
         let rest = de

@@ -221,13 +221,17 @@ pub(crate) struct Received {
     /// The message's real length, which exceeds `len` when it was cut
     /// (`MSG_TRUNC`). Equal to `len` on stream sockets.
     pub full_len: usize,
+    /// Descriptors came with the bytes but did not all fit (`MSG_CTRUNC`,
+    /// also when `RLIMIT_NOFILE` is reached); those that arrived are closed.
+    pub fds_lost: bool,
 }
 
 /// Receives bytes from a socket, adopting every descriptor that came with
 /// them into `fds_out` at once (close-on-exec, `MSG_CMSG_CLOEXEC`).
 ///
-/// Truncated control data (`MSG_CTRUNC`) is an error; the descriptors that did
-/// arrive are closed before it is returned.
+/// Truncated control data (`MSG_CTRUNC`) is reported in
+/// [`Received::fds_lost`]; the descriptors that did arrive are closed, and the
+/// bytes are still returned (on a stream they must not be lost).
 ///
 /// # References
 /// - recvmsg(2), unix(7) (`SCM_RIGHTS`), cmsg(3)
@@ -251,17 +255,16 @@ pub(crate) fn recv(
             fds_out.extend(received);
         }
     }
-    if msg.flags.contains(ReturnFlags::CTRUNC) {
+    let fds_lost = msg.flags.contains(ReturnFlags::CTRUNC);
+    if fds_lost {
         // Dropping them closes the descriptors that did arrive.
         fds_out.truncate(first_new);
-        return Err(io::Error::other(
-            "descriptors attached to the message were cut off (MSG_CTRUNC)",
-        ));
     }
     let len = msg.bytes.min(buf.len());
     Ok(Received {
         len,
         full_len: msg.bytes,
+        fds_lost,
     })
 }
 

@@ -1,0 +1,252 @@
+//! Descriptors inside typed messages.
+//!
+//! A message may contain [`Fd`]s (any open descriptor: a file, a pipe end, a
+//! socket) and procwire's own channel ends ([`Sender`], [`Receiver`],
+//! [`Duplex`]). While a message is encoded, each one is duplicated into the
+//! list of descriptors that travels with the frame (`SCM_RIGHTS`) and
+//! written as its index in that list; the receiver decodes the index back
+//! into the descriptor it received. Only Unix sockets carry descriptors:
+//! on a pipe such a message is an [`ErrorKind::Unsupported`] error.
+//!
+//! Sending a channel end gives the other process a copy: drop yours
+//! afterwards, or the peer of a sent [`Sender`] never sees end-of-stream
+//! (the forgotten-writer hazard).
+//!
+//! # Examples
+//!
+//! ```
+//! use procwire::{Fd, Kind, Options, Sender};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Job { name: String, reply_to: Sender<String> }
+//!
+//! let (boss, worker) = Options::new().duplex::<Job, ()>(Kind::Stream)?;
+//! let (reply_tx, reply_rx) = procwire::channel::<String>()?;
+//! boss.send(Job { name: "Heavy lifting".into(), reply_to: reply_tx })?;
+//!
+//! let job: Job = worker.recv()?;
+//! job.reply_to.send(format!("{} accomplished!", job.name))?;
+//! drop(job); // both copies of the pipe's writer are gone now
+//! assert_eq!(reply_rx.recv()?, "Heavy lifting accomplished!");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::cell::RefCell;
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde::de::{self, DeserializeOwned, Deserializer};
+use serde::ser::{self, Serializer};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::CodecKind;
+use crate::{Duplex, Options, Receiver, Sender};
+
+/// Descriptors collected while a message is encoded, and the index the
+/// first of them will have in the frame's list.
+struct Outgoing {
+    first: usize,
+    fds: Vec<OwnedFd>,
+}
+
+thread_local! {
+    /// Descriptors collected while a message is encoded on this thread.
+    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
+    /// Descriptors received with the message being decoded on this thread.
+    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `encode` collecting the descriptors of the [`Fd`]s it serializes,
+/// numbered from `first`.
+pub(crate) fn collecting<R>(first: usize, encode: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
+    let fresh = Outgoing {
+        first,
+        fds: Vec::new(),
+    };
+    let outer = OUTGOING.with(|o| o.borrow_mut().replace(fresh));
+    let r = encode();
+    let mine = OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), outer));
+    (r, mine.map(|m| m.fds).unwrap_or_default())
+}
+
+/// Runs `decode` with `fds` available to the [`Fd`]s it deserializes;
+/// returns the descriptors it did not take (in order, closed ones removed).
+pub(crate) fn providing<R>(fds: Vec<OwnedFd>, decode: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
+    if fds.is_empty() {
+        return (decode(), fds);
+    }
+    let slots = fds.into_iter().map(Some).collect();
+    let outer = INCOMING.with(|i| i.borrow_mut().replace(slots));
+    let r = decode();
+    let left = INCOMING.with(|i| std::mem::replace(&mut *i.borrow_mut(), outer));
+    (r, left.unwrap_or_default().into_iter().flatten().collect())
+}
+
+/// An open descriptor that can travel inside a message. See the module
+/// docs.
+pub struct Fd(OwnedFd);
+
+impl Fd {
+    /// The descriptor.
+    pub fn into_inner(self) -> OwnedFd {
+        self.0
+    }
+}
+
+impl From<OwnedFd> for Fd {
+    fn from(fd: OwnedFd) -> Fd {
+        Fd(fd)
+    }
+}
+
+impl From<Fd> for OwnedFd {
+    fn from(fd: Fd) -> OwnedFd {
+        fd.0
+    }
+}
+
+impl AsFd for Fd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl fmt::Debug for Fd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Fd").field(&self.0).finish()
+    }
+}
+
+const FD_NAME: &str = "procwire::Fd";
+
+fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> Result<S::Ok, S::Error> {
+    let index = OUTGOING.with(|o| {
+        let mut o = o.borrow_mut();
+        let list = o.as_mut().ok_or_else(|| {
+            ser::Error::custom("a descriptor can only be serialized by a procwire send")
+        })?;
+        let copy = fd
+            .try_clone_to_owned()
+            .map_err(|e| ser::Error::custom(format_args!("duplicating a descriptor: {e}")))?;
+        list.fds.push(copy);
+        Ok::<_, S::Error>(list.first + list.fds.len() - 1)
+    })?;
+    s.serialize_newtype_struct(FD_NAME, &(index as u32))
+}
+
+impl Serialize for Fd {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_fd(self.0.as_fd(), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fd {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Fd, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename = "procwire::Fd")]
+        struct Index(u32);
+        let Index(index) = Index::deserialize(d)?;
+        INCOMING.with(|i| {
+            let mut i = i.borrow_mut();
+            let slot = i
+                .as_mut()
+                .and_then(|slots| slots.get_mut(index as usize))
+                .and_then(Option::take);
+            slot.map(Fd).ok_or_else(|| {
+                crate::codec::custom_error(format!(
+                    "the message refers to descriptor #{index}, which did not arrive with it \
+                     (or was taken twice)"
+                ))
+            })
+        })
+    }
+}
+
+/// How a channel end travels: its descriptor and how to speak on it.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "procwire::End")]
+struct EndRepr {
+    fd: Fd,
+    codec: String,
+    max_frame: u64,
+}
+
+fn options_of<E: de::Error>(codec: &str, max_frame: u64) -> Result<Options, E> {
+    let codec: CodecKind = codec.parse().map_err(E::custom)?;
+    let max = usize::try_from(max_frame).map_err(E::custom)?;
+    Ok(Options::new().codec(codec).max_frame(max))
+}
+
+fn serialize_end<S: Serializer>(
+    conn: &crate::transport::Conn,
+    codec: CodecKind,
+    max_frame: usize,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use ser::SerializeStruct;
+    // Another process gets this socket: our end dropping must no longer
+    // shut it down.
+    conn.mark_shared();
+    let fd = conn.as_fd();
+    let mut st = s.serialize_struct("procwire::End", 3)?;
+    st.serialize_field("fd", &BorrowedAsFd(fd))?;
+    st.serialize_field("codec", codec.name())?;
+    st.serialize_field("max_frame", &(max_frame as u64))?;
+    st.end()
+}
+
+/// Serializes a borrowed descriptor like an [`Fd`].
+struct BorrowedAsFd<'a>(BorrowedFd<'a>);
+
+impl Serialize for BorrowedAsFd<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_fd(self.0, s)
+    }
+}
+
+impl<T> Serialize for Sender<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_end(self.core().conn(), self.codec(), self.max_frame(), s)
+    }
+}
+
+impl<'de, T: Serialize> Deserialize<'de> for Sender<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Sender<T>, D::Error> {
+        let r = EndRepr::deserialize(d)?;
+        options_of(&r.codec, r.max_frame)?
+            .sender(r.fd.0)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl<T> Serialize for Receiver<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_end(self.core().conn(), self.codec(), self.max_frame(), s)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Receiver<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Receiver<T>, D::Error> {
+        let r = EndRepr::deserialize(d)?;
+        options_of(&r.codec, r.max_frame)?
+            .receiver(r.fd.0)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl<A, B> Serialize for Duplex<A, B> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let rx = self.receiver();
+        serialize_end(rx.core().conn(), rx.codec(), rx.max_frame(), s)
+    }
+}
+
+impl<'de, A: Serialize, B: DeserializeOwned> Deserialize<'de> for Duplex<A, B> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Duplex<A, B>, D::Error> {
+        let r = EndRepr::deserialize(d)?;
+        options_of(&r.codec, r.max_frame)?
+            .duplex_from(r.fd.0)
+            .map_err(de::Error::custom)
+    }
+}

@@ -1,0 +1,183 @@
+//! Descriptors and channel ends inside typed messages.
+
+mod util;
+
+use std::io::{Read, Seek, Write};
+
+use procwire::{CodecKind, Duplex, ErrorKind, Fd, Kind, Options, Receiver, Sender};
+use serde::{Deserialize, Serialize};
+use util::{checked, fd_count};
+
+#[derive(Serialize, Deserialize)]
+struct Parcel {
+    label: String,
+    file: Fd,
+    back: Sender<String>,
+    more: Vec<Fd>,
+}
+
+fn file_with(text: &str) -> std::fs::File {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f.rewind().unwrap();
+    f
+}
+
+#[test]
+fn files_and_channel_ends_travel_inside_messages() {
+    checked(30, || {
+        for codec in [CodecKind::Postcard, CodecKind::MsgPack, CodecKind::Json] {
+            for kind in Kind::ALL {
+                let opts = Options::new().codec(codec);
+                let (a, b) = opts.duplex::<Parcel, ()>(kind).unwrap();
+                let (back_tx, back_rx) = opts.channel::<String>().unwrap();
+                let parcel = Parcel {
+                    label: "Heavy lifting".into(),
+                    file: Fd::from(std::os::fd::OwnedFd::from(file_with("in the file"))),
+                    back: back_tx,
+                    more: (0..3)
+                        .map(|i| Fd::from(std::os::fd::OwnedFd::from(file_with(&i.to_string()))))
+                        .collect(),
+                };
+                a.send(parcel).unwrap();
+                let got: Parcel = b.recv().unwrap();
+                let mut text = String::new();
+                std::fs::File::from(got.file.into_inner())
+                    .read_to_string(&mut text)
+                    .unwrap();
+                assert_eq!(text, "in the file", "{codec} {kind:?}");
+                for (i, fd) in got.more.into_iter().enumerate() {
+                    let mut t = String::new();
+                    std::fs::File::from(fd.into_inner())
+                        .read_to_string(&mut t)
+                        .unwrap();
+                    assert_eq!(t, i.to_string());
+                }
+                got.back
+                    .send(format!("{} accomplished!", got.label))
+                    .unwrap();
+                drop(got.back); // the last writer: the sender's copy went with the send
+                assert_eq!(back_rx.recv().unwrap(), "Heavy lifting accomplished!");
+                assert!(back_rx.recv().unwrap_err().is_disconnected());
+            }
+        }
+    });
+}
+
+#[test]
+fn a_duplex_sent_to_another_end_works_both_ways() {
+    checked(30, || {
+        let (a, b) = procwire::duplex::<Duplex<String, String>, ()>().unwrap();
+        let (mine, theirs) = procwire::duplex::<String, String>().unwrap();
+        a.send(theirs).unwrap();
+        let theirs: Duplex<String, String> = b.recv().unwrap();
+        mine.send("ping".into()).unwrap();
+        assert_eq!(theirs.recv().unwrap(), "ping");
+        theirs.send("pong".into()).unwrap();
+        assert_eq!(mine.recv().unwrap(), "pong");
+    });
+}
+
+#[test]
+fn ten_thousand_cycles_leave_the_fd_count_flat() {
+    checked(60, || {
+        let (a, b) = procwire::duplex::<Fd, ()>().unwrap();
+        let (r, _w) = procwire::pipe().unwrap();
+        let r = std::os::fd::OwnedFd::from(r);
+        let before = fd_count();
+        for i in 0..10_000 {
+            a.send(Fd::from(r.try_clone().unwrap())).unwrap();
+            let got: Fd = b.recv().unwrap();
+            drop(got);
+            if i == 100 {
+                assert_eq!(fd_count(), before, "after 100 cycles");
+            }
+        }
+        assert_eq!(fd_count(), before);
+    });
+}
+
+#[test]
+fn more_than_253_descriptors_is_a_clear_error_and_leaks_nothing() {
+    checked(30, || {
+        let (a, b) = procwire::duplex::<Vec<Fd>, ()>().unwrap();
+        let (r, _w) = procwire::pipe().unwrap();
+        let r = std::os::fd::OwnedFd::from(r);
+        let before = fd_count();
+        let many: Vec<Fd> = (0..254).map(|_| Fd::from(r.try_clone().unwrap())).collect();
+        let e = a.send(many).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{}", e.error());
+        assert!(
+            e.error().to_string().contains("at most 253"),
+            "{}",
+            e.error()
+        );
+        drop(e);
+        assert_eq!(fd_count(), before);
+        // The channel is still fine, with 253.
+        let ok: Vec<Fd> = (0..253).map(|_| Fd::from(r.try_clone().unwrap())).collect();
+        a.send(ok).unwrap();
+        assert_eq!(b.recv().unwrap().len(), 253);
+        assert_eq!(fd_count(), before);
+    });
+}
+
+#[test]
+fn descriptors_past_rlimit_nofile_fail_only_their_message() {
+    checked(30, || {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let (a, b) = procwire::duplex::<(String, Vec<Fd>), ()>().unwrap();
+        let (r, _w) = procwire::pipe().unwrap();
+        let r = std::os::fd::OwnedFd::from(r);
+        let fds = |n| {
+            (0..n)
+                .map(|_| Fd::from(r.try_clone().unwrap()))
+                .collect::<Vec<_>>()
+        };
+        a.send(("too many".into(), fds(20))).unwrap();
+        a.send(("fine".into(), fds(0))).unwrap();
+        let old = getrlimit(Resource::Nofile);
+        let mut low = old;
+        low.current = Some(fd_count() as u64 + 5);
+        setrlimit(Resource::Nofile, low).unwrap();
+        let before = fd_count();
+        let first = b.recv();
+        let after = fd_count();
+        setrlimit(Resource::Nofile, old).unwrap();
+        let e = first
+            .err()
+            .expect("the message whose descriptors were cut fails");
+        assert_eq!(e.kind(), ErrorKind::Truncated, "{e}");
+        assert_eq!(before, after, "what did arrive was closed");
+        // The stream stayed in step.
+        assert_eq!(b.recv().unwrap().0, "fine");
+    });
+}
+
+#[test]
+fn descriptors_cannot_go_over_a_pipe_or_be_forged() {
+    checked(30, || {
+        let (tx, rx): (Sender<Fd>, Receiver<Fd>) = procwire::channel().unwrap();
+        let before = fd_count();
+        let (r, _w) = procwire::pipe().unwrap();
+        let e = tx
+            .send(Fd::from(std::os::fd::OwnedFd::from(r)))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        drop(e);
+        drop(_w);
+        assert_eq!(fd_count(), before);
+        drop(rx);
+        // A message naming descriptor #0 that never came with it.
+        let (a, b) = procwire::socket_pair(Kind::SeqPacket).unwrap();
+        let forger = Options::new()
+            .codec(CodecKind::Raw)
+            .sender::<Vec<u8>>(a)
+            .unwrap();
+        let victim = Options::new().receiver::<Fd>(b).unwrap();
+        forger.send(vec![0]).unwrap(); // postcard: newtype(u32 0)
+        let e = victim.recv().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Decode);
+        assert!(e.to_string().contains("did not arrive"), "{e}");
+    });
+}
