@@ -6,7 +6,8 @@
 //! list of descriptors that travels with the frame (`SCM_RIGHTS`) and
 //! written as its index in that list; the receiver decodes the index back
 //! into the descriptor it received. Only Unix sockets carry descriptors:
-//! on a pipe such a message is an [`ErrorKind::Unsupported`] error.
+//! on a pipe such a message is an
+//! [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) error.
 //!
 //! Sending a channel end gives the other process a copy: drop yours
 //! afterwards, or the peer of a sent [`Sender`] never sees end-of-stream

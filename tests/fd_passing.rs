@@ -144,9 +144,7 @@ fn descriptors_past_rlimit_nofile_fail_only_their_message() {
         let first = b.recv();
         let after = fd_count();
         setrlimit(Resource::Nofile, old).unwrap();
-        let e = first
-            .err()
-            .expect("the message whose descriptors were cut fails");
+        let e = first.expect_err("the message whose descriptors were cut fails");
         assert_eq!(e.kind(), ErrorKind::Truncated, "{e}");
         assert_eq!(before, after, "what did arrive was closed");
         // The stream stayed in step.
