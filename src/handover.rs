@@ -58,6 +58,12 @@ where
     Out: Serialize,
     In: DeserializeOwned,
 {
+    let (fd, codec) = take_env()?;
+    Options::new().codec(codec).duplex_from(fd)
+}
+
+/// Checks the `PROCWIRE_*` variables and adopts the descriptor (once).
+pub(crate) fn take_env() -> Result<(std::os::fd::OwnedFd, CodecKind)> {
     let version = var(ENV_VERSION)?;
     if version != WIRE_VERSION.to_string() {
         return Err(Error::new(
@@ -97,7 +103,7 @@ where
             e,
         )
     })?;
-    Options::new().codec(codec).duplex_from(fd)
+    Ok((fd, codec))
 }
 
 /// The variables to give a child whose channel is its descriptor `fd`, for

@@ -104,7 +104,9 @@ pub use error::{Error, ErrorKind, Result, SendError};
 pub use fd::Fd;
 pub use handover::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env};
 pub use pipe::{PipeReader, PipeWriter, pipe};
-pub use process::{Child, Command, Inherit, fork, fork_unchecked};
+pub use process::{
+    Child, Command, ENV_ENTRY, How, Inherit, Task, fork, fork_unchecked, init, task,
+};
 pub use serde_bytes::{self, ByteBuf};
 pub use socket::{Kind, PeerCred, Socket, UnixListener, socket_pair};
 

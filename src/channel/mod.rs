@@ -116,6 +116,10 @@ impl Options {
         self.codec
     }
 
+    pub(crate) fn max_frame_len(&self) -> usize {
+        self.max_frame
+    }
+
     fn conn(&self, fd: OwnedFd, usage: Use) -> Result<Arc<Conn>> {
         check_max(self.max_frame)?;
         let conn = Conn::new(fd, usage)?;

@@ -268,6 +268,15 @@ impl<T: Serialize> Sender<T> {
 }
 
 impl<T> Sender<T> {
+    /// Sends `bytes` as one frame, bypassing the codec (the argument of a
+    /// task, already encoded).
+    pub(crate) fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.core.send(Wait::Block, &[], |buf| {
+            buf.extend_from_slice(bytes);
+            Ok(())
+        })
+    }
+
     /// Writes the rest of a frame that [`try_send`](Sender::try_send) or
     /// [`send_timeout`](Sender::send_timeout) left partly written.
     pub fn flush(&self) -> Result<()> {

@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -16,6 +16,8 @@ use crate::sys::{self, Interest};
 pub(crate) enum Origin {
     /// A child of this process: procwire waits for it here.
     Direct,
+    /// A child of the fork server, which reaps it and forwards its status.
+    Server,
 }
 
 /// What procwire knows of a process; shared by its [`Child`] and by the
@@ -25,6 +27,7 @@ pub(crate) struct ProcState {
     pidfd: OwnedFd,
     origin: Origin,
     status: Mutex<Option<ExitStatus>>,
+    reported: Condvar,
 }
 
 impl fmt::Debug for ProcState {
@@ -38,12 +41,28 @@ impl fmt::Debug for ProcState {
 
 impl ProcState {
     pub(crate) fn new(pid: u32, origin: Origin) -> io::Result<ProcState> {
-        Ok(ProcState {
+        Ok(ProcState::with_pidfd(
             pid,
-            pidfd: sys::process::pidfd_open(pid)?,
+            sys::process::pidfd_open(pid)?,
+            origin,
+        ))
+    }
+
+    /// For a process whose pidfd was opened elsewhere (by the fork server).
+    pub(crate) fn with_pidfd(pid: u32, pidfd: OwnedFd, origin: Origin) -> ProcState {
+        ProcState {
+            pid,
+            pidfd,
             origin,
             status: Mutex::new(None),
-        })
+            reported: Condvar::new(),
+        }
+    }
+
+    /// Records a status reported by the fork server.
+    pub(crate) fn report(&self, status: ExitStatus) {
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
+        self.reported.notify_all();
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -84,6 +103,25 @@ impl ProcState {
                     *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(s);
                 }
                 Ok(status.or_else(|| self.cached()))
+            }
+            Origin::Server => {
+                // The server reaps it and reports the status right after.
+                let limit = deadline
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(30))
+                    .max(Instant::now() + Duration::from_millis(500));
+                let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+                while status.is_none() {
+                    let left = limit.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    status = self
+                        .reported
+                        .wait_timeout(status, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                Ok(*status)
             }
         }
     }

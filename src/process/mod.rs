@@ -1,6 +1,7 @@
 //! Children born connected: [`Command`] to start any program with a
-//! channel, [`fork`] to run a closure in a child, and [`Child`], which owns
-//! the process.
+//! channel, [`fork`] to run a closure in a child, [`task`] to run a function
+//! in a child started by fork, the fork server or re-exec, and [`Child`],
+//! which owns the process.
 //!
 //! Every way of starting a child gives the same guarantees: exactly the
 //! descriptors handed to it are inherited, it dies with its parent, it is
@@ -10,8 +11,11 @@
 mod child;
 mod command;
 mod fork;
+mod server;
+mod task;
 
 pub use child::Child;
 pub(crate) use child::{ProcState, describe};
 pub use command::Command;
 pub use fork::{Inherit, fork, fork_unchecked};
+pub use task::{ENV_ENTRY, How, Task, init, task};

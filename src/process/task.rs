@@ -1,0 +1,351 @@
+//! One entry-point API for three ways to start a child: fork, the fork
+//! server, and re-executing this program.
+//!
+//! # Safety
+//!
+//! Starting a *function* in another process means naming it there by its
+//! address. The fork server is a fork of this process made by [`init`], so
+//! every function has the same address in it; a re-executed child is this
+//! same binary loaded elsewhere, so addresses differ by one offset, and
+//! procwire sends each address relative to a marker function. Before
+//! calling through such an address, the child checks a fingerprint of the
+//! binary (the distance between two procwire functions), which differs
+//! between builds. The two `transmute`s below rely on these facts; they are
+//! this module's only `unsafe` code.
+
+#![allow(unsafe_code)]
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::child::Child;
+use super::server;
+use crate::codec::CodecKind;
+use crate::error::{Error, ErrorKind, Result};
+use crate::{Duplex, Kind, Options};
+
+/// The variable that makes a re-executed program run a task instead of
+/// `main` (see [`init`]).
+pub const ENV_ENTRY: &str = "PROCWIRE_ENTRY";
+
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+/// How a [`Task`] starts its child.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum How {
+    /// The fork server if [`init`] started one, else re-exec.
+    #[default]
+    Auto,
+    /// [`fork`](crate::fork) this process: fastest, single-threaded
+    /// processes only.
+    Fork,
+    /// Ask the fork server started by [`init`]: fork's speed from any
+    /// process, however many threads it has.
+    Server,
+    /// Start this program again (`current_exe()`), which must call
+    /// [`init`] first in `main`.
+    Reexec,
+}
+
+/// The signature of every task's entry in the child.
+type Trampoline = fn(usize, OwnedFd, CodecKind, usize) -> i32;
+
+/// A function to run in a child process, with its argument: see [`task`].
+#[derive(Debug)]
+pub struct Task<A, Out, In> {
+    f: fn(A, Duplex<Out, In>),
+    arg: A,
+    how: How,
+    options: Options,
+}
+
+/// Prepares `f(arg, channel)` to run in a child process; [`Task::spawn`]
+/// starts it and returns the [`Child`] and the other end of `channel`.
+///
+/// `f` must be a plain function (not a closure: its address is what
+/// travels), `arg` is serialized with postcard and sent as the channel's
+/// first message. The child exits with status 0 when `f` returns, 101 if it
+/// panics. Whichever way it was started ([`How`]), the child dies with its
+/// parent, is reaped, and the returned channel supervises it.
+///
+/// # Examples
+///
+/// ```no_run
+/// use procwire::{Duplex, How};
+///
+/// fn worker(greeting: String, ch: Duplex<String, String>) {
+///     for job in ch.iter() {
+///         ch.send(format!("{greeting}: {} accomplished!", job.unwrap())).unwrap();
+///     }
+/// }
+///
+/// fn main() -> Result<(), procwire::Error> {
+///     procwire::init()?; // first thing: starts the fork server
+///     let (mut child, ch) = procwire::task(worker, "ok".to_string()).spawn()?;
+///     assert_eq!(ch.request("Heavy lifting".into())?, "ok: Heavy lifting accomplished!");
+///     drop(ch);
+///     assert!(child.wait()?.success());
+///     Ok(())
+/// }
+/// ```
+pub fn task<A, Out, In>(f: fn(A, Duplex<Out, In>), arg: A) -> Task<A, Out, In> {
+    Task {
+        f,
+        arg,
+        how: How::Auto,
+        options: Options::new(),
+    }
+}
+
+impl<A, Out, In> Task<A, Out, In>
+where
+    A: Serialize + DeserializeOwned,
+    Out: Serialize + DeserializeOwned,
+    In: Serialize + DeserializeOwned,
+{
+    /// Chooses how to start the child.
+    pub fn via(mut self, how: How) -> Self {
+        self.how = how;
+        self
+    }
+
+    /// The channel's options (codec, maximum frame size).
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Starts the child.
+    pub fn spawn(self) -> Result<(Child, Duplex<In, Out>)> {
+        let how = match self.how {
+            How::Auto if server::running() => How::Server,
+            How::Auto => How::Reexec,
+            other => other,
+        };
+        let mut arg = Vec::new();
+        CodecKind::Postcard.encode(&self.arg, &mut arg)?;
+        let tramp: Trampoline = trampoline::<A, Out, In>;
+        let f = self.f as usize;
+        let max = self.options.max_frame_len();
+        let codec = self.options.codec_kind();
+        let pair = || {
+            let (ours, theirs) = crate::socket_pair(Kind::Stream)
+                .map_err(|e| Error::io("creating the task's socket pair", e))?;
+            Ok::<_, Error>((
+                self.options.duplex_from::<In, Out>(ours)?,
+                OwnedFd::from(theirs),
+            ))
+        };
+        let (child, parent) = match how {
+            How::Fork => {
+                let (parent, theirs) = pair()?;
+                let child = crate::fork(theirs, move |fd| {
+                    crate::sys::process::exit_now(tramp(f, fd, codec, max));
+                })?;
+                (child, parent)
+            }
+            How::Server => {
+                let (parent, theirs) = pair()?;
+                let state = server::spawn(tramp as usize, f, codec, max, theirs)?;
+                (Child::new(state, true), parent)
+            }
+            How::Reexec => {
+                if !INITIALIZED.load(Ordering::SeqCst) {
+                    return Err(not_initialized());
+                }
+                let exe = std::env::current_exe()
+                    .map_err(|e| Error::io("finding this program to re-execute", e))?;
+                let mut cmd = crate::Command::new(exe);
+                cmd.env(
+                    ENV_ENTRY,
+                    format!(
+                        "{} {} {} {max}",
+                        offset(tramp as usize),
+                        offset(f),
+                        fingerprint()
+                    ),
+                );
+                let parent = cmd.channel_with::<In, Out>(&self.options)?;
+                (cmd.spawn()?, parent)
+            }
+            How::Auto => unreachable!("resolved above"),
+        };
+        parent.supervise(&child);
+        // Every child reads its argument as the channel's first message, a
+        // forked one too: one path for all three.
+        parent.sender().send_bytes(&arg)?;
+        Ok((child, parent))
+    }
+}
+
+fn not_initialized() -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        "procwire::init() was not called: call it first in main (before any thread \
+         exists), or use procwire::init_before_main!() in a test binary",
+    )
+}
+
+/// The entry of every task in the child: decodes the argument and calls `f`.
+fn trampoline<A, Out, In>(f: usize, fd: OwnedFd, codec: CodecKind, max: usize) -> i32
+where
+    A: DeserializeOwned,
+    Out: Serialize,
+    In: DeserializeOwned,
+{
+    let Ok(ch) = Options::new()
+        .codec(codec)
+        .max_frame(max)
+        .duplex_from::<Out, In>(fd)
+    else {
+        return 126;
+    };
+    let Ok(Ok(arg)) = ch
+        .receiver()
+        .recv_raw(|bytes| CodecKind::Postcard.decode::<A>(bytes))
+    else {
+        return 126;
+    };
+    // SAFETY: `f` is the address of a `fn(A, Duplex<Out, In>)` of this
+    // binary: it came from the parent, which is this same program (a fork,
+    // or this binary re-executed and relocated by `from_offset`, after the
+    // fingerprint check), and this trampoline was instantiated with the
+    // same `A, Out, In` as that function.
+    let f: fn(A, Duplex<Out, In>) = unsafe { std::mem::transmute::<usize, _>(f) };
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(arg, ch)));
+    if ran.is_ok() { 0 } else { 101 }
+}
+
+/// Runs a trampoline by address (in the fork server's child).
+pub(crate) fn run_trampoline(
+    tramp: usize,
+    f: usize,
+    fd: OwnedFd,
+    codec: CodecKind,
+    max: usize,
+) -> i32 {
+    // SAFETY: `tramp` is the address of `trampoline::<A, Out, In>` taken in
+    // the process that forked the server (so valid in this fork of it).
+    let tramp: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(tramp) };
+    tramp(f, fd, codec, max)
+}
+
+/// The marker that addresses are measured from.
+#[inline(never)]
+fn base() -> usize {
+    base as *const () as usize
+}
+
+fn offset(addr: usize) -> isize {
+    addr as isize - base() as isize
+}
+
+fn from_offset(off: isize) -> usize {
+    (base() as isize + off) as usize
+}
+
+/// Differs between builds: the distance between two procwire functions.
+fn fingerprint() -> isize {
+    init as *const () as usize as isize - base() as isize
+}
+
+/// Prepares this process for tasks; call it first in `main`, before any
+/// thread exists.
+///
+/// - In a program started by [`How::Reexec`] (the variable `PROCWIRE_ENTRY`
+///   is set), it runs the task and exits: `main` goes no further.
+/// - Otherwise it starts the fork server: a small single-threaded process,
+///   forked now while this process has one thread, that forks the children
+///   of [`How::Server`] tasks for it, reaps them and reports their exit
+///   status. The server exits when this process exits.
+///
+/// In a test binary, whose `main` is the test harness's, use
+/// [`init_before_main!`](crate::init_before_main) instead.
+pub fn init() -> Result<()> {
+    if let Ok(spec) = std::env::var(ENV_ENTRY) {
+        run_reexec_entry(&spec);
+    }
+    if INITIALIZED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    server::start()
+}
+
+/// Runs the task named by `PROCWIRE_ENTRY` and exits.
+fn run_reexec_entry(spec: &str) -> ! {
+    let code = match reexec_entry(spec) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("procwire: cannot run the task in this re-executed process: {e}");
+            127
+        }
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    crate::sys::process::exit_now(code)
+}
+
+fn reexec_entry(spec: &str) -> Result<i32> {
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("{ENV_ENTRY}={spec:?} is malformed"),
+        )
+    };
+    let parts: Vec<i64> = spec
+        .split_whitespace()
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_>>()?;
+    let [tramp, f, print, max] = parts[..] else {
+        return Err(bad());
+    };
+    if print as isize != fingerprint() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{ENV_ENTRY} was made by another build of this program"),
+        ));
+    }
+    // SAFETY: the variable is ours (see the module docs): it was made by
+    // this same binary, as the fingerprint shows.
+    // Removing it keeps programs this task starts from seeing it.
+    unsafe { std::env::remove_var(ENV_ENTRY) };
+    let (fd, codec) = crate::handover::take_env()?;
+    let max = usize::try_from(max).map_err(|_| bad())?;
+    Ok(run_trampoline(
+        from_offset(tramp as isize),
+        from_offset(f as isize),
+        fd,
+        codec,
+        max,
+    ))
+}
+
+/// Calls [`init`] before `main` runs, from the program's `.init_array`: for
+/// test binaries (whose `main` belongs to the test harness, which starts
+/// threads), and for programs that cannot edit `main`. Use it once, at the
+/// top level of the binary's crate (in each integration-test file that
+/// starts tasks).
+///
+/// ```ignore
+/// procwire::init_before_main!();
+/// ```
+#[macro_export]
+macro_rules! init_before_main {
+    () => {
+        #[used]
+        #[allow(unsafe_code)]
+        #[unsafe(link_section = ".init_array")]
+        static __PROCWIRE_INIT: extern "C" fn() = {
+            extern "C" fn __procwire_init() {
+                if let Err(e) = $crate::init() {
+                    eprintln!("procwire::init: {e}");
+                }
+            }
+            __procwire_init
+        };
+    };
+}

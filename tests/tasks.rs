@@ -1,0 +1,186 @@
+//! Tasks: a function in a child process, started by the fork server or by
+//! re-exec (fork itself needs a single-threaded process; see the CLI demo).
+
+mod util;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use procwire::{Duplex, ErrorKind, How, task};
+use util::{checked, wait_deadline};
+
+procwire::init_before_main!();
+
+fn lifter(greeting: String, ch: Duplex<String, String>) {
+    for job in ch.iter() {
+        ch.send(format!("{greeting} {} accomplished!", job.unwrap()))
+            .unwrap();
+    }
+}
+
+fn exits_with(code: i32, _ch: Duplex<(), ()>) {
+    std::process::exit(code);
+}
+
+fn panics(_: (), _ch: Duplex<(), ()>) {
+    panic!("a task that panics");
+}
+
+fn sleeps(_: (), ch: Duplex<u32, ()>) {
+    ch.send(std::process::id()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn the_server_and_reexec_run_a_function_in_a_child() {
+    checked(60, || {
+        for how in [How::Server, How::Reexec, How::Auto] {
+            let (mut child, ch) = task(lifter, format!("{how:?}:")).via(how).spawn().unwrap();
+            for job in ["Heavy lifting", "Feather lifting"] {
+                assert_eq!(
+                    ch.request(job.into()).unwrap(),
+                    format!("{how:?}: {job} accomplished!")
+                );
+            }
+            drop(ch);
+            assert!(wait_deadline(&mut child, 20).success(), "{how:?}");
+        }
+    });
+}
+
+fn parent_of(_: (), ch: Duplex<(u32, String), ()>) {
+    let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+    let cmdline = std::fs::read_to_string("/proc/self/cmdline").unwrap();
+    ch.send((ppid, cmdline)).unwrap();
+}
+
+#[test]
+fn each_way_is_what_it_says() {
+    checked(30, || {
+        let me = std::process::id();
+        let (mut child, ch) = task(parent_of, ()).via(How::Server).spawn().unwrap();
+        let (ppid, _) = ch.recv().unwrap();
+        assert_ne!(ppid, me, "a server child's parent is the fork server");
+        assert!(wait_deadline(&mut child, 20).success());
+        let (mut child, ch) = task(parent_of, ()).via(How::Reexec).spawn().unwrap();
+        let (ppid, cmdline) = ch.recv().unwrap();
+        assert_eq!(ppid, me, "a re-executed child is ours");
+        let exe = std::env::current_exe().unwrap();
+        assert!(cmdline.starts_with(exe.to_str().unwrap()), "{cmdline:?}");
+        assert!(wait_deadline(&mut child, 20).success());
+    });
+}
+
+#[test]
+fn exit_statuses_are_the_same_whichever_way_was_used() {
+    checked(60, || {
+        for how in [How::Server, How::Reexec] {
+            let (mut child, ch) = task(exits_with, 7).via(how).spawn().unwrap();
+            let e = ch.recv().unwrap_err();
+            assert_eq!(
+                e.exit_status().and_then(|s| s.code()),
+                Some(7),
+                "{how:?}: {e}"
+            );
+            assert_eq!(wait_deadline(&mut child, 20).code(), Some(7), "{how:?}");
+
+            let (mut child, _ch) = task(panics, ()).via(how).spawn().unwrap();
+            assert_eq!(wait_deadline(&mut child, 20).code(), Some(101), "{how:?}");
+
+            let (mut child, ch) = task(sleeps, ()).via(how).spawn().unwrap();
+            assert_eq!(ch.recv().unwrap(), child.id());
+            child.kill().unwrap();
+            let e = ch.recv().unwrap_err();
+            assert_eq!(
+                e.exit_status().and_then(|s| s.signal()),
+                Some(libc::SIGKILL),
+                "{how:?}: {e}"
+            );
+            assert_eq!(wait_deadline(&mut child, 20).signal(), Some(libc::SIGKILL));
+        }
+    });
+}
+
+#[test]
+fn fork_is_refused_here_with_a_clear_error() {
+    checked(10, || {
+        let e = task(lifter, String::new())
+            .via(How::Fork)
+            .spawn()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.to_string().contains("threads"), "{e}");
+    });
+}
+
+#[test]
+fn tasks_start_from_inside_a_multi_threaded_tokio_program() {
+    checked(60, || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let jobs = [How::Server, How::Reexec, How::Server, How::Reexec].map(|how| {
+                tokio::task::spawn_blocking(move || {
+                    let (mut child, ch) = task(lifter, "tokio:".into()).via(how).spawn().unwrap();
+                    let reply = ch.request("Heavy lifting".into()).unwrap();
+                    drop(ch);
+                    assert!(child.wait().unwrap().success());
+                    reply
+                })
+            });
+            for job in jobs {
+                assert_eq!(job.await.unwrap(), "tokio: Heavy lifting accomplished!");
+            }
+        });
+    });
+}
+
+#[test]
+fn a_creator_killed_with_sigkill_leaves_no_task_behind() {
+    checked(30, || {
+        for role in ["creator_server", "creator_reexec"] {
+            let (mut creator, ch) = util::spawn_child::<(), u32>("child", role);
+            let task_pid = ch.recv().unwrap();
+            let pidfd = rustix::process::pidfd_open(
+                rustix::process::Pid::from_raw(task_pid as i32).unwrap(),
+                rustix::process::PidfdFlags::empty(),
+            )
+            .unwrap();
+            creator.kill().unwrap();
+            wait_deadline(&mut creator, 10);
+            let mut fds = [rustix::event::PollFd::new(
+                &pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            let ten = rustix::event::Timespec {
+                tv_sec: 10,
+                tv_nsec: 0,
+            };
+            assert_eq!(
+                rustix::event::poll(&mut fds, Some(&ten)).unwrap(),
+                1,
+                "{role}: the task outlived its creator"
+            );
+        }
+    });
+}
+
+fn creator(how: How) {
+    let ctl = procwire::from_env::<u32, ()>().unwrap();
+    let (_child, ch) = task(sleeps, ()).via(how).spawn().unwrap();
+    ctl.send(ch.recv().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Entry point for the child processes of this file's tests.
+#[test]
+#[ignore = "runs only as a child process of other tests"]
+fn child() {
+    match util::role().as_str() {
+        "creator_server" => creator(How::Server),
+        "creator_reexec" => creator(How::Reexec),
+        other => panic!("unknown role {other}"),
+    }
+}
