@@ -166,3 +166,25 @@ fn send_timeout_hands_the_message_back_and_nothing_tears() {
         assert!(reader.join().unwrap());
     });
 }
+
+#[test]
+fn hello_accepts_a_matching_peer_and_refuses_a_mismatched_one() {
+    checked(10, || {
+        let (a, b) = duplex::<String, u32>().unwrap();
+        let peer = std::thread::spawn(move || b.hello().map(|()| b));
+        a.hello().unwrap();
+        let b = peer.join().unwrap().unwrap();
+        a.send("after hello".into()).unwrap();
+        assert_eq!(b.recv().unwrap(), "after hello");
+
+        // The peer sends u64 where u32 is expected.
+        let (x, y) = procwire::socket_pair(Kind::Stream).unwrap();
+        let a = Options::new().duplex_from::<String, u32>(x).unwrap();
+        let b = Options::new().duplex_from::<u64, String>(y).unwrap();
+        let peer = std::thread::spawn(move || b.hello().map(drop));
+        let e = a.hello().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("u64") && e.to_string().contains("u32"), "{e}");
+        assert!(peer.join().unwrap().is_err());
+    });
+}

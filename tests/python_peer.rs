@@ -155,3 +155,34 @@ fn the_python_peer_refuses_another_version() {
         assert!(text.contains("speaks version 1 only"), "{text}");
     });
 }
+
+#[test]
+fn the_python_peer_says_hello() {
+    checked(60, || {
+        for (sends, receives, ok) in [
+            ("alloc::string::String", "u32", true),
+            ("alloc::string::String", "u64", false),
+        ] {
+            let mut cmd = peer("hello");
+            cmd.args([sends, receives]);
+            let ch = cmd
+                .channel_with::<u32, String>(&Options::new().codec(CodecKind::MsgPack))
+                .unwrap();
+            let mut child = cmd.spawn().unwrap();
+            match ch.hello() {
+                Ok(()) => {
+                    assert!(ok, "a mismatched peer was accepted");
+                    assert_eq!(ch.request(5).unwrap(), "5");
+                    drop(ch);
+                    assert!(wait_deadline(&mut child, 20).success());
+                }
+                Err(e) => {
+                    assert!(!ok, "{e}");
+                    assert!(e.to_string().contains("u64"), "{e}");
+                    drop(ch);
+                    assert_eq!(wait_deadline(&mut child, 20).code(), Some(4));
+                }
+            }
+        }
+    });
+}

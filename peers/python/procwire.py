@@ -113,6 +113,17 @@ class Channel:
             got += k
         return bytes(buf)
 
+    def hello(self, sends, receives):
+        """The optional hello (wire format section 7): exchange and check."""
+        self.send({"procwire": int(VERSION), "sends": sends, "receives": receives})
+        theirs = self.recv()
+        if (
+            theirs.get("procwire") != int(VERSION)
+            or theirs.get("sends") != receives
+            or theirs.get("receives") != sends
+        ):
+            raise ProcwireError(f"the peer does not match: {theirs!r}")
+
     def __iter__(self):
         while True:
             try:

@@ -103,6 +103,50 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         self.recv()
     }
 
+    /// Exchanges a hello with the peer and checks it: both speak wire format
+    /// version 1, and what each sends is what the other expects to receive.
+    /// A mismatched peer is refused at once ([`ErrorKind::InvalidInput`],
+    /// naming both sides' types) instead of failing on the first decode.
+    ///
+    /// Both ends must call it, as their first exchange. The types are named
+    /// by their Rust path (`std::any::type_name`), so both programs must use
+    /// the same definitions (one shared crate); a peer in another language
+    /// sends the same names (see `docs/wire-format.md`).
+    ///
+    /// [`ErrorKind::InvalidInput`]: crate::ErrorKind::InvalidInput
+    pub fn hello(&self) -> Result<()> {
+        let ours = Hello {
+            procwire: crate::WIRE_VERSION,
+            sends: std::any::type_name::<Out>().to_string(),
+            receives: std::any::type_name::<In>().to_string(),
+        };
+        let codec = self.rx.codec();
+        let mut bytes = Vec::new();
+        codec.encode(&ours, &mut bytes)?;
+        self.tx.send_bytes(&bytes)?;
+        self.flush()?;
+        let theirs: Hello = self.rx.recv_raw(|b| codec.decode(b))??;
+        if theirs.procwire != ours.procwire
+            || theirs.sends != ours.receives
+            || theirs.receives != ours.sends
+        {
+            return Err(crate::Error::new(
+                crate::ErrorKind::InvalidInput,
+                format!(
+                    "the peer does not match: it speaks wire format {} and sends {} / \
+                     receives {}; this end speaks {} and receives {} / sends {}",
+                    theirs.procwire,
+                    theirs.sends,
+                    theirs.receives,
+                    ours.procwire,
+                    ours.receives,
+                    ours.sends
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The messages received, until a clean end of stream. See
     /// [`Receiver::iter`].
     pub fn iter(&self) -> super::Iter<'_, In> {
@@ -135,6 +179,14 @@ impl<Out, In> Duplex<Out, In> {
     pub fn split(self) -> (Sender<Out>, Receiver<In>) {
         (self.tx, self.rx)
     }
+}
+
+/// The first message of [`Duplex::hello`].
+#[derive(Serialize, serde::Deserialize)]
+struct Hello {
+    procwire: u32,
+    sends: String,
+    receives: String,
 }
 
 impl<Out, In> AsFd for Duplex<Out, In> {

@@ -330,8 +330,9 @@ fn reexec_entry(spec: &str) -> Result<i32> {
 /// top level of the binary's crate (in each integration-test file that
 /// starts tasks).
 ///
-/// ```ignore
+/// ```no_run
 /// procwire::init_before_main!();
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! init_before_main {

@@ -36,6 +36,14 @@ if mode == "msgpack":
                 }
             }
         )
+elif mode == "hello":
+    # argv: the type names this peer claims to send and receive.
+    try:
+        ch.hello(sys.argv[2], sys.argv[3])
+    except procwire.ProcwireError:
+        sys.exit(4)
+    for n in ch:
+        ch.send(str(n))
 elif mode == "raw":
     for data in ch:
         ch.send(data[::-1] + b"!")
