@@ -184,7 +184,10 @@ fn hello_accepts_a_matching_peer_and_refuses_a_mismatched_one() {
         let peer = std::thread::spawn(move || b.hello().map(drop));
         let e = a.hello().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
-        assert!(e.to_string().contains("u64") && e.to_string().contains("u32"), "{e}");
+        assert!(
+            e.to_string().contains("u64") && e.to_string().contains("u32"),
+            "{e}"
+        );
         assert!(peer.join().unwrap().is_err());
     });
 }

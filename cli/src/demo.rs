@@ -1,5 +1,8 @@
-//! `procwire demo`: each scenario of the lesson across real processes,
-//! narrated and checked.
+//! `procwire demo`: the lesson "Processes Can Communicate", scenario by
+//! scenario, across real processes, narrated and checked.
+//!
+//! The scenarios that `fork` run first: `fork` needs a single-threaded
+//! process, and the last scenario's fork server starts a reader thread.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
@@ -8,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use procwire::{
-    Child, Duplex, ErrorKind, Kind, Options, PipeWriter, Socket, from_env, pipe, socket_pair,
+    ByteBuf, Child, CodecKind, Duplex, ErrorKind, How, Kind, Options, PipeWriter, Socket, from_env,
+    pipe, socket_pair,
 };
 
 /// Writes narration to stdout; a closed stdout ends the narration quietly.
@@ -38,26 +42,49 @@ const SCENARIOS: &[(&str, &str, Scenario)] = &[
         first_pipe,
     ),
     (
-        "writer-open",
-        "A reader waits while any writer is open",
-        writer_open,
+        "forgotten-writer",
+        "The forgotten writer: a hang, shown under a deadline, then cured",
+        forgotten_writer,
     ),
-    ("sharing", "Sharing a pipe with a child", sharing),
+    (
+        "sharing",
+        "fork: a child writes to its parent through a shared pipe",
+        sharing,
+    ),
     (
         "dgram",
         "Socket pair (DGRAM): the parent's instructions, the child's replies",
         dgram,
     ),
-    ("seqpacket", "The same over SEQPACKET, typed", seqpacket),
+    (
+        "two-workers",
+        "Request/reply with two forked workers (SEQPACKET)",
+        two_workers,
+    ),
     (
         "stream",
-        "The same over a framed stream (the child's PROCWIRE_FD)",
+        "Another program, its channel found through PROCWIRE_FD",
         stream,
+    ),
+    (
+        "python",
+        "A Python child (the reference peer) as a worker",
+        python,
+    ),
+    (
+        "sibling-pipe",
+        "A pipe end passed over sockets to two sibling processes",
+        sibling_pipe,
     ),
     (
         "hostile",
         "A hostile peer: a 4 GiB length, then death mid-frame",
         hostile,
+    ),
+    (
+        "tasks",
+        "One function, three ways to start it: fork, re-exec, fork server",
+        tasks,
     ),
 ];
 
@@ -105,7 +132,7 @@ fn spawn(role: &str) -> Result<(Child, Duplex<String, String>)> {
     Ok((cmd.spawn()?, channel))
 }
 
-/// Waits for the child (at most 10 s, then kills it) and checks it succeeded.
+/// Waits for the child (at most 10 s, then kills it) and checks its status.
 fn reap(n: &mut Narrator, mut child: Child) -> Result<()> {
     let Some(status) = child.wait_timeout(Duration::from_secs(10))? else {
         bail!("child {} did not exit within 10 s; killed", child.id());
@@ -137,56 +164,60 @@ fn first_pipe(n: &mut Narrator) -> Result<()> {
     Ok(())
 }
 
-fn writer_open(n: &mut Narrator) -> Result<()> {
-    let (reader, writer) = pipe()?;
-    let rx = Options::new().receiver::<String>(reader)?;
-    let (child, ctl) = spawn("hold-writer")?;
-    ctl.send_with_fds("keep this".into(), &[writer.as_fd()])?;
-    drop(writer);
-    ensure!(
-        ctl.recv()? == "holding",
-        "the child did not take the writer"
-    );
+fn forgotten_writer(n: &mut Narrator) -> Result<()> {
+    let (tx, rx) = procwire::channel::<String>()?;
+    // The child gets a copy of the writer; the parent forgets to drop its own.
+    let child = procwire::fork(tx.clone(), |tx| {
+        for i in 1..=3 {
+            tx.send(format!("line {i}")).unwrap();
+        }
+    })?;
     say!(
         n,
-        "   parent closed its writer; child {} still holds a copy",
+        "   child {} writes 3 lines and exits; the parent still holds its writer",
         child.id()
     );
-    match rx.recv_timeout(Duration::from_millis(300)) {
-        Err(e) if e.kind() == ErrorKind::Timeout => {
-            say!(
-                n,
-                "   parent: recv_timeout(300 ms) -> Timeout: no EOF while a writer is open"
-            )
+    let mut got = 0;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(300)) {
+            Ok(line) => {
+                got += 1;
+                say!(n, "   parent read: {line}");
+            }
+            Err(e) if e.kind() == ErrorKind::Timeout => {
+                say!(
+                    n,
+                    "   parent: no EOF after 300 ms -- without a deadline this read would hang forever"
+                );
+                break;
+            }
+            Err(e) => bail!("unexpected: {e}"),
         }
-        other => bail!("expected a timeout, got {other:?}"),
     }
-    ctl.send("close it".into())?;
-    ensure!(
-        ctl.recv()? == "closed",
-        "the child did not close the writer"
-    );
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Err(e) if e.is_disconnected() => {
-            say!(
-                n,
-                "   child closed the last writer -> the reader is released: end of stream"
-            )
-        }
-        other => bail!("expected end of stream, got {other:?}"),
-    }
-    drop(ctl);
+    ensure!(got == 3, "expected 3 lines, got {got}");
+    drop(tx);
+    say!(n, "   the cure: the parent closes its writer");
+    let e = rx
+        .recv_timeout(Duration::from_secs(10))
+        .err()
+        .context("expected the end")?;
+    ensure!(e.is_disconnected(), "expected end of stream, got {e}");
+    say!(n, "   parent: {e}");
     reap(n, child)
 }
 
 fn sharing(n: &mut Narrator) -> Result<()> {
     let (reader, writer) = pipe()?;
-    let (child, ctl) = spawn("ten-lines")?;
-    ctl.send_with_fds("your end".into(), &[writer.as_fd()])?;
-    drop(writer);
+    // fork do ... end: the child gets the writer only; the parent keeps the
+    // reader only (fork closes the unused ends on both sides).
+    let child = procwire::fork(writer, |mut w| {
+        for _ in 0..10 {
+            writeln!(w, "Another one bites the dust").unwrap();
+        }
+    })?;
     say!(
         n,
-        "   parent handed the write end to child {} and closed its own",
+        "   forked child {}; each side holds only its own end",
         child.id()
     );
     let mut count = 0;
@@ -201,7 +232,6 @@ fn sharing(n: &mut Narrator) -> Result<()> {
     }
     say!(n, "   EOF after {count} lines");
     ensure!(count == 10, "expected 10 lines, got {count}");
-    drop(ctl);
     reap(n, child)
 }
 
@@ -216,7 +246,7 @@ fn check_replies(n: &mut Narrator, replies: &[String]) -> Result<()> {
     for (job, reply) in JOBS.iter().zip(replies) {
         say!(n, "   {reply}");
         ensure!(
-            *reply == format!("{job} accomplished!"),
+            reply.starts_with(&format!("{job} accomplished!")),
             "unexpected reply {reply:?}"
         );
     }
@@ -226,15 +256,23 @@ fn check_replies(n: &mut Narrator, replies: &[String]) -> Result<()> {
 
 fn dgram(n: &mut Narrator) -> Result<()> {
     let (child_end, parent) = socket_pair(Kind::Datagram)?;
-    let (child, ctl) = spawn("dgram-worker")?;
-    ctl.send_with_fds("your end".into(), &[child_end.as_fd()])?;
-    drop(child_end);
+    let child = procwire::fork(child_end, |socket| {
+        let mut buf = [0u8; 1000];
+        for _ in 0..4 {
+            let len = socket.recv(&mut buf).unwrap();
+            let job = String::from_utf8_lossy(&buf[..len]).into_owned();
+            socket
+                .send(format!("{job} accomplished!").as_bytes())
+                .unwrap();
+        }
+    })?;
     for job in JOBS {
         parent.send(job.as_bytes())?;
     }
     say!(
         n,
-        "   parent sent \"Heavy lifting\" twice and \"Feather lifting\" twice"
+        "   parent sent \"Heavy lifting\" twice and \"Feather lifting\" twice to child {}",
+        child.id()
     );
     let mut replies = Vec::new();
     let mut buf = [0u8; 1000];
@@ -243,8 +281,48 @@ fn dgram(n: &mut Narrator) -> Result<()> {
         replies.push(String::from_utf8(buf[..len].to_vec())?);
     }
     check_replies(n, &replies)?;
-    drop(ctl);
     reap(n, child)
+}
+
+fn lift(ch: Duplex<String, String>) {
+    for job in ch.iter() {
+        let job = job.unwrap();
+        ch.send(format!(
+            "{job} accomplished! (worker {})",
+            std::process::id()
+        ))
+        .unwrap();
+    }
+}
+
+fn two_workers(n: &mut Narrator) -> Result<()> {
+    let opts = Options::new();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let (ours, theirs) = opts.duplex::<String, String>(Kind::SeqPacket)?;
+        let child = procwire::fork(theirs, lift)?;
+        ours.supervise(&child);
+        workers.push((child, ours));
+    }
+    for (i, job) in JOBS.iter().enumerate() {
+        workers[i % 2].1.send(job.to_string())?;
+    }
+    let replies = (0..4)
+        .map(|i| workers[i % 2].1.recv_timeout(Duration::from_secs(10)))
+        .collect::<procwire::Result<Vec<_>>>()?;
+    check_replies(n, &replies)?;
+    let pids: Vec<u32> = workers.iter().map(|(c, _)| c.id()).collect();
+    for (i, reply) in replies.iter().enumerate() {
+        ensure!(
+            reply.contains(&pids[i % 2].to_string()),
+            "reply {i} came from the wrong worker"
+        );
+    }
+    for (child, ch) in workers {
+        drop(ch);
+        reap(n, child)?;
+    }
+    Ok(())
 }
 
 fn typed_exchange(n: &mut Narrator, ch: &Duplex<String, String>) -> Result<()> {
@@ -257,22 +335,6 @@ fn typed_exchange(n: &mut Narrator, ch: &Duplex<String, String>) -> Result<()> {
     check_replies(n, &replies)
 }
 
-fn seqpacket(n: &mut Narrator) -> Result<()> {
-    let (child_end, parent) = socket_pair(Kind::SeqPacket)?;
-    let (child, ctl) = spawn("seqpacket-worker")?;
-    ctl.send_with_fds("your end".into(), &[child_end.as_fd()])?;
-    drop(child_end);
-    let parent = Options::new().duplex_from::<String, String>(parent)?;
-    typed_exchange(n, &parent)?;
-    drop(parent);
-    say!(
-        n,
-        "   parent closed its end: the child's loop ends at end of stream"
-    );
-    drop(ctl);
-    reap(n, child)
-}
-
 fn stream(n: &mut Narrator) -> Result<()> {
     let (child, ch) = spawn("stream-worker")?;
     say!(
@@ -283,6 +345,69 @@ fn stream(n: &mut Narrator) -> Result<()> {
     typed_exchange(n, &ch)?;
     drop(ch);
     reap(n, child)
+}
+
+fn python(n: &mut Narrator) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("procwire-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("procwire.py"),
+        include_str!("../../peers/python/procwire.py"),
+    )?;
+    let result = (|| {
+        let mut cmd = procwire::Command::new("python3");
+        cmd.arg("-c").arg(format!(
+            "import os, sys\nsys.path.insert(0, {:?})\nimport procwire\n\
+             ch = procwire.Channel.from_env()\n\
+             for job in ch:\n    ch.send(job + b' accomplished! (python %d)' % os.getpid())\n",
+            dir.display().to_string()
+        ));
+        let ch = cmd.channel_with::<ByteBuf, ByteBuf>(&Options::new().codec(CodecKind::Raw))?;
+        let child = cmd.spawn().context("starting python3")?;
+        say!(
+            n,
+            "   python3 child {} speaks the wire format with the reference peer",
+            child.id()
+        );
+        for job in JOBS {
+            ch.send(ByteBuf::from(job.as_bytes().to_vec()))?;
+        }
+        let replies = (0..4)
+            .map(|_| {
+                let r = ch.recv_timeout(Duration::from_secs(10))?;
+                Ok(String::from_utf8_lossy(&r).into_owned())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        check_replies(n, &replies)?;
+        drop(ch);
+        reap(n, child)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn sibling_pipe(n: &mut Narrator) -> Result<()> {
+    let (reader, writer) = pipe()?;
+    let (writer_child, to_writer) = spawn("sibling-writer")?;
+    let (reader_child, to_reader) = spawn("sibling-reader")?;
+    to_writer.send_with_fds("write end".into(), &[writer.as_fd()])?;
+    to_reader.send_with_fds("read end".into(), &[reader.as_fd()])?;
+    drop((reader, writer));
+    say!(
+        n,
+        "   parent passed the write end to {} and the read end to {}, and closed both",
+        writer_child.id(),
+        reader_child.id()
+    );
+    let heard = to_reader.recv_timeout(Duration::from_secs(10))?;
+    say!(n, "   reader sibling heard: {heard}");
+    ensure!(
+        heard == format!("hello from {}", writer_child.id()),
+        "unexpected {heard:?}"
+    );
+    drop((to_writer, to_reader));
+    reap(n, writer_child)?;
+    reap(n, reader_child)
 }
 
 fn hostile(n: &mut Narrator) -> Result<()> {
@@ -309,38 +434,59 @@ fn hostile(n: &mut Narrator) -> Result<()> {
     reap(n, child)
 }
 
-/// The child's side of every scenario.
+/// The function the `tasks` scenario runs in its children.
+fn task_worker(tag: String, ch: Duplex<String, String>) {
+    for job in ch.iter() {
+        ch.send(format!("{} accomplished! ({tag})", job.unwrap()))
+            .unwrap();
+    }
+}
+
+fn tasks(n: &mut Narrator) -> Result<()> {
+    // Fork first: it needs this process to have a single thread, and the
+    // fork server's reader thread starts with the first server task.
+    for how in [How::Fork, How::Reexec, How::Server] {
+        let started = Instant::now();
+        let (child, ch) = procwire::task(task_worker, format!("{how:?}"))
+            .via(how)
+            .spawn()?;
+        let reply = ch.request("Heavy lifting".into())?;
+        let took = started.elapsed();
+        say!(
+            n,
+            "   {how:?}: child {} answered {reply:?} {:.2} ms after the start",
+            child.id(),
+            took.as_secs_f64() * 1e3
+        );
+        ensure!(
+            reply == format!("Heavy lifting accomplished! ({how:?})"),
+            "unexpected {reply:?}"
+        );
+        drop(ch);
+        reap(n, child)?;
+    }
+    Ok(())
+}
+
+/// The child's side of the scenarios that start this program again.
 pub fn child(role: &str) -> Result<()> {
     let ctl = from_env::<String, String>()?;
     if role == "stream-worker" {
-        return lift(ctl);
+        lift(ctl);
+        return Ok(());
     }
     let (_, fds) = ctl.recv_with_fds()?;
     let fd = fds.into_iter().next().context("no descriptor came")?;
     match role {
-        "hold-writer" => {
-            let writer = PipeWriter::from_fd(fd)?;
-            ctl.send("holding".into())?;
-            ensure!(ctl.recv()? == "close it");
-            drop(writer);
-            ctl.send("closed".into())?;
+        "sibling-writer" => {
+            let mut w = PipeWriter::from_fd(fd)?;
+            writeln!(w, "hello from {}", std::process::id())?;
         }
-        "ten-lines" => {
-            let mut writer = PipeWriter::from_fd(fd)?;
-            for _ in 0..10 {
-                writeln!(writer, "Another one bites the dust")?;
-            }
+        "sibling-reader" => {
+            let mut line = String::new();
+            BufReader::new(procwire::PipeReader::from_fd(fd)?).read_line(&mut line)?;
+            ctl.send(line.trim_end().to_string())?;
         }
-        "dgram-worker" => {
-            let socket = Socket::from_fd(fd)?;
-            let mut buf = [0u8; 1000];
-            for _ in 0..4 {
-                let len = socket.recv(&mut buf)?;
-                let job = std::str::from_utf8(&buf[..len])?;
-                socket.send(format!("{job} accomplished!").as_bytes())?;
-            }
-        }
-        "seqpacket-worker" => lift(Options::new().duplex_from(fd)?)?,
         "hostile" => {
             let mut socket = Socket::from_fd(fd)?;
             // A length prefix claiming 4 GiB, a little of it, then a frame
@@ -349,14 +495,6 @@ pub fn child(role: &str) -> Result<()> {
             socket.shutdown(std::net::Shutdown::Write)?;
         }
         other => bail!("unknown role {other}"),
-    }
-    Ok(())
-}
-
-/// Answers every job with "… accomplished!" until the parent closes.
-fn lift(ch: Duplex<String, String>) -> Result<()> {
-    for job in ch.iter() {
-        ch.send(format!("{} accomplished!", job?))?;
     }
     Ok(())
 }

@@ -50,6 +50,9 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<ExitCode> {
+    // First, before any thread: runs a re-executed task, or starts the fork
+    // server for the demo's tasks.
+    procwire::init()?;
     match Cli::parse().command {
         Command::Demo { only } => demo::run(only.as_deref()),
         Command::Child { role } => demo::child(&role).map(|()| ExitCode::SUCCESS),

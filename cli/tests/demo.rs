@@ -30,18 +30,25 @@ fn the_demo_runs_every_scenario_and_checks_them() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("demo: 7 passed, 0 failed"), "{text}");
-    assert_eq!(
-        text.matches("Heavy lifting accomplished!").count(),
-        6,
-        "{text}"
-    );
+    assert!(text.contains("demo: 10 passed, 0 failed"), "{text}");
     assert_eq!(
         text.matches("Another one bites the dust").count(),
         10,
         "{text}"
     );
+    assert!(
+        text.contains("without a deadline this read would hang"),
+        "{text}"
+    );
+    assert!(text.contains("(python "), "{text}");
+    assert!(text.contains("reader sibling heard: hello from"), "{text}");
     assert!(text.contains("exceeds the 64 MiB limit"), "{text}");
+    for how in ["Fork", "Reexec", "Server"] {
+        assert!(
+            text.contains(&format!("Heavy lifting accomplished! ({how})")),
+            "{how}: {text}"
+        );
+    }
 }
 
 #[test]

@@ -24,6 +24,11 @@ use crate::{Duplex, PipeReader, PipeWriter, Receiver, Sender, Socket};
 pub trait Inherit {
     /// Appends the descriptors this value needs in the child.
     fn descriptors(&self, out: &mut Vec<RawFd>);
+
+    /// Called in the parent once the child has its copies, before this
+    /// value is dropped there. Channel ends use it so that dropping the
+    /// parent's copy does not shut the socket down under the child.
+    fn handed_over(&self) {}
 }
 
 macro_rules! inherit_fd {
@@ -42,17 +47,29 @@ impl<T> Inherit for Sender<T> {
     fn descriptors(&self, out: &mut Vec<RawFd>) {
         out.push(self.as_fd().as_raw_fd());
     }
+
+    fn handed_over(&self) {
+        self.core().conn().mark_shared();
+    }
 }
 
 impl<T> Inherit for Receiver<T> {
     fn descriptors(&self, out: &mut Vec<RawFd>) {
         out.push(self.as_fd().as_raw_fd());
     }
+
+    fn handed_over(&self) {
+        self.core().conn().mark_shared();
+    }
 }
 
 impl<A, B> Inherit for Duplex<A, B> {
     fn descriptors(&self, out: &mut Vec<RawFd>) {
         out.push(self.as_fd().as_raw_fd());
+    }
+
+    fn handed_over(&self) {
+        self.conn().mark_shared();
     }
 }
 
@@ -64,12 +81,22 @@ impl<T: Inherit> Inherit for Vec<T> {
     fn descriptors(&self, out: &mut Vec<RawFd>) {
         self.iter().for_each(|t| t.descriptors(out));
     }
+
+    fn handed_over(&self) {
+        self.iter().for_each(Inherit::handed_over);
+    }
 }
 
 impl<T: Inherit> Inherit for Option<T> {
     fn descriptors(&self, out: &mut Vec<RawFd>) {
         if let Some(t) = self {
             t.descriptors(out);
+        }
+    }
+
+    fn handed_over(&self) {
+        if let Some(t) = self {
+            t.handed_over();
         }
     }
 }
@@ -81,6 +108,12 @@ macro_rules! inherit_tuple {
             fn descriptors(&self, out: &mut Vec<RawFd>) {
                 let ($($name,)+) = self;
                 $($name.descriptors(out);)+
+            }
+
+            #[allow(non_snake_case)]
+            fn handed_over(&self) {
+                let ($($name,)+) = self;
+                $($name.handed_over();)+
             }
         }
     };
@@ -178,6 +211,7 @@ pub unsafe fn fork_unchecked<E: Inherit>(ends: E, body: impl FnOnce(E)) -> Resul
             sys::process::exit_now(code)
         }
         Forked::Parent(pid) => {
+            ends.handed_over();
             drop(ends);
             let state = ProcState::new(pid, Origin::Direct)
                 .map(Arc::new)
