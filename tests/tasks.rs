@@ -72,6 +72,25 @@ fn each_way_is_what_it_says() {
 }
 
 #[test]
+fn the_fork_server_keeps_no_descriptor_per_task() {
+    checked(60, || {
+        let server_fds = || {
+            let (mut child, ch) = task(parent_of, ()).via(How::Server).spawn().unwrap();
+            let (server, _) = ch.recv().unwrap();
+            assert!(wait_deadline(&mut child, 20).success());
+            std::fs::read_dir(format!("/proc/{server}/fd")).unwrap().count()
+        };
+        let before = server_fds();
+        for _ in 0..200 {
+            let (mut child, ch) = task(exits_with, 0).via(How::Server).spawn().unwrap();
+            drop(ch);
+            assert!(wait_deadline(&mut child, 20).success());
+        }
+        assert_eq!(server_fds(), before, "the server leaks a descriptor per task");
+    });
+}
+
+#[test]
 fn exit_statuses_are_the_same_whichever_way_was_used() {
     checked(60, || {
         for how in [How::Server, How::Reexec] {

@@ -200,6 +200,8 @@ pub struct Child {
     state: std::sync::Arc<ProcState>,
     kill_on_drop: bool,
     reaped: Option<ExitStatus>,
+    /// Someone else waits for the process now (see `detach`).
+    detached: bool,
     /// The child's stdin, if it was piped (as in std).
     pub stdin: Option<std::process::ChildStdin>,
     /// The child's stdout, if it was piped.
@@ -214,6 +216,7 @@ impl Child {
             state,
             kill_on_drop,
             reaped: None,
+            detached: false,
             stdin: None,
             stdout: None,
             stderr: None,
@@ -222,6 +225,13 @@ impl Child {
 
     pub(crate) fn state(&self) -> &std::sync::Arc<ProcState> {
         &self.state
+    }
+
+    /// Gives up the handle's duties: the caller waits for the process
+    /// through the returned state (the fork server does, for its children).
+    pub(crate) fn detach(mut self) -> std::sync::Arc<ProcState> {
+        self.detached = true;
+        std::sync::Arc::clone(&self.state)
     }
 
     /// The process id.
@@ -290,7 +300,7 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if self.reaped.is_some() {
+        if self.reaped.is_some() || self.detached {
             return;
         }
         if self.kill_on_drop {

@@ -43,6 +43,9 @@ enum Reply {
 }
 
 struct Client {
+    /// Keeps the server's pidfd open for the life of the process.
+    #[allow(dead_code)]
+    server: Arc<ProcState>,
     ctl: Socket,
     next: AtomicU64,
     waiting: Mutex<HashMap<u64, mpsc::Sender<Result<Arc<ProcState>>>>>,
@@ -71,10 +74,10 @@ pub(crate) fn start() -> Result<()> {
             format!("cannot start the fork server: {e}; call procwire::init() first in main"),
         )
     })?;
-    // The server ends when this process does (its socket closes); its
-    // handle must not kill it when dropped, and statics are never dropped.
-    std::mem::forget(server);
+    // The server ends when this process does (its socket closes); nothing
+    // here waits for it.
     let _ = CLIENT.set(Client {
+        server: server.detach(),
         ctl: ours,
         next: AtomicU64::new(0),
         waiting: Mutex::new(HashMap::new()),
@@ -185,11 +188,12 @@ fn read_replies(client: &Client) {
 
 /// The server's loop; never returns.
 fn serve(ctl: Socket) {
-    let mut children: Vec<(u32, OwnedFd)> = Vec::new();
+    // Each child's state holds its pidfd: polled here, closed once reaped.
+    let mut children: Vec<Arc<ProcState>> = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
         let mut fds = vec![(ctl.as_fd(), Interest::Read)];
-        fds.extend(children.iter().map(|(_, p)| (p.as_fd(), Interest::Read)));
+        fds.extend(children.iter().map(|c| (c.pidfd(), Interest::Read)));
         let mut ready = vec![false; fds.len()];
         if sys::poll(&fds, None, &mut ready).is_err() {
             sys::process::exit_now(1);
@@ -202,12 +206,12 @@ fn serve(ctl: Socket) {
                 continue;
             }
             ready.remove(i + 1);
-            let (pid, pidfd) = children.remove(i);
-            if let Ok(Some(status)) = sys::process::child_status(pidfd.as_fd(), true) {
+            let child = children.remove(i);
+            if let Ok(Some(status)) = sys::process::child_status(child.pidfd(), true) {
                 send_reply(
                     &ctl,
                     &Reply::Exited {
-                        pid,
+                        pid: child.pid(),
                         status: status.into_raw(),
                     },
                     None,
@@ -252,24 +256,18 @@ fn serve(ctl: Socket) {
             sys::process::exit_now(super::task::run_trampoline(tramp, f, fd, codec, max));
         }) {
             Ok(child) => {
-                let pid = child.id();
-                // The server reaps through its own pidfd; the creator gets a
-                // copy to wait on and signal.
-                std::mem::forget(child);
-                match sys::process::pidfd_open(pid) {
-                    Ok(pidfd) => {
-                        send_reply(&ctl, &Reply::Started { id, pid }, Some(&pidfd));
-                        children.push((pid, pidfd));
-                    }
-                    Err(e) => send_reply(
-                        &ctl,
-                        &Reply::Failed {
-                            id,
-                            error: format!("pidfd_open: {e}"),
-                        },
-                        None,
-                    ),
-                }
+                // The server reaps through the child's pidfd; the creator
+                // gets a copy to wait on and to signal.
+                let child = child.detach();
+                send_reply(
+                    &ctl,
+                    &Reply::Started {
+                        id,
+                        pid: child.pid(),
+                    },
+                    Some(child.pidfd()),
+                );
+                children.push(child);
             }
             Err(e) => send_reply(
                 &ctl,
@@ -283,10 +281,10 @@ fn serve(ctl: Socket) {
     }
 }
 
-fn send_reply(ctl: &Socket, reply: &Reply, fd: Option<&OwnedFd>) {
+fn send_reply(ctl: &Socket, reply: &Reply, fd: Option<std::os::fd::BorrowedFd<'_>>) {
     let mut msg = Vec::new();
     if CodecKind::Postcard.encode(reply, &mut msg).is_ok() {
-        let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
+        let fds: Vec<_> = fd.into_iter().collect();
         let _ = ctl.send_with_fds(&msg, &fds);
     }
 }
