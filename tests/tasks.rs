@@ -78,7 +78,9 @@ fn the_fork_server_keeps_no_descriptor_per_task() {
             let (mut child, ch) = task(parent_of, ()).via(How::Server).spawn().unwrap();
             let (server, _) = ch.recv().unwrap();
             assert!(wait_deadline(&mut child, 20).success());
-            std::fs::read_dir(format!("/proc/{server}/fd")).unwrap().count()
+            std::fs::read_dir(format!("/proc/{server}/fd"))
+                .unwrap()
+                .count()
         };
         let before = server_fds();
         for _ in 0..200 {
@@ -86,7 +88,11 @@ fn the_fork_server_keeps_no_descriptor_per_task() {
             drop(ch);
             assert!(wait_deadline(&mut child, 20).success());
         }
-        assert_eq!(server_fds(), before, "the server leaks a descriptor per task");
+        assert_eq!(
+            server_fds(),
+            before,
+            "the server leaks a descriptor per task"
+        );
     });
 }
 
