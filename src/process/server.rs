@@ -207,11 +207,16 @@ fn serve(ctl: Socket) {
             }
             ready.remove(i + 1);
             let child = children.remove(i);
-            if let Ok(Some(status)) = sys::process::child_status(child.pidfd(), true) {
+            let pid = child.pid();
+            let status = sys::process::child_status(child.pidfd(), true);
+            // Close the pidfd before reporting: once the creator hears of
+            // the exit, nothing of the child is left here.
+            drop(child);
+            if let Ok(Some(status)) = status {
                 send_reply(
                     &ctl,
                     &Reply::Exited {
-                        pid: child.pid(),
+                        pid,
                         status: status.into_raw(),
                     },
                     None,
