@@ -17,7 +17,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! A two-way channel, the lesson's "Heavy lifting" / "accomplished!":
+//! A two-way channel, the lesson's "Heavy lifting" / "accomplished!" (here
+//! between threads; [`Command`], [`fork`] and [`task`] put the other end in
+//! a child process):
 //!
 //! ```
 //! let (parent, child) = procwire::duplex::<String, String>()?;
@@ -63,8 +65,20 @@
 //! which give the message back instead of blocking.
 //!
 //! **Zombies.** A child that exits stays in the process table until its
-//! parent waits for it. Reap every child you start (`std::process::Child::wait`);
-//! procwire's own process API (a later release) reaps for you.
+//! parent waits for it. A procwire [`Child`] is reaped by
+//! [`Child::wait`], or killed and reaped when dropped; children of the fork
+//! server are reaped by the server. (A `std::process::Child` you start
+//! yourself is yours to wait for.)
+//!
+//! **A dead child.** A child can die without a word. A channel that
+//! supervises it ([`Command::channel`] does; [`Duplex::supervise`] for
+//! others) ends every wait when the child exits, with its exit status or
+//! signal in the error, also on a datagram socket where the kernel never
+//! reports an end of stream.
+//!
+//! **fork in a threaded program.** After `fork` only async-signal-safe code
+//! may run in the child of a multi-threaded process. [`fork`] refuses then;
+//! [`task`] starts functions through the fork server instead.
 //!
 //! **Several writers on one pipe.** The kernel keeps a write whole only up to
 //! `PIPE_BUF` (4 KiB on Linux). Frames from several *processes* sharing one

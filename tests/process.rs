@@ -250,25 +250,9 @@ fn a_parent_killed_with_sigkill_leaves_no_child_behind() {
     checked(30, || {
         let (mut middle, ch) = spawn_child::<(), u32>("child", "middle");
         let grandchild = ch.recv().unwrap();
-        let pidfd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(grandchild as i32).unwrap(),
-            rustix::process::PidfdFlags::empty(),
-        )
-        .unwrap();
-        middle.kill().unwrap();
-        wait_deadline(&mut middle, 10);
-        // The grandchild got SIGKILL from PR_SET_PDEATHSIG.
-        let mut fds = [rustix::event::PollFd::new(
-            &pidfd,
-            rustix::event::PollFlags::IN,
-        )];
-        let ten = rustix::event::Timespec {
-            tv_sec: 10,
-            tv_nsec: 0,
-        };
-        assert_eq!(
-            rustix::event::poll(&mut fds, Some(&ten)).unwrap(),
-            1,
+        // The grandchild gets SIGKILL from PR_SET_PDEATHSIG.
+        assert!(
+            util::orphan_dies_with(&mut middle, grandchild),
             "the grandchild lives on"
         );
     });

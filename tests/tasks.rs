@@ -168,24 +168,8 @@ fn a_creator_killed_with_sigkill_leaves_no_task_behind() {
         for role in ["creator_server", "creator_reexec"] {
             let (mut creator, ch) = util::spawn_child::<(), u32>("child", role);
             let task_pid = ch.recv().unwrap();
-            let pidfd = rustix::process::pidfd_open(
-                rustix::process::Pid::from_raw(task_pid as i32).unwrap(),
-                rustix::process::PidfdFlags::empty(),
-            )
-            .unwrap();
-            creator.kill().unwrap();
-            wait_deadline(&mut creator, 10);
-            let mut fds = [rustix::event::PollFd::new(
-                &pidfd,
-                rustix::event::PollFlags::IN,
-            )];
-            let ten = rustix::event::Timespec {
-                tv_sec: 10,
-                tv_nsec: 0,
-            };
-            assert_eq!(
-                rustix::event::poll(&mut fds, Some(&ten)).unwrap(),
-                1,
+            assert!(
+                util::orphan_dies_with(&mut creator, task_pid),
                 "{role}: the task outlived its creator"
             );
         }

@@ -103,3 +103,20 @@ pub fn pattern(index: u32, len: usize) -> Vec<u8> {
         .map(|i| (seed.wrapping_add(i as u32).wrapping_mul(31) >> 7) as u8)
         .collect()
 }
+
+/// Kills `parent` with SIGKILL and reports whether `orphan`, a process it
+/// started, is gone within 10 s (its death signal must take it down).
+pub fn orphan_dies_with(parent: &mut procwire::Child, orphan: u32) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let pid = rustix::process::Pid::from_raw(orphan as i32).unwrap();
+    // A pidfd taken before the kill follows exactly this process.
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    parent.kill().unwrap();
+    wait_deadline(parent, 10);
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    let ten = Timespec {
+        tv_sec: 10,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&ten)).unwrap() == 1
+}
