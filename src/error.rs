@@ -44,6 +44,11 @@ pub enum ErrorKind {
     /// The process at the other end exited or was killed;
     /// [`Error::exit_status`] says how.
     PeerExited,
+    /// The remote handler of a call returned an error (its message is in
+    /// this error's).
+    Remote,
+    /// The task was cancelled, or its pool shut down before running it.
+    Cancelled,
     /// A socket path is in use by a live listener.
     AddrInUse,
     /// A bad argument or environment: a path too long, an unknown codec name,
@@ -133,6 +138,20 @@ impl Error {
         )
     }
 
+    /// A copy of this error for another waiter (the OS error underneath is
+    /// kept as its kind and message).
+    pub(crate) fn duplicate(&self) -> Error {
+        Error {
+            kind: self.kind,
+            message: self.message.clone(),
+            source: self
+                .source
+                .as_ref()
+                .map(|e| io::Error::new(e.kind(), e.to_string())),
+            status: self.status,
+        }
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -215,6 +234,8 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match e.kind {
             ErrorKind::Disconnected | ErrorKind::PeerExited => io::ErrorKind::BrokenPipe,
+            ErrorKind::Remote => io::ErrorKind::Other,
+            ErrorKind::Cancelled => io::ErrorKind::Interrupted,
             ErrorKind::Full | ErrorKind::Empty => io::ErrorKind::WouldBlock,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
             ErrorKind::FrameTooLarge | ErrorKind::Truncated | ErrorKind::Decode => {

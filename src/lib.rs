@@ -108,6 +108,7 @@ pub mod frame;
 mod handover;
 mod pipe;
 mod process;
+pub mod rpc;
 mod socket;
 mod sys;
 mod transport;
