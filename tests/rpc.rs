@@ -48,7 +48,7 @@ fn eight_threads_ten_thousand_calls_each_reply_to_its_caller() {
         // Four handler threads: replies come back out of order.
         let server = std::thread::spawn(move || {
             rpc::serve_concurrent(s, 4, |n: u64| {
-                if n % 7 == 0 {
+                if n.is_multiple_of(7) {
                     std::thread::yield_now();
                 }
                 Ok::<_, String>(n * 2 + 1)
