@@ -107,6 +107,7 @@ pub mod fd;
 pub mod frame;
 mod handover;
 mod pipe;
+pub mod pool;
 mod process;
 pub mod rpc;
 mod socket;
@@ -119,6 +120,7 @@ pub use error::{Error, ErrorKind, Result, SendError};
 pub use fd::Fd;
 pub use handover::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env};
 pub use pipe::{PipeReader, PipeWriter, pipe};
+pub use pool::{Pool, PoolBuilder, TaskHandle};
 pub use process::{
     Child, Command, ENV_ENTRY, How, Inherit, Task, fork, fork_unchecked, init, task,
 };

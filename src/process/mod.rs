@@ -19,3 +19,4 @@ pub(crate) use child::{ProcState, describe};
 pub use command::Command;
 pub use fork::{Inherit, fork, fork_unchecked};
 pub use task::{ENV_ENTRY, How, Task, init, task};
+pub(crate) use task::{fn_offset, handler_at, init_fn_at};

@@ -234,6 +234,28 @@ pub(crate) fn run_trampoline(
     tramp(f, fd, codec, max)
 }
 
+/// The offset of a function's address, to name it in a child (see the
+/// module docs).
+pub(crate) fn fn_offset(addr: usize) -> isize {
+    offset(addr)
+}
+
+/// The pool's worker handler named by `off` (from [`fn_offset`] in the
+/// parent).
+pub(crate) fn handler_at<Req, Resp>(off: isize) -> fn(Req) -> Resp {
+    // SAFETY: `off` is the offset of a `fn(Req) -> Resp` of this binary,
+    // taken by the parent (this same program: a fork of it, or this binary
+    // re-executed, which `reexec_entry` checked by fingerprint), and the
+    // caller instantiates this with that function's `Req, Resp`.
+    unsafe { std::mem::transmute::<usize, fn(Req) -> Resp>(from_offset(off)) }
+}
+
+/// A worker initializer named by `off`.
+pub(crate) fn init_fn_at(off: isize) -> fn() {
+    // SAFETY: as for `handler_at`, for a `fn()`.
+    unsafe { std::mem::transmute::<usize, fn()>(from_offset(off)) }
+}
+
 /// The marker that addresses are measured from.
 #[inline(never)]
 fn base() -> usize {

@@ -1,0 +1,841 @@
+//! A pool of worker processes: the lesson's request/reply, scaled up.
+//!
+//! ```no_run
+//! use procwire::Pool;
+//!
+//! fn square(n: u64) -> u64 {
+//!     n * n
+//! }
+//!
+//! fn main() -> procwire::Result<()> {
+//!     procwire::init()?; // first in main: the fork server starts workers fast
+//!     let pool = Pool::builder(square).workers(2).build()?;
+//!     let squares: Vec<u64> = pool.map(0..10).collect::<procwire::Result<_>>()?;
+//!     assert_eq!(squares[9], 81);
+//!     pool.shutdown()?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Each worker is a child process serving [`rpc`](crate::rpc) calls; one
+//! thread here drives each worker, taking tasks from a bounded queue. A
+//! worker that crashes (panics, aborts, exits, is killed) fails only the
+//! task it was running, with an error naming its pid and exit status or
+//! signal, and is replaced; no other task is lost or run twice.
+//!
+//! # Compared with Python's pools
+//!
+//! | `multiprocessing.Pool` / `ProcessPoolExecutor` | procwire |
+//! |---|---|
+//! | `map` | [`Pool::map`]: lazy, ordered, at most `max_in_flight` tasks ahead |
+//! | `imap` | [`Pool::map`] (it is already lazy) |
+//! | `imap_unordered` | [`Pool::map_unordered`] |
+//! | `apply_async`, `submit` | [`Pool::submit`] → [`TaskHandle`]; [`Pool::try_submit`] never blocks |
+//! | `initializer` | [`PoolBuilder::initializer`] (function workers) |
+//! | `maxtasksperchild` | [`PoolBuilder::max_tasks_per_worker`] |
+//! | `BrokenProcessPool` | none: a dead worker fails its own task ([`ErrorKind::PeerExited`]) and is replaced; the pool stays usable |
+//! | `Future.cancel` | [`TaskHandle::cancel`]: a task not yet started is never run |
+//! | `timeout` of `get`/`result` | [`TaskHandle::wait_timeout`]; and [`PoolBuilder::task_timeout`] kills a worker stuck on a task |
+//! | `close` + `join`, `shutdown(wait=True)` | [`Pool::shutdown`]: finishes what was submitted |
+//! | `terminate`, `shutdown(cancel_futures=True)` | [`Pool::abort`]: kills the workers now (also on drop) |
+//! | a killed worker hangs `Pool` forever (CPython issue 96062) | supervision: a worker's death ends the wait at once |
+//! | chunksize | none: procwire's per-task overhead is one RPC round trip |
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::process::{describe, fn_offset, handler_at, init_fn_at};
+use crate::rpc::{self, Client, ServerEnd};
+use crate::{Child, Command, How, Options, task};
+
+/// What a pool's messages must be.
+pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
+
+type Factory = Arc<dyn Fn() -> Command + Send + Sync>;
+
+enum Source<Req, Resp> {
+    Function {
+        handler: fn(Req) -> Resp,
+        init: Option<fn()>,
+        how: How,
+    },
+    Command(Factory),
+}
+
+impl<Req, Resp> Clone for Source<Req, Resp> {
+    fn clone(&self) -> Self {
+        match self {
+            Source::Function { handler, init, how } => Source::Function {
+                handler: *handler,
+                init: *init,
+                how: *how,
+            },
+            Source::Command(f) => Source::Command(Arc::clone(f)),
+        }
+    }
+}
+
+/// Configures a [`Pool`]; made by [`Pool::builder`] or [`Pool::command`].
+pub struct PoolBuilder<Req, Resp> {
+    source: Source<Req, Resp>,
+    workers: usize,
+    max_in_flight: Option<usize>,
+    task_timeout: Option<Duration>,
+    max_tasks_per_worker: Option<u64>,
+    retries: u32,
+    options: Options,
+}
+
+impl<Req: Message + Clone, Resp: Message> PoolBuilder<Req, Resp> {
+    /// How many workers (default: the number of CPUs).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// How function workers start (default [`How::Auto`]: the fork server
+    /// if [`init`](crate::init) started one, else re-exec).
+    pub fn via(mut self, how: How) -> Self {
+        if let Source::Function { how: h, .. } = &mut self.source {
+            *h = how;
+        }
+        self
+    }
+
+    /// The most tasks submitted and not yet finished (default: twice the
+    /// workers). `submit` waits, and `try_submit` fails with
+    /// [`ErrorKind::Full`], beyond it.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = Some(n.max(1));
+        self
+    }
+
+    /// A task running longer than this fails with [`ErrorKind::Timeout`]
+    /// and its worker is killed and replaced.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Replaces each worker after it has run `n` tasks (multiprocessing's
+    /// `maxtasksperchild`).
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
+        self.max_tasks_per_worker = Some(n.max(1));
+        self
+    }
+
+    /// Runs a task again, on a fresh worker, up to `n` more times when its
+    /// worker crashed or timed out on it (default 0). A handler's own error
+    /// is never retried.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// Runs `init` once in each function worker before its first task.
+    pub fn initializer(mut self, init: fn()) -> Self {
+        if let Source::Function { init: i, .. } = &mut self.source {
+            *i = Some(init);
+        }
+        self
+    }
+
+    /// The channel options (codec: use MessagePack for workers in other
+    /// languages).
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<Pool<Req, Resp>> {
+        let workers = self.workers;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                unfinished: 0,
+                capacity: self.max_in_flight.unwrap_or(workers * 2),
+                closed: false,
+            }),
+            has_job: Condvar::new(),
+            has_room: Condvar::new(),
+            aborted: AtomicBool::new(false),
+            children: (0..workers).map(|_| Mutex::new(None)).collect(),
+            config: Config {
+                source: self.source,
+                task_timeout: self.task_timeout,
+                max_tasks: self.max_tasks_per_worker,
+                retries: self.retries,
+                options: self.options,
+            },
+        });
+        // Start every worker now, so that a worker that cannot start is an
+        // error here rather than on the first task.
+        let mut drivers = Vec::new();
+        for slot in 0..workers {
+            let worker = shared.start_worker(slot)?;
+            let shared = Arc::clone(&shared);
+            let handle = std::thread::Builder::new()
+                .name(format!("procwire-pool-{slot}"))
+                .spawn(move || drive(&shared, slot, Some(worker)))
+                .map_err(|e| Error::io("starting a pool driver thread", e))?;
+            drivers.push(handle);
+        }
+        Ok(Pool {
+            shared,
+            drivers,
+            next_index: Mutex::new(0),
+        })
+    }
+}
+
+impl<Req, Resp> fmt::Debug for PoolBuilder<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("workers", &self.workers)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("task_timeout", &self.task_timeout)
+            .field("max_tasks_per_worker", &self.max_tasks_per_worker)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Config<Req, Resp> {
+    source: Source<Req, Resp>,
+    task_timeout: Option<Duration>,
+    max_tasks: Option<u64>,
+    retries: u32,
+    options: Options,
+}
+
+struct Job<Req, Resp> {
+    req: Req,
+    slot: Arc<Slot<Resp>>,
+    attempts: u32,
+}
+
+struct Queue<Req, Resp> {
+    jobs: VecDeque<Job<Req, Resp>>,
+    /// Submitted and not yet finished (queued or running).
+    unfinished: usize,
+    capacity: usize,
+    closed: bool,
+}
+
+struct Shared<Req, Resp> {
+    queue: Mutex<Queue<Req, Resp>>,
+    has_job: Condvar,
+    has_room: Condvar,
+    aborted: AtomicBool,
+    /// Each driver's current worker, to kill it on abort.
+    children: Vec<Mutex<Option<Child>>>,
+    config: Config<Req, Resp>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Where a task's result lands.
+struct Slot<Resp> {
+    index: u64,
+    result: Mutex<Option<Result<Resp>>>,
+    done: Condvar,
+    /// Tells an unordered `map` which task finished.
+    notify: Option<mpsc::Sender<u64>>,
+}
+
+impl<Resp> Slot<Resp> {
+    fn fill(&self, r: Result<Resp>) {
+        *lock(&self.result) = Some(r);
+        self.done.notify_all();
+        if let Some(n) = &self.notify {
+            let _ = n.send(self.index);
+        }
+    }
+}
+
+/// The arguments of a function worker.
+#[derive(Serialize, Deserialize)]
+struct WorkerArg {
+    handler: isize,
+    init: Option<isize>,
+}
+
+/// A function worker's life: initialize, then serve calls until the pool
+/// closes the channel.
+fn worker_main<Req: Message, Resp: Message>(arg: WorkerArg, end: ServerEnd<Req, Resp>) {
+    if let Some(init) = arg.init {
+        init_fn_at(init)();
+    }
+    let handler = handler_at::<Req, Resp>(arg.handler);
+    let _ = rpc::serve(end, |req| Ok::<_, String>(handler(req)));
+}
+
+struct Worker<Req, Resp> {
+    client: Client<Req, Resp>,
+    pid: u32,
+    tasks: u64,
+}
+
+impl<Req: Message + Clone, Resp: Message> Shared<Req, Resp> {
+    fn start_worker(&self, slot: usize) -> Result<Worker<Req, Resp>> {
+        let (child, end) = match &self.config.source {
+            Source::Function { handler, init, how } => {
+                let arg = WorkerArg {
+                    handler: fn_offset(*handler as usize),
+                    init: init.map(|f| fn_offset(f as usize)),
+                };
+                task(worker_main::<Req, Resp>, arg)
+                    .via(*how)
+                    .options(self.config.options.clone())
+                    .spawn()?
+            }
+            Source::Command(factory) => {
+                let mut cmd = factory();
+                let end = cmd.channel_with(&self.config.options)?;
+                (cmd.spawn()?, end)
+            }
+        };
+        let pid = child.id();
+        *lock(&self.children[slot]) = Some(child);
+        Ok(Worker {
+            client: Client::new(end),
+            pid,
+            tasks: 0,
+        })
+    }
+
+    /// Ends a worker: closes its channel (it exits) and reaps it, killing
+    /// it if it does not exit within a second.
+    fn retire(&self, slot: usize, worker: Worker<Req, Resp>, kill: bool) {
+        drop(worker.client);
+        if let Some(mut child) = lock(&self.children[slot]).take() {
+            if kill {
+                let _ = child.kill();
+            }
+            if let Ok(None) = child.wait_timeout(Duration::from_secs(1)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Whether the slot's worker has exited on its own (while idle).
+    fn worker_gone(&self, slot: usize) -> bool {
+        match lock(&self.children[slot]).as_mut() {
+            Some(child) => !matches!(child.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    fn next_job(&self) -> Option<Job<Req, Resp>> {
+        let mut q = lock(&self.queue);
+        loop {
+            if self.aborted.load(Ordering::SeqCst) {
+                return None;
+            }
+            if let Some(job) = q.jobs.pop_front() {
+                return Some(job);
+            }
+            if q.closed {
+                return None;
+            }
+            q = self.has_job.wait(q).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn finish(&self, job: Job<Req, Resp>, r: Result<Resp>) {
+        job.slot.fill(r);
+        let mut q = lock(&self.queue);
+        q.unfinished -= 1;
+        drop(q);
+        self.has_room.notify_all();
+        // Shutdown waits for `unfinished` to reach 0 too.
+        self.has_job.notify_all();
+    }
+
+    fn requeue(&self, mut job: Job<Req, Resp>) {
+        job.attempts += 1;
+        lock(&self.queue).jobs.push_front(job);
+        self.has_job.notify_one();
+    }
+}
+
+/// One driver thread: takes tasks and runs them on its worker, replacing
+/// the worker when it crashes, times out or has run its share.
+fn drive<Req: Message + Clone, Resp: Message>(
+    shared: &Shared<Req, Resp>,
+    slot: usize,
+    mut worker: Option<Worker<Req, Resp>>,
+) {
+    while let Some(job) = shared.next_job() {
+        // A worker that died while idle is replaced before it gets a task:
+        // the task must not pay for a death it did not cause.
+        if worker.is_some() && shared.worker_gone(slot) {
+            if let Some(w) = worker.take() {
+                shared.retire(slot, w, true);
+            }
+        }
+        let mut w = match worker.take() {
+            Some(w) => w,
+            None => match shared.start_worker(slot) {
+                Ok(w) => w,
+                Err(e) => {
+                    shared.finish(job, Err(e));
+                    continue;
+                }
+            },
+        };
+        let req = job.req.clone();
+        let result = match shared.config.task_timeout {
+            Some(t) => w.client.call_timeout(req, t),
+            None => w.client.call(req),
+        };
+        if shared.aborted.load(Ordering::SeqCst) {
+            shared.retire(slot, w, true);
+            shared.finish(job, Err(aborted()));
+            return;
+        }
+        match result {
+            Ok(resp) => {
+                w.tasks += 1;
+                shared.finish(job, Ok(resp));
+                if shared.config.max_tasks.is_some_and(|m| w.tasks >= m) {
+                    shared.retire(slot, w, false);
+                } else {
+                    worker = Some(w);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Remote => {
+                shared.finish(job, Err(e));
+                worker = Some(w);
+            }
+            Err(e) => {
+                // The worker crashed or hung on this task: name it, replace it.
+                let timed_out = e.kind() == ErrorKind::Timeout;
+                let pid = w.pid;
+                shared.retire(slot, w, true);
+                let died = matches!(
+                    e.kind(),
+                    ErrorKind::PeerExited | ErrorKind::Disconnected | ErrorKind::UnexpectedEof
+                );
+                let err = if timed_out {
+                    Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "the task ran past its timeout; worker {pid} was killed and replaced"
+                        ),
+                    )
+                } else if died {
+                    let what = match e.exit_status() {
+                        Some(s) => describe(s),
+                        None => format!("failed ({e})"),
+                    };
+                    Error::new(
+                        ErrorKind::PeerExited,
+                        format!("worker {pid} {what} while running this task; it was replaced"),
+                    )
+                    .with_status(e.exit_status())
+                } else {
+                    // A reply that did not decode, say: the channel is no
+                    // longer trustworthy, so the worker is replaced too.
+                    e
+                };
+                if (timed_out || died) && job.attempts < shared.config.retries {
+                    shared.requeue(job);
+                } else {
+                    shared.finish(job, Err(err));
+                }
+            }
+        }
+    }
+    if let Some(w) = worker {
+        let kill = shared.aborted.load(Ordering::SeqCst);
+        shared.retire(slot, w, kill);
+    }
+}
+
+fn aborted() -> Error {
+    Error::new(
+        ErrorKind::Cancelled,
+        "the pool was aborted before the task finished",
+    )
+}
+
+/// A pool of worker processes; see the [module docs](self).
+pub struct Pool<Req: Message + Clone, Resp: Message> {
+    shared: Arc<Shared<Req, Resp>>,
+    drivers: Vec<JoinHandle<()>>,
+    next_index: Mutex<u64>,
+}
+
+impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
+    /// A pool whose workers run `handler`, a plain function of this
+    /// program, in child processes.
+    pub fn builder(handler: fn(Req) -> Resp) -> PoolBuilder<Req, Resp> {
+        PoolBuilder::new(Source::Function {
+            handler,
+            init: None,
+            how: How::Auto,
+        })
+    }
+
+    /// A pool whose workers are programs made by `make`, which speak
+    /// [`rpc`](crate::rpc) over `PROCWIRE_FD` (in any language: see the
+    /// wire format; the Python reference peer has `serve`).
+    pub fn command(make: impl Fn() -> Command + Send + Sync + 'static) -> PoolBuilder<Req, Resp> {
+        PoolBuilder::new(Source::Command(Arc::new(make)))
+    }
+
+    fn enqueue(
+        &self,
+        req: Req,
+        block: bool,
+        notify: Option<mpsc::Sender<u64>>,
+    ) -> Result<TaskHandle<Req, Resp>> {
+        let mut q = lock(&self.shared.queue);
+        loop {
+            if q.closed || self.shared.aborted.load(Ordering::SeqCst) {
+                return Err(Error::new(ErrorKind::Cancelled, "the pool is shut down"));
+            }
+            if q.unfinished < q.capacity {
+                break;
+            }
+            if !block {
+                return Err(Error::new(
+                    ErrorKind::Full,
+                    format!(
+                        "{} tasks are already in flight (max_in_flight)",
+                        q.unfinished
+                    ),
+                ));
+            }
+            q = self
+                .shared
+                .has_room
+                .wait(q)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let index = {
+            let mut n = lock(&self.next_index);
+            *n += 1;
+            *n - 1
+        };
+        let slot = Arc::new(Slot {
+            index,
+            result: Mutex::new(None),
+            done: Condvar::new(),
+            notify,
+        });
+        q.unfinished += 1;
+        q.jobs.push_back(Job {
+            req,
+            slot: Arc::clone(&slot),
+            attempts: 0,
+        });
+        drop(q);
+        self.shared.has_job.notify_one();
+        Ok(TaskHandle {
+            slot,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Submits a task, waiting while `max_in_flight` tasks are unfinished.
+    pub fn submit(&self, req: Req) -> Result<TaskHandle<Req, Resp>> {
+        self.enqueue(req, true, None)
+    }
+
+    /// Submits a task if fewer than `max_in_flight` are unfinished;
+    /// [`ErrorKind::Full`] otherwise.
+    pub fn try_submit(&self, req: Req) -> Result<TaskHandle<Req, Resp>> {
+        self.enqueue(req, false, None)
+    }
+
+    /// Runs every item of `items` and yields the results in order, lazily:
+    /// at most `max_in_flight` tasks ahead of the consumer.
+    pub fn map<I: IntoIterator<Item = Req>>(&self, items: I) -> Map<'_, Req, Resp, I::IntoIter> {
+        Map {
+            pool: self,
+            items: items.into_iter(),
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Like [`map`](Pool::map), but yields each result as soon as it is
+    /// ready, with its item's position.
+    pub fn map_unordered<I: IntoIterator<Item = Req>>(
+        &self,
+        items: I,
+    ) -> MapUnordered<'_, Req, Resp, I::IntoIter> {
+        let (tx, rx) = mpsc::channel();
+        MapUnordered {
+            pool: self,
+            items: items.into_iter(),
+            pending: HashMap::new(),
+            position: HashMap::new(),
+            next: 0,
+            tx,
+            rx,
+        }
+    }
+
+    /// Finishes every task submitted, then stops the workers and waits for
+    /// them. No zombie and no descriptor remains.
+    pub fn shutdown(mut self) -> Result<()> {
+        lock(&self.shared.queue).closed = true;
+        self.shared.has_job.notify_all();
+        self.join_drivers()
+    }
+
+    /// Stops now: kills the workers, fails the queued and running tasks
+    /// with [`ErrorKind::Cancelled`], and waits for everything to end.
+    pub fn abort(mut self) -> Result<()> {
+        self.abort_now();
+        self.join_drivers()
+    }
+
+    fn abort_now(&self) {
+        self.shared.aborted.store(true, Ordering::SeqCst);
+        let queued: Vec<_> = {
+            let mut q = lock(&self.shared.queue);
+            q.closed = true;
+            q.jobs.drain(..).collect()
+        };
+        for job in queued {
+            self.shared.finish(job, Err(aborted()));
+        }
+        for child in &self.shared.children {
+            if let Some(c) = lock(child).as_mut() {
+                let _ = c.kill();
+            }
+        }
+        self.shared.has_job.notify_all();
+        self.shared.has_room.notify_all();
+    }
+
+    fn join_drivers(&mut self) -> Result<()> {
+        let mut panicked = false;
+        for d in self.drivers.drain(..) {
+            panicked |= d.join().is_err();
+        }
+        if panicked {
+            return Err(Error::new(ErrorKind::Io, "a pool driver thread panicked"));
+        }
+        Ok(())
+    }
+
+    /// The process ids of the current workers.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.shared
+            .children
+            .iter()
+            .filter_map(|c| lock(c).as_ref().map(Child::id))
+            .collect()
+    }
+}
+
+impl<Req, Resp> PoolBuilder<Req, Resp> {
+    fn new(source: Source<Req, Resp>) -> Self {
+        PoolBuilder {
+            source,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_in_flight: None,
+            task_timeout: None,
+            max_tasks_per_worker: None,
+            retries: 0,
+            options: Options::new(),
+        }
+    }
+}
+
+impl<Req: Message + Clone, Resp: Message> Drop for Pool<Req, Resp> {
+    fn drop(&mut self) {
+        if !self.drivers.is_empty() {
+            // Dropped without shutdown: abort rather than leave workers.
+            self.abort_now();
+            let _ = self.join_drivers();
+        }
+    }
+}
+
+impl<Req: Message + Clone, Resp: Message> fmt::Debug for Pool<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("workers", &self.worker_pids())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A submitted task's result, to come.
+pub struct TaskHandle<Req, Resp> {
+    slot: Arc<Slot<Resp>>,
+    shared: Arc<Shared<Req, Resp>>,
+}
+
+impl<Req, Resp> TaskHandle<Req, Resp> {
+    /// Waits for the result.
+    pub fn wait(self) -> Result<Resp> {
+        let mut r = lock(&self.slot.result);
+        loop {
+            if let Some(result) = r.take() {
+                return result;
+            }
+            r = self
+                .slot
+                .done
+                .wait(r)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Waits at most `timeout`; [`ErrorKind::Timeout`] if the task has not
+    /// finished (it goes on; wait again, or cancel it).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Resp> {
+        let deadline = Instant::now() + timeout;
+        let mut r = lock(&self.slot.result);
+        loop {
+            if let Some(result) = r.take() {
+                return result;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "the task has not finished yet",
+                ));
+            }
+            r = self
+                .slot
+                .done
+                .wait_timeout(r, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The result if the task has finished.
+    pub fn try_take(&self) -> Option<Result<Resp>> {
+        lock(&self.slot.result).take()
+    }
+
+    /// Cancels the task if it has not started: it will never run, and its
+    /// result is [`ErrorKind::Cancelled`]. Returns whether it was cancelled
+    /// (a running task runs to its end).
+    pub fn cancel(&self) -> bool {
+        let mut q = lock(&self.shared.queue);
+        let Some(at) = q.jobs.iter().position(|j| Arc::ptr_eq(&j.slot, &self.slot)) else {
+            return false;
+        };
+        let job = q.jobs.remove(at).expect("position is in range");
+        q.unfinished -= 1;
+        drop(q);
+        self.shared.has_room.notify_all();
+        self.shared.has_job.notify_all();
+        job.slot.fill(Err(Error::new(
+            ErrorKind::Cancelled,
+            "the task was cancelled",
+        )));
+        true
+    }
+}
+
+impl<Req, Resp> fmt::Debug for TaskHandle<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("index", &self.slot.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The results of [`Pool::map`], in order.
+pub struct Map<'p, Req: Message + Clone, Resp: Message, I> {
+    pool: &'p Pool<Req, Resp>,
+    items: I,
+    pending: VecDeque<Result<TaskHandle<Req, Resp>>>,
+}
+
+impl<Req: Message + Clone, Resp: Message, I: Iterator<Item = Req>> Iterator
+    for Map<'_, Req, Resp, I>
+{
+    type Item = Result<Resp>;
+
+    fn next(&mut self) -> Option<Result<Resp>> {
+        // Keep the pool busy: fill the window without blocking.
+        let capacity = lock(&self.pool.shared.queue).capacity;
+        while self.pending.len() < capacity {
+            let Some(item) = self.items.next() else { break };
+            self.pending.push_back(self.pool.submit(item));
+        }
+        Some(self.pending.pop_front()?.and_then(TaskHandle::wait))
+    }
+}
+
+impl<Req: Message + Clone, Resp: Message, I> fmt::Debug for Map<'_, Req, Resp, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The results of [`Pool::map_unordered`]: `(position, result)` as they
+/// finish.
+pub struct MapUnordered<'p, Req: Message + Clone, Resp: Message, I> {
+    pool: &'p Pool<Req, Resp>,
+    items: I,
+    pending: HashMap<u64, TaskHandle<Req, Resp>>,
+    position: HashMap<u64, usize>,
+    next: usize,
+    tx: mpsc::Sender<u64>,
+    rx: mpsc::Receiver<u64>,
+}
+
+impl<Req: Message + Clone, Resp: Message, I: Iterator<Item = Req>> Iterator
+    for MapUnordered<'_, Req, Resp, I>
+{
+    type Item = (usize, Result<Resp>);
+
+    fn next(&mut self) -> Option<(usize, Result<Resp>)> {
+        let capacity = lock(&self.pool.shared.queue).capacity;
+        while self.pending.len() < capacity {
+            let Some(item) = self.items.next() else { break };
+            let pos = self.next;
+            self.next += 1;
+            match self.pool.enqueue(item, true, Some(self.tx.clone())) {
+                Ok(h) => {
+                    self.position.insert(h.slot.index, pos);
+                    self.pending.insert(h.slot.index, h);
+                }
+                Err(e) => return Some((pos, Err(e))),
+            }
+        }
+        if self.pending.is_empty() {
+            return None;
+        }
+        let index = self.rx.recv().ok()?;
+        let handle = self.pending.remove(&index)?;
+        let pos = self.position.remove(&index)?;
+        Some((pos, handle.wait()))
+    }
+}
+
+impl<Req: Message + Clone, Resp: Message, I> fmt::Debug for MapUnordered<'_, Req, Resp, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapUnordered")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
