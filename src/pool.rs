@@ -383,10 +383,11 @@ fn drive<Req: Message + Clone, Resp: Message>(
     while let Some(job) = shared.next_job() {
         // A worker that died while idle is replaced before it gets a task:
         // the task must not pay for a death it did not cause.
-        if worker.is_some() && shared.worker_gone(slot) {
-            if let Some(w) = worker.take() {
-                shared.retire(slot, w, true);
-            }
+        if worker.is_some()
+            && shared.worker_gone(slot)
+            && let Some(w) = worker.take()
+        {
+            shared.retire(slot, w, true);
         }
         let mut w = match worker.take() {
             Some(w) => w,
