@@ -17,7 +17,7 @@
 //! }
 //! ```
 //!
-//! Each worker is a child process serving [`rpc`](crate::rpc) calls; one
+//! Each worker is a child process serving [RPC](crate::rpc) calls; one
 //! thread here drives each worker, taking tasks from a bounded queue. A
 //! worker that crashes (panics, aborts, exits, is killed) fails only the
 //! task it was running, with an error naming its pid and exit status or

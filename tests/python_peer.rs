@@ -186,3 +186,25 @@ fn the_python_peer_says_hello() {
         }
     });
 }
+
+#[test]
+fn python_workers_in_a_pool() {
+    checked(60, || {
+        let pool = procwire::Pool::<u64, u64>::command(|| peer("rpc"))
+            .workers(2)
+            .options(Options::new().codec(CodecKind::MsgPack))
+            .build()
+            .unwrap();
+        for (n, r) in (0..40u64).zip(pool.map(0..40)) {
+            match r {
+                Ok(sq) => assert_eq!(sq, n * n),
+                Err(e) => {
+                    assert_eq!(n, 13);
+                    assert_eq!(e.kind(), procwire::ErrorKind::Remote);
+                    assert!(e.to_string().contains("ZeroDivisionError"), "{e}");
+                }
+            }
+        }
+        pool.shutdown().unwrap();
+    });
+}

@@ -1,9 +1,11 @@
 //! `procwire`: the lesson "Processes Can Communicate", live.
 
 mod demo;
+mod pool;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,29 @@ enum Command {
         /// Run only the scenarios whose name contains this text.
         #[arg(long)]
         only: Option<String>,
+    },
+    /// Run N persistent copies of CMD as workers: one task per stdin line,
+    /// one answer line per task on stdout, in input order.
+    Pool {
+        /// How many workers.
+        #[arg(short = 'j', long = "jobs", default_value_t = 2)]
+        jobs: usize,
+        /// Print answers as they come, not in input order.
+        #[arg(long)]
+        unordered: bool,
+        /// Talk to workers in frames over PROCWIRE_FD (codec raw) instead of
+        /// lines on stdin/stdout.
+        #[arg(long)]
+        framed: bool,
+        /// Tasks in flight per worker.
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
+        /// Kill and replace a worker stuck on one task this long.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// The worker command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// A demo child process (started by `demo` itself).
     #[command(name = "__child", hide = true)]
@@ -56,5 +81,20 @@ fn run() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Demo { only } => demo::run(only.as_deref()),
         Command::Child { role } => demo::child(&role).map(|()| ExitCode::SUCCESS),
+        Command::Pool {
+            jobs,
+            unordered,
+            framed,
+            pipeline,
+            timeout,
+            command,
+        } => pool::run(pool::Config {
+            jobs,
+            unordered,
+            framed,
+            pipeline,
+            timeout: timeout.map(Duration::from_secs_f64),
+            command,
+        }),
     }
 }

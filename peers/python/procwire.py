@@ -124,6 +124,29 @@ class Channel:
         ):
             raise ProcwireError(f"the peer does not match: {theirs!r}")
 
+    def serve(self, handler):
+        """Answers RPC calls until the caller closes the channel (wire format
+        section 8): each call {"id", "body"} gets {"id", "body": {"Ok": result}}
+        or, if the handler raises, {"id", "body": {"Err": message}}."""
+        for call in self:
+            try:
+                body = {"Ok": handler(call["body"])}
+            except Exception as e:  # the caller gets the message
+                body = {"Err": f"{type(e).__name__}: {e}"}
+            self.send({"id": call["id"], "body": body})
+
+    def call(self, request):
+        """One RPC call, waiting for its reply (one caller at a time)."""
+        self._next_id = getattr(self, "_next_id", 0) + 1
+        self.send({"id": self._next_id, "body": request})
+        reply = self.recv()
+        if reply.get("id") != self._next_id:
+            raise ProcwireError(f"reply to call {reply.get('id')}, expected {self._next_id}")
+        body = reply["body"]
+        if "Err" in body:
+            raise ProcwireError(f"the handler failed: {body['Err']}")
+        return body["Ok"]
+
     def __iter__(self):
         while True:
             try:

@@ -44,6 +44,9 @@ elif mode == "hello":
         sys.exit(4)
     for n in ch:
         ch.send(str(n))
+elif mode == "rpc":
+    # A pool worker: squares, and a handler error on 13.
+    ch.serve(lambda n: n * n if n != 13 else 1 // 0)
 elif mode == "raw":
     for data in ch:
         ch.send(data[::-1] + b"!")

@@ -1,0 +1,156 @@
+//! `procwire pool` as a shell user runs it.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../peers/python");
+
+/// Runs `procwire pool ARGS` with `input` on stdin, failing past 60 s.
+fn pool(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_procwire"))
+        .arg("pool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("procwire pool ran past 60 s");
+    feeder.join().unwrap();
+    out
+}
+
+fn numbers(n: u32) -> String {
+    (1..=n).map(|i| format!("{i}\n")).collect()
+}
+
+const SQUARE_OR_DIE: &str = r#"
+import os, sys, time
+for line in sys.stdin:
+    n = int(line)
+    if n == 13: os._exit(7)
+    if n == 21: time.sleep(30)
+    print(n * n, flush=True)
+"#;
+
+#[test]
+fn lines_in_lines_out_in_input_order() {
+    let out = pool(&["-j", "3", "--", "sed", "-u", "s/^/x/"], &numbers(500));
+    assert!(out.status.success(), "{out:?}");
+    let expect: String = (1..=500).map(|i| format!("x{i}\n")).collect();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expect);
+}
+
+#[test]
+fn unordered_gives_every_answer_once() {
+    let out = pool(
+        &["-j", "2", "--unordered", "--", "sed", "-u", "s/$/!/"],
+        &numbers(300),
+    );
+    assert!(out.status.success());
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    let mut expect: Vec<String> = (1..=300).map(|i| format!("{i}!")).collect();
+    expect.sort();
+    assert_eq!(lines, expect);
+}
+
+#[test]
+fn a_crashed_worker_fails_its_task_only_and_is_restarted() {
+    for pipeline in ["1", "4"] {
+        let out = pool(
+            &[
+                "-j",
+                "2",
+                "--pipeline",
+                pipeline,
+                "--",
+                "python3",
+                "-u",
+                "-c",
+                SQUARE_OR_DIE,
+            ],
+            &numbers(20),
+        );
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let expect: String = (1..=20u64)
+            .filter(|&i| i != 13)
+            .map(|i| format!("{}\n", i * i))
+            .collect();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            expect,
+            "pipeline {pipeline}"
+        );
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains("line 13 failed") && err.contains("exit status: 7"),
+            "{err}"
+        );
+        assert!(err.contains("1 of 20 tasks failed"), "{err}");
+    }
+}
+
+#[test]
+fn a_stuck_worker_is_killed_after_the_timeout() {
+    let out = pool(
+        &[
+            "-j",
+            "2",
+            "--timeout",
+            "1",
+            "--",
+            "python3",
+            "-u",
+            "-c",
+            SQUARE_OR_DIE,
+        ],
+        &numbers(25),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("line 21 failed: timed out"), "{err}");
+    assert!(err.contains("line 13 failed"), "{err}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 23);
+    assert!(stdout.contains(&format!("{}\n", 25 * 25)));
+}
+
+#[test]
+fn framed_workers_in_python_with_the_reference_peer() {
+    let worker = format!(
+        "import sys\nsys.path.insert(0, {PEER:?})\nimport procwire\n\
+         ch = procwire.Channel.from_env()\n\
+         for task in ch:\n    ch.send(task.upper() + b' (framed)')\n"
+    );
+    let out = pool(
+        &["-j", "2", "--framed", "--", "python3", "-c", &worker],
+        "heavy lifting\n\nfeather\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "HEAVY LIFTING (framed)\n (framed)\nFEATHER (framed)\n"
+    );
+}
+
+#[test]
+fn a_command_that_cannot_start_is_an_error() {
+    let out = pool(&["-j", "2", "--", "/nonexistent/worker"], "1\n");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/worker"));
+}
