@@ -494,7 +494,7 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
     }
 
     /// A pool whose workers are programs made by `make`, which speak
-    /// [`rpc`](crate::rpc) over `PROCWIRE_FD` (in any language: see the
+    /// [RPC](crate::rpc) over `PROCWIRE_FD` (in any language: see the
     /// wire format; the Python reference peer has `serve`).
     pub fn command(make: impl Fn() -> Command + Send + Sync + 'static) -> PoolBuilder<Req, Resp> {
         PoolBuilder::new(Source::Command(Arc::new(make)))
