@@ -3,7 +3,10 @@
 //! - `roundtrip/raw`: 8 bytes there and back over a stream socket to a worker
 //!   process with plain read(2)/write(2): the floor;
 //! - `roundtrip/rpc_call`: one `rpc::Client::call` to a worker serving RPC;
-//! - `roundtrip/pool_task`: one empty task through a one-worker `Pool`.
+//! - `roundtrip/pool_call`: one empty task through a one-worker `Pool`
+//!   with `Pool::call` (it runs from the calling thread);
+//! - `roundtrip/pool_submit_wait`: the same with `submit(..).wait()`, which
+//!   hands the task to a driver thread and back.
 //!
 //! These run with every process pinned to CPU 0 (this process is pinned
 //! before `init()`, so the fork server and its workers inherit it): on this
@@ -116,7 +119,10 @@ fn main() {
     }
     {
         let pool = Pool::builder(identity).workers(1).build().unwrap();
-        g.bench_function("pool_task", |b| {
+        g.bench_function("pool_call", |b| {
+            b.iter(|| pool.call(black_box(42)).unwrap())
+        });
+        g.bench_function("pool_submit_wait", |b| {
             b.iter(|| pool.submit(black_box(42)).unwrap().wait().unwrap())
         });
         pool.shutdown().unwrap();

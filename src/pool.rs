@@ -30,6 +30,7 @@
 //! | `map` | [`Pool::map`]: lazy, ordered, at most `max_in_flight` tasks ahead |
 //! | `imap` | [`Pool::map`] (it is already lazy) |
 //! | `imap_unordered` | [`Pool::map_unordered`] |
+//! | `apply`, `submit(...).result()` | [`Pool::call`]: runs on an idle worker from the calling thread |
 //! | `apply_async`, `submit` | [`Pool::submit`] → [`TaskHandle`]; [`Pool::try_submit`] never blocks |
 //! | `initializer` | [`PoolBuilder::initializer`] (function workers) |
 //! | `maxtasksperchild` | [`PoolBuilder::max_tasks_per_worker`] |
@@ -53,6 +54,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::process::ProcState;
 use crate::process::{describe, fn_offset, handler_at, init_fn_at};
 use crate::rpc::{self, Client, ServerEnd};
 use crate::{Child, Command, How, Options, task};
@@ -170,7 +172,12 @@ impl<Req: Message + Clone, Resp: Message> PoolBuilder<Req, Resp> {
             has_job: Condvar::new(),
             has_room: Condvar::new(),
             aborted: AtomicBool::new(false),
-            children: (0..workers).map(|_| Mutex::new(None)).collect(),
+            slots: Mutex::new(Slots {
+                free: Vec::new(),
+                waiting: 0,
+            }),
+            slot_free: Condvar::new(),
+            live: Mutex::new(HashMap::new()),
             config: Config {
                 source: self.source,
                 task_timeout: self.task_timeout,
@@ -181,13 +188,16 @@ impl<Req: Message + Clone, Resp: Message> PoolBuilder<Req, Resp> {
         });
         // Start every worker now, so that a worker that cannot start is an
         // error here rather than on the first task.
+        for _ in 0..workers {
+            let worker = shared.start_worker()?;
+            lock(&shared.slots).free.push(Some(worker));
+        }
         let mut drivers = Vec::new();
-        for slot in 0..workers {
-            let worker = shared.start_worker(slot)?;
+        for n in 0..workers {
             let shared = Arc::clone(&shared);
             let handle = std::thread::Builder::new()
-                .name(format!("procwire-pool-{slot}"))
-                .spawn(move || drive(&shared, slot, Some(worker)))
+                .name(format!("procwire-pool-{n}"))
+                .spawn(move || drive(&shared))
                 .map_err(|e| Error::io("starting a pool driver thread", e))?;
             drivers.push(handle);
         }
@@ -238,8 +248,13 @@ struct Shared<Req, Resp> {
     has_job: Condvar,
     has_room: Condvar,
     aborted: AtomicBool,
-    /// Each driver's current worker, to kill it on abort.
-    children: Vec<Mutex<Option<Child>>>,
+    /// Worker slots not in use: a worker, or `None` for a slot whose worker
+    /// must be (re)started. There are always `workers` slots in all, here or
+    /// checked out by a driver or by a caller of [`Pool::call`].
+    slots: Mutex<Slots<Req, Resp>>,
+    slot_free: Condvar,
+    /// Every live worker, to kill on abort and to list.
+    live: Mutex<HashMap<u32, Arc<ProcState>>>,
     config: Config<Req, Resp>,
 }
 
@@ -285,12 +300,27 @@ fn worker_main<Req: Message, Resp: Message>(arg: WorkerArg, end: ServerEnd<Req, 
 
 struct Worker<Req, Resp> {
     client: Client<Req, Resp>,
-    pid: u32,
+    child: Child,
     tasks: u64,
 }
 
+/// The free worker slots, and how many threads wait for one (a wake-up
+/// costs a futex call: skipped when nobody waits).
+struct Slots<Req, Resp> {
+    free: Vec<Option<Worker<Req, Resp>>>,
+    waiting: usize,
+}
+
+/// How one attempt at a task went.
+enum Attempt<Resp> {
+    /// A result (the worker's own error included); the worker is fine.
+    Done(Result<Resp>),
+    /// The worker died or hung on the task; it is gone. A retry may help.
+    Lost(Error),
+}
+
 impl<Req: Message + Clone, Resp: Message> Shared<Req, Resp> {
-    fn start_worker(&self, slot: usize) -> Result<Worker<Req, Resp>> {
+    fn start_worker(&self) -> Result<Worker<Req, Resp>> {
         let (child, end) = match &self.config.source {
             Source::Function { handler, init, how } => {
                 let arg = WorkerArg {
@@ -308,35 +338,142 @@ impl<Req: Message + Clone, Resp: Message> Shared<Req, Resp> {
                 (cmd.spawn()?, end)
             }
         };
-        let pid = child.id();
-        *lock(&self.children[slot]) = Some(child);
+        lock(&self.live).insert(child.id(), Arc::clone(child.state()));
         Ok(Worker {
             client: Client::new(end),
-            pid,
+            child,
             tasks: 0,
         })
     }
 
     /// Ends a worker: closes its channel (it exits) and reaps it, killing
-    /// it if it does not exit within a second.
-    fn retire(&self, slot: usize, worker: Worker<Req, Resp>, kill: bool) {
-        drop(worker.client);
-        if let Some(mut child) = lock(&self.children[slot]).take() {
-            if kill {
-                let _ = child.kill();
-            }
-            if let Ok(None) = child.wait_timeout(Duration::from_secs(1)) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+    /// it first when `kill`, or when it does not exit within a second.
+    fn retire(&self, worker: Worker<Req, Resp>, kill: bool) {
+        let Worker {
+            client, mut child, ..
+        } = worker;
+        lock(&self.live).remove(&child.id());
+        drop(client);
+        if kill {
+            let _ = child.kill();
+        }
+        if let Ok(None) = child.wait_timeout(Duration::from_secs(1)) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
-    /// Whether the slot's worker has exited on its own (while idle).
-    fn worker_gone(&self, slot: usize) -> bool {
-        match lock(&self.children[slot]).as_mut() {
-            Some(child) => !matches!(child.try_wait(), Ok(None)),
-            None => true,
+    /// Takes a worker slot, waiting for one when `block`. `None` if none is
+    /// free (not blocking) or the pool was aborted.
+    fn checkout(&self, block: bool) -> Option<Option<Worker<Req, Resp>>> {
+        let mut slots = lock(&self.slots);
+        loop {
+            if self.aborted.load(Ordering::SeqCst) {
+                return None;
+            }
+            if let Some(slot) = slots.free.pop() {
+                return Some(slot);
+            }
+            if !block {
+                return None;
+            }
+            slots.waiting += 1;
+            slots = self
+                .slot_free
+                .wait(slots)
+                .unwrap_or_else(PoisonError::into_inner);
+            slots.waiting -= 1;
+        }
+    }
+
+    fn checkin(&self, slot: Option<Worker<Req, Resp>>) {
+        let mut slots = lock(&self.slots);
+        slots.free.push(slot);
+        if slots.waiting > 0 {
+            self.slot_free.notify_one();
+        }
+    }
+
+    /// A slot's worker, ready for a task: started if the slot is empty,
+    /// replaced if it died while idle (a task must not pay for a death it
+    /// did not cause).
+    fn ready(&self, slot: Option<Worker<Req, Resp>>) -> Result<Worker<Req, Resp>> {
+        match slot {
+            Some(mut w) => {
+                if matches!(w.child.try_wait(), Ok(None)) {
+                    return Ok(w);
+                }
+                let _ = w.child.wait();
+                lock(&self.live).remove(&w.child.id());
+                self.start_worker()
+            }
+            None => self.start_worker(),
+        }
+    }
+
+    /// Runs `req` on a slot's worker, then gives the slot back.
+    fn attempt(&self, slot: Option<Worker<Req, Resp>>, req: Req) -> Attempt<Resp> {
+        let mut w = match self.ready(slot) {
+            Ok(w) => w,
+            Err(e) => {
+                self.checkin(None);
+                return Attempt::Done(Err(e));
+            }
+        };
+        let result = match self.config.task_timeout {
+            Some(t) => w.client.call_timeout(req, t),
+            None => w.client.call(req),
+        };
+        match result {
+            Ok(resp) => {
+                w.tasks += 1;
+                if self.config.max_tasks.is_some_and(|m| w.tasks >= m) {
+                    self.retire(w, false);
+                    self.checkin(None);
+                } else {
+                    self.checkin(Some(w));
+                }
+                Attempt::Done(Ok(resp))
+            }
+            Err(e) if e.kind() == ErrorKind::Remote => {
+                self.checkin(Some(w));
+                Attempt::Done(Err(e))
+            }
+            Err(e) => {
+                // The worker crashed or hung on this task: name it, replace it.
+                let pid = w.child.id();
+                self.retire(w, true);
+                self.checkin(None);
+                let died = matches!(
+                    e.kind(),
+                    ErrorKind::PeerExited | ErrorKind::Disconnected | ErrorKind::UnexpectedEof
+                );
+                if e.kind() == ErrorKind::Timeout {
+                    Attempt::Lost(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "the task ran past its timeout; worker {pid} was killed and replaced"
+                        ),
+                    ))
+                } else if died {
+                    let what = match e.exit_status() {
+                        Some(s) => describe(s),
+                        None => format!("failed ({e})"),
+                    };
+                    Attempt::Lost(
+                        Error::new(
+                            ErrorKind::PeerExited,
+                            format!("worker {pid} {what} while running this task; it was replaced"),
+                        )
+                        .with_status(e.exit_status()),
+                    )
+                } else {
+                    // A reply that did not decode, say: the channel is no
+                    // longer trustworthy, so the worker was replaced; the
+                    // task is not retried.
+                    Attempt::Done(Err(e))
+                }
+            }
         }
     }
 
@@ -373,98 +510,23 @@ impl<Req: Message + Clone, Resp: Message> Shared<Req, Resp> {
     }
 }
 
-/// One driver thread: takes tasks and runs them on its worker, replacing
-/// the worker when it crashes, times out or has run its share.
-fn drive<Req: Message + Clone, Resp: Message>(
-    shared: &Shared<Req, Resp>,
-    slot: usize,
-    mut worker: Option<Worker<Req, Resp>>,
-) {
+/// A driver thread: takes queued tasks and runs each on a free worker.
+fn drive<Req: Message + Clone, Resp: Message>(shared: &Shared<Req, Resp>) {
     while let Some(job) = shared.next_job() {
-        // A worker that died while idle is replaced before it gets a task:
-        // the task must not pay for a death it did not cause.
-        if worker.is_some()
-            && shared.worker_gone(slot)
-            && let Some(w) = worker.take()
-        {
-            shared.retire(slot, w, true);
-        }
-        let mut w = match worker.take() {
-            Some(w) => w,
-            None => match shared.start_worker(slot) {
-                Ok(w) => w,
-                Err(e) => {
-                    shared.finish(job, Err(e));
-                    continue;
-                }
-            },
-        };
-        let req = job.req.clone();
-        let result = match shared.config.task_timeout {
-            Some(t) => w.client.call_timeout(req, t),
-            None => w.client.call(req),
-        };
-        if shared.aborted.load(Ordering::SeqCst) {
-            shared.retire(slot, w, true);
+        let Some(slot) = shared.checkout(true) else {
             shared.finish(job, Err(aborted()));
-            return;
+            break;
+        };
+        let outcome = shared.attempt(slot, job.req.clone());
+        if shared.aborted.load(Ordering::SeqCst) {
+            shared.finish(job, Err(aborted()));
+            break;
         }
-        match result {
-            Ok(resp) => {
-                w.tasks += 1;
-                shared.finish(job, Ok(resp));
-                if shared.config.max_tasks.is_some_and(|m| w.tasks >= m) {
-                    shared.retire(slot, w, false);
-                } else {
-                    worker = Some(w);
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Remote => {
-                shared.finish(job, Err(e));
-                worker = Some(w);
-            }
-            Err(e) => {
-                // The worker crashed or hung on this task: name it, replace it.
-                let timed_out = e.kind() == ErrorKind::Timeout;
-                let pid = w.pid;
-                shared.retire(slot, w, true);
-                let died = matches!(
-                    e.kind(),
-                    ErrorKind::PeerExited | ErrorKind::Disconnected | ErrorKind::UnexpectedEof
-                );
-                let err = if timed_out {
-                    Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "the task ran past its timeout; worker {pid} was killed and replaced"
-                        ),
-                    )
-                } else if died {
-                    let what = match e.exit_status() {
-                        Some(s) => describe(s),
-                        None => format!("failed ({e})"),
-                    };
-                    Error::new(
-                        ErrorKind::PeerExited,
-                        format!("worker {pid} {what} while running this task; it was replaced"),
-                    )
-                    .with_status(e.exit_status())
-                } else {
-                    // A reply that did not decode, say: the channel is no
-                    // longer trustworthy, so the worker is replaced too.
-                    e
-                };
-                if (timed_out || died) && job.attempts < shared.config.retries {
-                    shared.requeue(job);
-                } else {
-                    shared.finish(job, Err(err));
-                }
-            }
+        match outcome {
+            Attempt::Done(r) => shared.finish(job, r),
+            Attempt::Lost(_) if job.attempts < shared.config.retries => shared.requeue(job),
+            Attempt::Lost(e) => shared.finish(job, Err(e)),
         }
-    }
-    if let Some(w) = worker {
-        let kill = shared.aborted.load(Ordering::SeqCst);
-        shared.retire(slot, w, kill);
     }
 }
 
@@ -618,19 +680,24 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
         for job in queued {
             self.shared.finish(job, Err(aborted()));
         }
-        for child in &self.shared.children {
-            if let Some(c) = lock(child).as_mut() {
-                let _ = c.kill();
-            }
+        for state in lock(&self.shared.live).values() {
+            let _ = state.signal(libc::SIGKILL);
         }
         self.shared.has_job.notify_all();
         self.shared.has_room.notify_all();
+        self.shared.slot_free.notify_all();
     }
 
     fn join_drivers(&mut self) -> Result<()> {
         let mut panicked = false;
         for d in self.drivers.drain(..) {
             panicked |= d.join().is_err();
+        }
+        // Every slot is back: end the workers (killed if aborted).
+        let kill = self.shared.aborted.load(Ordering::SeqCst);
+        let slots: Vec<_> = lock(&self.shared.slots).free.drain(..).collect();
+        for w in slots.into_iter().flatten() {
+            self.shared.retire(w, kill);
         }
         if panicked {
             return Err(Error::new(ErrorKind::Io, "a pool driver thread panicked"));
@@ -640,11 +707,34 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
 
     /// The process ids of the current workers.
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.shared
-            .children
-            .iter()
-            .filter_map(|c| lock(c).as_ref().map(Child::id))
-            .collect()
+        let mut pids: Vec<u32> = lock(&self.shared.live).keys().copied().collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Runs one task and waits for its result. When a worker is idle the
+    /// task runs on it from this thread, with no hand-off to a driver
+    /// thread: the cheapest way through the pool. Otherwise it is queued
+    /// like [`submit`](Pool::submit).
+    pub fn call(&self, req: Req) -> Result<Resp> {
+        let mut attempts = 0;
+        loop {
+            let queue_empty = lock(&self.shared.queue).jobs.is_empty();
+            // Queued tasks go first: take a worker only if none is waiting.
+            let slot = if queue_empty {
+                self.shared.checkout(false)
+            } else {
+                None
+            };
+            let Some(slot) = slot else {
+                return self.submit(req)?.wait();
+            };
+            match self.shared.attempt(slot, req.clone()) {
+                Attempt::Done(r) => return r,
+                Attempt::Lost(_) if attempts < self.shared.config.retries => attempts += 1,
+                Attempt::Lost(e) => return Err(e),
+            }
+        }
     }
 }
 

@@ -49,6 +49,38 @@ fn map_submit_and_map_unordered() {
 }
 
 #[test]
+fn call_runs_on_an_idle_worker_and_survives_crashes() {
+    checked(60, || {
+        let pool = Pool::builder(trapped).workers(2).build().unwrap();
+        let ok = Trap {
+            when: Stage::Never,
+            how: Failure::Exit,
+        };
+        assert!(pool.call(ok.clone()).unwrap().0.is_none());
+        let e = pool
+            .call(Trap {
+                when: Stage::Run,
+                how: Failure::Exit,
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PeerExited, "{e}");
+        assert_eq!(e.exit_status().and_then(|s| s.code()), Some(9));
+        // From many threads at once: some run inline, some queue.
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        assert!(pool.call(ok.clone()).unwrap().0.is_none());
+                    }
+                });
+            }
+        });
+        assert_eq!(pool.worker_pids().len(), 2);
+        pool.shutdown().unwrap();
+    });
+}
+
+#[test]
 fn in_flight_work_is_bounded_and_queued_tasks_can_be_cancelled() {
     checked(60, || {
         let pool = Pool::builder(sleepy)
