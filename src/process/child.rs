@@ -20,14 +20,30 @@ pub(crate) enum Origin {
     Server,
 }
 
+/// A process's exit status once known, and a way to wait for it: shared
+/// with whoever reports it (the fork server's reader thread), which so never
+/// holds the pidfd.
+#[derive(Debug, Default)]
+pub(crate) struct StatusCell {
+    status: Mutex<Option<ExitStatus>>,
+    reported: Condvar,
+}
+
+impl StatusCell {
+    /// Records a status reported by the fork server.
+    pub(crate) fn report(&self, status: ExitStatus) {
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
+        self.reported.notify_all();
+    }
+}
+
 /// What procwire knows of a process; shared by its [`Child`] and by the
 /// channels that watch it.
 pub(crate) struct ProcState {
     pid: u32,
     pidfd: OwnedFd,
     origin: Origin,
-    status: Mutex<Option<ExitStatus>>,
-    reported: Condvar,
+    cell: std::sync::Arc<StatusCell>,
 }
 
 impl fmt::Debug for ProcState {
@@ -54,15 +70,13 @@ impl ProcState {
             pid,
             pidfd,
             origin,
-            status: Mutex::new(None),
-            reported: Condvar::new(),
+            cell: std::sync::Arc::default(),
         }
     }
 
-    /// Records a status reported by the fork server.
-    pub(crate) fn report(&self, status: ExitStatus) {
-        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
-        self.reported.notify_all();
+    /// Where the fork server's status report goes.
+    pub(crate) fn status_cell(&self) -> &std::sync::Arc<StatusCell> {
+        &self.cell
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -74,7 +88,11 @@ impl ProcState {
     }
 
     fn cached(&self) -> Option<ExitStatus> {
-        *self.status.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .cell
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether the process has exited (its pidfd is readable).
@@ -100,7 +118,11 @@ impl ProcState {
             Origin::Direct => {
                 let status = sys::process::child_status(self.pidfd.as_fd(), false)?;
                 if let Some(s) = status {
-                    *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(s);
+                    *self
+                        .cell
+                        .status
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(s);
                 }
                 Ok(status.or_else(|| self.cached()))
             }
@@ -109,13 +131,18 @@ impl ProcState {
                 let limit = deadline
                     .unwrap_or_else(|| Instant::now() + Duration::from_secs(30))
                     .max(Instant::now() + Duration::from_millis(500));
-                let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut status = self
+                    .cell
+                    .status
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 while status.is_none() {
                     let left = limit.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Ok(None);
                     }
                     status = self
+                        .cell
                         .reported
                         .wait_timeout(status, left)
                         .unwrap_or_else(PoisonError::into_inner)

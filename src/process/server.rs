@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::child::{Origin, ProcState};
+use super::child::{Origin, ProcState, StatusCell};
 use crate::codec::CodecKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::{self, Interest};
@@ -49,7 +49,7 @@ struct Client {
     ctl: Socket,
     next: AtomicU64,
     waiting: Mutex<HashMap<u64, mpsc::Sender<Result<Arc<ProcState>>>>>,
-    procs: Mutex<HashMap<u32, Weak<ProcState>>>,
+    procs: Mutex<HashMap<u32, Weak<StatusCell>>>,
     reader: OnceLock<()>,
 }
 
@@ -162,7 +162,7 @@ fn read_replies(client: &Client) {
                     .map(|pidfd| Arc::new(ProcState::with_pidfd(pid, pidfd, Origin::Server)))
                     .ok_or_else(|| Error::new(ErrorKind::Io, "the fork server sent no pidfd"));
                 if let Ok(state) = &result {
-                    lock(&client.procs).insert(pid, Arc::downgrade(state));
+                    lock(&client.procs).insert(pid, Arc::downgrade(state.status_cell()));
                 }
                 if let Some(tx) = lock(&client.waiting).remove(&id) {
                     let _ = tx.send(result);
@@ -174,8 +174,10 @@ fn read_replies(client: &Client) {
                 }
             }
             Reply::Exited { pid, status } => {
-                if let Some(state) = lock(&client.procs).remove(&pid).and_then(|w| w.upgrade()) {
-                    state.report(std::process::ExitStatus::from_raw(status));
+                // Only the status cell: holding the process state here could
+                // make this thread the last owner of its pidfd.
+                if let Some(cell) = lock(&client.procs).remove(&pid).and_then(|w| w.upgrade()) {
+                    cell.report(std::process::ExitStatus::from_raw(status));
                 }
             }
         }

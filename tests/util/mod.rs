@@ -13,11 +13,30 @@ pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count() - 1
 }
 
+/// What each open descriptor refers to, for a leak report.
+pub fn fd_list() -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some(format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                target.display()
+            ))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
 /// Runs `f` on a thread and fails if it runs past `secs` seconds (a hang
 /// fails, it does not stall CI) or if the number of open descriptors differs
 /// afterwards.
 pub fn checked<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
     let before = fd_count();
+    let listed = fd_list();
     let (done_tx, done_rx) = mpsc::channel();
     let worker = std::thread::spawn(move || {
         let r = f();
@@ -31,7 +50,13 @@ pub fn checked<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'sta
         Ok(r) => r,
         Err(p) => std::panic::resume_unwind(p),
     };
-    assert_eq!(fd_count(), before, "descriptors leaked");
+    if fd_count() != before {
+        panic!(
+            "descriptors leaked: {before} before, {} after\nbefore: {listed:#?}\nafter: {:#?}",
+            fd_count(),
+            fd_list()
+        );
+    }
     r
 }
 
