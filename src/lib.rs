@@ -41,6 +41,8 @@
 //! | codecs | [`codec`]: postcard (default), MessagePack, JSON, raw |
 //! | channels | [`channel`], [`duplex`], [`Options`] → [`Sender`], [`Receiver`], [`Duplex`]; [`Select`] |
 //! | processes | [`Command`] starts any program with a channel (`PROCWIRE_FD`), [`fork`] runs a closure in a child, [`Child`] owns the process; [`from_env`] is the child's end |
+//! | request/reply | [`rpc`]: many calls in flight on one channel; [`Pool`]: worker processes, crash-isolated |
+//! | descriptors in messages | [`Fd`], and channel ends inside messages ([`fd`]) |
 //!
 //! Every descriptor procwire creates is close-on-exec from birth, every
 //! system call lives in one private `sys` module, and every error says what

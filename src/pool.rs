@@ -160,7 +160,18 @@ impl<Req: Message + Clone, Resp: Message> PoolBuilder<Req, Resp> {
     }
 
     /// Starts the workers.
+    ///
+    /// [`How::Fork`] is refused: a pool starts replacement workers from its
+    /// own threads, where forking is unsafe. Use the fork server (call
+    /// [`init`](crate::init); the default) or [`How::Reexec`].
     pub fn build(self) -> Result<Pool<Req, Resp>> {
+        if let Source::Function { how: How::Fork, .. } = self.source {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "a pool cannot fork its workers: it replaces them from its own threads, where \
+                 fork is unsafe; use the fork server (procwire::init(), the default) or How::Reexec",
+            ));
+        }
         let workers = self.workers;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {

@@ -81,6 +81,13 @@ fn call_runs_on_an_idle_worker_and_survives_crashes() {
 }
 
 #[test]
+fn a_forking_pool_is_refused_with_the_reason() {
+    let e = Pool::builder(square).via(How::Fork).build().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.to_string().contains("fork server"), "{e}");
+}
+
+#[test]
 fn in_flight_work_is_bounded_and_queued_tasks_can_be_cancelled() {
     checked(60, || {
         let pool = Pool::builder(sleepy)
