@@ -336,6 +336,7 @@ fn shutdown_finishes_the_work_and_abort_cancels_it() {
         let handles: Vec<_> = (0..6).map(|_| pool.submit(20).unwrap()).collect();
         pool.shutdown().unwrap();
         assert!(handles.into_iter().all(|h| h.wait().unwrap() == 20));
+        assert_eq!(util::zombies(), 0);
 
         let pool = Pool::builder(sleepy)
             .workers(2)
@@ -348,5 +349,6 @@ fn shutdown_finishes_the_work_and_abort_cancels_it() {
         for h in handles {
             assert_eq!(h.wait().unwrap_err().kind(), ErrorKind::Cancelled);
         }
+        assert_eq!(util::zombies(), 0);
     });
 }

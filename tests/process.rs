@@ -7,25 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use procwire::{ByteBuf, Child, CodecKind, Command, Duplex, ErrorKind, Kind, Options};
-use util::{checked, child_command, spawn_child, wait_deadline};
-
-/// Children of this process that are zombies (state Z in /proc/PID/stat).
-fn zombies() -> usize {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|stat| {
-            // pid (comm) state ppid ...: comm may hold spaces; split after ')'.
-            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let mut f = rest.split_whitespace();
-            let state = f.next().unwrap_or("");
-            let ppid = f.next().unwrap_or("");
-            state == "Z" && ppid == me
-        })
-        .count()
-}
+use util::{checked, child_command, spawn_child, wait_deadline, zombies};
 
 fn raise_fd_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};

@@ -208,3 +208,30 @@ fn python_workers_in_a_pool() {
         pool.shutdown().unwrap();
     });
 }
+
+#[test]
+fn the_python_peer_calls_a_rust_server() {
+    checked(60, || {
+        let mut cmd = peer("caller");
+        cmd.stdout(std::process::Stdio::piped());
+        let end = cmd
+            .channel_with::<procwire::rpc::Reply<u64>, procwire::rpc::Call<i64>>(
+                &Options::new().codec(CodecKind::MsgPack),
+            )
+            .unwrap();
+        let mut child = cmd.spawn().unwrap();
+        procwire::rpc::serve(end, |n: i64| {
+            u64::try_from(n)
+                .map(|n| n * n)
+                .map_err(|_| format!("{n} is negative"))
+        })
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        assert!(wait_deadline(&mut child, 20).success());
+        assert_eq!(
+            out.trim(),
+            "[9, 16, 169, 'the handler failed: -1 is negative']"
+        );
+    });
+}

@@ -47,6 +47,14 @@ elif mode == "hello":
 elif mode == "rpc":
     # A pool worker: squares, and a handler error on 13.
     ch.serve(lambda n: n * n if n != 13 else 1 // 0)
+elif mode == "caller":
+    # The Python side calls; the Rust side serves.
+    answers = [ch.call(n) for n in (3, 4, 13)]
+    try:
+        ch.call(-1)
+    except procwire.ProcwireError as e:
+        answers.append(str(e))
+    print(answers, flush=True)
 elif mode == "raw":
     for data in ch:
         ch.send(data[::-1] + b"!")

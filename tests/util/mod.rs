@@ -145,3 +145,21 @@ pub fn orphan_dies_with(parent: &mut procwire::Child, orphan: u32) -> bool {
     };
     poll(&mut fds, Some(&ten)).unwrap() == 1
 }
+
+/// Children of this process that are zombies (state Z in /proc/PID/stat).
+pub fn zombies() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid ...: comm may hold spaces; split after ')'.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let mut f = rest.split_whitespace();
+            let state = f.next().unwrap_or("");
+            let ppid = f.next().unwrap_or("");
+            state == "Z" && ppid == me
+        })
+        .count()
+}
