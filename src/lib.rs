@@ -102,6 +102,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod awaited;
 mod channel;
 pub mod codec;
 mod error;

@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::awaited::Awaited;
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::ProcState;
 use crate::process::{describe, fn_offset, handler_at, init_fn_at};
@@ -276,16 +277,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Where a task's result lands.
 struct Slot<Resp> {
     index: u64,
-    result: Mutex<Option<Result<Resp>>>,
-    done: Condvar,
+    result: Awaited<Result<Resp>>,
     /// Tells an unordered `map` which task finished.
     notify: Option<mpsc::Sender<u64>>,
 }
 
 impl<Resp> Slot<Resp> {
     fn fill(&self, r: Result<Resp>) {
-        *lock(&self.result) = Some(r);
-        self.done.notify_all();
+        self.result.set(r);
         if let Some(n) = &self.notify {
             let _ = n.send(self.index);
         }
@@ -609,8 +608,7 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
         };
         let slot = Arc::new(Slot {
             index,
-            result: Mutex::new(None),
-            done: Condvar::new(),
+            result: Awaited::default(),
             notify,
         });
         q.unfinished += 1;
@@ -790,47 +788,31 @@ pub struct TaskHandle<Req, Resp> {
 impl<Req, Resp> TaskHandle<Req, Resp> {
     /// Waits for the result.
     pub fn wait(self) -> Result<Resp> {
-        let mut r = lock(&self.slot.result);
-        loop {
-            if let Some(result) = r.take() {
-                return result;
-            }
-            r = self
-                .slot
-                .done
-                .wait(r)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        self.slot
+            .result
+            .wait_with(None, Option::take)
+            .unwrap_or_else(|| Err(aborted()))
     }
 
     /// Waits at most `timeout`; [`ErrorKind::Timeout`] if the task has not
     /// finished (it goes on; wait again, or cancel it).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Resp> {
-        let deadline = Instant::now() + timeout;
-        let mut r = lock(&self.slot.result);
-        loop {
-            if let Some(result) = r.take() {
-                return result;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::new(
+        self.slot
+            .result
+            .wait_with(Some(Instant::now() + timeout), Option::take)
+            .unwrap_or_else(|| {
+                Err(Error::new(
                     ErrorKind::Timeout,
                     "the task has not finished yet",
-                ));
-            }
-            r = self
-                .slot
-                .done
-                .wait_timeout(r, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+                ))
+            })
     }
 
     /// The result if the task has finished.
     pub fn try_take(&self) -> Option<Result<Resp>> {
-        lock(&self.slot.result).take()
+        self.slot
+            .result
+            .wait_with(Some(Instant::now()), Option::take)
     }
 
     /// Cancels the task if it has not started: it will never run, and its

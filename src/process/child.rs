@@ -5,7 +5,6 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -20,22 +19,9 @@ pub(crate) enum Origin {
     Server,
 }
 
-/// A process's exit status once known, and a way to wait for it: shared
-/// with whoever reports it (the fork server's reader thread), which so never
-/// holds the pidfd.
-#[derive(Debug, Default)]
-pub(crate) struct StatusCell {
-    status: Mutex<Option<ExitStatus>>,
-    reported: Condvar,
-}
-
-impl StatusCell {
-    /// Records a status reported by the fork server.
-    pub(crate) fn report(&self, status: ExitStatus) {
-        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
-        self.reported.notify_all();
-    }
-}
+/// A process's exit status once known: shared with whoever reports it (the
+/// fork server's reader thread), which so never holds the pidfd.
+pub(crate) type StatusCell = crate::awaited::Awaited<ExitStatus>;
 
 /// What procwire knows of a process; shared by its [`Child`] and by the
 /// channels that watch it.
@@ -88,11 +74,7 @@ impl ProcState {
     }
 
     fn cached(&self) -> Option<ExitStatus> {
-        *self
-            .cell
-            .status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.cell.wait_with(Some(Instant::now()), |s| *s)
     }
 
     /// Whether the process has exited (its pidfd is readable).
@@ -118,11 +100,7 @@ impl ProcState {
             Origin::Direct => {
                 let status = sys::process::child_status(self.pidfd.as_fd(), false)?;
                 if let Some(s) = status {
-                    *self
-                        .cell
-                        .status
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(s);
+                    self.cell.set(s);
                 }
                 Ok(status.or_else(|| self.cached()))
             }
@@ -131,24 +109,7 @@ impl ProcState {
                 let limit = deadline
                     .unwrap_or_else(|| Instant::now() + Duration::from_secs(30))
                     .max(Instant::now() + Duration::from_millis(500));
-                let mut status = self
-                    .cell
-                    .status
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                while status.is_none() {
-                    let left = limit.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(None);
-                    }
-                    status = self
-                        .cell
-                        .reported
-                        .wait_timeout(status, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-                Ok(*status)
+                Ok(self.cell.wait_with(Some(limit), |s| *s))
             }
         }
     }

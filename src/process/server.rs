@@ -177,7 +177,7 @@ fn read_replies(client: &Client) {
                 // Only the status cell: holding the process state here could
                 // make this thread the last owner of its pidfd.
                 if let Some(cell) = lock(&client.procs).remove(&pid).and_then(|w| w.upgrade()) {
-                    cell.report(std::process::ExitStatus::from_raw(status));
+                    cell.set(std::process::ExitStatus::from_raw(status));
                 }
             }
         }
