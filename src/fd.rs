@@ -171,6 +171,39 @@ struct EndRepr {
     fd: Fd,
     codec: String,
     max_frame: u64,
+    /// A shared-memory end: its rings' memfds and capacity.
+    rings: Option<RingsRepr>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RingsRepr {
+    tx: Option<Fd>,
+    rx: Option<Fd>,
+    capacity: u64,
+}
+
+/// What a received end is built on.
+enum Received {
+    /// A plain descriptor, classified like any other.
+    Fd(Options, OwnedFd),
+    /// A shared-memory end, already mapped.
+    Shm(Options, std::sync::Arc<crate::transport::Conn>),
+}
+
+fn received<E: de::Error>(r: EndRepr) -> Result<Received, E> {
+    let options = options_of(&r.codec, r.max_frame)?;
+    let Some(rings) = r.rings else {
+        return Ok(Received::Fd(options, r.fd.0));
+    };
+    let cap = usize::try_from(rings.capacity).map_err(E::custom)?;
+    let conn = crate::transport::Conn::from_shm_parts(
+        r.fd.0,
+        rings.tx.map(Fd::into_inner),
+        rings.rx.map(Fd::into_inner),
+        cap,
+    )
+    .map_err(|e| E::custom(format_args!("the shared-memory end cannot be mapped: {e}")))?;
+    Ok(Received::Shm(options, std::sync::Arc::new(conn)))
 }
 
 fn options_of<E: de::Error>(codec: &str, max_frame: u64) -> Result<Options, E> {
@@ -190,10 +223,19 @@ fn serialize_end<S: Serializer>(
     // shut it down.
     conn.mark_shared();
     let fd = conn.as_fd();
-    let mut st = s.serialize_struct("procwire::End", 3)?;
+    let rings = conn
+        .shm_parts()
+        .map_err(|e| ser::Error::custom(format_args!("duplicating a ring's memfd: {e}")))?
+        .map(|(tx, rx, capacity)| RingsRepr {
+            tx: tx.map(Fd),
+            rx: rx.map(Fd),
+            capacity: capacity as u64,
+        });
+    let mut st = s.serialize_struct("procwire::End", 4)?;
     st.serialize_field("fd", &BorrowedAsFd(fd))?;
     st.serialize_field("codec", codec.name())?;
     st.serialize_field("max_frame", &(max_frame as u64))?;
+    st.serialize_field("rings", &rings)?;
     st.end()
 }
 
@@ -214,10 +256,10 @@ impl<T> Serialize for Sender<T> {
 
 impl<'de, T: Serialize> Deserialize<'de> for Sender<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Sender<T>, D::Error> {
-        let r = EndRepr::deserialize(d)?;
-        options_of(&r.codec, r.max_frame)?
-            .sender(r.fd.0)
-            .map_err(de::Error::custom)
+        match received(EndRepr::deserialize(d)?)? {
+            Received::Shm(options, conn) => Ok(options.sender_on(conn)),
+            Received::Fd(options, fd) => options.sender(fd).map_err(de::Error::custom),
+        }
     }
 }
 
@@ -229,10 +271,10 @@ impl<T> Serialize for Receiver<T> {
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Receiver<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Receiver<T>, D::Error> {
-        let r = EndRepr::deserialize(d)?;
-        options_of(&r.codec, r.max_frame)?
-            .receiver(r.fd.0)
-            .map_err(de::Error::custom)
+        match received(EndRepr::deserialize(d)?)? {
+            Received::Shm(options, conn) => options.receiver_on(conn).map_err(de::Error::custom),
+            Received::Fd(options, fd) => options.receiver(fd).map_err(de::Error::custom),
+        }
     }
 }
 
@@ -245,9 +287,9 @@ impl<A, B> Serialize for Duplex<A, B> {
 
 impl<'de, A: Serialize, B: DeserializeOwned> Deserialize<'de> for Duplex<A, B> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Duplex<A, B>, D::Error> {
-        let r = EndRepr::deserialize(d)?;
-        options_of(&r.codec, r.max_frame)?
-            .duplex_from(r.fd.0)
-            .map_err(de::Error::custom)
+        match received(EndRepr::deserialize(d)?)? {
+            Received::Shm(options, conn) => options.duplex_on(conn).map_err(de::Error::custom),
+            Received::Fd(options, fd) => options.duplex_from(fd).map_err(de::Error::custom),
+        }
     }
 }

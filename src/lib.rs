@@ -113,6 +113,7 @@ mod pipe;
 pub mod pool;
 mod process;
 pub mod rpc;
+mod shm;
 mod socket;
 mod sys;
 mod transport;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::ProcState;
+use crate::shm;
 use crate::sys::{self, FdKind, Interest, SockType};
 
 /// What a channel's descriptor is.
@@ -23,6 +24,9 @@ pub(crate) enum Transport {
     Stream,
     Datagram,
     SeqPacket,
+    /// Shared-memory rings; the descriptor is a SEQPACKET socket that only
+    /// tells each side whether the other is still there.
+    Shm,
 }
 
 impl Transport {
@@ -38,6 +42,7 @@ impl Transport {
             Transport::Stream => "stream socket",
             Transport::Datagram => "datagram socket",
             Transport::SeqPacket => "seqpacket socket",
+            Transport::Shm => "shared-memory ring",
         }
     }
 }
@@ -51,6 +56,36 @@ pub(crate) struct Conn {
     peer: OnceLock<Arc<ProcState>>,
     /// A copy of this end was sent to another process.
     shared: std::sync::atomic::AtomicBool,
+    /// The rings of a shared-memory channel.
+    shm: Option<ShmRings>,
+}
+
+/// A shared-memory end as it travels: copies of the memfds of its writing
+/// and reading rings, and their capacity.
+pub(crate) type ShmParts = (Option<OwnedFd>, Option<OwnedFd>, usize);
+
+/// A shared-memory end's rings: one to write, one to read (either may be
+/// absent on a one-way channel).
+#[derive(Debug)]
+struct ShmRings {
+    tx: Option<std::sync::Mutex<shm::Writer>>,
+    rx: Option<std::sync::Mutex<shm::Reader>>,
+}
+
+fn ring<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn ring_error(e: shm::RingError) -> io::Error {
+    match e {
+        shm::RingError::Corrupt(why) => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the shared-memory ring is corrupt: {why}"),
+        ),
+        // The sender reports EMSGSIZE as FrameTooLarge, with the ring's limit.
+        shm::RingError::TooLarge { .. } => rustix::io::Errno::MSGSIZE.into(),
+        shm::RingError::ReaderGone => io::ErrorKind::BrokenPipe.into(),
+    }
 }
 
 /// What a wait for readiness ended with.
@@ -110,7 +145,7 @@ impl Conn {
         match transport {
             Transport::Pipe => sys::set_nonblocking(fd.as_fd(), true),
             Transport::Datagram | Transport::SeqPacket => sys::enable_passcred(fd.as_fd()),
-            Transport::Stream => Ok(()),
+            Transport::Stream | Transport::Shm => Ok(()),
         }
         .map_err(|e| Error::io("preparing the channel's descriptor", e))?;
         Ok(Conn {
@@ -118,7 +153,167 @@ impl Conn {
             transport,
             peer: OnceLock::new(),
             shared: std::sync::atomic::AtomicBool::new(false),
+            shm: None,
         })
+    }
+
+    /// A shared-memory end: `side` is this end of a SEQPACKET socket pair
+    /// whose other end the peer holds.
+    pub(crate) fn shm(side: OwnedFd, tx: Option<shm::Writer>, rx: Option<shm::Reader>) -> Conn {
+        Conn {
+            fd: side,
+            transport: Transport::Shm,
+            peer: OnceLock::new(),
+            shared: std::sync::atomic::AtomicBool::new(false),
+            shm: Some(ShmRings {
+                tx: tx.map(std::sync::Mutex::new),
+                rx: rx.map(std::sync::Mutex::new),
+            }),
+        }
+    }
+
+    /// Whether the peer still holds its end of the side socket (shared
+    /// memory has no end-of-file of its own).
+    fn peer_alive(&self) -> bool {
+        let mut ready = [false];
+        let hit = sys::poll(
+            &[(self.fd.as_fd(), Interest::Read)],
+            Some(Instant::now()),
+            &mut ready,
+        );
+        // The side socket never carries data: readable means hung up.
+        !matches!(hit, Ok(true))
+            && self.peer.get().is_none_or(|p| {
+                let mut ready = [false];
+                !matches!(
+                    sys::poll(
+                        &[(p.pidfd(), Interest::Read)],
+                        Some(Instant::now()),
+                        &mut ready
+                    ),
+                    Ok(true)
+                )
+            })
+    }
+
+    /// Takes the next shared-memory message into `out`; `Ok(None)` if none
+    /// is there, `Err(UnexpectedEof)`-free: the caller decides about ends.
+    pub(crate) fn shm_read(&self, out: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        let rx = self.shm_rx()?;
+        ring(rx).try_read(out).map_err(ring_error)
+    }
+
+    /// Whether a shared-memory message waits, or the ring's end does (for
+    /// `Select`: a ring cannot be polled).
+    pub(crate) fn shm_ready(&self) -> bool {
+        self.shm
+            .as_ref()
+            .and_then(|s| s.rx.as_ref())
+            .is_some_and(|rx| {
+                let rx = ring(rx);
+                rx.has_message() || rx.writer_closed()
+            })
+    }
+
+    /// Whether the shared-memory writer is done: it closed, or its process
+    /// is gone.
+    pub(crate) fn shm_writer_done(&self) -> bool {
+        let closed = self
+            .shm
+            .as_ref()
+            .and_then(|s| s.rx.as_ref())
+            .is_some_and(|rx| ring(rx).writer_closed());
+        closed || !self.peer_alive()
+    }
+
+    fn shm_rx(&self) -> io::Result<&std::sync::Mutex<shm::Reader>> {
+        self.shm
+            .as_ref()
+            .and_then(|s| s.rx.as_ref())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "this end does not receive"))
+    }
+
+    fn shm_tx(&self) -> io::Result<&std::sync::Mutex<shm::Writer>> {
+        self.shm
+            .as_ref()
+            .and_then(|s| s.tx.as_ref())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "this end does not send"))
+    }
+
+    /// For sending a shared-memory end in a message: copies of the memfds
+    /// of its writing and reading rings, and the rings' capacity.
+    pub(crate) fn shm_parts(&self) -> io::Result<Option<ShmParts>> {
+        let Some(s) = &self.shm else { return Ok(None) };
+        let mut cap = 0;
+        let tx = match &s.tx {
+            Some(tx) => {
+                let w = ring(tx);
+                cap = w.region().len() - shm::DATA;
+                Some(w.region().fd().try_clone()?)
+            }
+            None => None,
+        };
+        let rx = match &s.rx {
+            Some(rx) => {
+                let r = ring(rx);
+                cap = r.region().len() - shm::DATA;
+                Some(r.region().fd().try_clone()?)
+            }
+            None => None,
+        };
+        Ok(Some((tx, rx, cap)))
+    }
+
+    /// A shared-memory end received in a message: maps the rings, checking
+    /// their seals, size and header.
+    pub(crate) fn from_shm_parts(
+        side: OwnedFd,
+        tx: Option<OwnedFd>,
+        rx: Option<OwnedFd>,
+        cap: usize,
+    ) -> io::Result<Conn> {
+        let cap = shm::capacity_for(cap);
+        let len = shm::region_len(cap);
+        let open = |fd: OwnedFd| -> io::Result<(sys::shm::Region, usize)> {
+            let region = sys::shm::Region::open(fd, len)?;
+            let checked = shm::check_header(&region)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
+            Ok((region, checked))
+        };
+        let tx = tx
+            .map(open)
+            .transpose()?
+            .map(|(r, c)| shm::Writer::new(r, c));
+        let rx = rx
+            .map(open)
+            .transpose()?
+            .map(|(r, c)| shm::Reader::new(r, c));
+        Ok(Conn::shm(side, tx, rx))
+    }
+
+    /// Every descriptor this end needs, for a fork hand-over: the side
+    /// socket, and the memfds behind its mappings.
+    pub(crate) fn descriptors(&self, out: &mut Vec<std::os::fd::RawFd>) {
+        use std::os::fd::AsRawFd;
+        out.push(self.fd.as_raw_fd());
+        if let Some(s) = &self.shm {
+            if let Some(tx) = &s.tx {
+                out.push(ring(tx).region().fd().as_raw_fd());
+            }
+            if let Some(rx) = &s.rx {
+                out.push(ring(rx).region().fd().as_raw_fd());
+            }
+        }
+    }
+
+    /// This end stops reading: a shared-memory writer learns it at once.
+    pub(crate) fn close_read(&self) {
+        if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if let Some(rx) = self.shm.as_ref().and_then(|s| s.rx.as_ref()) {
+            ring(rx).close();
+        }
     }
 
     pub(crate) fn transport(&self) -> Transport {
@@ -129,6 +324,12 @@ impl Conn {
     pub(crate) fn write(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
         let bufs = [IoSlice::new(bytes)];
         match self.transport {
+            Transport::Shm => match ring(self.shm_tx()?).try_write(bytes) {
+                Ok(true) => Ok(bytes.len()),
+                Ok(false) if !self.peer_alive() => Err(io::ErrorKind::BrokenPipe.into()),
+                Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
+                Err(e) => Err(ring_error(e)),
+            },
             Transport::Pipe => sys::pipe_write(self.fd.as_fd(), &bufs),
             Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
                 sys::send(self.fd.as_fd(), &bufs, fds, true)
@@ -147,6 +348,10 @@ impl Conn {
             Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
                 sys::recv(self.fd.as_fd(), buf, fds, true)
             }
+            Transport::Shm => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "shared memory is read with shm_read",
+            )),
         }
     }
 
@@ -160,13 +365,14 @@ impl Conn {
     pub(crate) fn message_limit(&self) -> Option<usize> {
         match self.transport {
             Transport::Datagram | Transport::SeqPacket => sys::max_datagram(self.fd.as_fd()).ok(),
+            Transport::Shm => self.shm_tx().ok().map(|tx| ring(tx).max_message()),
             Transport::Pipe | Transport::Stream => None,
         }
     }
 
     /// Whether descriptors can travel on this transport.
     pub(crate) fn carries_fds(&self) -> bool {
-        self.transport != Transport::Pipe
+        !matches!(self.transport, Transport::Pipe | Transport::Shm)
     }
 
     /// Watches `peer`: waits on this channel end from now on also end when
@@ -183,6 +389,9 @@ impl Conn {
     /// supervised peer exits, whichever comes first. Readiness wins over the
     /// peer's exit, so that what it sent before dying is read first.
     pub(crate) fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<Waited> {
+        if self.transport == Transport::Shm {
+            return self.shm_wait(interest, deadline);
+        }
         let Some(peer) = self.peer.get() else {
             let mut ready = [false];
             let hit = sys::poll(&[(self.fd.as_fd(), interest)], deadline, &mut ready)?;
@@ -198,6 +407,26 @@ impl Conn {
         }
         let status = peer.exit_status(Some(Instant::now() + Duration::from_secs(5)))?;
         Ok(Waited::PeerExited(peer.exited_error(status)))
+    }
+
+    fn shm_wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<Waited> {
+        let alive = || self.peer_alive();
+        let waited = match interest {
+            Interest::Read => ring(self.shm_rx()?).wait(deadline, &alive),
+            Interest::Write => ring(self.shm_tx()?).wait(deadline, &alive),
+        };
+        Ok(match waited {
+            shm::Waited::Ready => Waited::Ready,
+            shm::Waited::TimedOut => Waited::TimedOut,
+            shm::Waited::PeerGone => match self.peer.get() {
+                Some(peer) => {
+                    let status = peer.exit_status(Some(Instant::now() + Duration::from_secs(5)))?;
+                    Waited::PeerExited(peer.exited_error(status))
+                }
+                // The caller's next try sees the end.
+                None => Waited::Ready,
+            },
+        })
     }
 
     /// After end-of-stream or a failed send: what became of the supervised
@@ -219,9 +448,14 @@ impl Conn {
     /// a copy of this descriptor lives on elsewhere. Pipes need nothing: the
     /// close does it.
     pub(crate) fn shutdown_write(&self) {
-        // shutdown(2) acts on the socket, not on this descriptor: once a copy
-        // went to another process, that copy must keep working.
+        // shutdown(2) acts on the socket, not on this descriptor (and a ring's
+        // close flag on the ring): once a copy went to another process, that
+        // copy must keep working.
         if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if let Some(tx) = self.shm.as_ref().and_then(|s| s.tx.as_ref()) {
+            ring(tx).close();
             return;
         }
         if matches!(self.transport, Transport::Stream | Transport::SeqPacket) {
@@ -237,7 +471,7 @@ impl Conn {
 
     /// Sets the socket's send buffer (message sockets: the largest datagram).
     pub(crate) fn set_send_buffer(&self, bytes: usize) -> Result<()> {
-        if self.transport == Transport::Pipe {
+        if matches!(self.transport, Transport::Pipe | Transport::Shm) {
             return Ok(());
         }
         sys::set_send_buffer(self.fd.as_fd(), bytes)

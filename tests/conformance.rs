@@ -1,5 +1,6 @@
 //! One conformance suite, run over every transport: pipe, stream, datagram
-//! and seqpacket socket pairs, and a Unix socket connected by path.
+//! and seqpacket socket pairs, a Unix socket connected by path, and shared
+//! memory.
 
 mod util;
 
@@ -17,11 +18,15 @@ enum T {
     Datagram,
     SeqPacket,
     UnixPath,
+    Shm,
 }
 
 impl T {
     fn framed(self) -> bool {
         matches!(self, T::Pipe | T::Stream | T::UnixPath)
+    }
+    fn carries_fds(self) -> bool {
+        !matches!(self, T::Pipe | T::Shm)
     }
     fn has_eof(self) -> bool {
         self != T::Datagram
@@ -37,6 +42,7 @@ fn make_with(t: T, opts: &Options) -> (Sender<ByteBuf>, Receiver<ByteBuf>) {
         T::Stream => opts.socket_channel(Kind::Stream).unwrap(),
         T::Datagram => opts.socket_channel(Kind::Datagram).unwrap(),
         T::SeqPacket => opts.socket_channel(Kind::SeqPacket).unwrap(),
+        T::Shm => opts.shm_channel().unwrap(),
         T::UnixPath => {
             let dir = tempfile::Builder::new()
                 .prefix("pw")
@@ -86,6 +92,9 @@ fn sizes(t: T) {
         let limit = tx.max_message();
         if t.framed() {
             assert_eq!(limit, STREAM_MAX);
+        } else if t == T::Shm {
+            // Half the 1 MiB ring, less a record header.
+            assert_eq!(limit, (512 << 10) - 8);
         } else {
             // The kernel's own limit: SO_SNDBUF less 32 bytes.
             assert!(limit > 100_000 && limit < STREAM_MAX, "{limit}");
@@ -213,7 +222,7 @@ fn timeouts(t: T) {
 fn fd_passing(t: T) {
     checked(30, move || {
         let (tx, rx) = make(t);
-        if t == T::Pipe {
+        if !t.carries_fds() {
             let (_r, w) = procwire::pipe().unwrap();
             let e = tx.send_with_fds(ByteBuf::new(), &[w.as_fd()]).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Unsupported);
@@ -374,4 +383,5 @@ suite! {
     datagram => super::T::Datagram,
     seqpacket => super::T::SeqPacket,
     unix_path => super::T::UnixPath,
+    shm => super::T::Shm,
 }

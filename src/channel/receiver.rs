@@ -14,7 +14,7 @@ use crate::codec::CodecKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::frame::{Frame, FrameDecoder};
 use crate::sys::{self, Interest, Peek};
-use crate::transport::{Conn, Waited};
+use crate::transport::{Conn, Transport, Waited};
 
 /// The receiving end of a typed channel.
 ///
@@ -105,10 +105,44 @@ impl RecvCore {
             return Err(nothing_yet(wait));
         };
         let inc = &mut *pass.state;
-        if self.conn.transport().framed() {
-            self.recv_frame(inc, wait, f)
-        } else {
-            self.recv_datagram(inc, wait, f)
+        match self.conn.transport() {
+            Transport::Shm => self.recv_shm(inc, wait, f),
+            t if t.framed() => self.recv_frame(inc, wait, f),
+            _ => self.recv_datagram(inc, wait, f),
+        }
+    }
+
+    fn recv_shm<R>(
+        &self,
+        inc: &mut Incoming,
+        wait: Wait,
+        f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+    ) -> Result<R> {
+        loop {
+            let got = self
+                .conn
+                .shm_read(&mut inc.datagram)
+                .map_err(|e| Error::io(&self.context(), e))?;
+            if let Some(len) = got {
+                return f(&inc.datagram[..len], Vec::new());
+            }
+            if self.conn.shm_writer_done() {
+                // A message published just before the close is still read.
+                let last = self
+                    .conn
+                    .shm_read(&mut inc.datagram)
+                    .map_err(|e| Error::io(&self.context(), e))?;
+                if let Some(len) = last {
+                    return f(&inc.datagram[..len], Vec::new());
+                }
+                let e =
+                    Error::disconnected("the sender is gone and every message has been received");
+                return Err(match self.conn.peer_fate(Duration::from_millis(100)) {
+                    Some((status, why)) => e.because(&why).with_status(status),
+                    None => e,
+                });
+            }
+            self.wait_readable(wait)?;
         }
     }
 
@@ -257,6 +291,13 @@ impl RecvCore {
 
     pub(crate) fn conn(&self) -> &Arc<Conn> {
         &self.conn
+    }
+}
+
+impl Drop for RecvCore {
+    fn drop(&mut self) {
+        // A shared-memory writer has no socket to tell it: say so in the ring.
+        self.conn.close_read();
     }
 }
 

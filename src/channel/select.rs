@@ -105,13 +105,32 @@ impl<'a> Select<'a> {
                 "nothing to wait on: add a receiver or a descriptor first",
             ));
         }
-        for (i, e) in self.entries.iter().enumerate() {
-            if let Entry::Receiver(core) = e
-                && core.buffered()
-            {
-                return Ok(i);
+        // A shared-memory receiver has no descriptor that turns readable:
+        // while one is selected, poll in short ticks and look at its ring.
+        let has_ring = self.entries.iter().any(
+            |e| matches!(e, Entry::Receiver(c) if c.conn().transport() == crate::transport::Transport::Shm),
+        );
+        loop {
+            for (i, e) in self.entries.iter().enumerate() {
+                if let Entry::Receiver(core) = e
+                    && (core.buffered() || core.conn().shm_ready())
+                {
+                    return Ok(i);
+                }
+            }
+            if !has_ring {
+                return self.poll_once(deadline);
+            }
+            let tick = Instant::now() + Duration::from_millis(1);
+            let until = deadline.map_or(tick, |d| d.min(tick));
+            match self.poll_once(Some(until)) {
+                Err(e) if e.is_timeout() && deadline.is_none_or(|d| Instant::now() < d) => continue,
+                other => return other,
             }
         }
+    }
+
+    fn poll_once(&self, deadline: Option<Instant>) -> Result<usize> {
         // Each entry's descriptor, and for a receiver that supervises a
         // child also the child's pidfd: its exit makes the receiver ready
         // (its next receive reports it).

@@ -150,12 +150,13 @@ impl SendCore {
     fn write_error(&self, e: io::Error, len: usize) -> Error {
         if sys::is_msgsize(&e) {
             let limit = self.conn.message_limit().unwrap_or(0);
-            return Error::too_large(
-                len as u64,
-                limit,
+            let hint = if self.conn.transport() == crate::transport::Transport::Shm {
+                "a ring carries at most half its capacity; raise Options::shm_capacity"
+            } else {
                 "one datagram cannot carry it (wire format v1 never splits a message); \
-                 use a stream socket, or raise the socket's send buffer",
-            );
+                 use a stream socket, or raise the socket's send buffer"
+            };
+            return Error::too_large(len as u64, limit, hint);
         }
         if sys::is_disconnect(&e) {
             let err = Error::io("the receiver is gone", e);

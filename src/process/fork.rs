@@ -45,7 +45,7 @@ inherit_fd!(OwnedFd, PipeReader, PipeWriter, Socket);
 
 impl<T> Inherit for Sender<T> {
     fn descriptors(&self, out: &mut Vec<RawFd>) {
-        out.push(self.as_fd().as_raw_fd());
+        self.core().conn().descriptors(out);
     }
 
     fn handed_over(&self) {
@@ -55,7 +55,7 @@ impl<T> Inherit for Sender<T> {
 
 impl<T> Inherit for Receiver<T> {
     fn descriptors(&self, out: &mut Vec<RawFd>) {
-        out.push(self.as_fd().as_raw_fd());
+        self.core().conn().descriptors(out);
     }
 
     fn handed_over(&self) {
@@ -65,7 +65,7 @@ impl<T> Inherit for Receiver<T> {
 
 impl<A, B> Inherit for Duplex<A, B> {
     fn descriptors(&self, out: &mut Vec<RawFd>) {
-        out.push(self.as_fd().as_raw_fd());
+        self.conn().descriptors(out);
     }
 
     fn handed_over(&self) {

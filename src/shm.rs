@@ -1,0 +1,488 @@
+//! The shared-memory ring behind the `shm` transport.
+//!
+//! One ring carries one direction: a single producer and a single consumer,
+//! each in its own process (or thread), sharing a sealed memfd mapped once.
+//! A message is a record `[len: u32][flags: u32][payload][pad to 8]`,
+//! published by storing the new tail; a record that would cross the end of
+//! the data area is preceded by a wrap marker (`len = u32::MAX`). The largest
+//! message is half the data area less 8 bytes, so that any record fits once
+//! the ring has drained.
+//!
+//! The peer is untrusted: each process keeps its own position (the producer
+//! its tail, the consumer its head) and only *reads* the other's from shared
+//! memory, once per operation, checking it against its own before use. A
+//! corrupt header or position is an error, never an out-of-bounds access or
+//! an endless loop; a message is copied out before it is decoded, so the peer
+//! cannot change it under the decoder.
+//!
+//! Waiting is adaptive: spin briefly (good when the peer runs on the other
+//! CPU), then yield (good when it shares ours), then sleep on a futex, waking
+//! every 10 ms to check that the peer is still alive.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::sys::shm::{Region, futex_wait, futex_wake, yield_now};
+
+const MAGIC: u64 = u64::from_le_bytes(*b"PWSHM001");
+const OFF_MAGIC: usize = 0;
+const OFF_CAP: usize = 8;
+const OFF_TAIL: usize = 64;
+const OFF_HEAD: usize = 128;
+const OFF_DATA_SEQ: usize = 192;
+const OFF_READER_WAITING: usize = 196;
+const OFF_WRITER_CLOSED: usize = 200;
+const OFF_SPACE_SEQ: usize = 256;
+const OFF_WRITER_WAITING: usize = 260;
+const OFF_READER_GONE: usize = 264;
+/// Where the data area starts.
+pub(crate) const DATA: usize = 512;
+const RECORD_HEADER: usize = 8;
+const WRAP: u32 = u32::MAX;
+
+/// The smallest and largest data areas accepted.
+pub(crate) const MIN_CAPACITY: usize = 4096;
+pub(crate) const MAX_CAPACITY: usize = 1 << 30;
+
+/// What went wrong in the ring.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RingError {
+    /// The shared header or a record is inconsistent: the peer is broken or
+    /// hostile. The ring cannot be used any more.
+    Corrupt(String),
+    /// The message can never fit in this ring.
+    TooLarge { len: usize, max: usize },
+    /// The consumer is gone.
+    ReaderGone,
+}
+
+fn pad8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// The region size for a data area of `capacity` bytes (a power of two).
+pub(crate) fn region_len(capacity: usize) -> usize {
+    DATA + capacity
+}
+
+/// Checks a requested capacity and rounds it up to a power of two.
+pub(crate) fn capacity_for(requested: usize) -> usize {
+    requested
+        .clamp(MIN_CAPACITY, MAX_CAPACITY)
+        .next_power_of_two()
+}
+
+/// Writes the header of a fresh region.
+pub(crate) fn init(region: &Region, capacity: usize) {
+    region
+        .u64_at(OFF_CAP)
+        .store(capacity as u64, Ordering::Relaxed);
+    region.u64_at(OFF_MAGIC).store(MAGIC, Ordering::Release);
+}
+
+/// Reads and checks the header of a region received from a peer: the
+/// capacity it claims must be what the mapping holds.
+pub(crate) fn check_header(region: &Region) -> Result<usize, RingError> {
+    if region.u64_at(OFF_MAGIC).load(Ordering::Acquire) != MAGIC {
+        return Err(RingError::Corrupt(
+            "not a procwire shared-memory ring".into(),
+        ));
+    }
+    let cap = region.u64_at(OFF_CAP).load(Ordering::Relaxed) as usize;
+    if !cap.is_power_of_two()
+        || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap)
+        || region_len(cap) != region.len()
+    {
+        return Err(RingError::Corrupt(format!(
+            "the ring claims a capacity of {cap} bytes"
+        )));
+    }
+    Ok(cap)
+}
+
+/// The producing end of a ring.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    region: Region,
+    cap: usize,
+    /// Our own position: never read back from shared memory.
+    tail: u64,
+}
+
+/// The consuming end of a ring.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    region: Region,
+    cap: usize,
+    head: u64,
+}
+
+impl Writer {
+    pub(crate) fn new(region: Region, cap: usize) -> Writer {
+        let tail = region.u64_at(OFF_TAIL).load(Ordering::Acquire);
+        Writer { region, cap, tail }
+    }
+
+    /// The largest payload this ring carries.
+    pub(crate) fn max_message(&self) -> usize {
+        self.cap / 2 - RECORD_HEADER
+    }
+
+    /// Publishes `payload` if there is room; `Ok(false)` if the ring is full.
+    pub(crate) fn try_write(&mut self, payload: &[u8]) -> Result<bool, RingError> {
+        if payload.len() > self.max_message() {
+            return Err(RingError::TooLarge {
+                len: payload.len(),
+                max: self.max_message(),
+            });
+        }
+        if self.region.u32_at(OFF_READER_GONE).load(Ordering::Acquire) != 0 {
+            return Err(RingError::ReaderGone);
+        }
+        let head = self.region.u64_at(OFF_HEAD).load(Ordering::Acquire);
+        let used = self.tail.wrapping_sub(head);
+        if head > self.tail || used > self.cap as u64 {
+            return Err(RingError::Corrupt(format!(
+                "the reader's position {head} is not within {} bytes behind ours ({})",
+                self.cap, self.tail
+            )));
+        }
+        let free = self.cap - used as usize;
+        let off = (self.tail % self.cap as u64) as usize;
+        let record = RECORD_HEADER + pad8(payload.len());
+        let to_end = self.cap - off;
+        let needed = if record <= to_end {
+            record
+        } else {
+            to_end + record
+        };
+        if needed > free {
+            return Ok(false);
+        }
+        let mut at = off;
+        if record > to_end {
+            // Nothing fits before the end: mark the rest as skipped.
+            self.region.write(DATA + at, &WRAP.to_le_bytes());
+            at = 0;
+        }
+        let mut header = [0u8; RECORD_HEADER];
+        header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.region.write(DATA + at, &header);
+        self.region.write(DATA + at + RECORD_HEADER, payload);
+        self.tail += needed as u64;
+        // SeqCst pairs with the reader's "set waiting, re-check tail": one of
+        // the two sees the other, so no wake-up is lost.
+        self.region
+            .u64_at(OFF_TAIL)
+            .store(self.tail, Ordering::SeqCst);
+        if self
+            .region
+            .u32_at(OFF_READER_WAITING)
+            .load(Ordering::SeqCst)
+            != 0
+        {
+            let seq = self.region.u32_at(OFF_DATA_SEQ);
+            seq.fetch_add(1, Ordering::SeqCst);
+            futex_wake(seq);
+        }
+        Ok(true)
+    }
+
+    /// Tells the reader no more messages come (after those published).
+    pub(crate) fn close(&self) {
+        self.region
+            .u32_at(OFF_WRITER_CLOSED)
+            .store(1, Ordering::SeqCst);
+        let seq = self.region.u32_at(OFF_DATA_SEQ);
+        seq.fetch_add(1, Ordering::SeqCst);
+        futex_wake(seq);
+    }
+
+    /// Waits for room (or the reader's departure) until `deadline`, using
+    /// `alive` to check the peer while asleep.
+    pub(crate) fn wait(&self, deadline: Option<Instant>, alive: &dyn Fn() -> bool) -> Waited {
+        let region = &self.region;
+        let tail = self.tail;
+        let cap = self.cap as u64;
+        adaptive_wait(
+            region.u32_at(OFF_SPACE_SEQ),
+            region.u32_at(OFF_WRITER_WAITING),
+            &|| {
+                // "Room" is any progress of the reader: the caller retries.
+                let head = region.u64_at(OFF_HEAD).load(Ordering::SeqCst);
+                tail.wrapping_sub(head) < cap
+                    || region.u32_at(OFF_READER_GONE).load(Ordering::Acquire) != 0
+            },
+            deadline,
+            alive,
+        )
+    }
+
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+}
+
+impl Reader {
+    pub(crate) fn new(region: Region, cap: usize) -> Reader {
+        let head = region.u64_at(OFF_HEAD).load(Ordering::Acquire);
+        Reader { region, cap, head }
+    }
+
+    /// Takes the next message into `out` (resized to fit); `Ok(None)` if
+    /// there is none now.
+    pub(crate) fn try_read(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, RingError> {
+        // A wrap marker is followed by a record, so this loop runs twice at
+        // most; the bound keeps a hostile ring from spinning it.
+        for _ in 0..2 {
+            let tail = self.region.u64_at(OFF_TAIL).load(Ordering::Acquire);
+            let avail = tail.wrapping_sub(self.head);
+            if tail < self.head || avail > self.cap as u64 {
+                return Err(RingError::Corrupt(format!(
+                    "the writer's position {tail} is not within {} bytes ahead of ours ({})",
+                    self.cap, self.head
+                )));
+            }
+            if avail == 0 {
+                return Ok(None);
+            }
+            let off = (self.head % self.cap as u64) as usize;
+            let to_end = self.cap - off;
+            if avail < RECORD_HEADER as u64 || to_end < RECORD_HEADER {
+                return Err(RingError::Corrupt("a record header is cut off".into()));
+            }
+            let mut header = [0u8; RECORD_HEADER];
+            self.region.read(DATA + off, &mut header);
+            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+            if len == WRAP {
+                if (to_end as u64) > avail {
+                    return Err(RingError::Corrupt(
+                        "a wrap marker past the writer's position".into(),
+                    ));
+                }
+                self.head += to_end as u64;
+                continue;
+            }
+            let len = len as usize;
+            let record = RECORD_HEADER + pad8(len);
+            if len > self.cap / 2 - RECORD_HEADER || record > to_end || record as u64 > avail {
+                return Err(RingError::Corrupt(format!(
+                    "a record of {len} bytes does not fit what was published"
+                )));
+            }
+            if out.len() < len {
+                out.resize(len, 0);
+            }
+            self.region
+                .read(DATA + off + RECORD_HEADER, &mut out[..len]);
+            self.head += record as u64;
+            self.region
+                .u64_at(OFF_HEAD)
+                .store(self.head, Ordering::SeqCst);
+            if self
+                .region
+                .u32_at(OFF_WRITER_WAITING)
+                .load(Ordering::SeqCst)
+                != 0
+            {
+                let seq = self.region.u32_at(OFF_SPACE_SEQ);
+                seq.fetch_add(1, Ordering::SeqCst);
+                futex_wake(seq);
+            }
+            return Ok(Some(len));
+        }
+        Err(RingError::Corrupt("two wrap markers in a row".into()))
+    }
+
+    /// Whether a message is waiting (for `Select`, which cannot poll a
+    /// ring).
+    pub(crate) fn has_message(&self) -> bool {
+        self.region.u64_at(OFF_TAIL).load(Ordering::Acquire) != self.head
+    }
+
+    /// Whether the writer said it is done.
+    pub(crate) fn writer_closed(&self) -> bool {
+        self.region
+            .u32_at(OFF_WRITER_CLOSED)
+            .load(Ordering::Acquire)
+            != 0
+    }
+
+    /// Tells the writer nobody reads any more.
+    pub(crate) fn close(&self) {
+        self.region
+            .u32_at(OFF_READER_GONE)
+            .store(1, Ordering::SeqCst);
+        let seq = self.region.u32_at(OFF_SPACE_SEQ);
+        seq.fetch_add(1, Ordering::SeqCst);
+        futex_wake(seq);
+    }
+
+    /// Waits for a message (or the writer's close) until `deadline`.
+    pub(crate) fn wait(&self, deadline: Option<Instant>, alive: &dyn Fn() -> bool) -> Waited {
+        let region = &self.region;
+        let head = self.head;
+        adaptive_wait(
+            region.u32_at(OFF_DATA_SEQ),
+            region.u32_at(OFF_READER_WAITING),
+            &|| {
+                region.u64_at(OFF_TAIL).load(Ordering::SeqCst) != head
+                    || region.u32_at(OFF_WRITER_CLOSED).load(Ordering::Acquire) != 0
+            },
+            deadline,
+            alive,
+        )
+    }
+
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+}
+
+/// How a wait ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Waited {
+    Ready,
+    TimedOut,
+    PeerGone,
+}
+
+/// Spins this many times before yielding.
+const SPINS: u32 = 200;
+/// Yields this many times before sleeping.
+const YIELDS: u32 = 16;
+/// A sleeper wakes this often to check that the peer lives.
+const TICK: Duration = Duration::from_millis(10);
+
+fn adaptive_wait(
+    seq: &AtomicU32,
+    waiting: &AtomicU32,
+    ready: &dyn Fn() -> bool,
+    deadline: Option<Instant>,
+    alive: &dyn Fn() -> bool,
+) -> Waited {
+    for _ in 0..SPINS {
+        if ready() {
+            return Waited::Ready;
+        }
+        std::hint::spin_loop();
+    }
+    for _ in 0..YIELDS {
+        if ready() {
+            return Waited::Ready;
+        }
+        yield_now();
+    }
+    loop {
+        let seen = seq.load(Ordering::SeqCst);
+        waiting.store(1, Ordering::SeqCst);
+        if ready() {
+            waiting.store(0, Ordering::SeqCst);
+            return Waited::Ready;
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            waiting.store(0, Ordering::SeqCst);
+            return Waited::TimedOut;
+        }
+        futex_wait(seq, seen, left.map_or(TICK, |l| l.min(TICK)));
+        waiting.store(0, Ordering::SeqCst);
+        if ready() {
+            return Waited::Ready;
+        }
+        if !alive() {
+            return Waited::PeerGone;
+        }
+    }
+}
+
+/// For tests and fuzzing: the header fields a hostile peer can scribble on.
+#[cfg(test)]
+fn scribble(region: &Region, tail: u64, head: u64, at: usize, bytes: &[u8]) {
+    region.u64_at(OFF_TAIL).store(tail, Ordering::SeqCst);
+    region.u64_at(OFF_HEAD).store(head, Ordering::SeqCst);
+    region.write(DATA + at, bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(cap: usize) -> (Writer, Reader) {
+        let cap = capacity_for(cap);
+        let region = Region::create(region_len(cap)).unwrap();
+        init(&region, cap);
+        let other = Region::open(region.fd().try_clone().unwrap(), region_len(cap)).unwrap();
+        assert_eq!(check_header(&other).unwrap(), cap);
+        (Writer::new(region, cap), Reader::new(other, cap))
+    }
+
+    #[test]
+    fn messages_of_every_size_wrap_around_intact() {
+        let (mut w, mut r) = pair(4096);
+        let mut out = Vec::new();
+        for round in 0..2000usize {
+            let len = (round * 37) % (w.max_message() + 1);
+            let msg: Vec<u8> = (0..len).map(|i| (i + round) as u8).collect();
+            assert!(w.try_write(&msg).unwrap(), "round {round}");
+            let n = r.try_read(&mut out).unwrap().unwrap();
+            assert_eq!(&out[..n], &msg[..]);
+        }
+        assert_eq!(r.try_read(&mut out).unwrap(), None);
+    }
+
+    #[test]
+    fn a_full_ring_says_so_and_a_too_large_message_is_refused() {
+        let (mut w, mut r) = pair(4096);
+        let mut sent = 0;
+        while w.try_write(&[7; 100]).unwrap() {
+            sent += 1;
+        }
+        assert_eq!(sent, 4096 / 112);
+        assert!(matches!(
+            w.try_write(&vec![0; 3000]),
+            Err(RingError::TooLarge { .. })
+        ));
+        let mut out = Vec::new();
+        for _ in 0..sent {
+            assert_eq!(r.try_read(&mut out).unwrap(), Some(100));
+        }
+        assert!(w.try_write(&[1; 100]).unwrap());
+        r.close();
+        assert_eq!(w.try_write(&[1]), Err(RingError::ReaderGone));
+    }
+
+    #[test]
+    fn a_scribbled_ring_is_an_error_never_a_crash() {
+        let (_w, mut r) = pair(4096);
+        let mut out = Vec::new();
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut errors = 0;
+        for _ in 0..1_000_000u32 {
+            let head = r.head;
+            let tail = match next() % 4 {
+                0 => next(),
+                1 => head + next() % 8192,
+                _ => head + next() % 64,
+            };
+            let at = (next() % 4096) as usize & !7;
+            let bytes = next().to_le_bytes();
+            scribble(r.region(), tail, head, at, &bytes);
+            match r.try_read(&mut out) {
+                Ok(_) => {}
+                Err(RingError::Corrupt(_)) => errors += 1,
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+            assert!(out.len() <= 4096, "never more than the ring holds");
+            // Start each round from a consistent position.
+            r.head = r.region().u64_at(OFF_HEAD).load(Ordering::SeqCst).max(head);
+        }
+        assert!(errors > 1000, "the fuzzer hit the checks {errors} times");
+    }
+}

@@ -1,0 +1,107 @@
+//! Shared memory across real processes: a writer killed mid-write, a peer
+//! that exits, a hostile header, and the lesson's request/reply.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use procwire::{ByteBuf, CodecKind, Duplex, ErrorKind, How, Options, Receiver, Sender, task};
+use util::{checked, wait_deadline};
+
+procwire::init_before_main!();
+
+/// A task that receives a shared-memory duplex and answers on it.
+fn lifter(_: (), ctl: Duplex<(), Duplex<String, String>>) {
+    let ch = ctl.recv().unwrap();
+    for job in ch.iter() {
+        ch.send(format!("{} accomplished!", job.unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn request_reply_over_shared_memory_with_a_child_process() {
+    checked(30, || {
+        let (mine, theirs) = Options::new().shm_duplex::<String, String>().unwrap();
+        let (mut child, ctl) = task(lifter, ()).via(How::Server).spawn().unwrap();
+        ctl.send(theirs).unwrap();
+        mine.supervise(&child);
+        for job in ["Heavy lifting", "Feather lifting"] {
+            assert_eq!(
+                mine.request(job.into()).unwrap(),
+                format!("{job} accomplished!")
+            );
+        }
+        drop(mine); // the child's loop ends at the ring's close
+        assert!(wait_deadline(&mut child, 20).success());
+    });
+}
+
+/// Streams large messages until killed.
+fn streamer(_: (), ctl: Duplex<(), Sender<ByteBuf>>) {
+    let tx = ctl.recv().unwrap();
+    let mut n = 0u8;
+    loop {
+        n = n.wrapping_add(1);
+        if tx.send(ByteBuf::from(vec![n; 200_000])).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_writer_killed_mid_write_never_hands_over_half_a_message() {
+    checked(60, || {
+        let opts = Options::new().codec(CodecKind::Raw);
+        let (tx, rx): (Sender<ByteBuf>, Receiver<ByteBuf>) = opts.shm_channel().unwrap();
+        let (mut child, ctl) = task(streamer, ()).via(How::Server).spawn().unwrap();
+        ctl.send(tx).unwrap();
+        // Read some, then kill the writer while it is busy writing.
+        for _ in 0..20 {
+            let m = rx.recv().unwrap();
+            assert_eq!(m.len(), 200_000);
+            assert!(m.iter().all(|&b| b == m[0]), "a torn message");
+        }
+        child.kill().unwrap();
+        wait_deadline(&mut child, 10);
+        // What was published arrives whole; then the end, not a hang.
+        let started = Instant::now();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(m) => assert!(m.iter().all(|&b| b == m[0]) && m.len() == 200_000),
+                Err(e) => {
+                    assert!(e.is_disconnected(), "{e}");
+                    break;
+                }
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+    });
+}
+
+fn exits_at_once(_: (), ctl: Duplex<(), Receiver<u32>>) {
+    let _rx = ctl.recv().unwrap();
+    std::process::exit(0);
+}
+
+#[test]
+fn a_reader_that_exits_fails_the_blocked_writer() {
+    checked(30, || {
+        let (tx, rx) = Options::new()
+            .shm_capacity(4096)
+            .shm_channel::<u32>()
+            .unwrap();
+        let (mut child, ctl) = task(exits_at_once, ()).via(How::Server).spawn().unwrap();
+        ctl.send(rx).unwrap();
+        // The ring holds a few hundred; the writer blocks, then must learn
+        // that the reader's process is gone.
+        let started = Instant::now();
+        let e = loop {
+            if let Err(e) = tx.send(7) {
+                break e;
+            }
+        };
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(wait_deadline(&mut child, 10).success());
+    });
+}
