@@ -107,6 +107,7 @@ pub(crate) struct Writer {
     cap: usize,
     /// Our own position: never read back from shared memory.
     tail: u64,
+    spins: Spins,
 }
 
 /// The consuming end of a ring.
@@ -115,12 +116,18 @@ pub(crate) struct Reader {
     region: Region,
     cap: usize,
     head: u64,
+    spins: Spins,
 }
 
 impl Writer {
     pub(crate) fn new(region: Region, cap: usize) -> Writer {
         let tail = region.u64_at(OFF_TAIL).load(Ordering::Acquire);
-        Writer { region, cap, tail }
+        Writer {
+            region,
+            cap,
+            tail,
+            spins: Spins::default(),
+        }
     }
 
     /// The largest payload this ring carries.
@@ -200,11 +207,12 @@ impl Writer {
 
     /// Waits for room (or the reader's departure) until `deadline`, using
     /// `alive` to check the peer while asleep.
-    pub(crate) fn wait(&self, deadline: Option<Instant>, alive: &dyn Fn() -> bool) -> Waited {
+    pub(crate) fn wait(&mut self, deadline: Option<Instant>, alive: &dyn Fn() -> bool) -> Waited {
         let region = &self.region;
         let tail = self.tail;
         let cap = self.cap as u64;
         adaptive_wait(
+            &mut self.spins,
             region.u32_at(OFF_SPACE_SEQ),
             region.u32_at(OFF_WRITER_WAITING),
             &|| {
@@ -226,7 +234,12 @@ impl Writer {
 impl Reader {
     pub(crate) fn new(region: Region, cap: usize) -> Reader {
         let head = region.u64_at(OFF_HEAD).load(Ordering::Acquire);
-        Reader { region, cap, head }
+        Reader {
+            region,
+            cap,
+            head,
+            spins: Spins::default(),
+        }
     }
 
     /// Takes the next message into `out` (resized to fit); `Ok(None)` if
@@ -319,10 +332,11 @@ impl Reader {
     }
 
     /// Waits for a message (or the writer's close) until `deadline`.
-    pub(crate) fn wait(&self, deadline: Option<Instant>, alive: &dyn Fn() -> bool) -> Waited {
+    pub(crate) fn wait(&mut self, deadline: Option<Instant>, alive: &dyn Fn() -> bool) -> Waited {
         let region = &self.region;
         let head = self.head;
         adaptive_wait(
+            &mut self.spins,
             region.u32_at(OFF_DATA_SEQ),
             region.u32_at(OFF_READER_WAITING),
             &|| {
@@ -347,32 +361,65 @@ pub(crate) enum Waited {
     PeerGone,
 }
 
-/// Spins this many times before yielding.
-const SPINS: u32 = 200;
-/// Yields this many times before sleeping.
+/// How long one end spins before yielding, learnt from where its recent
+/// waits ended. Spinning pays when the peer runs on another CPU and answers
+/// within microseconds; when both share a CPU it only delays the peer.
+/// - the wait ended while spinning: spin up to twice as long as it took;
+/// - it ended while yielding (the peer shares our CPU): halve the budget;
+/// - it ended asleep: the answer took long or the peer was far; probe by
+///   doubling the budget (up to `MAX_SPIN`), so that a fast peer on another
+///   CPU is caught spinning from then on.
+#[derive(Debug)]
+pub(crate) struct Spins(Duration);
+
+/// The longest a wait spins.
+const MAX_SPIN: Duration = Duration::from_micros(50);
+
+impl Default for Spins {
+    fn default() -> Spins {
+        Spins(Duration::from_micros(5))
+    }
+}
+
+/// Yields this many times before sleeping: each lets a peer on this CPU run.
 const YIELDS: u32 = 16;
 /// A sleeper wakes this often to check that the peer lives.
 const TICK: Duration = Duration::from_millis(10);
 
 fn adaptive_wait(
+    spins: &mut Spins,
     seq: &AtomicU32,
     waiting: &AtomicU32,
     ready: &dyn Fn() -> bool,
     deadline: Option<Instant>,
     alive: &dyn Fn() -> bool,
 ) -> Waited {
-    for _ in 0..SPINS {
-        if ready() {
-            return Waited::Ready;
+    let start = Instant::now();
+    if !spins.0.is_zero() {
+        loop {
+            for _ in 0..64 {
+                if ready() {
+                    spins.0 = (start.elapsed() * 2).clamp(Duration::from_micros(1), MAX_SPIN);
+                    return Waited::Ready;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= spins.0 {
+                break;
+            }
         }
-        std::hint::spin_loop();
     }
     for _ in 0..YIELDS {
+        yield_now();
         if ready() {
+            spins.0 /= 2;
+            if spins.0 < Duration::from_micros(1) {
+                spins.0 = Duration::ZERO;
+            }
             return Waited::Ready;
         }
-        yield_now();
     }
+    spins.0 = (spins.0 * 2).clamp(Duration::from_micros(1), MAX_SPIN);
     loop {
         let seen = seq.load(Ordering::SeqCst);
         waiting.store(1, Ordering::SeqCst);

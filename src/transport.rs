@@ -215,15 +215,13 @@ impl Conn {
             })
     }
 
-    /// Whether the shared-memory writer is done: it closed, or its process
-    /// is gone.
-    pub(crate) fn shm_writer_done(&self) -> bool {
-        let closed = self
-            .shm
+    /// Whether the shared-memory writer said it is done (a writer that died
+    /// without saying so is noticed by the wait).
+    pub(crate) fn shm_writer_closed(&self) -> bool {
+        self.shm
             .as_ref()
             .and_then(|s| s.rx.as_ref())
-            .is_some_and(|rx| ring(rx).writer_closed());
-        closed || !self.peer_alive()
+            .is_some_and(|rx| ring(rx).writer_closed())
     }
 
     fn shm_rx(&self) -> io::Result<&std::sync::Mutex<shm::Reader>> {
@@ -414,6 +412,7 @@ impl Conn {
         let waited = match interest {
             Interest::Read => ring(self.shm_rx()?).wait(deadline, &alive),
             Interest::Write => ring(self.shm_tx()?).wait(deadline, &alive),
+            // (each end keeps its own spin budget)
         };
         Ok(match waited {
             shm::Waited::Ready => Waited::Ready,
@@ -423,8 +422,9 @@ impl Conn {
                     let status = peer.exit_status(Some(Instant::now() + Duration::from_secs(5)))?;
                     Waited::PeerExited(peer.exited_error(status))
                 }
-                // The caller's next try sees the end.
-                None => Waited::Ready,
+                None => Waited::PeerExited(Error::disconnected(
+                    "the process at the other end of the shared-memory ring is gone",
+                )),
             },
         })
     }

@@ -1,5 +1,6 @@
 //! `procwire`: the lesson "Processes Can Communicate", live.
 
+mod bench;
 mod demo;
 mod pool;
 
@@ -22,6 +23,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Measure every procwire transport against the raw syscalls of the same
+    /// transport on this machine, and print one table.
+    Bench {
+        /// A few seconds instead of about a minute.
+        #[arg(long)]
+        quick: bool,
+        /// Print one JSON array on stdout (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
+        /// Where the two processes run.
+        #[arg(long, value_enum, default_value = "same")]
+        pin: bench::Pin,
+        /// Transports to measure (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        transports: Vec<bench::Transport>,
+        /// Message sizes in bytes (default: 64,4096,65536,1048576).
+        #[arg(long, value_delimiter = ',')]
+        sizes: Vec<usize>,
+    },
     /// Run the lesson's scenarios across real processes, narrating each step
     /// and checking its results (exits non-zero if any check fails).
     Demo {
@@ -80,6 +100,28 @@ fn run() -> anyhow::Result<ExitCode> {
     procwire::init()?;
     match Cli::parse().command {
         Command::Demo { only } => demo::run(only.as_deref()),
+        Command::Bench {
+            quick,
+            json,
+            pin,
+            transports,
+            sizes,
+        } => bench::run(bench::Config {
+            quick,
+            json,
+            pin,
+            transports: if transports.is_empty() {
+                bench::Transport::ALL.to_vec()
+            } else {
+                transports
+            },
+            sizes: if sizes.is_empty() {
+                vec![64, 4096, 65536, 1 << 20]
+            } else {
+                sizes
+            },
+        })
+        .map(|()| ExitCode::SUCCESS),
         Command::Child { role } => demo::child(&role).map(|()| ExitCode::SUCCESS),
         Command::Pool {
             jobs,

@@ -118,31 +118,36 @@ impl RecvCore {
         wait: Wait,
         f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
     ) -> Result<R> {
-        loop {
-            let got = self
-                .conn
+        let read = |inc: &mut Incoming| {
+            self.conn
                 .shm_read(&mut inc.datagram)
-                .map_err(|e| Error::io(&self.context(), e))?;
-            if let Some(len) = got {
+                .map_err(|e| Error::io(&self.context(), e))
+        };
+        loop {
+            if let Some(len) = read(inc)? {
                 return f(&inc.datagram[..len], Vec::new());
             }
-            if self.conn.shm_writer_done() {
-                // A message published just before the close is still read.
-                let last = self
-                    .conn
-                    .shm_read(&mut inc.datagram)
-                    .map_err(|e| Error::io(&self.context(), e))?;
-                if let Some(len) = last {
-                    return f(&inc.datagram[..len], Vec::new());
+            let ended = if self.conn.shm_writer_closed() {
+                Error::disconnected("the sender is gone and every message has been received")
+            } else {
+                match self.wait_readable(wait) {
+                    Ok(()) => continue,
+                    Err(e) if e.kind() == ErrorKind::Timeout || e.kind() == ErrorKind::Empty => {
+                        return Err(e);
+                    }
+                    Err(e) => e,
                 }
-                let e =
-                    Error::disconnected("the sender is gone and every message has been received");
-                return Err(match self.conn.peer_fate(Duration::from_millis(100)) {
-                    Some((status, why)) => e.because(&why).with_status(status),
-                    None => e,
-                });
+            };
+            // A message published just before the end is still delivered.
+            if let Some(len) = read(inc)? {
+                return f(&inc.datagram[..len], Vec::new());
             }
-            self.wait_readable(wait)?;
+            return Err(match self.conn.peer_fate(Duration::from_millis(100)) {
+                Some((status, why)) if ended.exit_status().is_none() => {
+                    ended.because(&why).with_status(status)
+                }
+                _ => ended,
+            });
         }
     }
 
