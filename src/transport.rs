@@ -335,6 +335,26 @@ impl Conn {
         }
     }
 
+    /// Reads, adopting any descriptors that came along. Without blocking,
+    /// unless `block` and the transport can: a socket that supervises no
+    /// child then sleeps in recvmsg(2) itself, one system call instead of
+    /// try, poll, read.
+    pub(crate) fn read_maybe_blocking(
+        &self,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+        block: bool,
+    ) -> io::Result<sys::Received> {
+        let socket = matches!(
+            self.transport,
+            Transport::Stream | Transport::Datagram | Transport::SeqPacket
+        );
+        if block && socket && self.peer.get().is_none() {
+            return sys::recv(self.fd.as_fd(), buf, fds, false);
+        }
+        self.read(buf, fds)
+    }
+
     /// Reads without blocking, adopting any descriptors that came along.
     pub(crate) fn read(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<sys::Received> {
         match self.transport {
@@ -342,6 +362,7 @@ impl Conn {
                 len,
                 full_len: len,
                 fds_lost: false,
+                creds: false,
             }),
             Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
                 sys::recv(self.fd.as_fd(), buf, fds, true)
@@ -351,11 +372,6 @@ impl Conn {
                 "shared memory is read with shm_read",
             )),
         }
-    }
-
-    /// The next datagram's length (message sockets only).
-    pub(crate) fn peek(&self) -> io::Result<sys::Peek> {
-        sys::peek_datagram(self.fd.as_fd(), true)
     }
 
     /// The most one message may carry on this transport, if it has a limit

@@ -225,6 +225,7 @@ impl Options {
             conn,
             self.codec,
             self.max_frame,
+            self.send_buffer,
         )?)))
     }
 

@@ -13,7 +13,7 @@ use super::gate::{Gate, Wait};
 use crate::codec::CodecKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::frame::{Frame, FrameDecoder};
-use crate::sys::{self, Interest, Peek};
+use crate::sys::{self, Interest};
 use crate::transport::{Conn, Transport, Waited};
 
 /// The receiving end of a typed channel.
@@ -33,6 +33,9 @@ pub(crate) struct RecvCore {
     conn: Arc<Conn>,
     codec: CodecKind,
     max_frame: usize,
+    /// The receive buffer of a datagram socket: big enough for any datagram
+    /// up to `max_frame` that a peer with the same send buffer can send.
+    datagram_buffer: usize,
     incoming: Gate<Incoming>,
 }
 
@@ -81,11 +84,22 @@ impl Incoming {
 }
 
 impl RecvCore {
-    pub(crate) fn new(conn: Arc<Conn>, codec: CodecKind, max_frame: usize) -> Result<RecvCore> {
+    pub(crate) fn new(
+        conn: Arc<Conn>,
+        codec: CodecKind,
+        max_frame: usize,
+        send_buffer: Option<usize>,
+    ) -> Result<RecvCore> {
+        // The default SO_SNDBUF lets a datagram reach 212,960 bytes; a set
+        // one is doubled by the kernel. One byte more than max_frame still
+        // tells a too-large datagram (by MSG_TRUNC) from a fitting one.
+        let largest = send_buffer.map_or(256 << 10, |b| (b * 2).max(256 << 10));
+        let datagram_buffer = largest.min(max_frame.saturating_add(1)).max(1);
         Ok(RecvCore {
             conn,
             codec,
             max_frame,
+            datagram_buffer,
             incoming: Gate::new(Incoming {
                 frames: FrameDecoder::new(max_frame)?,
                 batches: VecDeque::new(),
@@ -167,7 +181,11 @@ impl RecvCore {
             }
             let start = inc.frames.stream_offset();
             let mut fds = Vec::new();
-            match self.conn.read(inc.frames.spare(), &mut fds) {
+            let block = matches!(wait, Wait::Block);
+            match self
+                .conn
+                .read_maybe_blocking(inc.frames.spare(), &mut fds, block)
+            {
                 Ok(r) if r.len == 0 => inc.eof = true,
                 Ok(r) => {
                     inc.frames.filled(r.len);
@@ -219,48 +237,44 @@ impl RecvCore {
         wait: Wait,
         f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
     ) -> Result<R> {
+        // One recvmsg into a buffer that holds any datagram up to the
+        // receive limit; MSG_TRUNC reports the real length of a longer one,
+        // which is refused, never cut silently. The buffer is zeroed by the
+        // allocator lazily: only the pages datagrams touch are resident.
+        let want = self.datagram_buffer;
+        if inc.datagram.len() < want {
+            inc.datagram = vec![0; want];
+        }
+        let block = matches!(wait, Wait::Block);
         loop {
             if inc.eof {
                 return Err(Error::disconnected(
                     "the sender shut down and every message has been received",
                 ));
             }
-            match self.conn.peek() {
-                Ok(Peek::Eof) => inc.eof = true,
-                Ok(Peek::Message(len)) => {
-                    let mut fds = Vec::new();
-                    if len > self.max_frame {
-                        // Take it off the queue (its descriptors close on drop).
-                        let _ = self.conn.read(&mut [], &mut fds);
+            let mut fds = Vec::new();
+            match self
+                .conn
+                .read_maybe_blocking(&mut inc.datagram[..want], &mut fds, block)
+            {
+                Ok(r) if r.full_len == 0 && !r.creds => inc.eof = true,
+                Ok(r) => {
+                    if r.fds_lost {
+                        return Err(fds_lost());
+                    }
+                    if r.full_len > self.max_frame {
                         return Err(Error::too_large(
-                            len as u64,
+                            r.full_len as u64,
                             self.max_frame,
                             "the datagram was discarded; raise the receiver's `max_frame`",
                         ));
-                    }
-                    // The datagram is already queued in full, so this
-                    // allocation is backed by bytes that really arrived.
-                    if inc.datagram.len() < len {
-                        // Grow geometrically so that slowly growing messages
-                        // do not reallocate each time.
-                        let room = (inc.datagram.len() * 2).max(8 << 10).min(self.max_frame);
-                        inc.datagram.resize(len.max(room), 0);
-                    }
-                    let r = match self.conn.read(&mut inc.datagram[..len], &mut fds) {
-                        Ok(r) => r,
-                        // Another reader of this socket took it first.
-                        Err(e) if sys::would_block(&e) => continue,
-                        Err(e) => return Err(Error::io(&self.context(), e)),
-                    };
-                    if r.fds_lost {
-                        return Err(fds_lost());
                     }
                     if r.full_len > r.len {
                         return Err(Error::new(
                             ErrorKind::Truncated,
                             format!(
-                                "a datagram of {} did not fit the {} buffer (MSG_TRUNC) and was cut; \
-                                 another reader may share this socket",
+                                "a datagram of {} did not fit the {} receive buffer (MSG_TRUNC) and \
+                                 was discarded; give both ends the same Options::send_buffer",
                                 crate::error::human(r.full_len as u64),
                                 crate::error::human(r.len as u64)
                             ),

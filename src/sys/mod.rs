@@ -225,6 +225,9 @@ pub(crate) struct Received {
     /// Descriptors came with the bytes but did not all fit (`MSG_CTRUNC`,
     /// also when `RLIMIT_NOFILE` is reached); those that arrived are closed.
     pub fds_lost: bool,
+    /// Sender credentials came along (`SO_PASSCRED` is on): a real message,
+    /// even an empty one. An empty read without them is end-of-file.
+    pub creds: bool,
 }
 
 /// Receives bytes from a socket, adopting every descriptor that came with
@@ -246,14 +249,18 @@ pub(crate) fn recv(
     if nonblocking {
         flags |= RecvFlags::DONTWAIT;
     }
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut space =
+        [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS), ScmCredentials(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = retry(|| rustix::net::recvmsg(fd, &mut iov, &mut control, flags))?;
     let first_new = fds_out.len();
+    let mut creds = false;
     for cmsg in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(received) = cmsg {
-            fds_out.extend(received);
+        match cmsg {
+            RecvAncillaryMessage::ScmRights(received) => fds_out.extend(received),
+            RecvAncillaryMessage::ScmCredentials(_) => creds = true,
+            _ => {}
         }
     }
     let fds_lost = msg.flags.contains(ReturnFlags::CTRUNC);
@@ -266,48 +273,13 @@ pub(crate) fn recv(
         len,
         full_len: msg.bytes,
         fds_lost,
+        creds,
     })
 }
 
-/// What the next datagram on a message socket looks like, without taking it.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Peek {
-    /// A datagram of this many bytes is queued (possibly 0).
-    Message(usize),
-    /// The peer shut down and nothing is queued (SEQPACKET end of file).
-    Eof,
-}
-
-/// Looks at the next datagram's length without consuming it.
-///
-/// An empty message and end-of-file both make recv(2) return 0 on a
-/// `SOCK_SEQPACKET` socket. With `SO_PASSCRED` set (see
-/// [`enable_passcred`]) every real message carries an `SCM_CREDENTIALS`
-/// control message and end-of-file carries none, which tells them apart.
-///
-/// # References
-/// - recv(2) with `MSG_PEEK | MSG_TRUNC`, unix(7) (`SO_PASSCRED`)
-pub(crate) fn peek_datagram(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<Peek> {
-    let mut flags = RecvFlags::PEEK | RecvFlags::TRUNC;
-    if nonblocking {
-        flags |= RecvFlags::DONTWAIT;
-    }
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut empty = [0u8; 0];
-    let mut iov = [IoSliceMut::new(&mut empty)];
-    let msg = retry(|| rustix::net::recvmsg(fd, &mut iov, &mut control, flags))?;
-    let has_creds = control
-        .drain()
-        .any(|m| matches!(m, RecvAncillaryMessage::ScmCredentials(_)));
-    if msg.bytes == 0 && !has_creds {
-        return Ok(Peek::Eof);
-    }
-    Ok(Peek::Message(msg.bytes))
-}
-
-/// Turns on `SO_PASSCRED`, so that [`peek_datagram`] can tell an empty
-/// message from end-of-file.
+/// Turns on `SO_PASSCRED`, so that [`recv`] can tell an empty message from
+/// end-of-file on a `SOCK_SEQPACKET` socket: recv(2) returns 0 for both, but
+/// every real message carries `SCM_CREDENTIALS` and end-of-file nothing.
 ///
 /// # References
 /// - setsockopt(2), unix(7) (`SO_PASSCRED`)
