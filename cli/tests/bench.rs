@@ -1,0 +1,72 @@
+//! `procwire bench`: the table and the JSON contract.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn bench(args: &[&str]) -> std::process::Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_procwire"))
+        .arg("bench")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("procwire bench ran past 120 s")
+}
+
+#[test]
+fn json_is_one_array_with_every_field_and_a_baseline_per_row() {
+    let out = bench(&["--quick", "--json", "--sizes", "64,4096"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON value");
+    let rows = rows.as_array().expect("an array");
+    // 5 transports × 2 sizes.
+    assert_eq!(rows.len(), 10, "{rows:?}");
+    for r in rows {
+        assert!(r["transport"].is_string());
+        assert!(r["size"].as_u64().is_some_and(|s| s == 64 || s == 4096));
+        let median = r["median_ns"].as_u64().unwrap();
+        let p99 = r["p99_ns"].as_u64().unwrap();
+        let base = r["baseline_median_ns"].as_u64().unwrap();
+        assert!(median > 0 && p99 >= median && base > 0, "{r}");
+        assert!(r["baseline"].as_str().unwrap().starts_with("raw "));
+        let ratio = r["ratio"].as_f64().unwrap();
+        assert!((ratio - median as f64 / base as f64).abs() < 1e-6, "{r}");
+    }
+    let transports: Vec<&str> = rows
+        .iter()
+        .map(|r| r["transport"].as_str().unwrap())
+        .collect();
+    for t in ["pipe", "stream", "seqpacket", "dgram", "shm"] {
+        assert!(transports.contains(&t), "{t} missing");
+    }
+}
+
+#[test]
+fn the_table_has_a_row_per_case_and_large_datagrams_are_left_out() {
+    let out = bench(&[
+        "--quick",
+        "--transports",
+        "seqpacket,stream",
+        "--sizes",
+        "64,1048576",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("µs")).collect();
+    // seqpacket cannot carry 1 MiB in one datagram: 3 rows, not 4.
+    assert_eq!(rows.len(), 3, "{text}");
+    assert!(text.contains("1 MiB"), "{text}");
+}
