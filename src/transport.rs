@@ -143,7 +143,11 @@ impl Conn {
             ));
         }
         match transport {
-            Transport::Pipe => sys::set_nonblocking(fd.as_fd(), true),
+            // Only a write end needs O_NONBLOCK (try_send and deadlines must
+            // not block inside write(2)); a read end stays blocking, so that
+            // a plain recv is one read(2), and waits with a deadline poll
+            // first.
+            Transport::Pipe => sys::set_nonblocking(fd.as_fd(), usage == Use::Send),
             Transport::Datagram | Transport::SeqPacket => sys::enable_passcred(fd.as_fd()),
             Transport::Stream | Transport::Shm => Ok(()),
         }
@@ -345,20 +349,44 @@ impl Conn {
         fds: &mut Vec<OwnedFd>,
         block: bool,
     ) -> io::Result<sys::Received> {
-        let socket = matches!(
-            self.transport,
-            Transport::Stream | Transport::Datagram | Transport::SeqPacket
-        );
-        if block && socket && self.peer.get().is_none() {
-            return sys::recv(self.fd.as_fd(), buf, fds, false);
+        if block && self.peer.get().is_none() {
+            match self.transport {
+                Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
+                    return sys::recv(self.fd.as_fd(), buf, fds, false);
+                }
+                Transport::Pipe => {
+                    return sys::read(self.fd.as_fd(), buf).map(|len| sys::Received {
+                        len,
+                        full_len: len,
+                        fds_lost: false,
+                        creds: false,
+                    });
+                }
+                Transport::Shm => {}
+            }
         }
         self.read(buf, fds)
+    }
+
+    /// Reads a pipe's (blocking) read end without blocking: only once poll
+    /// says bytes or the end are there. (Two processes reading one pipe
+    /// could still race for them; procwire gives each reader its own.)
+    fn pipe_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut ready = [false];
+        if !sys::poll(
+            &[(self.fd.as_fd(), Interest::Read)],
+            Some(Instant::now()),
+            &mut ready,
+        )? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        sys::read(self.fd.as_fd(), buf)
     }
 
     /// Reads without blocking, adopting any descriptors that came along.
     pub(crate) fn read(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<sys::Received> {
         match self.transport {
-            Transport::Pipe => sys::read(self.fd.as_fd(), buf).map(|len| sys::Received {
+            Transport::Pipe => self.pipe_read(buf).map(|len| sys::Received {
                 len,
                 full_len: len,
                 fds_lost: false,

@@ -268,7 +268,8 @@ impl Options {
 
     /// A sender over an existing descriptor: a pipe's write end or a Unix
     /// socket ([`PipeWriter`](crate::PipeWriter), [`Socket`](crate::Socket),
-    /// or any `OwnedFd`). A pipe end becomes non-blocking.
+    /// or any `OwnedFd`). A pipe's write end becomes non-blocking (a read
+    /// end, given to [`receiver`](Options::receiver), blocking).
     pub fn sender<T: Serialize>(&self, fd: impl Into<OwnedFd>) -> Result<Sender<T>> {
         Ok(self.sender_on(self.conn(fd.into(), Use::Send)?))
     }
