@@ -1,0 +1,304 @@
+//! procwire against ipc-channel 0.23, iceoryx2 0.10 and raw syscalls, all
+//! measured in one run, each case a round trip of one message and its echo
+//! between two processes.
+//!
+//! `cargo run --release --manifest-path benchmarks/compare/Cargo.toml`
+//!
+//! Blocking transports run with both processes pinned to CPU 0; the spinning
+//! ones (procwire shm, iceoryx2 busy-polling) with the processes on CPUs 0
+//! and 1. Peers of ipc-channel and iceoryx2 are this program re-executed (how
+//! those libraries connect processes); raw and procwire peers are forked.
+
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender};
+use procwire::{ByteBuf, Kind, Options};
+use serde::{Deserialize, Serialize};
+
+/// A 64-byte message.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+struct Msg64 {
+    a: [u64; 8],
+}
+
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).expect("pin");
+}
+
+const BUDGET: Duration = Duration::from_millis(600);
+
+/// Median and p99 of timed round trips (after a warm-up).
+fn time(mut rt: impl FnMut()) -> (f64, f64) {
+    for _ in 0..200 {
+        rt();
+    }
+    let mut s = Vec::new();
+    let start = Instant::now();
+    while s.len() < 200 || start.elapsed() < BUDGET {
+        let t = Instant::now();
+        rt();
+        s.push(t.elapsed().as_nanos() as f64);
+    }
+    s.sort_by(|a, b| a.total_cmp(b));
+    (s[s.len() / 2], s[s.len() * 99 / 100])
+}
+
+fn raw_seqpacket(size: usize, child_cpu: usize) -> (f64, f64) {
+    let (a, b) = procwire::socket_pair(Kind::SeqPacket).unwrap();
+    let mut child = procwire::fork(b, move |b| {
+        pin(child_cpu);
+        let mut buf = vec![0u8; size];
+        while let Ok(n) = b.recv(&mut buf) {
+            if n == 0 || b.send(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    })
+    .unwrap();
+    let msg = vec![1u8; size];
+    let mut back = vec![0u8; size];
+    let r = time(|| {
+        a.send(&msg).unwrap();
+        a.recv(&mut back).unwrap();
+    });
+    drop(a);
+    child.wait().unwrap();
+    r
+}
+
+fn procwire_struct(kind: Option<Kind>, child_cpu: usize) -> (f64, f64) {
+    let opts = Options::new();
+    let (a, b) = match kind {
+        Some(k) => opts.duplex::<Msg64, Msg64>(k).unwrap(),
+        None => opts.shm_duplex::<Msg64, Msg64>().unwrap(),
+    };
+    let mut child = procwire::fork(b, move |b| {
+        pin(child_cpu);
+        for m in b.iter() {
+            if b.send(m.unwrap()).is_err() {
+                return;
+            }
+        }
+    })
+    .unwrap();
+    let msg = Msg64 { a: [7; 8] };
+    let r = time(|| {
+        a.send(msg).unwrap();
+        assert_eq!(a.recv().unwrap(), msg);
+    });
+    drop(a);
+    child.wait().unwrap();
+    r
+}
+
+fn procwire_bytes(size: usize, kind: Option<Kind>, child_cpu: usize) -> (f64, f64) {
+    let opts = Options::new();
+    let (a, b) = match kind {
+        Some(k) => opts.duplex::<ByteBuf, ByteBuf>(k).unwrap(),
+        None => opts.shm_duplex::<ByteBuf, ByteBuf>().unwrap(),
+    };
+    let mut child = procwire::fork(b, move |b| {
+        pin(child_cpu);
+        for m in b.iter() {
+            if b.send(m.unwrap()).is_err() {
+                return;
+            }
+        }
+    })
+    .unwrap();
+    let msg = vec![3u8; size];
+    let r = time(|| {
+        a.send(ByteBuf::from(msg.clone())).unwrap();
+        assert_eq!(a.recv().unwrap().len(), size);
+    });
+    drop(a);
+    child.wait().unwrap();
+    r
+}
+
+/// What the parent asks an ipc-channel child to echo.
+#[derive(Serialize, Deserialize)]
+enum IpcSetup {
+    Struct(IpcSender<Msg64>, IpcReceiver<Msg64>),
+    Vec(IpcSender<Vec<u8>>, IpcReceiver<Vec<u8>>),
+    Bytes(IpcBytesSender, IpcBytesReceiver),
+}
+
+fn ipc_child(name: String, cpu: usize) {
+    pin(cpu);
+    let (tx, rx) = ipc::channel::<IpcSetup>().unwrap();
+    IpcSender::connect(name).unwrap().send(tx).unwrap();
+    let _keep = rx;
+    match _keep.recv().unwrap() {
+        IpcSetup::Struct(tx, rx) => {
+            while let Ok(m) = rx.recv() {
+                tx.send(m).unwrap();
+            }
+        }
+        IpcSetup::Vec(tx, rx) => {
+            while let Ok(m) = rx.recv() {
+                tx.send(m).unwrap();
+            }
+        }
+        IpcSetup::Bytes(tx, rx) => {
+            while let Ok(m) = rx.recv() {
+                tx.send(&m).unwrap();
+            }
+        }
+    }
+}
+
+fn ipc_spawn(cpu: usize) -> (std::process::Child, IpcSender<IpcSetup>) {
+    let (server, name) = IpcOneShotServer::<IpcSender<IpcSetup>>::new().unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["ipc-child", &name, &cpu.to_string()])
+        .spawn()
+        .unwrap();
+    let (_, setup_tx) = server.accept().unwrap();
+    (child, setup_tx)
+}
+
+fn ipc_struct(cpu: usize) -> (f64, f64) {
+    let (mut child, setup) = ipc_spawn(cpu);
+    let (tx, their_rx) = ipc::channel::<Msg64>().unwrap();
+    let (their_tx, rx) = ipc::channel::<Msg64>().unwrap();
+    setup.send(IpcSetup::Struct(their_tx, their_rx)).unwrap();
+    let msg = Msg64 { a: [7; 8] };
+    let r = time(|| {
+        tx.send(msg).unwrap();
+        assert_eq!(rx.recv().unwrap(), msg);
+    });
+    drop((tx, setup));
+    child.wait().unwrap();
+    r
+}
+
+fn ipc_vec(size: usize, cpu: usize) -> (f64, f64) {
+    let (mut child, setup) = ipc_spawn(cpu);
+    let (tx, their_rx) = ipc::channel::<Vec<u8>>().unwrap();
+    let (their_tx, rx) = ipc::channel::<Vec<u8>>().unwrap();
+    setup.send(IpcSetup::Vec(their_tx, their_rx)).unwrap();
+    let msg = vec![3u8; size];
+    let r = time(|| {
+        tx.send(msg.clone()).unwrap();
+        assert_eq!(rx.recv().unwrap().len(), size);
+    });
+    drop((tx, setup));
+    child.wait().unwrap();
+    r
+}
+
+fn ipc_bytes(size: usize, cpu: usize) -> (f64, f64) {
+    let (mut child, setup) = ipc_spawn(cpu);
+    let (tx, their_rx) = ipc::bytes_channel().unwrap();
+    let (their_tx, rx) = ipc::bytes_channel().unwrap();
+    setup.send(IpcSetup::Bytes(their_tx, their_rx)).unwrap();
+    let msg = vec![3u8; size];
+    let r = time(|| {
+        tx.send(&msg).unwrap();
+        assert_eq!(rx.recv().unwrap().len(), size);
+    });
+    drop((tx, setup));
+    child.wait().unwrap();
+    r
+}
+
+fn ice_child(ping: String, pong: String, cpu: usize) {
+    use iceoryx2::prelude::*;
+    pin(cpu);
+    let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
+    let ping = node
+        .service_builder(&ping.as_str().try_into().unwrap())
+        .publish_subscribe::<[u64; 8]>()
+        .open_or_create()
+        .unwrap();
+    let pong = node
+        .service_builder(&pong.as_str().try_into().unwrap())
+        .publish_subscribe::<[u64; 8]>()
+        .open_or_create()
+        .unwrap();
+    let sub = ping.subscriber_builder().create().unwrap();
+    let publ = pong.publisher_builder().create().unwrap();
+    let start = Instant::now();
+    // Echo for as long as the parent measures (busy polling).
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Some(s) = sub.receive().unwrap() {
+            let m = *s;
+            publ.send_copy(m).unwrap();
+        }
+    }
+}
+
+fn iceoryx2_spinning(cpu: usize) -> (f64, f64) {
+    use iceoryx2::prelude::*;
+    let tag = std::process::id();
+    let (ping_name, pong_name) = (format!("procwire/cmp/ping/{tag}"), format!("procwire/cmp/pong/{tag}"));
+    let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
+    let ping = node
+        .service_builder(&ping_name.as_str().try_into().unwrap())
+        .publish_subscribe::<[u64; 8]>()
+        .open_or_create()
+        .unwrap();
+    let pong = node
+        .service_builder(&pong_name.as_str().try_into().unwrap())
+        .publish_subscribe::<[u64; 8]>()
+        .open_or_create()
+        .unwrap();
+    let publ = ping.publisher_builder().create().unwrap();
+    let sub = pong.subscriber_builder().create().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["ice-child", &ping_name, &pong_name, &cpu.to_string()])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // the child connects
+    let msg = [7u64; 8];
+    let r = time(|| {
+        publ.send_copy(msg).unwrap();
+        loop {
+            if let Some(s) = sub.receive().unwrap() {
+                assert_eq!(*s, msg);
+                break;
+            }
+        }
+    });
+    child.wait().unwrap();
+    r
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("ipc-child") => return ipc_child(args[2].clone(), args[3].parse().unwrap()),
+        Some("ice-child") => return ice_child(args[2].clone(), args[3].clone(), args[4].parse().unwrap()),
+        _ => {}
+    }
+    pin(0);
+    let mut rows: Vec<(&str, &str, (f64, f64), (f64, f64))> = Vec::new();
+    // One CPU: blocking transports.
+    let raw64 = raw_seqpacket(64, 0);
+    rows.push(("64 B struct", "procwire seqpacket", procwire_struct(Some(Kind::SeqPacket), 0), raw64));
+    rows.push(("64 B struct", "procwire shm", procwire_struct(None, 0), raw64));
+    rows.push(("64 B struct", "ipc-channel", ipc_struct(0), raw64));
+    let raw4k = raw_seqpacket(4096, 0);
+    rows.push(("4 KiB bytes", "procwire seqpacket (ByteBuf)", procwire_bytes(4096, Some(Kind::SeqPacket), 0), raw4k));
+    rows.push(("4 KiB bytes", "procwire shm (ByteBuf)", procwire_bytes(4096, None, 0), raw4k));
+    rows.push(("4 KiB bytes", "ipc-channel (Vec<u8>)", ipc_vec(4096, 0), raw4k));
+    rows.push(("4 KiB bytes", "ipc-channel (bytes channel)", ipc_bytes(4096, 0), raw4k));
+    // Two CPUs: spinning transports, against the same raw socket there.
+    let raw64_split = raw_seqpacket(64, 1);
+    rows.push(("64 B, CPUs 0+1", "procwire shm", procwire_struct(None, 1), raw64_split));
+    rows.push(("64 B, CPUs 0+1", "iceoryx2 (busy polling)", iceoryx2_spinning(1), raw64_split));
+    println!("| case | implementation | median | p99 | raw SEQPACKET median | ratio |");
+    println!("|---|---|---|---|---|---|");
+    for (case, what, (m, p), (rm, _)) in rows {
+        println!(
+            "| {case} | {what} | {:.2} µs | {:.2} µs | {:.2} µs | {:.2}x |",
+            m / 1000.0,
+            p / 1000.0,
+            rm / 1000.0,
+            m / rm
+        );
+    }
+}
