@@ -329,7 +329,11 @@ struct Row {
     baseline: String,
     baseline_median_ns: u64,
     baseline_p99_ns: u64,
+    baseline_throughput_mib_s: f64,
+    /// procwire's round-trip median over the baseline's.
     ratio: f64,
+    /// procwire's one-way throughput over the baseline's.
+    throughput_ratio: f64,
 }
 
 fn human_size(n: usize) -> String {
@@ -342,6 +346,29 @@ fn human_size(n: usize) -> String {
 
 fn micros(ns: u64) -> String {
     format!("{:.2} µs", ns as f64 / 1000.0)
+}
+
+/// memcpy's bandwidth: a 1 MiB copy that stays in cache, and copies through
+/// 64 MiB that do not: the ceiling of any transport that copies.
+fn memcpy_ceiling(quick: bool) -> (f64, f64) {
+    let rounds = if quick { 20 } else { 200 };
+    let small = vec![1u8; 1 << 20];
+    let mut dst = vec![0u8; 1 << 20];
+    let t = Instant::now();
+    for _ in 0..rounds {
+        dst.copy_from_slice(std::hint::black_box(&small));
+    }
+    let hot = (rounds as f64) / t.elapsed().as_secs_f64();
+    let big = vec![1u8; 64 << 20];
+    let mut big_dst = vec![0u8; 64 << 20];
+    let t = Instant::now();
+    let big_rounds = if quick { 1 } else { 4 };
+    for _ in 0..big_rounds {
+        big_dst.copy_from_slice(std::hint::black_box(&big));
+    }
+    let cold = (64 * big_rounds) as f64 / t.elapsed().as_secs_f64();
+    std::hint::black_box((&dst, &big_dst));
+    (cold, hot)
 }
 
 /// Runs the benchmark and prints the table (or JSON).
@@ -381,7 +408,9 @@ pub fn run(cfg: Config) -> Result<()> {
             baseline: format!("raw {}", t.baseline().name()),
             baseline_median_ns: base.median_ns,
             baseline_p99_ns: base.p99_ns,
+            baseline_throughput_mib_s: (base.throughput_mib_s * 10.0).round() / 10.0,
             ratio: wire.median_ns as f64 / base.median_ns.max(1) as f64,
+            throughput_ratio: wire.throughput_mib_s / base.throughput_mib_s.max(f64::MIN_POSITIVE),
         });
         bar.inc(1);
     }
@@ -391,24 +420,39 @@ pub fn run(cfg: Config) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<10} {:>8} {:>11} {:>11} {:>12} {:<15} {:>11} {:>7}",
-        "transport", "size", "median", "p99", "MiB/s", "baseline", "its median", "ratio"
+        "{:<10} {:>8} {:>10} {:>10} {:<15} {:>10} {:>7} {:>9} {:>9} {:>7}",
+        "transport",
+        "size",
+        "median",
+        "p99",
+        "baseline",
+        "its median",
+        "ratio",
+        "MiB/s",
+        "raw MiB/s",
+        "ratio"
     );
     for r in &rows {
         println!(
-            "{:<10} {:>8} {:>11} {:>11} {:>12.1} {:<15} {:>11} {:>6.2}x",
+            "{:<10} {:>8} {:>10} {:>10} {:<15} {:>10} {:>6.2}x {:>9.0} {:>9.0} {:>6.2}x",
             r.transport,
             human_size(r.size),
             micros(r.median_ns),
             micros(r.p99_ns),
-            r.throughput_mib_s,
             r.baseline,
             micros(r.baseline_median_ns),
-            r.ratio
+            r.ratio,
+            r.throughput_mib_s,
+            r.baseline_throughput_mib_s,
+            r.throughput_ratio
         );
     }
+    let (mib, hot) = memcpy_ceiling(cfg.quick);
     println!(
-        "\nround trips of one message and its echo, {} pinning; ratio = procwire median / raw median, same run",
+        "\nceiling: memcpy of 1 MiB, cache-hot, in this process: {hot:.0} MiB/s; from memory (64 MiB): {mib:.0} MiB/s"
+    );
+    println!(
+        "round trips of one message and its echo, {} pinning; ratios = procwire / raw, same run",
         match cfg.pin {
             Pin::Same => "both processes on CPU 0",
             Pin::Split => "processes on CPUs 0 and 1",
