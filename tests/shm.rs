@@ -105,3 +105,18 @@ fn a_reader_that_exits_fails_the_blocked_writer() {
         assert!(wait_deadline(&mut child, 10).success());
     });
 }
+
+#[test]
+fn a_killed_reader_fails_the_next_send_even_with_room_in_the_ring() {
+    checked(30, || {
+        let (tx, rx) = Options::new().shm_channel::<u32>().unwrap();
+        let (mut child, ctl) = task(exits_at_once, ()).via(How::Server).spawn().unwrap();
+        ctl.send(rx).unwrap();
+        // The reader's process exits without closing its end.
+        assert!(wait_deadline(&mut child, 10).success());
+        std::thread::sleep(Duration::from_millis(2));
+        let e = tx.send(1).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        assert_eq!(e.into_inner(), 1);
+    });
+}

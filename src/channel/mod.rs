@@ -139,8 +139,15 @@ impl Options {
 
     /// A one-way channel over a shared-memory ring: the fastest way between
     /// two processes of one machine. Hand the ends to a child with
-    /// [`fork`](crate::fork) (or keep both in one process); descriptors do
-    /// not travel over shared memory.
+    /// [`fork`](crate::fork), or inside a message over a socket channel;
+    /// descriptors do not travel over shared memory.
+    ///
+    /// Ends are noticed as on sockets: a receiver that drops its end fails
+    /// the next send, and a sender that drops its end ends the receiver's
+    /// stream after the last message. A peer process that is *killed* is
+    /// noticed through a side socket: at once by a waiting end, and by a
+    /// sender within a millisecond (a message sent in that window is lost,
+    /// like one in a socket buffer when its reader dies).
     ///
     /// # Examples
     ///
