@@ -182,16 +182,7 @@ impl Writer {
         self.region
             .u64_at(OFF_TAIL)
             .store(self.tail, Ordering::SeqCst);
-        if self
-            .region
-            .u32_at(OFF_READER_WAITING)
-            .load(Ordering::SeqCst)
-            != 0
-        {
-            let seq = self.region.u32_at(OFF_DATA_SEQ);
-            seq.fetch_add(1, Ordering::SeqCst);
-            futex_wake(seq);
-        }
+        wake_if_waiting(&self.region, OFF_READER_WAITING, OFF_DATA_SEQ);
         Ok(true)
     }
 
@@ -200,9 +191,7 @@ impl Writer {
         self.region
             .u32_at(OFF_WRITER_CLOSED)
             .store(1, Ordering::SeqCst);
-        let seq = self.region.u32_at(OFF_DATA_SEQ);
-        seq.fetch_add(1, Ordering::SeqCst);
-        futex_wake(seq);
+        wake(&self.region, OFF_DATA_SEQ);
     }
 
     /// Waits for room (or the reader's departure) until `deadline`, using
@@ -292,16 +281,7 @@ impl Reader {
             self.region
                 .u64_at(OFF_HEAD)
                 .store(self.head, Ordering::SeqCst);
-            if self
-                .region
-                .u32_at(OFF_WRITER_WAITING)
-                .load(Ordering::SeqCst)
-                != 0
-            {
-                let seq = self.region.u32_at(OFF_SPACE_SEQ);
-                seq.fetch_add(1, Ordering::SeqCst);
-                futex_wake(seq);
-            }
+            wake_if_waiting(&self.region, OFF_WRITER_WAITING, OFF_SPACE_SEQ);
             return Ok(Some(len));
         }
         Err(RingError::Corrupt("two wrap markers in a row".into()))
@@ -326,9 +306,7 @@ impl Reader {
         self.region
             .u32_at(OFF_READER_GONE)
             .store(1, Ordering::SeqCst);
-        let seq = self.region.u32_at(OFF_SPACE_SEQ);
-        seq.fetch_add(1, Ordering::SeqCst);
-        futex_wake(seq);
+        wake(&self.region, OFF_SPACE_SEQ);
     }
 
     /// Waits for a message (or the writer's close) until `deadline`.
@@ -350,6 +328,21 @@ impl Reader {
 
     pub(crate) fn region(&self) -> &Region {
         &self.region
+    }
+}
+
+/// Bumps the futex word at `seq` and wakes whoever sleeps on it.
+fn wake(region: &Region, seq: usize) {
+    let seq = region.u32_at(seq);
+    seq.fetch_add(1, Ordering::SeqCst);
+    futex_wake(seq);
+}
+
+/// Wakes the other side if its `waiting` flag says it may be asleep: the
+/// flag spares a futex call per message while both sides are busy.
+fn wake_if_waiting(region: &Region, waiting: usize, seq: usize) {
+    if region.u32_at(waiting).load(Ordering::SeqCst) != 0 {
+        wake(region, seq);
     }
 }
 

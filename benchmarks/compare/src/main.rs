@@ -68,11 +68,16 @@ fn raw_seqpacket(size: usize, child_cpu: usize) -> (f64, f64) {
     r
 }
 
-fn procwire_struct(kind: Option<Kind>, child_cpu: usize) -> (f64, f64) {
+/// Round trips of `msg` through a procwire duplex of `kind` (shared memory
+/// when `None`) to a forked echo.
+fn procwire_echo<T>(kind: Option<Kind>, child_cpu: usize, msg: T, same: impl Fn(&T, &T) -> bool) -> (f64, f64)
+where
+    T: Serialize + serde::de::DeserializeOwned + Clone,
+{
     let opts = Options::new();
     let (a, b) = match kind {
-        Some(k) => opts.duplex::<Msg64, Msg64>(k).unwrap(),
-        None => opts.shm_duplex::<Msg64, Msg64>().unwrap(),
+        Some(k) => opts.duplex::<T, T>(k).unwrap(),
+        None => opts.shm_duplex::<T, T>().unwrap(),
     };
     let mut child = procwire::fork(b, move |b| {
         pin(child_cpu);
@@ -83,39 +88,21 @@ fn procwire_struct(kind: Option<Kind>, child_cpu: usize) -> (f64, f64) {
         }
     })
     .unwrap();
-    let msg = Msg64 { a: [7; 8] };
     let r = time(|| {
-        a.send(msg).unwrap();
-        assert_eq!(a.recv().unwrap(), msg);
+        a.send(msg.clone()).unwrap();
+        assert!(same(&a.recv().unwrap(), &msg));
     });
     drop(a);
     child.wait().unwrap();
     r
 }
 
+fn procwire_struct(kind: Option<Kind>, child_cpu: usize) -> (f64, f64) {
+    procwire_echo(kind, child_cpu, Msg64 { a: [7; 8] }, |x, y| x == y)
+}
+
 fn procwire_bytes(size: usize, kind: Option<Kind>, child_cpu: usize) -> (f64, f64) {
-    let opts = Options::new();
-    let (a, b) = match kind {
-        Some(k) => opts.duplex::<ByteBuf, ByteBuf>(k).unwrap(),
-        None => opts.shm_duplex::<ByteBuf, ByteBuf>().unwrap(),
-    };
-    let mut child = procwire::fork(b, move |b| {
-        pin(child_cpu);
-        for m in b.iter() {
-            if b.send(m.unwrap()).is_err() {
-                return;
-            }
-        }
-    })
-    .unwrap();
-    let msg = vec![3u8; size];
-    let r = time(|| {
-        a.send(ByteBuf::from(msg.clone())).unwrap();
-        assert_eq!(a.recv().unwrap().len(), size);
-    });
-    drop(a);
-    child.wait().unwrap();
-    r
+    procwire_echo(kind, child_cpu, ByteBuf::from(vec![3u8; size]), |x, y| x.len() == y.len())
 }
 
 /// What the parent asks an ipc-channel child to echo.
