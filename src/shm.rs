@@ -6,7 +6,8 @@
 //! published by storing the new tail; a record that would cross the end of
 //! the data area is preceded by a wrap marker (`len = u32::MAX`). The largest
 //! message is half the data area less 8 bytes, so that any record fits once
-//! the ring has drained.
+//! the ring has drained. A larger message travels out of line: in a sealed
+//! memfd sent over the side socket, announced by a payload-less record.
 //!
 //! The peer is untrusted: each process keeps its own position (the producer
 //! its tail, the consumer its head) and only *reads* the other's from shared
@@ -39,6 +40,9 @@ const OFF_READER_GONE: usize = 264;
 pub(crate) const DATA: usize = 512;
 const RECORD_HEADER: usize = 8;
 const WRAP: u32 = u32::MAX;
+/// A record flag: the payload is not in the ring but in a sealed memfd that
+/// travelled over the side socket just before the record was published.
+const OUT_OF_LINE: u32 = 1;
 
 /// The smallest and largest data areas accepted.
 pub(crate) const MIN_CAPACITY: usize = 4096;
@@ -143,6 +147,34 @@ impl Writer {
                 max: self.max_message(),
             });
         }
+        self.publish(payload, payload.len() as u32, 0)
+    }
+
+    /// Whether a record of `bytes` (header included) fits now. Only this
+    /// writer adds records, so room can only grow until it writes.
+    pub(crate) fn has_room(&self, bytes: usize) -> bool {
+        let head = self.region.u64_at(OFF_HEAD).load(Ordering::Acquire);
+        let used = self.tail.wrapping_sub(head);
+        if head > self.tail || used > self.cap as u64 {
+            return false; // try_write will report the corruption
+        }
+        let off = (self.tail % self.cap as u64) as usize;
+        let to_end = self.cap - off;
+        let needed = if bytes <= to_end {
+            bytes
+        } else {
+            to_end + bytes
+        };
+        needed <= self.cap - used as usize
+    }
+
+    /// Publishes the record of an out-of-line message of `len` bytes (its
+    /// memfd was sent already); `Ok(false)` if the ring is full.
+    pub(crate) fn try_write_out_of_line(&mut self, len: u32) -> Result<bool, RingError> {
+        self.publish(&[], len, OUT_OF_LINE)
+    }
+
+    fn publish(&mut self, payload: &[u8], len: u32, flags: u32) -> Result<bool, RingError> {
         if self.region.u32_at(OFF_READER_GONE).load(Ordering::Acquire) != 0 {
             return Err(RingError::ReaderGone);
         }
@@ -173,7 +205,8 @@ impl Writer {
             at = 0;
         }
         let mut header = [0u8; RECORD_HEADER];
-        header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[..4].copy_from_slice(&len.to_le_bytes());
+        header[4..].copy_from_slice(&flags.to_le_bytes());
         self.region.write(DATA + at, &header);
         self.region.write(DATA + at + RECORD_HEADER, payload);
         self.tail += needed as u64;
@@ -232,8 +265,10 @@ impl Reader {
     }
 
     /// Takes the next message into `out` (resized to fit); `Ok(None)` if
-    /// there is none now.
-    pub(crate) fn try_read(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, RingError> {
+    /// there is none now. An out-of-line message comes back as
+    /// [`Record::OutOfLine`]: its payload is in the next memfd of the side
+    /// socket.
+    pub(crate) fn try_read(&mut self, out: &mut Vec<u8>) -> Result<Option<Record>, RingError> {
         // A wrap marker is followed by a record, so this loop runs twice at
         // most; the bound keeps a hostile ring from spinning it.
         for _ in 0..2 {
@@ -256,6 +291,7 @@ impl Reader {
             let mut header = [0u8; RECORD_HEADER];
             self.region.read(DATA + off, &mut header);
             let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+            let flags = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
             if len == WRAP {
                 if (to_end as u64) > avail {
                     return Err(RingError::Corrupt(
@@ -264,6 +300,24 @@ impl Reader {
                 }
                 self.head += to_end as u64;
                 continue;
+            }
+            if flags == OUT_OF_LINE {
+                if (RECORD_HEADER as u64) > avail {
+                    return Err(RingError::Corrupt(
+                        "an out-of-line record is cut off".into(),
+                    ));
+                }
+                self.head += RECORD_HEADER as u64;
+                self.region
+                    .u64_at(OFF_HEAD)
+                    .store(self.head, Ordering::SeqCst);
+                wake_if_waiting(&self.region, OFF_WRITER_WAITING, OFF_SPACE_SEQ);
+                return Ok(Some(Record::OutOfLine(len as usize)));
+            }
+            if flags != 0 {
+                return Err(RingError::Corrupt(format!(
+                    "unknown record flags {flags:#x}"
+                )));
             }
             let len = len as usize;
             let record = RECORD_HEADER + pad8(len);
@@ -282,7 +336,7 @@ impl Reader {
                 .u64_at(OFF_HEAD)
                 .store(self.head, Ordering::SeqCst);
             wake_if_waiting(&self.region, OFF_WRITER_WAITING, OFF_SPACE_SEQ);
-            return Ok(Some(len));
+            return Ok(Some(Record::Inline(len)));
         }
         Err(RingError::Corrupt("two wrap markers in a row".into()))
     }
@@ -344,6 +398,15 @@ fn wake_if_waiting(region: &Region, waiting: usize, seq: usize) {
     if region.u32_at(waiting).load(Ordering::SeqCst) != 0 {
         wake(region, seq);
     }
+}
+
+/// What [`Reader::try_read`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// A message of this many bytes, now in the caller's buffer.
+    Inline(usize),
+    /// A message of this many bytes in the next memfd of the side socket.
+    OutOfLine(usize),
 }
 
 /// How a wait ended.
@@ -465,7 +528,9 @@ mod tests {
             let len = (round * 37) % (w.max_message() + 1);
             let msg: Vec<u8> = (0..len).map(|i| (i + round) as u8).collect();
             assert!(w.try_write(&msg).unwrap(), "round {round}");
-            let n = r.try_read(&mut out).unwrap().unwrap();
+            let Some(Record::Inline(n)) = r.try_read(&mut out).unwrap() else {
+                panic!("expected an inline record");
+            };
             assert_eq!(&out[..n], &msg[..]);
         }
         assert_eq!(r.try_read(&mut out).unwrap(), None);
@@ -485,7 +550,7 @@ mod tests {
         ));
         let mut out = Vec::new();
         for _ in 0..sent {
-            assert_eq!(r.try_read(&mut out).unwrap(), Some(100));
+            assert_eq!(r.try_read(&mut out).unwrap(), Some(Record::Inline(100)));
         }
         assert!(w.try_write(&[1; 100]).unwrap());
         r.close();

@@ -187,14 +187,9 @@ impl Conn {
     /// Whether the peer still holds its end of the side socket (shared
     /// memory has no end-of-file of its own).
     fn peer_alive(&self) -> bool {
-        let mut ready = [false];
-        let hit = sys::poll(
-            &[(self.fd.as_fd(), Interest::Read)],
-            Some(Instant::now()),
-            &mut ready,
-        );
-        // The side socket never carries data: readable means hung up.
-        !matches!(hit, Ok(true))
+        // The side socket carries out-of-line memfds too: only a hang-up
+        // means the peer is gone.
+        !matches!(sys::hung_up(self.fd.as_fd()), Ok(true))
             && self.peer.get().is_none_or(|p| {
                 let mut ready = [false];
                 !matches!(
@@ -206,6 +201,11 @@ impl Conn {
                     Ok(true)
                 )
             })
+    }
+
+    /// The largest message a ring carries inline.
+    fn message_limit_inline(&self) -> usize {
+        self.shm_tx().map_or(0, |tx| ring(tx).max_message())
     }
 
     /// Whether a shared-memory reader's process is gone, checked at most
@@ -222,9 +222,75 @@ impl Conn {
 
     /// Takes the next shared-memory message into `out`; `Ok(None)` if none
     /// is there, `Err(UnexpectedEof)`-free: the caller decides about ends.
-    pub(crate) fn shm_read(&self, out: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    pub(crate) fn shm_read(&self, out: &mut Vec<u8>, limit: usize) -> io::Result<Option<usize>> {
         let rx = self.shm_rx()?;
-        ring(rx).try_read(out).map_err(ring_error)
+        let record = ring(rx).try_read(out).map_err(ring_error)?;
+        match record {
+            None => Ok(None),
+            Some(shm::Record::Inline(len)) => Ok(Some(len)),
+            Some(shm::Record::OutOfLine(len)) => {
+                self.receive_out_of_line(out, len, limit).map(Some)
+            }
+        }
+    }
+
+    /// The payload of an out-of-line record: the memfd the writer sent over
+    /// the side socket just before publishing it, mapped (only if sealed and
+    /// exactly `len` bytes long) and copied out.
+    fn receive_out_of_line(
+        &self,
+        out: &mut Vec<u8>,
+        len: usize,
+        limit: usize,
+    ) -> io::Result<usize> {
+        let mut fds = Vec::new();
+        let mut byte = [0u8; 1];
+        let got = sys::recv(self.fd.as_fd(), &mut byte, &mut fds, true);
+        let fd = match got {
+            Ok(_) => fds.pop(),
+            Err(e) if sys::would_block(&e) => None,
+            Err(e) => return Err(e),
+        };
+        let fd = fd.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the shared-memory ring announced an out-of-line message that did not come",
+            )
+        })?;
+        if len > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("an out-of-line message of {len} bytes exceeds the {limit}-byte limit"),
+            ));
+        }
+        let region = sys::shm::Region::open(fd, len)?;
+        if out.len() < len {
+            out.resize(len, 0);
+        }
+        region.read(0, &mut out[..len]);
+        Ok(len)
+    }
+
+    /// Sends a message too large for the ring: a sealed memfd over the side
+    /// socket, then a payload-less record that announces it.
+    fn write_out_of_line(&self, bytes: &[u8]) -> io::Result<usize> {
+        let mut tx = ring(self.shm_tx()?);
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a message over 4 GiB"))?;
+        // The record must fit before the memfd goes: the reader takes a
+        // memfd only for a record it has seen.
+        if !tx.has_room(8) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let region = sys::shm::Region::create(bytes.len())?;
+        region.write(0, bytes);
+        let fds = [region.fd().as_fd()];
+        sys::send(self.fd.as_fd(), &[IoSlice::new(&[0])], &fds, true)?;
+        match tx.try_write_out_of_line(len) {
+            Ok(true) => Ok(bytes.len()),
+            Ok(false) => Err(io::Error::other("the ring lost room it had")),
+            Err(e) => Err(ring_error(e)),
+        }
     }
 
     /// Whether a shared-memory message waits, or the ring's end does (for
@@ -346,6 +412,9 @@ impl Conn {
     pub(crate) fn write(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
         let bufs = [IoSlice::new(bytes)];
         match self.transport {
+            Transport::Shm if bytes.len() > self.message_limit_inline() => {
+                self.write_out_of_line(bytes)
+            }
             Transport::Shm => match ring(self.shm_tx()?).try_write(bytes) {
                 // A reader that closed is seen at once (a flag in the ring);
                 // one that was killed, through the side socket: checked at
@@ -431,7 +500,8 @@ impl Conn {
     pub(crate) fn message_limit(&self) -> Option<usize> {
         match self.transport {
             Transport::Datagram | Transport::SeqPacket => sys::max_datagram(self.fd.as_fd()).ok(),
-            Transport::Shm => self.shm_tx().ok().map(|tx| ring(tx).max_message()),
+            // Larger messages travel out of line: no limit of its own.
+            Transport::Shm => None,
             Transport::Pipe | Transport::Stream => None,
         }
     }

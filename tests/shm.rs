@@ -120,3 +120,43 @@ fn a_killed_reader_fails_the_next_send_even_with_room_in_the_ring() {
         assert_eq!(e.into_inner(), 1);
     });
 }
+
+fn echo_bytes(_: (), ctl: Duplex<(), Duplex<ByteBuf, ByteBuf>>) {
+    let ch = ctl.recv().unwrap();
+    for m in ch.iter() {
+        ch.send(m.unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn messages_larger_than_the_ring_travel_out_of_line_between_processes() {
+    checked(60, || {
+        // A 4 KiB ring carries at most 2,040 bytes inline.
+        let (mine, theirs) = Options::new()
+            .codec(CodecKind::Raw)
+            .shm_capacity(4096)
+            .shm_duplex::<ByteBuf, ByteBuf>()
+            .unwrap();
+        let (mut child, ctl) = task(echo_bytes, ()).via(How::Server).spawn().unwrap();
+        ctl.send(theirs).unwrap();
+        let before = util::fd_count();
+        for (i, len) in [100usize, 3000, 100, 1 << 20, 2040, 2041, 5 << 20]
+            .into_iter()
+            .enumerate()
+        {
+            let msg = util::pattern(i as u32, len);
+            assert_eq!(
+                mine.request(ByteBuf::from(msg.clone())).unwrap().into_vec(),
+                msg,
+                "{len}"
+            );
+        }
+        assert_eq!(
+            util::fd_count(),
+            before,
+            "every out-of-line memfd was closed"
+        );
+        drop(mine);
+        assert!(wait_deadline(&mut child, 20).success());
+    });
+}

@@ -7,7 +7,8 @@
 //! of messages into a child that acknowledges the last. Raw baselines use
 //! read(2)/write(2) or send(2)/recv(2) directly, without framing or codec;
 //! shared memory, which has no syscall of its own, is compared with a raw
-//! SEQPACKET socket pair. procwire rows send a `ByteBuf` (postcard).
+//! SEQPACKET socket pair (a stream socket beyond one datagram). procwire rows
+//! send a `ByteBuf` (postcard).
 
 use std::io::IsTerminal;
 use std::os::fd::{OwnedFd, RawFd};
@@ -67,10 +68,13 @@ impl Transport {
         }
     }
 
-    /// The raw baseline: the same syscalls without procwire.
-    fn baseline(self) -> Transport {
+    /// The raw baseline: the same syscalls without procwire. Shared memory
+    /// has none of its own: the fastest socket that carries `size` in one
+    /// message (SEQPACKET), or a stream beyond one datagram.
+    fn baseline(self, size: usize) -> Transport {
         match self {
-            Transport::Shm => Transport::Seqpacket,
+            Transport::Shm if Transport::Seqpacket.carries(size) => Transport::Seqpacket,
+            Transport::Shm => Transport::Stream,
             t => t,
         }
     }
@@ -377,7 +381,7 @@ pub fn run(cfg: Config) -> Result<()> {
         .transports
         .iter()
         .flat_map(|&t| cfg.sizes.iter().map(move |&s| (t, s)))
-        .filter(|&(t, s)| t.carries(s) && t.baseline().carries(s))
+        .filter(|&(t, s)| t.carries(s) && t.baseline(s).carries(s))
         .collect();
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(cases.len() as u64)
@@ -392,8 +396,8 @@ pub fn run(cfg: Config) -> Result<()> {
     for (t, size) in cases {
         bar.set_message(format!("{} {}", t.name(), human_size(size)));
         // The same size, the raw baseline and procwire back to back.
-        let base = measure(t.baseline(), false, size, &cfg)
-            .with_context(|| format!("raw {} at {size} bytes", t.baseline().name()))?;
+        let base = measure(t.baseline(size), false, size, &cfg)
+            .with_context(|| format!("raw {} at {size} bytes", t.baseline(size).name()))?;
         let wire = measure(t, true, size, &cfg)
             .with_context(|| format!("procwire {} at {size} bytes", t.name()))?;
         if !cfg.json && !std::io::stderr().is_terminal() {
@@ -405,7 +409,7 @@ pub fn run(cfg: Config) -> Result<()> {
             median_ns: wire.median_ns,
             p99_ns: wire.p99_ns,
             throughput_mib_s: (wire.throughput_mib_s * 10.0).round() / 10.0,
-            baseline: format!("raw {}", t.baseline().name()),
+            baseline: format!("raw {}", t.baseline(size).name()),
             baseline_median_ns: base.median_ns,
             baseline_p99_ns: base.p99_ns,
             baseline_throughput_mib_s: (base.throughput_mib_s * 10.0).round() / 10.0,

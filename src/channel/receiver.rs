@@ -134,7 +134,7 @@ impl RecvCore {
     ) -> Result<R> {
         let read = |inc: &mut Incoming| {
             self.conn
-                .shm_read(&mut inc.datagram)
+                .shm_read(&mut inc.datagram, self.max_frame)
                 .map_err(|e| Error::io(&self.context(), e))
         };
         loop {

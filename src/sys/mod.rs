@@ -490,6 +490,19 @@ pub(crate) fn poll(
     Ok(hit)
 }
 
+/// Whether the peer of a connected socket has closed its end (`POLLHUP` or
+/// `POLLRDHUP`), whether or not data is still queued.
+///
+/// # References
+/// - poll(2) with `POLLRDHUP`
+pub(crate) fn hung_up(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut one = [PollFd::from_borrowed_fd(fd, PollFlags::RDHUP)];
+    poll_loop(&mut one, Some(Instant::now()))?;
+    Ok(one[0]
+        .revents()
+        .intersects(PollFlags::HUP | PollFlags::RDHUP | PollFlags::ERR))
+}
+
 fn flags_for(interest: Interest) -> PollFlags {
     match interest {
         Interest::Read => PollFlags::IN,
