@@ -7,7 +7,9 @@
 //! the data area is preceded by a wrap marker (`len = u32::MAX`). The largest
 //! message is half the data area less 8 bytes, so that any record fits once
 //! the ring has drained. A larger message travels out of line: in a sealed
-//! memfd sent over the side socket, announced by a payload-less record.
+//! memfd sent over the side socket, announced by a payload-less record. That
+//! is slower than the ring (a memfd's pages are allocated and freed for each
+//! message): size the ring for the messages that matter.
 //!
 //! The peer is untrusted: each process keeps its own position (the producer
 //! its tail, the consumer its head) and only *reads* the other's from shared

@@ -235,8 +235,8 @@ impl Conn {
     }
 
     /// The payload of an out-of-line record: the memfd the writer sent over
-    /// the side socket just before publishing it, mapped (only if sealed and
-    /// exactly `len` bytes long) and copied out.
+    /// the side socket just before publishing it, read (only if sealed and
+    /// exactly `len` bytes long) into `out`.
     fn receive_out_of_line(
         &self,
         out: &mut Vec<u8>,
@@ -263,11 +263,10 @@ impl Conn {
                 format!("an out-of-line message of {len} bytes exceeds the {limit}-byte limit"),
             ));
         }
-        let region = sys::shm::Region::open(fd, len)?;
         if out.len() < len {
             out.resize(len, 0);
         }
-        region.read(0, &mut out[..len]);
+        sys::shm::read_memfd(&fd, &mut out[..len])?;
         Ok(len)
     }
 
@@ -282,9 +281,8 @@ impl Conn {
         if !tx.has_room(8) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let region = sys::shm::Region::create(bytes.len())?;
-        region.write(0, bytes);
-        let fds = [region.fd().as_fd()];
+        let memfd = sys::shm::memfd_with(bytes)?;
+        let fds = [memfd.as_fd()];
         sys::send(self.fd.as_fd(), &[IoSlice::new(&[0])], &fds, true)?;
         match tx.try_write_out_of_line(len) {
             Ok(true) => Ok(bytes.len()),

@@ -192,6 +192,59 @@ impl AsFd for Region {
     }
 }
 
+/// A sealed memfd holding `bytes`, written with pwrite(2): no mapping, so
+/// no page fault per page and no unmap (both dominate for a one-off copy).
+///
+/// # References
+/// - memfd_create(2), pwrite(2), fcntl(2) (`F_ADD_SEALS`)
+pub(crate) fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(
+        "procwire-message",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .map_err(io)?;
+    let mut at = 0;
+    while at < bytes.len() {
+        at += rustix::io::pwrite(&fd, &bytes[at..], at as u64).map_err(io)?;
+    }
+    rustix::fs::fcntl_add_seals(&fd, SEALS | SealFlags::WRITE).map_err(io)?;
+    Ok(fd)
+}
+
+/// Reads a memfd received from a peer into `out`: only if it is sealed
+/// against resizing and writing and exactly `out.len()` bytes long.
+///
+/// # References
+/// - fcntl(2) (`F_GET_SEALS`), fstat(2), pread(2)
+pub(crate) fn read_memfd(fd: &OwnedFd, out: &mut [u8]) -> io::Result<()> {
+    let seals = rustix::fs::fcntl_get_seals(fd).map_err(io)?;
+    if !seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the message's memfd is not sealed against resizing and writing",
+        ));
+    }
+    let size = rustix::fs::fstat(fd).map_err(io)?.st_size;
+    if size != out.len() as i64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the message's memfd has {size} bytes, not the {} announced",
+                out.len()
+            ),
+        ));
+    }
+    let mut at = 0;
+    while at < out.len() {
+        let n = rustix::io::pread(fd, &mut out[at..], at as u64).map_err(io)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        at += n;
+    }
+    Ok(())
+}
+
 /// Sleeps while `word` holds `expected`, at most `timeout`; shared (not
 /// process-private), so a wake from the other process reaches it.
 ///
