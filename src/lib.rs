@@ -40,7 +40,8 @@
 //! | framing | [`frame`]: wire format v1 over any `Read`/`Write` |
 //! | codecs | [`codec`]: postcard (default), MessagePack, JSON, raw |
 //! | channels | [`channel`], [`duplex`], [`Options`] → [`Sender`], [`Receiver`], [`Duplex`]; [`Select`] |
-//! | processes | [`Command`] starts any program with a channel (`PROCWIRE_FD`), [`fork`] runs a closure in a child, [`Child`] owns the process; [`from_env`] is the child's end |
+//! | shared memory | [`Options::shm_channel`], [`Options::shm_duplex`]: the same channels over a ring in a sealed memfd, the fastest way between two local processes |
+//! | processes | [`Command`] starts any program with a channel (`PROCWIRE_FD`), [`fork`] runs a closure in a child, [`task`] runs a function in a child (fork server via [`init`], or re-exec), [`Child`] owns the process; [`from_env`] is the child's end |
 //! | request/reply | [`rpc`]: many calls in flight on one channel; [`Pool`]: worker processes, crash-isolated |
 //! | descriptors in messages | [`Fd`], and channel ends inside messages ([`fd`]) |
 //!
