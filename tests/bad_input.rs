@@ -185,16 +185,8 @@ fn an_oversized_frame_is_skipped_on_a_stream_too() {
 #[test]
 fn a_payload_of_the_wrong_type_is_a_decode_error_and_the_channel_goes_on() {
     checked(30, || {
-        let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
         // The peer writes JSON text by hand: a string, then a number.
-        let peer = Options::new()
-            .codec(CodecKind::Raw)
-            .sender::<&str>(a)
-            .unwrap();
-        let rx = Options::new()
-            .codec(CodecKind::Json)
-            .receiver::<u32>(b)
-            .unwrap();
+        let (peer, rx) = util::json_text_peer(Kind::Stream);
         peer.send(r#""not a number""#).unwrap();
         peer.send("7").unwrap();
         let e = rx.recv().unwrap_err();

@@ -72,15 +72,7 @@ fn a_leaked_copy_of_the_socket_does_not_hold_off_the_end() {
 #[test]
 fn the_iterator_reports_bad_messages_and_goes_on_to_the_end() {
     checked(10, || {
-        let (a, b) = procwire::socket_pair(Kind::SeqPacket).unwrap();
-        let peer = Options::new()
-            .codec(CodecKind::Raw)
-            .sender::<&str>(a)
-            .unwrap();
-        let rx = Options::new()
-            .codec(CodecKind::Json)
-            .receiver::<u32>(b)
-            .unwrap();
+        let (peer, rx) = util::json_text_peer(Kind::SeqPacket);
         for text in ["1", r#""2""#, "3"] {
             peer.send(text).unwrap();
         }

@@ -163,3 +163,17 @@ pub fn zombies() -> usize {
         })
         .count()
 }
+
+/// A peer that writes JSON text by hand (raw codec) to a typed JSON
+/// receiver of `u32`, over a socket pair of `kind`: for tests of what a
+/// receiver does with text that is not what it expects.
+pub fn json_text_peer(
+    kind: procwire::Kind,
+) -> (procwire::Sender<&'static str>, procwire::Receiver<u32>) {
+    use procwire::{CodecKind, Options};
+    let (a, b) = procwire::socket_pair(kind).unwrap();
+    (
+        Options::new().codec(CodecKind::Raw).sender(a).unwrap(),
+        Options::new().codec(CodecKind::Json).receiver(b).unwrap(),
+    )
+}
