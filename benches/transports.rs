@@ -1,0 +1,67 @@
+//! Typed round trips on every transport, for criterion's regression
+//! tracking: a `ByteBuf` of 64 B and 4 KiB to a forked echo and back, both
+//! processes pinned to CPU 0. The comparison with raw syscalls in the same
+//! run is `procwire bench` (see docs/performance.md).
+//!
+//! `cargo bench --bench transports`
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::Criterion;
+use procwire::{ByteBuf, Duplex, Kind, Options};
+
+fn pin0() {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(0);
+    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
+}
+
+/// Two connected ends of a two-way transport. (Pipes are one-way: their
+/// round trips are in `procwire bench`.)
+fn ends(name: &str) -> (Duplex<ByteBuf, ByteBuf>, Duplex<ByteBuf, ByteBuf>) {
+    let opts = Options::new().shm_capacity(1 << 20);
+    match name {
+        "stream" => opts.duplex(Kind::Stream),
+        "seqpacket" => opts.duplex(Kind::SeqPacket),
+        "dgram" => opts.duplex(Kind::Datagram),
+        _ => opts.shm_duplex(),
+    }
+    .expect("a channel")
+}
+
+fn main() {
+    pin0();
+    let mut c = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    let mut g = c.benchmark_group("typed_round_trip");
+    for name in ["stream", "seqpacket", "dgram", "shm"] {
+        for size in [64usize, 4096] {
+            let (ours, theirs) = ends(name);
+            let mut child = procwire::fork(theirs, |ch| {
+                for m in ch.iter() {
+                    if ch.send(m.unwrap()).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("fork (the bench runs single-threaded)");
+            let msg = vec![7u8; size];
+            g.bench_function(format!("{name}/{size}"), |b| {
+                b.iter(|| {
+                    ours.send(ByteBuf::from(black_box(msg.clone()))).unwrap();
+                    ours.recv().unwrap()
+                })
+            });
+            drop(ours);
+            // A datagram socket has no end of file for the echo to see.
+            let _ = child.kill();
+            child.wait().unwrap();
+        }
+    }
+    g.finish();
+    c.final_summary();
+}
