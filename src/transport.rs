@@ -152,7 +152,10 @@ impl Conn {
             // a plain recv is one read(2), and waits with a deadline poll
             // first.
             Transport::Pipe => sys::set_nonblocking(fd.as_fd(), usage == Use::Send),
-            Transport::Datagram | Transport::SeqPacket => sys::enable_passcred(fd.as_fd()),
+            // Only SEQPACKET needs credentials: they tell an empty message
+            // from end-of-file, which a datagram socket does not have.
+            Transport::SeqPacket => sys::enable_passcred(fd.as_fd()),
+            Transport::Datagram => Ok(()),
             Transport::Stream | Transport::Shm => Ok(()),
         }
         .map_err(|e| Error::io("preparing the channel's descriptor", e))?;

@@ -257,7 +257,14 @@ impl RecvCore {
                 .conn
                 .read_maybe_blocking(&mut inc.datagram[..want], &mut fds, block)
             {
-                Ok(r) if r.full_len == 0 && !r.creds => inc.eof = true,
+                // Only SEQPACKET has an end of file (see `sys::recv`).
+                Ok(r)
+                    if r.full_len == 0
+                        && !r.creds
+                        && self.conn.transport() == Transport::SeqPacket =>
+                {
+                    inc.eof = true
+                }
                 Ok(r) => {
                     if r.fds_lost {
                         return Err(fds_lost());
