@@ -449,12 +449,7 @@ impl Conn {
                     return sys::recv(self.fd.as_fd(), buf, fds, false);
                 }
                 Transport::Pipe => {
-                    return sys::read(self.fd.as_fd(), buf).map(|len| sys::Received {
-                        len,
-                        full_len: len,
-                        fds_lost: false,
-                        creds: false,
-                    });
+                    return sys::read(self.fd.as_fd(), buf).map(sys::Received::plain);
                 }
                 Transport::Shm => {}
             }
@@ -480,12 +475,7 @@ impl Conn {
     /// Reads without blocking, adopting any descriptors that came along.
     pub(crate) fn read(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<sys::Received> {
         match self.transport {
-            Transport::Pipe => self.pipe_read(buf).map(|len| sys::Received {
-                len,
-                full_len: len,
-                fds_lost: false,
-                creds: false,
-            }),
+            Transport::Pipe => self.pipe_read(buf).map(sys::Received::plain),
             Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
                 sys::recv(self.fd.as_fd(), buf, fds, true)
             }
@@ -568,19 +558,24 @@ impl Conn {
         })
     }
 
-    /// After end-of-stream or a failed send: what became of the supervised
-    /// peer, if it is gone by `within`. `None` without supervision, or if it
-    /// still runs (it closed its end and lives on).
-    pub(crate) fn peer_fate(
-        &self,
-        within: Duration,
-    ) -> Option<(Option<std::process::ExitStatus>, String)> {
-        let peer = self.peer.get()?;
-        let status = peer.exit_status(Some(Instant::now() + within)).ok()??;
-        Some((
-            Some(status),
-            format!("child {} {}", peer.pid(), crate::process::describe(status)),
-        ))
+    /// After end-of-stream or a failed send: `e`, told what became of the
+    /// supervised peer if it is gone by `within` (its exit status attached).
+    /// Unchanged without supervision, if the peer still runs (it closed its
+    /// end and lives on), or if `e` already carries a status.
+    pub(crate) fn add_peer_fate(&self, e: Error, within: Duration) -> Error {
+        let Some(peer) = self.peer.get().filter(|_| e.exit_status().is_none()) else {
+            return e;
+        };
+        match peer.exit_status(Some(Instant::now() + within)) {
+            Ok(Some(status)) => e
+                .because(&format!(
+                    "child {} {}",
+                    peer.pid(),
+                    crate::process::describe(status)
+                ))
+                .with_status(Some(status)),
+            _ => e,
+        }
     }
 
     /// Ends our writing direction so the peer reads end-of-stream, even when

@@ -156,12 +156,7 @@ impl RecvCore {
             if let Some(len) = read(inc)? {
                 return f(&inc.datagram[..len], Vec::new());
             }
-            return Err(match self.conn.peer_fate(Duration::from_millis(100)) {
-                Some((status, why)) if ended.exit_status().is_none() => {
-                    ended.because(&why).with_status(status)
-                }
-                _ => ended,
-            });
+            return Err(self.conn.add_peer_fate(ended, Duration::from_millis(100)));
         }
     }
 
@@ -215,20 +210,14 @@ impl RecvCore {
             let e = Error::disconnected("the sender is gone and every message has been received");
             // A supervised child that closed the stream is usually exiting:
             // give its status a moment to appear.
-            return match self.conn.peer_fate(Duration::from_millis(100)) {
-                Some((status, why)) => e.because(&why).with_status(status),
-                None => e,
-            };
+            return self.conn.add_peer_fate(e, Duration::from_millis(100));
         }
         let e = inc.frames.eof_error();
         inc.frames.reset();
         inc.batches.clear();
         // Death mid-frame: name the cause (the pidfd turns readable just
         // after the dying process's descriptors are closed).
-        match self.conn.peer_fate(Duration::from_secs(1)) {
-            Some((status, why)) => e.because(&why).with_status(status),
-            None => e,
-        }
+        self.conn.add_peer_fate(e, Duration::from_secs(1))
     }
 
     fn recv_datagram<R>(

@@ -160,10 +160,9 @@ impl SendCore {
         }
         if sys::is_disconnect(&e) {
             let err = Error::io("the receiver is gone", e);
-            return match self.conn.peer_fate(std::time::Duration::from_millis(100)) {
-                Some((status, why)) => err.because(&why).with_status(status),
-                None => err,
-            };
+            return self
+                .conn
+                .add_peer_fate(err, std::time::Duration::from_millis(100));
         }
         Error::io(&self.context(), e)
     }

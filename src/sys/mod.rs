@@ -230,6 +230,18 @@ pub(crate) struct Received {
     pub creds: bool,
 }
 
+impl Received {
+    /// `len` bytes read from a byte stream with no ancillary data (a pipe).
+    pub(crate) fn plain(len: usize) -> Received {
+        Received {
+            len,
+            full_len: len,
+            fds_lost: false,
+            creds: false,
+        }
+    }
+}
+
 /// Receives bytes from a socket, adopting every descriptor that came with
 /// them into `fds_out` at once (close-on-exec, `MSG_CMSG_CLOEXEC`).
 ///
