@@ -23,7 +23,7 @@ use std::hint::black_box;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use criterion::Criterion;
+mod util;
 use procwire::rpc::{self, Client, ServerEnd};
 use procwire::{Duplex, Fd, How, Pool, task};
 
@@ -64,27 +64,15 @@ fn spin(n: u64) -> u64 {
     x
 }
 
-fn pin(cpus: &[usize]) {
-    let mut set = rustix::thread::CpuSet::new();
-    for &c in cpus {
-        set.set(c);
-    }
-    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
-}
-
 fn main() {
     // Pin before init(): the fork server, and so every worker it forks,
     // inherits CPU 0. Not in a re-executed worker, which also starts here
     // and must keep the affinity it inherited.
     if std::env::var_os(procwire::ENV_ENTRY).is_none() {
-        pin(&[0]);
+        util::pin(&[0]);
     }
     procwire::init().expect("procwire::init");
-    let mut c = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
+    let mut c = util::criterion(Duration::from_millis(500), Duration::from_secs(3));
 
     let mut g = c.benchmark_group("roundtrip");
     {
@@ -131,7 +119,7 @@ fn main() {
 
     // Both CPUs again; re-executed workers are children of this process and
     // inherit that (the fork server's would stay on CPU 0).
-    pin(&[0, 1]);
+    util::pin(&[0, 1]);
     let mut g = c.benchmark_group("cpu_bound");
     g.sample_size(10);
     for workers in [1, 2] {

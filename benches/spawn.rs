@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use std::hint::black_box;
 
-use criterion::Criterion;
+mod util;
 use procwire::{Duplex, How, task};
 
 fn echo(_: (), ch: Duplex<u64, u64>) {
@@ -67,11 +67,7 @@ fn std_command() -> Box<dyn FnOnce()> {
 
 fn main() {
     procwire::init().expect("procwire::init");
-    let mut c = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
+    let mut c = util::criterion(Duration::from_millis(500), Duration::from_secs(3));
     let mut g = c.benchmark_group("spawn_to_first_reply");
     g.bench_function("fork", |b| b.iter_custom(|n| timed(n, || via(How::Fork))));
     g.bench_function("std_command_pipe_cat", |b| {

@@ -8,14 +8,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::Criterion;
+mod util;
 use procwire::{ByteBuf, Duplex, Kind, Options};
-
-fn pin0() {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(0);
-    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
-}
 
 /// Two connected ends of a two-way transport. (Pipes are one-way: their
 /// round trips are in `procwire bench`.)
@@ -31,12 +25,8 @@ fn ends(name: &str) -> (Duplex<ByteBuf, ByteBuf>, Duplex<ByteBuf, ByteBuf>) {
 }
 
 fn main() {
-    pin0();
-    let mut c = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args();
+    util::pin(&[0]);
+    let mut c = util::criterion(Duration::from_millis(300), Duration::from_secs(2));
     let mut g = c.benchmark_group("typed_round_trip");
     for name in ["stream", "seqpacket", "dgram", "shm"] {
         for size in [64usize, 4096] {
