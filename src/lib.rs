@@ -104,6 +104,8 @@
 #![warn(missing_debug_implementations)]
 
 mod awaited;
+#[cfg(feature = "baseline")]
+pub mod baseline;
 mod channel;
 pub mod codec;
 mod error;
@@ -130,6 +132,7 @@ pub use process::{
     Child, Command, ENV_ENTRY, How, Inherit, Task, fork, fork_unchecked, init, task,
 };
 pub use serde_bytes::{self, ByteBuf};
+pub use shm::ShmWait;
 pub use socket::{Kind, PeerCred, Socket, UnixListener, socket_pair};
 
 /// Whether a descriptor has close-on-exec set: the property every descriptor

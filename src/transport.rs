@@ -372,11 +372,11 @@ impl Conn {
         let tx = tx
             .map(open)
             .transpose()?
-            .map(|(r, c)| shm::Writer::new(r, c));
+            .map(|(r, c)| shm::Writer::new(r, c, shm::ShmWait::Adaptive));
         let rx = rx
             .map(open)
             .transpose()?
-            .map(|(r, c)| shm::Reader::new(r, c));
+            .map(|(r, c)| shm::Reader::new(r, c, shm::ShmWait::Adaptive));
         Ok(Conn::shm(side, tx, rx))
     }
 

@@ -5,7 +5,9 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use procwire::{ByteBuf, CodecKind, Duplex, ErrorKind, How, Options, Receiver, Sender, task};
+use procwire::{
+    ByteBuf, CodecKind, Duplex, ErrorKind, How, Options, Receiver, Sender, ShmWait, task,
+};
 use util::{checked, wait_deadline};
 
 procwire::init_before_main!();
@@ -33,6 +35,53 @@ fn request_reply_over_shared_memory_with_a_child_process() {
         }
         drop(mine); // the child's loop ends at the ring's close
         assert!(wait_deadline(&mut child, 20).success());
+    });
+}
+
+/// Echoes a fixed number of messages, then exits without closing anything.
+fn echo_then_vanish(n: u32, ctl: Duplex<(), Duplex<ByteBuf, ByteBuf>>) {
+    let ch = ctl.recv().unwrap();
+    for _ in 0..n {
+        let m = ch.recv().unwrap();
+        ch.send(m).unwrap();
+    }
+    std::process::exit(0);
+}
+
+#[test]
+fn every_waiting_strategy_carries_messages_and_sees_its_peer_vanish() {
+    checked(60, || {
+        for wait in [
+            ShmWait::Adaptive,
+            ShmWait::Spin,
+            ShmWait::Yield,
+            ShmWait::Futex,
+        ] {
+            let (mine, theirs) = Options::new()
+                .shm_capacity(16 << 10)
+                .shm_wait(wait)
+                .shm_duplex::<ByteBuf, ByteBuf>()
+                .unwrap();
+            let (mut child, ctl) = task(echo_then_vanish, 500)
+                .via(How::Server)
+                .spawn()
+                .unwrap();
+            ctl.send(theirs).unwrap();
+            mine.supervise(&child);
+            for i in 0..500usize {
+                // Sizes up to 6 KiB wrap the 16 KiB ring many times.
+                let msg = ByteBuf::from(vec![i as u8; (i * 97) % 6000]);
+                assert_eq!(mine.request(msg.clone()).unwrap(), msg, "{wait:?}");
+            }
+            // The peer is gone without a word: the next wait ends with an
+            // error naming its exit, whichever way this end waits.
+            let started = Instant::now();
+            let _ = mine.send(ByteBuf::from(vec![1]));
+            let e = mine.recv().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::PeerExited, "{wait:?}: {e}");
+            assert!(started.elapsed() < Duration::from_secs(5), "{wait:?}");
+            assert!(wait_deadline(&mut child, 10).success());
+        }
     });
 }
 

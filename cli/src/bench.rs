@@ -10,12 +10,15 @@
 //! SEQPACKET socket pair (a stream socket beyond one datagram). procwire rows
 //! send a `ByteBuf` (postcard).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use procwire::{ByteBuf, Duplex, Inherit, Kind, Options, Receiver, Sender};
+use procwire::baseline::{RawReader, RawWriter, raw_ring};
+use procwire::{ByteBuf, Duplex, Inherit, Kind, Options, Receiver, Sender, ShmWait};
 use serde::Serialize;
 
 /// What `procwire bench` was asked to measure.
@@ -28,10 +31,13 @@ pub struct Config {
 }
 
 /// Where the two processes run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Pin {
-    /// Both on CPU 0 (the default: no cross-CPU wake-ups, which cost ~30 µs
-    /// on a small VM and make round trips bimodal).
+    /// Blocking transports both on CPU 0; shared memory on one CPU and on
+    /// two (spinning only on two).
+    Auto,
+    /// Both on CPU 0 (no cross-CPU wake-ups, which cost ~30 µs on a small
+    /// VM and make round trips bimodal).
     Same,
     /// Parent on CPU 0, child on CPU 1.
     Split,
@@ -39,23 +45,44 @@ pub enum Pin {
     None,
 }
 
+impl Pin {
+    fn name(self) -> &'static str {
+        match self {
+            Pin::Auto => "auto",
+            Pin::Same => "same",
+            Pin::Split => "split",
+            Pin::None => "none",
+        }
+    }
+}
+
 /// A transport to measure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Transport {
     Pipe,
     Stream,
     Seqpacket,
     Dgram,
+    /// Shared memory, adaptive waiter (the default).
     Shm,
+    /// Shared memory, always spinning.
+    ShmSpin,
+    /// Shared memory, always yielding.
+    ShmYield,
+    /// Shared memory, always sleeping on a futex.
+    ShmFutex,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 5] = [
+    pub const ALL: [Transport; 8] = [
         Transport::Pipe,
         Transport::Stream,
         Transport::Seqpacket,
         Transport::Dgram,
         Transport::Shm,
+        Transport::ShmSpin,
+        Transport::ShmYield,
+        Transport::ShmFutex,
     ];
 
     fn name(self) -> &'static str {
@@ -65,17 +92,38 @@ impl Transport {
             Transport::Seqpacket => "seqpacket",
             Transport::Dgram => "dgram",
             Transport::Shm => "shm",
+            Transport::ShmSpin => "shm-spin",
+            Transport::ShmYield => "shm-yield",
+            Transport::ShmFutex => "shm-futex",
         }
     }
 
-    /// The raw baseline: the same syscalls without procwire. Shared memory
-    /// has none of its own: the fastest socket that carries `size` in one
-    /// message (SEQPACKET), or a stream beyond one datagram.
-    fn baseline(self, size: usize) -> Transport {
+    /// How a shared-memory transport waits.
+    fn wait(self) -> Option<ShmWait> {
         match self {
-            Transport::Shm if Transport::Seqpacket.carries(size) => Transport::Seqpacket,
-            Transport::Shm => Transport::Stream,
-            t => t,
+            Transport::Shm => Some(ShmWait::Adaptive),
+            Transport::ShmSpin => Some(ShmWait::Spin),
+            Transport::ShmYield => Some(ShmWait::Yield),
+            Transport::ShmFutex => Some(ShmWait::Futex),
+            _ => None,
+        }
+    }
+
+    /// A shared-memory transport with a fixed waiting strategy.
+    fn fixed_wait(self) -> bool {
+        self.wait().is_some_and(|w| w != ShmWait::Adaptive)
+    }
+
+    /// Where `--pin auto` measures it: blocking transports on one CPU;
+    /// shared memory on one and on two, except that spinning is measured
+    /// only on two (against a peer on its own CPU it spins out a whole time
+    /// slice) and yielding only on one (on two it is spinning with
+    /// syscalls).
+    fn auto_pins(self) -> &'static [Pin] {
+        match self {
+            Transport::Shm | Transport::ShmFutex => &[Pin::Same, Pin::Split],
+            Transport::ShmSpin => &[Pin::Split],
+            _ => &[Pin::Same],
         }
     }
 
@@ -89,6 +137,86 @@ impl Transport {
     }
 }
 
+/// One side of a comparison: procwire, the same syscalls by hand, or a
+/// hand-written shared-memory ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Side {
+    Wire(Transport),
+    Raw(Transport),
+    Ring(ShmWait),
+}
+
+impl Side {
+    fn name(self) -> String {
+        match self {
+            Side::Wire(t) => t.name().into(),
+            Side::Raw(t) => format!("raw {}", t.name()),
+            Side::Ring(w) => format!("raw ring {}", format!("{w:?}").to_lowercase()),
+        }
+    }
+}
+
+/// One row to measure: procwire against its baseline.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    t: Transport,
+    base: Side,
+    size: usize,
+    pin: Pin,
+}
+
+/// The rows to measure for `cfg`: each transport at each size against its
+/// raw syscalls; shared memory against raw SEQPACKET (a stream socket
+/// beyond one datagram) and, at the largest size, against a raw two-copy
+/// ring; the fixed waiting strategies at the smallest size against a raw
+/// ring waiting the same way.
+fn cases(cfg: &Config) -> Vec<Case> {
+    let smallest = cfg.sizes.iter().copied().min().unwrap_or(64);
+    let largest = cfg.sizes.iter().copied().max().unwrap_or(64);
+    let mut out = Vec::new();
+    for &t in &cfg.transports {
+        let pins: &[Pin] = if cfg.pin == Pin::Auto {
+            t.auto_pins()
+        } else {
+            std::slice::from_ref(&cfg.pin)
+        };
+        for &pin in pins {
+            for &size in &cfg.sizes {
+                if let Some(w) = t.wait().filter(|_| t.fixed_wait()) {
+                    if size == smallest {
+                        let base = Side::Ring(w);
+                        out.push(Case { t, base, size, pin });
+                    }
+                    continue;
+                }
+                if t == Transport::Shm {
+                    let raw = match Transport::Seqpacket.carries(size) {
+                        true => Transport::Seqpacket,
+                        false => Transport::Stream,
+                    };
+                    let base = Side::Raw(raw);
+                    out.push(Case { t, base, size, pin });
+                    if size == largest && pin != Pin::Split {
+                        let base = Side::Ring(ShmWait::Futex);
+                        out.push(Case { t, base, size, pin });
+                    }
+                } else if t.carries(size) {
+                    out.push(Case {
+                        t,
+                        base: Side::Raw(t),
+                        size,
+                        pin,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Each shared-memory ring's data area: 1 MiB messages travel inline.
+const RING: usize = 4 << 20;
+
 /// One end of a measured link, raw or procwire.
 enum Link {
     /// A byte stream: a pipe pair or a stream socket (tx and rx may be one).
@@ -99,6 +227,8 @@ enum Link {
     Wire(Duplex<ByteBuf, ByteBuf>),
     /// procwire over two pipes.
     WirePipes(Sender<ByteBuf>, Receiver<ByteBuf>),
+    /// Two hand-written shared-memory rings, one each way.
+    RawRing(RefCell<RawWriter>, RefCell<RawReader>),
 }
 
 impl Inherit for Link {
@@ -114,6 +244,10 @@ impl Inherit for Link {
                 tx.descriptors(out);
                 rx.descriptors(out);
             }
+            Link::RawRing(tx, rx) => {
+                tx.borrow().descriptors(out);
+                rx.borrow().descriptors(out);
+            }
         }
     }
 
@@ -124,15 +258,27 @@ impl Inherit for Link {
                 tx.handed_over();
                 rx.handed_over();
             }
-            Link::RawStream { .. } | Link::RawMessage(_) => {}
+            Link::RawStream { .. } | Link::RawMessage(_) | Link::RawRing(..) => {}
         }
     }
 }
 
 impl Link {
-    /// Two connected ends of `t`, raw or through procwire.
-    fn pair(t: Transport, wire: bool) -> Result<(Link, Link)> {
-        let opts = Options::new().shm_capacity(4 << 20);
+    /// Two connected ends of `side`.
+    fn pair(side: Side) -> Result<(Link, Link)> {
+        let (t, wire) = match side {
+            Side::Wire(t) => (t, true),
+            Side::Raw(t) => (t, false),
+            Side::Ring(w) => {
+                let (tx1, rx1) = raw_ring(RING, w)?;
+                let (tx2, rx2) = raw_ring(RING, w)?;
+                let end = |tx, rx| Link::RawRing(RefCell::new(tx), RefCell::new(rx));
+                return Ok((end(tx1, rx2), end(tx2, rx1)));
+            }
+        };
+        let opts = Options::new()
+            .shm_capacity(RING)
+            .shm_wait(t.wait().unwrap_or_default());
         let kind = match t {
             Transport::Stream => Kind::Stream,
             Transport::Dgram => Kind::Datagram,
@@ -172,9 +318,12 @@ impl Link {
                     },
                 )
             }
-            (Transport::Shm, true) => {
+            (t, true) if t.wait().is_some() => {
                 let (a, b) = opts.shm_duplex()?;
                 (Link::Wire(a), Link::Wire(b))
+            }
+            (t, false) if t.wait().is_some() => {
+                anyhow::bail!("shared memory has no raw syscalls: compare it with a raw ring")
             }
             (_, false) => {
                 let (a, b) = procwire::socket_pair(kind)?;
@@ -187,10 +336,10 @@ impl Link {
         })
     }
 
-    fn send(&self, msg: &[u8]) -> Result<()> {
+    fn send(&self, msg: &ByteBuf) -> Result<()> {
         match self {
             Link::RawStream { tx, .. } => {
-                let mut buf = msg;
+                let mut buf: &[u8] = msg;
                 while !buf.is_empty() {
                     let n = rustix::io::write(tx, buf)?;
                     buf = &buf[n..];
@@ -199,8 +348,10 @@ impl Link {
             Link::RawMessage(fd) => {
                 rustix::net::send(fd, msg, rustix::net::SendFlags::empty())?;
             }
-            Link::Wire(d) => d.send(ByteBuf::from(msg.to_vec()))?,
-            Link::WirePipes(tx, _) => tx.send(ByteBuf::from(msg.to_vec()))?,
+            // By reference, as a program that sends one buffer again would.
+            Link::Wire(d) => d.send_ref(msg)?,
+            Link::WirePipes(tx, _) => tx.send_ref(msg)?,
+            Link::RawRing(tx, _) => tx.borrow_mut().send(msg),
         }
         Ok(())
     }
@@ -227,6 +378,10 @@ impl Link {
                 let m = rx.recv()?;
                 anyhow::ensure!(m.len() == buf.len(), "wrong size");
             }
+            Link::RawRing(_, rx) => {
+                let n = rx.borrow_mut().recv(buf);
+                anyhow::ensure!(n == buf.len(), "wrong size");
+            }
         }
         Ok(())
     }
@@ -242,36 +397,57 @@ fn pin_to(cpu: Option<usize>) {
 
 fn cpus(p: Pin) -> (Option<usize>, Option<usize>) {
     match p {
-        Pin::Same => (Some(0), Some(0)),
+        Pin::Same | Pin::Auto => (Some(0), Some(0)),
         Pin::Split => (Some(0), Some(1)),
         Pin::None => (None, None),
     }
 }
 
 /// Round trips and throughput of one transport, raw or procwire.
+#[derive(Clone, Copy)]
 struct Measured {
     median_ns: u64,
     p99_ns: u64,
     throughput_mib_s: f64,
 }
 
-fn measure(t: Transport, wire: bool, size: usize, cfg: &Config) -> Result<Measured> {
-    let budget = if cfg.quick {
-        Duration::from_millis(30)
+/// The median of `rounds` measurements of `side` (each statistic on its
+/// own): one slow round on a noisy machine does not decide a row.
+fn measure(side: Side, size: usize, pin: Pin, quick: bool) -> Result<Measured> {
+    let (rounds, budget) = if quick {
+        (1, Duration::from_millis(30))
     } else {
-        Duration::from_millis(300)
+        (3, Duration::from_millis(100))
     };
-    let (parent_cpu, child_cpu) = cpus(cfg.pin);
+    let all = (0..rounds)
+        .map(|_| measure_once(side, size, pin, budget))
+        .collect::<Result<Vec<_>>>()?;
+    let mid = |f: &dyn Fn(&Measured) -> f64| {
+        let mut v: Vec<f64> = all.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(Measured {
+        median_ns: mid(&|m| m.median_ns as f64) as u64,
+        p99_ns: mid(&|m| m.p99_ns as f64) as u64,
+        throughput_mib_s: mid(&|m| m.throughput_mib_s),
+    })
+}
+
+/// One round: round trips for `budget`, then a one-way stream for about as
+/// long.
+fn measure_once(side: Side, size: usize, pin: Pin, budget: Duration) -> Result<Measured> {
+    let (parent_cpu, child_cpu) = cpus(pin);
     pin_to(parent_cpu);
 
     // Round trips against an echoing child.
-    let (ours, theirs) = Link::pair(t, wire)?;
+    let (ours, theirs) = Link::pair(side)?;
     let mut child = procwire::fork(theirs, move |link| {
         pin_to(child_cpu);
-        let mut buf = vec![0u8; size];
+        let mut buf = ByteBuf::from(vec![0u8; size]);
         while link.recv(&mut buf).is_ok() && link.send(&buf).is_ok() {}
     })?;
-    let msg = vec![7u8; size];
+    let msg = ByteBuf::from(vec![7u8; size]);
     let mut back = vec![0u8; size];
     for _ in 0..20 {
         ours.send(&msg)?;
@@ -296,10 +472,10 @@ fn measure(t: Transport, wire: bool, size: usize, cfg: &Config) -> Result<Measur
 
     // One way: n messages into a child that acknowledges the last.
     let n = (budget.as_nanos() as u64 / median_ns.max(1)).clamp(16, 500_000);
-    let (ours, theirs) = Link::pair(t, wire)?;
+    let (ours, theirs) = Link::pair(side)?;
     let mut child = procwire::fork(theirs, move |link| {
         pin_to(child_cpu);
-        let mut buf = vec![0u8; size];
+        let mut buf = ByteBuf::from(vec![0u8; size]);
         for _ in 0..n {
             if link.recv(&mut buf).is_err() {
                 return;
@@ -327,6 +503,8 @@ fn measure(t: Transport, wire: bool, size: usize, cfg: &Config) -> Result<Measur
 struct Row {
     transport: String,
     size: usize,
+    /// Where the processes ran: "same" (one CPU), "split" (two), "none".
+    pin: &'static str,
     median_ns: u64,
     p99_ns: u64,
     throughput_mib_s: f64,
@@ -377,12 +555,7 @@ fn memcpy_ceiling(quick: bool) -> (f64, f64) {
 
 /// Runs the benchmark and prints the table (or JSON).
 pub fn run(cfg: Config) -> Result<()> {
-    let cases: Vec<(Transport, usize)> = cfg
-        .transports
-        .iter()
-        .flat_map(|&t| cfg.sizes.iter().map(move |&s| (t, s)))
-        .filter(|&(t, s)| t.carries(s) && t.baseline(s).carries(s))
-        .collect();
+    let cases = cases(&cfg);
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(cases.len() as u64)
     } else {
@@ -392,24 +565,45 @@ pub fn run(cfg: Config) -> Result<()> {
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    // A measurement serves every row that needs it (shared memory at the
+    // largest size has two baselines).
+    let mut done: HashMap<(Side, usize, Pin), Measured> = HashMap::new();
+    let mut get = |side: Side, size: usize, pin: Pin| -> Result<Measured> {
+        if let Some(m) = done.get(&(side, size, pin)) {
+            return Ok(*m);
+        }
+        let m = measure(side, size, pin, cfg.quick)
+            .with_context(|| format!("{} at {size} bytes, pin {}", side.name(), pin.name()))?;
+        done.insert((side, size, pin), m);
+        Ok(m)
+    };
     let mut rows = Vec::new();
-    for (t, size) in cases {
-        bar.set_message(format!("{} {}", t.name(), human_size(size)));
-        // The same size, the raw baseline and procwire back to back.
-        let base = measure(t.baseline(size), false, size, &cfg)
-            .with_context(|| format!("raw {} at {size} bytes", t.baseline(size).name()))?;
-        let wire = measure(t, true, size, &cfg)
-            .with_context(|| format!("procwire {} at {size} bytes", t.name()))?;
+    for c in &cases {
+        bar.set_message(format!(
+            "{} {} {}",
+            c.t.name(),
+            human_size(c.size),
+            c.pin.name()
+        ));
+        // The same size, the baseline and procwire back to back.
+        let base = get(c.base, c.size, c.pin)?;
+        let wire = get(Side::Wire(c.t), c.size, c.pin)?;
         if !cfg.json && !std::io::stderr().is_terminal() {
-            eprintln!("measured {} {}", t.name(), human_size(size));
+            eprintln!(
+                "measured {} {} {}",
+                c.t.name(),
+                human_size(c.size),
+                c.pin.name()
+            );
         }
         rows.push(Row {
-            transport: t.name().into(),
-            size,
+            transport: c.t.name().into(),
+            size: c.size,
+            pin: c.pin.name(),
             median_ns: wire.median_ns,
             p99_ns: wire.p99_ns,
             throughput_mib_s: (wire.throughput_mib_s * 10.0).round() / 10.0,
-            baseline: format!("raw {}", t.baseline(size).name()),
+            baseline: c.base.name(),
             baseline_median_ns: base.median_ns,
             baseline_p99_ns: base.p99_ns,
             baseline_throughput_mib_s: (base.throughput_mib_s * 10.0).round() / 10.0,
@@ -424,9 +618,10 @@ pub fn run(cfg: Config) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<10} {:>8} {:>10} {:>10} {:<15} {:>10} {:>7} {:>9} {:>9} {:>7}",
+        "{:<10} {:>8} {:<5} {:>10} {:>10} {:<15} {:>10} {:>7} {:>9} {:>9} {:>7}",
         "transport",
         "size",
+        "cpus",
         "median",
         "p99",
         "baseline",
@@ -438,9 +633,10 @@ pub fn run(cfg: Config) -> Result<()> {
     );
     for r in &rows {
         println!(
-            "{:<10} {:>8} {:>10} {:>10} {:<15} {:>10} {:>6.2}x {:>9.0} {:>9.0} {:>6.2}x",
+            "{:<10} {:>8} {:<5} {:>10} {:>10} {:<15} {:>10} {:>6.2}x {:>9.0} {:>9.0} {:>6.2}x",
             r.transport,
             human_size(r.size),
+            r.pin,
             micros(r.median_ns),
             micros(r.p99_ns),
             r.baseline,
@@ -451,17 +647,45 @@ pub fn run(cfg: Config) -> Result<()> {
             r.throughput_ratio
         );
     }
+    adaptive_summary(&rows);
     let (mib, hot) = memcpy_ceiling(cfg.quick);
     println!(
         "\nceiling: memcpy of 1 MiB, cache-hot, in this process: {hot:.0} MiB/s; from memory (64 MiB): {mib:.0} MiB/s"
     );
     println!(
-        "round trips of one message and its echo, {} pinning; ratios = procwire / raw, same run",
-        match cfg.pin {
-            Pin::Same => "both processes on CPU 0",
-            Pin::Split => "processes on CPUs 0 and 1",
-            Pin::None => "no",
-        }
+        "round trips of one message and its echo; cpus: same = both processes on CPU 0, \
+         split = CPUs 0 and 1, none = unpinned; ratios = procwire / baseline, same run"
     );
     Ok(())
+}
+
+/// The adaptive waiter against the best fixed strategy measured in the same
+/// placement at the same size.
+fn adaptive_summary(rows: &[Row]) {
+    let mut first = true;
+    for adaptive in rows
+        .iter()
+        .filter(|r| r.transport == "shm" && !r.baseline.starts_with("raw ring"))
+    {
+        let best = rows
+            .iter()
+            .filter(|r| {
+                r.transport.starts_with("shm-") && r.pin == adaptive.pin && r.size == adaptive.size
+            })
+            .min_by_key(|r| r.median_ns);
+        if let Some(best) = best {
+            if std::mem::take(&mut first) {
+                println!();
+            }
+            println!(
+                "adaptive shm, {}, cpus {}: {} against the best fixed strategy ({}) {}: {:.2}x",
+                human_size(adaptive.size),
+                adaptive.pin,
+                micros(adaptive.median_ns),
+                best.transport,
+                micros(best.median_ns),
+                adaptive.median_ns as f64 / best.median_ns.max(1) as f64
+            );
+        }
+    }
 }

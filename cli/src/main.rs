@@ -33,9 +33,11 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Where the two processes run.
-        #[arg(long, value_enum, default_value = "same")]
+        #[arg(long, value_enum, default_value = "auto")]
         pin: bench::Pin,
-        /// Transports to measure (default: all).
+        /// Transports to measure (default: all). The fixed shared-memory
+        /// strategies (shm-spin, shm-yield, shm-futex) are measured at the
+        /// smallest size only, against a raw ring waiting the same way.
         #[arg(long, value_enum, value_delimiter = ',')]
         transports: Vec<bench::Transport>,
         /// Message sizes in bytes (default: 64,4096,65536,1048576).

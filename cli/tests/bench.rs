@@ -28,9 +28,14 @@ fn json_is_one_array_with_every_field_and_a_baseline_per_row() {
     let rows: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("stdout is one JSON value");
     let rows = rows.as_array().expect("an array");
-    // 5 transports × 2 sizes.
-    assert_eq!(rows.len(), 10, "{rows:?}");
+    // Blocking transports on one CPU (4 × 2 sizes); shm adaptive on one and
+    // two CPUs (2 × 2) plus a raw ring at the largest size; the fixed
+    // strategies at the smallest size: spin on two CPUs, yield on one,
+    // futex on both.
+    assert_eq!(rows.len(), 8 + 5 + 4, "{rows:?}");
     for r in rows {
+        let pin = r["pin"].as_str().unwrap();
+        assert!(pin == "same" || pin == "split", "{r}");
         assert!(r["transport"].is_string());
         assert!(r["size"].as_u64().is_some_and(|s| s == 64 || s == 4096));
         let median = r["median_ns"].as_u64().unwrap();
@@ -45,9 +50,51 @@ fn json_is_one_array_with_every_field_and_a_baseline_per_row() {
         .iter()
         .map(|r| r["transport"].as_str().unwrap())
         .collect();
-    for t in ["pipe", "stream", "seqpacket", "dgram", "shm"] {
+    for t in [
+        "pipe",
+        "stream",
+        "seqpacket",
+        "dgram",
+        "shm",
+        "shm-spin",
+        "shm-yield",
+        "shm-futex",
+    ] {
         assert!(transports.contains(&t), "{t} missing");
     }
+    // Each fixed strategy is compared with a raw ring waiting the same way.
+    for r in rows.iter().filter(|r| r["transport"] == "shm-spin") {
+        assert_eq!(r["baseline"], "raw ring spin");
+        assert_eq!(r["pin"], "split");
+        assert_eq!(r["size"], 64);
+    }
+}
+
+#[test]
+fn the_adaptive_waiter_is_compared_with_the_best_fixed_strategy() {
+    let out = bench(&[
+        "--quick",
+        "--transports",
+        "shm,shm-yield,shm-futex",
+        "--sizes",
+        "64",
+        "--pin",
+        "same",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("adaptive shm, 64 B, cpus same"))
+        .unwrap_or_else(|| panic!("no summary line in\n{text}"));
+    assert!(
+        line.contains("(shm-yield)") || line.contains("(shm-futex)"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -42,6 +42,11 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         self.tx.send(value)
     }
 
+    /// Sends `*value` without giving it up. See [`Sender::send_ref`].
+    pub fn send_ref(&self, value: &Out) -> Result<()> {
+        self.tx.send_ref(value)
+    }
+
     /// Sends if there is room now. See [`Sender::try_send`].
     pub fn try_send(&self, value: Out) -> Result<(), SendError<Out>> {
         self.tx.try_send(value)

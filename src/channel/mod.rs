@@ -73,6 +73,7 @@ pub struct Options {
     max_frame: usize,
     send_buffer: Option<usize>,
     shm_capacity: usize,
+    shm_wait: crate::ShmWait,
 }
 
 impl Default for Options {
@@ -89,6 +90,7 @@ impl Options {
             max_frame: DEFAULT_MAX_FRAME,
             send_buffer: None,
             shm_capacity: 1 << 20,
+            shm_wait: crate::ShmWait::Adaptive,
         }
     }
 
@@ -97,6 +99,14 @@ impl Options {
     /// half of it.
     pub fn shm_capacity(mut self, bytes: usize) -> Options {
         self.shm_capacity = bytes;
+        self
+    }
+
+    /// How this process's shared-memory ends wait for their peer (default
+    /// [`ShmWait::Adaptive`](crate::ShmWait::Adaptive)). An end that
+    /// travels to another process inside a message waits adaptively there.
+    pub fn shm_wait(mut self, wait: crate::ShmWait) -> Options {
+        self.shm_wait = wait;
         self
     }
 
@@ -118,8 +128,8 @@ impl Options {
             crate::Error::new(crate::ErrorKind::InvalidInput, format!("{ctx}: {e:?}"))
         })?;
         Ok((
-            shm::Writer::new(region, cap),
-            shm::Reader::new(other, checked),
+            shm::Writer::new(region, cap, self.shm_wait),
+            shm::Reader::new(other, checked, self.shm_wait),
         ))
     }
 

@@ -235,6 +235,28 @@ impl<T: Serialize> Sender<T> {
         self.send_as(value, Wait::Block, &[])
     }
 
+    /// Sends `*value`, waiting while the OS buffer is full: [`send`] without
+    /// giving the value up, so one buffer can be sent again and again
+    /// without a copy of it per message.
+    ///
+    /// [`send`]: Sender::send
+    ///
+    /// ```
+    /// use procwire::ByteBuf;
+    ///
+    /// let (tx, rx) = procwire::channel::<ByteBuf>()?;
+    /// let block = ByteBuf::from(vec![7u8; 4096]);
+    /// tx.send_ref(&block)?;
+    /// tx.send_ref(&block)?;
+    /// assert_eq!(rx.recv()?, block);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_ref(&self, value: &T) -> Result<()> {
+        let codec = self.core.codec;
+        self.core
+            .send(Wait::Block, &[], |buf| codec.encode(value, buf))
+    }
+
     /// Sends `value` if the OS buffer has room now; otherwise hands it back
     /// with [`ErrorKind::Full`] and nothing written.
     ///

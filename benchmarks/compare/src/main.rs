@@ -68,13 +68,37 @@ fn raw_seqpacket(size: usize, child_cpu: usize) -> (f64, f64) {
     r
 }
 
+/// Round trips of `size` bytes through a raw stream socket pair (for sizes
+/// beyond one datagram).
+fn raw_stream(size: usize, child_cpu: usize) -> (f64, f64) {
+    use std::io::{Read, Write};
+    let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
+    let mut child = procwire::fork(b, move |b| {
+        pin(child_cpu);
+        let mut b = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(b));
+        let mut buf = vec![0u8; size];
+        while b.read_exact(&mut buf).is_ok() && b.write_all(&buf).is_ok() {}
+    })
+    .unwrap();
+    let mut a = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(a));
+    let msg = vec![1u8; size];
+    let mut back = vec![0u8; size];
+    let r = time(|| {
+        a.write_all(&msg).unwrap();
+        a.read_exact(&mut back).unwrap();
+    });
+    drop(a);
+    child.wait().unwrap();
+    r
+}
+
 /// Round trips of `msg` through a procwire duplex of `kind` (shared memory
 /// when `None`) to a forked echo.
 fn procwire_echo<T>(kind: Option<Kind>, child_cpu: usize, msg: T, same: impl Fn(&T, &T) -> bool) -> (f64, f64)
 where
-    T: Serialize + serde::de::DeserializeOwned + Clone,
+    T: Serialize + serde::de::DeserializeOwned,
 {
-    let opts = Options::new();
+    let opts = Options::new().shm_capacity(4 << 20);
     let (a, b) = match kind {
         Some(k) => opts.duplex::<T, T>(k).unwrap(),
         None => opts.shm_duplex::<T, T>().unwrap(),
@@ -89,7 +113,7 @@ where
     })
     .unwrap();
     let r = time(|| {
-        a.send(msg.clone()).unwrap();
+        a.send_ref(&msg).unwrap();
         assert!(same(&a.recv().unwrap(), &msg));
     });
     drop(a);
@@ -192,8 +216,21 @@ fn ipc_bytes(size: usize, cpu: usize) -> (f64, f64) {
     r
 }
 
-fn ice_child(ping: String, pong: String, cpu: usize) {
+/// The event service that wakes a blocked iceoryx2 peer (`name` + "/ev").
+fn ice_events(
+    node: &iceoryx2::prelude::Node<iceoryx2::prelude::ipc::Service>,
+    name: &str,
+) -> iceoryx2::service::port_factory::event::PortFactory<iceoryx2::prelude::ipc::Service> {
+    let name = format!("{name}/ev");
+    node.service_builder(&name.as_str().try_into().unwrap())
+        .event()
+        .open_or_create()
+        .unwrap()
+}
+
+fn ice_child(ping: String, pong: String, cpu: usize, blocking: bool) {
     use iceoryx2::prelude::*;
+    let (ping_name, pong_name) = (ping.clone(), pong.clone());
     pin(cpu);
     let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
     let ping = node
@@ -208,17 +245,29 @@ fn ice_child(ping: String, pong: String, cpu: usize) {
         .unwrap();
     let sub = ping.subscriber_builder().create().unwrap();
     let publ = pong.publisher_builder().create().unwrap();
+    let listener = ice_events(&node, &ping_name).listener_builder().create().unwrap();
+    let notifier = ice_events(&node, &pong_name).notifier_builder().create().unwrap();
     let start = Instant::now();
-    // Echo for as long as the parent measures (busy polling).
+    // Echo for as long as the parent measures (busy polling, or sleeping
+    // on the event service until notified).
     while start.elapsed() < Duration::from_secs(5) {
         if let Some(s) = sub.receive().unwrap() {
             let m = *s;
             publ.send_copy(m).unwrap();
+            if blocking {
+                notifier.notify().unwrap();
+            }
+        } else if blocking {
+            listener.timed_wait(|_| {}, Duration::from_millis(100)).unwrap();
         }
     }
 }
 
-fn iceoryx2_spinning(cpu: usize) -> (f64, f64) {
+
+/// A 64 B round trip through iceoryx2 publish/subscribe to a re-executed
+/// echo: busy polling, or (`blocking`) sleeping on an event service that
+/// the sender notifies after each sample.
+fn iceoryx2_echo(cpu: usize, blocking: bool) -> (f64, f64) {
     use iceoryx2::prelude::*;
     let tag = std::process::id();
     let (ping_name, pong_name) = (format!("procwire/cmp/ping/{tag}"), format!("procwire/cmp/pong/{tag}"));
@@ -235,18 +284,26 @@ fn iceoryx2_spinning(cpu: usize) -> (f64, f64) {
         .unwrap();
     let publ = ping.publisher_builder().create().unwrap();
     let sub = pong.subscriber_builder().create().unwrap();
+    let notifier = ice_events(&node, &ping_name).notifier_builder().create().unwrap();
+    let listener = ice_events(&node, &pong_name).listener_builder().create().unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["ice-child", &ping_name, &pong_name, &cpu.to_string()])
+        .args(["ice-child", &ping_name, &pong_name, &cpu.to_string(), &blocking.to_string()])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300)); // the child connects
     let msg = [7u64; 8];
     let r = time(|| {
         publ.send_copy(msg).unwrap();
+        if blocking {
+            notifier.notify().unwrap();
+        }
         loop {
             if let Some(s) = sub.receive().unwrap() {
                 assert_eq!(*s, msg);
                 break;
+            }
+            if blocking {
+                listener.timed_wait(|_| {}, Duration::from_millis(100)).unwrap();
             }
         }
     });
@@ -258,7 +315,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("ipc-child") => return ipc_child(args[2].clone(), args[3].parse().unwrap()),
-        Some("ice-child") => return ice_child(args[2].clone(), args[3].clone(), args[4].parse().unwrap()),
+        Some("ice-child") => {
+            return ice_child(args[2].clone(), args[3].clone(), args[4].parse().unwrap(), args[5] == "true");
+        }
         _ => {}
     }
     pin(0);
@@ -273,11 +332,19 @@ fn main() {
     rows.push(("4 KiB bytes", "procwire shm (ByteBuf)", procwire_bytes(4096, None, 0), raw4k));
     rows.push(("4 KiB bytes", "ipc-channel (Vec<u8>)", ipc_vec(4096, 0), raw4k));
     rows.push(("4 KiB bytes", "ipc-channel (bytes channel)", ipc_bytes(4096, 0), raw4k));
+    rows.push(("64 B struct", "iceoryx2 (event wait)", iceoryx2_echo(0, true), raw64));
+    // 1 MiB: beyond one datagram, against a raw stream socket.
+    let raw1m = raw_stream(1 << 20, 0);
+    rows.push(("1 MiB bytes", "procwire stream (ByteBuf)", procwire_bytes(1 << 20, Some(Kind::Stream), 0), raw1m));
+    rows.push(("1 MiB bytes", "procwire shm (ByteBuf)", procwire_bytes(1 << 20, None, 0), raw1m));
+    rows.push(("1 MiB bytes", "ipc-channel (Vec<u8>)", ipc_vec(1 << 20, 0), raw1m));
+    rows.push(("1 MiB bytes", "ipc-channel (bytes channel)", ipc_bytes(1 << 20, 0), raw1m));
     // Two CPUs: spinning transports, against the same raw socket there.
     let raw64_split = raw_seqpacket(64, 1);
     rows.push(("64 B, CPUs 0+1", "procwire shm", procwire_struct(None, 1), raw64_split));
-    rows.push(("64 B, CPUs 0+1", "iceoryx2 (busy polling)", iceoryx2_spinning(1), raw64_split));
-    println!("| case | implementation | median | p99 | raw SEQPACKET median | ratio |");
+    rows.push(("64 B, CPUs 0+1", "iceoryx2 (busy polling)", iceoryx2_echo(1, false), raw64_split));
+    rows.push(("64 B, CPUs 0+1", "iceoryx2 (event wait)", iceoryx2_echo(1, true), raw64_split));
+    println!("| case | implementation | median | p99 | raw median (SEQPACKET; stream for 1 MiB) | ratio |");
     println!("|---|---|---|---|---|---|");
     for (case, what, (m, p), (rm, _)) in rows {
         println!(
