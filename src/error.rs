@@ -51,6 +51,9 @@ pub enum ErrorKind {
     Cancelled,
     /// A socket path is in use by a live listener.
     AddrInUse,
+    /// A connection was refused by policy: a failed authentication, a
+    /// missing key, or an address that is not allowed without one.
+    Refused,
     /// A bad argument or environment: a path too long, an unknown codec name,
     /// a `PROCWIRE_FD` that is not an open stream socket.
     InvalidInput,
@@ -245,6 +248,7 @@ impl From<Error> for io::Error {
             ErrorKind::Encode | ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
             ErrorKind::Unsupported => io::ErrorKind::Unsupported,
             ErrorKind::AddrInUse => io::ErrorKind::AddrInUse,
+            ErrorKind::Refused => io::ErrorKind::PermissionDenied,
             ErrorKind::Io => match &e.source {
                 Some(s) => s.kind(),
                 None => io::ErrorKind::Other,

@@ -123,6 +123,17 @@ impl Outgoing {
         Ok(())
     }
 
+    /// Makes the pending frame a heartbeat: the prefix [`HEARTBEAT`] alone.
+    /// Must not be called while a frame is still pending.
+    pub(crate) fn heartbeat(&mut self) {
+        debug_assert!(!self.is_pending());
+        self.buf.clear();
+        self.buf.extend_from_slice(&HEARTBEAT.to_be_bytes());
+        self.sent = 0;
+        self.header = true;
+        self.ready = true;
+    }
+
     fn hdr(&self) -> usize {
         if self.header { HEADER_LEN } else { 0 }
     }
@@ -210,7 +221,14 @@ pub struct FrameDecoder {
     /// Bytes of an oversized frame still to be thrown away.
     skip: u64,
     max: usize,
+    /// Take frames whose prefix is [`HEARTBEAT`] as heartbeats and drop
+    /// them (`tcp://` connections only).
+    heartbeats: bool,
 }
+
+/// On `tcp://` connections only: a length prefix of `0xFFFF_FFFF`, with no
+/// payload, is a heartbeat, not a message.
+pub const HEARTBEAT: u32 = u32::MAX;
 
 impl FrameDecoder {
     /// A decoder that accepts payloads of at most `max_frame` bytes.
@@ -222,7 +240,15 @@ impl FrameDecoder {
             base: 0,
             skip: 0,
             max: check_max(max_frame)?,
+            heartbeats: false,
         })
+    }
+
+    /// Drops heartbeat frames ([`HEARTBEAT`]) instead of reporting them as
+    /// too large: the framing of `tcp://` connections.
+    pub fn with_heartbeats(mut self) -> FrameDecoder {
+        self.heartbeats = true;
+        self
     }
 
     /// The next complete frame's payload, if the buffer holds one.
@@ -241,11 +267,19 @@ impl FrameDecoder {
                 return Ok(None);
             }
         }
-        let avail = self.end - self.start;
+        let mut avail = self.end - self.start;
         if avail < HEADER_LEN {
             return Ok(None);
         }
-        let len = self.claimed_len();
+        let mut len = self.claimed_len();
+        while self.heartbeats && len == u64::from(HEARTBEAT) {
+            self.start += HEADER_LEN;
+            avail -= HEADER_LEN;
+            if avail < HEADER_LEN {
+                return Ok(None);
+            }
+            len = self.claimed_len();
+        }
         if len > self.max as u64 {
             self.start += HEADER_LEN;
             self.skip = len;

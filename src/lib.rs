@@ -108,6 +108,7 @@ mod awaited;
 pub mod baseline;
 mod channel;
 pub mod codec;
+pub mod endpoint;
 mod error;
 pub mod fd;
 pub mod frame;
@@ -115,6 +116,8 @@ mod handover;
 mod pipe;
 pub mod pool;
 mod process;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod rpc;
 mod shm;
 mod socket;
@@ -123,6 +126,7 @@ mod transport;
 
 pub use channel::{Duplex, IntoIter, Iter, Options, Receiver, Select, Sender, channel, duplex};
 pub use codec::{Codec, CodecKind};
+pub use endpoint::{Endpoint, Key, Listener, Net, Retry, connect, listen};
 pub use error::{Error, ErrorKind, Result, SendError};
 pub use fd::Fd;
 pub use handover::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env};

@@ -27,13 +27,17 @@ pub(crate) enum Transport {
     /// Shared-memory rings; the descriptor is a SEQPACKET socket that only
     /// tells each side whether the other is still there.
     Shm,
+    /// A TCP connection: frames as on a stream, plus heartbeat frames that
+    /// tell each side the other is alive.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    Tcp,
 }
 
 impl Transport {
     /// Byte streams carry length-prefixed frames; message sockets carry one
     /// payload per datagram.
     pub(crate) fn framed(self) -> bool {
-        matches!(self, Transport::Pipe | Transport::Stream)
+        matches!(self, Transport::Pipe | Transport::Stream | Transport::Tcp)
     }
 
     pub(crate) fn name(self) -> &'static str {
@@ -43,6 +47,7 @@ impl Transport {
             Transport::Datagram => "datagram socket",
             Transport::SeqPacket => "seqpacket socket",
             Transport::Shm => "shared-memory ring",
+            Transport::Tcp => "TCP connection",
         }
     }
 }
@@ -62,6 +67,23 @@ pub(crate) struct Conn {
     /// (nanoseconds since `epoch`).
     checked_alive: std::sync::atomic::AtomicU64,
     epoch: Instant,
+    /// A TCP connection's record of when the peer was last heard from.
+    liveness: Option<Liveness>,
+}
+
+/// When the peer of a TCP connection last showed a sign of life, and
+/// whether it has been declared gone for its silence.
+#[derive(Debug)]
+pub(crate) struct Liveness {
+    /// The peer's heartbeat interval: silence for three of them ends the
+    /// connection.
+    pub(crate) interval: Duration,
+    /// Nanoseconds since the connection's epoch.
+    last_heard: std::sync::atomic::AtomicU64,
+    /// The peer ended its sending side: no more heartbeats will come.
+    ended: std::sync::atomic::AtomicBool,
+    /// The connection was shut down because the peer fell silent.
+    silent: std::sync::atomic::AtomicBool,
 }
 
 /// A shared-memory end as it travels: copies of the memfds of its writing
@@ -156,7 +178,7 @@ impl Conn {
             // from end-of-file, which a datagram socket does not have.
             Transport::SeqPacket => sys::enable_passcred(fd.as_fd()),
             Transport::Datagram => Ok(()),
-            Transport::Stream | Transport::Shm => Ok(()),
+            Transport::Stream | Transport::Shm | Transport::Tcp => Ok(()),
         }
         .map_err(|e| Error::io("preparing the channel's descriptor", e))?;
         Ok(Conn {
@@ -167,7 +189,70 @@ impl Conn {
             shm: None,
             checked_alive: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
+            liveness: None,
         })
+    }
+
+    /// A TCP connection (already authenticated) whose peer sends heartbeats
+    /// every `interval`.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub(crate) fn tcp(fd: OwnedFd, interval: Duration) -> Conn {
+        Conn {
+            fd,
+            transport: Transport::Tcp,
+            peer: OnceLock::new(),
+            shared: std::sync::atomic::AtomicBool::new(false),
+            shm: None,
+            checked_alive: std::sync::atomic::AtomicU64::new(0),
+            epoch: Instant::now(),
+            liveness: Some(Liveness {
+                interval,
+                last_heard: std::sync::atomic::AtomicU64::new(0),
+                ended: std::sync::atomic::AtomicBool::new(false),
+                silent: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Notes that bytes (or the end) came from the peer.
+    fn heard(&self, got: &io::Result<sys::Received>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let (Some(l), Ok(r)) = (&self.liveness, got) {
+            l.last_heard
+                .store(self.epoch.elapsed().as_nanos() as u64, Relaxed);
+            if r.len == 0 {
+                l.ended.store(true, Relaxed);
+            }
+        }
+    }
+
+    /// For a TCP connection's watcher: whether the peer has been silent for
+    /// three heartbeat intervals, counting bytes that wait unread in the
+    /// socket (`queued`, the watcher's last reading of them) as a sign of
+    /// life. A silent peer is declared gone: the connection is shut down,
+    /// which wakes every wait on it, and its errors say why.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub(crate) fn check_silence(&self, queued: &mut u64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(l) = &self.liveness else {
+            return false;
+        };
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let inq = sys::unread_bytes(self.fd.as_fd()).unwrap_or(0);
+        if inq != *queued {
+            *queued = inq;
+            l.last_heard.store(now, Relaxed);
+        }
+        if l.ended.load(Relaxed) || l.silent.load(Relaxed) {
+            return false;
+        }
+        let quiet = Duration::from_nanos(now.saturating_sub(l.last_heard.load(Relaxed)));
+        if quiet < l.interval * 3 {
+            return false;
+        }
+        l.silent.store(true, Relaxed);
+        let _ = sys::shutdown(self.fd.as_fd(), std::net::Shutdown::Both);
+        true
     }
 
     /// A shared-memory end: `side` is this end of a SEQPACKET socket pair
@@ -184,6 +269,7 @@ impl Conn {
             }),
             checked_alive: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
+            liveness: None,
         }
     }
 
@@ -427,7 +513,7 @@ impl Conn {
                 Err(e) => Err(ring_error(e)),
             },
             Transport::Pipe => sys::pipe_write(self.fd.as_fd(), &bufs),
-            Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
+            Transport::Stream | Transport::Datagram | Transport::SeqPacket | Transport::Tcp => {
                 sys::send(self.fd.as_fd(), &bufs, fds, true)
             }
         }
@@ -445,6 +531,11 @@ impl Conn {
     ) -> io::Result<sys::Received> {
         if block && self.peer.get().is_none() {
             match self.transport {
+                Transport::Tcp => {
+                    let got = sys::recv_bytes(self.fd.as_fd(), buf, false);
+                    self.heard(&got);
+                    return got;
+                }
                 Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
                     return sys::recv(self.fd.as_fd(), buf, fds, false);
                 }
@@ -479,6 +570,11 @@ impl Conn {
             Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
                 sys::recv(self.fd.as_fd(), buf, fds, true)
             }
+            Transport::Tcp => {
+                let got = sys::recv_bytes(self.fd.as_fd(), buf, true);
+                self.heard(&got);
+                got
+            }
             Transport::Shm => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "shared memory is read with shm_read",
@@ -493,13 +589,16 @@ impl Conn {
             Transport::Datagram | Transport::SeqPacket => sys::max_datagram(self.fd.as_fd()).ok(),
             // Larger messages travel out of line: no limit of its own.
             Transport::Shm => None,
-            Transport::Pipe | Transport::Stream => None,
+            Transport::Pipe | Transport::Stream | Transport::Tcp => None,
         }
     }
 
     /// Whether descriptors can travel on this transport.
     pub(crate) fn carries_fds(&self) -> bool {
-        !matches!(self.transport, Transport::Pipe | Transport::Shm)
+        !matches!(
+            self.transport,
+            Transport::Pipe | Transport::Shm | Transport::Tcp
+        )
     }
 
     /// Watches `peer`: waits on this channel end from now on also end when
@@ -563,6 +662,17 @@ impl Conn {
     /// Unchanged without supervision, if the peer still runs (it closed its
     /// end and lives on), or if `e` already carries a status.
     pub(crate) fn add_peer_fate(&self, e: Error, within: Duration) -> Error {
+        if let Some(l) = self
+            .liveness
+            .as_ref()
+            .filter(|l| l.silent.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return e.because(&format!(
+                "no sign of life from the peer for {:?} (three heartbeat intervals): it is \
+                 frozen or gone, or the network between us is down",
+                l.interval * 3
+            ));
+        }
         let Some(peer) = self.peer.get().filter(|_| e.exit_status().is_none()) else {
             return e;
         };
@@ -592,7 +702,10 @@ impl Conn {
             ring(tx).close();
             return;
         }
-        if matches!(self.transport, Transport::Stream | Transport::SeqPacket) {
+        if matches!(
+            self.transport,
+            Transport::Stream | Transport::SeqPacket | Transport::Tcp
+        ) {
             let _ = sys::shutdown(self.fd.as_fd(), std::net::Shutdown::Write);
         }
     }

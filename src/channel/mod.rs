@@ -10,6 +10,8 @@ mod gate;
 mod receiver;
 mod select;
 mod sender;
+#[cfg(feature = "remote")]
+pub(crate) use sender::SendCore;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -74,6 +76,7 @@ pub struct Options {
     send_buffer: Option<usize>,
     shm_capacity: usize,
     shm_wait: crate::ShmWait,
+    pub(crate) net: crate::endpoint::Net,
 }
 
 impl Default for Options {
@@ -91,6 +94,7 @@ impl Options {
             send_buffer: None,
             shm_capacity: 1 << 20,
             shm_wait: crate::ShmWait::Adaptive,
+            net: crate::endpoint::Net::default(),
         }
     }
 

@@ -96,12 +96,15 @@ impl RecvCore {
         let largest = send_buffer.map_or(256 << 10, |b| (b * 2).max(256 << 10));
         let datagram_buffer = largest.min(max_frame.saturating_add(1)).max(1);
         Ok(RecvCore {
-            conn,
             codec,
             max_frame,
             datagram_buffer,
+            conn: Arc::clone(&conn),
             incoming: Gate::new(Incoming {
-                frames: FrameDecoder::new(max_frame)?,
+                frames: match conn.transport() {
+                    Transport::Tcp => FrameDecoder::new(max_frame)?.with_heartbeats(),
+                    _ => FrameDecoder::new(max_frame)?,
+                },
                 batches: VecDeque::new(),
                 datagram: Vec::new(),
                 eof: false,

@@ -171,6 +171,25 @@ impl SendCore {
         &self.conn
     }
 
+    /// Writes a heartbeat frame if no other frame is being written (one
+    /// being written says as much) and the socket has room now; a heartbeat
+    /// the kernel takes in part is finished before the next frame.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub(crate) fn heartbeat(&self) {
+        let Some(mut pass) = self.out.enter(Wait::Never) else {
+            return;
+        };
+        let out = &mut *pass.state;
+        if out.is_pending() {
+            let _ = self.pump(out, Wait::Never, &[]);
+            return;
+        }
+        out.heartbeat();
+        if matches!(self.pump(out, Wait::Never, &[]), Ok(false)) && !out.started() {
+            out.discard();
+        }
+    }
+
     pub(crate) fn flush(&self, wait: Wait) -> Result<()> {
         let Some(mut pass) = self.out.enter(wait) else {
             return Err(not_now(wait));

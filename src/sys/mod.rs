@@ -289,6 +289,26 @@ pub(crate) fn recv(
     })
 }
 
+/// Receives bytes from a socket that carries neither descriptors nor
+/// credentials (TCP, where `MSG_TRUNC` would discard the data).
+///
+/// # References
+/// - recv(2), tcp(7)
+#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+pub(crate) fn recv_bytes(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    nonblocking: bool,
+) -> io::Result<Received> {
+    let flags = if nonblocking {
+        RecvFlags::DONTWAIT
+    } else {
+        RecvFlags::empty()
+    };
+    let n = retry(|| rustix::net::recv(fd, &mut *buf, flags).map(|(n, _)| n))?;
+    Ok(Received::plain(n))
+}
+
 /// Turns on `SO_PASSCRED`, so that [`recv`] can tell an empty message from
 /// end-of-file on a `SOCK_SEQPACKET` socket: recv(2) returns 0 for both, but
 /// every real message carries `SCM_CREDENTIALS` and end-of-file nothing.
@@ -316,6 +336,15 @@ pub(crate) fn max_datagram(fd: BorrowedFd<'_>) -> io::Result<usize> {
 /// - setsockopt(2) with `SO_SNDBUF`, socket(7)
 pub(crate) fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
     rustix::net::sockopt::set_socket_send_buffer_size(fd, bytes).map_err(io)
+}
+
+/// How many bytes wait unread in a socket's receive queue.
+///
+/// # References
+/// - ioctl(2) with `FIONREAD` (`SIOCINQ`, tcp(7), unix(7))
+#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+pub(crate) fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    rustix::io::ioctl_fionread(fd).map_err(io)
 }
 
 /// Shuts down one or both directions of a socket.
@@ -476,7 +505,7 @@ pub(crate) fn poll(
     deadline: Option<Instant>,
     ready: &mut [bool],
 ) -> io::Result<bool> {
-    const MAX: usize = 64;
+    const MAX: usize = 4096;
     if fds.len() > MAX {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

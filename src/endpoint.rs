@@ -1,0 +1,545 @@
+//! Endpoints by address: one syntax in the library and on the command line.
+//!
+//! | address | what | needs |
+//! |---|---|---|
+//! | `unix:PATH` | procwire framing on a Unix stream socket at `PATH` | nothing |
+//! | `tcp://HOST:PORT` | procwire framing over TCP, authenticated, with heartbeats | feature `remote` |
+//! | `zmq+tcp://HOST:PORT` | ZeroMQ over TCP | feature `remote` |
+//! | `zmq+ipc://PATH` | ZeroMQ over a Unix socket | feature `remote` |
+//!
+//! [`listen`] and [`connect`] give the same [`Duplex`] as a local channel, so
+//! RPC ([`rpc`](crate::rpc)) and everything else built on channels works
+//! across them unchanged. An empty host (`tcp://:7000`) means loopback.
+//!
+//! ```
+//! # fn main() -> procwire::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let addr = format!("unix:{}", dir.path().join("s").display());
+//! let listener = procwire::listen(&addr)?;
+//! let client = std::thread::spawn(move || -> procwire::Result<String> {
+//!     let ch = procwire::connect::<String, String>(&addr)?;
+//!     ch.request("Heavy lifting".into())
+//! });
+//! let server = listener.accept::<String, String>()?;
+//! let job = server.recv()?;
+//! server.send(format!("{job} accomplished!"))?;
+//! assert_eq!(client.join().unwrap()?, "Heavy lifting accomplished!");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # TCP
+//!
+//! `tcp://` connections are authenticated before any message: both sides
+//! prove knowledge of a shared key by HMAC-SHA256 over fresh random nonces
+//! from both sides (as Python's `multiprocessing` authkey does), so a wrong
+//! key or a replayed handshake is refused and nothing reaches the
+//! application first. The key is the content of the file named by
+//! `PROCWIRE_KEY_FILE` (one trailing newline ignored) or the value of
+//! `PROCWIRE_KEY`, at least 16 bytes, never a command-line argument; or
+//! [`Net::key`]. **Without a key, anything but loopback is refused.**
+//!
+//! Traffic is authenticated, **not encrypted**: anyone on the path can read
+//! it. Across an untrusted network, tunnel it (`ssh -L 7000:127.0.0.1:7000
+//! host`, WireGuard, or stunnel) and keep procwire on loopback at both ends.
+//!
+//! Each side sends a heartbeat every [`Net::heartbeat`] interval; a peer
+//! that sends nothing for three intervals (it froze, vanished, or the
+//! network failed) ends the connection with an error that says so, in
+//! `recv` and `send` alike.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::{Duplex, Options, UnixListener};
+
+/// A parsed address (see the [module docs](self)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `unix:PATH`
+    Unix(PathBuf),
+    /// `tcp://HOST:PORT`
+    Tcp(HostPort),
+    /// `zmq+tcp://HOST:PORT`
+    ZmqTcp(HostPort),
+    /// `zmq+ipc://PATH`
+    ZmqIpc(PathBuf),
+}
+
+/// A host and a port; an empty host is loopback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    /// A name, an IPv4 address, or an IPv6 address without brackets.
+    pub host: String,
+    /// The port (0 when listening: any free port).
+    pub port: u16,
+}
+
+impl HostPort {
+    fn parse(s: &str, whole: &str) -> Result<HostPort> {
+        let bad = |why: &str| Error::new(ErrorKind::InvalidInput, format!("`{whole}`: {why}"));
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, p) = rest
+                .split_once("]:")
+                .ok_or_else(|| bad("an IPv6 address is written [ADDR]:PORT"))?;
+            (h, p)
+        } else {
+            s.rsplit_once(':').ok_or_else(|| bad("no :PORT"))?
+        };
+        if host.contains(['/', ' ']) {
+            return Err(bad("the host contains `/` or a space"));
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+        let host = match host {
+            "" => "127.0.0.1".to_string(),
+            h => h.to_string(),
+        };
+        Ok(HostPort { host, port })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Endpoint> {
+        let path = |p: &str| -> Result<PathBuf> {
+            if p.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("`{s}`: the path is empty"),
+                ));
+            }
+            Ok(PathBuf::from(p))
+        };
+        if let Some(p) = s.strip_prefix("unix:") {
+            Ok(Endpoint::Unix(path(p)?))
+        } else if let Some(hp) = s.strip_prefix("tcp://") {
+            Ok(Endpoint::Tcp(HostPort::parse(hp, s)?))
+        } else if let Some(hp) = s.strip_prefix("zmq+tcp://") {
+            Ok(Endpoint::ZmqTcp(HostPort::parse(hp, s)?))
+        } else if let Some(p) = s.strip_prefix("zmq+ipc://") {
+            Ok(Endpoint::ZmqIpc(path(p)?))
+        } else {
+            Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "`{s}` is not an endpoint: write unix:PATH, tcp://HOST:PORT, \
+                     zmq+tcp://HOST:PORT or zmq+ipc://PATH"
+                ),
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Tcp(hp) => write!(f, "tcp://{hp}"),
+            Endpoint::ZmqTcp(hp) => write!(f, "zmq+tcp://{hp}"),
+            Endpoint::ZmqIpc(p) => write!(f, "zmq+ipc://{}", p.display()),
+        }
+    }
+}
+
+/// A shared key for `tcp://` authentication: at least 16 bytes. Its
+/// `Debug` output never shows the bytes.
+#[derive(Clone)]
+pub struct Key(Arc<[u8]>);
+
+impl Key {
+    /// The least a key may hold.
+    pub const MIN_LEN: usize = 16;
+
+    /// A key of these bytes (at least [`MIN_LEN`](Key::MIN_LEN)).
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Key> {
+        let bytes = bytes.into();
+        if bytes.len() < Key::MIN_LEN {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "a key must hold at least {} bytes; this one holds {}",
+                    Key::MIN_LEN,
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(Key(bytes.into()))
+    }
+
+    /// The key from the environment: the bytes of the file named by
+    /// `PROCWIRE_KEY_FILE` (one trailing newline ignored), else the value of
+    /// `PROCWIRE_KEY`; `Ok(None)` if neither is set.
+    pub fn from_env() -> Result<Option<Key>> {
+        if let Some(file) = std::env::var_os("PROCWIRE_KEY_FILE") {
+            let mut bytes = std::fs::read(&file).map_err(|e| {
+                Error::io(
+                    &format!("reading PROCWIRE_KEY_FILE ({})", file.to_string_lossy()),
+                    e,
+                )
+            })?;
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            return Key::new(bytes)
+                .map(Some)
+                .map_err(|e| e.because("in PROCWIRE_KEY_FILE"));
+        }
+        match std::env::var_os("PROCWIRE_KEY") {
+            Some(v) => Key::new(std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()))
+                .map(Some)
+                .map_err(|e| e.because("in PROCWIRE_KEY")),
+            None => Ok(None),
+        }
+    }
+
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({} bytes)", self.0.len())
+    }
+}
+
+/// How a client retries a connection that fails to open (refused, or
+/// timed out); a failed authentication is never retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in all (1: no retry).
+    pub attempts: u32,
+    /// The wait before the second attempt; it doubles each time, up to 5 s.
+    pub backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            attempts: 1,
+            backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Settings of network endpoints (`tcp://`, `zmq+…`), part of [`Options`]
+/// through [`Options::net`].
+#[derive(Clone, Debug)]
+pub struct Net {
+    pub(crate) heartbeat: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) key: KeyChoice,
+    pub(crate) retry: Retry,
+    pub(crate) public_zmq: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum KeyChoice {
+    /// `Key::from_env()` when the endpoint is opened.
+    FromEnv,
+    Given(Key),
+    None,
+}
+
+impl Default for Net {
+    fn default() -> Net {
+        Net {
+            heartbeat: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            key: KeyChoice::FromEnv,
+            retry: Retry::default(),
+            public_zmq: false,
+        }
+    }
+}
+
+impl Net {
+    /// Heartbeats every second, 5 s to connect and 5 s to authenticate,
+    /// the key from the environment, no retries.
+    pub fn new() -> Net {
+        Net::default()
+    }
+
+    /// How often each side of a `tcp://` connection says it is alive; a peer
+    /// silent for three intervals is gone.
+    pub fn heartbeat(mut self, every: Duration) -> Net {
+        self.heartbeat = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a client waits for TCP to connect.
+    pub fn connect_timeout(mut self, t: Duration) -> Net {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// How long either side waits for the peer's part of the handshake.
+    pub fn handshake_timeout(mut self, t: Duration) -> Net {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// This key instead of the environment's.
+    pub fn key(mut self, key: Key) -> Net {
+        self.key = KeyChoice::Given(key);
+        self
+    }
+
+    /// No key, whatever the environment says (loopback only).
+    pub fn no_key(mut self) -> Net {
+        self.key = KeyChoice::None;
+        self
+    }
+
+    /// Retry failed connection attempts.
+    pub fn retry(mut self, retry: Retry) -> Net {
+        self.retry = retry;
+        self
+    }
+
+    /// Lets a ZeroMQ listener bind to an address other than loopback. The
+    /// `zeromq` crate reserves memory for whatever frame length a peer
+    /// declares, so anyone who can reach the port can make this process
+    /// allocate without bound; only force this on a network you trust.
+    pub fn force_public_zmq(mut self) -> Net {
+        self.public_zmq = true;
+        self
+    }
+
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub(crate) fn resolve_key(&self) -> Result<Option<Key>> {
+        match &self.key {
+            KeyChoice::FromEnv => Key::from_env(),
+            KeyChoice::Given(k) => Ok(Some(k.clone())),
+            KeyChoice::None => Ok(None),
+        }
+    }
+}
+
+/// A listening endpoint: [`accept`](Listener::accept) gives a channel per
+/// peer that connects.
+#[derive(Debug)]
+pub struct Listener {
+    inner: Inner,
+    opts: Options,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Unix(UnixListener),
+    #[cfg(feature = "remote")]
+    Tcp(crate::remote::TcpAcceptor),
+}
+
+impl Listener {
+    /// Waits for the next peer and gives a channel to it (on `tcp://`, one
+    /// that has passed the handshake).
+    pub fn accept<Out, In>(&self) -> Result<Duplex<Out, In>>
+    where
+        Out: Serialize + DeserializeOwned,
+        In: Serialize + DeserializeOwned,
+    {
+        self.accept_deadline(None)
+    }
+
+    /// Like [`accept`](Listener::accept), for at most `timeout`
+    /// ([`ErrorKind::Timeout`] then).
+    pub fn accept_timeout<Out, In>(&self, timeout: Duration) -> Result<Duplex<Out, In>>
+    where
+        Out: Serialize + DeserializeOwned,
+        In: Serialize + DeserializeOwned,
+    {
+        self.accept_deadline(Some(std::time::Instant::now() + timeout))
+    }
+
+    fn accept_deadline<Out, In>(
+        &self,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Duplex<Out, In>>
+    where
+        Out: Serialize + DeserializeOwned,
+        In: Serialize + DeserializeOwned,
+    {
+        match &self.inner {
+            Inner::Unix(l) => {
+                if let Some(d) = deadline {
+                    let mut ready = [false];
+                    let fds = [(std::os::fd::AsFd::as_fd(l), crate::sys::Interest::Read)];
+                    let hit = crate::sys::poll(&fds, Some(d), &mut ready)
+                        .map_err(|e| Error::io("waiting for a connection", e))?;
+                    if !hit {
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            "no peer connected before the deadline",
+                        ));
+                    }
+                }
+                let s = l
+                    .accept()
+                    .map_err(|e| Error::io("accepting a connection", e))?;
+                self.opts.duplex_from(s)
+            }
+            #[cfg(feature = "remote")]
+            Inner::Tcp(t) => t.accept(&self.opts, deadline),
+        }
+    }
+
+    /// The address peers connect to (with the port the system chose, if it
+    /// was 0).
+    pub fn endpoint(&self) -> Endpoint {
+        match &self.inner {
+            Inner::Unix(l) => Endpoint::Unix(l.path().to_path_buf()),
+            #[cfg(feature = "remote")]
+            Inner::Tcp(t) => t.endpoint(),
+        }
+    }
+}
+
+#[cfg_attr(feature = "remote", allow(dead_code))]
+fn needs_remote(e: &Endpoint) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!("`{e}` needs procwire's `remote` feature, which this build lacks"),
+    )
+}
+
+impl Options {
+    /// Settings of network endpoints.
+    pub fn net(mut self, net: Net) -> Options {
+        self.net = net;
+        self
+    }
+
+    /// Listens at `addr` (`unix:` or `tcp://`; see [`crate::endpoint`]).
+    pub fn listen(&self, addr: &str) -> Result<Listener> {
+        let endpoint: Endpoint = addr.parse()?;
+        let inner = match &endpoint {
+            Endpoint::Unix(p) => Inner::Unix(
+                UnixListener::bind(p).map_err(|e| Error::io(&format!("listening at {addr}"), e))?,
+            ),
+            #[cfg(feature = "remote")]
+            Endpoint::Tcp(hp) => Inner::Tcp(crate::remote::TcpAcceptor::bind(hp, &self.net)?),
+            #[cfg(feature = "remote")]
+            Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "`{addr}`: ZeroMQ endpoints have no accept; open a socket with \
+                         procwire::zmq"
+                    ),
+                ));
+            }
+            #[cfg(not(feature = "remote"))]
+            e => return Err(needs_remote(e)),
+        };
+        Ok(Listener {
+            inner,
+            opts: self.clone(),
+        })
+    }
+
+    /// Connects to `addr` (`unix:` or `tcp://`; see [`crate::endpoint`]).
+    pub fn connect<Out, In>(&self, addr: &str) -> Result<Duplex<Out, In>>
+    where
+        Out: Serialize + DeserializeOwned,
+        In: Serialize + DeserializeOwned,
+    {
+        let endpoint: Endpoint = addr.parse()?;
+        match &endpoint {
+            Endpoint::Unix(p) => {
+                let s = crate::Socket::connect(p)
+                    .map_err(|e| Error::io(&format!("connecting to {addr}"), e))?;
+                self.duplex_from(s)
+            }
+            #[cfg(feature = "remote")]
+            Endpoint::Tcp(hp) => crate::remote::connect_tcp(hp, self),
+            #[cfg(feature = "remote")]
+            Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("`{addr}`: open ZeroMQ sockets with procwire::zmq"),
+            )),
+            #[cfg(not(feature = "remote"))]
+            e => Err(needs_remote(e)),
+        }
+    }
+}
+
+/// [`Options::listen`] with the default options.
+pub fn listen(addr: &str) -> Result<Listener> {
+    Options::new().listen(addr)
+}
+
+/// [`Options::connect`] with the default options.
+pub fn connect<Out, In>(addr: &str) -> Result<Duplex<Out, In>>
+where
+    Out: Serialize + DeserializeOwned,
+    In: Serialize + DeserializeOwned,
+{
+    Options::new().connect(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_and_print_back() {
+        for a in [
+            "unix:/tmp/x.sock",
+            "tcp://127.0.0.1:7000",
+            "tcp://[::1]:7000",
+            "tcp://example.org:0",
+            "zmq+tcp://127.0.0.1:5555",
+            "zmq+ipc:///tmp/z.sock",
+        ] {
+            let e: Endpoint = a.parse().unwrap();
+            assert_eq!(e.to_string(), a);
+        }
+        let e: Endpoint = "tcp://:7000".parse().unwrap();
+        assert_eq!(e.to_string(), "tcp://127.0.0.1:7000");
+    }
+
+    #[test]
+    fn bad_addresses_say_what_is_wrong() {
+        for (a, says) in [
+            ("http://x:1", "not an endpoint"),
+            ("tcp://x", "no :PORT"),
+            ("tcp://x:99999", "the port"),
+            ("tcp://[::1:80", "[ADDR]:PORT"),
+            ("unix:", "the path is empty"),
+        ] {
+            let e = a.parse::<Endpoint>().unwrap_err();
+            assert!(e.to_string().contains(says), "{a}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_key_is_at_least_16_bytes_and_never_printed() {
+        assert!(Key::new(b"short".to_vec()).is_err());
+        let k = Key::new(b"sixteen bytes!!!".to_vec()).unwrap();
+        assert_eq!(format!("{k:?}"), "Key(16 bytes)");
+    }
+}

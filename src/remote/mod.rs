@@ -1,0 +1,7 @@
+//! Network endpoints (feature `remote`): `tcp://` channels (see
+//! [`crate::endpoint`]) and ZeroMQ sockets ([`zmq`]).
+
+pub mod auth;
+mod tcp;
+
+pub(crate) use tcp::{TcpAcceptor, connect_tcp};
