@@ -135,6 +135,8 @@ pub use pool::{Pool, PoolBuilder, TaskHandle};
 pub use process::{
     Child, Command, ENV_ENTRY, How, Inherit, Task, fork, fork_unchecked, init, task,
 };
+#[cfg(feature = "remote")]
+pub use remote::zmq;
 pub use serde_bytes::{self, ByteBuf};
 pub use shm::ShmWait;
 pub use socket::{Kind, PeerCred, Socket, UnixListener, socket_pair};

@@ -6,24 +6,10 @@
 
 mod util;
 
-use std::path::PathBuf;
 
 use procwire::{ByteBuf, CodecKind, Options};
 use serde::{Deserialize, Serialize};
-use util::{checked, wait_deadline};
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("PROCWIRE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/test (it creates the venv with msgpack), \
-         or point PROCWIRE_PYTHON at a python3 that has msgpack",
-        path.display()
-    );
-    path
-}
+use util::{checked, python, wait_deadline};
 
 fn peer(mode: &str) -> procwire::Command {
     let mut cmd = procwire::Command::new(python());

@@ -3,5 +3,6 @@
 
 pub mod auth;
 mod tcp;
+pub mod zmq;
 
 pub(crate) use tcp::{TcpAcceptor, connect_tcp};

@@ -184,3 +184,20 @@ pub fn json_text_peer(
         Options::new().codec(CodecKind::Json).receiver(b).unwrap(),
     )
 }
+
+/// The python3 of the project's venv (made by scripts/test, with msgpack
+/// and pyzmq), or `PROCWIRE_PYTHON`. Missing is a failure, never a skip.
+pub fn python() -> std::path::PathBuf {
+    let path = std::env::var_os("PROCWIRE_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test (it creates the venv with msgpack and pyzmq), \
+         or point PROCWIRE_PYTHON at a python3 that has them",
+        path.display()
+    );
+    path
+}

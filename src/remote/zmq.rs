@@ -1,0 +1,754 @@
+//! procwire channels over ZeroMQ sockets (REQ/REP, PUSH/PULL,
+//! DEALER/ROUTER), through the pure-Rust `zeromq` crate, which speaks
+//! ZMTP 3 and interoperates with libzmq (pyzmq, czmq, …).
+//!
+//! Each message is one ZeroMQ frame holding one wire-format payload (the
+//! channel's codec: MessagePack for peers in other languages). A ROUTER
+//! also sees the envelope (the peer's identity, and the empty delimiter a
+//! REQ peer adds) as a [`Peer`] to reply to.
+//!
+//! ```
+//! use procwire::zmq::{self, Kind};
+//! # fn main() -> procwire::Result<()> {
+//! let opts = procwire::Options::new();
+//! let rep = zmq::bind::<String, String>(Kind::Rep, "zmq+tcp://127.0.0.1:0", &opts)?;
+//! let addr = rep.endpoint().to_string();
+//! let server = std::thread::spawn(move || -> procwire::Result<()> {
+//!     let job = rep.recv()?;
+//!     rep.send(format!("{job} accomplished!"))
+//! });
+//! let req = zmq::connect::<String, String>(Kind::Req, &addr, &opts)?;
+//! assert_eq!(req.request("Heavy lifting".into())?, "Heavy lifting accomplished!");
+//! server.join().unwrap()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! How it works: a socket lives on a small tokio runtime of procwire's own
+//! (one worker thread for every ZeroMQ socket of the process); a task
+//! carries messages between it and one end of a stream socket pair whose
+//! other end is an ordinary procwire channel. So everything a channel does
+//! (deadlines, `try_recv`, codecs, [`Select`](crate::Select)) works here.
+//!
+//! Two limits of the `zeromq` crate:
+//! - it reserves memory for whatever frame length a peer declares, before
+//!   the bytes arrive, so anyone who reaches a ZeroMQ port can make this
+//!   process allocate without bound. procwire therefore binds ZeroMQ only
+//!   to loopback or `ipc` unless [`Net::force_public_zmq`](crate::Net::force_public_zmq)
+//!   says otherwise; across machines, prefer `tcp://` (authenticated, with
+//!   frames checked against `max_frame` before any allocation), or tunnel.
+//! - it fails to bind to an `ipc` path where a stale socket file is left
+//!   (libzmq removes it). procwire removes a stale one first, and refuses a
+//!   path where a live listener answers, or that is not a socket.
+//!
+//! Sending on a closed socket, a multipart message where one frame was
+//! expected, or a peer that breaks the REQ/REP turn-taking ends the channel
+//! with an error that says which.
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zeromq::{Socket as _, SocketRecv, SocketSend, ZmqMessage};
+
+use crate::endpoint::Endpoint;
+use crate::error::{Error, ErrorKind, Result};
+use crate::frame::FrameDecoder;
+use crate::{ByteBuf, CodecKind, Duplex, Kind as SocketKind, Options};
+
+/// A ZeroMQ socket type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Sends a request, then receives its reply, in turn.
+    Req,
+    /// Receives a request, then sends its reply, in turn.
+    Rep,
+    /// Sends only, round-robin to its PULL peers.
+    Push,
+    /// Receives only, fairly from its PUSH peers.
+    Pull,
+    /// Sends and receives freely (to ROUTER peers).
+    Dealer,
+    /// Use [`bind_router`] / [`connect_router`]: every message comes with
+    /// the [`Peer`] that sent it.
+    Router,
+}
+
+/// How long dropping a socket waits for what was sent on it to be handed
+/// to ZeroMQ.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// The runtime every ZeroMQ socket of this process lives on: started by
+/// the first, stopped when the last is dropped (so that a process done
+/// with ZeroMQ keeps no thread and no descriptor of it).
+fn runtime() -> Result<Arc<tokio::runtime::Runtime>> {
+    static RT: Mutex<std::sync::Weak<tokio::runtime::Runtime>> = Mutex::new(std::sync::Weak::new());
+    let mut rt = RT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(live) = rt.upgrade() {
+        return Ok(live);
+    }
+    let fresh = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("procwire-zmq")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("starting the ZeroMQ runtime: {e}")))?,
+    );
+    *rt = Arc::downgrade(&fresh);
+    Ok(fresh)
+}
+
+/// A socket's hold on the runtime and its bridge task. Dropped after the
+/// channel (whose end of stream ends the task): waits up to [`LINGER`] for
+/// the task to hand over what was sent, then lets the runtime go if this
+/// was its last socket.
+#[derive(Debug)]
+struct Held {
+    rt: Option<Arc<tokio::runtime::Runtime>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.done.recv_timeout(LINGER);
+        if let Some(rt) = self.rt.take().and_then(|rt| Arc::try_unwrap(rt).ok()) {
+            // Not `drop`: that blocks, and panics inside an async context.
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn zmq_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Io, format!("{what}: {e}"))
+}
+
+/// A procwire channel over a ZeroMQ socket.
+///
+/// `recv` on a PUSH socket and `send` on a PULL socket are errors; REQ and
+/// REP must take turns (a REQ sends, then receives).
+pub struct Channel<Out, In> {
+    // Dropped in this order: the channel's end of stream ends the bridge.
+    duplex: Duplex<Out, In>,
+    endpoint: Endpoint,
+    bridge: Arc<Bridge>,
+    _held: Held,
+}
+
+/// What the task that carries a socket's messages left behind.
+#[derive(Debug, Default)]
+struct Bridge {
+    error: Mutex<Option<String>>,
+}
+
+impl Bridge {
+    fn explain(&self, e: Error) -> Error {
+        let why = self
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match why {
+            Some(w) if e.is_disconnected() => e.because(&w),
+            _ => e,
+        }
+    }
+}
+
+impl<Out: Serialize + DeserializeOwned, In: Serialize + DeserializeOwned> Channel<Out, In> {
+    /// Sends one message (one frame).
+    pub fn send(&self, value: Out) -> Result<()> {
+        self.duplex
+            .send(value)
+            .map_err(|e| self.bridge.explain(e.into_error()))
+    }
+
+    /// Waits for the next message.
+    pub fn recv(&self) -> Result<In> {
+        self.duplex.recv().map_err(|e| self.bridge.explain(e))
+    }
+
+    /// Waits at most `timeout` for the next message.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<In> {
+        self.duplex
+            .recv_timeout(timeout)
+            .map_err(|e| self.bridge.explain(e))
+    }
+
+    /// Sends `value` and waits for the next message (a REQ's turn).
+    pub fn request(&self, value: Out) -> Result<In> {
+        self.send(value)?;
+        self.recv()
+    }
+
+    /// The address the socket is bound or connected to (with the port the
+    /// system chose, if it was 0).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The underlying channel (for [`rpc`](crate::rpc) or
+    /// [`Select`](crate::Select)); errors it returns lack the bridge's
+    /// explanation.
+    pub fn duplex(&self) -> &Duplex<Out, In> {
+        &self.duplex
+    }
+}
+
+impl<Out, In> std::fmt::Debug for Channel<Out, In> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("zmq::Channel")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Out, In> std::fmt::Debug for Router<Out, In> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("zmq::Router")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who sent a message to a ROUTER: its identity and envelope, to reply to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Peer {
+    envelope: Vec<Vec<u8>>,
+}
+
+impl Peer {
+    /// The peer's routing identity (chosen by ZeroMQ unless the peer set
+    /// one).
+    pub fn identity(&self) -> &[u8] {
+        self.envelope.first().map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A ROUTER socket: receives `(Peer, In)`, replies to a chosen peer.
+pub struct Router<Out, In> {
+    duplex: Duplex<ByteBuf, ByteBuf>,
+    codec: CodecKind,
+    endpoint: Endpoint,
+    bridge: Arc<Bridge>,
+    _held: Held,
+    _marker: std::marker::PhantomData<fn(Out) -> In>,
+}
+
+/// The link's framing of a ROUTER message: frame count, then each frame as
+/// a 4-byte big-endian length and its bytes (the last is the payload).
+fn pack(frames: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + frames.iter().map(|f| 4 + f.len()).sum::<usize>());
+    out.extend_from_slice(&(frames.len() as u32).to_be_bytes());
+    for f in frames {
+        out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+fn unpack(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (a, b) = (bytes.len() >= n).then(|| bytes.split_at(n))?;
+        bytes = b;
+        Some(a)
+    };
+    let count = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+    let mut frames = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let len = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+        frames.push(take(len)?);
+    }
+    Some(frames)
+}
+
+impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
+    /// Waits for the next message and who sent it.
+    pub fn recv(&self) -> Result<(Peer, In)> {
+        let raw = self.duplex.recv().map_err(|e| self.bridge.explain(e))?;
+        let frames = unpack(&raw).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Decode,
+                "a garbled message from the ROUTER bridge",
+            )
+        })?;
+        let (payload, envelope) = frames.split_last().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Decode,
+                "a ROUTER message without a payload frame",
+            )
+        })?;
+        let value = self.codec.decode(payload)?;
+        Ok((
+            Peer {
+                envelope: envelope.iter().map(|f| f.to_vec()).collect(),
+            },
+            value,
+        ))
+    }
+
+    /// Sends `value` to `peer` (dropped by ZeroMQ if that peer is gone).
+    pub fn send(&self, peer: &Peer, value: &Out) -> Result<()> {
+        let mut payload = Vec::new();
+        self.codec.encode(value, &mut payload)?;
+        let mut frames: Vec<&[u8]> = peer.envelope.iter().map(Vec::as_slice).collect();
+        frames.push(&payload);
+        self.duplex
+            .send(ByteBuf::from(pack(&frames)))
+            .map_err(|e| self.bridge.explain(e.into_error()))
+    }
+
+    /// The address the socket is bound or connected to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+/// Binds a socket of `kind` (not ROUTER) at `addr` (`zmq+tcp://` on
+/// loopback, or `zmq+ipc://`).
+pub fn bind<Out, In>(kind: Kind, addr: &str, opts: &Options) -> Result<Channel<Out, In>>
+where
+    Out: Serialize + DeserializeOwned,
+    In: Serialize + DeserializeOwned,
+{
+    open(kind, addr, opts, true)
+}
+
+/// Connects a socket of `kind` (not ROUTER) to `addr`.
+pub fn connect<Out, In>(kind: Kind, addr: &str, opts: &Options) -> Result<Channel<Out, In>>
+where
+    Out: Serialize + DeserializeOwned,
+    In: Serialize + DeserializeOwned,
+{
+    open(kind, addr, opts, false)
+}
+
+/// Binds a ROUTER socket at `addr`.
+pub fn bind_router<Out: Serialize, In: DeserializeOwned>(
+    addr: &str,
+    opts: &Options,
+) -> Result<Router<Out, In>> {
+    router(addr, opts, true)
+}
+
+/// Connects a ROUTER socket to `addr`.
+pub fn connect_router<Out: Serialize, In: DeserializeOwned>(
+    addr: &str,
+    opts: &Options,
+) -> Result<Router<Out, In>> {
+    router(addr, opts, false)
+}
+
+fn router<Out, In>(addr: &str, opts: &Options, bind: bool) -> Result<Router<Out, In>> {
+    let raw = opts.clone().codec(CodecKind::Raw);
+    let s = start(Kind::Router, addr, &raw, opts, bind)?;
+    Ok(Router {
+        duplex: s.duplex,
+        codec: opts.codec_kind(),
+        endpoint: s.endpoint,
+        bridge: s.bridge,
+        _held: s.held,
+        _marker: std::marker::PhantomData,
+    })
+}
+
+fn open<Out, In>(kind: Kind, addr: &str, opts: &Options, bind: bool) -> Result<Channel<Out, In>>
+where
+    Out: Serialize + DeserializeOwned,
+    In: Serialize + DeserializeOwned,
+{
+    if kind == Kind::Router {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "a ROUTER gives each message with its sender: use zmq::bind_router or connect_router",
+        ));
+    }
+    let s = start(kind, addr, opts, opts, bind)?;
+    Ok(Channel {
+        duplex: s.duplex,
+        endpoint: s.endpoint,
+        bridge: s.bridge,
+        _held: s.held,
+    })
+}
+
+/// The address in the `zeromq` crate's syntax, after procwire's policy:
+/// loopback only unless forced; a stale `ipc` socket file removed.
+fn zmq_address(endpoint: &Endpoint, opts: &Options, bind: bool) -> Result<String> {
+    match endpoint {
+        Endpoint::ZmqTcp(hp) => {
+            if bind && !opts.net.public_zmq {
+                let loopback =
+                    std::net::ToSocketAddrs::to_socket_addrs(&(hp.host.as_str(), hp.port))
+                        .map_err(|e| Error::io(&format!("resolving {hp}"), e))?
+                        .all(|a| a.ip().is_loopback());
+                if !loopback {
+                    return Err(Error::new(
+                        ErrorKind::Refused,
+                        format!(
+                            "binding ZeroMQ to {hp}, which is not loopback: the zeromq crate \
+                             allocates whatever frame length a peer declares, so procwire binds \
+                             ZeroMQ to loopback or ipc only, unless Net::force_public_zmq"
+                        ),
+                    ));
+                }
+            }
+            Ok(format!("tcp://{hp}"))
+        }
+        Endpoint::ZmqIpc(path) => {
+            if bind {
+                remove_stale(path)?;
+            }
+            Ok(format!("ipc://{}", path.display()))
+        }
+        e => Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("`{e}` is not a ZeroMQ endpoint (zmq+tcp:// or zmq+ipc://)"),
+        )),
+    }
+}
+
+/// Removes a socket file nobody listens on (what libzmq does before an
+/// `ipc` bind); a live one is `AddrInUse`, anything else is left alone.
+fn remove_stale(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(Error::new(
+            ErrorKind::AddrInUse,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(Error::new(
+            ErrorKind::AddrInUse,
+            format!("a live listener answers at {}", path.display()),
+        )),
+        Err(_) => std::fs::remove_file(path)
+            .map_err(|e| Error::io(&format!("removing the stale socket {}", path.display()), e)),
+    }
+}
+
+/// The socket itself, by kind.
+enum Zsock {
+    Req(zeromq::ReqSocket),
+    Rep(zeromq::RepSocket),
+    Push(zeromq::PushSocket),
+    Pull(zeromq::PullSocket),
+    Dealer(zeromq::DealerSocket),
+    Router(zeromq::RouterSocket),
+}
+
+impl Zsock {
+    fn new(kind: Kind) -> Zsock {
+        match kind {
+            Kind::Req => Zsock::Req(zeromq::ReqSocket::new()),
+            Kind::Rep => Zsock::Rep(zeromq::RepSocket::new()),
+            Kind::Push => Zsock::Push(zeromq::PushSocket::new()),
+            Kind::Pull => Zsock::Pull(zeromq::PullSocket::new()),
+            Kind::Dealer => Zsock::Dealer(zeromq::DealerSocket::new()),
+            Kind::Router => Zsock::Router(zeromq::RouterSocket::new()),
+        }
+    }
+
+    async fn bind_or_connect(
+        &mut self,
+        addr: &str,
+        bind: bool,
+    ) -> zeromq::ZmqResult<Option<String>> {
+        macro_rules! go {
+            ($s:expr) => {
+                if bind {
+                    $s.bind(addr).await.map(|e| Some(e.to_string()))
+                } else {
+                    $s.connect(addr).await.map(|()| None)
+                }
+            };
+        }
+        match self {
+            Zsock::Req(s) => go!(s),
+            Zsock::Rep(s) => go!(s),
+            Zsock::Push(s) => go!(s),
+            Zsock::Pull(s) => go!(s),
+            Zsock::Dealer(s) => go!(s),
+            Zsock::Router(s) => go!(s),
+        }
+    }
+}
+
+/// A socket opened and its bridge running.
+struct Started<Out, In> {
+    duplex: Duplex<Out, In>,
+    endpoint: Endpoint,
+    bridge: Arc<Bridge>,
+    held: Held,
+}
+
+/// Opens the socket on the runtime and starts the task that carries its
+/// messages to the procwire channel it returns.
+fn start<Out, In>(
+    kind: Kind,
+    addr: &str,
+    link_opts: &Options,
+    opts: &Options,
+    bind: bool,
+) -> Result<Started<Out, In>>
+where
+    Out: Serialize + DeserializeOwned,
+    In: Serialize + DeserializeOwned,
+{
+    let endpoint: Endpoint = addr.parse()?;
+    let zaddr = zmq_address(&endpoint, opts, bind)?;
+    let rt = runtime()?;
+    let what = format!(
+        "{} ZeroMQ {kind:?} at {addr}",
+        if bind { "binding" } else { "connecting" }
+    );
+    let mut sock = Zsock::new_in(&rt, kind);
+    let bound = rt
+        .block_on(async {
+            tokio::time::timeout(opts.net.connect_timeout, sock.bind_or_connect(&zaddr, bind)).await
+        })
+        .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what}: timed out")))?
+        .map_err(|e| zmq_error(&what, e))?;
+    let endpoint = match bound {
+        Some(b) => parse_zmq_endpoint(&b).unwrap_or(endpoint),
+        None => endpoint,
+    };
+    let (ours, theirs) =
+        crate::socket::socket_pair(SocketKind::Stream).map_err(|e| Error::io(&what, e))?;
+    let duplex: Duplex<Out, In> = link_opts.duplex_from(ours)?;
+    let theirs = std::os::unix::net::UnixStream::from(OwnedFd::from(theirs));
+    theirs
+        .set_nonblocking(true)
+        .map_err(|e| Error::io(&what, e))?;
+    let bridge = Arc::new(Bridge::default());
+    let report = Arc::clone(&bridge);
+    let max = link_opts.max_frame_len();
+    let link = {
+        let _guard = rt.enter();
+        tokio::net::UnixStream::from_std(theirs).map_err(|e| Error::io(&what, e))?
+    };
+    let (done_tx, done) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let (mut link, out) = Link::new(link, max);
+        if let Err(why) = carry(sock, &mut link, &out).await {
+            *report
+                .error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+        }
+        // Only now does the application see the end: its error can say why.
+        drop((link, out));
+        let _ = done_tx.send(());
+    });
+    let held = Held { rt: Some(rt), done };
+    Ok(Started {
+        duplex,
+        endpoint,
+        bridge,
+        held,
+    })
+}
+
+impl Zsock {
+    /// A socket created inside the runtime (the crate spawns tasks).
+    fn new_in(rt: &tokio::runtime::Runtime, kind: Kind) -> Zsock {
+        let _guard = rt.enter();
+        Zsock::new(kind)
+    }
+}
+
+fn parse_zmq_endpoint(s: &str) -> Option<Endpoint> {
+    if let Some(rest) = s.strip_prefix("tcp://") {
+        format!("zmq+tcp://{rest}").parse().ok()
+    } else {
+        s.strip_prefix("ipc://")
+            .and_then(|p| format!("zmq+ipc://{p}").parse().ok())
+    }
+}
+
+/// The bridge's end of the stream pair: procwire frames in.
+struct Link {
+    rx: tokio::net::unix::OwnedReadHalf,
+    frames: FrameDecoder,
+}
+
+/// The bridge's end of the stream pair: procwire frames out.
+struct LinkWriter {
+    tx: tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>,
+}
+
+impl Link {
+    fn new(stream: tokio::net::UnixStream, max: usize) -> (Link, LinkWriter) {
+        let (rx, tx) = stream.into_split();
+        (
+            Link {
+                rx,
+                frames: FrameDecoder::new(max).expect("max_frame was checked by the channel"),
+            },
+            LinkWriter {
+                tx: tokio::sync::Mutex::new(tx),
+            },
+        )
+    }
+
+    /// The next payload the application sent; `None` when it closed its
+    /// end. Cancel-safe: bytes read stay in the decoder.
+    async fn next(&mut self) -> std::result::Result<Option<Vec<u8>>, String> {
+        loop {
+            match self.frames.next_payload() {
+                Ok(Some(p)) => return Ok(Some(p.to_vec())),
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            self.rx.readable().await.map_err(|e| e.to_string())?;
+            match self.rx.try_read(self.frames.spare()) {
+                Ok(0) => {
+                    return match self.frames.at_boundary() {
+                        true => Ok(None),
+                        false => Err("the application's end closed mid-frame".into()),
+                    };
+                }
+                Ok(n) => self.frames.filled(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+impl LinkWriter {
+    /// Hands one payload to the application, as a frame.
+    async fn put(&self, payload: &[u8]) -> std::result::Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        let mut tx = self.tx.lock().await;
+        let gone = |e: std::io::Error| format!("the application's end is gone: {e}");
+        tx.write_all(&(payload.len() as u32).to_be_bytes())
+            .await
+            .map_err(gone)?;
+        tx.write_all(payload).await.map_err(gone)
+    }
+}
+
+/// One payload frame out of a ZeroMQ message: a single frame, or an empty
+/// delimiter and a frame (what a REP or ROUTER peer sends to a DEALER).
+fn single(m: ZmqMessage) -> std::result::Result<Bytes, String> {
+    let mut frames = m.into_vec();
+    if frames.len() == 2 && frames[0].is_empty() {
+        frames.remove(0);
+    }
+    match frames.len() {
+        1 => Ok(frames.pop().expect("one frame")),
+        n => Err(format!(
+            "a peer sent a multipart message of {n} frames; procwire carries one payload frame \
+             per message"
+        )),
+    }
+}
+
+fn msg(p: Vec<u8>) -> ZmqMessage {
+    ZmqMessage::from(p)
+}
+
+/// Carries messages between the socket and the application's channel
+/// until the application closes its end (or something fails: the reason
+/// is kept for the application's next error).
+async fn carry(sock: Zsock, link: &mut Link, out: &LinkWriter) -> std::result::Result<(), String> {
+    let z = |e: zeromq::ZmqError| format!("ZeroMQ: {e}");
+    match sock {
+        Zsock::Req(mut s) => loop {
+            let Some(p) = link.next().await? else {
+                return Ok(());
+            };
+            s.send(msg(p)).await.map_err(z)?;
+            tokio::select! {
+                m = s.recv() => out.put(&single(m.map_err(z)?)?).await?,
+                p = link.next() => return match p? {
+                    None => Ok(()),
+                    Some(_) => Err("a REQ sent again before its reply came".into()),
+                },
+            }
+        },
+        Zsock::Rep(mut s) => loop {
+            tokio::select! {
+                m = s.recv() => out.put(&single(m.map_err(z)?)?).await?,
+                p = link.next() => return match p? {
+                    None => Ok(()),
+                    Some(_) => Err("a REP sent a reply before a request came".into()),
+                },
+            }
+            let Some(p) = link.next().await? else {
+                return Ok(());
+            };
+            s.send(msg(p)).await.map_err(z)?;
+        },
+        Zsock::Push(mut s) => loop {
+            let Some(p) = link.next().await? else {
+                return Ok(());
+            };
+            s.send(msg(p)).await.map_err(z)?;
+        },
+        Zsock::Pull(mut s) => loop {
+            tokio::select! {
+                m = s.recv() => out.put(&single(m.map_err(z)?)?).await?,
+                p = link.next() => return match p? {
+                    None => Ok(()),
+                    Some(_) => Err("a PULL socket cannot send".into()),
+                },
+            }
+        },
+        Zsock::Dealer(s) => {
+            let (mut tx, mut rx) = s.split();
+            let inbound = async {
+                loop {
+                    let m = rx.recv().await.map_err(z)?;
+                    out.put(&single(m)?).await?;
+                }
+            };
+            let outbound = async {
+                while let Some(p) = link.next().await? {
+                    tx.send(msg(p)).await.map_err(z)?;
+                }
+                Ok::<(), String>(())
+            };
+            tokio::select! {
+                r = inbound => r,
+                r = outbound => r,
+            }
+        }
+        Zsock::Router(s) => {
+            let (mut tx, mut rx) = s.split();
+            let inbound = async {
+                loop {
+                    let m = rx.recv().await.map_err(z)?.into_vec();
+                    let frames: Vec<&[u8]> = m.iter().map(|b| b.as_ref()).collect();
+                    out.put(&pack(&frames)).await?;
+                }
+            };
+            let outbound = async {
+                while let Some(p) = link.next().await? {
+                    let frames = unpack(&p).ok_or("a garbled ROUTER message from procwire")?;
+                    let m = ZmqMessage::try_from(
+                        frames
+                            .iter()
+                            .map(|f| Bytes::copy_from_slice(f))
+                            .collect::<Vec<_>>(),
+                    )
+                    .map_err(|e| format!("an empty ROUTER message: {e:?}"))?;
+                    tx.send(m).await.map_err(z)?;
+                }
+                Ok::<(), String>(())
+            };
+            tokio::select! {
+                r = inbound => r,
+                r = outbound => r,
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! ZeroMQ channels against the real libzmq: pyzmq peers (installed by
+//! scripts/test) in both directions, for REQ/REP, PUSH/PULL and
+//! DEALER/ROUTER; and procwire's own policies (loopback binds, stale ipc
+//! socket files).
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use procwire::zmq::{self, Kind};
+use procwire::{CodecKind, ErrorKind, Net, Options};
+use util::{checked, python, wait_std};
+
+fn opts() -> Options {
+    Options::new().codec(CodecKind::MsgPack)
+}
+
+/// Starts the pyzmq peer in `mode`; if it binds, returns the address it
+/// printed (its first line).
+fn pyzmq(mode: &str, how: &str, addr: &str, n: usize) -> (Child, Option<String>) {
+    let mut child = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/zmq_peer.py"
+        ))
+        .args([mode, how, addr, &n.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bound = (how == "bind").then(|| {
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim().to_string()
+    });
+    (child, bound)
+}
+
+/// Waits for the peer and returns the rest of its output.
+fn finish(mut child: Child) -> String {
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let status = wait_std(&mut child, 30);
+    assert!(status.success(), "the pyzmq peer failed: {status}, {out}");
+    out
+}
+
+fn zmq_addr(libzmq: &str) -> String {
+    format!("zmq+{libzmq}")
+}
+
+#[test]
+fn procwire_req_asks_a_pyzmq_rep() {
+    checked(60, || {
+        let (child, bound) = pyzmq("rep", "bind", "tcp://127.0.0.1:*", 100);
+        let req =
+            zmq::connect::<String, String>(Kind::Req, &zmq_addr(&bound.unwrap()), &opts()).unwrap();
+        for i in 0..100 {
+            assert_eq!(
+                req.request(format!("job {i}")).unwrap(),
+                format!("job {i} accomplished!")
+            );
+        }
+        drop(req);
+        assert!(finish(child).contains("served 100"));
+    });
+}
+
+#[test]
+fn a_pyzmq_req_asks_procwire_rep() {
+    checked(60, || {
+        let rep = zmq::bind::<String, String>(Kind::Rep, "zmq+tcp://127.0.0.1:0", &opts()).unwrap();
+        let addr = rep.endpoint().to_string();
+        let (child, _) = pyzmq("req", "connect", addr.trim_start_matches("zmq+"), 100);
+        for _ in 0..100 {
+            let job = rep.recv_timeout(Duration::from_secs(20)).unwrap();
+            rep.send(format!("{job} accomplished!")).unwrap();
+        }
+        assert!(finish(child).contains("asked 100"));
+    });
+}
+
+#[test]
+fn push_and_pull_cross_both_ways() {
+    checked(60, || {
+        // procwire PUSH -> pyzmq PULL.
+        let (child, bound) = pyzmq("pull", "bind", "tcp://127.0.0.1:*", 1000);
+        let push =
+            zmq::connect::<u64, ()>(Kind::Push, &zmq_addr(&bound.unwrap()), &opts()).unwrap();
+        for i in 0..1000u64 {
+            push.send(i).unwrap();
+        }
+        let out = finish(child);
+        assert!(out.contains(&format!("sum {}", 999 * 1000 / 2)), "{out}");
+        drop(push);
+        // pyzmq PUSH -> procwire PULL.
+        let pull = zmq::bind::<(), u64>(Kind::Pull, "zmq+tcp://127.0.0.1:0", &opts()).unwrap();
+        let addr = pull.endpoint().to_string();
+        let (child, _) = pyzmq("push", "connect", addr.trim_start_matches("zmq+"), 1000);
+        let sum: u64 = (0..1000)
+            .map(|_| pull.recv_timeout(Duration::from_secs(20)).unwrap())
+            .sum();
+        assert_eq!(sum, 999 * 1000 / 2);
+        finish(child);
+        // A PULL cannot send: the channel says so.
+        pull.send(()).unwrap();
+        let e = pull.recv_timeout(Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains("PULL socket cannot send"), "{e}");
+    });
+}
+
+#[test]
+fn procwire_router_serves_pyzmq_dealers_and_procwire_dealer_asks_a_pyzmq_router() {
+    checked(60, || {
+        let router = zmq::bind_router::<String, String>("zmq+tcp://127.0.0.1:0", &opts()).unwrap();
+        let addr = router.endpoint().to_string();
+        let libzmq = addr.trim_start_matches("zmq+").to_string();
+        let a = pyzmq("dealer", "connect", &libzmq, 50).0;
+        let b = pyzmq("dealer", "connect", &libzmq, 50).0;
+        let mut peers = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let (peer, job) = router.recv().unwrap();
+            peers.insert(peer.identity().to_vec());
+            router.send(&peer, &format!("{job} accomplished!")).unwrap();
+        }
+        assert_eq!(peers.len(), 2, "two dealers, two identities");
+        assert!(finish(a).contains("dealt 50"));
+        assert!(finish(b).contains("dealt 50"));
+        // The other way round.
+        let (child, bound) = pyzmq("router", "bind", "tcp://127.0.0.1:*", 20);
+        let dealer =
+            zmq::connect::<String, String>(Kind::Dealer, &zmq_addr(&bound.unwrap()), &opts())
+                .unwrap();
+        for i in 0..20 {
+            dealer.send(format!("job {i}")).unwrap();
+        }
+        let mut got: Vec<String> = (0..20).map(|_| dealer.recv().unwrap()).collect();
+        got.sort();
+        let mut want: Vec<String> = (0..20).map(|i| format!("job {i} accomplished!")).collect();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(finish(child).contains("routed 20"));
+    });
+}
+
+#[test]
+fn a_pyzmq_req_through_procwire_router_keeps_its_envelope() {
+    checked(60, || {
+        let router =
+            zmq::bind_router::<String, String>("zmq+ipc:///tmp/procwire-test-router.sock", &opts());
+        let router = router.unwrap();
+        let (child, _) = pyzmq("req", "connect", "ipc:///tmp/procwire-test-router.sock", 30);
+        for _ in 0..30 {
+            let (peer, job) = router.recv().unwrap();
+            router.send(&peer, &format!("{job} accomplished!")).unwrap();
+        }
+        assert!(finish(child).contains("asked 30"));
+    });
+}
+
+#[test]
+fn a_stale_ipc_socket_file_is_replaced_and_a_live_one_refused() {
+    checked(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.sock");
+        // A socket file nobody listens on, as a crashed process leaves it.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let addr = format!("zmq+ipc://{}", path.display());
+        let rep = zmq::bind::<String, String>(Kind::Rep, &addr, &opts()).unwrap();
+        let e = zmq::bind::<String, String>(Kind::Rep, &addr, &opts()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AddrInUse, "{e}");
+        let (child, _) = pyzmq("req", "connect", &format!("ipc://{}", path.display()), 3);
+        for _ in 0..3 {
+            let job = rep.recv().unwrap();
+            rep.send(format!("{job} accomplished!")).unwrap();
+        }
+        finish(child);
+        // A regular file is never removed.
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"data").unwrap();
+        let e = zmq::bind::<(), ()>(
+            Kind::Pull,
+            &format!("zmq+ipc://{}", file.display()),
+            &opts(),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AddrInUse, "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"data");
+    });
+}
+
+#[test]
+fn zeromq_binds_only_to_loopback_unless_forced() {
+    checked(30, || {
+        let e = zmq::bind::<(), ()>(Kind::Pull, "zmq+tcp://0.0.0.0:0", &opts()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+        assert!(e.to_string().contains("force_public_zmq"), "{e}");
+        let forced = opts().net(Net::new().force_public_zmq());
+        let pull = zmq::bind::<(), u32>(Kind::Pull, "zmq+tcp://0.0.0.0:0", &forced).unwrap();
+        drop(pull);
+    });
+}
