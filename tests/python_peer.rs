@@ -6,7 +6,6 @@
 
 mod util;
 
-
 use procwire::{ByteBuf, CodecKind, Options};
 use serde::{Deserialize, Serialize};
 use util::{checked, python, wait_deadline};

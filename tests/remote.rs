@@ -344,3 +344,48 @@ fn a_frozen_peer_is_reported_within_three_heartbeats_and_an_idle_one_is_not() {
         wait_deadline(&mut child, 10);
     });
 }
+
+#[test]
+fn a_remote_pool_maps_typed_tasks_on_workers_that_join_over_tcp_and_zeromq() {
+    use procwire::remote::pool::{RemotePool, WorkerOptions, work_with};
+    checked(60, || {
+        for at in ["tcp://127.0.0.1:0", "zmq+tcp://127.0.0.1:0"] {
+            let pool = RemotePool::listen(at, &keyed()).unwrap();
+            let endpoint = pool.endpoint().to_string();
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let endpoint = endpoint.clone();
+                    std::thread::spawn(move || {
+                        let wo = WorkerOptions {
+                            options: keyed(),
+                            ..WorkerOptions::default()
+                        };
+                        work_with(&endpoint, &wo, |x: u64| {
+                            if x == 13 {
+                                Err("unlucky".to_string())
+                            } else {
+                                Ok(x * x)
+                            }
+                        })
+                    })
+                })
+                .collect();
+            let out: Vec<procwire::Result<u64>> = pool.map((0..500u64).collect()).unwrap();
+            assert_eq!(out.len(), 500);
+            for (i, r) in out.into_iter().enumerate() {
+                match r {
+                    Ok(v) => assert_eq!(v, (i * i) as u64),
+                    Err(e) => {
+                        assert_eq!(i, 13);
+                        assert_eq!(e.kind(), ErrorKind::Remote);
+                        assert!(e.to_string().contains("unlucky"));
+                    }
+                }
+            }
+            // `map` ends with bye: the workers return.
+            for w in workers {
+                w.join().unwrap().unwrap();
+            }
+        }
+    });
+}

@@ -70,13 +70,49 @@ enum Command {
         /// Kill and replace a worker stuck on one task this long.
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
+        /// Accept remote workers at ENDPOINT (tcp://HOST:PORT, zmq+tcp://…,
+        /// zmq+ipc://…); they run `procwire worker --connect ENDPOINT -- CMD`.
+        /// With a CMD here too, -j N local workers join them.
+        #[arg(long, value_name = "ENDPOINT")]
+        listen: Option<String>,
+        /// Heartbeat interval of remote workers' connections.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        heartbeat: f64,
         /// The worker command and its arguments.
+        #[arg(last = true, required_unless_present = "listen")]
+        command: Vec<String>,
+    },
+    /// Work for a remote pool (`procwire pool --listen`): run a persistent
+    /// CMD (lines, or frames with --framed) on each task it sends.
+    Worker {
+        /// The pool's endpoint.
+        #[arg(long, value_name = "ENDPOINT")]
+        connect: String,
+        /// Talk to CMD in frames over PROCWIRE_FD (codec raw) instead of lines.
+        #[arg(long)]
+        framed: bool,
+        /// Heartbeat interval (TCP) and beat while working (ZeroMQ).
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        heartbeat: f64,
+        /// Keep trying to reach the pool this long before giving up.
+        #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+        reconnect_for: f64,
+        /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     /// A demo child process (started by `demo` itself).
     #[command(name = "__child", hide = true)]
     Child { role: String },
+}
+
+/// A positive number of seconds from the command line.
+fn secs(s: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        s.is_finite() && s > 0.0,
+        "{s} is not a positive number of seconds"
+    );
+    Ok(Duration::from_secs_f64(s))
 }
 
 fn main() -> ExitCode {
@@ -131,14 +167,35 @@ fn run() -> anyhow::Result<ExitCode> {
             framed,
             pipeline,
             timeout,
+            listen,
+            heartbeat,
             command,
-        } => pool::run(pool::Config {
-            jobs,
-            unordered,
+        } => {
+            let cfg = pool::Config {
+                jobs,
+                unordered,
+                framed,
+                pipeline,
+                timeout: timeout.map(Duration::from_secs_f64),
+                command,
+            };
+            match listen {
+                Some(at) => pool::run_remote(cfg, &at, secs(heartbeat)?),
+                None => pool::run(cfg),
+            }
+        }
+        Command::Worker {
+            connect,
             framed,
-            pipeline,
-            timeout: timeout.map(Duration::from_secs_f64),
+            heartbeat,
+            reconnect_for,
             command,
-        }),
+        } => pool::worker(
+            &connect,
+            framed,
+            secs(heartbeat)?,
+            secs(reconnect_for)?,
+            command,
+        ),
     }
 }

@@ -111,6 +111,18 @@ enum Reply {
 
 impl Worker {
     fn start(cfg: &Config) -> Result<Worker> {
+        Worker::spawn(&cfg.command, cfg.framed)
+    }
+
+    fn spawn(command: &[String], framed: bool) -> Result<Worker> {
+        let cfg = Config {
+            jobs: 1,
+            unordered: false,
+            framed,
+            pipeline: 1,
+            timeout: None,
+            command: command.to_vec(),
+        };
         let mut cmd = Command::new(&cfg.command[0]);
         cmd.args(&cfg.command[1..]);
         if cfg.framed {
@@ -396,5 +408,102 @@ pub fn run(cfg: Config) -> Result<ExitCode> {
         eprintln!("procwire pool: {failed} of {read} tasks failed");
         return Ok(ExitCode::FAILURE);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `procwire pool --listen`: tasks from stdin to remote workers (and, with
+/// a CMD, `-j` local ones that connect like remote ones), answers in order.
+pub fn run_remote(cfg: Config, at: &str, heartbeat: Duration) -> Result<ExitCode> {
+    use procwire::remote::pool::{Outcome, RemotePool};
+    let opts = Options::new().net(procwire::Net::new().heartbeat(heartbeat));
+    let pool = RemotePool::listen(at, &opts).with_context(|| format!("listening at {at}"))?;
+    let endpoint = pool.endpoint().to_string();
+    eprintln!("procwire pool: listening at {endpoint}");
+    let mut local = Vec::new();
+    if !cfg.command.is_empty() {
+        let me = std::env::current_exe().context("finding this program")?;
+        for _ in 0..cfg.jobs.max(1) {
+            let mut cmd = Command::new(&me);
+            cmd.args(["worker", "--connect", &endpoint, "--heartbeat"])
+                .arg(heartbeat.as_secs_f64().to_string());
+            if cfg.framed {
+                cmd.arg("--framed");
+            }
+            cmd.arg("--").args(&cfg.command);
+            local.push(cmd.spawn().context("starting a local worker")?);
+        }
+    }
+    // Read as workers take tasks: the input may be endless.
+    let lines = io::BufReader::new(io::stdin())
+        .split(b'\n')
+        .map_while(std::result::Result::ok);
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut write_err = None;
+    let summary = pool.run(lines, !cfg.unordered, |i, o| {
+        let r = match o {
+            Outcome::Done(b) => Ok(b),
+            Outcome::Failed(why) => Err(why),
+        };
+        if let Err(e) = emit(i + 1, r, &mut out) {
+            write_err.get_or_insert(e);
+        }
+    })?;
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    out.flush()?;
+    drop(out);
+    for mut w in local {
+        let _ = w.wait_timeout(Duration::from_secs(5));
+    }
+    eprintln!(
+        "procwire pool: {} tasks, {} failed, {} given to another worker, {} duplicate answers dropped",
+        summary.tasks, summary.failed, summary.reassigned, summary.duplicates
+    );
+    Ok(if summary.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `procwire worker`: runs `command` persistently for a remote pool,
+/// restarting it after it dies (the task it died on is reported failed).
+pub fn worker(
+    at: &str,
+    framed: bool,
+    heartbeat: Duration,
+    reconnect_for: Duration,
+    command: Vec<String>,
+) -> Result<ExitCode> {
+    use procwire::remote::pool::{WorkerOptions, work};
+    let wo = WorkerOptions {
+        options: Options::new().net(procwire::Net::new().heartbeat(heartbeat)),
+        reconnect_for,
+        beat: heartbeat,
+    };
+    let mut current: Option<Worker> = None;
+    work(at, &wo, |payload| {
+        let w = match current.as_mut() {
+            Some(w) => w,
+            None => current.insert(Worker::spawn(&command, framed).map_err(|e| format!("{e:#}"))?),
+        };
+        let task = Task {
+            line: 0,
+            data: payload,
+        };
+        let sent = w.send(&task);
+        match (sent, w.receive(None)) {
+            (_, Reply::Answer(out)) => Ok(out),
+            (_, Reply::Died(why)) | (Err(why), _) => {
+                let mut dead = current.take().expect("present");
+                let _ = dead.child.kill();
+                let _ = dead.child.wait();
+                Err(why)
+            }
+            (_, Reply::TimedOut) => Err("timed out".into()),
+        }
+    })
+    .with_context(|| format!("working for the pool at {at}"))?;
     Ok(ExitCode::SUCCESS)
 }

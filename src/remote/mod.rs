@@ -2,6 +2,7 @@
 //! [`crate::endpoint`]) and ZeroMQ sockets ([`zmq`]).
 
 pub mod auth;
+pub mod pool;
 mod tcp;
 pub mod zmq;
 

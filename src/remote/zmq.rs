@@ -109,12 +109,16 @@ fn runtime() -> Result<Arc<tokio::runtime::Runtime>> {
 #[derive(Debug)]
 struct Held {
     rt: Option<Arc<tokio::runtime::Runtime>>,
-    done: std::sync::mpsc::Receiver<()>,
+    done: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let _ = self.done.recv_timeout(LINGER);
+        let done = self
+            .done
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = done.recv_timeout(LINGER);
         if let Some(rt) = self.rt.take().and_then(|rt| Arc::try_unwrap(rt).ok()) {
             // Not `drop`: that blocks, and panics inside an async context.
             rt.shutdown_background();
@@ -269,6 +273,19 @@ impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
     /// Waits for the next message and who sent it.
     pub fn recv(&self) -> Result<(Peer, In)> {
         let raw = self.duplex.recv().map_err(|e| self.bridge.explain(e))?;
+        self.unwrap(raw)
+    }
+
+    /// Like [`recv`](Router::recv), for at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<(Peer, In)> {
+        let raw = self
+            .duplex
+            .recv_timeout(timeout)
+            .map_err(|e| self.bridge.explain(e))?;
+        self.unwrap(raw)
+    }
+
+    fn unwrap(&self, raw: ByteBuf) -> Result<(Peer, In)> {
         let frames = unpack(&raw).ok_or_else(|| {
             Error::new(
                 ErrorKind::Decode,
@@ -547,7 +564,10 @@ where
         drop((link, out));
         let _ = done_tx.send(());
     });
-    let held = Held { rt: Some(rt), done };
+    let held = Held {
+        rt: Some(rt),
+        done: Mutex::new(done),
+    };
     Ok(Started {
         duplex,
         endpoint,

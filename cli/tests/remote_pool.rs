@@ -1,0 +1,306 @@
+//! `procwire pool --listen` with `procwire worker --connect` workers in
+//! separate processes: on loopback and across network namespaces the test
+//! makes itself, over TCP and ZeroMQ, with a worker SIGKILLed and one
+//! SIGSTOPped mid-run; every task answered exactly once, in order.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "a key for the remote pool tests, long enough";
+/// Each task: the line with "!" appended.
+const BANG: &[&str] = &["sh", "-c", "while read l; do echo \"$l!\"; done"];
+
+fn procwire(prefix: &[String]) -> Command {
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(env!("CARGO_BIN_EXE_procwire"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_procwire")),
+    };
+    cmd.env("PROCWIRE_KEY", KEY);
+    cmd
+}
+
+/// Kills and reaps on drop: no process outlives a test, pass or fail.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = signal(&self.0, "CONT");
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(c: &Child, sig: &str) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill")
+        .args([&format!("-{sig}"), &c.id().to_string()])
+        .status()
+}
+
+/// A running pool: its endpoint, and each stdout line as it comes.
+struct Pool {
+    child: Reaped,
+    endpoint: String,
+    lines: mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+fn start_pool(prefix: &[String], listen: &str, tasks: usize) -> Pool {
+    let mut child = procwire(prefix)
+        .args(["pool", "--listen", listen, "--heartbeat", "0.2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        let input: String = (1..=tasks).map(|i| format!("{i}\n")).collect();
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    let endpoint = first
+        .trim()
+        .strip_prefix("procwire pool: listening at ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    let stderr = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        rest
+    });
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in out.lines() {
+            if tx.send(l.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    Pool {
+        child: Reaped(child),
+        endpoint,
+        lines,
+        stderr,
+    }
+}
+
+fn start_worker(prefix: &[String], endpoint: &str) -> Reaped {
+    Reaped(
+        procwire(prefix)
+            .args(["worker", "--connect", endpoint, "--heartbeat", "0.2"])
+            .args(["--reconnect-for", "2", "--"])
+            .args(BANG)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Reads all `tasks` answers, SIGKILLing `kill` after a fifth of them and
+/// SIGSTOPping `stop` after two fifths; checks each answer is its task's,
+/// in order, exactly once; returns the pool's summary line.
+fn run_through(mut pool: Pool, tasks: usize, kill: &Reaped, stop: &Reaped) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for i in 1..=tasks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = pool
+            .lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("answer {i} never came"));
+        assert_eq!(line, format!("{i}!"), "answer {i} out of order or wrong");
+        if i == tasks / 5 {
+            signal(&kill.0, "KILL").unwrap();
+        }
+        if i == 2 * tasks / 5 {
+            signal(&stop.0, "STOP").unwrap();
+        }
+    }
+    // Nothing more: not one answer twice.
+    let status = loop {
+        if let Some(s) = pool.child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the pool did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(pool.lines.recv().is_err(), "more answers than tasks");
+    let err = pool.stderr.join().unwrap();
+    assert!(status.success(), "pool failed: {status}\n{err}");
+    err
+}
+
+fn loopback_run(listen: &str, tasks: usize) {
+    let pool = start_pool(&[], listen, tasks);
+    let workers: Vec<Reaped> = (0..3).map(|_| start_worker(&[], &pool.endpoint)).collect();
+    let err = run_through(pool, tasks, &workers[0], &workers[1]);
+    assert!(err.contains(&format!("{tasks} tasks, 0 failed")), "{err}");
+    println!("{err}");
+}
+
+#[test]
+fn three_tcp_workers_one_killed_one_frozen_every_task_once_in_order() {
+    loopback_run("tcp://127.0.0.1:0", 10_000);
+}
+
+#[test]
+fn three_zmq_workers_one_killed_one_frozen_every_task_once_in_order() {
+    loopback_run("zmq+tcp://127.0.0.1:0", 10_000);
+}
+
+#[test]
+fn a_pyzmq_worker_joins_a_zmq_pool() {
+    let python = std::env::var_os("PROCWIRE_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python3")
+        });
+    assert!(python.exists(), "{}: run scripts/test", python.display());
+    let pool = start_pool(&[], "zmq+tcp://127.0.0.1:0", 3000);
+    let libzmq = pool.endpoint.trim_start_matches("zmq+").to_string();
+    let py = Reaped(
+        Command::new(&python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/python/zmq_worker.py"
+            ))
+            .arg(&libzmq)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let ours = start_worker(&[], &pool.endpoint);
+    for i in 1..=3000 {
+        let line = pool
+            .lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("answer {i} never came"));
+        assert_eq!(line, format!("{i}!"));
+    }
+    let mut py = py;
+    let mut said = String::new();
+    std::io::Read::read_to_string(py.0.stderr.as_mut().unwrap(), &mut said).unwrap();
+    let did: usize = said
+        .trim()
+        .strip_prefix("pyzmq worker did ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the pyzmq worker said: {said}"));
+    assert!(did > 0, "the pyzmq worker did no task");
+    println!("the pyzmq worker did {did} of 3000");
+    drop(ours);
+}
+
+/// Two network namespaces joined by a veth pair: the pool in one, the
+/// workers in the other; removed on drop.
+struct Namespaces {
+    pool: String,
+    work: String,
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("iproute2's ip");
+    assert!(st.success(), "ip {args:?}: {st}");
+}
+
+impl Namespaces {
+    fn new() -> Namespaces {
+        let id = std::process::id() % 100_000;
+        let ns = Namespaces {
+            pool: format!("pwpool{id}"),
+            work: format!("pwwork{id}"),
+        };
+        let (va, vb) = (format!("pwa{id}"), format!("pwb{id}"));
+        ip(&["netns", "add", &ns.pool]);
+        ip(&["netns", "add", &ns.work]);
+        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        ip(&["link", "set", &va, "netns", &ns.pool]);
+        ip(&["link", "set", &vb, "netns", &ns.work]);
+        for (n, v, a) in [
+            (&ns.pool, &va, "10.213.7.1/24"),
+            (&ns.work, &vb, "10.213.7.2/24"),
+        ] {
+            ip(&["-n", n, "addr", "add", a, "dev", v]);
+            ip(&["-n", n, "link", "set", v, "up"]);
+            ip(&["-n", n, "link", "set", "lo", "up"]);
+        }
+        ns
+    }
+
+    fn exec(ns: &str) -> Vec<String> {
+        ["ip", "netns", "exec", ns].map(String::from).to_vec()
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth pair, and so the
+        // pair.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.pool])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.work])
+            .status();
+    }
+}
+
+#[test]
+fn across_network_namespaces_with_a_key() {
+    let ns = Namespaces::new();
+    let pool = start_pool(&Namespaces::exec(&ns.pool), "tcp://10.213.7.1:0", 10_000);
+    assert!(
+        pool.endpoint.starts_with("tcp://10.213.7.1:"),
+        "{}",
+        pool.endpoint
+    );
+    let workers: Vec<Reaped> = (0..3)
+        .map(|_| start_worker(&Namespaces::exec(&ns.work), &pool.endpoint))
+        .collect();
+    let err = run_through(pool, 10_000, &workers[0], &workers[1]);
+    assert!(err.contains("10000 tasks, 0 failed"), "{err}");
+    println!("{err}");
+    drop(workers);
+    drop(ns);
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        !left.contains(&format!("pwpool{}", std::process::id() % 100_000)),
+        "namespaces left behind: {left}"
+    );
+}
+
+#[test]
+fn without_a_key_a_worker_cannot_reach_a_pool_beyond_loopback() {
+    let ns = Namespaces::new();
+    let pool = start_pool(&Namespaces::exec(&ns.pool), "tcp://10.213.7.1:0", 1);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.work, env!("CARGO_BIN_EXE_procwire")])
+        .args([
+            "worker",
+            "--connect",
+            &pool.endpoint,
+            "--reconnect-for",
+            "1",
+            "--",
+        ])
+        .args(BANG)
+        .env_remove("PROCWIRE_KEY")
+        .env_remove("PROCWIRE_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no key"), "{err}");
+    drop(pool);
+}
