@@ -204,3 +204,32 @@ fn zeromq_binds_only_to_loopback_unless_forced() {
         drop(pull);
     });
 }
+
+#[test]
+fn a_reply_to_a_peer_that_is_gone_is_dropped_and_the_router_serves_on() {
+    checked(60, || {
+        let router = zmq::bind_router::<String, String>("zmq+tcp://127.0.0.1:0", &opts()).unwrap();
+        let libzmq = router
+            .endpoint()
+            .to_string()
+            .trim_start_matches("zmq+")
+            .to_string();
+        let mut last = None;
+        for round in 0..2 {
+            let child = pyzmq("dealer", "connect", &libzmq, 5).0;
+            for _ in 0..5 {
+                let (peer, job) = router.recv().unwrap();
+                router.send(&peer, &format!("{job} accomplished!")).unwrap();
+                last = Some(peer);
+            }
+            assert!(finish(child).contains("dealt 5"), "round {round}");
+            // The dealer has exited: replies to it go nowhere, harmlessly.
+            for _ in 0..3 {
+                router
+                    .send(last.as_ref().unwrap(), &"late".to_string())
+                    .unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+}

@@ -71,6 +71,10 @@ pub enum Transport {
     ShmYield,
     /// Shared memory, always sleeping on a futex.
     ShmFutex,
+    /// procwire over TCP on loopback (no key); with `--remote`.
+    Tcp,
+    /// procwire over ZeroMQ DEALER sockets on loopback TCP; with `--remote`.
+    Zmq,
 }
 
 impl Transport {
@@ -85,6 +89,9 @@ impl Transport {
         Transport::ShmFutex,
     ];
 
+    /// The network transports `--remote` adds.
+    pub const REMOTE: [Transport; 2] = [Transport::Tcp, Transport::Zmq];
+
     fn name(self) -> &'static str {
         match self {
             Transport::Pipe => "pipe",
@@ -95,7 +102,13 @@ impl Transport {
             Transport::ShmSpin => "shm-spin",
             Transport::ShmYield => "shm-yield",
             Transport::ShmFutex => "shm-futex",
+            Transport::Tcp => "tcp",
+            Transport::Zmq => "zmq",
         }
+    }
+
+    fn remote(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Zmq)
     }
 
     /// How a shared-memory transport waits.
@@ -147,9 +160,14 @@ enum Side {
 }
 
 impl Side {
+    fn remote(self) -> bool {
+        matches!(self, Side::Wire(t) | Side::Raw(t) if t.remote())
+    }
+
     fn name(self) -> String {
         match self {
             Side::Wire(t) => t.name().into(),
+            Side::Raw(Transport::Zmq) => "raw zeromq".into(),
             Side::Raw(t) => format!("raw {}", t.name()),
             Side::Ring(w) => format!("raw ring {}", format!("{w:?}").to_lowercase()),
         }
@@ -229,6 +247,10 @@ enum Link {
     WirePipes(Sender<ByteBuf>, Receiver<ByteBuf>),
     /// Two hand-written shared-memory rings, one each way.
     RawRing(RefCell<RawWriter>, RefCell<RawReader>),
+    /// procwire over a ZeroMQ DEALER socket.
+    Zmq(procwire::zmq::Channel<ByteBuf, ByteBuf>),
+    /// A DEALER socket of the zeromq crate, driven directly.
+    RawZmq(tokio::runtime::Runtime, RefCell<zeromq::DealerSocket>),
 }
 
 impl Inherit for Link {
@@ -248,6 +270,8 @@ impl Inherit for Link {
                 tx.borrow().descriptors(out);
                 rx.borrow().descriptors(out);
             }
+            // Network links are never forked: their peers connect.
+            Link::Zmq(_) | Link::RawZmq(..) => {}
         }
     }
 
@@ -258,7 +282,11 @@ impl Inherit for Link {
                 tx.handed_over();
                 rx.handed_over();
             }
-            Link::RawStream { .. } | Link::RawMessage(_) | Link::RawRing(..) => {}
+            Link::RawStream { .. }
+            | Link::RawMessage(_)
+            | Link::RawRing(..)
+            | Link::Zmq(_)
+            | Link::RawZmq(..) => {}
         }
     }
 }
@@ -352,6 +380,12 @@ impl Link {
             Link::Wire(d) => d.send_ref(msg)?,
             Link::WirePipes(tx, _) => tx.send_ref(msg)?,
             Link::RawRing(tx, _) => tx.borrow_mut().send(msg),
+            Link::Zmq(c) => c.duplex().send_ref(msg)?,
+            Link::RawZmq(rt, sock) => {
+                use zeromq::SocketSend;
+                let m = zeromq::ZmqMessage::from(msg.to_vec());
+                rt.block_on(sock.borrow_mut().send(m))?;
+            }
         }
         Ok(())
     }
@@ -381,6 +415,17 @@ impl Link {
             Link::RawRing(_, rx) => {
                 let n = rx.borrow_mut().recv(buf);
                 anyhow::ensure!(n == buf.len(), "wrong size");
+            }
+            Link::Zmq(c) => {
+                let m = c.recv()?;
+                anyhow::ensure!(m.len() == buf.len(), "wrong size");
+            }
+            Link::RawZmq(rt, sock) => {
+                use zeromq::SocketRecv;
+                let m = rt.block_on(sock.borrow_mut().recv())?;
+                let frame = m.get(0).context("an empty ZeroMQ message")?;
+                anyhow::ensure!(frame.len() == buf.len(), "wrong size");
+                buf.copy_from_slice(frame);
             }
         }
         Ok(())
@@ -440,13 +485,8 @@ fn measure_once(side: Side, size: usize, pin: Pin, budget: Duration) -> Result<M
     let (parent_cpu, child_cpu) = cpus(pin);
     pin_to(parent_cpu);
 
-    // Round trips against an echoing child.
-    let (ours, theirs) = Link::pair(side)?;
-    let mut child = procwire::fork(theirs, move |link| {
-        pin_to(child_cpu);
-        let mut buf = ByteBuf::from(vec![0u8; size]);
-        while link.recv(&mut buf).is_ok() && link.send(&buf).is_ok() {}
-    })?;
+    // Round trips against an echoing peer.
+    let (ours, mut peer) = start_peer(side, size, Role::Echo, child_cpu)?;
     let msg = ByteBuf::from(vec![7u8; size]);
     let mut back = vec![0u8; size];
     for _ in 0..20 {
@@ -461,28 +501,17 @@ fn measure_once(side: Side, size: usize, pin: Pin, budget: Duration) -> Result<M
         ours.recv(&mut back)?;
         samples.push(t0.elapsed().as_nanos() as u64);
     }
-    // A datagram socket has no end of file for the echo loop to see: end
-    // the child outright (it has nothing left to do).
+    // A datagram socket (or ZeroMQ) has no end of file for the echo loop
+    // to see: end the peer outright (it has nothing left to do).
     drop(ours);
-    child.kill()?;
-    child.wait()?;
+    peer.end(true)?;
     samples.sort_unstable();
     let median_ns = samples[samples.len() / 2];
     let p99_ns = samples[(samples.len() * 99 / 100).min(samples.len() - 1)];
 
-    // One way: n messages into a child that acknowledges the last.
+    // One way: n messages into a peer that acknowledges the last.
     let n = (budget.as_nanos() as u64 / median_ns.max(1)).clamp(16, 500_000);
-    let (ours, theirs) = Link::pair(side)?;
-    let mut child = procwire::fork(theirs, move |link| {
-        pin_to(child_cpu);
-        let mut buf = ByteBuf::from(vec![0u8; size]);
-        for _ in 0..n {
-            if link.recv(&mut buf).is_err() {
-                return;
-            }
-        }
-        let _ = link.send(&buf);
-    })?;
+    let (ours, mut peer) = start_peer(side, size, Role::Sink(n), child_cpu)?;
     let t0 = Instant::now();
     for _ in 0..n {
         ours.send(&msg)?;
@@ -490,12 +519,193 @@ fn measure_once(side: Side, size: usize, pin: Pin, budget: Duration) -> Result<M
     ours.recv(&mut back)?;
     let secs = t0.elapsed().as_secs_f64();
     drop(ours);
-    child.wait()?;
+    peer.end(true)?;
     Ok(Measured {
         median_ns,
         p99_ns,
         throughput_mib_s: n as f64 * size as f64 / secs / (1 << 20) as f64,
     })
+}
+
+/// What a peer does with what it receives.
+#[derive(Clone, Copy, Debug)]
+pub enum Role {
+    /// Sends each message back.
+    Echo,
+    /// Takes this many, then sends the last back.
+    Sink(u64),
+}
+
+impl Role {
+    fn arg(self) -> String {
+        match self {
+            Role::Echo => "echo".into(),
+            Role::Sink(n) => n.to_string(),
+        }
+    }
+
+    fn parse(s: &str) -> Result<Role> {
+        Ok(match s {
+            "echo" => Role::Echo,
+            n => Role::Sink(n.parse().context("a peer role: echo or a count")?),
+        })
+    }
+}
+
+fn peer_loop(link: &Link, size: usize, role: Role) {
+    let mut buf = ByteBuf::from(vec![0u8; size]);
+    match role {
+        Role::Echo => while link.recv(&mut buf).is_ok() && link.send(&buf).is_ok() {},
+        Role::Sink(n) => {
+            for _ in 0..n {
+                if link.recv(&mut buf).is_err() {
+                    return;
+                }
+            }
+            let _ = link.send(&buf);
+            // Stay until ended: a ZeroMQ socket sends from a task of its
+            // own, and exiting now could take the acknowledgement along.
+            let _ = link.recv(&mut buf);
+        }
+    }
+}
+
+/// The measured peer: forked for local links, this program re-executed
+/// (`__bench-peer`) for network ones, which connect by address.
+enum Peer {
+    Forked(procwire::Child),
+    Spawned(std::process::Child),
+}
+
+impl Peer {
+    /// Ends the peer (killing it first when `kill`) and reaps it.
+    fn end(&mut self, kill: bool) -> Result<()> {
+        match self {
+            Peer::Forked(c) => {
+                if kill {
+                    c.kill()?;
+                }
+                c.wait()?;
+            }
+            Peer::Spawned(c) => {
+                if kill {
+                    c.kill()?;
+                }
+                c.wait()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn start_peer(side: Side, size: usize, role: Role, cpu: Option<usize>) -> Result<(Link, Peer)> {
+    if !side.remote() {
+        let (ours, theirs) = Link::pair(side)?;
+        let child = procwire::fork(theirs, move |link| {
+            pin_to(cpu);
+            peer_loop(&link, size, role);
+        })?;
+        return Ok((ours, Peer::Forked(child)));
+    }
+    let spawn = |kind: &str, endpoint: &str| -> Result<Peer> {
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "__bench-peer",
+                kind,
+                endpoint,
+                &size.to_string(),
+                &role.arg(),
+            ])
+            .arg(cpu.map_or("none".into(), |c| c.to_string()))
+            .spawn()
+            .context("starting a benchmark peer")?;
+        Ok(Peer::Spawned(child))
+    };
+    let timeout = Duration::from_secs(10);
+    Ok(match side {
+        Side::Raw(Transport::Tcp) => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let peer = spawn("raw-tcp", &l.local_addr()?.to_string())?;
+            let (s, _) = l.accept()?;
+            s.set_nodelay(true)?;
+            let tx: OwnedFd = s.try_clone()?.into();
+            (Link::RawStream { tx, rx: s.into() }, peer)
+        }
+        Side::Wire(Transport::Tcp) => {
+            let opts = Options::new().net(procwire::Net::new().no_key());
+            let l = opts.listen("tcp://127.0.0.1:0")?;
+            let peer = spawn("tcp", &l.endpoint().to_string())?;
+            (Link::Wire(l.accept_timeout(timeout)?), peer)
+        }
+        Side::Wire(Transport::Zmq) => {
+            let c = procwire::zmq::bind(
+                procwire::zmq::Kind::Dealer,
+                "zmq+tcp://127.0.0.1:0",
+                &Options::new(),
+            )?;
+            let peer = spawn("zmq", &c.endpoint().to_string())?;
+            // The peer says hello once connected: a DEALER sends only to
+            // connected peers.
+            let _hello = c.recv_timeout(timeout)?;
+            (Link::Zmq(c), peer)
+        }
+        Side::Raw(Transport::Zmq) => {
+            use zeromq::{Socket, SocketRecv};
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut sock = zeromq::DealerSocket::new();
+            let at = rt.block_on(sock.bind("tcp://127.0.0.1:0"))?.to_string();
+            let peer = spawn("raw-zmq", &at)?;
+            rt.block_on(async { tokio::time::timeout(timeout, sock.recv()).await })
+                .context("the raw ZeroMQ peer did not say hello")??;
+            (Link::RawZmq(rt, RefCell::new(sock)), peer)
+        }
+        other => anyhow::bail!("{} is not a network side", other.name()),
+    })
+}
+
+/// `procwire __bench-peer KIND ENDPOINT SIZE ROLE CPU`: the far end of a
+/// network measurement.
+pub fn peer(args: &[String]) -> Result<()> {
+    let [kind, endpoint, size, role, cpu] = args else {
+        anyhow::bail!("__bench-peer KIND ENDPOINT SIZE ROLE CPU");
+    };
+    let size: usize = size.parse()?;
+    let role = Role::parse(role)?;
+    pin_to(cpu.parse().ok());
+    let hello = ByteBuf::from(vec![0u8; size]);
+    let link = match kind.as_str() {
+        "raw-tcp" => {
+            let s = std::net::TcpStream::connect(endpoint)?;
+            s.set_nodelay(true)?;
+            let tx: OwnedFd = s.try_clone()?.into();
+            Link::RawStream { tx, rx: s.into() }
+        }
+        "tcp" => Link::Wire(
+            Options::new()
+                .net(procwire::Net::new().no_key())
+                .connect(endpoint)?,
+        ),
+        "zmq" => {
+            let c = procwire::zmq::connect(procwire::zmq::Kind::Dealer, endpoint, &Options::new())?;
+            c.duplex().send_ref(&hello)?;
+            Link::Zmq(c)
+        }
+        "raw-zmq" => {
+            use zeromq::{Socket, SocketSend};
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut sock = zeromq::DealerSocket::new();
+            rt.block_on(sock.connect(endpoint))?;
+            rt.block_on(sock.send(zeromq::ZmqMessage::from(hello.to_vec())))?;
+            Link::RawZmq(rt, RefCell::new(sock))
+        }
+        k => anyhow::bail!("unknown peer kind {k}"),
+    };
+    peer_loop(&link, size, role);
+    Ok(())
 }
 
 /// One row of the table (and of `--json`).

@@ -43,7 +43,14 @@ enum Command {
         /// Message sizes in bytes (default: 64,4096,65536,1048576).
         #[arg(long, value_delimiter = ',')]
         sizes: Vec<usize>,
+        /// Also measure the network transports (tcp, zmq) on loopback,
+        /// against a raw TCP socket and raw ZeroMQ (the zeromq crate).
+        #[arg(long)]
+        remote: bool,
     },
+    /// The far end of a network benchmark (started by `bench` itself).
+    #[command(name = "__bench-peer", hide = true)]
+    BenchPeer { args: Vec<String> },
     /// Run the lesson's scenarios across real processes, narrating each step
     /// and checking its results (exits non-zero if any check fails).
     Demo {
@@ -144,14 +151,17 @@ fn run() -> anyhow::Result<ExitCode> {
             pin,
             transports,
             sizes,
+            remote,
         } => bench::run(bench::Config {
             quick,
             json,
             pin,
-            transports: if transports.is_empty() {
-                bench::Transport::ALL.to_vec()
-            } else {
-                transports
+            transports: match (transports.is_empty(), remote) {
+                (false, _) => transports,
+                (true, false) => bench::Transport::ALL.to_vec(),
+                (true, true) => {
+                    [&bench::Transport::ALL[..], &bench::Transport::REMOTE[..]].concat()
+                }
             },
             sizes: if sizes.is_empty() {
                 vec![64, 4096, 65536, 1 << 20]
@@ -161,6 +171,7 @@ fn run() -> anyhow::Result<ExitCode> {
         })
         .map(|()| ExitCode::SUCCESS),
         Command::Child { role } => demo::child(&role).map(|()| ExitCode::SUCCESS),
+        Command::BenchPeer { args } => bench::peer(&args).map(|()| ExitCode::SUCCESS),
         Command::Pool {
             jobs,
             unordered,

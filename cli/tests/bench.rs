@@ -117,3 +117,29 @@ fn the_table_has_a_row_per_case_and_large_datagrams_are_left_out() {
     assert_eq!(rows.len(), 3, "{text}");
     assert!(text.contains("1 MiB"), "{text}");
 }
+
+#[test]
+fn remote_adds_tcp_and_zeromq_rows_against_their_raw_baselines() {
+    let out = bench(&[
+        "--quick",
+        "--json",
+        "--remote",
+        "--transports",
+        "tcp,zmq",
+        "--sizes",
+        "64",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (r, base) in rows.iter().zip(["raw tcp", "raw zeromq"]) {
+        assert_eq!(r["baseline"], base, "{r}");
+        assert!(r["median_ns"].as_u64().unwrap() > 0);
+        assert!(r["baseline_median_ns"].as_u64().unwrap() > 0);
+    }
+}

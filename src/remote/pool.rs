@@ -528,6 +528,8 @@ fn zmq_backend(
             let (peer, m) = match r.recv_timeout(FLOW) {
                 Ok(got) => got,
                 Err(e) if e.is_timeout() => continue,
+                // Somebody sent something that is not the flow: ignore it.
+                Err(e) if e.kind() == ErrorKind::Decode => continue,
                 Err(_) => return,
             };
             let id = WorkerId::Zmq(peer.identity().to_vec());
