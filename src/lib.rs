@@ -112,6 +112,7 @@ pub mod endpoint;
 mod error;
 pub mod fd;
 pub mod frame;
+pub mod fuzz;
 mod handover;
 mod pipe;
 pub mod pool;
@@ -122,6 +123,7 @@ pub mod rpc;
 mod shm;
 mod socket;
 mod sys;
+pub mod testing;
 mod transport;
 
 pub use channel::{Duplex, IntoIter, Iter, Options, Receiver, Select, Sender, channel, duplex};

@@ -726,6 +726,37 @@ impl Conn {
     }
 }
 
+impl Drop for Conn {
+    /// A TCP connection closes gracefully: closing a socket that still holds
+    /// unread bytes (the peer's heartbeats, say) sends a reset, and a reset
+    /// makes the peer's kernel discard what it had not yet read of *our*
+    /// last messages. So: stop writing, then read and discard until the
+    /// peer's end of stream, for at most three of its heartbeat intervals
+    /// (at least a second) — the "lingering close" of TCP servers.
+    fn drop(&mut self) {
+        let Some(l) = &self.liveness else { return };
+        if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let fd = self.fd.as_fd();
+        let _ = sys::shutdown(fd, std::net::Shutdown::Write);
+        let deadline = Instant::now() + (l.interval * 3).max(Duration::from_secs(1));
+        let mut sink = [0u8; 4096];
+        loop {
+            let mut ready = [false];
+            match sys::poll(&[(fd, Interest::Read)], Some(deadline), &mut ready) {
+                Ok(true) => {}
+                _ => return,
+            }
+            match sys::recv_bytes(fd, &mut sink, true) {
+                Ok(r) if r.len > 0 => {}
+                Err(e) if sys::would_block(&e) => {}
+                _ => return, // the peer's end of stream, or it is gone
+            }
+        }
+    }
+}
+
 impl AsFd for Conn {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

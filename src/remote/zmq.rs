@@ -673,6 +673,12 @@ fn single(m: ZmqMessage) -> std::result::Result<Bytes, String> {
     }
 }
 
+/// An error of one peer (it died mid-frame, sent garbage, its connection
+/// broke): the socket lives on with its other peers.
+fn peer_failed(e: &zeromq::ZmqError) -> bool {
+    matches!(e, zeromq::ZmqError::Codec(_) | zeromq::ZmqError::Network(_))
+}
+
 fn msg(p: Vec<u8>) -> ZmqMessage {
     ZmqMessage::from(p)
 }
@@ -698,7 +704,11 @@ async fn carry(sock: Zsock, link: &mut Link, out: &LinkWriter) -> std::result::R
         },
         Zsock::Rep(mut s) => loop {
             tokio::select! {
-                m = s.recv() => out.put(&single(m.map_err(z)?)?).await?,
+                m = s.recv() => match m {
+                    Ok(m) => out.put(&single(m)?).await?,
+                    Err(e) if peer_failed(&e) => continue,
+                    Err(e) => return Err(z(e)),
+                },
                 p = link.next() => return match p? {
                     None => Ok(()),
                     Some(_) => Err("a REP sent a reply before a request came".into()),
@@ -717,7 +727,11 @@ async fn carry(sock: Zsock, link: &mut Link, out: &LinkWriter) -> std::result::R
         },
         Zsock::Pull(mut s) => loop {
             tokio::select! {
-                m = s.recv() => out.put(&single(m.map_err(z)?)?).await?,
+                m = s.recv() => match m {
+                    Ok(m) => out.put(&single(m)?).await?,
+                    Err(e) if peer_failed(&e) => {}
+                    Err(e) => return Err(z(e)),
+                },
                 p = link.next() => return match p? {
                     None => Ok(()),
                     Some(_) => Err("a PULL socket cannot send".into()),
@@ -728,8 +742,11 @@ async fn carry(sock: Zsock, link: &mut Link, out: &LinkWriter) -> std::result::R
             let (mut tx, mut rx) = s.split();
             let inbound = async {
                 loop {
-                    let m = rx.recv().await.map_err(z)?;
-                    out.put(&single(m)?).await?;
+                    match rx.recv().await {
+                        Ok(m) => out.put(&single(m)?).await?,
+                        Err(e) if peer_failed(&e) => {}
+                        Err(e) => return Err(z(e)),
+                    }
                 }
             };
             let outbound = async {
@@ -747,7 +764,11 @@ async fn carry(sock: Zsock, link: &mut Link, out: &LinkWriter) -> std::result::R
             let (mut tx, mut rx) = s.split();
             let inbound = async {
                 loop {
-                    let m = rx.recv().await.map_err(z)?.into_vec();
+                    let m = match rx.recv().await {
+                        Ok(m) => m.into_vec(),
+                        Err(e) if peer_failed(&e) => continue,
+                        Err(e) => return Err(z(e)),
+                    };
                     let frames: Vec<&[u8]> = m.iter().map(|b| b.as_ref()).collect();
                     out.put(&pack(&frames)).await?;
                 }

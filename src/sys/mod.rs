@@ -12,6 +12,7 @@ pub(crate) mod inherit;
 pub(crate) mod process;
 pub(crate) mod shm;
 pub(crate) mod signal;
+pub(crate) mod storm;
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;

@@ -201,3 +201,13 @@ pub fn python() -> std::path::PathBuf {
     );
     path
 }
+
+/// The long-run multiplier: `PROCWIRE_STRESS` (scripts/stress sets it; 1,
+/// CI's short version, by default).
+pub fn stress() -> u32 {
+    std::env::var("PROCWIRE_STRESS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
