@@ -238,6 +238,11 @@ impl Conn {
             return false;
         };
         let now = self.epoch.elapsed().as_nanos() as u64;
+        // The peer shut down its sending side (or the connection broke):
+        // no heartbeat will come, whether or not anyone reads here.
+        if matches!(sys::hung_up(self.fd.as_fd()), Ok(true)) {
+            l.ended.store(true, Relaxed);
+        }
         let inq = sys::unread_bytes(self.fd.as_fd()).unwrap_or(0);
         if inq != *queued {
             *queued = inq;
@@ -730,9 +735,11 @@ impl Drop for Conn {
     /// A TCP connection closes gracefully: closing a socket that still holds
     /// unread bytes (the peer's heartbeats, say) sends a reset, and a reset
     /// makes the peer's kernel discard what it had not yet read of *our*
-    /// last messages. So: stop writing, then read and discard until the
-    /// peer's end of stream, for at most three of its heartbeat intervals
-    /// (at least a second) — the "lingering close" of TCP servers.
+    /// last messages. So: stop writing, then read and discard heartbeats
+    /// until the peer's end of stream, for at most three of its heartbeat
+    /// intervals (at least a second) — the "lingering close" of TCP
+    /// servers. A message arriving meanwhile ends the wait: the peer is
+    /// still sending to a receiver that is gone, and the reset tells it.
     fn drop(&mut self) {
         let Some(l) = &self.liveness else { return };
         if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
@@ -749,7 +756,12 @@ impl Drop for Conn {
                 _ => return,
             }
             match sys::recv_bytes(fd, &mut sink, true) {
-                Ok(r) if r.len > 0 => {}
+                // Heartbeats (all 0xFF bytes): keep waiting for the end.
+                Ok(r) if r.len > 0 && sink[..r.len].iter().all(|&b| b == 0xFF) => {}
+                // A message for a receiver that is gone: close now, so that
+                // the reset tells the sender at once instead of its messages
+                // vanishing here.
+                Ok(r) if r.len > 0 => return,
                 Err(e) if sys::would_block(&e) => {}
                 _ => return, // the peer's end of stream, or it is gone
             }

@@ -1,6 +1,6 @@
 //! One conformance suite, run over every transport: pipe, stream, datagram
-//! and seqpacket socket pairs, a Unix socket connected by path, and shared
-//! memory.
+//! and seqpacket socket pairs, a Unix socket connected by path, shared
+//! memory, and TCP on loopback.
 
 mod util;
 
@@ -19,14 +19,15 @@ enum T {
     SeqPacket,
     UnixPath,
     Shm,
+    Tcp,
 }
 
 impl T {
     fn framed(self) -> bool {
-        matches!(self, T::Pipe | T::Stream | T::UnixPath)
+        matches!(self, T::Pipe | T::Stream | T::UnixPath | T::Tcp)
     }
     fn carries_fds(self) -> bool {
-        !matches!(self, T::Pipe | T::Shm)
+        !matches!(self, T::Pipe | T::Shm | T::Tcp)
     }
     fn has_eof(self) -> bool {
         self != T::Datagram
@@ -53,6 +54,16 @@ fn make_with(t: T, opts: &Options) -> (Sender<ByteBuf>, Receiver<ByteBuf>) {
             let client = procwire::Socket::connect(&path).unwrap();
             let server = listener.accept().unwrap();
             (opts.sender(client).unwrap(), opts.receiver(server).unwrap())
+        }
+        T::Tcp => {
+            // One way, as the others: the unused halves are dropped, which
+            // tells each side that no heartbeat will come that way.
+            let opts = opts.clone().net(procwire::Net::new().no_key());
+            let listener = opts.listen("tcp://127.0.0.1:0").unwrap();
+            let client: procwire::Duplex<ByteBuf, ByteBuf> =
+                opts.connect(&listener.endpoint().to_string()).unwrap();
+            let server: procwire::Duplex<ByteBuf, ByteBuf> = listener.accept().unwrap();
+            (client.split().0, server.split().1)
         }
     }
 }
@@ -160,6 +171,18 @@ fn peer_closed(t: T) {
         let (tx, rx) = make(t);
         drop(rx);
         let msg = ByteBuf::from(b"anyone there?".to_vec());
+        if t == T::Tcp {
+            // TCP learns of a closed peer from the reset its next segment
+            // draws: the send after that fails (the one before may not).
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while tx.send(msg.clone()).is_ok() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "sends kept succeeding"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let e = tx.send(msg.clone()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
         assert_eq!(e.into_inner(), msg);
@@ -382,4 +405,5 @@ suite! {
     seqpacket => super::T::SeqPacket,
     unix_path => super::T::UnixPath,
     shm => super::T::Shm,
+    tcp => super::T::Tcp,
 }
