@@ -181,7 +181,12 @@ impl Conn {
             Transport::Stream | Transport::Shm | Transport::Tcp => Ok(()),
         }
         .map_err(|e| Error::io("preparing the channel's descriptor", e))?;
-        Ok(Conn {
+        Ok(Conn::with(fd, transport))
+    }
+
+    /// The fields every kind of connection starts with.
+    fn with(fd: OwnedFd, transport: Transport) -> Conn {
+        Conn {
             fd,
             transport,
             peer: OnceLock::new(),
@@ -190,28 +195,21 @@ impl Conn {
             checked_alive: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
             liveness: None,
-        })
+        }
     }
 
     /// A TCP connection (already authenticated) whose peer sends heartbeats
     /// every `interval`.
     #[cfg_attr(not(feature = "remote"), allow(dead_code))]
     pub(crate) fn tcp(fd: OwnedFd, interval: Duration) -> Conn {
-        Conn {
-            fd,
-            transport: Transport::Tcp,
-            peer: OnceLock::new(),
-            shared: std::sync::atomic::AtomicBool::new(false),
-            shm: None,
-            checked_alive: std::sync::atomic::AtomicU64::new(0),
-            epoch: Instant::now(),
-            liveness: Some(Liveness {
-                interval,
-                last_heard: std::sync::atomic::AtomicU64::new(0),
-                ended: std::sync::atomic::AtomicBool::new(false),
-                silent: std::sync::atomic::AtomicBool::new(false),
-            }),
-        }
+        let mut conn = Conn::with(fd, Transport::Tcp);
+        conn.liveness = Some(Liveness {
+            interval,
+            last_heard: std::sync::atomic::AtomicU64::new(0),
+            ended: std::sync::atomic::AtomicBool::new(false),
+            silent: std::sync::atomic::AtomicBool::new(false),
+        });
+        conn
     }
 
     /// Notes that bytes (or the end) came from the peer.
@@ -226,16 +224,18 @@ impl Conn {
         }
     }
 
-    /// For a TCP connection's watcher: whether the peer has been silent for
-    /// three heartbeat intervals, counting bytes that wait unread in the
-    /// socket (`queued`, the watcher's last reading of them) as a sign of
-    /// life. A silent peer is declared gone: the connection is shut down,
-    /// which wakes every wait on it, and its errors say why.
+    /// For a TCP connection's watcher, every quarter of the peer's
+    /// heartbeat interval: whether the peer has been silent for 2¾
+    /// intervals (so that, checked that often, silence is reported within
+    /// three), counting bytes that wait unread in the socket (`queued`, the
+    /// watcher's last reading of them) as a sign of life. A silent peer is
+    /// declared gone: the connection is shut down, which wakes every wait
+    /// on it, and its errors say why.
     #[cfg_attr(not(feature = "remote"), allow(dead_code))]
-    pub(crate) fn check_silence(&self, queued: &mut u64) -> bool {
+    pub(crate) fn check_silence(&self, queued: &mut u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let Some(l) = &self.liveness else {
-            return false;
+            return;
         };
         let now = self.epoch.elapsed().as_nanos() as u64;
         // The peer shut down its sending side (or the connection broke):
@@ -249,33 +249,24 @@ impl Conn {
             l.last_heard.store(now, Relaxed);
         }
         if l.ended.load(Relaxed) || l.silent.load(Relaxed) {
-            return false;
+            return;
         }
         let quiet = Duration::from_nanos(now.saturating_sub(l.last_heard.load(Relaxed)));
-        if quiet < l.interval * 3 {
-            return false;
+        if quiet >= l.interval * 11 / 4 {
+            l.silent.store(true, Relaxed);
+            let _ = sys::shutdown(self.fd.as_fd(), std::net::Shutdown::Both);
         }
-        l.silent.store(true, Relaxed);
-        let _ = sys::shutdown(self.fd.as_fd(), std::net::Shutdown::Both);
-        true
     }
 
     /// A shared-memory end: `side` is this end of a SEQPACKET socket pair
     /// whose other end the peer holds.
     pub(crate) fn shm(side: OwnedFd, tx: Option<shm::Writer>, rx: Option<shm::Reader>) -> Conn {
-        Conn {
-            fd: side,
-            transport: Transport::Shm,
-            peer: OnceLock::new(),
-            shared: std::sync::atomic::AtomicBool::new(false),
-            shm: Some(ShmRings {
-                tx: tx.map(std::sync::Mutex::new),
-                rx: rx.map(std::sync::Mutex::new),
-            }),
-            checked_alive: std::sync::atomic::AtomicU64::new(0),
-            epoch: Instant::now(),
-            liveness: None,
-        }
+        let mut conn = Conn::with(side, Transport::Shm);
+        conn.shm = Some(ShmRings {
+            tx: tx.map(std::sync::Mutex::new),
+            rx: rx.map(std::sync::Mutex::new),
+        });
+        conn
     }
 
     /// Whether the peer still holds its end of the side socket (shared
@@ -673,9 +664,10 @@ impl Conn {
             .filter(|l| l.silent.load(std::sync::atomic::Ordering::Relaxed))
         {
             return e.because(&format!(
-                "no sign of life from the peer for {:?} (three heartbeat intervals): it is \
-                 frozen or gone, or the network between us is down",
-                l.interval * 3
+                "no sign of life from the peer for {:?} (its heartbeat interval is {:?}): it \
+                 is frozen or gone, or the network between us is down",
+                l.interval * 11 / 4,
+                l.interval
             ));
         }
         let Some(peer) = self.peer.get().filter(|_| e.exit_status().is_none()) else {
