@@ -108,7 +108,19 @@ fn start_worker(prefix: &[String], endpoint: &str) -> Reaped {
 /// Reads all `tasks` answers, SIGKILLing `kill` after a fifth of them and
 /// SIGSTOPping `stop` after two fifths; checks each answer is its task's,
 /// in order, exactly once; returns the pool's summary line.
-fn run_through(mut pool: Pool, tasks: usize, kill: &Reaped, stop: &Reaped) -> String {
+fn run_through(pool: Pool, tasks: usize, kill: &Reaped, stop: &Reaped) -> String {
+    run_through_resuming(pool, tasks, kill, stop, false)
+}
+
+/// As [`run_through`]; with `resume`, the frozen worker is resumed after
+/// three fifths of the answers.
+fn run_through_resuming(
+    mut pool: Pool,
+    tasks: usize,
+    kill: &Reaped,
+    stop: &Reaped,
+    resume: bool,
+) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
     for i in 1..=tasks {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -122,6 +134,9 @@ fn run_through(mut pool: Pool, tasks: usize, kill: &Reaped, stop: &Reaped) -> St
         }
         if i == 2 * tasks / 5 {
             signal(&stop.0, "STOP").unwrap();
+        }
+        if resume && i == 3 * tasks / 5 {
+            signal(&stop.0, "CONT").unwrap();
         }
     }
     // Nothing more: not one answer twice.
@@ -154,6 +169,29 @@ fn three_tcp_workers_one_killed_one_frozen_every_task_once_in_order() {
 #[test]
 fn three_zmq_workers_one_killed_one_frozen_every_task_once_in_order() {
     loopback_run("zmq+tcp://127.0.0.1:0", 10_000);
+}
+
+#[test]
+fn a_frozen_zmq_worker_that_resumes_works_again_and_hears_bye() {
+    let pool = start_pool(&[], "zmq+tcp://127.0.0.1:0", 10_000);
+    let mut workers: Vec<Reaped> = (0..3).map(|_| start_worker(&[], &pool.endpoint)).collect();
+    let err = run_through_resuming(pool, 10_000, &workers[0], &workers[1], true);
+    assert!(err.contains("10000 tasks, 0 failed"), "{err}");
+    // Given up as silent while frozen, it came back when it spoke again:
+    // the pool's bye reached it, and it exits on its own.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = workers[1].0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resumed worker never heard bye"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let _ = workers.remove(2);
 }
 
 #[test]

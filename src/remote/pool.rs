@@ -279,6 +279,8 @@ struct Remote {
     holding: Option<u64>,
     heard: Instant,
     beat: Duration,
+    /// Given up as silent (ZeroMQ): gets no task until it speaks again.
+    lost: bool,
 }
 
 impl Remote {
@@ -289,6 +291,7 @@ impl Remote {
             holding: None,
             heard: Instant::now(),
             beat: Duration::from_secs(1),
+            lost: false,
         }
     }
 }
@@ -305,13 +308,12 @@ struct State {
 
 impl State {
     fn heard(&mut self, w: &WorkerId, kind: &str, id: u64) {
-        let r = match (self.workers.get_mut(w), w) {
-            (Some(r), _) => r,
-            // A ZeroMQ worker is known by its first message; one forgotten
-            // as silent that speaks again is welcome back.
-            (None, WorkerId::Zmq(_)) => return,
-            (None, WorkerId::Tcp(_)) => return,
+        let Some(r) = self.workers.get_mut(w) else {
+            return;
         };
+        // A ZeroMQ worker given up as silent that speaks again (it was
+        // frozen, not dead) is back.
+        r.lost = false;
         r.heard = Instant::now();
         match kind {
             "ready" => {
@@ -335,7 +337,7 @@ impl State {
         let ready: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(_, r)| r.ready && r.holding.is_none())
+            .filter(|(_, r)| r.ready && r.holding.is_none() && !r.lost)
             .map(|(w, _)| w.clone())
             .collect();
         for w in ready {
@@ -367,10 +369,20 @@ impl State {
         }
     }
 
-    /// A worker left: its task goes back to the front of the queue.
+    /// A worker left (or, on ZeroMQ, fell silent): its task goes back to
+    /// the front of the queue. A TCP worker is forgotten (its connection is
+    /// gone); a ZeroMQ one is kept, marked lost, so that if it speaks again
+    /// it works again and hears `bye` at the end.
     fn gone(&mut self, w: &WorkerId) {
-        if let Some(r) = self.workers.remove(w)
-            && let Some(id) = r.holding
+        let held = match w {
+            WorkerId::Tcp(_) => self.workers.remove(w).and_then(|r| r.holding),
+            WorkerId::Zmq(_) => self.workers.get_mut(w).and_then(|r| {
+                r.lost = true;
+                r.ready = false;
+                r.holding.take()
+            }),
+        };
+        if let Some(id) = held
             && self.pending.contains_key(&id)
         {
             self.queue.push_front(id);
@@ -386,6 +398,7 @@ impl State {
             .iter()
             .filter(|(w, r)| {
                 matches!(w, WorkerId::Zmq(_))
+                    && !r.lost
                     && r.holding.is_some()
                     && r.heard.elapsed() > r.beat * 3
             })
