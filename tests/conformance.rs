@@ -214,13 +214,18 @@ fn timeouts(t: T) {
         };
         assert_eq!(full.kind(), ErrorKind::Full, "{}", full.error());
         assert_eq!(full.into_inner().into_vec(), pattern(accepted, 1000));
-        let e = tx
-            .send_timeout(
-                ByteBuf::from(pattern(accepted, 1000)),
-                Duration::from_millis(20),
-            )
-            .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Timeout);
+        let r = tx.send_timeout(
+            ByteBuf::from(pattern(accepted, 1000)),
+            Duration::from_millis(20),
+        );
+        match r {
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Timeout),
+            // TCP frees send-buffer room without any read (acknowledged
+            // segments, a send buffer that autotuning grows): its Full is a
+            // moment, not a state. The message then counts as sent.
+            Ok(()) if t == T::Tcp => accepted += 1,
+            Ok(()) => panic!("{t:?}: a send into a full buffer went through"),
+        }
 
         // Everything accepted arrives whole, in order; nothing else does.
         let reader = std::thread::spawn(move || {
