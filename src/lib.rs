@@ -44,6 +44,9 @@
 //! | processes | [`Command`] starts any program with a channel (`PROCWIRE_FD`), [`fork`] runs a closure in a child, [`task`] runs a function in a child (fork server via [`init`], or re-exec), [`Child`] owns the process; [`from_env`] is the child's end |
 //! | request/reply | [`rpc`]: many calls in flight on one channel; [`Pool`]: worker processes, crash-isolated |
 //! | descriptors in messages | [`Fd`], and channel ends inside messages ([`fd`]) |
+//! | endpoints by address | [`listen`] / [`connect`] ([`endpoint`]): `unix:PATH`; with feature `remote`, authenticated `tcp://HOST:PORT` with heartbeats |
+//! | across machines (feature `remote`) | `zmq`: channels over ZeroMQ REQ/REP, PUSH/PULL, DEALER/ROUTER; `remote::pool`: a pool whose workers connect from anywhere |
+//! | hostile conditions | [`fuzz`]: entry points for fuzzing every decoder; [`testing::SignalStorm`] |
 //!
 //! Every descriptor procwire creates is close-on-exec from birth, every
 //! system call lives in one private `sys` module, and every error says what
@@ -89,6 +92,14 @@
 //! process, clones of a [`Sender`] never interleave (each frame is written
 //! under a lock); across processes, give each writer its own channel, or use a
 //! datagram or seqpacket socket, whose messages are atomic.
+//!
+//! **A peer on another machine.** Over `tcp://` nobody can watch the peer's
+//! process: each side sends heartbeats, and a peer that sends nothing for
+//! three of its intervals (frozen, vanished, or cut off) ends the channel
+//! with an error that says so. TCP reports a closed peer only when a later
+//! segment draws its reset, so the first message after the peer left may
+//! be accepted and lost: confirm delivery with a reply where it matters.
+//! Traffic is authenticated, not encrypted (see [`endpoint`]).
 //!
 //! **`SIGPIPE`.** Writing to a pipe whose reader is gone kills a process
 //! whose `SIGPIPE` disposition is the default. procwire's writes report
