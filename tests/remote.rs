@@ -22,7 +22,7 @@ fn keyed() -> Options {
     Options::new().net(
         Net::new()
             .key(key())
-            .handshake_timeout(Duration::from_millis(500)),
+            .handshake_timeout(Duration::from_secs(2)),
     )
 }
 
@@ -238,7 +238,7 @@ fn two_hundred_idle_connections_do_not_hold_up_a_real_client() {
             "served past 200 idle connections in {:?}",
             started.elapsed()
         );
-        // Each idle one is dropped at its handshake deadline (500 ms).
+        // Each idle one is dropped at its handshake deadline (2 s).
         for s in &mut idle {
             let _hello = read_frame(s);
             assert!(closed_by_server(s, 10), "an idle connection was kept");
@@ -298,10 +298,10 @@ fn a_client_retries_until_the_server_is_up() {
     });
 }
 
-/// Connects to `addr` with a 100 ms heartbeat, says hello, then waits
+/// Connects to `addr` with a 200 ms heartbeat, says hello, then waits
 /// (heartbeats flowing) until told to stop.
 fn sleepy_client(addr: String, ctl: Duplex<(), ()>) {
-    let opts = Options::new().net(Net::new().key(key()).heartbeat(Duration::from_millis(100)));
+    let opts = Options::new().net(Net::new().key(key()).heartbeat(Duration::from_millis(200)));
     let ch: Duplex<String, String> = opts.connect(&addr).unwrap();
     ch.send("hello".into()).unwrap();
     let _ = ctl.recv();
@@ -311,13 +311,13 @@ fn sleepy_client(addr: String, ctl: Duplex<(), ()>) {
 #[test]
 fn a_frozen_peer_is_reported_within_three_heartbeats_and_an_idle_one_is_not() {
     checked(60, || {
-        let opts = keyed().net(Net::new().key(key()).heartbeat(Duration::from_millis(100)));
+        let opts = keyed().net(Net::new().key(key()).heartbeat(Duration::from_millis(200)));
         let listener = opts.listen("tcp://127.0.0.1:0").unwrap();
         let addr = listener.endpoint().to_string();
         let (mut child, ctl) = task(sleepy_client, addr).via(How::Server).spawn().unwrap();
         let ch: Duplex<String, String> = listener.accept_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(ch.recv().unwrap(), "hello");
-        // Idle but alive for 20 heartbeat intervals: nothing happens.
+        // Idle but alive for 10 heartbeat intervals: nothing happens.
         let e = ch.recv_timeout(Duration::from_secs(2)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
         // Frozen: reported, by recv, within three intervals (plus a check
@@ -332,7 +332,7 @@ fn a_frozen_peer_is_reported_within_three_heartbeats_and_an_idle_one_is_not() {
         let took = frozen.elapsed();
         assert!(e.is_disconnected(), "{e}");
         assert!(e.to_string().contains("no sign of life"), "{e}");
-        println!("a frozen peer reported after {took:?} (heartbeat 100 ms)");
+        println!("a frozen peer reported after {took:?} (heartbeat 200 ms)");
         // A send now fails too, at once.
         assert!(ch.send("more".into()).is_err());
         rustix::process::kill_process(
