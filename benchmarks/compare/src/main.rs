@@ -11,7 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{
+    self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender,
+};
 use procwire::{ByteBuf, Kind, Options};
 use serde::{Deserialize, Serialize};
 
@@ -94,7 +96,12 @@ fn raw_stream(size: usize, child_cpu: usize) -> (f64, f64) {
 
 /// Round trips of `msg` through a procwire duplex of `kind` (shared memory
 /// when `None`) to a forked echo.
-fn procwire_echo<T>(kind: Option<Kind>, child_cpu: usize, msg: T, same: impl Fn(&T, &T) -> bool) -> (f64, f64)
+fn procwire_echo<T>(
+    kind: Option<Kind>,
+    child_cpu: usize,
+    msg: T,
+    same: impl Fn(&T, &T) -> bool,
+) -> (f64, f64)
 where
     T: Serialize + serde::de::DeserializeOwned,
 {
@@ -126,7 +133,9 @@ fn procwire_struct(kind: Option<Kind>, child_cpu: usize) -> (f64, f64) {
 }
 
 fn procwire_bytes(size: usize, kind: Option<Kind>, child_cpu: usize) -> (f64, f64) {
-    procwire_echo(kind, child_cpu, ByteBuf::from(vec![3u8; size]), |x, y| x.len() == y.len())
+    procwire_echo(kind, child_cpu, ByteBuf::from(vec![3u8; size]), |x, y| {
+        x.len() == y.len()
+    })
 }
 
 /// What the parent asks an ipc-channel child to echo.
@@ -245,8 +254,14 @@ fn ice_child(ping: String, pong: String, cpu: usize, blocking: bool) {
         .unwrap();
     let sub = ping.subscriber_builder().create().unwrap();
     let publ = pong.publisher_builder().create().unwrap();
-    let listener = ice_events(&node, &ping_name).listener_builder().create().unwrap();
-    let notifier = ice_events(&node, &pong_name).notifier_builder().create().unwrap();
+    let listener = ice_events(&node, &ping_name)
+        .listener_builder()
+        .create()
+        .unwrap();
+    let notifier = ice_events(&node, &pong_name)
+        .notifier_builder()
+        .create()
+        .unwrap();
     let start = Instant::now();
     // Echo for as long as the parent measures (busy polling, or sleeping
     // on the event service until notified).
@@ -258,11 +273,12 @@ fn ice_child(ping: String, pong: String, cpu: usize, blocking: bool) {
                 notifier.notify().unwrap();
             }
         } else if blocking {
-            listener.timed_wait(|_| {}, Duration::from_millis(100)).unwrap();
+            listener
+                .timed_wait(|_| {}, Duration::from_millis(100))
+                .unwrap();
         }
     }
 }
-
 
 /// A 64 B round trip through iceoryx2 publish/subscribe to a re-executed
 /// echo: busy polling, or (`blocking`) sleeping on an event service that
@@ -270,7 +286,10 @@ fn ice_child(ping: String, pong: String, cpu: usize, blocking: bool) {
 fn iceoryx2_echo(cpu: usize, blocking: bool) -> (f64, f64) {
     use iceoryx2::prelude::*;
     let tag = std::process::id();
-    let (ping_name, pong_name) = (format!("procwire/cmp/ping/{tag}"), format!("procwire/cmp/pong/{tag}"));
+    let (ping_name, pong_name) = (
+        format!("procwire/cmp/ping/{tag}"),
+        format!("procwire/cmp/pong/{tag}"),
+    );
     let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
     let ping = node
         .service_builder(&ping_name.as_str().try_into().unwrap())
@@ -284,10 +303,22 @@ fn iceoryx2_echo(cpu: usize, blocking: bool) -> (f64, f64) {
         .unwrap();
     let publ = ping.publisher_builder().create().unwrap();
     let sub = pong.subscriber_builder().create().unwrap();
-    let notifier = ice_events(&node, &ping_name).notifier_builder().create().unwrap();
-    let listener = ice_events(&node, &pong_name).listener_builder().create().unwrap();
+    let notifier = ice_events(&node, &ping_name)
+        .notifier_builder()
+        .create()
+        .unwrap();
+    let listener = ice_events(&node, &pong_name)
+        .listener_builder()
+        .create()
+        .unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["ice-child", &ping_name, &pong_name, &cpu.to_string(), &blocking.to_string()])
+        .args([
+            "ice-child",
+            &ping_name,
+            &pong_name,
+            &cpu.to_string(),
+            &blocking.to_string(),
+        ])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300)); // the child connects
@@ -303,7 +334,9 @@ fn iceoryx2_echo(cpu: usize, blocking: bool) -> (f64, f64) {
                 break;
             }
             if blocking {
-                listener.timed_wait(|_| {}, Duration::from_millis(100)).unwrap();
+                listener
+                    .timed_wait(|_| {}, Duration::from_millis(100))
+                    .unwrap();
             }
         }
     });
@@ -316,7 +349,12 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("ipc-child") => return ipc_child(args[2].clone(), args[3].parse().unwrap()),
         Some("ice-child") => {
-            return ice_child(args[2].clone(), args[3].clone(), args[4].parse().unwrap(), args[5] == "true");
+            return ice_child(
+                args[2].clone(),
+                args[3].clone(),
+                args[4].parse().unwrap(),
+                args[5] == "true",
+            );
         }
         _ => {}
     }
@@ -324,27 +362,99 @@ fn main() {
     let mut rows: Vec<(&str, &str, (f64, f64), (f64, f64))> = Vec::new();
     // One CPU: blocking transports.
     let raw64 = raw_seqpacket(64, 0);
-    rows.push(("64 B struct", "procwire seqpacket", procwire_struct(Some(Kind::SeqPacket), 0), raw64));
-    rows.push(("64 B struct", "procwire shm", procwire_struct(None, 0), raw64));
+    rows.push((
+        "64 B struct",
+        "procwire seqpacket",
+        procwire_struct(Some(Kind::SeqPacket), 0),
+        raw64,
+    ));
+    rows.push((
+        "64 B struct",
+        "procwire shm",
+        procwire_struct(None, 0),
+        raw64,
+    ));
     rows.push(("64 B struct", "ipc-channel", ipc_struct(0), raw64));
     let raw4k = raw_seqpacket(4096, 0);
-    rows.push(("4 KiB bytes", "procwire seqpacket (ByteBuf)", procwire_bytes(4096, Some(Kind::SeqPacket), 0), raw4k));
-    rows.push(("4 KiB bytes", "procwire shm (ByteBuf)", procwire_bytes(4096, None, 0), raw4k));
-    rows.push(("4 KiB bytes", "ipc-channel (Vec<u8>)", ipc_vec(4096, 0), raw4k));
-    rows.push(("4 KiB bytes", "ipc-channel (bytes channel)", ipc_bytes(4096, 0), raw4k));
-    rows.push(("64 B struct", "iceoryx2 (event wait)", iceoryx2_echo(0, true), raw64));
+    rows.push((
+        "4 KiB bytes",
+        "procwire seqpacket (ByteBuf)",
+        procwire_bytes(4096, Some(Kind::SeqPacket), 0),
+        raw4k,
+    ));
+    rows.push((
+        "4 KiB bytes",
+        "procwire shm (ByteBuf)",
+        procwire_bytes(4096, None, 0),
+        raw4k,
+    ));
+    rows.push((
+        "4 KiB bytes",
+        "ipc-channel (Vec<u8>)",
+        ipc_vec(4096, 0),
+        raw4k,
+    ));
+    rows.push((
+        "4 KiB bytes",
+        "ipc-channel (bytes channel)",
+        ipc_bytes(4096, 0),
+        raw4k,
+    ));
+    rows.push((
+        "64 B struct",
+        "iceoryx2 (event wait)",
+        iceoryx2_echo(0, true),
+        raw64,
+    ));
     // 1 MiB: beyond one datagram, against a raw stream socket.
     let raw1m = raw_stream(1 << 20, 0);
-    rows.push(("1 MiB bytes", "procwire stream (ByteBuf)", procwire_bytes(1 << 20, Some(Kind::Stream), 0), raw1m));
-    rows.push(("1 MiB bytes", "procwire shm (ByteBuf)", procwire_bytes(1 << 20, None, 0), raw1m));
-    rows.push(("1 MiB bytes", "ipc-channel (Vec<u8>)", ipc_vec(1 << 20, 0), raw1m));
-    rows.push(("1 MiB bytes", "ipc-channel (bytes channel)", ipc_bytes(1 << 20, 0), raw1m));
+    rows.push((
+        "1 MiB bytes",
+        "procwire stream (ByteBuf)",
+        procwire_bytes(1 << 20, Some(Kind::Stream), 0),
+        raw1m,
+    ));
+    rows.push((
+        "1 MiB bytes",
+        "procwire shm (ByteBuf)",
+        procwire_bytes(1 << 20, None, 0),
+        raw1m,
+    ));
+    rows.push((
+        "1 MiB bytes",
+        "ipc-channel (Vec<u8>)",
+        ipc_vec(1 << 20, 0),
+        raw1m,
+    ));
+    rows.push((
+        "1 MiB bytes",
+        "ipc-channel (bytes channel)",
+        ipc_bytes(1 << 20, 0),
+        raw1m,
+    ));
     // Two CPUs: spinning transports, against the same raw socket there.
     let raw64_split = raw_seqpacket(64, 1);
-    rows.push(("64 B, CPUs 0+1", "procwire shm", procwire_struct(None, 1), raw64_split));
-    rows.push(("64 B, CPUs 0+1", "iceoryx2 (busy polling)", iceoryx2_echo(1, false), raw64_split));
-    rows.push(("64 B, CPUs 0+1", "iceoryx2 (event wait)", iceoryx2_echo(1, true), raw64_split));
-    println!("| case | implementation | median | p99 | raw median (SEQPACKET; stream for 1 MiB) | ratio |");
+    rows.push((
+        "64 B, CPUs 0+1",
+        "procwire shm",
+        procwire_struct(None, 1),
+        raw64_split,
+    ));
+    rows.push((
+        "64 B, CPUs 0+1",
+        "iceoryx2 (busy polling)",
+        iceoryx2_echo(1, false),
+        raw64_split,
+    ));
+    rows.push((
+        "64 B, CPUs 0+1",
+        "iceoryx2 (event wait)",
+        iceoryx2_echo(1, true),
+        raw64_split,
+    ));
+    println!(
+        "| case | implementation | median | p99 | raw median (SEQPACKET; stream for 1 MiB) | ratio |"
+    );
     println!("|---|---|---|---|---|---|");
     for (case, what, (m, p), (rm, _)) in rows {
         println!(
