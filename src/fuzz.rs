@@ -19,9 +19,8 @@ use crate::codec::CodecKind;
 use crate::frame::{FrameDecoder, FrameReader};
 use crate::{ByteBuf, Fd, Kind, Options};
 
-/// The bounded amount any single entry point may hold on to (the decoders
-/// promise their memory stays within twice what arrived, plus their fixed
-/// buffers).
+/// The longest payload the codec target decodes: longer inputs only slow
+/// the fuzzer down (libFuzzer is run with `-max_len=65536` anyway).
 const INPUT_LIMIT: usize = 1 << 20;
 
 fn split(data: &[u8]) -> (u8, &[u8]) {

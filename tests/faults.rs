@@ -175,7 +175,7 @@ enum Keep {
 /// Starts a child running `script` on transport `t`; `child_sends` says
 /// which way a one-way pipe points.
 fn start(t: T, script: Script, child_sends: bool) -> (Child, Ours, Keep) {
-    let (mut proc_, ctl) = task(child, script).via(How::Server).spawn().unwrap();
+    let (proc_, ctl) = task(child, script).via(How::Server).spawn().unwrap();
     let opts = Options::new().shm_capacity(256 << 10);
     let (ours, keep) = match t {
         T::Pipe if child_sends => {
@@ -231,7 +231,6 @@ fn start(t: T, script: Script, child_sends: bool) -> (Child, Ours, Keep) {
     };
     ours.supervise(&proc_);
     drop(ctl);
-    let _ = &mut proc_;
     (proc_, ours, keep)
 }
 

@@ -79,13 +79,16 @@ fn many_children_many_messages_none_lost_duplicated_or_reordered() {
         let started = Instant::now();
         while open > 0 {
             let mut sel = Select::new();
-            let ids: Vec<usize> = (0..receivers.len())
+            // Select numbers what it watches from 0: `open_ids[n]` is the
+            // receiver it calls `n`.
+            let open_ids: Vec<usize> = (0..receivers.len())
                 .filter(|&i| next[i] != u32::MAX)
-                .map(|i| (i, sel.recv(&receivers[i])))
-                .map(|(i, _)| i)
                 .collect();
+            for &i in &open_ids {
+                sel.recv(&receivers[i]);
+            }
             let ready = sel.ready_timeout(Duration::from_secs(30)).unwrap();
-            let i = ids[ready];
+            let i = open_ids[ready];
             loop {
                 match receivers[i].try_recv() {
                     Ok(item) => {

@@ -122,11 +122,6 @@ impl Transport {
         }
     }
 
-    /// A shared-memory transport with a fixed waiting strategy.
-    fn fixed_wait(self) -> bool {
-        self.wait().is_some_and(|w| w != ShmWait::Adaptive)
-    }
-
     /// Where `--pin auto` measures it: blocking transports on one CPU;
     /// shared memory on one and on two, except that spinning is measured
     /// only on two (against a peer on its own CPU it spins out a whole time
@@ -200,7 +195,8 @@ fn cases(cfg: &Config) -> Vec<Case> {
         };
         for &pin in pins {
             for &size in &cfg.sizes {
-                if let Some(w) = t.wait().filter(|_| t.fixed_wait()) {
+                // A fixed waiting strategy: against a raw ring waiting alike.
+                if let Some(w) = t.wait().filter(|&w| w != ShmWait::Adaptive) {
                     if size == smallest {
                         let base = Side::Ring(w);
                         out.push(Case { t, base, size, pin });

@@ -72,11 +72,12 @@ fn allowed(addr: &SocketAddr, key: Option<&Key>, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// One handshake frame, framed as every other (wire format section 2).
 fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    out
+    let mut w = crate::frame::FrameWriter::new(Vec::with_capacity(4 + payload.len()));
+    // Our own payloads, at most a few dozen bytes, into memory: cannot fail.
+    w.send(payload).expect("a handshake frame fits");
+    w.into_inner()
 }
 
 /// Reads one handshake frame (blocking, under the stream's timeouts).
