@@ -137,7 +137,9 @@ mod sys;
 pub mod testing;
 mod transport;
 
-pub use channel::{Duplex, IntoIter, Iter, Options, Receiver, Select, Sender, channel, duplex};
+pub use channel::{
+    DEFAULT_LINGER, Duplex, IntoIter, Iter, Options, Receiver, Select, Sender, channel, duplex,
+};
 pub use codec::{Codec, CodecKind};
 pub use endpoint::{Endpoint, Key, Listener, Net, Retry, connect, listen};
 pub use error::{Error, ErrorKind, Result, SendError};

@@ -84,6 +84,8 @@ pub(crate) struct Liveness {
     ended: std::sync::atomic::AtomicBool,
     /// The connection was shut down because the peer fell silent.
     silent: std::sync::atomic::AtomicBool,
+    /// How long closing may wait for what we sent to be acknowledged.
+    linger: Duration,
 }
 
 /// A shared-memory end as it travels: copies of the memfds of its writing
@@ -201,9 +203,10 @@ impl Conn {
     /// A TCP connection (already authenticated) whose peer sends heartbeats
     /// every `interval`.
     #[cfg_attr(not(feature = "remote"), allow(dead_code))]
-    pub(crate) fn tcp(fd: OwnedFd, interval: Duration) -> Conn {
+    pub(crate) fn tcp(fd: OwnedFd, interval: Duration, linger: Duration) -> Conn {
         let mut conn = Conn::with(fd, Transport::Tcp);
         conn.liveness = Some(Liveness {
+            linger,
             interval,
             last_heard: std::sync::atomic::AtomicU64::new(0),
             ended: std::sync::atomic::AtomicBool::new(false),
@@ -634,7 +637,9 @@ impl Conn {
     fn shm_wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<Waited> {
         let alive = || self.peer_alive();
         let waited = match interest {
-            Interest::Read => ring(self.shm_rx()?).wait(deadline, &alive),
+            // A ring's frames are never left half-written: nothing to
+            // write while waiting to read.
+            Interest::Read | Interest::Either => ring(self.shm_rx()?).wait(deadline, &alive),
             Interest::Write => ring(self.shm_tx()?).wait(deadline, &alive),
             // (each end keeps its own spin budget)
         };
@@ -707,6 +712,19 @@ impl Conn {
         }
     }
 
+    /// Gives up on a half-written frame: shuts the socket down both ways,
+    /// even if copies of it live elsewhere (a stream with half a frame in it
+    /// is of no use to them either), so the peer's read ends inside the
+    /// frame and reports it. A pipe can only be closed.
+    pub(crate) fn abort(&self) {
+        if matches!(
+            self.transport,
+            Transport::Stream | Transport::SeqPacket | Transport::Tcp
+        ) {
+            let _ = sys::shutdown(self.fd.as_fd(), std::net::Shutdown::Both);
+        }
+    }
+
     /// Records that a copy of this end was sent to another process.
     pub(crate) fn mark_shared(&self) {
         self.shared
@@ -724,14 +742,16 @@ impl Conn {
 }
 
 impl Drop for Conn {
-    /// A TCP connection closes gracefully: closing a socket that still holds
-    /// unread bytes (the peer's heartbeats, say) sends a reset, and a reset
-    /// makes the peer's kernel discard what it had not yet read of *our*
-    /// last messages. So: stop writing, then read and discard heartbeats
-    /// until the peer's end of stream, for at most three of its heartbeat
-    /// intervals (at least a second) — the "lingering close" of TCP
-    /// servers. A message arriving meanwhile ends the wait: the peer is
-    /// still sending to a receiver that is gone, and the reset tells it.
+    /// A TCP connection closes without destroying what it sent: closing a
+    /// socket that still holds unread input sends a reset, and a reset
+    /// makes *our* kernel discard what the peer has not yet acknowledged
+    /// (`tcp_write_queue_purge`), an answer still in flight among it. So:
+    /// stop writing (FIN), drain the input that is there, and close once
+    /// everything we sent, FIN included, is acknowledged (`SIOCOUTQ` is 0),
+    /// or when the linger ([`Options::linger`](crate::Options::linger))
+    /// runs out, whichever is first. What the peer sends after that draws a
+    /// reset, which tells it that nobody reads here. On loopback, or with
+    /// a peer that reads, this returns at once.
     fn drop(&mut self) {
         let Some(l) = &self.liveness else { return };
         if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
@@ -739,23 +759,30 @@ impl Drop for Conn {
         }
         let fd = self.fd.as_fd();
         let _ = sys::shutdown(fd, std::net::Shutdown::Write);
-        let deadline = Instant::now() + (l.interval * 3).max(Duration::from_secs(1));
+        let deadline = Instant::now() + l.linger;
         let mut sink = [0u8; 4096];
         loop {
-            let mut ready = [false];
-            match sys::poll(&[(fd, Interest::Read)], Some(deadline), &mut ready) {
-                Ok(true) => {}
-                _ => return,
+            // Drain: input left unread at close(2) is what sends the reset.
+            loop {
+                match sys::recv_bytes(fd, &mut sink, true) {
+                    Ok(r) if r.len > 0 => {}
+                    _ => break,
+                }
             }
-            match sys::recv_bytes(fd, &mut sink, true) {
-                // Heartbeats (all 0xFF bytes): keep waiting for the end.
-                Ok(r) if r.len > 0 && sink[..r.len].iter().all(|&b| b == 0xFF) => {}
-                // A message for a receiver that is gone: close now, so that
-                // the reset tells the sender at once instead of its messages
-                // vanishing here.
-                Ok(r) if r.len > 0 => return,
-                Err(e) if sys::would_block(&e) => {}
-                _ => return, // the peer's end of stream, or it is gone
+            match sys::sockio::unsent_bytes(fd) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            // Acknowledgements make no descriptor ready: look again within
+            // a millisecond, or at once when input comes.
+            let mut ready = [false];
+            let tick = (now + Duration::from_millis(1)).min(deadline);
+            if sys::poll(&[(fd, Interest::Read)], Some(tick), &mut ready).is_err() {
+                return;
             }
         }
     }

@@ -183,3 +183,99 @@ fn hello_accepts_a_matching_peer_and_refuses_a_mismatched_one() {
         assert!(peer.join().unwrap().is_err());
     });
 }
+
+/// Issue 11, item 4: two ends that each accepted half of a 10 MiB frame
+/// with a timed send, then each wait to receive: each receive writes its
+/// own frame while it waits, so both complete instead of waiting on each
+/// other forever.
+#[test]
+fn crossed_large_timed_sends_complete_inside_the_receives() {
+    checked(60, || {
+        let (a, b) = Options::new()
+            .codec(CodecKind::Raw)
+            .duplex::<ByteBuf, ByteBuf>(Kind::Stream)
+            .unwrap();
+        let big = |tag: u8| ByteBuf::from(vec![tag; 10 << 20]);
+        let side = |end: Duplex<ByteBuf, ByteBuf>, mine: u8, theirs: u8| {
+            std::thread::spawn(move || {
+                end.send_timeout(big(mine), Duration::from_secs(1))
+                    .expect("the first bytes fit: accepted");
+                let got = end
+                    .recv_timeout(Duration::from_secs(20))
+                    .expect("the peer's frame arrives while ours is written");
+                assert_eq!(got.len(), 10 << 20);
+                assert!(got.iter().all(|&b| b == theirs));
+                // Whoever got its message first may still owe the rest of
+                // its own frame: the peer's receive takes it now.
+                end.flush_timeout(Duration::from_secs(20)).unwrap();
+                end
+            })
+        };
+        let ta = side(a, 1, 2);
+        let tb = side(b, 2, 1);
+        let (a, b) = (ta.join().unwrap(), tb.join().unwrap());
+        drop((a, b));
+    });
+}
+
+/// Issue 11, item 4: a receive with a deadline returns by it while our own
+/// half-written frame cannot move (the peer reads nothing).
+#[test]
+fn a_timed_receive_returns_by_its_deadline_with_a_frame_stuck_half_written() {
+    checked(30, || {
+        let (a, b) = Options::new()
+            .codec(CodecKind::Raw)
+            .duplex::<ByteBuf, ByteBuf>(Kind::Stream)
+            .unwrap();
+        a.send_timeout(
+            ByteBuf::from(vec![0u8; 10 << 20]),
+            Duration::from_millis(100),
+        )
+        .unwrap();
+        let start = std::time::Instant::now();
+        let e = a.recv_timeout(Duration::from_millis(200)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        // Generous: before the fix it never returned at all.
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        let e = a.flush_timeout(Duration::from_millis(100)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        drop(b);
+    });
+}
+
+/// Issue 11, item 5: dropping a sender whose frame is half-written waits
+/// at most the linger, then shuts the connection down: the peer reads a
+/// truncated-frame error, never a short message.
+#[test]
+fn dropping_a_half_written_frame_waits_only_the_linger() {
+    checked(30, || {
+        let (tx, rx) = Options::new()
+            .codec(CodecKind::Raw)
+            .linger(Duration::from_millis(200))
+            .socket_channel::<ByteBuf>(Kind::Stream)
+            .unwrap();
+        tx.send(ByteBuf::from(b"whole".to_vec())).unwrap();
+        tx.send_timeout(
+            ByteBuf::from(vec![7u8; 10 << 20]),
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        let start = std::time::Instant::now();
+        drop(tx);
+        // Generous: before the fix the drop waited for as long as the peer
+        // lived without reading.
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(rx.recv().unwrap().into_vec(), b"whole");
+        let e = rx.recv().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnexpectedEof, "{e}");
+        assert!(rx.recv().unwrap_err().is_disconnected());
+    });
+}

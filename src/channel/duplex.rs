@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::gate::Wait;
 use super::{Receiver, Sender};
 use crate::error::{Result, SendError};
 
@@ -67,19 +68,39 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         self.tx.flush()
     }
 
-    /// A reply cannot come to a request still half in our buffer: finish it
-    /// before waiting to receive.
-    fn flush_before_waiting(&self) -> Result<()> {
-        if self.tx.core().has_pending() {
-            self.tx.flush()?;
+    /// Waits at most `timeout` for the rest of a partly written frame. See
+    /// [`Sender::flush_timeout`].
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<()> {
+        self.tx.flush_timeout(timeout)
+    }
+
+    /// Receives with `wait`, writing our own half-written frame meanwhile:
+    /// the peer may need all of it before it reads on or answers, and it
+    /// may itself be waiting with a half-written frame of its own, so a
+    /// receive waits for readable *or* writable and never flushes without
+    /// the caller's deadline.
+    fn recv_writing<R>(&self, wait: Wait, take: impl Fn(Wait) -> Result<R>) -> Result<R> {
+        let core = self.tx.core();
+        while core.has_pending() && !core.flush_some()? {
+            match take(Wait::Never) {
+                Err(e) if e.kind() == crate::ErrorKind::Empty => {}
+                other => return other,
+            }
+            if wait.expired() {
+                return Err(crate::Error::new(
+                    crate::ErrorKind::Timeout,
+                    "no complete message arrived before the deadline (and our own frame is \
+                     still being written)",
+                ));
+            }
+            self.rx.wait_either(wait.deadline())?;
         }
-        Ok(())
+        take(wait)
     }
 
     /// Waits for the next message. See [`Receiver::recv`].
     pub fn recv(&self) -> Result<In> {
-        self.flush_before_waiting()?;
-        self.rx.recv()
+        self.recv_writing(Wait::Block, |w| self.rx.recv_wait(w))
     }
 
     /// Takes a message if one is complete. See [`Receiver::try_recv`].
@@ -87,18 +108,18 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         self.rx.try_recv()
     }
 
-    /// Waits at most `timeout`. See [`Receiver::recv_timeout`].
+    /// Waits at most `timeout`. See [`Receiver::recv_timeout`]. Returns by
+    /// the deadline, also while a frame this end sent is still being
+    /// written (it goes on writing it while it waits).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<In> {
         let deadline = Instant::now() + timeout;
-        self.flush_before_waiting()?;
-        self.rx.recv_deadline(deadline)
+        self.recv_writing(Wait::Until(deadline), |w| self.rx.recv_wait(w))
     }
 
     /// Waits for a message and its descriptors. See
     /// [`Receiver::recv_with_fds`].
     pub fn recv_with_fds(&self) -> Result<(In, Vec<OwnedFd>)> {
-        self.flush_before_waiting()?;
-        self.rx.recv_with_fds()
+        self.recv_writing(Wait::Block, |w| self.rx.recv_with_fds_wait(w))
     }
 
     /// Sends `request` and waits for one reply: the lesson's "Heavy

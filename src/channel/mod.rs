@@ -76,8 +76,13 @@ pub struct Options {
     send_buffer: Option<usize>,
     shm_capacity: usize,
     shm_wait: crate::ShmWait,
+    linger: std::time::Duration,
     pub(crate) net: crate::endpoint::Net,
 }
+
+/// How long dropping an end may wait, by default, for the peer to take what
+/// was accepted: see [`Options::linger`].
+pub const DEFAULT_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Default for Options {
     fn default() -> Options {
@@ -94,6 +99,7 @@ impl Options {
             send_buffer: None,
             shm_capacity: 1 << 20,
             shm_wait: crate::ShmWait::Adaptive,
+            linger: DEFAULT_LINGER,
             net: crate::endpoint::Net::default(),
         }
     }
@@ -194,6 +200,41 @@ impl Options {
         ))
     }
 
+    /// How long dropping a sender may wait for the peer to take the rest of
+    /// a frame that [`try_send`](Sender::try_send) or a timed send accepted
+    /// in part (default [`DEFAULT_LINGER`], 5 s); and, over `tcp://`, how
+    /// long closing may wait for the peer to acknowledge what was sent.
+    ///
+    /// A drop never waits longer. When the linger runs out with a frame
+    /// still half-written, the connection is shut down in both directions
+    /// (on a socket; a pipe can only be closed), so the peer reads a
+    /// truncated-frame error ([`ErrorKind::UnexpectedEof`]), never a short
+    /// message taken for a whole one. `Duration::ZERO` gives up at once.
+    /// A peer that reads returns the drop at once, whatever the linger.
+    ///
+    /// [`ErrorKind::UnexpectedEof`]: crate::ErrorKind::UnexpectedEof
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let opts = procwire::Options::new().linger(Duration::from_millis(500));
+    /// let (tx, rx) = opts.channel::<u32>()?;
+    /// tx.send(1)?;
+    /// drop(tx); // the frame is whole: returns at once
+    /// assert_eq!(rx.recv()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn linger(mut self, linger: std::time::Duration) -> Options {
+        self.linger = linger;
+        self
+    }
+
+    pub(crate) fn linger_time(&self) -> std::time::Duration {
+        self.linger
+    }
+
     /// The codec for payloads.
     pub fn codec(mut self, codec: CodecKind) -> Options {
         self.codec = codec;
@@ -238,6 +279,7 @@ impl Options {
             conn,
             self.codec,
             self.max_frame,
+            self.linger,
         )))
     }
 

@@ -238,6 +238,11 @@ impl RecvCore {
             inc.datagram = vec![0; want];
         }
         let block = matches!(wait, Wait::Block);
+        // A SEQPACKET peer that closed with our messages unread makes the
+        // kernel report ECONNRESET once, *before* the messages it queued for
+        // us (unix_release_sock sets sk_err; __skb_try_recv_datagram checks
+        // it first and clears it): read on, and the end comes after them.
+        let mut reset_seen = false;
         loop {
             if inc.eof {
                 return Err(Error::disconnected(
@@ -282,6 +287,7 @@ impl RecvCore {
                     return f(&inc.datagram[..r.len], fds);
                 }
                 Err(e) if sys::would_block(&e) => self.wait_readable(wait)?,
+                Err(e) if sys::is_disconnect(&e) && !reset_seen => reset_seen = true,
                 Err(e) if sys::is_disconnect(&e) => inc.eof = true,
                 Err(e) => return Err(Error::io(&self.context(), e)),
             }
@@ -346,6 +352,16 @@ impl<T: DeserializeOwned> Receiver<T> {
         }
     }
 
+    pub(crate) fn recv_wait(&self, wait: Wait) -> Result<T> {
+        self.recv_as(wait)
+    }
+
+    pub(crate) fn recv_with_fds_wait(&self, wait: Wait) -> Result<(T, Vec<OwnedFd>)> {
+        let codec = self.core.codec;
+        self.core
+            .recv(wait, |payload, fds| Ok((codec.decode(payload)?, fds)))
+    }
+
     fn recv_as(&self, wait: Wait) -> Result<T> {
         let codec = self.core.codec;
         // `Fd`s in the message take theirs; other descriptors sent with it
@@ -391,10 +407,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// Waits for the next message and the descriptors sent with it (empty if
     /// none were), each already owned and close-on-exec.
     pub fn recv_with_fds(&self) -> Result<(T, Vec<OwnedFd>)> {
-        let codec = self.core.codec;
-        self.core.recv(Wait::Block, |payload, fds| {
-            Ok((codec.decode(payload)?, fds))
-        })
+        self.recv_with_fds_wait(Wait::Block)
     }
 
     /// The next message's payload bytes, undecoded, passed to `f`.
@@ -425,6 +438,17 @@ impl<T> Receiver<T> {
 
     pub(crate) fn core(&self) -> &Arc<RecvCore> {
         &self.core
+    }
+
+    /// Waits until the descriptor is readable or writable (or the deadline
+    /// passes, or the supervised peer exits): for a [`Duplex`](crate::Duplex)
+    /// that writes its own frame while it waits to receive.
+    pub(crate) fn wait_either(&self, deadline: Option<Instant>) -> Result<()> {
+        match self.core.conn.wait(Interest::Either, deadline) {
+            Ok(Waited::Ready | Waited::TimedOut) => Ok(()),
+            Ok(Waited::PeerExited(e)) => Err(e),
+            Err(e) => Err(Error::io(&self.core.context(), e)),
+        }
     }
 
     /// Watches `child`: from now on a wait on this receiver also ends when

@@ -39,15 +39,22 @@ pub(crate) struct SendCore {
     conn: Arc<Conn>,
     codec: CodecKind,
     max_frame: usize,
+    linger: Duration,
     out: Gate<Outgoing>,
 }
 
 impl SendCore {
-    pub(crate) fn new(conn: Arc<Conn>, codec: CodecKind, max_frame: usize) -> SendCore {
+    pub(crate) fn new(
+        conn: Arc<Conn>,
+        codec: CodecKind,
+        max_frame: usize,
+        linger: Duration,
+    ) -> SendCore {
         SendCore {
             conn,
             codec,
             max_frame,
+            linger,
             out: Gate::new(Outgoing::default()),
         }
     }
@@ -197,16 +204,37 @@ impl SendCore {
         self.finish(&mut pass.state, wait)
     }
 
+    /// Whether a frame is half-written and nobody is writing it now (a
+    /// sender busy in another thread finishes its own frame).
     pub(crate) fn has_pending(&self) -> bool {
-        self.out.peek(Outgoing::is_pending).unwrap_or(true)
+        self.out.peek(Outgoing::is_pending).unwrap_or(false)
+    }
+
+    /// One step of a receive that must not wait while our own frame is
+    /// stuck half-written (the peer may be waiting for it before it reads
+    /// or answers): writes what the socket takes now. `Ok(true)` once
+    /// nothing is pending.
+    pub(crate) fn flush_some(&self) -> Result<bool> {
+        match self.flush(Wait::Never) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::Full => Ok(!self.has_pending()),
+            Err(e) => Err(e),
+        }
     }
 }
 
 impl Drop for SendCore {
     fn drop(&mut self) {
-        // The message was accepted, so it must arrive: finish it (an error
-        // here means the peer is gone and nobody can read it anyway).
-        let _ = self.flush(Wait::Block);
+        // The message was accepted, so it should arrive: finish it, within
+        // the linger (an error here means the peer is gone and nobody can
+        // read it anyway). If the peer does not take it in time, shut the
+        // connection down: it reads a truncated frame, an error, rather
+        // than waiting on us forever or taking a later frame's bytes for
+        // the rest of this one.
+        let _ = self.flush(Wait::Until(Instant::now() + self.linger));
+        if self.has_pending() {
+            self.conn.abort();
+        }
         self.conn.shutdown_write();
     }
 }
@@ -289,6 +317,17 @@ impl<T: Serialize> Sender<T> {
 
     /// Sends `value`, waiting at most `timeout` for room; on
     /// [`ErrorKind::Timeout`] nothing was written and the value comes back.
+    ///
+    /// What a timed send of a large frame guarantees: it returns by the
+    /// deadline (plus scheduling slack), whatever the peer does. `Ok` means
+    /// the message was *accepted*: at least its first bytes are in the
+    /// kernel, and the rest follows before any later frame, written by
+    /// the next send on this channel, by [`flush`](Sender::flush) or
+    /// [`flush_timeout`](Sender::flush_timeout), by a receive on the same
+    /// [`Duplex`](crate::Duplex) (which writes it while it waits), or when
+    /// the last sender drops (within [`Options::linger`](crate::Options::linger);
+    /// after that the peer reads a truncated-frame error, never a short
+    /// message). It is not a delivery confirmation: a reply is.
     pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendError<T>> {
         self.send_deadline(value, Instant::now() + timeout)
     }
@@ -322,6 +361,25 @@ impl<T> Sender<T> {
     /// [`send_timeout`](Sender::send_timeout) left partly written.
     pub fn flush(&self) -> Result<()> {
         self.core.flush(Wait::Block)
+    }
+
+    /// [`flush`](Sender::flush), waiting at most `timeout`;
+    /// [`ErrorKind::Timeout`] if the frame is still not whole by then (the
+    /// progress made is kept).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (tx, rx) = procwire::channel::<u8>()?;
+    /// tx.try_send(1)?;
+    /// tx.flush_timeout(Duration::from_secs(1))?; // nothing pending: at once
+    /// assert_eq!(rx.recv()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<()> {
+        self.core.flush(Wait::Until(Instant::now() + timeout))
     }
 
     /// The codec this sender encodes with.

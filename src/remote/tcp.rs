@@ -111,7 +111,7 @@ where
         .clone()
         .max_frame(opts.max_frame_len().min(u32::MAX as usize - 1));
     let fd: OwnedFd = stream.into();
-    let conn = Arc::new(Conn::tcp(fd, peer_heartbeat));
+    let conn = Arc::new(Conn::tcp(fd, peer_heartbeat, opts.linger_time()));
     let duplex: Duplex<Out, In> = opts.duplex_on(Arc::clone(&conn))?;
     watch(
         Arc::downgrade(duplex.sender().core()),

@@ -12,6 +12,7 @@ pub(crate) mod inherit;
 pub(crate) mod process;
 pub(crate) mod shm;
 pub(crate) mod signal;
+pub(crate) mod sockio;
 pub(crate) mod storm;
 
 use std::io::{self, IoSlice, IoSliceMut};
@@ -492,6 +493,8 @@ pub(crate) fn unlink(path: &Path) -> io::Result<()> {
 pub(crate) enum Interest {
     Read,
     Write,
+    /// Readable or writable, whichever comes first.
+    Either,
 }
 
 /// Waits until one of `fds` is ready or `deadline` passes; returns the indices
@@ -549,6 +552,7 @@ fn flags_for(interest: Interest) -> PollFlags {
     match interest {
         Interest::Read => PollFlags::IN,
         Interest::Write => PollFlags::OUT,
+        Interest::Either => PollFlags::IN | PollFlags::OUT,
     }
 }
 
