@@ -49,6 +49,9 @@ use crate::{Duplex, Options, Receiver, Sender};
 struct Outgoing {
     first: usize,
     fds: Vec<OwnedFd>,
+    /// Why an end refused to be serialized: codecs such as postcard keep
+    /// only "serialization error", so the reason travels here instead.
+    refused: Option<crate::Error>,
 }
 
 thread_local! {
@@ -60,15 +63,39 @@ thread_local! {
 
 /// Runs `encode` collecting the descriptors of the [`Fd`]s it serializes,
 /// numbered from `first`.
-pub(crate) fn collecting<R>(first: usize, encode: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
+/// An encoding error that an end refusing to travel explains is replaced by
+/// that explanation.
+pub(crate) fn collecting(
+    first: usize,
+    encode: impl FnOnce() -> crate::Result<()>,
+) -> (crate::Result<()>, Vec<OwnedFd>) {
     let fresh = Outgoing {
         first,
         fds: Vec::new(),
+        refused: None,
     };
     let outer = OUTGOING.with(|o| o.borrow_mut().replace(fresh));
     let r = encode();
     let mine = OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), outer));
-    (r, mine.map(|m| m.fds).unwrap_or_default())
+    match mine {
+        Some(Outgoing {
+            refused: Some(why), ..
+        }) if r.is_err() => (Err(why), Vec::new()),
+        Some(m) => (r, m.fds),
+        None => (r, Vec::new()),
+    }
+}
+
+/// An end cannot travel (`why`): remembered for [`collecting`], and turned
+/// into the serializer's error.
+fn refuse<E: ser::Error>(why: crate::Error) -> E {
+    let e = E::custom(&why);
+    OUTGOING.with(|o| {
+        if let Some(o) = o.borrow_mut().as_mut() {
+            o.refused.get_or_insert(why);
+        }
+    });
+    e
 }
 
 /// Runs `decode` with `fds` available to the [`Fd`]s it deserializes;
@@ -219,9 +246,9 @@ fn serialize_end<S: Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     use ser::SerializeStruct;
-    // Another process gets this socket: our end dropping must no longer
-    // shut it down.
-    conn.mark_shared();
+    // Our end stops shutting the socket down on drop once the frame that
+    // carries this copy is accepted (see `crate::ends`), not here: the send
+    // may still fail, or this may not be a procwire send at all.
     let fd = conn.as_fd();
     let rings = conn
         .shm_parts()
@@ -265,6 +292,7 @@ impl<'de, T: Serialize> Deserialize<'de> for Sender<T> {
 
 impl<T> Serialize for Receiver<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.core().check_nothing_buffered().map_err(refuse)?;
         serialize_end(self.core().conn(), self.codec(), self.max_frame(), s)
     }
 }
@@ -281,6 +309,7 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Receiver<T> {
 impl<A, B> Serialize for Duplex<A, B> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let rx = self.receiver();
+        rx.core().check_nothing_buffered().map_err(refuse)?;
         serialize_end(rx.core().conn(), rx.codec(), rx.max_frame(), s)
     }
 }

@@ -46,8 +46,11 @@ pub const HEADER_LEN: usize = 4;
 /// The default maximum payload length: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 
-/// The largest maximum a 4-byte prefix can express.
-pub const MAX_FRAME_LIMIT: usize = u32::MAX as usize;
+/// The largest maximum frame size: one below every reserved length prefix.
+/// A 4-byte prefix expresses up to `u32::MAX`, and `u32::MAX` itself is
+/// reserved ([`HEARTBEAT`] on `tcp://`; `docs/wire-format.md` lists the
+/// reserved values), so no payload may claim it on any transport.
+pub const MAX_FRAME_LIMIT: usize = HEARTBEAT as usize - 1;
 
 /// The receive buffer's first size; it grows by doubling, only as data arrives.
 const INITIAL_BUFFER: usize = 8 << 10;
@@ -58,7 +61,8 @@ pub(crate) fn check_max(max: usize) -> Result<usize> {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             format!(
-                "maximum frame size {} exceeds what a 4-byte length can express ({})",
+                "maximum frame size {} exceeds the largest a 4-byte length can carry below \
+                 the reserved prefix 0xFFFF_FFFF ({})",
                 human(max as u64),
                 human(MAX_FRAME_LIMIT as u64)
             ),

@@ -120,6 +120,7 @@ pub mod baseline;
 mod channel;
 pub mod codec;
 pub mod endpoint;
+mod ends;
 mod error;
 pub mod fd;
 pub mod frame;

@@ -59,8 +59,8 @@ pub(crate) struct Conn {
     transport: Transport,
     /// The process at the other end, once the channel supervises it.
     peer: OnceLock<Arc<ProcState>>,
-    /// A copy of this end was sent to another process.
-    shared: std::sync::atomic::AtomicBool,
+    /// Whether a copy of this end went elsewhere (see [`crate::ends`]).
+    shared: crate::ends::Shared,
     /// The rings of a shared-memory channel.
     shm: Option<ShmRings>,
     /// When a shared-memory writer last checked that its reader lives
@@ -188,11 +188,12 @@ impl Conn {
 
     /// The fields every kind of connection starts with.
     fn with(fd: OwnedFd, transport: Transport) -> Conn {
+        let shared = crate::ends::Shared::register(fd.as_fd());
         Conn {
             fd,
             transport,
             peer: OnceLock::new(),
-            shared: std::sync::atomic::AtomicBool::new(false),
+            shared,
             shm: None,
             checked_alive: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
@@ -482,7 +483,7 @@ impl Conn {
 
     /// This end stops reading: a shared-memory writer learns it at once.
     pub(crate) fn close_read(&self) {
-        if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.shared.is_shared() {
             return;
         }
         if let Some(rx) = self.shm.as_ref().and_then(|s| s.rx.as_ref()) {
@@ -697,7 +698,7 @@ impl Conn {
         // shutdown(2) acts on the socket, not on this descriptor (and a ring's
         // close flag on the ring): once a copy went to another process, that
         // copy must keep working.
-        if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.shared.is_shared() {
             return;
         }
         if let Some(tx) = self.shm.as_ref().and_then(|s| s.tx.as_ref()) {
@@ -725,10 +726,33 @@ impl Conn {
         }
     }
 
+    /// Whether this socket's own writing direction is shut down while its
+    /// peer is still there (a send then fails with `EPIPE` although nobody
+    /// closed the other end): the peer's close would have hung it up.
+    pub(crate) fn own_write_shut(&self) -> bool {
+        matches!(self.transport, Transport::Stream | Transport::SeqPacket)
+            && matches!(sys::hung_up(self.fd.as_fd()), Ok(false))
+    }
+
+    /// A copy of the descriptor, for `into_fd`: this end is marked shared
+    /// first, so that dropping it shuts nothing down.
+    pub(crate) fn take_fd(&self) -> Result<OwnedFd> {
+        if self.transport == Transport::Shm {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "a shared-memory end is two rings and a side socket, not one descriptor; \
+                 send it inside a message instead",
+            ));
+        }
+        self.mark_shared();
+        self.fd
+            .try_clone()
+            .map_err(|e| Error::io("copying the end's descriptor", e))
+    }
+
     /// Records that a copy of this end was sent to another process.
     pub(crate) fn mark_shared(&self) {
-        self.shared
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.mark();
     }
 
     /// Sets the socket's send buffer (message sockets: the largest datagram).
@@ -754,7 +778,7 @@ impl Drop for Conn {
     /// a peer that reads, this returns at once.
     fn drop(&mut self) {
         let Some(l) = &self.liveness else { return };
-        if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.shared.is_shared() {
             return;
         }
         let fd = self.fd.as_fd();

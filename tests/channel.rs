@@ -279,3 +279,39 @@ fn dropping_a_half_written_frame_waits_only_the_linger() {
         assert!(rx.recv().unwrap_err().is_disconnected());
     });
 }
+
+/// Issue 11, item 20: a `Serialize` impl that sends on the channel its own
+/// value is being sent on gets an error instead of waiting for itself.
+#[test]
+fn a_send_from_inside_serialize_on_the_same_channel_is_refused_not_hung() {
+    use std::sync::Mutex;
+    static TX: Mutex<Option<Sender<Loud>>> = Mutex::new(None);
+    static INNER: Mutex<Option<String>> = Mutex::new(None);
+    #[derive(serde::Deserialize, PartialEq, Debug)]
+    struct Loud(bool);
+    impl serde::Serialize for Loud {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if self.0 {
+                let inner = TX.lock().unwrap().clone().unwrap();
+                let r = inner.send(Loud(false));
+                *INNER.lock().unwrap() = Some(match r {
+                    Ok(()) => "sent".into(),
+                    Err(e) => e.to_string(),
+                });
+            }
+            s.serialize_newtype_struct("Loud", &self.0)
+        }
+    }
+    checked(10, || {
+        let (tx, rx) = channel::<Loud>().unwrap();
+        *TX.lock().unwrap() = Some(tx.clone());
+        tx.send(Loud(true)).unwrap();
+        let inner = INNER.lock().unwrap().take().unwrap();
+        assert!(inner.contains("inside the encoding"), "{inner}");
+        assert_eq!(rx.recv().unwrap(), Loud(true));
+        // The channel works on afterwards.
+        tx.send(Loud(false)).unwrap();
+        assert_eq!(rx.recv().unwrap(), Loud(false));
+        TX.lock().unwrap().take();
+    });
+}

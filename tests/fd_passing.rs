@@ -6,7 +6,8 @@ use std::io::{Read, Seek, Write};
 
 use procwire::{CodecKind, Duplex, ErrorKind, Fd, Kind, Options, Receiver, Sender};
 use serde::{Deserialize, Serialize};
-use util::{checked, fd_count};
+use std::os::fd::AsFd;
+use util::{FdCopy, checked, fd_count};
 
 #[derive(Serialize, Deserialize)]
 struct Parcel {
@@ -177,5 +178,115 @@ fn descriptors_cannot_go_over_a_pipe_or_be_forged() {
         let e = victim.recv().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Decode);
         assert!(e.to_string().contains("did not arrive"), "{e}");
+    });
+}
+
+/// Issue 11, item 2: an end put in a message whose send fails (over a pipe
+/// descriptors cannot travel), or serialized by something other than a
+/// procwire send, is not marked shared: its drop still shuts the socket
+/// down, so the peer sees the end although a copy of the descriptor leaked.
+#[test]
+fn an_end_in_a_failed_send_still_ends_the_stream_when_dropped() {
+    checked(30, || {
+        use std::time::Duration;
+        let (tx, rx) = Options::new().socket_channel::<u8>(Kind::Stream).unwrap();
+        // As if a child had inherited a copy of the socket.
+        let leaked = tx.as_fd_copy();
+        let (pipe_tx, _pipe_rx) = procwire::channel::<Sender<u8>>().unwrap();
+        let e = pipe_tx.send(tx).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        let tx = e.into_inner();
+        let e = serde_json::to_string(&tx).unwrap_err();
+        assert!(e.to_string().contains("procwire send"), "{e}");
+        drop(tx);
+        let e = rx.recv_timeout(Duration::from_secs(5)).unwrap_err();
+        assert!(e.is_disconnected(), "the end never came: {e}");
+        drop(leaked);
+    });
+}
+
+/// Issue 11, item 21: a socket sender's descriptor passed on raw (with
+/// `send_with_fds`) or re-typed from a copy keeps working after the
+/// original is dropped; `into_fd` takes it out without a shutdown.
+#[test]
+fn a_descriptor_passed_on_by_any_route_survives_the_original_end() {
+    checked(30, || {
+        // Raw, in a message.
+        let (tx, rx) = Options::new().socket_channel::<u32>(Kind::Stream).unwrap();
+        let (carrier_tx, carrier_rx) = Options::new()
+            .socket_channel::<()>(Kind::SeqPacket)
+            .unwrap();
+        carrier_tx.send_with_fds((), &[tx.as_fd()]).unwrap();
+        let ((), mut fds) = carrier_rx.recv_with_fds().unwrap();
+        let copy: Sender<u32> = Options::new().sender(fds.pop().unwrap()).unwrap();
+        drop(tx);
+        copy.send(1).unwrap();
+        assert_eq!(rx.recv().unwrap(), 1);
+
+        // A copy re-typed in this process.
+        let (tx, rx) = Options::new()
+            .socket_channel::<u32>(Kind::SeqPacket)
+            .unwrap();
+        let copy: Sender<u32> = Options::new().sender(tx.as_fd_copy()).unwrap();
+        drop(tx);
+        copy.send(2).unwrap();
+        assert_eq!(rx.recv().unwrap(), 2);
+        drop(copy);
+        assert!(
+            rx.recv().unwrap_err().is_disconnected(),
+            "the last end still ends it"
+        );
+
+        // into_fd.
+        let (tx, rx) = Options::new().socket_channel::<u32>(Kind::Stream).unwrap();
+        let fd = tx.into_fd().unwrap();
+        let again: Sender<u32> = Options::new().sender(fd).unwrap();
+        again.send(3).unwrap();
+        assert_eq!(rx.recv().unwrap(), 3);
+    });
+}
+
+/// Issue 11, item 21: when it was our own socket's writing direction that
+/// was shut down (by a copy), the error says so instead of "the receiver
+/// is gone".
+#[test]
+fn a_send_on_a_socket_shut_down_by_a_copy_says_so() {
+    checked(30, || {
+        let (tx, rx) = Options::new().socket_channel::<u32>(Kind::Stream).unwrap();
+        let copy = std::os::unix::net::UnixStream::from(tx.as_fd_copy());
+        copy.shutdown(std::net::Shutdown::Write).unwrap();
+        let e = tx.send(1).unwrap_err();
+        assert!(e.to_string().contains("shut down for writing"), "{e}");
+        assert!(e.to_string().contains("receiver may well be there"), "{e}");
+        drop(rx);
+    });
+}
+
+/// Issue 11, item 19: a receiver that read ahead (message 2 sits in its
+/// buffer) cannot travel: the send is refused with the reason, and nothing
+/// is lost. Once drained, it travels and works.
+#[test]
+fn a_receiver_holding_read_ahead_bytes_is_not_sent() {
+    checked(30, || {
+        for kind in [None, Some(Kind::Stream)] {
+            let (tx, rx) = match kind {
+                None => procwire::channel::<u32>().unwrap(),
+                Some(k) => Options::new().socket_channel::<u32>(k).unwrap(),
+            };
+            tx.send(1).unwrap();
+            tx.send(2).unwrap();
+            assert_eq!(rx.recv().unwrap(), 1);
+            let (stx, srx) = Options::new()
+                .socket_channel::<Receiver<u32>>(Kind::SeqPacket)
+                .unwrap();
+            let e = stx.send(rx).unwrap_err();
+            assert!(e.to_string().contains("read ahead"), "{e}");
+            let rx = e.into_inner();
+            assert_eq!(rx.recv().unwrap(), 2, "nothing was lost");
+            stx.send(rx).unwrap();
+            let moved = srx.recv().unwrap();
+            tx.send(3).unwrap();
+            assert_eq!(moved.recv().unwrap(), 3);
+        }
     });
 }

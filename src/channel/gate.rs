@@ -40,7 +40,16 @@ impl Wait {
 #[derive(Debug, Default)]
 struct Busy {
     held: bool,
+    /// The thread that holds the gate ([`this_thread`]).
+    owner: usize,
     waiters: usize,
+}
+
+/// An identity for the calling thread that costs no allocation or atomic
+/// operation: the address of a thread-local.
+fn this_thread() -> usize {
+    thread_local!(static MARK: u8 = const { 0 });
+    MARK.with(|m| m as *const u8 as usize)
 }
 
 /// Guards a value `S`; see the module docs.
@@ -72,10 +81,17 @@ impl<S> Gate<S> {
         }
     }
 
-    /// Takes the gate, waiting as `wait` allows; `None` if it stayed busy.
+    /// Takes the gate, waiting as `wait` allows; `None` if it stayed busy,
+    /// and at once if this thread holds it already (a `Serialize` impl that
+    /// sends on the channel its value is being sent on would otherwise wait
+    /// for itself forever: [`held_here`](Gate::held_here) tells).
     pub(crate) fn enter(&self, wait: Wait) -> Option<Pass<'_, S>> {
+        let me = this_thread();
         let mut busy = unpoison(self.busy.lock());
         while busy.held {
+            if busy.owner == me {
+                return None;
+            }
             let left = match wait {
                 Wait::Never => return None,
                 Wait::Block => None,
@@ -95,11 +111,19 @@ impl<S> Gate<S> {
             busy.waiters -= 1;
         }
         busy.held = true;
+        busy.owner = me;
         drop(busy);
         Some(Pass {
             gate: self,
             state: unpoison(self.state.lock()),
         })
+    }
+
+    /// Whether the calling thread holds the gate (so `enter` refused a
+    /// re-entrant call rather than timing out).
+    pub(crate) fn held_here(&self) -> bool {
+        let busy = unpoison(self.busy.lock());
+        busy.held && busy.owner == this_thread()
     }
 
     /// Looks at the value if nobody holds the gate.

@@ -242,7 +242,7 @@ impl Options {
     }
 
     /// The largest payload accepted, on send and on receive (at most
-    /// `u32::MAX`, which a 4-byte length can express; checked when a channel
+    /// `0xFFFF_FFFE`, one below the reserved prefix `0xFFFF_FFFF`; checked when a channel
     /// is built).
     pub fn max_frame(mut self, bytes: usize) -> Options {
         self.max_frame = bytes;

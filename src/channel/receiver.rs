@@ -119,6 +119,14 @@ impl RecvCore {
     /// Takes the next message and hands its payload and descriptors to `f`.
     fn recv<R>(&self, wait: Wait, f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>) -> Result<R> {
         let Some(mut pass) = self.incoming.enter(wait) else {
+            if self.incoming.held_here() {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "a receive on this channel from inside the decoding of a message from the \
+                     same channel (a Deserialize impl that receives): it would wait for itself \
+                     forever",
+                ));
+            }
             return Err(nothing_yet(wait));
         };
         let inc = &mut *pass.state;
@@ -316,6 +324,29 @@ impl RecvCore {
     pub(crate) fn conn(&self) -> &Arc<Conn> {
         &self.conn
     }
+
+    /// Refuses to let this end's descriptor travel while stream bytes it
+    /// read are buffered here: only the descriptor would go, and the new
+    /// owner would lose those messages, or read the middle of a frame as a
+    /// length prefix.
+    pub(crate) fn check_nothing_buffered(&self) -> Result<()> {
+        let clean = self
+            .incoming
+            .peek(|inc| inc.frames.at_boundary() && inc.batches.is_empty());
+        match clean {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::new(
+                ErrorKind::InvalidInput,
+                "this receiver holds bytes it read ahead (the start of a later message); \
+                 sending it would lose them: receive what is buffered (try_recv until \
+                 Empty) before sending the end, or send it before reading from it",
+            )),
+            None => Err(Error::new(
+                ErrorKind::InvalidInput,
+                "this receiver is in use by another thread; it cannot travel now",
+            )),
+        }
+    }
 }
 
 impl Drop for RecvCore {
@@ -438,6 +469,25 @@ impl<T> Receiver<T> {
 
     pub(crate) fn core(&self) -> &Arc<RecvCore> {
         &self.core
+    }
+
+    /// Takes the descriptor out of this receiver without a shutdown; see
+    /// [`Sender::into_fd`](crate::Sender::into_fd). Refused while bytes of
+    /// the stream are buffered in this end (they would be lost to whoever
+    /// reads the descriptor next).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = procwire::channel::<u32>()?;
+    /// let rx = procwire::Options::new().receiver::<u32>(rx.into_fd()?)?;
+    /// tx.send(9)?;
+    /// assert_eq!(rx.recv()?, 9);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn into_fd(self) -> Result<OwnedFd> {
+        self.core.check_nothing_buffered()?;
+        self.core.conn.take_fd()
     }
 
     /// Waits until the descriptor is readable or writable (or the deadline

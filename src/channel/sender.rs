@@ -72,7 +72,7 @@ impl SendCore {
         fill: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<()> {
         let Some(mut pass) = self.out.enter(wait) else {
-            return Err(not_now(wait));
+            return Err(self.not_entered(wait));
         };
         let out = &mut *pass.state;
         // A frame that a `try_send` or timeout left half-written goes first.
@@ -100,12 +100,14 @@ impl SendCore {
                 .collect();
             &all
         };
-        if self.pump(out, wait, fds)? {
-            return Ok(());
-        }
-        if out.started() {
-            // Accepted: the rest is written before the next frame, by
-            // `flush`, or when the sender drops.
+        if self.pump(out, wait, fds)? || out.started() {
+            // Accepted (the rest of a frame the kernel took in part is
+            // written before the next frame, by `flush`, or when the sender
+            // drops). The descriptors in it have left: ends of ours on the
+            // same sockets must no longer shut them down.
+            for fd in fds {
+                crate::ends::departed(*fd);
+            }
             return Ok(());
         }
         out.discard();
@@ -146,6 +148,21 @@ impl SendCore {
         Ok(true)
     }
 
+    /// Why the sender's gate could not be taken: busy past the wait, or
+    /// held by this very thread, which is encoding a message for this
+    /// channel right now.
+    fn not_entered(&self, wait: Wait) -> Error {
+        if self.out.held_here() {
+            return Error::new(
+                ErrorKind::InvalidInput,
+                "a send on this channel from inside the encoding of a message for the same \
+                 channel (a Serialize impl that sends): it would wait for itself forever; \
+                 send before or after, or on another channel",
+            );
+        }
+        not_now(wait)
+    }
+
     fn wait_writable(&self, wait: Wait) -> Result<()> {
         match self.conn.wait(Interest::Write, wait.deadline()) {
             Ok(Waited::Ready | Waited::TimedOut) => Ok(()),
@@ -164,6 +181,15 @@ impl SendCore {
                  use a stream socket, or raise the socket's send buffer"
             };
             return Error::too_large(len as u64, limit, hint);
+        }
+        if sys::is_disconnect(&e) && self.conn.own_write_shut() {
+            return Error::io(
+                "this end's socket was shut down for writing in this process or another \
+                 holding a copy of it (dropping the last procwire sender on a socket does \
+                 that unless the descriptor left in a message or by `into_fd`); the \
+                 receiver may well be there still",
+                e,
+            );
         }
         if sys::is_disconnect(&e) {
             let err = Error::io("the receiver is gone", e);
@@ -199,7 +225,7 @@ impl SendCore {
 
     pub(crate) fn flush(&self, wait: Wait) -> Result<()> {
         let Some(mut pass) = self.out.enter(wait) else {
-            return Err(not_now(wait));
+            return Err(self.not_entered(wait));
         };
         self.finish(&mut pass.state, wait)
     }
@@ -403,6 +429,33 @@ impl<T> Sender<T> {
 
     pub(crate) fn core(&self) -> &Arc<SendCore> {
         &self.core
+    }
+
+    /// Takes the descriptor out of this sender, for use outside procwire
+    /// (or to hand over by a route procwire cannot see), finishing a frame
+    /// still half-written first. Unlike dropping, it leaves the socket's
+    /// writing direction open: the returned descriptor (a copy; this end's
+    /// own is closed) goes on working. Other clones of this sender stay
+    /// usable, and no longer shut the socket down when they drop.
+    ///
+    /// A shared-memory end has no one descriptor to give:
+    /// [`ErrorKind::Unsupported`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::{Kind, Options};
+    ///
+    /// let (tx, rx) = Options::new().socket_channel::<u32>(Kind::Stream)?;
+    /// let fd = tx.into_fd()?;
+    /// let tx = Options::new().sender::<u32>(fd)?; // the same socket, still open
+    /// tx.send(5)?;
+    /// assert_eq!(rx.recv()?, 5);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn into_fd(self) -> Result<std::os::fd::OwnedFd> {
+        self.core.flush(Wait::Block)?;
+        self.core.conn.take_fd()
     }
 
     /// Watches `child`: a send waiting for room ends when the child exits,

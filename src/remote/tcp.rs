@@ -106,10 +106,8 @@ where
     Out: Serialize + DeserializeOwned,
     In: Serialize + DeserializeOwned,
 {
-    // The heartbeat prefix is reserved: no payload may claim that length.
-    let opts = opts
-        .clone()
-        .max_frame(opts.max_frame_len().min(u32::MAX as usize - 1));
+    // The heartbeat prefix is reserved: `check_max` keeps every maximum
+    // frame below it (crate::frame::MAX_FRAME_LIMIT).
     let fd: OwnedFd = stream.into();
     let conn = Arc::new(Conn::tcp(fd, peer_heartbeat, opts.linger_time()));
     let duplex: Duplex<Out, In> = opts.duplex_on(Arc::clone(&conn))?;

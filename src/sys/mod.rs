@@ -480,6 +480,16 @@ pub(crate) fn file_id(path: &Path) -> io::Result<(u64, u64)> {
     Ok((st.st_dev, st.st_ino))
 }
 
+/// The device and inode of an open descriptor: the identity of the socket
+/// (or pipe) behind it, the same in every copy.
+///
+/// # References
+/// - fstat(2)
+pub(crate) fn fd_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd).map_err(io)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
 /// Removes a file.
 ///
 /// # References

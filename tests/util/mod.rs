@@ -211,3 +211,15 @@ pub fn stress() -> u32 {
         .unwrap_or(1)
         .max(1)
 }
+
+/// A copy of an end's descriptor, as a leak or a hand-over by a route
+/// procwire does not see would make one.
+pub trait FdCopy {
+    fn as_fd_copy(&self) -> std::os::fd::OwnedFd;
+}
+
+impl<T: std::os::fd::AsFd> FdCopy for T {
+    fn as_fd_copy(&self) -> std::os::fd::OwnedFd {
+        self.as_fd().try_clone_to_owned().unwrap()
+    }
+}
