@@ -280,6 +280,11 @@ impl<T> SendError<T> {
         self.value
     }
 
+    /// The message and why it was not sent.
+    pub fn into_parts(self) -> (T, Error) {
+        (self.value, self.error)
+    }
+
     /// Why the send failed.
     pub fn error(&self) -> &Error {
         &self.error

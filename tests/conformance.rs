@@ -289,15 +289,19 @@ fn fd_passing(t: T) {
     });
 }
 
+/// A receiver, a raw writer into its transport, and whatever must live as
+/// long as the writer.
+type RawWriter = (
+    Receiver<ByteBuf>,
+    Box<dyn Write + Send>,
+    Option<Box<dyn Send>>,
+);
+
 fn partial_frame_survives_timeout(t: T) {
     checked(30, move || {
         // A raw writer on the transport itself, to write half a frame by
         // hand, and a procwire receiver on its other end.
-        let (rx, mut raw, keep): (
-            Receiver<ByteBuf>,
-            Box<dyn Write + Send>,
-            Option<Box<dyn Send>>,
-        ) = match t {
+        let (rx, mut raw, keep): RawWriter = match t {
             T::Pipe => {
                 let (r, w) = procwire::pipe().unwrap();
                 (opts().receiver(r).unwrap(), Box::new(w), None)

@@ -65,7 +65,7 @@ impl Ours {
     fn send(&self, m: ByteBuf) -> procwire::Result<()> {
         match self {
             Ours::Duplex(d) => d.send(m).map_err(|e| e.into_error()),
-            Ours::Zmq(z) => z.send(m),
+            Ours::Zmq(z) => z.send(m).map_err(|e| e.into_error()),
             Ours::Tx(t) => t.send(m).map_err(|e| e.into_error()),
             Ours::Rx(_) => unreachable!("a pipe's read end"),
         }

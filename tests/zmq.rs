@@ -233,3 +233,64 @@ fn a_reply_to_a_peer_that_is_gone_is_dropped_and_the_router_serves_on() {
         }
     });
 }
+
+/// Issue 11, item 9: binding and connecting work from inside a tokio
+/// runtime (current-thread and multi-thread), not only from plain threads.
+#[test]
+fn sockets_open_from_inside_tokio_runtimes() {
+    checked(60, || {
+        let current = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        for rt in [current, multi] {
+            let echoed = rt.block_on(async {
+                let rep = zmq::bind::<String, String>(Kind::Rep, "zmq+tcp://127.0.0.1:0", &opts())
+                    .unwrap();
+                let req =
+                    zmq::connect::<String, String>(Kind::Req, &rep.endpoint().to_string(), &opts())
+                        .unwrap();
+                let server = std::thread::spawn(move || {
+                    let q = rep.recv_timeout(Duration::from_secs(10)).unwrap();
+                    rep.send(format!("{q}!")).unwrap();
+                    rep
+                });
+                req.send("inside".into()).unwrap();
+                let a = req.recv_timeout(Duration::from_secs(10)).unwrap();
+                drop(server.join().unwrap());
+                a
+            });
+            assert_eq!(echoed, "inside!");
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    });
+}
+
+/// Issue 11, item 3: a ZeroMQ send that fails hands the message back, as
+/// every other channel's does.
+#[test]
+fn a_failed_zmq_send_hands_the_message_back() {
+    checked(60, || {
+        let pull =
+            zmq::bind::<String, String>(Kind::Pull, "zmq+tcp://127.0.0.1:0", &opts()).unwrap();
+        // A PULL socket cannot send: the bridge ends, and the sends after
+        // that fail.
+        let mut failed = None;
+        for i in 0..1000 {
+            match pull.send(format!("message {i}")) {
+                Ok(()) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => {
+                    failed = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let (i, e) = failed.expect("sending on a PULL socket never failed");
+        assert_eq!(e.into_inner(), format!("message {i}"));
+    });
+}

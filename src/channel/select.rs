@@ -11,6 +11,8 @@ use crate::sys::{self, Interest};
 enum Entry<'a> {
     Receiver(&'a RecvCore),
     Fd(BorrowedFd<'a>, Interest),
+    /// Removed: its index stays taken, so the others keep theirs.
+    Removed,
 }
 
 /// Waits until one of several receivers has a message, or a descriptor is
@@ -44,6 +46,9 @@ enum Entry<'a> {
 #[derive(Default)]
 pub struct Select<'a> {
     entries: Vec<Entry<'a>>,
+    /// Where the next look for a ready entry starts: it moves on every
+    /// time, so that a busy entry cannot starve the others.
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Select<'_> {
@@ -78,12 +83,64 @@ impl<'a> Select<'a> {
         self.entries.len() - 1
     }
 
-    /// Waits without a deadline; returns the index of a ready entry.
+    /// Removes the entry at `index` (a receiver whose channel ended, say);
+    /// the other entries keep their indices. Like crossbeam-channel's
+    /// `Select::remove`.
+    ///
+    /// # Panics
+    ///
+    /// If `index` was never returned by this set, or was removed already.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::Select;
+    /// use std::time::Duration;
+    ///
+    /// let (tx_a, rx_a) = procwire::channel::<u8>()?;
+    /// let (tx_b, rx_b) = procwire::channel::<u8>()?;
+    /// let mut sel = Select::new();
+    /// let a = sel.recv(&rx_a);
+    /// let b = sel.recv(&rx_b);
+    /// drop(tx_a); // a's channel ends: ready for ever, so take it out
+    /// assert_eq!(sel.ready()?, a);
+    /// assert!(rx_a.try_recv().unwrap_err().is_disconnected());
+    /// sel.remove(a);
+    /// tx_b.send(2)?;
+    /// assert_eq!(sel.ready_timeout(Duration::from_secs(5))?, b);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn remove(&mut self, index: usize) {
+        match self.entries.get_mut(index) {
+            Some(e) if !matches!(e, Entry::Removed) => *e = Entry::Removed,
+            _ => panic!("Select::remove: no entry {index} in this set"),
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| !matches!(e, Entry::Removed))
+            .count()
+    }
+
+    /// Waits without a deadline; returns the index of a ready entry. When
+    /// several are ready, which one is returned rotates, so that each gets
+    /// its turn. On an empty set (nothing added, or all removed) it would
+    /// wait for ever: [`ErrorKind::InvalidInput`] instead.
     pub fn ready(&self) -> Result<usize> {
+        if self.live() == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "nothing to wait on: add a receiver or a descriptor first",
+            ));
+        }
         self.wait(None)
     }
 
-    /// Waits at most `timeout`; [`ErrorKind::Timeout`] if nothing was ready.
+    /// Waits at most `timeout`; [`ErrorKind::Timeout`] if nothing was ready
+    /// (on an empty set too, as nothing is ready there: like
+    /// [`try_ready`](Select::try_ready)'s `None`).
     pub fn ready_timeout(&self, timeout: Duration) -> Result<usize> {
         self.wait(Some(Instant::now() + timeout))
     }
@@ -99,38 +156,48 @@ impl<'a> Select<'a> {
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Result<usize> {
-        if self.entries.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "nothing to wait on: add a receiver or a descriptor first",
-            ));
+        if self.live() == 0 {
+            // Nothing can become ready: wait out the deadline, as an empty
+            // crossbeam-channel Select does.
+            if let Some(d) = deadline {
+                std::thread::sleep(d.saturating_duration_since(Instant::now()));
+            }
+            return Err(timed_out());
         }
         // A shared-memory receiver has no descriptor that turns readable:
         // while one is selected, poll in short ticks and look at its ring.
         let has_ring = self.entries.iter().any(
             |e| matches!(e, Entry::Receiver(c) if c.conn().transport() == crate::transport::Transport::Shm),
         );
+        let n = self.entries.len();
         loop {
-            for (i, e) in self.entries.iter().enumerate() {
-                if let Entry::Receiver(core) = e
+            let first = self.turn();
+            for i in (first..n).chain(0..first) {
+                if let Entry::Receiver(core) = &self.entries[i]
                     && (core.buffered() || core.conn().shm_ready())
                 {
                     return Ok(i);
                 }
             }
             if !has_ring {
-                return self.poll_once(deadline);
+                return self.poll_once(deadline, first);
             }
             let tick = Instant::now() + Duration::from_millis(1);
             let until = deadline.map_or(tick, |d| d.min(tick));
-            match self.poll_once(Some(until)) {
+            match self.poll_once(Some(until), first) {
                 Err(e) if e.is_timeout() && deadline.is_none_or(|d| Instant::now() < d) => continue,
                 other => return other,
             }
         }
     }
 
-    fn poll_once(&self, deadline: Option<Instant>) -> Result<usize> {
+    /// Where this look starts, and moves the start on for the next.
+    fn turn(&self) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.next.fetch_add(1, Relaxed) % self.entries.len()
+    }
+
+    fn poll_once(&self, deadline: Option<Instant>, first: usize) -> Result<usize> {
         // Each entry's descriptor, and for a receiver that supervises a
         // child also the child's pidfd: its exit makes the receiver ready
         // (its next receive reports it).
@@ -150,17 +217,26 @@ impl<'a> Select<'a> {
                     fds.push((*fd, *interest));
                     owner.push(i);
                 }
+                Entry::Removed => {}
             }
         }
         let mut ready = vec![false; fds.len()];
         let hit = sys::poll(&fds, deadline, &mut ready)
             .map_err(|e| Error::io("waiting on the selected descriptors", e))?;
-        match ready.iter().position(|&r| r) {
-            Some(i) if hit => Ok(owner[i]),
-            _ => Err(Error::new(
-                ErrorKind::Timeout,
-                "none of the selected channels became ready before the deadline",
-            )),
+        // Of the ready ones, the first at or after this turn's start.
+        let pick = (0..fds.len())
+            .filter(|&k| ready[k])
+            .min_by_key(|&k| (owner[k] + self.entries.len() - first) % self.entries.len());
+        match pick {
+            Some(k) if hit => Ok(owner[k]),
+            _ => Err(timed_out()),
         }
     }
+}
+
+fn timed_out() -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        "none of the selected channels became ready before the deadline",
+    )
 }

@@ -610,7 +610,7 @@ impl Link {
     fn send(&self, m: Wire) -> Result<()> {
         match self {
             Link::Tcp(d) => d.send(m).map_err(|e| e.into_error()),
-            Link::Zmq(c) => c.send(m),
+            Link::Zmq(c) => c.send(m).map_err(|e| e.into_error()),
         }
     }
 

@@ -57,7 +57,7 @@ mod bridge;
 use bridge::{Link, Zsock, carry};
 
 use crate::endpoint::Endpoint;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, SendError};
 use crate::{ByteBuf, CodecKind, Duplex, Kind as SocketKind, Options};
 
 /// A ZeroMQ socket type.
@@ -164,11 +164,13 @@ impl Bridge {
 }
 
 impl<Out: Serialize + DeserializeOwned, In: Serialize + DeserializeOwned> Channel<Out, In> {
-    /// Sends one message (one frame).
-    pub fn send(&self, value: Out) -> Result<()> {
-        self.duplex
-            .send(value)
-            .map_err(|e| self.bridge.explain(e.into_error()))
+    /// Sends one message (one frame). On failure the message comes back
+    /// inside the error, as from [`Sender::send`](crate::Sender::send).
+    pub fn send(&self, value: Out) -> Result<(), SendError<Out>> {
+        self.duplex.send(value).map_err(|e| {
+            let (value, why) = e.into_parts();
+            SendError::new(value, self.bridge.explain(why))
+        })
     }
 
     /// Waits for the next message.
@@ -482,16 +484,6 @@ where
         if bind { "binding" } else { "connecting" }
     );
     let mut sock = Zsock::new_in(&rt, kind);
-    let bound = rt
-        .block_on(async {
-            tokio::time::timeout(opts.net.connect_timeout, sock.bind_or_connect(&zaddr, bind)).await
-        })
-        .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what}: timed out")))?
-        .map_err(|e| zmq_error(&what, e))?;
-    let endpoint = match bound {
-        Some(b) => parse_zmq_endpoint(&b).unwrap_or(endpoint),
-        None => endpoint,
-    };
     let (ours, theirs) =
         crate::socket::socket_pair(SocketKind::Stream).map_err(|e| Error::io(&what, e))?;
     let duplex: Duplex<Out, In> = link_opts.duplex_from(ours)?;
@@ -507,7 +499,18 @@ where
         tokio::net::UnixStream::from_std(theirs).map_err(|e| Error::io(&what, e))?
     };
     let (done_tx, done) = std::sync::mpsc::channel();
+    // The bind or connect runs on procwire's runtime, its outcome comes
+    // back over a plain channel: `Runtime::block_on` would panic when the
+    // caller is itself inside a tokio runtime.
+    let (bound_tx, bound_rx) = std::sync::mpsc::sync_channel(1);
+    let limit = opts.net.connect_timeout;
     rt.spawn(async move {
+        let bound = tokio::time::timeout(limit, sock.bind_or_connect(&zaddr, bind)).await;
+        let ok = matches!(bound, Ok(Ok(_)));
+        let _ = bound_tx.send(bound.map(|r| r.map_err(|e| e.to_string())));
+        if !ok {
+            return;
+        }
         let (mut link, out) = Link::new(link, max);
         if let Err(why) = carry(sock, &mut link, &out).await {
             *report
@@ -519,6 +522,15 @@ where
         drop((link, out));
         let _ = done_tx.send(());
     });
+    let bound = bound_rx
+        .recv_timeout(limit + Duration::from_secs(5))
+        .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what}: timed out")))?
+        .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what}: timed out")))?
+        .map_err(|e| zmq_error(&what, e))?;
+    let endpoint = match bound {
+        Some(b) => parse_zmq_endpoint(&b).unwrap_or(endpoint),
+        None => endpoint,
+    };
     let held = Held {
         rt: Some(rt),
         done: Mutex::new(done),
