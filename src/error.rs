@@ -225,13 +225,10 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
+/// The OS error's text is part of this error's `Display` already, so it is
+/// not also offered as `source()`: a report that walks the chain (anyhow's
+/// `{:#}`) would say it twice. [`Error::io_error`] gives it.
+impl std::error::Error for Error {}
 
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {

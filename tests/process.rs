@@ -290,3 +290,44 @@ fn child_main(role: &str) {
 fn child() {
     child_main(&util::role());
 }
+
+/// Issue 11, item 6: std's builder methods chain and keep procwire's
+/// `Command`; `status` and `output` hand the channel over as `spawn` does;
+/// a second spawn of a command whose channel went to a child is a clear
+/// error, and a plain command spawns again.
+#[test]
+fn every_way_to_start_a_command_hands_the_channel_over() {
+    checked(30, || {
+        // `arg` returns procwire's Command: `channel` chains after it.
+        let mut cmd = Command::new("sh");
+        let _ch = cmd
+            .arg("-c")
+            .arg(r#"test -S "/proc/self/fd/$PROCWIRE_FD""#)
+            .channel::<u8, u8>()
+            .unwrap();
+        assert!(cmd.status().unwrap().success(), "status(): the fd is open");
+
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            r#"readlink "/proc/self/fd/$PROCWIRE_FD"; echo err >&2"#,
+        ]);
+        let _ch = cmd.channel::<u8, u8>().unwrap();
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("socket:["),
+            "{out:?}"
+        );
+        assert_eq!(out.stderr, b"err\n");
+
+        let e = cmd.spawn().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("new Command"), "{e}");
+
+        let mut plain = Command::new("true");
+        for _ in 0..3 {
+            assert!(plain.status().unwrap().success());
+        }
+    });
+}

@@ -113,7 +113,11 @@ pub fn run(only: Option<&str>) -> Result<ExitCode> {
         }
     }
     if passed + failed == 0 {
-        bail!("no scenario matches {:?}", only.unwrap_or_default());
+        return Err(crate::Usage(format!(
+            "no scenario matches {:?}",
+            only.unwrap_or_default()
+        ))
+        .into());
     }
     say!(n, "\ndemo: {passed} passed, {failed} failed");
     Ok(if failed == 0 {

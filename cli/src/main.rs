@@ -75,16 +75,16 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         pipeline: usize,
         /// Kill and replace a worker stuck on one task this long.
-        #[arg(long, value_name = "SECS")]
-        timeout: Option<f64>,
+        #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+        timeout: Option<Duration>,
         /// Accept remote workers at ENDPOINT (tcp://HOST:PORT, zmq+tcp://…,
         /// zmq+ipc://…); they run `procwire worker --connect ENDPOINT -- CMD`.
         /// With a CMD here too, -j N local workers join them.
         #[arg(long, value_name = "ENDPOINT")]
         listen: Option<String>,
         /// Heartbeat interval of remote workers' connections.
-        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-        heartbeat: f64,
+        #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs, allow_negative_numbers = true)]
+        heartbeat: Duration,
         /// The worker command and its arguments.
         #[arg(last = true, required_unless_present = "listen")]
         command: Vec<String>,
@@ -99,11 +99,11 @@ enum Command {
         #[arg(long)]
         framed: bool,
         /// Heartbeat interval (TCP) and beat while working (ZeroMQ).
-        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-        heartbeat: f64,
+        #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs, allow_negative_numbers = true)]
+        heartbeat: Duration,
         /// Keep trying to reach the pool this long before giving up.
-        #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-        reconnect_for: f64,
+        #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs, allow_negative_numbers = true)]
+        reconnect_for: Duration,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -113,14 +113,39 @@ enum Command {
     Child { role: String },
 }
 
-/// A positive number of seconds from the command line.
-fn secs(s: f64) -> anyhow::Result<Duration> {
-    anyhow::ensure!(
-        s.is_finite() && s > 0.0,
-        "{s} is not a positive number of seconds"
-    );
-    Ok(Duration::from_secs_f64(s))
+/// The longest duration the command line takes: a year (beyond it, a
+/// deadline would overflow `Instant` on some systems, and nobody means it).
+const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A number of seconds from the command line: positive, finite, at most a
+/// year. Anything else is a usage error (exit 2), never a panic.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let allowed = format!("a number of seconds greater than 0 and at most {MAX_SECS} (e.g. 2.5)");
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number; expected {allowed}"))?;
+    if !(v.is_finite() && v > 0.0 && v <= MAX_SECS) {
+        return Err(format!("{s} is out of range; expected {allowed}"));
+    }
+    Duration::try_from_secs_f64(v).map_err(|e| format!("{s}: {e}; expected {allowed}"))
 }
+
+/// The exit status of a failure that is not a usage error (clap's are 2):
+/// GNU parallel's "other error".
+const FAILED: u8 = 255;
+
+/// A bad argument found after parsing: exits 2, as clap's usage errors do.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
 
 fn main() -> ExitCode {
     match run() {
@@ -134,7 +159,10 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let _ = writeln!(io::stderr(), "procwire: {e:#}");
-            ExitCode::from(2)
+            if e.chain().any(|c| c.is::<Usage>()) {
+                return ExitCode::from(2);
+            }
+            ExitCode::from(FAILED)
         }
     }
 }
@@ -187,11 +215,11 @@ fn run() -> anyhow::Result<ExitCode> {
                 unordered,
                 framed,
                 pipeline,
-                timeout: timeout.map(Duration::from_secs_f64),
+                timeout,
                 command,
             };
             match listen {
-                Some(at) => pool::run_remote(cfg, &at, secs(heartbeat)?),
+                Some(at) => pool::run_remote(cfg, &at, heartbeat),
                 None => pool::run(cfg),
             }
         }
@@ -201,12 +229,6 @@ fn run() -> anyhow::Result<ExitCode> {
             heartbeat,
             reconnect_for,
             command,
-        } => pool::worker(
-            &connect,
-            framed,
-            secs(heartbeat)?,
-            secs(reconnect_for)?,
-            command,
-        ),
+        } => pool::worker(&connect, framed, heartbeat, reconnect_for, command),
     }
 }

@@ -127,18 +127,15 @@ impl Worker {
         cmd.args(&cfg.command[1..]);
         if cfg.framed {
             let ch = cmd.channel_with(&Options::new().codec(CodecKind::Raw))?;
-            let child = cmd
-                .spawn()
-                .with_context(|| format!("starting {:?}", cfg.command[0]))?;
+            // The error names the program and the cause already.
+            let child = cmd.spawn()?;
             return Ok(Worker {
                 child,
                 link: Link::Framed(ch),
             });
         }
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {:?}", cfg.command[0]))?;
+        let mut child = cmd.spawn()?;
         let stdin = PipeWriter::from_fd(OwnedFd::from(child.stdin.take().context("stdin")?))?;
         let stdout = PipeReader::from_fd(OwnedFd::from(child.stdout.take().context("stdout")?))?;
         Ok(Worker {

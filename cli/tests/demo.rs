@@ -84,6 +84,6 @@ fn a_closed_stdout_ends_the_demo_quietly() {
 #[test]
 fn the_child_mode_refuses_to_run_without_a_channel() {
     let out = output_within(procwire().args(["__child", "stream-worker"]), 30);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PROCWIRE_VERSION is not set"));
 }

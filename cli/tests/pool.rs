@@ -151,6 +151,27 @@ fn framed_workers_in_python_with_the_reference_peer() {
 #[test]
 fn a_command_that_cannot_start_is_an_error() {
     let out = pool(&["-j", "2", "--", "/nonexistent/worker"], "1\n");
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/worker"));
+    // Not the usage error's 2 (issue 11, item 12), and the cause said once.
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/worker"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert_eq!(err.matches("starting").count(), 1, "{err}");
+}
+
+/// Issue 11, item 11: durations that are not positive finite numbers of
+/// seconds are usage errors (exit 2, one line saying what is allowed),
+/// never a panic; `--timeout 0` is refused rather than killing every task.
+#[test]
+fn bad_durations_are_usage_errors() {
+    for bad in ["inf", "nan", "-1", "0", "1e300", "soon"] {
+        let out = pool(&["-j", "1", "--timeout", bad, "--", "cat"], "1\n");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--timeout {bad}: {err}");
+        assert!(err.contains("greater than 0"), "--timeout {bad}: {err}");
+        assert!(!err.contains("panicked"), "--timeout {bad}: {err}");
+    }
+    let out = pool(&["-j", "1", "--timeout", "2.5", "--", "cat"], "1\n");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"1\n");
 }
