@@ -231,6 +231,7 @@ impl Options {
         self
     }
 
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
     pub(crate) fn linger_time(&self) -> std::time::Duration {
         self.linger
     }
