@@ -44,9 +44,12 @@
 //! host`, WireGuard, or stunnel) and keep procwire on loopback at both ends.
 //!
 //! Each side sends a heartbeat every [`Net::heartbeat`] interval; a peer
-//! that sends nothing for three intervals (it froze, vanished, or the
-//! network failed) ends the connection with an error that says so, in
-//! `recv` and `send` alike.
+//! that sends nothing (it froze, vanished, or the network failed) ends the
+//! connection with an error that says so, in `recv` and `send` alike. The
+//! bound: a silent peer is reported within **three of its intervals plus
+//! half a second** of scheduling delay (the watcher gives up after 2¾
+//! intervals of silence and looks every quarter interval; the test suite
+//! asserts this bound with a 200 ms heartbeat).
 
 use std::fmt;
 use std::path::PathBuf;

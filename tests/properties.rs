@@ -47,7 +47,9 @@ impl Read for Dribble<'_> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    // 300 cases, times PROCWIRE_STRESS (scripts/stress sets it). A fixed
+    // `with_cases` overrides PROPTEST_CASES, so the multiplier lives here.
+    #![proptest_config(ProptestConfig::with_cases(300 * util::stress()))]
 
     #[test]
     fn frames_survive_any_chunking(
@@ -140,7 +142,7 @@ fn message(n: u32, len: usize) -> ByteBuf {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(150))]
+    #![proptest_config(ProptestConfig::with_cases(150 * util::stress()))]
 
     #[test]
     fn any_interleaving_delivers_in_order_and_ends_cleanly(

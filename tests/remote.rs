@@ -309,7 +309,7 @@ fn sleepy_client(addr: String, ctl: Duplex<(), ()>) {
 }
 
 #[test]
-fn a_frozen_peer_is_reported_within_three_heartbeats_and_an_idle_one_is_not() {
+fn a_frozen_peer_is_reported_within_three_heartbeats_and_half_a_second_and_an_idle_one_is_not() {
     checked(60, || {
         let opts = keyed().net(Net::new().key(key()).heartbeat(Duration::from_millis(200)));
         let listener = opts.listen("tcp://127.0.0.1:0").unwrap();
@@ -333,6 +333,13 @@ fn a_frozen_peer_is_reported_within_three_heartbeats_and_an_idle_one_is_not() {
         assert!(e.is_disconnected(), "{e}");
         assert!(e.to_string().contains("no sign of life"), "{e}");
         println!("a frozen peer reported after {took:?} (heartbeat 200 ms)");
+        // The documented bound (`procwire::endpoint`): three of the peer's
+        // intervals, plus half a second of scheduling slack.
+        let bound = Duration::from_millis(3 * 200 + 500);
+        assert!(
+            took <= bound,
+            "reported after {took:?}, over the {bound:?} bound"
+        );
         // A send now fails too, at once.
         assert!(ch.send("more".into()).is_err());
         rustix::process::kill_process(

@@ -150,7 +150,28 @@ fn run_through_resuming(
     assert!(pool.lines.recv().is_err(), "more answers than tasks");
     let err = pool.stderr.join().unwrap();
     assert!(status.success(), "pool failed: {status}\n{err}");
+    // The killed and the frozen worker each held a task (one in flight per
+    // worker, thousands of tasks flowing): at least one was given to
+    // another worker, or reassignment was never tested.
+    let reassigned = given_to_another(&err);
+    assert!(reassigned >= 1, "no task was reassigned: {err}");
     err
+}
+
+/// The "N given to another worker" count of the pool's summary line.
+fn given_to_another(summary: &str) -> usize {
+    let at = summary
+        .find(" given to another worker")
+        .unwrap_or_else(|| panic!("no reassignment count in {summary:?}"));
+    let digits: String = summary[..at]
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits.parse().unwrap()
 }
 
 fn loopback_run(listen: &str, tasks: usize) {
