@@ -428,12 +428,34 @@ impl Link {
     }
 }
 
-fn pin_to(cpu: Option<usize>) {
-    if let Some(cpu) = cpu {
-        let mut set = rustix::thread::CpuSet::new();
-        set.set(cpu);
-        let _ = rustix::thread::sched_setaffinity(None, &set);
-    }
+/// Pins the calling thread (and the children it forks from now on) to
+/// `cpu`, or with `None` gives it back every CPU it had at the start: a row
+/// labelled `none` must not run pinned by an earlier row. A pin that fails
+/// is an error: a row must never claim a placement it did not get.
+fn pin_to(cpu: Option<usize>) -> Result<()> {
+    use std::sync::OnceLock;
+    static START: OnceLock<rustix::thread::CpuSet> = OnceLock::new();
+    let start = START.get_or_init(|| {
+        rustix::thread::sched_getaffinity(None).unwrap_or_else(|_| rustix::thread::CpuSet::new())
+    });
+    let set = match cpu {
+        Some(cpu) => {
+            anyhow::ensure!(
+                cpu < rustix::thread::CpuSet::MAX_CPU && start.is_set(cpu),
+                "cannot pin to CPU {cpu}: this process may run on CPUs {:?} only; \
+                 use --pin none (or --pin same on a one-CPU machine)",
+                (0..rustix::thread::CpuSet::MAX_CPU)
+                    .filter(|&c| start.is_set(c))
+                    .collect::<Vec<_>>()
+            );
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(cpu);
+            set
+        }
+        None => start.clone(),
+    };
+    rustix::thread::sched_setaffinity(None, &set)
+        .map_err(|e| anyhow::anyhow!("pinning to CPU {cpu:?}: {e}; use --pin none"))
 }
 
 fn cpus(p: Pin) -> (Option<usize>, Option<usize>) {
@@ -479,7 +501,13 @@ fn measure(side: Side, size: usize, pin: Pin, quick: bool) -> Result<Measured> {
 /// long.
 fn measure_once(side: Side, size: usize, pin: Pin, budget: Duration) -> Result<Measured> {
     let (parent_cpu, child_cpu) = cpus(pin);
-    pin_to(parent_cpu);
+    pin_to(parent_cpu)?;
+    // The peer pins itself after the fork: check its CPU here, where a
+    // failure can be reported.
+    if child_cpu.is_some() {
+        pin_to(child_cpu)?;
+        pin_to(parent_cpu)?;
+    }
 
     // Round trips against an echoing peer.
     let (ours, mut peer) = start_peer(side, size, Role::Echo, child_cpu)?;
@@ -598,7 +626,12 @@ fn start_peer(side: Side, size: usize, role: Role, cpu: Option<usize>) -> Result
     if !side.remote() {
         let (ours, theirs) = Link::pair(side)?;
         let child = procwire::fork(theirs, move |link| {
-            pin_to(cpu);
+            if let Err(e) = pin_to(cpu) {
+                // The parent checked this CPU; if it fails anyway, the
+                // measurement fails rather than run misplaced.
+                eprintln!("bench peer: {e}");
+                std::process::exit(3);
+            }
             peer_loop(&link, size, role);
         })?;
         return Ok((ours, Peer::Forked(child)));
@@ -669,7 +702,7 @@ pub fn peer(args: &[String]) -> Result<()> {
     };
     let size: usize = size.parse()?;
     let role = Role::parse(role)?;
-    pin_to(cpu.parse().ok());
+    pin_to(cpu.parse().ok())?;
     let hello = ByteBuf::from(vec![0u8; size]);
     let link = match kind.as_str() {
         "raw-tcp" => {

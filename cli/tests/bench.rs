@@ -143,3 +143,30 @@ fn remote_adds_tcp_and_zeromq_rows_against_their_raw_baselines() {
         assert!(r["baseline_median_ns"].as_u64().unwrap() > 0);
     }
 }
+
+/// Issue 11, item 15: a pin that cannot be had is an error, never a row
+/// labelled with a placement it did not get.
+#[test]
+fn a_failed_pin_is_an_error_not_a_mislabelled_row() {
+    let child = Command::new("taskset")
+        .args(["-c", "0", env!("CARGO_BIN_EXE_procwire"), "bench"])
+        .args([
+            "--quick",
+            "--json",
+            "--pin",
+            "split",
+            "--transports",
+            "pipe",
+            "--sizes",
+            "64",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("taskset (util-linux) runs the bench on CPU 0 only");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("cannot pin to CPU 1"), "{err}");
+    assert!(out.stdout.is_empty() || !String::from_utf8_lossy(&out.stdout).contains("split"));
+}
