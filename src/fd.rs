@@ -204,9 +204,37 @@ struct EndRepr {
 
 #[derive(Serialize, Deserialize)]
 struct RingsRepr {
-    tx: Option<Fd>,
-    rx: Option<Fd>,
+    tx: Option<RingRepr>,
+    rx: Option<RingRepr>,
     capacity: u64,
+}
+
+/// One ring: its memfd and its two readiness eventfds.
+#[derive(Serialize, Deserialize)]
+struct RingRepr {
+    memfd: Fd,
+    data: Fd,
+    space: Fd,
+}
+
+impl RingRepr {
+    fn into_parts(self) -> crate::transport::RingParts {
+        (
+            self.memfd.0,
+            crate::shm::Efds {
+                data: self.data.0,
+                space: self.space.0,
+            },
+        )
+    }
+
+    fn from_parts((memfd, efds): crate::transport::RingParts) -> RingRepr {
+        RingRepr {
+            memfd: Fd(memfd),
+            data: Fd(efds.data),
+            space: Fd(efds.space),
+        }
+    }
 }
 
 /// What a received end is built on.
@@ -225,8 +253,8 @@ fn received<E: de::Error>(r: EndRepr) -> Result<Received, E> {
     let cap = usize::try_from(rings.capacity).map_err(E::custom)?;
     let conn = crate::transport::Conn::from_shm_parts(
         r.fd.0,
-        rings.tx.map(Fd::into_inner),
-        rings.rx.map(Fd::into_inner),
+        rings.tx.map(RingRepr::into_parts),
+        rings.rx.map(RingRepr::into_parts),
         cap,
     )
     .map_err(|e| E::custom(format_args!("the shared-memory end cannot be mapped: {e}")))?;
@@ -254,8 +282,8 @@ fn serialize_end<S: Serializer>(
         .shm_parts()
         .map_err(|e| ser::Error::custom(format_args!("duplicating a ring's memfd: {e}")))?
         .map(|(tx, rx, capacity)| RingsRepr {
-            tx: tx.map(Fd),
-            rx: rx.map(Fd),
+            tx: tx.map(RingRepr::from_parts),
+            rx: rx.map(RingRepr::from_parts),
             capacity: capacity as u64,
         });
     let mut st = s.serialize_struct("procwire::End", 4)?;

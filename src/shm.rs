@@ -21,13 +21,24 @@
 //! Waiting is adaptive: spin briefly (good when the peer runs on the other
 //! CPU), then yield (good when it shares ours), then sleep on a futex, waking
 //! every 10 ms to check that the peer is still alive.
+//!
+//! A ring also has two eventfds, so that poll(2), epoll and async runtimes
+//! can wait on it without polling: `data` turns readable when a message
+//! (or the writer's close) comes, `space` writable when a full ring gets
+//! room (or the reader goes). Each is signalled only when the other side
+//! *armed* it, by setting a flag in the header after it found the ring
+//! empty (or full) and before it looked once more: the blocking paths,
+//! which sleep on the futex, make no eventfd call per message.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsFd, OwnedFd};
+
+use crate::sys::ready;
 use crate::sys::shm::{Region, futex_wait, futex_wake, yield_now};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"PWSHM001");
+const MAGIC: u64 = u64::from_le_bytes(*b"PWSHM002");
 const OFF_MAGIC: usize = 0;
 const OFF_CAP: usize = 8;
 const OFF_TAIL: usize = 64;
@@ -35,9 +46,13 @@ const OFF_HEAD: usize = 128;
 const OFF_DATA_SEQ: usize = 192;
 const OFF_READER_WAITING: usize = 196;
 const OFF_WRITER_CLOSED: usize = 200;
+/// The reader armed the `data` eventfd: signal it with the next message.
+const OFF_READER_POLLING: usize = 204;
 const OFF_SPACE_SEQ: usize = 256;
 const OFF_WRITER_WAITING: usize = 260;
 const OFF_READER_GONE: usize = 264;
+/// The writer armed the `space` eventfd: drain it when room appears.
+const OFF_WRITER_POLLING: usize = 268;
 /// Where the data area starts.
 pub(crate) const DATA: usize = 512;
 const RECORD_HEADER: usize = 8;
@@ -106,6 +121,31 @@ pub(crate) fn check_header(region: &Region) -> Result<usize, RingError> {
     Ok(cap)
 }
 
+/// A ring's two readiness eventfds (each side holds its own copies).
+#[derive(Debug)]
+pub(crate) struct Efds {
+    /// Readable: a message or the writer's close may be there.
+    pub(crate) data: OwnedFd,
+    /// Writable: the reader made room (or left) since the writer armed it.
+    pub(crate) space: OwnedFd,
+}
+
+impl Efds {
+    pub(crate) fn new() -> std::io::Result<Efds> {
+        Ok(Efds {
+            data: ready::eventfd()?,
+            space: ready::eventfd()?,
+        })
+    }
+
+    pub(crate) fn try_clone(&self) -> std::io::Result<Efds> {
+        Ok(Efds {
+            data: self.data.try_clone()?,
+            space: self.space.try_clone()?,
+        })
+    }
+}
+
 /// The producing end of a ring.
 #[derive(Debug)]
 pub(crate) struct Writer {
@@ -114,6 +154,10 @@ pub(crate) struct Writer {
     /// Our own position: never read back from shared memory.
     tail: u64,
     spins: Spins,
+    efds: Efds,
+    /// The reader's position when a write last found the ring full: room
+    /// has appeared once it moved.
+    full_at: Option<u64>,
 }
 
 /// The consuming end of a ring.
@@ -123,17 +167,42 @@ pub(crate) struct Reader {
     cap: usize,
     head: u64,
     spins: Spins,
+    efds: Efds,
 }
 
 impl Writer {
-    pub(crate) fn new(region: Region, cap: usize, wait: ShmWait) -> Writer {
+    pub(crate) fn new(region: Region, cap: usize, wait: ShmWait, efds: Efds) -> Writer {
         let tail = region.u64_at(OFF_TAIL).load(Ordering::Acquire);
         Writer {
             region,
             cap,
             tail,
             spins: Spins::with(wait),
+            efds,
+            full_at: None,
         }
+    }
+
+    pub(crate) fn efds(&self) -> &Efds {
+        &self.efds
+    }
+
+    /// After a write found the ring full: makes the `space` eventfd turn
+    /// writable when the reader moves (or leaves). `true` if it has moved
+    /// already (the eventfd is writable now).
+    pub(crate) fn arm(&mut self) -> bool {
+        let space = self.efds.space.as_fd();
+        ready::fill(space);
+        let polling = self.region.u32_at(OFF_WRITER_POLLING);
+        polling.store(1, Ordering::SeqCst);
+        let head = self.region.u64_at(OFF_HEAD).load(Ordering::SeqCst);
+        let moved = self.full_at.is_none_or(|h| h != head)
+            || self.region.u32_at(OFF_READER_GONE).load(Ordering::SeqCst) != 0;
+        if moved {
+            polling.store(0, Ordering::SeqCst);
+            ready::drain(space);
+        }
+        moved
     }
 
     /// The largest payload this ring carries.
@@ -153,8 +222,17 @@ impl Writer {
     }
 
     /// Whether a record of `bytes` (header included) fits now. Only this
-    /// writer adds records, so room can only grow until it writes.
-    pub(crate) fn has_room(&self, bytes: usize) -> bool {
+    /// writer adds records, so room can only grow until it writes. When it
+    /// does not fit, the reader's position is noted for [`arm`](Writer::arm).
+    pub(crate) fn has_room(&mut self, bytes: usize) -> bool {
+        let room = self.room_for(bytes);
+        if !room {
+            self.full_at = Some(self.region.u64_at(OFF_HEAD).load(Ordering::Acquire));
+        }
+        room
+    }
+
+    fn room_for(&self, bytes: usize) -> bool {
         let head = self.region.u64_at(OFF_HEAD).load(Ordering::Acquire);
         let used = self.tail.wrapping_sub(head);
         if head > self.tail || used > self.cap as u64 {
@@ -198,6 +276,7 @@ impl Writer {
             to_end + record
         };
         if needed > free {
+            self.full_at = Some(head);
             return Ok(false);
         }
         let mut at = off;
@@ -218,6 +297,9 @@ impl Writer {
             .u64_at(OFF_TAIL)
             .store(self.tail, Ordering::SeqCst);
         wake_if_waiting(&self.region, OFF_READER_WAITING, OFF_DATA_SEQ);
+        signal_if_armed(&self.region, OFF_READER_POLLING, || {
+            ready::signal(self.efds.data.as_fd())
+        });
         Ok(true)
     }
 
@@ -227,6 +309,7 @@ impl Writer {
             .u32_at(OFF_WRITER_CLOSED)
             .store(1, Ordering::SeqCst);
         wake(&self.region, OFF_DATA_SEQ);
+        ready::signal(self.efds.data.as_fd());
     }
 
     /// Waits for room (or the reader's departure) until `deadline`, using
@@ -256,14 +339,44 @@ impl Writer {
 }
 
 impl Reader {
-    pub(crate) fn new(region: Region, cap: usize, wait: ShmWait) -> Reader {
+    pub(crate) fn new(region: Region, cap: usize, wait: ShmWait, efds: Efds) -> Reader {
         let head = region.u64_at(OFF_HEAD).load(Ordering::Acquire);
         Reader {
             region,
             cap,
             head,
             spins: Spins::with(wait),
+            efds,
         }
+    }
+
+    pub(crate) fn efds(&self) -> &Efds {
+        &self.efds
+    }
+
+    /// After a read found the ring empty: makes the `data` eventfd turn
+    /// readable with the next message (or the writer's close). `true` if
+    /// one is there already (the eventfd is readable now).
+    pub(crate) fn arm(&self) -> bool {
+        let data = self.efds.data.as_fd();
+        ready::drain(data);
+        self.region
+            .u32_at(OFF_READER_POLLING)
+            .store(1, Ordering::SeqCst);
+        let there = self.region.u64_at(OFF_TAIL).load(Ordering::SeqCst) != self.head
+            || self.writer_closed();
+        if there {
+            ready::signal(data);
+        }
+        there
+    }
+
+    /// The reader moved: a writer that armed `space` may write again.
+    fn moved(&self) {
+        wake_if_waiting(&self.region, OFF_WRITER_WAITING, OFF_SPACE_SEQ);
+        signal_if_armed(&self.region, OFF_WRITER_POLLING, || {
+            ready::drain(self.efds.space.as_fd())
+        });
     }
 
     /// Takes the next message into `out` (resized to fit); `Ok(None)` if
@@ -313,7 +426,7 @@ impl Reader {
                 self.region
                     .u64_at(OFF_HEAD)
                     .store(self.head, Ordering::SeqCst);
-                wake_if_waiting(&self.region, OFF_WRITER_WAITING, OFF_SPACE_SEQ);
+                self.moved();
                 return Ok(Some(Record::OutOfLine(len as usize)));
             }
             if flags != 0 {
@@ -337,7 +450,7 @@ impl Reader {
             self.region
                 .u64_at(OFF_HEAD)
                 .store(self.head, Ordering::SeqCst);
-            wake_if_waiting(&self.region, OFF_WRITER_WAITING, OFF_SPACE_SEQ);
+            self.moved();
             return Ok(Some(Record::Inline(len)));
         }
         Err(RingError::Corrupt("two wrap markers in a row".into()))
@@ -363,6 +476,7 @@ impl Reader {
             .u32_at(OFF_READER_GONE)
             .store(1, Ordering::SeqCst);
         wake(&self.region, OFF_SPACE_SEQ);
+        ready::drain(self.efds.space.as_fd());
     }
 
     /// Waits for a message (or the writer's close) until `deadline`.
@@ -399,6 +513,15 @@ fn wake(region: &Region, seq: usize) {
 fn wake_if_waiting(region: &Region, waiting: usize, seq: usize) {
     if region.u32_at(waiting).load(Ordering::SeqCst) != 0 {
         wake(region, seq);
+    }
+}
+
+/// Runs `signal` once if the other side armed its eventfd (`polling`),
+/// disarming it: one eventfd call per arming, none while nobody polls.
+fn signal_if_armed(region: &Region, polling: usize, signal: impl FnOnce()) {
+    let flag = region.u32_at(polling);
+    if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
+        signal();
     }
 }
 
@@ -627,7 +750,8 @@ pub(crate) fn fuzz_read(data: &[u8]) {
     let (tail, head) = (word(0), word(1) % (4 * cap as u64));
     let body = data.get(16..).unwrap_or_default();
     scribble(&region, tail, head, 0, &body[..body.len().min(cap)]);
-    let mut r = Reader::new(region, cap, ShmWait::Adaptive);
+    let Ok(efds) = Efds::new() else { return };
+    let mut r = Reader::new(region, cap, ShmWait::Adaptive, efds);
     let mut out = Vec::new();
     for _ in 0..64 {
         match r.try_read(&mut out) {
@@ -656,9 +780,10 @@ mod tests {
         init(&region, cap);
         let other = Region::open(region.fd().try_clone().unwrap(), region_len(cap)).unwrap();
         assert_eq!(check_header(&other).unwrap(), cap);
+        let efds = Efds::new().unwrap();
         (
-            Writer::new(region, cap, ShmWait::Adaptive),
-            Reader::new(other, cap, ShmWait::Adaptive),
+            Writer::new(region, cap, ShmWait::Adaptive, efds.try_clone().unwrap()),
+            Reader::new(other, cap, ShmWait::Adaptive, efds),
         )
     }
 

@@ -88,9 +88,13 @@ pub(crate) struct Liveness {
     linger: Duration,
 }
 
-/// A shared-memory end as it travels: copies of the memfds of its writing
-/// and reading rings, and their capacity.
-pub(crate) type ShmParts = (Option<OwnedFd>, Option<OwnedFd>, usize);
+/// One ring of a shared-memory end as it travels: a copy of its memfd and
+/// of its two readiness eventfds.
+pub(crate) type RingParts = (OwnedFd, shm::Efds);
+
+/// A shared-memory end as it travels: its writing and reading rings, and
+/// their capacity.
+pub(crate) type ShmParts = (Option<RingParts>, Option<RingParts>, usize);
 
 /// A shared-memory end's rings: one to write, one to read (either may be
 /// absent on a one-way channel).
@@ -98,6 +102,13 @@ pub(crate) type ShmParts = (Option<OwnedFd>, Option<OwnedFd>, usize);
 struct ShmRings {
     tx: Option<std::sync::Mutex<shm::Writer>>,
     rx: Option<std::sync::Mutex<shm::Reader>>,
+    /// The writing ring's `space` eventfd (a copy, reachable without the
+    /// lock): the sender's readiness descriptor.
+    tx_space: Option<OwnedFd>,
+    /// The receiver's readiness descriptor: an epoll instance over the
+    /// reading ring's `data` eventfd and the side socket's hang-up, so that
+    /// a vanished writer wakes a poller too.
+    rx_ready: Option<OwnedFd>,
 }
 
 fn ring<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -264,13 +275,67 @@ impl Conn {
 
     /// A shared-memory end: `side` is this end of a SEQPACKET socket pair
     /// whose other end the peer holds.
-    pub(crate) fn shm(side: OwnedFd, tx: Option<shm::Writer>, rx: Option<shm::Reader>) -> Conn {
+    pub(crate) fn shm(
+        side: OwnedFd,
+        tx: Option<shm::Writer>,
+        rx: Option<shm::Reader>,
+    ) -> io::Result<Conn> {
         let mut conn = Conn::with(side, Transport::Shm);
+        let tx_space = match &tx {
+            Some(w) => Some(w.efds().space.try_clone()?),
+            None => None,
+        };
+        let rx_ready = match &rx {
+            Some(r) => Some(sys::ready::either(r.efds().data.as_fd(), conn.fd.as_fd())?),
+            None => None,
+        };
         conn.shm = Some(ShmRings {
             tx: tx.map(std::sync::Mutex::new),
             rx: rx.map(std::sync::Mutex::new),
+            tx_space,
+            rx_ready,
         });
-        conn
+        Ok(conn)
+    }
+
+    /// A receiver found nothing and will wait in poll(2) or epoll: from now
+    /// on its readiness descriptor turns readable when a message comes.
+    /// `true` if one is there already. Nothing to do but on shared memory,
+    /// whose descriptor is otherwise never signalled.
+    pub(crate) fn arm_read(&self) -> bool {
+        match self.shm.as_ref().and_then(|s| s.rx.as_ref()) {
+            Some(rx) => ring(rx).arm(),
+            None => false,
+        }
+    }
+
+    /// A sender found the ring full and will wait in poll(2) or epoll: its
+    /// readiness descriptor turns writable when room comes.
+    pub(crate) fn arm_write(&self) -> bool {
+        match self.shm.as_ref().and_then(|s| s.tx.as_ref()) {
+            Some(tx) => ring(tx).arm(),
+            None => false,
+        }
+    }
+
+    /// What a receiver's `as_fd` gives: the descriptor that turns readable
+    /// when a message (or the end) is there. The socket or pipe itself, or
+    /// for shared memory its epoll instance (see [`ShmRings`]).
+    pub(crate) fn recv_ready_fd(&self) -> BorrowedFd<'_> {
+        match self.shm.as_ref().and_then(|s| s.rx_ready.as_ref()) {
+            Some(ep) => ep.as_fd(),
+            None => self.fd.as_fd(),
+        }
+    }
+
+    /// What a sender's `as_fd` gives: the descriptor that turns writable
+    /// when there is room. For shared memory, the writing ring's `space`
+    /// eventfd.
+    pub(crate) fn send_ready_fd(&self) -> BorrowedFd<'_> {
+        match self.shm.as_ref().and_then(|s| s.tx_space.as_ref()) {
+            Some(space) => space.as_fd(),
+            None => self.fd.as_fd(),
+        }
     }
 
     /// Whether the peer still holds its end of the side socket (shared
@@ -290,6 +355,12 @@ impl Conn {
                     Ok(true)
                 )
             })
+    }
+
+    /// Whether the process at the other end of a shared-memory end is gone
+    /// (see `peer_alive`).
+    pub(crate) fn shm_peer_gone(&self) -> bool {
+        self.transport == Transport::Shm && !self.peer_alive()
     }
 
     /// The largest message a ring carries inline.
@@ -424,7 +495,7 @@ impl Conn {
             Some(tx) => {
                 let w = ring(tx);
                 cap = w.region().len() - shm::DATA;
-                Some(w.region().fd().try_clone()?)
+                Some((w.region().fd().try_clone()?, w.efds().try_clone()?))
             }
             None => None,
         };
@@ -432,7 +503,7 @@ impl Conn {
             Some(rx) => {
                 let r = ring(rx);
                 cap = r.region().len() - shm::DATA;
-                Some(r.region().fd().try_clone()?)
+                Some((r.region().fd().try_clone()?, r.efds().try_clone()?))
             }
             None => None,
         };
@@ -443,41 +514,49 @@ impl Conn {
     /// their seals, size and header.
     pub(crate) fn from_shm_parts(
         side: OwnedFd,
-        tx: Option<OwnedFd>,
-        rx: Option<OwnedFd>,
+        tx: Option<RingParts>,
+        rx: Option<RingParts>,
         cap: usize,
     ) -> io::Result<Conn> {
         let cap = shm::capacity_for(cap);
         let len = shm::region_len(cap);
-        let open = |fd: OwnedFd| -> io::Result<(sys::shm::Region, usize)> {
+        let open = |(fd, efds): RingParts| -> io::Result<(sys::shm::Region, usize, shm::Efds)> {
             let region = sys::shm::Region::open(fd, len)?;
             let checked = shm::check_header(&region)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
-            Ok((region, checked))
+            Ok((region, checked, efds))
         };
         let tx = tx
             .map(open)
             .transpose()?
-            .map(|(r, c)| shm::Writer::new(r, c, shm::ShmWait::Adaptive));
+            .map(|(r, c, e)| shm::Writer::new(r, c, shm::ShmWait::Adaptive, e));
         let rx = rx
             .map(open)
             .transpose()?
-            .map(|(r, c)| shm::Reader::new(r, c, shm::ShmWait::Adaptive));
-        Ok(Conn::shm(side, tx, rx))
+            .map(|(r, c, e)| shm::Reader::new(r, c, shm::ShmWait::Adaptive, e));
+        Conn::shm(side, tx, rx)
     }
 
     /// Every descriptor this end needs, for a fork hand-over: the side
     /// socket, and the memfds behind its mappings.
     pub(crate) fn descriptors(&self, out: &mut Vec<std::os::fd::RawFd>) {
         use std::os::fd::AsRawFd;
+        // (An epoll instance shared with a forked child reports for both;
+        // each process uses only its own end's.)
         out.push(self.fd.as_raw_fd());
         if let Some(s) = &self.shm {
             if let Some(tx) = &s.tx {
-                out.push(ring(tx).region().fd().as_raw_fd());
+                let w = ring(tx);
+                out.push(w.region().fd().as_raw_fd());
+                out.extend([w.efds().data.as_raw_fd(), w.efds().space.as_raw_fd()]);
             }
             if let Some(rx) = &s.rx {
-                out.push(ring(rx).region().fd().as_raw_fd());
+                let r = ring(rx);
+                out.push(r.region().fd().as_raw_fd());
+                out.extend([r.efds().data.as_raw_fd(), r.efds().space.as_raw_fd()]);
             }
+            out.extend(s.tx_space.iter().map(AsRawFd::as_raw_fd));
+            out.extend(s.rx_ready.iter().map(AsRawFd::as_raw_fd));
         }
     }
 

@@ -209,3 +209,151 @@ fn messages_larger_than_the_ring_travel_out_of_line_between_processes() {
         assert!(wait_deadline(&mut child, 20).success());
     });
 }
+
+/// This thread's context switches so far (voluntary + involuntary): each
+/// wake-up of a sleeping wait is one.
+fn switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches"))
+        .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// A task that holds a shared-memory sender until it is killed.
+fn holds_a_sender(_: (), ctl: Duplex<(), Sender<u32>>) {
+    let tx = ctl.recv().unwrap();
+    tx.send(1).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    drop(tx);
+}
+
+/// Issue 11, item 8: shared-memory receivers have descriptors that turn
+/// readable, so a `Select` over idle ones sleeps in one poll(2) instead of
+/// ticking every millisecond (counted: context switches of the waiting
+/// thread), and wakes for a message, a closed writer, and a killed one.
+#[test]
+fn select_sleeps_on_idle_shared_memory_and_wakes_for_each_event() {
+    checked(60, || {
+        let chans: Vec<(Sender<u32>, Receiver<u32>)> = (0..3)
+            .map(|_| Options::new().shm_channel::<u32>().unwrap())
+            .collect();
+        let mut sel = procwire::Select::new();
+        for (_, rx) in &chans {
+            sel.recv(rx);
+        }
+        let before = switches();
+        let e = sel.ready_timeout(Duration::from_secs(1)).unwrap_err();
+        let woke = switches() - before;
+        assert!(e.is_timeout(), "{e}");
+        // One sleep is one or two switches; 1 ms ticks made about 1,000.
+        assert!(woke <= 10, "{woke} wake-ups while idle for 1 s");
+        println!("{woke} context switches in a 1 s select over 3 idle shm receivers");
+
+        // A message from another thread wakes it.
+        let tx1 = chans[1].0.clone();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            tx1.send(7).unwrap();
+        });
+        assert_eq!(sel.ready_timeout(Duration::from_secs(10)).unwrap(), 1);
+        late.join().unwrap();
+        assert_eq!(chans[1].1.try_recv().unwrap(), 7);
+        drop(sel);
+
+        // The writer's close wakes it.
+        let (tx, rx) = Options::new().shm_channel::<u32>().unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(tx);
+        });
+        let mut sel = procwire::Select::new();
+        sel.recv(&rx);
+        assert_eq!(sel.ready_timeout(Duration::from_secs(10)).unwrap(), 0);
+        closer.join().unwrap();
+        assert!(rx.try_recv().unwrap_err().is_disconnected());
+
+        // A writer process that is killed wakes it (unsupervised: only the
+        // side socket's hang-up tells).
+        let (tx, rx) = Options::new().shm_channel::<u32>().unwrap();
+        let (mut child, ctl) = task(holds_a_sender, ()).via(How::Server).spawn().unwrap();
+        ctl.send(tx).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 1);
+        let mut sel = procwire::Select::new();
+        sel.recv(&rx);
+        // Until then, nothing but a rare spurious wake (a publish that was
+        // still under way when the select armed): never an end.
+        if sel.ready_timeout(Duration::from_millis(50)).is_ok() {
+            assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::Empty);
+        }
+        child.kill().unwrap();
+        let e = loop {
+            assert_eq!(sel.ready_timeout(Duration::from_secs(10)).unwrap(), 0);
+            match rx.try_recv() {
+                Err(e) if e.kind() == ErrorKind::Empty => continue,
+                other => break other.unwrap_err(),
+            }
+        };
+        assert!(
+            e.is_disconnected() || e.kind() == ErrorKind::PeerExited,
+            "{e}"
+        );
+        wait_deadline(&mut child, 10);
+        drop(chans);
+    });
+}
+
+/// Issue 11, item 8: the descriptors work with plain poll(2), as an
+/// event loop would use them: a receiver's turns readable after `try_recv`
+/// found nothing and a message came; a sender's turns writable after
+/// `try_send` found the ring full and the reader made room.
+#[test]
+fn shared_memory_ends_have_descriptors_a_poller_can_wait_on() {
+    use rustix::event::{PollFd, PollFlags, poll};
+    use std::os::fd::AsFd;
+    checked(30, || {
+        let ready = |fd: std::os::fd::BorrowedFd<'_>, flags: PollFlags| {
+            let mut p = [PollFd::from_borrowed_fd(fd, flags)];
+            let zero = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            poll(&mut p, Some(&zero)).unwrap() == 1
+        };
+        let (tx, rx) = Options::new()
+            .codec(CodecKind::Raw)
+            .shm_capacity(4096)
+            .shm_channel::<ByteBuf>()
+            .unwrap();
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::Empty);
+        assert!(
+            !ready(rx.as_fd(), PollFlags::IN),
+            "readable with nothing there"
+        );
+        tx.send(ByteBuf::from(vec![1; 100])).unwrap();
+        assert!(
+            ready(rx.as_fd(), PollFlags::IN),
+            "not readable with a message"
+        );
+        assert_eq!(rx.try_recv().unwrap().len(), 100);
+
+        let mut sent = 0;
+        while tx.try_send(ByteBuf::from(vec![2; 100])).is_ok() {
+            sent += 1;
+        }
+        assert!(
+            !ready(tx.as_fd(), PollFlags::OUT),
+            "writable with the ring full"
+        );
+        assert_eq!(rx.try_recv().unwrap().len(), 100);
+        assert!(
+            ready(tx.as_fd(), PollFlags::OUT),
+            "not writable after room came"
+        );
+        assert!(tx.try_send(ByteBuf::from(vec![3; 100])).is_ok());
+        for _ in 0..sent {
+            assert!(rx.try_recv().is_ok());
+        }
+    });
+}

@@ -452,7 +452,7 @@ fn pin_to(cpu: Option<usize>) -> Result<()> {
             set.set(cpu);
             set
         }
-        None => start.clone(),
+        None => *start,
     };
     rustix::thread::sched_setaffinity(None, &set)
         .map_err(|e| anyhow::anyhow!("pinning to CPU {cpu:?}: {e}; use --pin none"))

@@ -137,9 +137,11 @@ impl Options {
         let checked = shm::check_header(&other).map_err(|e| {
             crate::Error::new(crate::ErrorKind::InvalidInput, format!("{ctx}: {e:?}"))
         })?;
+        let efds = shm::Efds::new().map_err(|e| crate::Error::io(ctx, e))?;
+        let copies = efds.try_clone().map_err(|e| crate::Error::io(ctx, e))?;
         Ok((
-            shm::Writer::new(region, cap, self.shm_wait),
-            shm::Reader::new(other, checked, self.shm_wait),
+            shm::Writer::new(region, cap, self.shm_wait, copies),
+            shm::Reader::new(other, checked, self.shm_wait, efds),
         ))
     }
 
@@ -151,9 +153,10 @@ impl Options {
         check_max(self.max_frame)?;
         let (sa, sb) = sys::socketpair(sys::SockType::SeqPacket)
             .map_err(|e| crate::Error::io("creating the shared-memory side socket", e))?;
+        let ctx = "preparing a shared-memory end";
         Ok((
-            Arc::new(Conn::shm(sa, a.0, a.1)),
-            Arc::new(Conn::shm(sb, b.0, b.1)),
+            Arc::new(Conn::shm(sa, a.0, a.1).map_err(|e| crate::Error::io(ctx, e))?),
+            Arc::new(Conn::shm(sb, b.0, b.1).map_err(|e| crate::Error::io(ctx, e))?),
         ))
     }
 

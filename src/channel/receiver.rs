@@ -152,8 +152,24 @@ impl RecvCore {
             if let Some(len) = read(inc)? {
                 return f(&inc.datagram[..len], Vec::new());
             }
+            // A try_recv that finds nothing is followed by a wait on the
+            // readiness descriptor (Select, epoll): arm it, then look once
+            // more, since a message may have come before the arming.
+            if matches!(wait, Wait::Never)
+                && self.conn.arm_read()
+                && let Some(len) = read(inc)?
+            {
+                return f(&inc.datagram[..len], Vec::new());
+            }
             let ended = if self.conn.shm_writer_closed() {
                 Error::disconnected("the sender is gone and every message has been received")
+            } else if matches!(wait, Wait::Never) && self.conn.shm_peer_gone() {
+                // A blocking wait notices a vanished writer as it sleeps; a
+                // try_recv must say so too, or an event loop woken by the
+                // hang-up would find "empty" for ever.
+                Error::disconnected(
+                    "the process at the other end of the shared-memory ring is gone",
+                )
             } else {
                 match self.wait_readable(wait) {
                     Ok(()) => continue,
@@ -595,9 +611,17 @@ impl<T: DeserializeOwned> IntoIterator for Receiver<T> {
     }
 }
 
+/// The descriptor that turns readable when a message (or the end of the
+/// stream) may be there, for poll(2), epoll or an async runtime. Readable
+/// means "try now", not "a whole message is there": follow up with
+/// [`try_recv`](Receiver::try_recv) until [`Empty`](ErrorKind::Empty), then
+/// wait again. On a pipe or socket this is the descriptor itself; on shared
+/// memory, an epoll instance that turns readable when the writer publishes
+/// after a `try_recv` found the ring empty (which arms it), when the writer
+/// closes, or when the writer's process is gone.
 impl<T> AsFd for Receiver<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.core.conn.as_fd()
+        self.core.conn.recv_ready_fd()
     }
 }
 

@@ -164,31 +164,26 @@ impl<'a> Select<'a> {
             }
             return Err(timed_out());
         }
-        // A shared-memory receiver has no descriptor that turns readable:
-        // while one is selected, poll in short ticks and look at its ring.
-        let has_ring = self.entries.iter().any(
-            |e| matches!(e, Entry::Receiver(c) if c.conn().transport() == crate::transport::Transport::Shm),
-        );
         let n = self.entries.len();
-        loop {
-            let first = self.turn();
-            for i in (first..n).chain(0..first) {
-                if let Entry::Receiver(core) = &self.entries[i]
-                    && (core.buffered() || core.conn().shm_ready())
-                {
-                    return Ok(i);
-                }
-            }
-            if !has_ring {
-                return self.poll_once(deadline, first);
-            }
-            let tick = Instant::now() + Duration::from_millis(1);
-            let until = deadline.map_or(tick, |d| d.min(tick));
-            match self.poll_once(Some(until), first) {
-                Err(e) if e.is_timeout() && deadline.is_none_or(|d| Instant::now() < d) => continue,
-                other => return other,
+        let first = self.turn();
+        for i in (first..n).chain(0..first) {
+            if let Entry::Receiver(core) = &self.entries[i]
+                && (core.buffered() || core.conn().shm_ready())
+            {
+                return Ok(i);
             }
         }
+        // Shared-memory receivers: arm their readiness descriptors (a
+        // message that came meanwhile makes one ready at once), so that
+        // poll(2) below sleeps until one is signalled: no ticks.
+        for i in (first..n).chain(0..first) {
+            if let Entry::Receiver(core) = &self.entries[i]
+                && core.conn().arm_read()
+            {
+                return Ok(i);
+            }
+        }
+        self.poll_once(deadline, first)
     }
 
     /// Where this look starts, and moves the start on for the next.
@@ -206,7 +201,7 @@ impl<'a> Select<'a> {
         for (i, e) in self.entries.iter().enumerate() {
             match e {
                 Entry::Receiver(core) => {
-                    fds.push((core.conn().as_fd(), Interest::Read));
+                    fds.push((core.conn().recv_ready_fd(), Interest::Read));
                     owner.push(i);
                     if let Some(peer) = core.conn().peer() {
                         fds.push((peer.pidfd(), Interest::Read));

@@ -134,6 +134,13 @@ impl SendCore {
                 }
                 Err(e) if sys::would_block(&e) => {
                     if wait.expired() {
+                        // A try_send that finds no room is followed by a
+                        // wait on the readiness descriptor: arm it (shared
+                        // memory; nothing to do elsewhere), and if room came
+                        // meanwhile, try once more.
+                        if matches!(wait, Wait::Never) && self.conn.arm_write() {
+                            continue;
+                        }
                         return Ok(false);
                     }
                     self.wait_writable(wait)?;
@@ -474,9 +481,16 @@ impl<T> Clone for Sender<T> {
     }
 }
 
+/// The descriptor that turns writable when there is room, for poll(2),
+/// epoll or an async runtime: follow up with [`try_send`](Sender::try_send)
+/// until [`Full`](ErrorKind::Full), then wait again. On a pipe or socket this
+/// is the descriptor itself; on shared memory, an eventfd that turns
+/// writable when the reader makes room after a `try_send` found the ring
+/// full (which arms it), or when the reader leaves. (A reader *process*
+/// that dies is noticed by the next send, not by this descriptor.)
 impl<T> AsFd for Sender<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.core.conn.as_fd()
+        self.core.conn.send_ready_fd()
     }
 }
 

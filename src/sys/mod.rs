@@ -10,6 +10,7 @@
 
 pub(crate) mod inherit;
 pub(crate) mod process;
+pub(crate) mod ready;
 pub(crate) mod shm;
 pub(crate) mod signal;
 pub(crate) mod sockio;

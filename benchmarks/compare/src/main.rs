@@ -47,13 +47,24 @@ fn time(mut rt: impl FnMut()) -> (f64, f64) {
     (s[s.len() / 2], s[s.len() * 99 / 100])
 }
 
+/// Round trips through a SEQPACKET socket pair with nothing but send(2) and
+/// recv(2) on it (rustix's thin wrappers): no control buffer, no framing,
+/// no procwire. Only the fork that starts the echo goes through procwire.
 fn raw_seqpacket(size: usize, child_cpu: usize) -> (f64, f64) {
-    let (a, b) = procwire::socket_pair(Kind::SeqPacket).unwrap();
-    let mut child = procwire::fork(b, move |b| {
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+    let (a, b) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let mut child = procwire::fork(procwire::Socket::from_fd(b).unwrap(), move |b| {
         pin(child_cpu);
+        let b = std::os::fd::OwnedFd::from(b);
         let mut buf = vec![0u8; size];
-        while let Ok(n) = b.recv(&mut buf) {
-            if n == 0 || b.send(&buf[..n]).is_err() {
+        while let Ok((n, _)) = rustix::net::recv(&b, &mut buf, RecvFlags::empty()) {
+            if n == 0 || rustix::net::send(&b, &buf[..n], SendFlags::empty()).is_err() {
                 return;
             }
         }
@@ -62,8 +73,8 @@ fn raw_seqpacket(size: usize, child_cpu: usize) -> (f64, f64) {
     let msg = vec![1u8; size];
     let mut back = vec![0u8; size];
     let r = time(|| {
-        a.send(&msg).unwrap();
-        a.recv(&mut back).unwrap();
+        rustix::net::send(&a, &msg, SendFlags::empty()).unwrap();
+        rustix::net::recv(&a, &mut back, RecvFlags::empty()).unwrap();
     });
     drop(a);
     child.wait().unwrap();
