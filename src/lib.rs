@@ -60,7 +60,11 @@
 //! the reader waits forever. procwire's ends are close-on-exec, so programs
 //! you start do not inherit them by accident; dropping a channel end closes
 //! it; dropping the last [`Sender`] on a socket also shuts down its writing
-//! direction, which the peer sees even if a copy leaked. For every wait you
+//! direction, which the peer sees even if a copy leaked. A copy that left
+//! on purpose is spared: once the descriptor went in an accepted message
+//! (an end inside it, or `send_with_fds`), into another procwire end built
+//! on a copy, or out with [`Sender::into_fd`], no end of this process shuts
+//! that socket down. For every wait you
 //! cannot rule out, use a deadline: [`Receiver::recv_timeout`].
 //!
 //! **Both sides writing into full buffers.** A pipe buffer holds 64 KiB on
@@ -68,7 +72,11 @@
 //! that before either reads, both block forever. Read and write from
 //! different threads ([`Duplex::split`]), keep requests and replies small
 //! enough to fit, or use [`Sender::try_send`] / [`Sender::send_timeout`],
-//! which give the message back instead of blocking.
+//! which give the message back instead of blocking. A [`Duplex`] that
+//! receives while its own frame is still half-written keeps writing it as
+//! it waits, so two ends that both sent too much still get through; and
+//! dropping an end waits at most [`Options::linger`] for the peer to take
+//! the rest of a frame.
 //!
 //! **Zombies.** A child that exits stays in the process table until its
 //! parent waits for it. A procwire [`Child`] is reaped by

@@ -456,8 +456,8 @@ impl Reader {
         Err(RingError::Corrupt("two wrap markers in a row".into()))
     }
 
-    /// Whether a message is waiting (for `Select`, which cannot poll a
-    /// ring).
+    /// Whether a message is waiting (for `Select`'s first look, before
+    /// it arms the ring's readiness descriptor).
     pub(crate) fn has_message(&self) -> bool {
         self.region.u64_at(OFF_TAIL).load(Ordering::Acquire) != self.head
     }

@@ -452,7 +452,7 @@ impl Conn {
     }
 
     /// Whether a shared-memory message waits, or the ring's end does (for
-    /// `Select`: a ring cannot be polled).
+    /// `Select`, before it arms the ring's readiness descriptor).
     pub(crate) fn shm_ready(&self) -> bool {
         self.shm
             .as_ref()

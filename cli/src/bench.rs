@@ -25,6 +25,7 @@ use serde::Serialize;
 pub struct Config {
     pub quick: bool,
     pub json: bool,
+    pub save: Option<std::path::PathBuf>,
     pub pin: Pin,
     pub transports: Vec<Transport>,
     pub sizes: Vec<usize>,
@@ -852,6 +853,10 @@ pub fn run(cfg: Config) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if let Some(path) = &cfg.save {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if cfg.json {
         println!("{}", serde_json::to_string(&rows)?);
         return Ok(());

@@ -26,12 +26,17 @@ enum Command {
     /// Measure every procwire transport against the raw syscalls of the same
     /// transport on this machine, and print one table.
     Bench {
-        /// A few seconds instead of about a minute.
+        /// A few seconds instead of the full run (one round per
+        /// measurement instead of the median of three).
         #[arg(long)]
         quick: bool,
         /// Print one JSON array on stdout (progress stays on stderr).
         #[arg(long)]
         json: bool,
+        /// Also write the rows as JSON to FILE (the table still goes to
+        /// stdout): how `scripts/figures` keeps both from one run.
+        #[arg(long, value_name = "FILE")]
+        save: Option<std::path::PathBuf>,
         /// Where the two processes run.
         #[arg(long, value_enum, default_value = "auto")]
         pin: bench::Pin,
@@ -176,6 +181,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Bench {
             quick,
             json,
+            save,
             pin,
             transports,
             sizes,
@@ -183,6 +189,7 @@ fn run() -> anyhow::Result<ExitCode> {
         } => bench::run(bench::Config {
             quick,
             json,
+            save,
             pin,
             transports: match (transports.is_empty(), remote) {
                 (false, _) => transports,

@@ -2,7 +2,7 @@
 //! measured in one run, each case a round trip of one message and its echo
 //! between two processes.
 //!
-//! `cargo run --release --manifest-path benchmarks/compare/Cargo.toml`
+//! `cargo run --release --manifest-path benchmarks/compare/Cargo.toml [-- --json]`
 //!
 //! Blocking transports run with both processes pinned to CPU 0; the spinning
 //! ones (procwire shm, iceoryx2 busy-polling) with the processes on CPUs 0
@@ -463,6 +463,21 @@ fn main() {
         iceoryx2_echo(1, true),
         raw64_split,
     ));
+    if args.iter().any(|a| a == "--json") {
+        // For scripts/figures (no serde_json here: the strings are plain).
+        let items: Vec<String> = rows
+            .iter()
+            .map(|(case, what, (m, p), (rm, _))| {
+                format!(
+                    "{{\"case\":\"{case}\",\"implementation\":\"{what}\",\"median_ns\":{m:.0},\
+                     \"p99_ns\":{p:.0},\"raw_median_ns\":{rm:.0},\"ratio\":{:.4}}}",
+                    m / rm
+                )
+            })
+            .collect();
+        println!("[{}]", items.join(",\n"));
+        return;
+    }
     println!(
         "| case | implementation | median | p99 | raw median (SEQPACKET; stream for 1 MiB) | ratio |"
     );
