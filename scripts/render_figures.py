@@ -70,6 +70,16 @@ def fenced(path):
 KiB, MiB = 1024, 1 << 20
 
 
+def shm_vs_iceoryx():
+    """procwire shm and iceoryx2, busy polling on two CPUs, blocking on one."""
+    return (
+        cmp_row("64 B, CPUs 0+1", "procwire shm"),
+        cmp_row("64 B, CPUs 0+1", "iceoryx2 (busy polling)"),
+        cmp_row("64 B struct", "procwire shm"),
+        cmp_row("64 B struct", "iceoryx2 (event wait)"),
+    )
+
+
 def best_fixed(pin):
     cands = [r for r in bench if r["transport"].startswith("shm-") and r["pin"] == pin and r["size"] == 64]
     b = min(cands, key=lambda r: r["median_ns"])
@@ -101,10 +111,7 @@ def render_measured():
     zmq = row(remote, "zmq", 64, "same")
     ipc = cmp_row("64 B struct", "ipc-channel")
     pw_struct = cmp_row("64 B struct", "procwire seqpacket")
-    ice_busy = cmp_row("64 B, CPUs 0+1", "iceoryx2 (busy polling)")
-    pw_busy = cmp_row("64 B, CPUs 0+1", "procwire shm")
-    ice_wait = cmp_row("64 B struct", "iceoryx2 (event wait)")
-    pw_wait = cmp_row("64 B struct", "procwire shm")
+    pw_busy, ice_busy, pw_wait, ice_wait = shm_vs_iceoryx()
     spawn = lambda k: crit[f"spawn_to_first_reply/{k}"]
     rt = lambda k: crit[f"roundtrip/{k}"]
     typed = ", ".join(
@@ -190,10 +197,7 @@ def render_compare_notes():
     ipc4 = cmp_row("4 KiB bytes", "ipc-channel (Vec<u8>)")
     ipcb4 = cmp_row("4 KiB bytes", "ipc-channel (bytes channel)")
     ipc1m = cmp_row("1 MiB bytes", "ipc-channel (Vec<u8>)")
-    ice_busy = cmp_row("64 B, CPUs 0+1", "iceoryx2 (busy polling)")
-    pw_busy = cmp_row("64 B, CPUs 0+1", "procwire shm")
-    ice_wait = cmp_row("64 B struct", "iceoryx2 (event wait)")
-    pw_wait = cmp_row("64 B struct", "procwire shm")
+    pw_busy, ice_busy, pw_wait, ice_wait = shm_vs_iceoryx()
     return (
         f"On a 64 B struct over SEQPACKET, procwire is {x(pw['ratio'])} and ipc-channel "
         f"{x(ipc['ratio'])} plain send/recv. ipc-channel's untyped bytes channel is "

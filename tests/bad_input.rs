@@ -274,3 +274,33 @@ fn trailing_bytes_are_a_decode_error() {
     );
     assert!(CodecKind::Json.decode::<u32>(b"5 6").is_err());
 }
+
+/// Issue 11, item 7: the length prefix 0xFFFF_FFFF is reserved on every
+/// transport (a heartbeat on tcp://), so no maximum frame may reach it,
+/// and a decoder with the largest maximum still refuses that prefix.
+#[test]
+fn the_reserved_prefix_is_never_a_payload_length() {
+    checked(30, || {
+        use procwire::frame::{FrameDecoder, HEARTBEAT, MAX_FRAME_LIMIT};
+        assert_eq!(MAX_FRAME_LIMIT, HEARTBEAT as usize - 1);
+        let e = Options::new()
+            .max_frame(u32::MAX as usize)
+            .channel::<u8>()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("reserved"), "{e}");
+        let (tx, rx) = Options::new()
+            .max_frame(MAX_FRAME_LIMIT)
+            .channel::<u8>()
+            .unwrap();
+        tx.send(1).unwrap();
+        assert_eq!(rx.recv().unwrap(), 1);
+
+        let mut d = FrameDecoder::new(MAX_FRAME_LIMIT).unwrap();
+        let spare = d.spare();
+        spare[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        d.filled(4);
+        let e = d.next_payload().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::FrameTooLarge, "{e}");
+    });
+}

@@ -34,6 +34,33 @@ impl T {
     }
 }
 
+/// Two connected sockets through a Unix socket path (the path is gone once
+/// they are connected).
+fn unix_path_pair() -> (procwire::Socket, procwire::Socket) {
+    let dir = tempfile::Builder::new()
+        .prefix("pw")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let path = dir.path().join("s");
+    let listener = procwire::UnixListener::bind(&path).unwrap();
+    let client = procwire::Socket::connect(&path).unwrap();
+    let server = listener.accept().unwrap();
+    (client, server)
+}
+
+/// A `tcp://` connection on loopback: the client's and the server's ends.
+fn tcp_pair(
+    opts: &Options,
+) -> (
+    procwire::Duplex<ByteBuf, ByteBuf>,
+    procwire::Duplex<ByteBuf, ByteBuf>,
+) {
+    let listener = opts.listen("tcp://127.0.0.1:0").unwrap();
+    let client = opts.connect(&listener.endpoint().to_string()).unwrap();
+    let server = listener.accept().unwrap();
+    (client, server)
+}
+
 /// Frames above this on stream transports are refused, to keep the suite fast.
 const STREAM_MAX: usize = 2 << 20;
 
@@ -45,24 +72,14 @@ fn make_with(t: T, opts: &Options) -> (Sender<ByteBuf>, Receiver<ByteBuf>) {
         T::SeqPacket => opts.socket_channel(Kind::SeqPacket).unwrap(),
         T::Shm => opts.shm_channel().unwrap(),
         T::UnixPath => {
-            let dir = tempfile::Builder::new()
-                .prefix("pw")
-                .tempdir_in("/tmp")
-                .unwrap();
-            let path = dir.path().join("s");
-            let listener = procwire::UnixListener::bind(&path).unwrap();
-            let client = procwire::Socket::connect(&path).unwrap();
-            let server = listener.accept().unwrap();
+            let (client, server) = unix_path_pair();
             (opts.sender(client).unwrap(), opts.receiver(server).unwrap())
         }
         T::Tcp => {
             // One way, as the others: the unused halves are dropped, which
             // tells each side that no heartbeat will come that way.
             let opts = opts.clone().net(procwire::Net::new().no_key());
-            let listener = opts.listen("tcp://127.0.0.1:0").unwrap();
-            let client: procwire::Duplex<ByteBuf, ByteBuf> =
-                opts.connect(&listener.endpoint().to_string()).unwrap();
-            let server: procwire::Duplex<ByteBuf, ByteBuf> = listener.accept().unwrap();
+            let (client, server) = tcp_pair(&opts);
             (client.split().0, server.split().1)
         }
     }
@@ -311,14 +328,7 @@ fn partial_frame_survives_timeout(t: T) {
                 (opts().receiver(a).unwrap(), Box::new(b), None)
             }
             T::UnixPath => {
-                let dir = tempfile::Builder::new()
-                    .prefix("pw")
-                    .tempdir_in("/tmp")
-                    .unwrap();
-                let path = dir.path().join("s");
-                let listener = procwire::UnixListener::bind(&path).unwrap();
-                let client = procwire::Socket::connect(&path).unwrap();
-                let server = listener.accept().unwrap();
+                let (client, server) = unix_path_pair();
                 (opts().receiver(server).unwrap(), Box::new(client), None)
             }
             T::Tcp => {
@@ -329,10 +339,7 @@ fn partial_frame_survives_timeout(t: T) {
                     .no_key()
                     .heartbeat(Duration::from_secs(3600));
                 let o = opts().net(net);
-                let listener = o.listen("tcp://127.0.0.1:0").unwrap();
-                let client: procwire::Duplex<ByteBuf, ByteBuf> =
-                    o.connect(&listener.endpoint().to_string()).unwrap();
-                let server: procwire::Duplex<ByteBuf, ByteBuf> = listener.accept().unwrap();
+                let (client, server) = tcp_pair(&o);
                 let raw = std::fs::File::from(client.as_fd().try_clone_to_owned().unwrap());
                 (server.split().1, Box::new(raw), Some(Box::new(client)))
             }
@@ -379,24 +386,14 @@ fn make_two_way(t: T) -> (Halves, Halves) {
             (a.split(), b.split())
         }
         T::UnixPath => {
-            let dir = tempfile::Builder::new()
-                .prefix("pw")
-                .tempdir_in("/tmp")
-                .unwrap();
-            let path = dir.path().join("s");
-            let listener = procwire::UnixListener::bind(&path).unwrap();
-            let client = procwire::Socket::connect(&path).unwrap();
-            let server = listener.accept().unwrap();
+            let (client, server) = unix_path_pair();
             let a = o.duplex_from::<ByteBuf, ByteBuf>(client).unwrap();
             let b = o.duplex_from::<ByteBuf, ByteBuf>(server).unwrap();
             (a.split(), b.split())
         }
         T::Tcp => {
             let o = o.net(procwire::Net::new().no_key());
-            let listener = o.listen("tcp://127.0.0.1:0").unwrap();
-            let a: procwire::Duplex<ByteBuf, ByteBuf> =
-                o.connect(&listener.endpoint().to_string()).unwrap();
-            let b: procwire::Duplex<ByteBuf, ByteBuf> = listener.accept().unwrap();
+            let (a, b) = tcp_pair(&o);
             (a.split(), b.split())
         }
     }

@@ -15,7 +15,8 @@
 //! let addr = rep.endpoint().to_string();
 //! let server = std::thread::spawn(move || -> procwire::Result<()> {
 //!     let job = rep.recv()?;
-//!     rep.send(format!("{job} accomplished!"))
+//!     rep.send(format!("{job} accomplished!"))?; // a failed send hands the String back
+//!     Ok(())
 //! });
 //! let req = zmq::connect::<String, String>(Kind::Req, &addr, &opts)?;
 //! assert_eq!(req.request("Heavy lifting".into())?, "Heavy lifting accomplished!");
