@@ -65,6 +65,7 @@ use crate::{Duplex, Options, UnixListener};
 
 /// A parsed address (see the [module docs](self)).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Endpoint {
     /// `unix:PATH`
     Unix(PathBuf),

@@ -120,10 +120,21 @@
 //! [`codec`].
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_debug_implementations)]
+
+// procwire is built and tested on Linux: pidfds, memfd seals, SO_PEERCRED,
+// close_range, eventfd and futexes are Linux calls. Say so at once rather
+// than with a hundred unresolved names.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "procwire supports Linux only (it relies on pidfd, memfd seals, eventfd, futex and \
+     close_range); every system call lives in its `sys` module, where another Unix would start"
+);
 
 mod awaited;
 #[cfg(feature = "baseline")]
+#[cfg_attr(docsrs, doc(cfg(feature = "baseline")))]
 pub mod baseline;
 mod channel;
 pub mod codec;
@@ -138,6 +149,7 @@ mod pipe;
 pub mod pool;
 mod process;
 #[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub mod remote;
 pub mod rpc;
 mod shm;
@@ -157,9 +169,10 @@ pub use handover::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from
 pub use pipe::{PipeReader, PipeWriter, pipe};
 pub use pool::{Pool, PoolBuilder, TaskHandle};
 pub use process::{
-    Child, Command, ENV_ENTRY, How, Inherit, Task, fork, fork_unchecked, init, task,
+    Child, Command, ENV_ENTRY, How, Inherit, Signal, Task, fork, fork_unchecked, init, task,
 };
 #[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use remote::zmq;
 pub use serde_bytes::{self, ByteBuf};
 pub use shm::ShmWait;

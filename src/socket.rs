@@ -11,6 +11,7 @@ use crate::sys::{self, FdKind, SockType};
 
 /// The kind of a Unix socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Kind {
     /// `SOCK_STREAM`: a two-way byte stream with no message boundaries.
     Stream,

@@ -440,6 +440,7 @@ pub fn run_remote(cfg: Config, at: &str, heartbeat: Duration) -> Result<ExitCode
         let r = match o {
             Outcome::Done(b) => Ok(b),
             Outcome::Failed(why) => Err(why),
+            other => Err(format!("{other:?}")),
         };
         if let Err(e) = emit(i + 1, r, &mut out) {
             write_err.get_or_insert(e);

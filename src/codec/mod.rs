@@ -119,6 +119,7 @@ impl Codec for Postcard {
 /// maps keyed by field name, byte buffers (`ByteBuf`) are `bin`, enums are
 /// externally tagged (see `docs/wire-format.md`).
 #[cfg(feature = "msgpack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MsgPack;
 
@@ -143,6 +144,7 @@ impl Codec for MsgPack {
 
 /// JSON through serde_json: readable on the wire.
 #[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Json;
 
@@ -204,9 +206,11 @@ pub enum CodecKind {
     Postcard,
     /// [`MsgPack`].
     #[cfg(feature = "msgpack")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
     MsgPack,
     /// [`Json`].
     #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     Json,
     /// [`Raw`].
     Raw,

@@ -268,13 +268,13 @@ impl Child {
     /// Kills the process with `SIGKILL` (it still has to be waited for; a
     /// dropped handle does that).
     pub fn kill(&mut self) -> Result<()> {
-        self.signal(libc::SIGKILL)
+        self.signal(crate::Signal::Kill)
     }
 
-    /// Sends `signal` (a number such as `libc::SIGTERM`).
-    pub fn signal(&self, signal: i32) -> Result<()> {
+    /// Sends `signal`.
+    pub fn signal(&self, signal: crate::Signal) -> Result<()> {
         self.state
-            .signal(signal)
+            .signal(signal.as_raw())
             .map_err(|e| Error::io(&format!("signalling child {}", self.id()), e))
     }
 

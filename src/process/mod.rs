@@ -12,11 +12,13 @@ mod child;
 mod command;
 mod fork;
 mod server;
+mod signal;
 mod task;
 
 pub use child::Child;
 pub(crate) use child::{ProcState, describe};
 pub use command::Command;
 pub use fork::{Inherit, fork, fork_unchecked};
+pub use signal::Signal;
 pub use task::{ENV_ENTRY, How, Task, init, task};
 pub(crate) use task::{fn_offset, handler_at, init_fn_at};

@@ -30,6 +30,7 @@ const HAS_KEY: u8 = 1;
 
 /// Why a handshake failed.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Refused {
     /// The bytes are not a procwire handshake (or another version of it).
     Garbled(&'static str),

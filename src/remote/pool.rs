@@ -104,6 +104,7 @@ impl std::fmt::Debug for RemotePool {
 
 /// What became of one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The worker's answer.
     Done(Vec<u8>),

@@ -63,6 +63,7 @@ use crate::{ByteBuf, CodecKind, Duplex, Kind as SocketKind, Options};
 
 /// A ZeroMQ socket type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Kind {
     /// Sends a request, then receives its reply, in turn.
     Req,
