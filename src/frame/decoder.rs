@@ -1,0 +1,230 @@
+//! Finding frames in a byte stream that arrives in arbitrary pieces.
+
+use std::ops::Range;
+
+use super::{HEADER_LEN, check_max};
+use crate::error::{Error, ErrorKind, Result, human};
+
+/// The receive buffer's first size; it grows by doubling, only as data arrives.
+pub(super) const INITIAL_BUFFER: usize = 8 << 10;
+
+/// A complete frame found in a [`FrameDecoder`]'s buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Frame {
+    /// The payload's place in the decoder's buffer.
+    pub range: Range<usize>,
+    /// Where the frame (its length prefix) starts in the whole stream.
+    pub stream_start: u64,
+    /// Where the frame ends in the whole stream.
+    pub stream_end: u64,
+}
+
+/// Finds frames in a byte stream fed to it in arbitrary pieces.
+///
+/// Feed it with [`spare`](FrameDecoder::spare) and
+/// [`filled`](FrameDecoder::filled) (or let [`FrameReader`] do it), take
+/// frames out with [`next_payload`](FrameDecoder::next_payload). Partial input is
+/// kept between calls, so a reader with a deadline can give up and resume.
+///
+/// A frame longer than the maximum is reported once as
+/// [`ErrorKind::FrameTooLarge`] and its bytes are skipped as they arrive, so
+/// the stream stays in step and the next frame decodes normally.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    /// Bytes of an oversized frame still to be thrown away.
+    skip: u64,
+    max: usize,
+    /// Take frames whose prefix is [`HEARTBEAT`] as heartbeats and drop
+    /// them (`tcp://` connections only).
+    heartbeats: bool,
+}
+
+/// On `tcp://` connections only: a length prefix of `0xFFFF_FFFF`, with no
+/// payload, is a heartbeat, not a message.
+pub const HEARTBEAT: u32 = u32::MAX;
+
+impl FrameDecoder {
+    /// A decoder that accepts payloads of at most `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Result<FrameDecoder> {
+        Ok(FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            base: 0,
+            skip: 0,
+            max: check_max(max_frame)?,
+            heartbeats: false,
+        })
+    }
+
+    /// Drops heartbeat frames ([`HEARTBEAT`]) instead of reporting them as
+    /// too large: the framing of `tcp://` connections.
+    pub fn with_heartbeats(mut self) -> FrameDecoder {
+        self.heartbeats = true;
+        self
+    }
+
+    /// The next complete frame's payload, if the buffer holds one.
+    ///
+    /// `Ok(None)` means more input is needed.
+    pub fn next_payload(&mut self) -> Result<Option<&[u8]>> {
+        Ok(self.next_frame()?.map(|f| &self.buf[f.range]))
+    }
+
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>> {
+        if self.skip > 0 {
+            let drop = self.skip.min((self.end - self.start) as u64) as usize;
+            self.start += drop;
+            self.skip -= drop as u64;
+            if self.skip > 0 {
+                return Ok(None);
+            }
+        }
+        let mut avail = self.end - self.start;
+        if avail < HEADER_LEN {
+            return Ok(None);
+        }
+        let mut len = self.claimed_len();
+        while self.heartbeats && len == u64::from(HEARTBEAT) {
+            self.start += HEADER_LEN;
+            avail -= HEADER_LEN;
+            if avail < HEADER_LEN {
+                return Ok(None);
+            }
+            len = self.claimed_len();
+        }
+        if len > self.max as u64 {
+            self.start += HEADER_LEN;
+            self.skip = len;
+            return Err(Error::too_large(
+                len,
+                self.max,
+                "the frame is skipped; raise the receiver's `max_frame` to accept it",
+            ));
+        }
+        let total = HEADER_LEN + len as usize;
+        if avail < total {
+            return Ok(None);
+        }
+        let at = self.start;
+        self.start += total;
+        Ok(Some(Frame {
+            range: at + HEADER_LEN..at + total,
+            stream_start: self.base + at as u64,
+            stream_end: self.base + (at + total) as u64,
+        }))
+    }
+
+    pub(crate) fn payload(&self, frame: &Frame) -> &[u8] {
+        &self.buf[frame.range.clone()]
+    }
+
+    fn claimed_len(&self) -> u64 {
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        u64::from(u32::from_be_bytes(h))
+    }
+
+    /// Room to read more input into. Call [`filled`](FrameDecoder::filled)
+    /// with the number of bytes stored.
+    ///
+    /// The buffer only grows when the frame being assembled needs it, and
+    /// then at most doubles, so its size stays within twice the bytes that
+    /// really arrived (plus 8 KiB), whatever a length prefix claims.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.base += self.start as u64;
+            self.start = 0;
+            self.end = 0;
+        }
+        let avail = self.end - self.start;
+        let want = if self.skip > 0 {
+            1
+        } else if avail >= HEADER_LEN {
+            (HEADER_LEN as u64 + self.claimed_len()).min(HEADER_LEN as u64 + self.max as u64)
+                as usize
+                - avail
+        } else {
+            HEADER_LEN - avail
+        }
+        .max(1);
+        if self.buf.len() - self.end < want && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.base += self.start as u64;
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() == self.end {
+            let grown = (self.buf.len() * 2).max(INITIAL_BUFFER);
+            self.buf
+                .resize(grown.min(self.end + want.max(INITIAL_BUFFER)), 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `n` bytes were stored at the start of the last
+    /// [`spare`](FrameDecoder::spare).
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    /// The stream offset of the next byte to arrive.
+    pub(crate) fn stream_offset(&self) -> u64 {
+        self.base + self.end as u64
+    }
+
+    /// Whether the decoder holds nothing of a frame: an end of stream here is
+    /// clean.
+    pub fn at_boundary(&self) -> bool {
+        self.start == self.end && self.skip == 0
+    }
+
+    /// Whether a complete frame is buffered (so a reader need not wait).
+    pub(crate) fn has_frame(&self) -> bool {
+        let avail = self.end - self.start;
+        if self.skip > 0 || avail < HEADER_LEN {
+            return false;
+        }
+        let len = self.claimed_len();
+        len > self.max as u64 || avail as u64 >= HEADER_LEN as u64 + len
+    }
+
+    /// The error for an end of stream that is not at a frame boundary.
+    pub(crate) fn eof_error(&self) -> Error {
+        let avail = (self.end - self.start) as u64;
+        let msg = if self.skip > 0 {
+            format!(
+                "peer closed the stream with {} of an oversized frame unsent",
+                human(self.skip)
+            )
+        } else if avail < HEADER_LEN as u64 {
+            format!("peer closed the stream after {avail} of the 4 bytes of a length prefix")
+        } else {
+            format!(
+                "peer closed the stream in the middle of a frame: {} of {} arrived",
+                human(avail - HEADER_LEN as u64),
+                human(self.claimed_len())
+            )
+        };
+        Error::new(ErrorKind::UnexpectedEof, msg)
+    }
+
+    /// Drops any partial frame (after an end of stream inside it).
+    pub(crate) fn reset(&mut self) {
+        self.base += self.end as u64;
+        self.start = 0;
+        self.end = 0;
+        self.skip = 0;
+    }
+
+    /// The bytes of the receive buffer currently allocated (for tests that
+    /// bound memory).
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}

@@ -1,0 +1,131 @@
+//! The outgoing frame buffer: one message encoded once, written in as many
+//! pieces as the kernel takes.
+
+use std::io::{self, Write};
+
+use super::decoder::INITIAL_BUFFER;
+use super::{HEADER_LEN, HEARTBEAT};
+use crate::error::{Error, Result};
+
+/// One outgoing message, encoded once and written in as many pieces as the
+/// kernel takes. Reused for every message: no allocation once warm.
+#[derive(Debug, Default)]
+pub(crate) struct Outgoing {
+    buf: Vec<u8>,
+    sent: usize,
+    header: bool,
+    /// Set once a message is fully encoded: a codec that panics half-way
+    /// must not leave half an encoding to be sent as a frame.
+    ready: bool,
+}
+
+impl Outgoing {
+    /// Encodes the next message with `fill`, behind a length prefix when
+    /// `header` is set (byte streams) and bare otherwise (one datagram).
+    /// Must not be called while a frame is still pending.
+    pub(crate) fn encode(
+        &mut self,
+        header: bool,
+        max: usize,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        debug_assert!(!self.is_pending());
+        if self.buf.capacity() == 0 {
+            // Small messages whose encoding grows a little (a varint gaining
+            // a byte) must not reallocate: start with room for many.
+            self.buf.reserve(INITIAL_BUFFER);
+        }
+        self.buf.clear();
+        self.sent = 0;
+        self.ready = false;
+        self.header = header;
+        if header {
+            self.buf.extend_from_slice(&[0; HEADER_LEN]);
+        }
+        let filled = fill(&mut self.buf);
+        let len = self.buf.len() - self.hdr();
+        if let Err(e) = filled {
+            self.buf.clear();
+            return Err(e);
+        }
+        if len > max {
+            self.buf.clear();
+            return Err(Error::too_large(
+                len as u64,
+                max,
+                "raise the sender's and the receiver's `max_frame`, or split the message",
+            ));
+        }
+        if header {
+            self.buf[..HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+        }
+        self.ready = true;
+        Ok(())
+    }
+
+    /// Makes the pending frame a heartbeat: the prefix [`HEARTBEAT`] alone.
+    /// Must not be called while a frame is still pending.
+    pub(crate) fn heartbeat(&mut self) {
+        debug_assert!(!self.is_pending());
+        self.buf.clear();
+        self.buf.extend_from_slice(&HEARTBEAT.to_be_bytes());
+        self.sent = 0;
+        self.header = true;
+        self.ready = true;
+    }
+
+    fn hdr(&self) -> usize {
+        if self.header { HEADER_LEN } else { 0 }
+    }
+
+    /// The bytes not yet accepted by the kernel.
+    pub(crate) fn remaining(&self) -> &[u8] {
+        &self.buf[self.sent..]
+    }
+
+    /// The payload of the current message (without the prefix).
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.buf[self.hdr()..]
+    }
+
+    /// Records that `n` more bytes were written.
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.buf.len());
+        if self.sent == self.buf.len() {
+            self.discard();
+        }
+    }
+
+    /// Whether part of a frame is still waiting to be written.
+    /// An empty datagram has no bytes, yet must still be written once: a
+    /// message is pending from its encoding until its write completes.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.ready
+    }
+
+    /// Whether any byte of the pending frame has been written.
+    pub(crate) fn started(&self) -> bool {
+        self.sent > 0
+    }
+
+    /// Forgets the pending frame (nothing of it was written).
+    pub(crate) fn discard(&mut self) {
+        self.buf.clear();
+        self.sent = 0;
+        self.ready = false;
+    }
+
+    /// Writes the pending bytes to `w` until done. `WouldBlock` comes back
+    /// with the progress kept, so the caller can wait and call again.
+    pub(crate) fn write_to<W: Write + ?Sized>(&mut self, w: &mut W) -> io::Result<()> {
+        while self.is_pending() {
+            match w.write(self.remaining()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
