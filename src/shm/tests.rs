@@ -1,0 +1,87 @@
+//! Unit tests of the ring against a hostile or scribbled header.
+
+use super::*;
+
+fn pair(cap: usize) -> (Writer, Reader) {
+    let cap = capacity_for(cap);
+    let region = Region::create(region_len(cap)).unwrap();
+    init(&region, cap);
+    let other = Region::open(region.fd().try_clone().unwrap(), region_len(cap)).unwrap();
+    assert_eq!(check_header(&other).unwrap(), cap);
+    let efds = Efds::new().unwrap();
+    (
+        Writer::new(region, cap, ShmWait::Adaptive, efds.try_clone().unwrap()),
+        Reader::new(other, cap, ShmWait::Adaptive, efds),
+    )
+}
+
+#[test]
+fn messages_of_every_size_wrap_around_intact() {
+    let (mut w, mut r) = pair(4096);
+    let mut out = Vec::new();
+    for round in 0..2000usize {
+        let len = (round * 37) % (w.max_message() + 1);
+        let msg: Vec<u8> = (0..len).map(|i| (i + round) as u8).collect();
+        assert!(w.try_write(&msg).unwrap(), "round {round}");
+        let Some(Record::Inline(n)) = r.try_read(&mut out).unwrap() else {
+            panic!("expected an inline record");
+        };
+        assert_eq!(&out[..n], &msg[..]);
+    }
+    assert_eq!(r.try_read(&mut out).unwrap(), None);
+}
+
+#[test]
+fn a_full_ring_says_so_and_a_too_large_message_is_refused() {
+    let (mut w, mut r) = pair(4096);
+    let mut sent = 0;
+    while w.try_write(&[7; 100]).unwrap() {
+        sent += 1;
+    }
+    assert_eq!(sent, 4096 / 112);
+    assert!(matches!(
+        w.try_write(&vec![0; 3000]),
+        Err(RingError::TooLarge { .. })
+    ));
+    let mut out = Vec::new();
+    for _ in 0..sent {
+        assert_eq!(r.try_read(&mut out).unwrap(), Some(Record::Inline(100)));
+    }
+    assert!(w.try_write(&[1; 100]).unwrap());
+    r.close();
+    assert_eq!(w.try_write(&[1]), Err(RingError::ReaderGone));
+}
+
+#[test]
+fn a_scribbled_ring_is_an_error_never_a_crash() {
+    let (_w, mut r) = pair(4096);
+    let mut out = Vec::new();
+    let mut state = 0x1234_5678_9abc_def1u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut errors = 0;
+    for _ in 0..1_000_000u32 {
+        let head = r.head;
+        let tail = match next() % 4 {
+            0 => next(),
+            1 => head + next() % 8192,
+            _ => head + next() % 64,
+        };
+        let at = (next() % 4096) as usize & !7;
+        let bytes = next().to_le_bytes();
+        scribble(r.region(), tail, head, at, &bytes);
+        match r.try_read(&mut out) {
+            Ok(_) => {}
+            Err(RingError::Corrupt(_)) => errors += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+        assert!(out.len() <= 4096, "never more than the ring holds");
+        // Start each round from a consistent position.
+        r.head = r.region().u64_at(OFF_HEAD).load(Ordering::SeqCst).max(head);
+    }
+    assert!(errors > 1000, "the fuzzer hit the checks {errors} times");
+}
