@@ -9,26 +9,28 @@
 //! Each wrapper names its man page under `# References`.
 
 pub(crate) mod inherit;
+mod poll;
 pub(crate) mod process;
 pub(crate) mod ready;
 pub(crate) mod shm;
 pub(crate) mod signal;
 pub(crate) mod sockio;
 pub(crate) mod storm;
+mod unix_path;
+
+pub(crate) use poll::{Interest, hung_up, poll};
+pub(crate) use unix_path::{accept, unix_connect, unix_listen};
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::time::Instant;
 
-use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::{FileType, OFlags};
 use rustix::io::{Errno, FdFlags};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown, SocketAddrUnix, SocketFlags,
-    SocketType,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown, SocketFlags, SocketType,
 };
 
 /// The most descriptors one `SCM_RIGHTS` message may carry (`SCM_MAX_FD` in
@@ -381,97 +383,6 @@ pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
     ))
 }
 
-fn unix_addr(path: &Path) -> io::Result<SocketAddrUnix> {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.len() > MAX_UNIX_PATH {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "socket path {} is {} bytes; Unix sockets allow at most {MAX_UNIX_PATH} \
-                 (use a shorter path, e.g. under /tmp or a relative one)",
-                path.display(),
-                bytes.len()
-            ),
-        ));
-    }
-    SocketAddrUnix::new(path).map_err(io)
-}
-
-fn unix_socket() -> io::Result<OwnedFd> {
-    rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(io)
-}
-
-/// Binds a listening Unix stream socket at `path`, readable and writable by
-/// its owner only. A socket file left behind by a dead listener (connecting
-/// to it is refused) is removed first; a live one is `AddrInUse`.
-///
-/// # References
-/// - socket(2), bind(2), listen(2), chmod(2), unlink(2), unix(7)
-pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
-    let addr = unix_addr(path)?;
-    let fd = unix_socket()?;
-    match rustix::net::bind(&fd, &addr) {
-        Ok(()) => {}
-        Err(Errno::ADDRINUSE) => {
-            let probe = unix_socket()?;
-            match retry(|| rustix::net::connect(&probe, &addr)) {
-                Ok(()) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!("{} has a live listener", path.display()),
-                    ));
-                }
-                Err(e) if e.raw_os_error() == Some(Errno::CONNREFUSED.raw_os_error()) => {
-                    // Connecting to a file that is not a socket is refused
-                    // too: remove only a socket file.
-                    let st = rustix::fs::lstat(path).map_err(io)?;
-                    if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
-                        return Err(io::Error::new(
-                            io::ErrorKind::AddrInUse,
-                            format!("{} exists and is not a socket", path.display()),
-                        ));
-                    }
-                    rustix::fs::unlink(path).map_err(io)?;
-                    rustix::net::bind(&fd, &addr).map_err(io)?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(e) => return Err(io(e)),
-    }
-    // Nobody can connect before listen(2), so tightening the mode here leaves
-    // no window in which another user could get in.
-    rustix::fs::chmod(path, Mode::from_raw_mode(0o600)).map_err(io)?;
-    rustix::net::listen(&fd, backlog).map_err(io)?;
-    Ok(fd)
-}
-
-/// Accepts one connection, close-on-exec from birth.
-///
-/// # References
-/// - accept4(2)
-pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    retry(|| rustix::net::accept_with(fd, SocketFlags::CLOEXEC))
-}
-
-/// Connects a new close-on-exec Unix stream socket to `path`.
-///
-/// # References
-/// - socket(2), connect(2), unix(7)
-pub(crate) fn unix_connect(path: &Path) -> io::Result<OwnedFd> {
-    let addr = unix_addr(path)?;
-    let fd = unix_socket()?;
-    retry(|| rustix::net::connect(&fd, &addr))?;
-    Ok(fd)
-}
-
 /// The device and inode of a path, to recognise the socket file one created.
 ///
 /// # References
@@ -497,99 +408,6 @@ pub(crate) fn fd_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
 /// - unlink(2)
 pub(crate) fn unlink(path: &Path) -> io::Result<()> {
     rustix::fs::unlink(path).map_err(io)
-}
-
-/// The readiness a [`poll`] waits for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Interest {
-    Read,
-    Write,
-    /// Readable or writable, whichever comes first.
-    Either,
-}
-
-/// Waits until one of `fds` is ready or `deadline` passes; returns the indices
-/// of the ready ones through `ready` (hang-up and error count as ready, so
-/// that the caller's next read or write reports them). Returns `false` on
-/// timeout. A signal that interrupts the wait restarts it with the time left.
-///
-/// # References
-/// - poll(2)
-pub(crate) fn poll(
-    fds: &[(BorrowedFd<'_>, Interest)],
-    deadline: Option<Instant>,
-    ready: &mut [bool],
-) -> io::Result<bool> {
-    const MAX: usize = 4096;
-    if fds.len() > MAX {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("at most {MAX} entries can be waited on at once"),
-        ));
-    }
-    // One descriptor is the channel's hot path: keep it allocation-free.
-    if fds.len() == 1 {
-        let (fd, interest) = fds[0];
-        let mut one = [PollFd::from_borrowed_fd(fd, flags_for(interest))];
-        let hit = poll_loop(&mut one, deadline)?;
-        ready[0] = hit && !one[0].revents().is_empty();
-        return Ok(hit);
-    }
-    let mut pfds: Vec<PollFd<'_>> = fds
-        .iter()
-        .map(|&(fd, interest)| PollFd::from_borrowed_fd(fd, flags_for(interest)))
-        .collect();
-    let hit = poll_loop(&mut pfds, deadline)?;
-    for (r, p) in ready.iter_mut().zip(&pfds) {
-        *r = !p.revents().is_empty();
-    }
-    Ok(hit)
-}
-
-/// Whether the peer of a connected socket has closed its end (`POLLHUP` or
-/// `POLLRDHUP`), whether or not data is still queued.
-///
-/// # References
-/// - poll(2) with `POLLRDHUP`
-pub(crate) fn hung_up(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut one = [PollFd::from_borrowed_fd(fd, PollFlags::RDHUP)];
-    poll_loop(&mut one, Some(Instant::now()))?;
-    Ok(one[0]
-        .revents()
-        .intersects(PollFlags::HUP | PollFlags::RDHUP | PollFlags::ERR))
-}
-
-fn flags_for(interest: Interest) -> PollFlags {
-    match interest {
-        Interest::Read => PollFlags::IN,
-        Interest::Write => PollFlags::OUT,
-        Interest::Either => PollFlags::IN | PollFlags::OUT,
-    }
-}
-
-fn poll_loop(pfds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<bool> {
-    loop {
-        let timeout = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                Some(Timespec {
-                    tv_sec: left.as_secs() as i64,
-                    tv_nsec: i64::from(left.subsec_nanos()),
-                })
-            }
-        };
-        match rustix::event::poll(pfds, timeout.as_ref()) {
-            Ok(0) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Ok(false);
-                }
-            }
-            Ok(_) => return Ok(true),
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(io(e)),
-        }
-    }
 }
 
 /// Runs a system call again when a signal interrupted it (`EINTR`), so that a
