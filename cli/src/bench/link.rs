@@ -1,0 +1,203 @@
+//! One end of a measured link, raw or procwire, and how two are made.
+
+use super::*;
+
+/// Each shared-memory ring's data area: 1 MiB messages travel inline.
+const RING: usize = 4 << 20;
+
+/// One end of a measured link, raw or procwire.
+pub(super) enum Link {
+    /// A byte stream: a pipe pair or a stream socket (tx and rx may be one).
+    RawStream { tx: OwnedFd, rx: OwnedFd },
+    /// A message socket: one send, one recv per message.
+    RawMessage(OwnedFd),
+    /// A procwire two-way channel.
+    Wire(Duplex<ByteBuf, ByteBuf>),
+    /// procwire over two pipes.
+    WirePipes(Sender<ByteBuf>, Receiver<ByteBuf>),
+    /// Two hand-written shared-memory rings, one each way.
+    RawRing(RefCell<RawWriter>, RefCell<RawReader>),
+    /// procwire over a ZeroMQ DEALER socket.
+    Zmq(procwire::zmq::Channel<ByteBuf, ByteBuf>),
+    /// A DEALER socket of the zeromq crate, driven directly.
+    RawZmq(tokio::runtime::Runtime, RefCell<zeromq::DealerSocket>),
+}
+
+impl Inherit for Link {
+    fn descriptors(&self, out: &mut Vec<RawFd>) {
+        match self {
+            Link::RawStream { tx, rx } => {
+                tx.descriptors(out);
+                rx.descriptors(out);
+            }
+            Link::RawMessage(fd) => fd.descriptors(out),
+            Link::Wire(d) => d.descriptors(out),
+            Link::WirePipes(tx, rx) => {
+                tx.descriptors(out);
+                rx.descriptors(out);
+            }
+            Link::RawRing(tx, rx) => {
+                tx.borrow().descriptors(out);
+                rx.borrow().descriptors(out);
+            }
+            // Network links are never forked: their peers connect.
+            Link::Zmq(_) | Link::RawZmq(..) => {}
+        }
+    }
+
+    fn handed_over(&self) {
+        match self {
+            Link::Wire(d) => d.handed_over(),
+            Link::WirePipes(tx, rx) => {
+                tx.handed_over();
+                rx.handed_over();
+            }
+            Link::RawStream { .. }
+            | Link::RawMessage(_)
+            | Link::RawRing(..)
+            | Link::Zmq(_)
+            | Link::RawZmq(..) => {}
+        }
+    }
+}
+
+impl Link {
+    /// Two connected ends of `side`.
+    pub(super) fn pair(side: Side) -> Result<(Link, Link)> {
+        let (t, wire) = match side {
+            Side::Wire(t) => (t, true),
+            Side::Raw(t) => (t, false),
+            Side::Ring(w) => {
+                let (tx1, rx1) = raw_ring(RING, w)?;
+                let (tx2, rx2) = raw_ring(RING, w)?;
+                let end = |tx, rx| Link::RawRing(RefCell::new(tx), RefCell::new(rx));
+                return Ok((end(tx1, rx2), end(tx2, rx1)));
+            }
+        };
+        let opts = Options::new()
+            .shm_capacity(RING)
+            .shm_wait(t.wait().unwrap_or_default());
+        let kind = match t {
+            Transport::Stream => Kind::Stream,
+            Transport::Dgram => Kind::Datagram,
+            _ => Kind::SeqPacket,
+        };
+        Ok(match (t, wire) {
+            (Transport::Pipe, false) => {
+                let (r1, w1) = procwire::pipe()?;
+                let (r2, w2) = procwire::pipe()?;
+                (
+                    Link::RawStream {
+                        tx: w1.into(),
+                        rx: r2.into(),
+                    },
+                    Link::RawStream {
+                        tx: w2.into(),
+                        rx: r1.into(),
+                    },
+                )
+            }
+            (Transport::Pipe, true) => {
+                let (tx1, rx1) = opts.channel()?;
+                let (tx2, rx2) = opts.channel()?;
+                (Link::WirePipes(tx1, rx2), Link::WirePipes(tx2, rx1))
+            }
+            (Transport::Stream, false) => {
+                let (a, b) = procwire::socket_pair(Kind::Stream)?;
+                let (a, b): (OwnedFd, OwnedFd) = (a.into(), b.into());
+                (
+                    Link::RawStream {
+                        tx: a.try_clone()?,
+                        rx: a,
+                    },
+                    Link::RawStream {
+                        tx: b.try_clone()?,
+                        rx: b,
+                    },
+                )
+            }
+            (t, true) if t.wait().is_some() => {
+                let (a, b) = opts.shm_duplex()?;
+                (Link::Wire(a), Link::Wire(b))
+            }
+            (t, false) if t.wait().is_some() => {
+                anyhow::bail!("shared memory has no raw syscalls: compare it with a raw ring")
+            }
+            (_, false) => {
+                let (a, b) = procwire::socket_pair(kind)?;
+                (Link::RawMessage(a.into()), Link::RawMessage(b.into()))
+            }
+            (_, true) => {
+                let (a, b) = opts.duplex(kind)?;
+                (Link::Wire(a), Link::Wire(b))
+            }
+        })
+    }
+
+    pub(super) fn send(&self, msg: &ByteBuf) -> Result<()> {
+        match self {
+            Link::RawStream { tx, .. } => {
+                let mut buf: &[u8] = msg;
+                while !buf.is_empty() {
+                    let n = rustix::io::write(tx, buf)?;
+                    buf = &buf[n..];
+                }
+            }
+            Link::RawMessage(fd) => {
+                rustix::net::send(fd, msg, rustix::net::SendFlags::empty())?;
+            }
+            // By reference, as a program that sends one buffer again would.
+            Link::Wire(d) => d.send_ref(msg)?,
+            Link::WirePipes(tx, _) => tx.send_ref(msg)?,
+            Link::RawRing(tx, _) => tx.borrow_mut().send(msg),
+            Link::Zmq(c) => c.duplex().send_ref(msg)?,
+            Link::RawZmq(rt, sock) => {
+                use zeromq::SocketSend;
+                let m = zeromq::ZmqMessage::from(msg.to_vec());
+                rt.block_on(sock.borrow_mut().send(m))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives one message of `size` bytes into `buf`.
+    pub(super) fn recv(&self, buf: &mut [u8]) -> Result<()> {
+        match self {
+            Link::RawStream { rx, .. } => {
+                let mut at = 0;
+                while at < buf.len() {
+                    let n = rustix::io::read(rx, &mut buf[at..])?;
+                    anyhow::ensure!(n > 0, "end of stream");
+                    at += n;
+                }
+            }
+            Link::RawMessage(fd) => {
+                rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty())?;
+            }
+            Link::Wire(d) => {
+                let m = d.recv()?;
+                anyhow::ensure!(m.len() == buf.len(), "wrong size");
+            }
+            Link::WirePipes(_, rx) => {
+                let m = rx.recv()?;
+                anyhow::ensure!(m.len() == buf.len(), "wrong size");
+            }
+            Link::RawRing(_, rx) => {
+                let n = rx.borrow_mut().recv(buf);
+                anyhow::ensure!(n == buf.len(), "wrong size");
+            }
+            Link::Zmq(c) => {
+                let m = c.recv()?;
+                anyhow::ensure!(m.len() == buf.len(), "wrong size");
+            }
+            Link::RawZmq(rt, sock) => {
+                use zeromq::SocketRecv;
+                let m = rt.block_on(sock.borrow_mut().recv())?;
+                let frame = m.get(0).context("an empty ZeroMQ message")?;
+                anyhow::ensure!(frame.len() == buf.len(), "wrong size");
+                buf.copy_from_slice(frame);
+            }
+        }
+        Ok(())
+    }
+}

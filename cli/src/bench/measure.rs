@@ -1,0 +1,312 @@
+//! Pinning, one measurement, and the peer processes it talks to.
+
+use super::*;
+
+/// Pins the calling thread (and the children it forks from now on) to
+/// `cpu`, or with `None` gives it back every CPU it had at the start: a row
+/// labelled `none` must not run pinned by an earlier row. A pin that fails
+/// is an error: a row must never claim a placement it did not get.
+pub(super) fn pin_to(cpu: Option<usize>) -> Result<()> {
+    use std::sync::OnceLock;
+    static START: OnceLock<rustix::thread::CpuSet> = OnceLock::new();
+    let start = START.get_or_init(|| {
+        rustix::thread::sched_getaffinity(None).unwrap_or_else(|_| rustix::thread::CpuSet::new())
+    });
+    let set = match cpu {
+        Some(cpu) => {
+            anyhow::ensure!(
+                cpu < rustix::thread::CpuSet::MAX_CPU && start.is_set(cpu),
+                "cannot pin to CPU {cpu}: this process may run on CPUs {:?} only; \
+                 use --pin none (or --pin same on a one-CPU machine)",
+                (0..rustix::thread::CpuSet::MAX_CPU)
+                    .filter(|&c| start.is_set(c))
+                    .collect::<Vec<_>>()
+            );
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(cpu);
+            set
+        }
+        None => *start,
+    };
+    rustix::thread::sched_setaffinity(None, &set)
+        .map_err(|e| anyhow::anyhow!("pinning to CPU {cpu:?}: {e}; use --pin none"))
+}
+
+fn cpus(p: Pin) -> (Option<usize>, Option<usize>) {
+    match p {
+        Pin::Same | Pin::Auto => (Some(0), Some(0)),
+        Pin::Split => (Some(0), Some(1)),
+        Pin::None => (None, None),
+    }
+}
+
+/// Round trips and throughput of one transport, raw or procwire.
+#[derive(Clone, Copy)]
+pub(super) struct Measured {
+    pub(super) median_ns: u64,
+    pub(super) p99_ns: u64,
+    pub(super) throughput_mib_s: f64,
+}
+
+/// The median of `rounds` measurements of `side` (each statistic on its
+/// own): one slow round on a noisy machine does not decide a row.
+pub(super) fn measure(side: Side, size: usize, pin: Pin, quick: bool) -> Result<Measured> {
+    let (rounds, budget) = if quick {
+        (1, Duration::from_millis(30))
+    } else {
+        (3, Duration::from_millis(100))
+    };
+    let all = (0..rounds)
+        .map(|_| measure_once(side, size, pin, budget))
+        .collect::<Result<Vec<_>>>()?;
+    let mid = |f: &dyn Fn(&Measured) -> f64| {
+        let mut v: Vec<f64> = all.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(Measured {
+        median_ns: mid(&|m| m.median_ns as f64) as u64,
+        p99_ns: mid(&|m| m.p99_ns as f64) as u64,
+        throughput_mib_s: mid(&|m| m.throughput_mib_s),
+    })
+}
+
+/// One round: round trips for `budget`, then a one-way stream for about as
+/// long.
+fn measure_once(side: Side, size: usize, pin: Pin, budget: Duration) -> Result<Measured> {
+    let (parent_cpu, child_cpu) = cpus(pin);
+    pin_to(parent_cpu)?;
+    // The peer pins itself after the fork: check its CPU here, where a
+    // failure can be reported.
+    if child_cpu.is_some() {
+        pin_to(child_cpu)?;
+        pin_to(parent_cpu)?;
+    }
+
+    // Round trips against an echoing peer.
+    let (ours, mut peer) = start_peer(side, size, Role::Echo, child_cpu)?;
+    let msg = ByteBuf::from(vec![7u8; size]);
+    let mut back = vec![0u8; size];
+    for _ in 0..20 {
+        ours.send(&msg)?;
+        ours.recv(&mut back)?;
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 50 || start.elapsed() < budget {
+        let t0 = Instant::now();
+        ours.send(&msg)?;
+        ours.recv(&mut back)?;
+        samples.push(t0.elapsed().as_nanos() as u64);
+    }
+    // A datagram socket (or ZeroMQ) has no end of file for the echo loop
+    // to see: end the peer outright (it has nothing left to do).
+    drop(ours);
+    peer.end(true)?;
+    samples.sort_unstable();
+    let median_ns = samples[samples.len() / 2];
+    let p99_ns = samples[(samples.len() * 99 / 100).min(samples.len() - 1)];
+
+    // One way: n messages into a peer that acknowledges the last.
+    let n = (budget.as_nanos() as u64 / median_ns.max(1)).clamp(16, 500_000);
+    let (ours, mut peer) = start_peer(side, size, Role::Sink(n), child_cpu)?;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        ours.send(&msg)?;
+    }
+    ours.recv(&mut back)?;
+    let secs = t0.elapsed().as_secs_f64();
+    drop(ours);
+    peer.end(true)?;
+    Ok(Measured {
+        median_ns,
+        p99_ns,
+        throughput_mib_s: n as f64 * size as f64 / secs / (1 << 20) as f64,
+    })
+}
+
+/// What a peer does with what it receives.
+#[derive(Clone, Copy, Debug)]
+pub enum Role {
+    /// Sends each message back.
+    Echo,
+    /// Takes this many, then sends the last back.
+    Sink(u64),
+}
+
+impl Role {
+    fn arg(self) -> String {
+        match self {
+            Role::Echo => "echo".into(),
+            Role::Sink(n) => n.to_string(),
+        }
+    }
+
+    fn parse(s: &str) -> Result<Role> {
+        Ok(match s {
+            "echo" => Role::Echo,
+            n => Role::Sink(n.parse().context("a peer role: echo or a count")?),
+        })
+    }
+}
+
+fn peer_loop(link: &Link, size: usize, role: Role) {
+    let mut buf = ByteBuf::from(vec![0u8; size]);
+    match role {
+        Role::Echo => while link.recv(&mut buf).is_ok() && link.send(&buf).is_ok() {},
+        Role::Sink(n) => {
+            for _ in 0..n {
+                if link.recv(&mut buf).is_err() {
+                    return;
+                }
+            }
+            let _ = link.send(&buf);
+            // Stay until ended: a ZeroMQ socket sends from a task of its
+            // own, and exiting now could take the acknowledgement along.
+            let _ = link.recv(&mut buf);
+        }
+    }
+}
+
+/// The measured peer: forked for local links, this program re-executed
+/// (`__bench-peer`) for network ones, which connect by address.
+enum Peer {
+    Forked(procwire::Child),
+    Spawned(std::process::Child),
+}
+
+impl Peer {
+    /// Ends the peer (killing it first when `kill`) and reaps it.
+    fn end(&mut self, kill: bool) -> Result<()> {
+        match self {
+            Peer::Forked(c) => {
+                if kill {
+                    c.kill()?;
+                }
+                c.wait()?;
+            }
+            Peer::Spawned(c) => {
+                if kill {
+                    c.kill()?;
+                }
+                c.wait()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn start_peer(side: Side, size: usize, role: Role, cpu: Option<usize>) -> Result<(Link, Peer)> {
+    if !side.remote() {
+        let (ours, theirs) = Link::pair(side)?;
+        let child = procwire::fork(theirs, move |link| {
+            if let Err(e) = pin_to(cpu) {
+                // The parent checked this CPU; if it fails anyway, the
+                // measurement fails rather than run misplaced.
+                eprintln!("bench peer: {e}");
+                std::process::exit(3);
+            }
+            peer_loop(&link, size, role);
+        })?;
+        return Ok((ours, Peer::Forked(child)));
+    }
+    let spawn = |kind: &str, endpoint: &str| -> Result<Peer> {
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "__bench-peer",
+                kind,
+                endpoint,
+                &size.to_string(),
+                &role.arg(),
+            ])
+            .arg(cpu.map_or("none".into(), |c| c.to_string()))
+            .spawn()
+            .context("starting a benchmark peer")?;
+        Ok(Peer::Spawned(child))
+    };
+    let timeout = Duration::from_secs(10);
+    Ok(match side {
+        Side::Raw(Transport::Tcp) => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let peer = spawn("raw-tcp", &l.local_addr()?.to_string())?;
+            let (s, _) = l.accept()?;
+            s.set_nodelay(true)?;
+            let tx: OwnedFd = s.try_clone()?.into();
+            (Link::RawStream { tx, rx: s.into() }, peer)
+        }
+        Side::Wire(Transport::Tcp) => {
+            let opts = Options::new().net(procwire::Net::new().no_key());
+            let l = opts.listen("tcp://127.0.0.1:0")?;
+            let peer = spawn("tcp", &l.endpoint().to_string())?;
+            (Link::Wire(l.accept_timeout(timeout)?), peer)
+        }
+        Side::Wire(Transport::Zmq) => {
+            let c = procwire::zmq::bind(
+                procwire::zmq::Kind::Dealer,
+                "zmq+tcp://127.0.0.1:0",
+                &Options::new(),
+            )?;
+            let peer = spawn("zmq", &c.endpoint().to_string())?;
+            // The peer says hello once connected: a DEALER sends only to
+            // connected peers.
+            let _hello = c.recv_timeout(timeout)?;
+            (Link::Zmq(c), peer)
+        }
+        Side::Raw(Transport::Zmq) => {
+            use zeromq::{Socket, SocketRecv};
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut sock = zeromq::DealerSocket::new();
+            let at = rt.block_on(sock.bind("tcp://127.0.0.1:0"))?.to_string();
+            let peer = spawn("raw-zmq", &at)?;
+            rt.block_on(async { tokio::time::timeout(timeout, sock.recv()).await })
+                .context("the raw ZeroMQ peer did not say hello")??;
+            (Link::RawZmq(rt, RefCell::new(sock)), peer)
+        }
+        other => anyhow::bail!("{} is not a network side", other.name()),
+    })
+}
+
+/// `procwire __bench-peer KIND ENDPOINT SIZE ROLE CPU`: the far end of a
+/// network measurement.
+pub fn peer(args: &[String]) -> Result<()> {
+    let [kind, endpoint, size, role, cpu] = args else {
+        anyhow::bail!("__bench-peer KIND ENDPOINT SIZE ROLE CPU");
+    };
+    let size: usize = size.parse()?;
+    let role = Role::parse(role)?;
+    pin_to(cpu.parse().ok())?;
+    let hello = ByteBuf::from(vec![0u8; size]);
+    let link = match kind.as_str() {
+        "raw-tcp" => {
+            let s = std::net::TcpStream::connect(endpoint)?;
+            s.set_nodelay(true)?;
+            let tx: OwnedFd = s.try_clone()?.into();
+            Link::RawStream { tx, rx: s.into() }
+        }
+        "tcp" => Link::Wire(
+            Options::new()
+                .net(procwire::Net::new().no_key())
+                .connect(endpoint)?,
+        ),
+        "zmq" => {
+            let c = procwire::zmq::connect(procwire::zmq::Kind::Dealer, endpoint, &Options::new())?;
+            c.duplex().send_ref(&hello)?;
+            Link::Zmq(c)
+        }
+        "raw-zmq" => {
+            use zeromq::{Socket, SocketSend};
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut sock = zeromq::DealerSocket::new();
+            rt.block_on(sock.connect(endpoint))?;
+            rt.block_on(sock.send(zeromq::ZmqMessage::from(hello.to_vec())))?;
+            Link::RawZmq(rt, RefCell::new(sock))
+        }
+        k => anyhow::bail!("unknown peer kind {k}"),
+    };
+    peer_loop(&link, size, role);
+    Ok(())
+}

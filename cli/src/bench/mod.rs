@@ -1,0 +1,433 @@
+//! `procwire bench`: every procwire transport against the raw syscalls of
+//! the same transport, measured in one run on this machine.
+//!
+//! Each measurement forks its peer (this process is single-threaded: the
+//! progress bar draws from this thread). Round trips are timed one by one
+//! (median and p99) against an echoing child; throughput is a one-way stream
+//! of messages into a child that acknowledges the last. Raw baselines use
+//! read(2)/write(2) or send(2)/recv(2) directly, without framing or codec;
+//! shared memory, which has no syscall of its own, is compared with a raw
+//! SEQPACKET socket pair (a stream socket beyond one datagram). procwire rows
+//! send a `ByteBuf` (postcard).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use procwire::baseline::{RawReader, RawWriter, raw_ring};
+use procwire::{ByteBuf, Duplex, Inherit, Kind, Options, Receiver, Sender, ShmWait};
+use serde::Serialize;
+
+mod link;
+mod measure;
+
+use link::Link;
+pub use measure::peer;
+use measure::{Measured, measure};
+
+/// What `procwire bench` was asked to measure.
+pub struct Config {
+    pub quick: bool,
+    pub json: bool,
+    pub save: Option<std::path::PathBuf>,
+    pub pin: Pin,
+    pub transports: Vec<Transport>,
+    pub sizes: Vec<usize>,
+}
+
+/// Where the two processes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Pin {
+    /// Blocking transports both on CPU 0; shared memory on one CPU and on
+    /// two (spinning only on two).
+    Auto,
+    /// Both on CPU 0 (no cross-CPU wake-ups, which cost ~30 µs on a small
+    /// VM and make round trips bimodal).
+    Same,
+    /// Parent on CPU 0, child on CPU 1.
+    Split,
+    /// Wherever the scheduler puts them.
+    None,
+}
+
+impl Pin {
+    fn name(self) -> &'static str {
+        match self {
+            Pin::Auto => "auto",
+            Pin::Same => "same",
+            Pin::Split => "split",
+            Pin::None => "none",
+        }
+    }
+}
+
+/// A transport to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Transport {
+    Pipe,
+    Stream,
+    Seqpacket,
+    Dgram,
+    /// Shared memory, adaptive waiter (the default).
+    Shm,
+    /// Shared memory, always spinning.
+    ShmSpin,
+    /// Shared memory, always yielding.
+    ShmYield,
+    /// Shared memory, always sleeping on a futex.
+    ShmFutex,
+    /// procwire over TCP on loopback (no key); with `--remote`.
+    Tcp,
+    /// procwire over ZeroMQ DEALER sockets on loopback TCP; with `--remote`.
+    Zmq,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 8] = [
+        Transport::Pipe,
+        Transport::Stream,
+        Transport::Seqpacket,
+        Transport::Dgram,
+        Transport::Shm,
+        Transport::ShmSpin,
+        Transport::ShmYield,
+        Transport::ShmFutex,
+    ];
+
+    /// The network transports `--remote` adds.
+    pub const REMOTE: [Transport; 2] = [Transport::Tcp, Transport::Zmq];
+
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Pipe => "pipe",
+            Transport::Stream => "stream",
+            Transport::Seqpacket => "seqpacket",
+            Transport::Dgram => "dgram",
+            Transport::Shm => "shm",
+            Transport::ShmSpin => "shm-spin",
+            Transport::ShmYield => "shm-yield",
+            Transport::ShmFutex => "shm-futex",
+            Transport::Tcp => "tcp",
+            Transport::Zmq => "zmq",
+        }
+    }
+
+    fn remote(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Zmq)
+    }
+
+    /// How a shared-memory transport waits.
+    fn wait(self) -> Option<ShmWait> {
+        match self {
+            Transport::Shm => Some(ShmWait::Adaptive),
+            Transport::ShmSpin => Some(ShmWait::Spin),
+            Transport::ShmYield => Some(ShmWait::Yield),
+            Transport::ShmFutex => Some(ShmWait::Futex),
+            _ => None,
+        }
+    }
+
+    /// Where `--pin auto` measures it: blocking transports on one CPU;
+    /// shared memory on one and on two, except that spinning is measured
+    /// only on two (against a peer on its own CPU it spins out a whole time
+    /// slice) and yielding only on one (on two it is spinning with
+    /// syscalls).
+    fn auto_pins(self) -> &'static [Pin] {
+        match self {
+            Transport::Shm | Transport::ShmFutex => &[Pin::Same, Pin::Split],
+            Transport::ShmSpin => &[Pin::Split],
+            _ => &[Pin::Same],
+        }
+    }
+
+    /// Whether one message of `size` fits the transport at all.
+    fn carries(self, size: usize) -> bool {
+        match self {
+            // One datagram: SO_SNDBUF (212,992 bytes by default) less overhead.
+            Transport::Seqpacket | Transport::Dgram => size <= 200_000,
+            _ => true,
+        }
+    }
+}
+
+/// One side of a comparison: procwire, the same syscalls by hand, or a
+/// hand-written shared-memory ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Side {
+    Wire(Transport),
+    Raw(Transport),
+    Ring(ShmWait),
+}
+
+impl Side {
+    fn remote(self) -> bool {
+        matches!(self, Side::Wire(t) | Side::Raw(t) if t.remote())
+    }
+
+    fn name(self) -> String {
+        match self {
+            Side::Wire(t) => t.name().into(),
+            Side::Raw(Transport::Zmq) => "raw zeromq".into(),
+            Side::Raw(t) => format!("raw {}", t.name()),
+            Side::Ring(w) => format!("raw ring {}", format!("{w:?}").to_lowercase()),
+        }
+    }
+}
+
+/// One row to measure: procwire against its baseline.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    t: Transport,
+    base: Side,
+    size: usize,
+    pin: Pin,
+}
+
+/// The rows to measure for `cfg`: each transport at each size against its
+/// raw syscalls; shared memory against raw SEQPACKET (a stream socket
+/// beyond one datagram) and, at the largest size, against a raw two-copy
+/// ring; the fixed waiting strategies at the smallest size against a raw
+/// ring waiting the same way.
+fn cases(cfg: &Config) -> Vec<Case> {
+    let smallest = cfg.sizes.iter().copied().min().unwrap_or(64);
+    let largest = cfg.sizes.iter().copied().max().unwrap_or(64);
+    let mut out = Vec::new();
+    for &t in &cfg.transports {
+        let pins: &[Pin] = if cfg.pin == Pin::Auto {
+            t.auto_pins()
+        } else {
+            std::slice::from_ref(&cfg.pin)
+        };
+        for &pin in pins {
+            for &size in &cfg.sizes {
+                // A fixed waiting strategy: against a raw ring waiting alike.
+                if let Some(w) = t.wait().filter(|&w| w != ShmWait::Adaptive) {
+                    if size == smallest {
+                        let base = Side::Ring(w);
+                        out.push(Case { t, base, size, pin });
+                    }
+                    continue;
+                }
+                if t == Transport::Shm {
+                    let raw = match Transport::Seqpacket.carries(size) {
+                        true => Transport::Seqpacket,
+                        false => Transport::Stream,
+                    };
+                    let base = Side::Raw(raw);
+                    out.push(Case { t, base, size, pin });
+                    if size == largest && pin != Pin::Split {
+                        let base = Side::Ring(ShmWait::Futex);
+                        out.push(Case { t, base, size, pin });
+                    }
+                } else if t.carries(size) {
+                    out.push(Case {
+                        t,
+                        base: Side::Raw(t),
+                        size,
+                        pin,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One row of the table (and of `--json`).
+#[derive(Serialize)]
+struct Row {
+    transport: String,
+    size: usize,
+    /// Where the processes ran: "same" (one CPU), "split" (two), "none".
+    pin: &'static str,
+    median_ns: u64,
+    p99_ns: u64,
+    throughput_mib_s: f64,
+    baseline: String,
+    baseline_median_ns: u64,
+    baseline_p99_ns: u64,
+    baseline_throughput_mib_s: f64,
+    /// procwire's round-trip median over the baseline's.
+    ratio: f64,
+    /// procwire's one-way throughput over the baseline's.
+    throughput_ratio: f64,
+}
+
+fn human_size(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} B"),
+    }
+}
+
+fn micros(ns: u64) -> String {
+    format!("{:.2} µs", ns as f64 / 1000.0)
+}
+
+/// memcpy's bandwidth: a 1 MiB copy that stays in cache, and copies through
+/// 64 MiB that do not: the ceiling of any transport that copies.
+fn memcpy_ceiling(quick: bool) -> (f64, f64) {
+    let rounds = if quick { 20 } else { 200 };
+    let small = vec![1u8; 1 << 20];
+    let mut dst = vec![0u8; 1 << 20];
+    let t = Instant::now();
+    for _ in 0..rounds {
+        dst.copy_from_slice(std::hint::black_box(&small));
+    }
+    let hot = (rounds as f64) / t.elapsed().as_secs_f64();
+    let big = vec![1u8; 64 << 20];
+    let mut big_dst = vec![0u8; 64 << 20];
+    let t = Instant::now();
+    let big_rounds = if quick { 1 } else { 4 };
+    for _ in 0..big_rounds {
+        big_dst.copy_from_slice(std::hint::black_box(&big));
+    }
+    let cold = (64 * big_rounds) as f64 / t.elapsed().as_secs_f64();
+    std::hint::black_box((&dst, &big_dst));
+    (cold, hot)
+}
+
+/// Runs the benchmark and prints the table (or JSON).
+pub fn run(cfg: Config) -> Result<()> {
+    let cases = cases(&cfg);
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(cases.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    // A measurement serves every row that needs it (shared memory at the
+    // largest size has two baselines).
+    let mut done: HashMap<(Side, usize, Pin), Measured> = HashMap::new();
+    let mut get = |side: Side, size: usize, pin: Pin| -> Result<Measured> {
+        if let Some(m) = done.get(&(side, size, pin)) {
+            return Ok(*m);
+        }
+        let m = measure(side, size, pin, cfg.quick)
+            .with_context(|| format!("{} at {size} bytes, pin {}", side.name(), pin.name()))?;
+        done.insert((side, size, pin), m);
+        Ok(m)
+    };
+    let mut rows = Vec::new();
+    for c in &cases {
+        bar.set_message(format!(
+            "{} {} {}",
+            c.t.name(),
+            human_size(c.size),
+            c.pin.name()
+        ));
+        // The same size, the baseline and procwire back to back.
+        let base = get(c.base, c.size, c.pin)?;
+        let wire = get(Side::Wire(c.t), c.size, c.pin)?;
+        if !cfg.json && !std::io::stderr().is_terminal() {
+            eprintln!(
+                "measured {} {} {}",
+                c.t.name(),
+                human_size(c.size),
+                c.pin.name()
+            );
+        }
+        rows.push(Row {
+            transport: c.t.name().into(),
+            size: c.size,
+            pin: c.pin.name(),
+            median_ns: wire.median_ns,
+            p99_ns: wire.p99_ns,
+            throughput_mib_s: (wire.throughput_mib_s * 10.0).round() / 10.0,
+            baseline: c.base.name(),
+            baseline_median_ns: base.median_ns,
+            baseline_p99_ns: base.p99_ns,
+            baseline_throughput_mib_s: (base.throughput_mib_s * 10.0).round() / 10.0,
+            ratio: wire.median_ns as f64 / base.median_ns.max(1) as f64,
+            throughput_ratio: wire.throughput_mib_s / base.throughput_mib_s.max(f64::MIN_POSITIVE),
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if let Some(path) = &cfg.save {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if cfg.json {
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:>8} {:<5} {:>10} {:>10} {:<15} {:>10} {:>7} {:>9} {:>9} {:>7}",
+        "transport",
+        "size",
+        "cpus",
+        "median",
+        "p99",
+        "baseline",
+        "its median",
+        "ratio",
+        "MiB/s",
+        "raw MiB/s",
+        "ratio"
+    );
+    for r in &rows {
+        println!(
+            "{:<10} {:>8} {:<5} {:>10} {:>10} {:<15} {:>10} {:>6.2}x {:>9.0} {:>9.0} {:>6.2}x",
+            r.transport,
+            human_size(r.size),
+            r.pin,
+            micros(r.median_ns),
+            micros(r.p99_ns),
+            r.baseline,
+            micros(r.baseline_median_ns),
+            r.ratio,
+            r.throughput_mib_s,
+            r.baseline_throughput_mib_s,
+            r.throughput_ratio
+        );
+    }
+    adaptive_summary(&rows);
+    let (mib, hot) = memcpy_ceiling(cfg.quick);
+    println!(
+        "\nceiling: memcpy of 1 MiB, cache-hot, in this process: {hot:.0} MiB/s; from memory (64 MiB): {mib:.0} MiB/s"
+    );
+    println!(
+        "round trips of one message and its echo; cpus: same = both processes on CPU 0, \
+         split = CPUs 0 and 1, none = unpinned; ratios = procwire / baseline, same run"
+    );
+    Ok(())
+}
+
+/// The adaptive waiter against the best fixed strategy measured in the same
+/// placement at the same size.
+fn adaptive_summary(rows: &[Row]) {
+    let mut first = true;
+    for adaptive in rows
+        .iter()
+        .filter(|r| r.transport == "shm" && !r.baseline.starts_with("raw ring"))
+    {
+        let best = rows
+            .iter()
+            .filter(|r| {
+                r.transport.starts_with("shm-") && r.pin == adaptive.pin && r.size == adaptive.size
+            })
+            .min_by_key(|r| r.median_ns);
+        if let Some(best) = best {
+            if std::mem::take(&mut first) {
+                println!();
+            }
+            println!(
+                "adaptive shm, {}, cpus {}: {} against the best fixed strategy ({}) {}: {:.2}x",
+                human_size(adaptive.size),
+                adaptive.pin,
+                micros(adaptive.median_ns),
+                best.transport,
+                micros(best.median_ns),
+                adaptive.median_ns as f64 / best.median_ns.max(1) as f64
+            );
+        }
+    }
+}
