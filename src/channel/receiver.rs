@@ -16,6 +16,9 @@ use crate::frame::{Frame, FrameDecoder};
 use crate::sys::{self, Interest};
 use crate::transport::{Conn, Transport, Waited};
 
+mod iter;
+pub use iter::{IntoIter, Iter};
+
 /// The receiving end of a typed channel.
 ///
 /// Messages arrive whole and in order. [`recv`](Receiver::recv) waits for
@@ -465,10 +468,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// An iterator over messages that ends at a clean end of stream. A decode
     /// failure or a peer that died mid-frame is an `Err` item, not an end.
     pub fn iter(&self) -> Iter<'_, T> {
-        Iter {
-            rx: self,
-            done: false,
-        }
+        Iter::new(self)
     }
 }
 
@@ -524,90 +524,6 @@ impl<T> Receiver<T> {
     /// child already.
     pub fn supervise(&self, child: &crate::Child) {
         self.core.conn.supervise(Arc::clone(child.state()));
-    }
-}
-
-/// Messages from a [`Receiver`], until a clean end of stream.
-pub struct Iter<'a, T> {
-    rx: &'a Receiver<T>,
-    done: bool,
-}
-
-impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
-    type Item = Result<T>;
-
-    fn next(&mut self) -> Option<Result<T>> {
-        if self.done {
-            return None;
-        }
-        next_item(self.rx, &mut self.done)
-    }
-}
-
-impl<T> fmt::Debug for Iter<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Iter").field("rx", self.rx).finish()
-    }
-}
-
-/// Owns a [`Receiver`] and yields its messages.
-pub struct IntoIter<T> {
-    rx: Receiver<T>,
-    done: bool,
-}
-
-impl<T: DeserializeOwned> Iterator for IntoIter<T> {
-    type Item = Result<T>;
-
-    fn next(&mut self) -> Option<Result<T>> {
-        if self.done {
-            return None;
-        }
-        next_item(&self.rx, &mut self.done)
-    }
-}
-
-impl<T> fmt::Debug for IntoIter<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IntoIter").field("rx", &self.rx).finish()
-    }
-}
-
-fn next_item<T: DeserializeOwned>(rx: &Receiver<T>, done: &mut bool) -> Option<Result<T>> {
-    match rx.recv() {
-        Ok(v) => Some(Ok(v)),
-        Err(e) if e.kind() == ErrorKind::Disconnected => {
-            *done = true;
-            None
-        }
-        Err(e) => {
-            // OS errors repeat; the stream errors are reported once.
-            if e.kind() == ErrorKind::Io {
-                *done = true;
-            }
-            Some(Err(e))
-        }
-    }
-}
-
-impl<'a, T: DeserializeOwned> IntoIterator for &'a Receiver<T> {
-    type Item = Result<T>;
-    type IntoIter = Iter<'a, T>;
-
-    fn into_iter(self) -> Iter<'a, T> {
-        self.iter()
-    }
-}
-
-impl<T: DeserializeOwned> IntoIterator for Receiver<T> {
-    type Item = Result<T>;
-    type IntoIter = IntoIter<T>;
-
-    fn into_iter(self) -> IntoIter<T> {
-        IntoIter {
-            rx: self,
-            done: false,
-        }
     }
 }
 
