@@ -690,7 +690,7 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
             self.shared.finish(job, Err(aborted()));
         }
         for state in lock(&self.shared.live).values() {
-            let _ = state.signal(libc::SIGKILL);
+            let _ = state.signal(crate::Signal::Kill.as_raw());
         }
         self.shared.has_job.notify_all();
         self.shared.has_room.notify_all();

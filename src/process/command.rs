@@ -166,7 +166,9 @@ impl Command {
                 &mut self.inner,
                 ChildSetup {
                     keep,
-                    death_signal: self.die_with_parent.then_some(libc::SIGKILL),
+                    death_signal: self
+                        .die_with_parent
+                        .then_some(rustix::process::Signal::KILL),
                     parent: sys::process::getpid(),
                 },
             );

@@ -191,7 +191,7 @@ pub unsafe fn fork_unchecked<E: Inherit>(ends: E, body: impl FnOnce(E)) -> Resul
     keep.dedup();
     let setup = ChildSetup {
         keep,
-        death_signal: Some(libc::SIGKILL),
+        death_signal: Some(rustix::process::Signal::KILL),
         parent: sys::process::getpid(),
     };
     // SAFETY: the caller upholds fork's rule (see above).

@@ -136,7 +136,7 @@ pub(crate) struct ChildSetup {
     /// are closed (or marked close-on-exec).
     pub keep: Vec<RawFd>,
     /// Kill the child with this signal when its parent thread exits.
-    pub death_signal: Option<i32>,
+    pub death_signal: Option<rustix::process::Signal>,
     /// The parent's pid, to catch a parent that died before `prctl`.
     pub parent: i32,
 }
@@ -149,8 +149,9 @@ pub(crate) struct ChildSetup {
 /// Async-signal-safe: system calls only, no allocation, no locks.
 ///
 /// # References
-/// - close_range(2) with `CLOSE_RANGE_CLOEXEC`, fcntl(2), prctl(2)
-///   (`PR_SET_PDEATHSIG`), getppid(2)
+/// - close_range(2) with `CLOSE_RANGE_CLOEXEC` (through `libc`: rustix has
+///   no wrapper), fcntl(2), prctl(2) (`PR_SET_PDEATHSIG`), getppid(2),
+///   kill(2)
 pub(crate) fn child_setup(setup: &ChildSetup, close: bool) -> io::Result<()> {
     let flags = if close { 0 } else { libc::CLOSE_RANGE_CLOEXEC };
     let mut next: RawFd = 3;
@@ -158,24 +159,20 @@ pub(crate) fn child_setup(setup: &ChildSetup, close: bool) -> io::Result<()> {
         if fd > next {
             close_range(next, fd - 1, flags)?;
         }
-        // dup2(fd, fd) would leave FD_CLOEXEC set: clear it explicitly.
-        // SAFETY: fcntl on an integer descriptor; no memory is passed.
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
-            return Err(io::Error::last_os_error());
-        }
+        // dup2(fd, fd) would leave FD_CLOEXEC set: clear it explicitly
+        // (rustix makes the system call directly: async-signal-safe).
+        // SAFETY: `fd` is one of the descriptors handed to this child, open
+        // for as long as this borrow lasts (nothing here closes it).
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::empty()).map_err(io)?;
         next = next.max(fd + 1);
     }
     close_range(next, RawFd::MAX, flags)?;
     if let Some(sig) = setup.death_signal {
-        // SAFETY: prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong) } == -1 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::process::set_parent_process_death_signal(Some(sig)).map_err(io)?;
         // The parent may have died before prctl took effect.
-        // SAFETY: getppid takes no arguments.
-        if unsafe { libc::getppid() } != setup.parent {
-            // SAFETY: raise takes an integer signal number.
-            unsafe { libc::raise(sig) };
+        if rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get()) != setup.parent {
+            let _ = rustix::process::kill_process(rustix::process::getpid(), sig);
         }
     }
     Ok(())
