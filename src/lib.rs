@@ -159,7 +159,8 @@ pub mod testing;
 mod transport;
 
 pub use channel::{
-    DEFAULT_LINGER, Duplex, IntoIter, Iter, Options, Receiver, Select, Sender, channel, duplex,
+    DEFAULT_LINGER, Duplex, IntoIter, Iter, Options, Receiver, Select, Sender, WireName, channel,
+    duplex,
 };
 pub use codec::{Codec, CodecKind};
 pub use endpoint::{Endpoint, Key, Listener, Net, Retry, connect, listen};

@@ -380,3 +380,44 @@ fn select_on_an_empty_set_agrees_and_closed_receivers_can_be_removed() {
         assert_eq!(sel.ready().unwrap_err().kind(), ErrorKind::InvalidInput);
     });
 }
+
+/// Issue 12, item 5: the hello carries names the program declares, and a
+/// peer of another wire format version is refused with both versions named.
+#[test]
+fn hello_uses_declared_names_and_refuses_another_version() {
+    checked(10, || {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Job(u32);
+        impl procwire::WireName for Job {
+            const WIRE_NAME: &'static str = "lesson.Job";
+        }
+        let (a, b) = duplex::<Job, String>().unwrap();
+        let peer = std::thread::spawn(move || b.hello_as("string", "lesson.Job").map(|()| b));
+        a.hello().unwrap();
+        peer.join().unwrap().unwrap();
+
+        // A hand-made hello from a peer of version 2 (raw codec: the JSON
+        // of the hello, as a peer in another language would write it).
+        let (x, y) = procwire::socket_pair(Kind::Stream).unwrap();
+        let a = Options::new()
+            .codec(CodecKind::Json)
+            .duplex_from::<String, u32>(x)
+            .unwrap();
+        let raw = Options::new()
+            .codec(CodecKind::Raw)
+            .duplex_from::<ByteBuf, ByteBuf>(y)
+            .unwrap();
+        raw.send(ByteBuf::from(
+            br#"{"procwire":2,"sends":"u32","receives":"string"}"#.to_vec(),
+        ))
+        .unwrap();
+        let e = a.hello().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("version 2") && text.contains("version 1"),
+            "{text}"
+        );
+        drop(raw);
+    });
+}

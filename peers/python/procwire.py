@@ -114,7 +114,10 @@ class Channel:
         return bytes(buf)
 
     def hello(self, sends, receives):
-        """The optional hello (wire format section 7): exchange and check."""
+        """The optional hello (wire format section 7): exchange and check.
+        `sends` and `receives` are the wire names of the types (section 7:
+        "string", "u32", "bytes", ... or the program's own, such as
+        "lesson.Job"), the same names the Rust side declares."""
         self.send({"procwire": int(VERSION), "sends": sends, "receives": receives})
         theirs = self.recv()
         if (

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::gate::Wait;
+use super::hello::WireName;
 use super::{Receiver, Sender};
 use crate::error::{Result, SendError};
 
@@ -129,48 +130,66 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         self.recv()
     }
 
-    /// Exchanges a hello with the peer and checks it: both speak wire format
-    /// version 1, and what each sends is what the other expects to receive.
-    /// A mismatched peer is refused at once ([`ErrorKind::InvalidInput`],
-    /// naming both sides' types) instead of failing on the first decode.
+    /// Exchanges a hello with the peer and checks it: both speak the same
+    /// wire format version, and what each sends is what the other expects
+    /// to receive. A mismatched peer is refused at once
+    /// ([`ErrorKind::InvalidInput`], naming both sides' types) instead of
+    /// failing on the first decode.
     ///
-    /// Both ends must call it, as their first exchange. The types are named
-    /// by their Rust path (`std::any::type_name`), so both programs must use
-    /// the same definitions (one shared crate); a peer in another language
-    /// sends the same names (see `docs/wire-format.md`).
+    /// Both ends must call it (or [`hello_as`](Duplex::hello_as)), as their
+    /// first exchange. The types are named by [`WireName`]: names the
+    /// program declares, the same in every language and compiler version
+    /// (`docs/wire-format.md` §7 lists the standard ones), so a peer in
+    /// Python or Ruby sends its own.
     ///
     /// [`ErrorKind::InvalidInput`]: crate::ErrorKind::InvalidInput
-    pub fn hello(&self) -> Result<()> {
-        let ours = Hello {
-            procwire: crate::WIRE_VERSION,
-            sends: std::any::type_name::<Out>().to_string(),
-            receives: std::any::type_name::<In>().to_string(),
-        };
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::WireName;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Job { what: String }
+    /// impl WireName for Job {
+    ///     const WIRE_NAME: &'static str = "lesson.Job";
+    /// }
+    ///
+    /// let (parent, child) = procwire::duplex::<Job, String>()?;
+    /// let peer = std::thread::spawn(move || child.hello().map(|()| child));
+    /// parent.hello()?;
+    /// let _child = peer.join().unwrap()?;
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn hello(&self) -> Result<()>
+    where
+        Out: WireName,
+        In: WireName,
+    {
+        self.hello_as(Out::WIRE_NAME, In::WIRE_NAME)
+    }
+
+    /// [`hello`](Duplex::hello) with the names given here: for types that
+    /// have no [`WireName`] (a `Vec<Job>`, say), or names decided at run
+    /// time.
+    ///
+    /// ```
+    /// let (a, b) = procwire::duplex::<Vec<u32>, String>()?;
+    /// let peer = std::thread::spawn(move || b.hello_as("string", "[u32]").map(|()| b));
+    /// a.hello_as("[u32]", "string")?;
+    /// # peer.join().unwrap()?;
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn hello_as(&self, sends: &str, receives: &str) -> Result<()> {
+        let ours = super::hello::Hello::new(sends, receives);
         let codec = self.rx.codec();
         let mut bytes = Vec::new();
         codec.encode(&ours, &mut bytes)?;
         self.tx.send_bytes(&bytes)?;
         self.flush()?;
-        let theirs: Hello = self.rx.recv_raw(|b| codec.decode(b))??;
-        if theirs.procwire != ours.procwire
-            || theirs.sends != ours.receives
-            || theirs.receives != ours.sends
-        {
-            return Err(crate::Error::new(
-                crate::ErrorKind::InvalidInput,
-                format!(
-                    "the peer does not match: it speaks wire format {} and sends {} / \
-                     receives {}; this end speaks {} and receives {} / sends {}",
-                    theirs.procwire,
-                    theirs.sends,
-                    theirs.receives,
-                    ours.procwire,
-                    ours.receives,
-                    ours.sends
-                ),
-            ));
-        }
-        Ok(())
+        let theirs: super::hello::Hello = self.rx.recv_raw(|b| codec.decode(b))??;
+        ours.check(&theirs)
     }
 
     /// The messages received, until a clean end of stream. See
@@ -205,14 +224,6 @@ impl<Out, In> Duplex<Out, In> {
     pub fn split(self) -> (Sender<Out>, Receiver<In>) {
         (self.tx, self.rx)
     }
-}
-
-/// The first message of [`Duplex::hello`].
-#[derive(Serialize, serde::Deserialize)]
-struct Hello {
-    procwire: u32,
-    sends: String,
-    receives: String,
 }
 
 impl<Out, In> AsFd for Duplex<Out, In> {

@@ -7,6 +7,7 @@
 
 mod duplex;
 mod gate;
+mod hello;
 mod receiver;
 mod select;
 mod sender;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use duplex::Duplex;
+pub use hello::WireName;
 pub use receiver::{IntoIter, Iter, Receiver};
 pub use select::Select;
 pub use sender::Sender;
