@@ -52,6 +52,21 @@
 //! system call lives in one private `sys` module, and every error says what
 //! happened ([`Error::kind`]).
 //!
+//! # Which channel do I want?
+//!
+//! | you need | use | because |
+//! |---|---|---|
+//! | one way, a stream of messages to one reader | [`channel`] (a pipe) | the lesson's pipe; the cheapest to set up; no descriptors in messages |
+//! | two ways, request and reply | [`duplex`] (a stream socket) | one socket both ways; any message size; descriptors can travel |
+//! | messages that stay whole even with several writer *processes* | `Options::new().duplex(Kind::SeqPacket)` | each message is one atomic datagram (up to the socket buffer), and the end of the stream is still reported |
+//! | the lowest latency between two local processes | [`Options::shm_duplex`] | a ring in shared memory: no system call per message while both sides are busy |
+//! | a child process born connected | [`Command::channel`] (any program), [`fork`] (a closure), [`task`] (a function) | the child finds its end through `PROCWIRE_FD`, and its death is an error on the channel |
+//! | many workers, one queue | [`Pool`] | crash-isolated worker processes, results in order or as they come |
+//! | a peer in Python or Ruby | any of the above with [`CodecKind::MsgPack`] | the wire format is documented, with reference peers |
+//! | an unrelated process on this machine | [`listen`] / [`connect`] with `unix:PATH` | a socket file, owner-only |
+//! | another machine | `tcp://HOST:PORT` (feature `remote`) | authenticated, with heartbeats that report a vanished peer |
+//! | wait on several at once | [`Select`], or each end's descriptor ([`AsFd`](std::os::fd::AsFd)) with your own poll or event loop | every end, shared memory included, has a descriptor that turns ready |
+//!
 //! # Hazards, and what procwire does about them
 //!
 //! **The forgotten writer.** A pipe's reader sees end-of-file only when

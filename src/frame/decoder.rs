@@ -22,7 +22,7 @@ pub(crate) struct Frame {
 /// Finds frames in a byte stream fed to it in arbitrary pieces.
 ///
 /// Feed it with [`spare`](FrameDecoder::spare) and
-/// [`filled`](FrameDecoder::filled) (or let [`FrameReader`] do it), take
+/// [`filled`](FrameDecoder::filled) (or let [`FrameReader`](super::FrameReader) do it), take
 /// frames out with [`next_payload`](FrameDecoder::next_payload). Partial input is
 /// kept between calls, so a reader with a deadline can give up and resume.
 ///

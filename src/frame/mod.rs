@@ -5,7 +5,7 @@
 //! big-endian length `L`, then `L` payload bytes (see `docs/wire-format.md`).
 //! `L = 0` is a valid empty message.
 //!
-//! This module is pure Rust over [`Read`] and [`Write`]: no system calls and no
+//! This module is pure Rust over [`Read`](std::io::Read) and [`Write`](std::io::Write): no system calls and no
 //! `unsafe`, so it can be fuzzed and reused on any stream. The channel layer
 //! drives the same two state machines, [`FrameDecoder`] and the outgoing frame
 //! buffer, over non-blocking descriptors.

@@ -102,7 +102,7 @@ impl<R: Read> FrameReader<R> {
 
     /// The next frame's payload; `Ok(None)` at a clean end of stream.
     ///
-    /// A stream that ends inside a frame is [`ErrorKind::UnexpectedEof`]. If
+    /// A stream that ends inside a frame is [`ErrorKind::UnexpectedEof`](crate::ErrorKind::UnexpectedEof). If
     /// the reader returns `WouldBlock` or an error, the partial frame is kept
     /// and the next call continues it.
     pub fn recv(&mut self) -> Result<Option<&[u8]>> {
