@@ -64,6 +64,17 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::{Duplex, Options, UnixListener};
 
 /// A parsed address (see the [module docs](self)).
+///
+/// # Examples
+///
+/// ```
+/// use procwire::Endpoint;
+///
+/// let e: Endpoint = "unix:/tmp/app.sock".parse()?;
+/// assert_eq!(e.to_string(), "unix:/tmp/app.sock");
+/// assert!("ftp://x".parse::<Endpoint>().is_err());
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Endpoint {
@@ -167,6 +178,15 @@ impl fmt::Display for Endpoint {
 
 /// A shared key for `tcp://` authentication: at least 16 bytes. Its
 /// `Debug` output never shows the bytes.
+///
+/// # Examples
+///
+/// ```
+/// let key = procwire::Key::new(vec![7u8; 32])?; // use `head -c 32 /dev/urandom`
+/// let _net = procwire::Net::new().key(key);
+/// assert!(procwire::Key::new(b"short".to_vec()).is_err());
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Key(Arc<[u8]>);
 
@@ -230,6 +250,16 @@ impl fmt::Debug for Key {
 
 /// How a client retries a connection that fails to open (refused, or
 /// timed out); a failed authentication is never retried.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let retry = procwire::Retry { attempts: 5, backoff: Duration::from_millis(50) };
+/// let opts = procwire::Options::new().net(procwire::Net::new().retry(retry));
+/// # let _ = opts;
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retry {
     /// Attempts in all (1: no retry).
@@ -249,6 +279,18 @@ impl Default for Retry {
 
 /// Settings of network endpoints (`tcp://`, `zmq+…`), part of [`Options`]
 /// through [`Options::net`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let net = procwire::Net::new()
+///     .heartbeat(Duration::from_millis(500))
+///     .connect_timeout(Duration::from_secs(2));
+/// let opts = procwire::Options::new().net(net);
+/// # let _ = opts;
+/// ```
 #[derive(Clone, Debug)]
 pub struct Net {
     pub(crate) heartbeat: Duration,
@@ -345,6 +387,23 @@ impl Net {
 
 /// A listening endpoint: [`accept`](Listener::accept) gives a channel per
 /// peer that connects.
+///
+/// # Examples
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let addr = format!("unix:{}", dir.path().join("s").display());
+/// let listener = procwire::listen(&addr)?;
+/// let client = std::thread::spawn(move || {
+///     let ch: procwire::Duplex<String, String> = procwire::connect(&addr)?;
+///     ch.request("ping".into())
+/// });
+/// let server: procwire::Duplex<String, String> = listener.accept()?;
+/// let ping = server.recv()?;
+/// server.send(format!("{ping}: pong"))?;
+/// assert_eq!(client.join().unwrap()?, "ping: pong");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Listener {
     inner: Inner,

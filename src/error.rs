@@ -12,6 +12,19 @@ use std::io;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The kinds of [`Error`]; match on them, the message is for people.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::ErrorKind;
+///
+/// let (_tx, rx) = procwire::channel::<u8>()?;
+/// match rx.try_recv() {
+///     Err(e) if e.kind() == ErrorKind::Empty => {} // nothing yet: do something else
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -63,6 +76,19 @@ pub enum ErrorKind {
 
 /// The error of every procwire operation but a failed send (which is a
 /// [`SendError`] carrying the message back).
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = procwire::channel::<u8>()?;
+/// drop(tx);
+/// let e = rx.recv().unwrap_err();
+/// assert_eq!(e.kind(), procwire::ErrorKind::Disconnected);
+/// println!("{e}"); // says what happened
+/// let io: std::io::Error = e.into(); // for code that speaks io::Result
+/// assert_eq!(io.kind(), std::io::ErrorKind::BrokenPipe);
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub struct Error {
     kind: ErrorKind,
     message: String,
@@ -262,6 +288,17 @@ impl From<Error> for io::Error {
 /// cases nothing reached the wire), [`Disconnected`](ErrorKind::Disconnected)
 /// when the receiver is gone, [`FrameTooLarge`](ErrorKind::FrameTooLarge),
 /// [`Encode`](ErrorKind::Encode), or an OS error.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = procwire::channel::<String>()?;
+/// drop(rx);
+/// let e = tx.send("anyone?".into()).unwrap_err();
+/// assert!(e.is_disconnected());
+/// assert_eq!(e.into_inner(), "anyone?"); // the message comes back
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub struct SendError<T> {
     value: T,
     error: Error,

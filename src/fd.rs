@@ -113,6 +113,25 @@ pub(crate) fn providing<R>(fds: Vec<OwnedFd>, decode: impl FnOnce() -> R) -> (R,
 
 /// An open descriptor that can travel inside a message. See the module
 /// docs.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::{Fd, Kind, Options};
+/// use std::io::{Read, Write};
+///
+/// let (tx, rx) = Options::new().socket_channel::<Fd>(Kind::Stream)?;
+/// let mut file = tempfile::tempfile()?;
+/// file.write_all(b"shared")?;
+/// tx.send(Fd::from(std::os::fd::OwnedFd::from(file)))?;
+/// // The receiver's copy shares the file's offset: go back to the start.
+/// let mut got = std::fs::File::from(rx.recv()?.into_inner());
+/// std::io::Seek::rewind(&mut got)?;
+/// let mut text = String::new();
+/// got.read_to_string(&mut text)?;
+/// assert_eq!(text, "shared");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Fd(OwnedFd);
 
 impl Fd {

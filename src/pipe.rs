@@ -47,9 +47,35 @@ pub fn pipe() -> io::Result<(PipeReader, PipeWriter)> {
 }
 
 /// The read end of a pipe: [`Read`] only.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+///
+/// let (mut r, mut w) = procwire::pipe()?;
+/// w.write_all(b"through the pipe")?;
+/// drop(w); // close the writer, or the read never ends
+/// let mut s = String::new();
+/// r.read_to_string(&mut s)?;
+/// assert_eq!(s, "through the pipe");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct PipeReader(OwnedFd);
 
 /// The write end of a pipe: [`Write`] only.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Write;
+///
+/// let (r, mut w) = procwire::pipe()?;
+/// drop(r);
+/// // No reader: an error, never SIGPIPE.
+/// assert_eq!(w.write(b"x").unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct PipeWriter(OwnedFd);
 
 impl Read for PipeReader {

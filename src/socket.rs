@@ -10,6 +10,20 @@ use std::path::{Path, PathBuf};
 use crate::sys::{self, FdKind, SockType};
 
 /// The kind of a Unix socket.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::{Kind, socket_pair};
+///
+/// for kind in Kind::ALL {
+///     let (a, b) = socket_pair(kind)?;
+///     a.send(b"hi")?;
+///     let mut buf = [0u8; 2];
+///     assert_eq!(b.recv(&mut buf)?, 2);
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Kind {
@@ -67,6 +81,19 @@ pub fn socket_pair(kind: Kind) -> io::Result<(Socket, Socket)> {
 /// message kinds, [`send`](Socket::send) and [`recv`](Socket::recv) move one
 /// whole message each (and `Read`/`Write` do the same). Every send uses
 /// `MSG_NOSIGNAL`: a closed peer is an error, never `SIGPIPE`.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::{Kind, socket_pair};
+///
+/// let (a, b) = socket_pair(Kind::SeqPacket)?;
+/// a.send(b"one message")?;
+/// let mut buf = [0u8; 64];
+/// let n = b.recv(&mut buf)?;
+/// assert_eq!(&buf[..n], b"one message");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Socket {
     fd: OwnedFd,
     kind: Kind,
@@ -206,6 +233,15 @@ impl Socket {
 }
 
 /// Who is at the other end of a Unix socket.
+///
+/// # Examples
+///
+/// ```
+/// let (a, _b) = procwire::socket_pair(procwire::Kind::Stream)?;
+/// let cred = a.peer_cred()?;
+/// assert_eq!(cred.pid, std::process::id());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerCred {
     /// Process id.

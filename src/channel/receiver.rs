@@ -27,6 +27,21 @@ pub use iter::{IntoIter, Iter};
 /// cannot be decoded is an [`ErrorKind::Decode`] error and the channel goes
 /// on with the next one. A partial frame survives a timeout: the next call
 /// continues it.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::ErrorKind;
+/// use std::time::Duration;
+///
+/// let (tx, rx) = procwire::channel::<u32>()?;
+/// assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::Empty);
+/// tx.send(1)?;
+/// assert_eq!(rx.recv_timeout(Duration::from_secs(5))?, 1);
+/// drop(tx);
+/// assert!(rx.recv().unwrap_err().is_disconnected());
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub struct Receiver<T> {
     core: Arc<RecvCore>,
     _marker: PhantomData<fn() -> T>,

@@ -30,6 +30,21 @@ use crate::transport::{Conn, Waited};
 /// process, unless this end was itself sent in a message
 /// ([`fd`](crate::fd)): then the copy that went must keep working, and only
 /// closing every copy ends the stream.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = procwire::channel::<String>()?;
+/// let tx2 = tx.clone();
+/// std::thread::spawn(move || tx2.send("from a thread".into()).unwrap())
+///     .join()
+///     .unwrap();
+/// tx.send("from here".into())?;
+/// drop(tx); // the last clone: the reader's loop ends
+/// let got = rx.iter().collect::<Result<Vec<_>, _>>()?;
+/// assert_eq!(got, ["from a thread", "from here"]);
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub struct Sender<T> {
     core: Arc<SendCore>,
     _marker: PhantomData<fn(T)>,

@@ -81,6 +81,17 @@ fn decode_error(codec: &str, len: usize, e: impl fmt::Display) -> Error {
 }
 
 /// [postcard](https://postcard.jamesmunns.com/): compact, Rust to Rust.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::codec::{Codec, Postcard};
+///
+/// let mut out = Vec::new();
+/// Postcard::encode(&(1u8, "a"), &mut out)?;
+/// assert_eq!(Postcard::decode::<(u8, String)>(&out)?, (1, "a".to_string()));
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Postcard;
 
@@ -118,6 +129,17 @@ impl Codec for Postcard {
 /// MessagePack through rmp-serde, for peers in other languages: structs are
 /// maps keyed by field name, byte buffers (`ByteBuf`) are `bin`, enums are
 /// externally tagged (see `docs/wire-format.md`).
+///
+/// # Examples
+///
+/// ```
+/// use procwire::codec::{Codec, MsgPack};
+///
+/// let mut out = Vec::new();
+/// MsgPack::encode(&vec![1u8, 2], &mut out)?;
+/// assert_eq!(out, [0x92, 1, 2]); // a two-element array
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[cfg(feature = "msgpack")]
 #[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
 #[derive(Clone, Copy, Debug, Default)]
@@ -143,6 +165,17 @@ impl Codec for MsgPack {
 }
 
 /// JSON through serde_json: readable on the wire.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::codec::{Codec, Json};
+///
+/// let mut out = Vec::new();
+/// Json::encode(&(1, "a"), &mut out)?;
+/// assert_eq!(out, br#"[1,"a"]"#);
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[cfg(feature = "json")]
 #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 #[derive(Clone, Copy, Debug, Default)]
@@ -167,6 +200,18 @@ impl Codec for Json {
 /// Works for types that serialize as bytes or text: `Vec<u8>`,
 /// [`ByteBuf`](crate::ByteBuf), `String`, `&str`, `&[u8]`, and newtypes of
 /// them. Anything else is an [`ErrorKind::Encode`] error.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::codec::{Codec, Raw};
+/// use procwire::ByteBuf;
+///
+/// let mut out = Vec::new();
+/// Raw::encode(&ByteBuf::from(b"as is".to_vec()), &mut out)?;
+/// assert_eq!(out, b"as is");
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Raw;
 

@@ -29,6 +29,21 @@ pub(crate) struct Frame {
 /// A frame longer than the maximum is reported once as
 /// [`ErrorKind::FrameTooLarge`] and its bytes are skipped as they arrive, so
 /// the stream stays in step and the next frame decodes normally.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::frame::FrameDecoder;
+///
+/// let mut d = FrameDecoder::new(1024)?;
+/// let input = b"\0\0\0\x02hi\0\0"; // a frame, then half a prefix
+/// let spare = d.spare();
+/// spare[..input.len()].copy_from_slice(input);
+/// d.filled(input.len());
+/// assert_eq!(d.next_payload()?, Some(&b"hi"[..]));
+/// assert_eq!(d.next_payload()?, None); // more input needed
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,

@@ -7,6 +7,17 @@ use crate::error::{Error, Result};
 
 /// Writes frames to any [`Write`]: one `write` call per frame when the writer
 /// takes it whole.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::frame::FrameWriter;
+///
+/// let mut w = FrameWriter::new(Vec::new());
+/// w.send(b"a")?;
+/// assert_eq!(w.get_ref(), b"\0\0\0\x01a");
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct FrameWriter<W> {
     inner: W,
@@ -77,6 +88,17 @@ impl<W: Write> FrameWriter<W> {
 }
 
 /// Reads frames from any [`Read`].
+///
+/// # Examples
+///
+/// ```
+/// use procwire::frame::FrameReader;
+///
+/// let mut r = FrameReader::new(&b"\0\0\0\x01a"[..]);
+/// assert_eq!(r.recv()?, Some(&b"a"[..]));
+/// assert_eq!(r.recv()?, None);
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,

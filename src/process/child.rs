@@ -184,6 +184,16 @@ fn signal_name(sig: i32) -> &'static str {
 ///
 /// A `Child` is also a descriptor that becomes readable when the process
 /// exits, for [`Select`](crate::Select).
+///
+/// # Examples
+///
+/// ```
+/// let mut cmd = procwire::Command::new("sh");
+/// cmd.args(["-c", "exit 3"]);
+/// let mut child = cmd.spawn()?;
+/// assert_eq!(child.wait()?.code(), Some(3)); // reaped: no zombie
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub struct Child {
     state: std::sync::Arc<ProcState>,
     kill_on_drop: bool,

@@ -8,6 +8,22 @@ use super::Receiver;
 use crate::error::{ErrorKind, Result};
 
 /// Messages from a [`Receiver`], until a clean end of stream.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = procwire::channel::<u8>()?;
+/// for i in 0..3 {
+///     tx.send(i)?;
+/// }
+/// drop(tx);
+/// let mut sum = 0;
+/// for m in &rx {
+///     sum += m?;
+/// }
+/// assert_eq!(sum, 3);
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub struct Iter<'a, T> {
     rx: &'a Receiver<T>,
     done: bool,
@@ -37,6 +53,17 @@ impl<T> fmt::Debug for Iter<'_, T> {
 }
 
 /// Owns a [`Receiver`] and yields its messages.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = procwire::channel::<u8>()?;
+/// tx.send(7)?;
+/// drop(tx);
+/// let all: Vec<u8> = rx.into_iter().collect::<Result<_, _>>()?;
+/// assert_eq!(all, [7]);
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub struct IntoIter<T> {
     rx: Receiver<T>,
     done: bool,
