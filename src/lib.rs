@@ -46,7 +46,7 @@
 //! | descriptors in messages | [`Fd`], and channel ends inside messages ([`fd`]) |
 //! | endpoints by address | [`listen`] / [`connect`] ([`endpoint`]): `unix:PATH`; with feature `remote`, authenticated `tcp://HOST:PORT` with heartbeats |
 //! | across machines (feature `remote`) | `zmq`: channels over ZeroMQ REQ/REP, PUSH/PULL, DEALER/ROUTER; `remote::pool`: a pool whose workers connect from anywhere |
-//! | hostile conditions | [`fuzz`]: entry points for fuzzing every decoder; [`testing::SignalStorm`] |
+//! | hostile conditions (feature `unstable`, not covered by semver) | `fuzz`: entry points for fuzzing every decoder; `testing::SignalStorm` |
 //!
 //! Every descriptor procwire creates is close-on-exec from birth, every
 //! system call lives in one private `sys` module, and every error says what
@@ -158,6 +158,8 @@ mod ends;
 mod error;
 pub mod fd;
 pub mod frame;
+#[cfg(feature = "unstable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "unstable")))]
 pub mod fuzz;
 mod handover;
 mod pipe;
@@ -170,6 +172,8 @@ pub mod rpc;
 mod shm;
 mod socket;
 mod sys;
+#[cfg(feature = "unstable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "unstable")))]
 pub mod testing;
 mod transport;
 
@@ -195,7 +199,10 @@ pub use shm::ShmWait;
 pub use socket::{Kind, PeerCred, Socket, UnixListener, socket_pair};
 
 /// Whether a descriptor has close-on-exec set: the property every descriptor
-/// procwire creates has from birth. For tests and diagnostics.
+/// procwire creates has from birth. For tests and diagnostics (feature
+/// `unstable`: not covered by semver).
+#[cfg(feature = "unstable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "unstable")))]
 pub fn is_cloexec(fd: impl std::os::fd::AsFd) -> std::io::Result<bool> {
     sys::is_cloexec(fd.as_fd())
 }

@@ -542,6 +542,7 @@ pub(crate) enum Record {
 /// For the fuzzer ([`crate::fuzz::shm_ring`]): `data`'s first 16 bytes as
 /// the tail and head a hostile peer stores, the rest over the data area;
 /// then read until an error or nothing more.
+#[cfg(feature = "unstable")]
 pub(crate) fn fuzz_read(data: &[u8]) {
     let cap = MIN_CAPACITY;
     let Ok(region) = Region::create(region_len(cap)) else {
@@ -572,6 +573,7 @@ pub(crate) fn fuzz_read(data: &[u8]) {
 }
 
 /// For tests and fuzzing: the header fields a hostile peer can scribble on.
+#[cfg(any(test, feature = "unstable"))]
 fn scribble(region: &Region, tail: u64, head: u64, at: usize, bytes: &[u8]) {
     region.u64_at(OFF_TAIL).store(tail, Ordering::SeqCst);
     region.u64_at(OFF_HEAD).store(head, Ordering::SeqCst);

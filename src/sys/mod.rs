@@ -15,6 +15,7 @@ pub(crate) mod ready;
 pub(crate) mod shm;
 pub(crate) mod signal;
 pub(crate) mod sockio;
+#[cfg(feature = "unstable")]
 pub(crate) mod storm;
 mod unix_path;
 
@@ -157,6 +158,7 @@ pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
 ///
 /// # References
 /// - fcntl(2) with `F_GETFD`
+#[cfg(feature = "unstable")]
 pub(crate) fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(rustix::io::fcntl_getfd(fd)
         .map_err(io)?
