@@ -1,0 +1,453 @@
+//! The one place where the kinds of connection differ.
+//!
+//! A channel holds a [`Conn`]: a descriptor and the [`Transport`] it is. Every
+//! difference between a pipe, a stream socket and a message socket is a
+//! `match` in this module (with the shared-memory and TCP specifics in
+//! `shm_end.rs` and `tcp.rs`); the channel code above it is the same for all.
+//! Channel I/O never blocks in the kernel: it tries, and on `WouldBlock` waits
+//! in poll(2) with the caller's deadline. Sockets get `MSG_DONTWAIT` per call;
+//! a pipe has no such flag, so a pipe end owned by a channel is `O_NONBLOCK`.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::process::ProcState;
+use crate::sys::{self, FdKind, Interest, SockType};
+
+mod shm_end;
+mod tcp;
+
+pub(crate) use shm_end::RingParts;
+use shm_end::{ShmRings, ring, ring_error};
+use tcp::Liveness;
+
+/// What a channel's descriptor is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Pipe,
+    Stream,
+    Datagram,
+    SeqPacket,
+    /// Shared-memory rings; the descriptor is a SEQPACKET socket that only
+    /// tells each side whether the other is still there.
+    Shm,
+    /// A TCP connection: frames as on a stream, plus heartbeat frames that
+    /// tell each side the other is alive.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    Tcp,
+}
+
+impl Transport {
+    /// Byte streams carry length-prefixed frames; message sockets carry one
+    /// payload per datagram.
+    pub(crate) fn framed(self) -> bool {
+        matches!(self, Transport::Pipe | Transport::Stream | Transport::Tcp)
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Transport::Pipe => "pipe",
+            Transport::Stream => "stream socket",
+            Transport::Datagram => "datagram socket",
+            Transport::SeqPacket => "seqpacket socket",
+            Transport::Shm => "shared-memory ring",
+            Transport::Tcp => "TCP connection",
+        }
+    }
+}
+
+/// A descriptor a channel reads or writes, with its transport.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    fd: OwnedFd,
+    transport: Transport,
+    /// The process at the other end, once the channel supervises it.
+    peer: OnceLock<Arc<ProcState>>,
+    /// Whether a copy of this end went elsewhere (see [`crate::ends`]).
+    shared: crate::ends::Shared,
+    /// The rings of a shared-memory channel.
+    shm: Option<ShmRings>,
+    /// When a shared-memory writer last checked that its reader lives
+    /// (nanoseconds since `epoch`).
+    checked_alive: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+    /// A TCP connection's record of when the peer was last heard from.
+    liveness: Option<Liveness>,
+}
+
+/// What a wait for readiness ended with.
+#[derive(Debug)]
+pub(crate) enum Waited {
+    Ready,
+    TimedOut,
+    /// The supervised peer process is gone and the descriptor is not ready.
+    PeerExited(Error),
+}
+
+/// Which way a channel end will use its descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Use {
+    Send,
+    Recv,
+    Both,
+}
+
+impl Conn {
+    /// Adopts `fd` for a channel, checking that it is a pipe or Unix socket
+    /// open in the direction the channel needs.
+    pub(crate) fn new(fd: OwnedFd, usage: Use) -> Result<Conn> {
+        let ctx = "inspecting the channel's descriptor";
+        let transport = match sys::fd_kind(fd.as_fd()).map_err(|e| Error::io(ctx, e))? {
+            FdKind::Pipe => Transport::Pipe,
+            FdKind::Socket(SockType::Stream) => Transport::Stream,
+            FdKind::Socket(SockType::Datagram) => Transport::Datagram,
+            FdKind::Socket(SockType::SeqPacket) => Transport::SeqPacket,
+            FdKind::Other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "a channel needs a pipe or a Unix socket; this descriptor is neither",
+                ));
+            }
+        };
+        let (readable, writable) = sys::access_mode(fd.as_fd()).map_err(|e| Error::io(ctx, e))?;
+        let ok = match usage {
+            Use::Send => writable,
+            Use::Recv => readable,
+            Use::Both => readable && writable && transport != Transport::Pipe,
+        };
+        if !ok {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "this {} end cannot be used to {}",
+                    transport.name(),
+                    match usage {
+                        Use::Send => "send",
+                        Use::Recv => "receive",
+                        Use::Both => "send and receive (a two-way channel needs a socket)",
+                    }
+                ),
+            ));
+        }
+        match transport {
+            // Only a write end needs O_NONBLOCK (try_send and deadlines must
+            // not block inside write(2)); a read end stays blocking, so that
+            // a plain recv is one read(2), and waits with a deadline poll
+            // first.
+            Transport::Pipe => sys::set_nonblocking(fd.as_fd(), usage == Use::Send),
+            // Only SEQPACKET needs credentials: they tell an empty message
+            // from end-of-file, which a datagram socket does not have.
+            Transport::SeqPacket => sys::enable_passcred(fd.as_fd()),
+            Transport::Datagram => Ok(()),
+            Transport::Stream | Transport::Shm | Transport::Tcp => Ok(()),
+        }
+        .map_err(|e| Error::io("preparing the channel's descriptor", e))?;
+        Ok(Conn::with(fd, transport))
+    }
+
+    /// The fields every kind of connection starts with.
+    fn with(fd: OwnedFd, transport: Transport) -> Conn {
+        let shared = crate::ends::Shared::register(fd.as_fd());
+        Conn {
+            fd,
+            transport,
+            peer: OnceLock::new(),
+            shared,
+            shm: None,
+            checked_alive: std::sync::atomic::AtomicU64::new(0),
+            epoch: Instant::now(),
+            liveness: None,
+        }
+    }
+
+    /// Every descriptor this end needs, for a fork hand-over: the side
+    /// socket, and the memfds behind its mappings.
+    pub(crate) fn descriptors(&self, out: &mut Vec<std::os::fd::RawFd>) {
+        use std::os::fd::AsRawFd;
+        // (An epoll instance shared with a forked child reports for both;
+        // each process uses only its own end's.)
+        out.push(self.fd.as_raw_fd());
+        if let Some(s) = &self.shm {
+            if let Some(tx) = &s.tx {
+                let w = ring(tx);
+                out.push(w.region().fd().as_raw_fd());
+                out.extend([w.efds().data.as_raw_fd(), w.efds().space.as_raw_fd()]);
+            }
+            if let Some(rx) = &s.rx {
+                let r = ring(rx);
+                out.push(r.region().fd().as_raw_fd());
+                out.extend([r.efds().data.as_raw_fd(), r.efds().space.as_raw_fd()]);
+            }
+            out.extend(s.tx_space.iter().map(AsRawFd::as_raw_fd));
+            out.extend(s.rx_ready.iter().map(AsRawFd::as_raw_fd));
+        }
+    }
+
+    /// This end stops reading: a shared-memory writer learns it at once.
+    pub(crate) fn close_read(&self) {
+        if self.shared.is_shared() {
+            return;
+        }
+        if let Some(rx) = self.shm.as_ref().and_then(|s| s.rx.as_ref()) {
+            ring(rx).close();
+        }
+    }
+
+    pub(crate) fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Writes without blocking; descriptors go with the first byte.
+    pub(crate) fn write(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        let bufs = [IoSlice::new(bytes)];
+        match self.transport {
+            Transport::Shm if bytes.len() > self.message_limit_inline() => {
+                self.write_out_of_line(bytes)
+            }
+            Transport::Shm => match ring(self.shm_tx()?).try_write(bytes) {
+                // A reader that closed is seen at once (a flag in the ring);
+                // one that was killed, through the side socket: checked at
+                // most once a millisecond, since it costs a system call.
+                Ok(true) if self.reader_died() => Err(io::ErrorKind::BrokenPipe.into()),
+                Ok(true) => Ok(bytes.len()),
+                Ok(false) if !self.peer_alive() => Err(io::ErrorKind::BrokenPipe.into()),
+                Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
+                Err(e) => Err(ring_error(e)),
+            },
+            Transport::Pipe => sys::pipe_write(self.fd.as_fd(), &bufs),
+            Transport::Stream | Transport::Datagram | Transport::SeqPacket | Transport::Tcp => {
+                sys::send(self.fd.as_fd(), &bufs, fds, true)
+            }
+        }
+    }
+
+    /// Reads, adopting any descriptors that came along. Without blocking,
+    /// unless `block` and the transport can: a socket that supervises no
+    /// child then sleeps in recvmsg(2) itself, one system call instead of
+    /// try, poll, read.
+    pub(crate) fn read_maybe_blocking(
+        &self,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+        block: bool,
+    ) -> io::Result<sys::Received> {
+        if block && self.peer.get().is_none() {
+            match self.transport {
+                Transport::Tcp => {
+                    let got = sys::recv_bytes(self.fd.as_fd(), buf, false);
+                    self.heard(&got);
+                    return got;
+                }
+                Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
+                    return sys::recv(self.fd.as_fd(), buf, fds, false);
+                }
+                Transport::Pipe => {
+                    return sys::read(self.fd.as_fd(), buf).map(sys::Received::plain);
+                }
+                Transport::Shm => {}
+            }
+        }
+        self.read(buf, fds)
+    }
+
+    /// Reads a pipe's (blocking) read end without blocking: only once poll
+    /// says bytes or the end are there. (Two processes reading one pipe
+    /// could still race for them; procwire gives each reader its own.)
+    fn pipe_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut ready = [false];
+        if !sys::poll(
+            &[(self.fd.as_fd(), Interest::Read)],
+            Some(Instant::now()),
+            &mut ready,
+        )? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        sys::read(self.fd.as_fd(), buf)
+    }
+
+    /// Reads without blocking, adopting any descriptors that came along.
+    pub(crate) fn read(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<sys::Received> {
+        match self.transport {
+            Transport::Pipe => self.pipe_read(buf).map(sys::Received::plain),
+            Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
+                sys::recv(self.fd.as_fd(), buf, fds, true)
+            }
+            Transport::Tcp => {
+                let got = sys::recv_bytes(self.fd.as_fd(), buf, true);
+                self.heard(&got);
+                got
+            }
+            Transport::Shm => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "shared memory is read with shm_read",
+            )),
+        }
+    }
+
+    /// The most one message may carry on this transport, if it has a limit
+    /// of its own.
+    pub(crate) fn message_limit(&self) -> Option<usize> {
+        match self.transport {
+            Transport::Datagram | Transport::SeqPacket => sys::max_datagram(self.fd.as_fd()).ok(),
+            // Larger messages travel out of line: no limit of its own.
+            Transport::Shm => None,
+            Transport::Pipe | Transport::Stream | Transport::Tcp => None,
+        }
+    }
+
+    /// Whether descriptors can travel on this transport.
+    pub(crate) fn carries_fds(&self) -> bool {
+        !matches!(
+            self.transport,
+            Transport::Pipe | Transport::Shm | Transport::Tcp
+        )
+    }
+
+    /// Watches `peer`: waits on this channel end from now on also end when
+    /// it exits. A channel watches one process; later calls are ignored.
+    pub(crate) fn supervise(&self, peer: Arc<ProcState>) {
+        let _ = self.peer.set(peer);
+    }
+
+    pub(crate) fn peer(&self) -> Option<&Arc<ProcState>> {
+        self.peer.get()
+    }
+
+    /// Waits until the descriptor is ready, the deadline passes, or the
+    /// supervised peer exits, whichever comes first. Readiness wins over the
+    /// peer's exit, so that what it sent before dying is read first.
+    pub(crate) fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<Waited> {
+        if self.transport == Transport::Shm {
+            return self.shm_wait(interest, deadline);
+        }
+        let Some(peer) = self.peer.get() else {
+            let mut ready = [false];
+            let hit = sys::poll(&[(self.fd.as_fd(), interest)], deadline, &mut ready)?;
+            return Ok(if hit { Waited::Ready } else { Waited::TimedOut });
+        };
+        let mut ready = [false, false];
+        let fds = [(self.fd.as_fd(), interest), (peer.pidfd(), Interest::Read)];
+        if !sys::poll(&fds, deadline, &mut ready)? {
+            return Ok(Waited::TimedOut);
+        }
+        if ready[0] || !ready[1] {
+            return Ok(Waited::Ready);
+        }
+        let status = peer.exit_status(Some(Instant::now() + Duration::from_secs(5)))?;
+        Ok(Waited::PeerExited(peer.exited_error(status)))
+    }
+
+    /// After end-of-stream or a failed send: `e`, told what became of the
+    /// supervised peer if it is gone by `within` (its exit status attached).
+    /// Unchanged without supervision, if the peer still runs (it closed its
+    /// end and lives on), or if `e` already carries a status.
+    pub(crate) fn add_peer_fate(&self, e: Error, within: Duration) -> Error {
+        if let Some(l) = self
+            .liveness
+            .as_ref()
+            .filter(|l| l.silent.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return e.because(&format!(
+                "no sign of life from the peer for {:?} (its heartbeat interval is {:?}): it \
+                 is frozen or gone, or the network between us is down",
+                l.interval * 11 / 4,
+                l.interval
+            ));
+        }
+        let Some(peer) = self.peer.get().filter(|_| e.exit_status().is_none()) else {
+            return e;
+        };
+        match peer.exit_status(Some(Instant::now() + within)) {
+            Ok(Some(status)) => e
+                .because(&format!(
+                    "child {} {}",
+                    peer.pid(),
+                    crate::process::describe(status)
+                ))
+                .with_status(Some(status)),
+            _ => e,
+        }
+    }
+
+    /// Ends our writing direction so the peer reads end-of-stream, even when
+    /// a copy of this descriptor lives on elsewhere. Pipes need nothing: the
+    /// close does it.
+    pub(crate) fn shutdown_write(&self) {
+        // shutdown(2) acts on the socket, not on this descriptor (and a ring's
+        // close flag on the ring): once a copy went to another process, that
+        // copy must keep working.
+        if self.shared.is_shared() {
+            return;
+        }
+        if let Some(tx) = self.shm.as_ref().and_then(|s| s.tx.as_ref()) {
+            ring(tx).close();
+            return;
+        }
+        if matches!(
+            self.transport,
+            Transport::Stream | Transport::SeqPacket | Transport::Tcp
+        ) {
+            let _ = sys::shutdown(self.fd.as_fd(), std::net::Shutdown::Write);
+        }
+    }
+
+    /// Gives up on a half-written frame: shuts the socket down both ways,
+    /// even if copies of it live elsewhere (a stream with half a frame in it
+    /// is of no use to them either), so the peer's read ends inside the
+    /// frame and reports it. A pipe can only be closed.
+    pub(crate) fn abort(&self) {
+        if matches!(
+            self.transport,
+            Transport::Stream | Transport::SeqPacket | Transport::Tcp
+        ) {
+            let _ = sys::shutdown(self.fd.as_fd(), std::net::Shutdown::Both);
+        }
+    }
+
+    /// Whether this socket's own writing direction is shut down while its
+    /// peer is still there (a send then fails with `EPIPE` although nobody
+    /// closed the other end): the peer's close would have hung it up.
+    pub(crate) fn own_write_shut(&self) -> bool {
+        matches!(self.transport, Transport::Stream | Transport::SeqPacket)
+            && matches!(sys::hung_up(self.fd.as_fd()), Ok(false))
+    }
+
+    /// A copy of the descriptor, for `into_fd`: this end is marked shared
+    /// first, so that dropping it shuts nothing down.
+    pub(crate) fn take_fd(&self) -> Result<OwnedFd> {
+        if self.transport == Transport::Shm {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "a shared-memory end is two rings and a side socket, not one descriptor; \
+                 send it inside a message instead",
+            ));
+        }
+        self.mark_shared();
+        self.fd
+            .try_clone()
+            .map_err(|e| Error::io("copying the end's descriptor", e))
+    }
+
+    /// Records that a copy of this end was sent to another process.
+    pub(crate) fn mark_shared(&self) {
+        self.shared.mark();
+    }
+
+    /// Sets the socket's send buffer (message sockets: the largest datagram).
+    pub(crate) fn set_send_buffer(&self, bytes: usize) -> Result<()> {
+        if matches!(self.transport, Transport::Pipe | Transport::Shm) {
+            return Ok(());
+        }
+        sys::set_send_buffer(self.fd.as_fd(), bytes)
+            .map_err(|e| Error::io("setting the socket's send buffer", e))
+    }
+}
+
+impl AsFd for Conn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

@@ -1,0 +1,344 @@
+//! The shared-memory specifics of a [`Conn`]: its rings, their readiness
+//! descriptors, out-of-line messages, and how a ring's peer is watched.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::{Conn, Transport, Waited};
+use crate::error::Error;
+use crate::shm;
+use crate::sys::{self, Interest};
+
+/// One ring of a shared-memory end as it travels: a copy of its memfd and
+/// of its two readiness eventfds.
+pub(crate) type RingParts = (OwnedFd, shm::Efds);
+
+/// A shared-memory end as it travels: its writing and reading rings, and
+/// their capacity.
+pub(crate) type ShmParts = (Option<RingParts>, Option<RingParts>, usize);
+
+/// A shared-memory end's rings: one to write, one to read (either may be
+/// absent on a one-way channel).
+#[derive(Debug)]
+pub(super) struct ShmRings {
+    pub(super) tx: Option<std::sync::Mutex<shm::Writer>>,
+    pub(super) rx: Option<std::sync::Mutex<shm::Reader>>,
+    /// The writing ring's `space` eventfd (a copy, reachable without the
+    /// lock): the sender's readiness descriptor.
+    pub(super) tx_space: Option<OwnedFd>,
+    /// The receiver's readiness descriptor: an epoll instance over the
+    /// reading ring's `data` eventfd and the side socket's hang-up, so that
+    /// a vanished writer wakes a poller too.
+    pub(super) rx_ready: Option<OwnedFd>,
+}
+
+pub(super) fn ring<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(super) fn ring_error(e: shm::RingError) -> io::Error {
+    match e {
+        shm::RingError::Corrupt(why) => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the shared-memory ring is corrupt: {why}"),
+        ),
+        // The sender reports EMSGSIZE as FrameTooLarge, with the ring's limit.
+        shm::RingError::TooLarge { .. } => rustix::io::Errno::MSGSIZE.into(),
+        shm::RingError::ReaderGone => io::ErrorKind::BrokenPipe.into(),
+    }
+}
+
+impl Conn {
+    /// A shared-memory end: `side` is this end of a SEQPACKET socket pair
+    /// whose other end the peer holds.
+    pub(crate) fn shm(
+        side: OwnedFd,
+        tx: Option<shm::Writer>,
+        rx: Option<shm::Reader>,
+    ) -> io::Result<Conn> {
+        let mut conn = Conn::with(side, Transport::Shm);
+        let tx_space = match &tx {
+            Some(w) => Some(w.efds().space.try_clone()?),
+            None => None,
+        };
+        let rx_ready = match &rx {
+            Some(r) => Some(sys::ready::either(r.efds().data.as_fd(), conn.fd.as_fd())?),
+            None => None,
+        };
+        conn.shm = Some(ShmRings {
+            tx: tx.map(std::sync::Mutex::new),
+            rx: rx.map(std::sync::Mutex::new),
+            tx_space,
+            rx_ready,
+        });
+        Ok(conn)
+    }
+
+    /// A receiver found nothing and will wait in poll(2) or epoll: from now
+    /// on its readiness descriptor turns readable when a message comes.
+    /// `true` if one is there already. Nothing to do but on shared memory,
+    /// whose descriptor is otherwise never signalled.
+    pub(crate) fn arm_read(&self) -> bool {
+        match self.shm.as_ref().and_then(|s| s.rx.as_ref()) {
+            Some(rx) => ring(rx).arm(),
+            None => false,
+        }
+    }
+
+    /// A sender found the ring full and will wait in poll(2) or epoll: its
+    /// readiness descriptor turns writable when room comes.
+    pub(crate) fn arm_write(&self) -> bool {
+        match self.shm.as_ref().and_then(|s| s.tx.as_ref()) {
+            Some(tx) => ring(tx).arm(),
+            None => false,
+        }
+    }
+
+    /// What a receiver's `as_fd` gives: the descriptor that turns readable
+    /// when a message (or the end) is there. The socket or pipe itself, or
+    /// for shared memory its epoll instance (see [`ShmRings`]).
+    pub(crate) fn recv_ready_fd(&self) -> BorrowedFd<'_> {
+        match self.shm.as_ref().and_then(|s| s.rx_ready.as_ref()) {
+            Some(ep) => ep.as_fd(),
+            None => self.fd.as_fd(),
+        }
+    }
+
+    /// What a sender's `as_fd` gives: the descriptor that turns writable
+    /// when there is room. For shared memory, the writing ring's `space`
+    /// eventfd.
+    pub(crate) fn send_ready_fd(&self) -> BorrowedFd<'_> {
+        match self.shm.as_ref().and_then(|s| s.tx_space.as_ref()) {
+            Some(space) => space.as_fd(),
+            None => self.fd.as_fd(),
+        }
+    }
+
+    /// Whether the peer still holds its end of the side socket (shared
+    /// memory has no end-of-file of its own).
+    pub(super) fn peer_alive(&self) -> bool {
+        // The side socket carries out-of-line memfds too: only a hang-up
+        // means the peer is gone.
+        !matches!(sys::hung_up(self.fd.as_fd()), Ok(true))
+            && self.peer.get().is_none_or(|p| {
+                let mut ready = [false];
+                !matches!(
+                    sys::poll(
+                        &[(p.pidfd(), Interest::Read)],
+                        Some(Instant::now()),
+                        &mut ready
+                    ),
+                    Ok(true)
+                )
+            })
+    }
+
+    /// Whether the process at the other end of a shared-memory end is gone
+    /// (see `peer_alive`).
+    pub(crate) fn shm_peer_gone(&self) -> bool {
+        self.transport == Transport::Shm && !self.peer_alive()
+    }
+
+    /// The largest message a ring carries inline.
+    pub(super) fn message_limit_inline(&self) -> usize {
+        self.shm_tx().map_or(0, |tx| ring(tx).max_message())
+    }
+
+    /// Whether a shared-memory reader's process is gone, checked at most
+    /// once a millisecond.
+    pub(super) fn reader_died(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        if now.saturating_sub(self.checked_alive.load(Relaxed)) < 1_000_000 {
+            return false;
+        }
+        self.checked_alive.store(now, Relaxed);
+        !self.peer_alive()
+    }
+
+    /// Takes the next shared-memory message into `out`; `Ok(None)` if none
+    /// is there, `Err(UnexpectedEof)`-free: the caller decides about ends.
+    pub(crate) fn shm_read(&self, out: &mut Vec<u8>, limit: usize) -> io::Result<Option<usize>> {
+        let rx = self.shm_rx()?;
+        let record = ring(rx).try_read(out).map_err(ring_error)?;
+        match record {
+            None => Ok(None),
+            Some(shm::Record::Inline(len)) => Ok(Some(len)),
+            Some(shm::Record::OutOfLine(len)) => {
+                self.receive_out_of_line(out, len, limit).map(Some)
+            }
+        }
+    }
+
+    /// The payload of an out-of-line record: the memfd the writer sent over
+    /// the side socket just before publishing it, read (only if sealed and
+    /// exactly `len` bytes long) into `out`.
+    fn receive_out_of_line(
+        &self,
+        out: &mut Vec<u8>,
+        len: usize,
+        limit: usize,
+    ) -> io::Result<usize> {
+        let mut fds = Vec::new();
+        let mut byte = [0u8; 1];
+        let got = sys::recv(self.fd.as_fd(), &mut byte, &mut fds, true);
+        let fd = match got {
+            Ok(_) => fds.pop(),
+            Err(e) if sys::would_block(&e) => None,
+            Err(e) => return Err(e),
+        };
+        let fd = fd.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the shared-memory ring announced an out-of-line message that did not come",
+            )
+        })?;
+        if len > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("an out-of-line message of {len} bytes exceeds the {limit}-byte limit"),
+            ));
+        }
+        if out.len() < len {
+            out.resize(len, 0);
+        }
+        sys::shm::read_memfd(&fd, &mut out[..len])?;
+        Ok(len)
+    }
+
+    /// Sends a message too large for the ring: a sealed memfd over the side
+    /// socket, then a payload-less record that announces it.
+    pub(super) fn write_out_of_line(&self, bytes: &[u8]) -> io::Result<usize> {
+        let mut tx = ring(self.shm_tx()?);
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a message over 4 GiB"))?;
+        // The record must fit before the memfd goes: the reader takes a
+        // memfd only for a record it has seen.
+        if !tx.has_room(8) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let memfd = sys::shm::memfd_with(bytes)?;
+        let fds = [memfd.as_fd()];
+        sys::send(self.fd.as_fd(), &[IoSlice::new(&[0])], &fds, true)?;
+        match tx.try_write_out_of_line(len) {
+            Ok(true) => Ok(bytes.len()),
+            Ok(false) => Err(io::Error::other("the ring lost room it had")),
+            Err(e) => Err(ring_error(e)),
+        }
+    }
+
+    /// Whether a shared-memory message waits, or the ring's end does (for
+    /// `Select`, before it arms the ring's readiness descriptor).
+    pub(crate) fn shm_ready(&self) -> bool {
+        self.shm
+            .as_ref()
+            .and_then(|s| s.rx.as_ref())
+            .is_some_and(|rx| {
+                let rx = ring(rx);
+                rx.has_message() || rx.writer_closed()
+            })
+    }
+
+    /// Whether the shared-memory writer said it is done (a writer that died
+    /// without saying so is noticed by the wait).
+    pub(crate) fn shm_writer_closed(&self) -> bool {
+        self.shm
+            .as_ref()
+            .and_then(|s| s.rx.as_ref())
+            .is_some_and(|rx| ring(rx).writer_closed())
+    }
+
+    pub(super) fn shm_rx(&self) -> io::Result<&std::sync::Mutex<shm::Reader>> {
+        self.shm
+            .as_ref()
+            .and_then(|s| s.rx.as_ref())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "this end does not receive"))
+    }
+
+    pub(super) fn shm_tx(&self) -> io::Result<&std::sync::Mutex<shm::Writer>> {
+        self.shm
+            .as_ref()
+            .and_then(|s| s.tx.as_ref())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "this end does not send"))
+    }
+
+    /// For sending a shared-memory end in a message: copies of the memfds
+    /// of its writing and reading rings, and the rings' capacity.
+    pub(crate) fn shm_parts(&self) -> io::Result<Option<ShmParts>> {
+        let Some(s) = &self.shm else { return Ok(None) };
+        let mut cap = 0;
+        let tx = match &s.tx {
+            Some(tx) => {
+                let w = ring(tx);
+                cap = w.region().len() - shm::DATA;
+                Some((w.region().fd().try_clone()?, w.efds().try_clone()?))
+            }
+            None => None,
+        };
+        let rx = match &s.rx {
+            Some(rx) => {
+                let r = ring(rx);
+                cap = r.region().len() - shm::DATA;
+                Some((r.region().fd().try_clone()?, r.efds().try_clone()?))
+            }
+            None => None,
+        };
+        Ok(Some((tx, rx, cap)))
+    }
+
+    /// A shared-memory end received in a message: maps the rings, checking
+    /// their seals, size and header.
+    pub(crate) fn from_shm_parts(
+        side: OwnedFd,
+        tx: Option<RingParts>,
+        rx: Option<RingParts>,
+        cap: usize,
+    ) -> io::Result<Conn> {
+        let cap = shm::capacity_for(cap);
+        let len = shm::region_len(cap);
+        let open = |(fd, efds): RingParts| -> io::Result<(sys::shm::Region, usize, shm::Efds)> {
+            let region = sys::shm::Region::open(fd, len)?;
+            let checked = shm::check_header(&region)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
+            Ok((region, checked, efds))
+        };
+        let tx = tx
+            .map(open)
+            .transpose()?
+            .map(|(r, c, e)| shm::Writer::new(r, c, shm::ShmWait::Adaptive, e));
+        let rx = rx
+            .map(open)
+            .transpose()?
+            .map(|(r, c, e)| shm::Reader::new(r, c, shm::ShmWait::Adaptive, e));
+        Conn::shm(side, tx, rx)
+    }
+
+    pub(super) fn shm_wait(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+    ) -> io::Result<Waited> {
+        let alive = || self.peer_alive();
+        let waited = match interest {
+            // A ring's frames are never left half-written: nothing to
+            // write while waiting to read.
+            Interest::Read | Interest::Either => ring(self.shm_rx()?).wait(deadline, &alive),
+            Interest::Write => ring(self.shm_tx()?).wait(deadline, &alive),
+            // (each end keeps its own spin budget)
+        };
+        Ok(match waited {
+            shm::Waited::Ready => Waited::Ready,
+            shm::Waited::TimedOut => Waited::TimedOut,
+            shm::Waited::PeerGone => match self.peer.get() {
+                Some(peer) => {
+                    let status = peer.exit_status(Some(Instant::now() + Duration::from_secs(5)))?;
+                    Waited::PeerExited(peer.exited_error(status))
+                }
+                None => Waited::PeerExited(Error::disconnected(
+                    "the process at the other end of the shared-memory ring is gone",
+                )),
+            },
+        })
+    }
+}

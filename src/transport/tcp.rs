@@ -1,0 +1,136 @@
+//! The TCP specifics of a [`Conn`]: heartbeats heard, silence noticed, and
+//! a close that never destroys what was sent.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::{Conn, Transport};
+use crate::sys::{self, Interest};
+
+/// When the peer of a TCP connection last showed a sign of life, and
+/// whether it has been declared gone for its silence.
+#[derive(Debug)]
+pub(crate) struct Liveness {
+    /// The peer's heartbeat interval: silence for three of them ends the
+    /// connection.
+    pub(crate) interval: Duration,
+    /// Nanoseconds since the connection's epoch.
+    last_heard: std::sync::atomic::AtomicU64,
+    /// The peer ended its sending side: no more heartbeats will come.
+    ended: std::sync::atomic::AtomicBool,
+    /// The connection was shut down because the peer fell silent.
+    pub(super) silent: std::sync::atomic::AtomicBool,
+    /// How long closing may wait for what we sent to be acknowledged.
+    linger: Duration,
+}
+
+impl Conn {
+    /// A TCP connection (already authenticated) whose peer sends heartbeats
+    /// every `interval`.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub(crate) fn tcp(fd: OwnedFd, interval: Duration, linger: Duration) -> Conn {
+        let mut conn = Conn::with(fd, Transport::Tcp);
+        conn.liveness = Some(Liveness {
+            linger,
+            interval,
+            last_heard: std::sync::atomic::AtomicU64::new(0),
+            ended: std::sync::atomic::AtomicBool::new(false),
+            silent: std::sync::atomic::AtomicBool::new(false),
+        });
+        conn
+    }
+
+    /// Notes that bytes (or the end) came from the peer.
+    pub(super) fn heard(&self, got: &io::Result<sys::Received>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let (Some(l), Ok(r)) = (&self.liveness, got) {
+            l.last_heard
+                .store(self.epoch.elapsed().as_nanos() as u64, Relaxed);
+            if r.len == 0 {
+                l.ended.store(true, Relaxed);
+            }
+        }
+    }
+
+    /// For a TCP connection's watcher, every quarter of the peer's
+    /// heartbeat interval: whether the peer has been silent for 2¾
+    /// intervals (so that, checked that often, silence is reported within
+    /// three), counting bytes that wait unread in the socket (`queued`, the
+    /// watcher's last reading of them) as a sign of life. A silent peer is
+    /// declared gone: the connection is shut down, which wakes every wait
+    /// on it, and its errors say why.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub(crate) fn check_silence(&self, queued: &mut u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(l) = &self.liveness else {
+            return;
+        };
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        // The peer shut down its sending side (or the connection broke):
+        // no heartbeat will come, whether or not anyone reads here.
+        if matches!(sys::hung_up(self.fd.as_fd()), Ok(true)) {
+            l.ended.store(true, Relaxed);
+        }
+        let inq = sys::unread_bytes(self.fd.as_fd()).unwrap_or(0);
+        if inq != *queued {
+            *queued = inq;
+            l.last_heard.store(now, Relaxed);
+        }
+        if l.ended.load(Relaxed) || l.silent.load(Relaxed) {
+            return;
+        }
+        let quiet = Duration::from_nanos(now.saturating_sub(l.last_heard.load(Relaxed)));
+        if quiet >= l.interval * 11 / 4 {
+            l.silent.store(true, Relaxed);
+            let _ = sys::shutdown(self.fd.as_fd(), std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Conn {
+    /// A TCP connection closes without destroying what it sent: closing a
+    /// socket that still holds unread input sends a reset, and a reset
+    /// makes *our* kernel discard what the peer has not yet acknowledged
+    /// (`tcp_write_queue_purge`), an answer still in flight among it. So:
+    /// stop writing (FIN), drain the input that is there, and close once
+    /// everything we sent, FIN included, is acknowledged (`SIOCOUTQ` is 0),
+    /// or when the linger ([`Options::linger`](crate::Options::linger))
+    /// runs out, whichever is first. What the peer sends after that draws a
+    /// reset, which tells it that nobody reads here. On loopback, or with
+    /// a peer that reads, this returns at once.
+    fn drop(&mut self) {
+        let Some(l) = &self.liveness else { return };
+        if self.shared.is_shared() {
+            return;
+        }
+        let fd = self.fd.as_fd();
+        let _ = sys::shutdown(fd, std::net::Shutdown::Write);
+        let deadline = Instant::now() + l.linger;
+        let mut sink = [0u8; 4096];
+        loop {
+            // Drain: input left unread at close(2) is what sends the reset.
+            loop {
+                match sys::recv_bytes(fd, &mut sink, true) {
+                    Ok(r) if r.len > 0 => {}
+                    _ => break,
+                }
+            }
+            match sys::sockio::unsent_bytes(fd) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            // Acknowledgements make no descriptor ready: look again within
+            // a millisecond, or at once when input comes.
+            let mut ready = [false];
+            let tick = (now + Duration::from_millis(1)).min(deadline);
+            if sys::poll(&[(fd, Interest::Read)], Some(tick), &mut ready).is_err() {
+                return;
+            }
+        }
+    }
+}
