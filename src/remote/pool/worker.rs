@@ -1,0 +1,164 @@
+//! The worker's side of a remote pool: connect, announce, answer tasks,
+//! beat while working.
+
+use super::*;
+
+/// How a worker process behaves: retries and its beat.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// Connection options (key, heartbeat, retry policy of each attempt).
+    pub options: Options,
+    /// How long to keep trying to reach the pool (again) before giving up.
+    pub reconnect_for: Duration,
+    /// How often to beat while working on a task (ZeroMQ).
+    pub beat: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> WorkerOptions {
+        WorkerOptions {
+            options: Options::new(),
+            reconnect_for: Duration::from_secs(30),
+            beat: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A worker's two ends, by transport.
+enum Link {
+    Tcp(Duplex<Wire, Wire>),
+    Zmq(zmq::Channel<Wire, Wire>),
+}
+
+impl Link {
+    fn open(addr: &str, opts: &Options) -> Result<Link> {
+        let endpoint: Endpoint = addr.parse()?;
+        let opts = opts.clone().codec(CodecKind::MsgPack);
+        Ok(match endpoint {
+            Endpoint::Tcp(_) => Link::Tcp(opts.connect(addr)?),
+            _ => Link::Zmq(zmq::connect(zmq::Kind::Dealer, addr, &opts)?),
+        })
+    }
+
+    fn send(&self, m: Wire) -> Result<()> {
+        match self {
+            Link::Tcp(d) => d.send(m).map_err(|e| e.into_error()),
+            Link::Zmq(c) => c.send(m).map_err(|e| e.into_error()),
+        }
+    }
+
+    fn recv(&self) -> Result<Wire> {
+        match self {
+            Link::Tcp(d) => d.recv(),
+            Link::Zmq(c) => c.recv(),
+        }
+    }
+}
+
+/// Works for the pool at `addr` until it says bye: each task's payload goes
+/// to `handler`, whose `Ok` is the answer and `Err` the reason it failed.
+/// A lost connection is made again, for up to `reconnect_for`.
+pub fn work(
+    addr: &str,
+    wo: &WorkerOptions,
+    mut handler: impl FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+) -> Result<()> {
+    let mut lost_since: Option<Instant> = None;
+    loop {
+        // The time out of reach counts from the first failure since the
+        // last connection was lost.
+        let link = match Link::open(addr, &wo.options) {
+            Ok(l) => l,
+            Err(e) if e.kind() == ErrorKind::Refused => return Err(e),
+            Err(e) => {
+                let since = *lost_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > wo.reconnect_for {
+                    return Err(e.because("the pool stayed out of reach"));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        match serve(&link, wo, &mut handler) {
+            Ok(()) => return Ok(()), // bye
+            Err(_) => {
+                lost_since = Some(Instant::now());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// [`work`], typed: tasks decoded from and answers encoded to MessagePack.
+pub fn work_with<Req, Resp>(
+    addr: &str,
+    wo: &WorkerOptions,
+    mut handler: impl FnMut(Req) -> std::result::Result<Resp, String>,
+) -> Result<()>
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+{
+    let codec = CodecKind::MsgPack;
+    work(addr, wo, |payload| {
+        let req: Req = codec.decode(&payload).map_err(|e| e.to_string())?;
+        let resp = handler(req)?;
+        let mut out = Vec::new();
+        codec.encode(&resp, &mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+}
+
+/// One connection's worth of work; `Ok` at bye.
+fn serve(
+    link: &Link,
+    wo: &WorkerOptions,
+    handler: &mut impl FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+) -> Result<()> {
+    let beat_ms = wo.beat.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
+    link.send(wire("ready", beat_ms, Vec::new()))?;
+    // (working, finished): the beating thread beats while `working`.
+    let state = (Mutex::new((false, false)), Condvar::new());
+    std::thread::scope(|s| {
+        if let Link::Zmq(_) = link {
+            // ZeroMQ has no other way to tell a slow worker from a dead one.
+            s.spawn(|| {
+                let (lock, cv) = &state;
+                let mut st = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                while !st.1 {
+                    let (next, timeout) = cv
+                        .wait_timeout(st, wo.beat)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    st = next;
+                    if st.0 && timeout.timed_out() {
+                        let _ = link.send(wire("beat", 0, Vec::new()));
+                    }
+                }
+            });
+        }
+        let set = |working: bool, finished: bool| {
+            let (lock, cv) = &state;
+            *lock.lock().unwrap_or_else(PoisonError::into_inner) = (working, finished);
+            cv.notify_all();
+        };
+        let r = (|| loop {
+            let (kind, id, data) = link.recv()?;
+            match kind.as_str() {
+                "bye" => return Ok(()),
+                "task" => {
+                    set(true, false);
+                    let answer = handler(data.into_vec());
+                    set(false, false);
+                    let reply = match answer {
+                        Ok(out) => wire("done", id, out),
+                        Err(why) => wire("failed", id, why.into_bytes()),
+                    };
+                    link.send(reply)?;
+                }
+                _ => {} // unknown kinds are ignored, for later versions
+            }
+        })();
+        set(false, true);
+        r
+    })
+}
