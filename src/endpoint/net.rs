@@ -1,0 +1,213 @@
+//! Settings of network endpoints: the key, retries, heartbeats and
+//! deadlines ([`Net`]).
+
+use super::*;
+
+/// A shared key for `tcp://` authentication: at least 16 bytes. Its
+/// `Debug` output never shows the bytes.
+///
+/// # Examples
+///
+/// ```
+/// let key = procwire::Key::new(vec![7u8; 32])?; // use `head -c 32 /dev/urandom`
+/// let _net = procwire::Net::new().key(key);
+/// assert!(procwire::Key::new(b"short".to_vec()).is_err());
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Key(Arc<[u8]>);
+
+impl Key {
+    /// The least a key may hold.
+    pub const MIN_LEN: usize = 16;
+
+    /// A key of these bytes (at least [`MIN_LEN`](Key::MIN_LEN)).
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Key> {
+        let bytes = bytes.into();
+        if bytes.len() < Key::MIN_LEN {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "a key must hold at least {} bytes; this one holds {}",
+                    Key::MIN_LEN,
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(Key(bytes.into()))
+    }
+
+    /// The key from the environment: the bytes of the file named by
+    /// `PROCWIRE_KEY_FILE` (one trailing newline ignored), else the value of
+    /// `PROCWIRE_KEY`; `Ok(None)` if neither is set.
+    pub fn from_env() -> Result<Option<Key>> {
+        if let Some(file) = std::env::var_os("PROCWIRE_KEY_FILE") {
+            let mut bytes = std::fs::read(&file).map_err(|e| {
+                Error::io(
+                    &format!("reading PROCWIRE_KEY_FILE ({})", file.to_string_lossy()),
+                    e,
+                )
+            })?;
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            return Key::new(bytes)
+                .map(Some)
+                .map_err(|e| e.because("in PROCWIRE_KEY_FILE"));
+        }
+        match std::env::var_os("PROCWIRE_KEY") {
+            Some(v) => Key::new(std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()))
+                .map(Some)
+                .map_err(|e| e.because("in PROCWIRE_KEY")),
+            None => Ok(None),
+        }
+    }
+
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({} bytes)", self.0.len())
+    }
+}
+
+/// How a client retries a connection that fails to open (refused, or
+/// timed out); a failed authentication is never retried.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let retry = procwire::Retry { attempts: 5, backoff: Duration::from_millis(50) };
+/// let opts = procwire::Options::new().net(procwire::Net::new().retry(retry));
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in all (1: no retry).
+    pub attempts: u32,
+    /// The wait before the second attempt; it doubles each time, up to 5 s.
+    pub backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            attempts: 1,
+            backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Settings of network endpoints (`tcp://`, `zmq+…`), part of [`Options`]
+/// through [`Options::net`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let net = procwire::Net::new()
+///     .heartbeat(Duration::from_millis(500))
+///     .connect_timeout(Duration::from_secs(2));
+/// let opts = procwire::Options::new().net(net);
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Net {
+    pub(crate) heartbeat: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) key: KeyChoice,
+    pub(crate) retry: Retry,
+    pub(crate) public_zmq: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum KeyChoice {
+    /// `Key::from_env()` when the endpoint is opened.
+    FromEnv,
+    Given(Key),
+    None,
+}
+
+impl Default for Net {
+    fn default() -> Net {
+        Net {
+            heartbeat: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            key: KeyChoice::FromEnv,
+            retry: Retry::default(),
+            public_zmq: false,
+        }
+    }
+}
+
+impl Net {
+    /// Heartbeats every second, 5 s to connect and 5 s to authenticate,
+    /// the key from the environment, no retries.
+    pub fn new() -> Net {
+        Net::default()
+    }
+
+    /// How often each side of a `tcp://` connection says it is alive; a peer
+    /// silent for three intervals is gone.
+    pub fn heartbeat(mut self, every: Duration) -> Net {
+        self.heartbeat = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a client waits for TCP to connect.
+    pub fn connect_timeout(mut self, t: Duration) -> Net {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// How long either side waits for the peer's part of the handshake.
+    pub fn handshake_timeout(mut self, t: Duration) -> Net {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// This key instead of the environment's.
+    pub fn key(mut self, key: Key) -> Net {
+        self.key = KeyChoice::Given(key);
+        self
+    }
+
+    /// No key, whatever the environment says (loopback only).
+    pub fn no_key(mut self) -> Net {
+        self.key = KeyChoice::None;
+        self
+    }
+
+    /// Retry failed connection attempts.
+    pub fn retry(mut self, retry: Retry) -> Net {
+        self.retry = retry;
+        self
+    }
+
+    /// Lets a ZeroMQ listener bind to an address other than loopback. The
+    /// `zeromq` crate reserves memory for whatever frame length a peer
+    /// declares, so anyone who can reach the port can make this process
+    /// allocate without bound; only force this on a network you trust.
+    pub fn force_public_zmq(mut self) -> Net {
+        self.public_zmq = true;
+        self
+    }
+
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub(crate) fn resolve_key(&self) -> Result<Option<Key>> {
+        match &self.key {
+            KeyChoice::FromEnv => Key::from_env(),
+            KeyChoice::Given(k) => Ok(Some(k.clone())),
+            KeyChoice::None => Ok(None),
+        }
+    }
+}
