@@ -151,6 +151,7 @@ mod awaited;
 #[cfg(feature = "baseline")]
 #[cfg_attr(docsrs, doc(cfg(feature = "baseline")))]
 pub mod baseline;
+pub mod bytes;
 mod channel;
 pub mod codec;
 pub mod endpoint;
@@ -177,6 +178,7 @@ mod sys;
 pub mod testing;
 mod transport;
 
+pub use bytes::ByteBuf;
 pub use channel::{
     DEFAULT_LINGER, Duplex, IntoIter, Iter, Options, Receiver, Select, Sender, WireName, channel,
     duplex,
@@ -194,7 +196,6 @@ pub use process::{
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use remote::zmq;
-pub use serde_bytes::{self, ByteBuf};
 pub use shm::ShmWait;
 pub use socket::{Kind, PeerCred, Socket, UnixListener, socket_pair};
 

@@ -158,3 +158,40 @@ fn codec_names_parse_and_unknown_names_are_refused() {
         "{e}"
     );
 }
+
+/// Issue 12, item 4: procwire's own `ByteBuf` and `procwire::bytes` write
+/// exactly the byte strings the `serde_bytes` crate wrote before them
+/// (MessagePack `bin`, postcard length + bytes, JSON an array), and read
+/// them back, so no peer sees a difference.
+#[test]
+fn byte_payloads_are_byte_strings_on_every_codec() {
+    use procwire::ByteBuf;
+    use procwire::codec::{Codec, Json, MsgPack, Postcard};
+
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Field {
+        #[serde(with = "procwire::bytes")]
+        data: Vec<u8>,
+    }
+
+    let b = ByteBuf::from(vec![1u8, 2, 3]);
+    let mut out = Vec::new();
+    MsgPack::encode(&b, &mut out).unwrap();
+    assert_eq!(out, [0xc4, 3, 1, 2, 3], "bin 8");
+    assert_eq!(MsgPack::decode::<ByteBuf>(&out).unwrap(), b);
+    out.clear();
+    Postcard::encode(&b, &mut out).unwrap();
+    assert_eq!(out, [3, 1, 2, 3]);
+    assert_eq!(Postcard::decode::<ByteBuf>(&out).unwrap(), b);
+    out.clear();
+    Json::encode(&b, &mut out).unwrap();
+    assert_eq!(out, b"[1,2,3]");
+    assert_eq!(Json::decode::<ByteBuf>(&out).unwrap(), b);
+
+    let f = Field { data: vec![7; 300] };
+    out.clear();
+    MsgPack::encode(&f, &mut out).unwrap();
+    // A map with one key, then bin 16 (0xc5) of 300 bytes.
+    assert_eq!(&out[..7], [0x81, 0xa4, b'd', b'a', b't', b'a', 0xc5]);
+    assert_eq!(MsgPack::decode::<Field>(&out).unwrap(), f);
+}

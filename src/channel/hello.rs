@@ -47,7 +47,7 @@ wire_names! {
     u8 => "u8", u16 => "u16", u32 => "u32", u64 => "u64",
     i8 => "i8", i16 => "i16", i32 => "i32", i64 => "i64",
     f32 => "f32", f64 => "f64",
-    String => "string", serde_bytes::ByteBuf => "bytes",
+    String => "string", crate::ByteBuf => "bytes",
 }
 
 /// The hello message.

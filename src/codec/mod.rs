@@ -16,7 +16,7 @@
 //!
 //! Byte buffers: serde writes a `Vec<u8>` as a sequence of numbers, one at a
 //! time. Wrap it in [`ByteBuf`](crate::ByteBuf) (or mark the field
-//! `#[serde(with = "serde_bytes")]`) to copy it in bulk and, in MessagePack,
+//! `#[serde(with = "procwire::bytes")]`) to copy it in bulk and, in MessagePack,
 //! to send it as `bin`.
 
 mod depth;

@@ -118,7 +118,7 @@ impl<'a> ser::Serializer for Serializer<'a> {
     }
 }
 
-/// A `Vec<u8>` without `serde_bytes` arrives as a sequence of `u8`.
+/// A `Vec<u8>` not marked as bytes arrives as a sequence of `u8`.
 pub(crate) struct ByteSeq<'a> {
     out: &'a mut Vec<u8>,
 }
