@@ -95,7 +95,8 @@ impl Drop for Conn {
     /// (`tcp_write_queue_purge`), an answer still in flight among it. So:
     /// stop writing (FIN), drain the input that is there, and close once
     /// everything we sent, FIN included, is acknowledged (`SIOCOUTQ` is 0),
-    /// or when the linger ([`Options::linger`](crate::Options::linger))
+    /// or the peer has finished sending or is gone (no input can come to
+    /// turn the close into a reset), or when the linger ([`Options::linger`](crate::Options::linger))
     /// runs out, whichever is first. What the peer sends after that draws a
     /// reset, which tells it that nobody reads here. On loopback, or with
     /// a peer that reads, this returns at once.
@@ -119,6 +120,14 @@ impl Drop for Conn {
             match sys::sockio::unsent_bytes(fd) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
+            }
+            // The peer is done sending (its FIN) or gone (a reset): no
+            // input can come that would make our close a reset, and a
+            // plain close lets the kernel go on delivering what is queued.
+            // (After a reset the count never falls: without this, the
+            // drop would wait out the whole linger.)
+            if matches!(sys::hung_up(fd), Ok(true)) {
+                return;
             }
             let now = Instant::now();
             if now >= deadline {
