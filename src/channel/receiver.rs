@@ -538,7 +538,7 @@ impl<T> Receiver<T> {
     /// made by [`Command::channel`](crate::Command::channel) watch their
     /// child already.
     pub fn supervise(&self, child: &crate::Child) {
-        self.core.conn.supervise(Arc::clone(child.state()));
+        self.core.conn.supervise(Arc::clone(child.state()) as _);
     }
 }
 

@@ -483,7 +483,7 @@ impl<T> Sender<T> {
     /// Watches `child`: a send waiting for room ends when the child exits,
     /// with an [`ErrorKind::PeerExited`] error carrying its exit status.
     pub fn supervise(&self, child: &crate::Child) {
-        self.core.conn.supervise(Arc::clone(child.state()));
+        self.core.conn.supervise(Arc::clone(child.state()) as _);
     }
 }
 

@@ -137,6 +137,24 @@ impl ProcState {
     }
 }
 
+impl crate::transport::Watched for ProcState {
+    fn pidfd(&self) -> BorrowedFd<'_> {
+        ProcState::pidfd(self)
+    }
+
+    fn exit_status(&self, deadline: Option<Instant>) -> io::Result<Option<ExitStatus>> {
+        ProcState::exit_status(self, deadline)
+    }
+
+    fn exited_error(&self, status: Option<ExitStatus>) -> Error {
+        ProcState::exited_error(self, status)
+    }
+
+    fn fate(&self, status: ExitStatus) -> String {
+        format!("child {} {}", self.pid, describe(status))
+    }
+}
+
 /// "exited with status 3", "was killed by signal 9 (SIGKILL)".
 pub(crate) fn describe(status: ExitStatus) -> String {
     if let Some(code) = status.code() {

@@ -188,7 +188,7 @@ impl Command {
             .map(Arc::new)
             .map_err(|e| Error::io(&format!("opening a pidfd for child {pid}"), e))?;
         for conn in self.watchers.drain(..) {
-            conn.supervise(Arc::clone(&state));
+            conn.supervise(Arc::clone(&state) as _);
         }
         let mut child = Child::new(state, self.kill_on_drop);
         (child.stdin, child.stdout, child.stderr) = stdio;

@@ -14,11 +14,27 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::ProcState;
 use crate::sys::{self, FdKind, Interest, SockType};
 
 mod shm_end;
 mod tcp;
+
+/// A process a channel end can watch, so that its death ends every wait on
+/// the end: the process layer's child handle implements it. (Declared here
+/// so that this layer does not look up into the process layer.)
+pub(crate) trait Watched: Send + Sync + std::fmt::Debug {
+    /// A descriptor that turns readable when the process has exited.
+    fn pidfd(&self) -> BorrowedFd<'_>;
+    /// Its exit status, waiting for it until `deadline`.
+    fn exit_status(
+        &self,
+        deadline: Option<Instant>,
+    ) -> io::Result<Option<std::process::ExitStatus>>;
+    /// The error for a wait that its exit ended.
+    fn exited_error(&self, status: Option<std::process::ExitStatus>) -> Error;
+    /// "child 123 exited with status 3", for the end-of-stream errors.
+    fn fate(&self, status: std::process::ExitStatus) -> String;
+}
 
 pub(crate) use shm_end::RingParts;
 use shm_end::{ShmRings, ring, ring_error};
@@ -65,7 +81,7 @@ pub(crate) struct Conn {
     fd: OwnedFd,
     transport: Transport,
     /// The process at the other end, once the channel supervises it.
-    peer: OnceLock<Arc<ProcState>>,
+    peer: OnceLock<Arc<dyn Watched>>,
     /// Whether a copy of this end went elsewhere (see [`crate::ends`]).
     shared: crate::ends::Shared,
     /// The rings of a shared-memory channel.
@@ -308,11 +324,11 @@ impl Conn {
 
     /// Watches `peer`: waits on this channel end from now on also end when
     /// it exits. A channel watches one process; later calls are ignored.
-    pub(crate) fn supervise(&self, peer: Arc<ProcState>) {
+    pub(crate) fn supervise(&self, peer: Arc<dyn Watched>) {
         let _ = self.peer.set(peer);
     }
 
-    pub(crate) fn peer(&self) -> Option<&Arc<ProcState>> {
+    pub(crate) fn peer(&self) -> Option<&Arc<dyn Watched>> {
         self.peer.get()
     }
 
@@ -361,13 +377,7 @@ impl Conn {
             return e;
         };
         match peer.exit_status(Some(Instant::now() + within)) {
-            Ok(Some(status)) => e
-                .because(&format!(
-                    "child {} {}",
-                    peer.pid(),
-                    crate::process::describe(status)
-                ))
-                .with_status(Some(status)),
+            Ok(Some(status)) => e.because(&peer.fate(status)).with_status(Some(status)),
             _ => e,
         }
     }
