@@ -40,6 +40,15 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::{Duplex, Kind, Options, Receiver, Sender};
 
 /// A call on the wire: the caller's id and the request.
+///
+/// # Examples
+///
+/// ```
+/// // What a peer in another language sends for `client.call(7)`, in JSON:
+/// let call = procwire::rpc::Call { id: 1, body: 7u32 };
+/// assert_eq!(serde_json::to_string(&call)?, r#"{"id":1,"body":7}"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Call<Req> {
     /// Chosen by the caller, unique among its calls in flight.
@@ -49,6 +58,16 @@ pub struct Call<Req> {
 }
 
 /// A reply on the wire: the call's id and the handler's result.
+///
+/// # Examples
+///
+/// ```
+/// // A reply, in JSON: the handler's result under "Ok", or its error's
+/// // message under "Err".
+/// let ok = procwire::rpc::Reply::<u32> { id: 1, body: Ok(14) };
+/// assert_eq!(serde_json::to_string(&ok)?, r#"{"id":1,"body":{"Ok":14}}"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Reply<Resp> {
     /// The id of the call this answers.
@@ -63,6 +82,17 @@ pub type ClientEnd<Req, Resp> = Duplex<Call<Req>, Reply<Resp>>;
 pub type ServerEnd<Req, Resp> = Duplex<Reply<Resp>, Call<Req>>;
 
 /// A connected pair of RPC ends over a new stream socket pair.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::rpc;
+///
+/// let (client_end, server_end) = rpc::pair::<String, usize>()?;
+/// std::thread::spawn(move || rpc::serve(server_end, |s: String| Ok::<_, String>(s.len())));
+/// assert_eq!(rpc::Client::new(client_end).call("four".into())?, 4);
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub fn pair<Req, Resp>() -> Result<(ClientEnd<Req, Resp>, ServerEnd<Req, Resp>)>
 where
     Req: Serialize + DeserializeOwned,
@@ -74,6 +104,24 @@ where
 /// Serves calls one after another until the client closes the channel:
 /// each request goes to `handler`, its result back to the caller. Returns
 /// `Ok(())` at a clean end of stream.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::rpc;
+///
+/// let (client_end, server_end) = rpc::pair::<u32, u32>()?;
+/// let server = std::thread::spawn(move || {
+///     rpc::serve(server_end, |n: u32| if n == 0 { Err("zero") } else { Ok(100 / n) })
+/// });
+/// let client = rpc::Client::new(client_end);
+/// assert_eq!(client.call(4)?, 25);
+/// let e = client.call(0).unwrap_err();
+/// assert_eq!(e.kind(), procwire::ErrorKind::Remote); // the handler's error, by message
+/// drop(client); // the server's loop ends cleanly
+/// server.join().unwrap()?;
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub fn serve<Req, Resp, E>(
     end: ServerEnd<Req, Resp>,
     mut handler: impl FnMut(Req) -> std::result::Result<Resp, E>,
@@ -97,6 +145,30 @@ where
 /// Serves calls on `threads` threads at once; replies go back as each
 /// handler finishes, so possibly out of order. Returns when the client has
 /// closed the channel and every handler has finished.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::rpc;
+/// use std::time::Duration;
+///
+/// let (client_end, server_end) = rpc::pair::<u64, u64>()?;
+/// std::thread::spawn(move || {
+///     rpc::serve_concurrent(server_end, 4, |ms: u64| {
+///         std::thread::sleep(Duration::from_millis(ms));
+///         Ok::<_, String>(ms)
+///     })
+/// });
+/// let client = rpc::Client::new(client_end);
+/// // Four calls from four threads, served at once.
+/// std::thread::scope(|s| {
+///     for ms in [40, 30, 20, 10] {
+///         let client = &client;
+///         s.spawn(move || assert_eq!(client.call(ms).unwrap(), ms));
+///     }
+/// });
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub fn serve_concurrent<Req, Resp, E, H>(
     end: ServerEnd<Req, Resp>,
     threads: usize,
@@ -139,6 +211,22 @@ where
 }
 
 /// Calls a server through one channel, from any number of threads.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::rpc;
+/// use std::time::Duration;
+///
+/// let (client_end, server_end) = rpc::pair::<String, String>()?;
+/// std::thread::spawn(move || {
+///     rpc::serve(server_end, |job: String| Ok::<_, String>(format!("{job} accomplished!")))
+/// });
+/// let client = rpc::Client::new(client_end);
+/// let reply = client.call_timeout("Heavy lifting".into(), Duration::from_secs(5))?;
+/// assert_eq!(reply, "Heavy lifting accomplished!");
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub struct Client<Req, Resp> {
     tx: Sender<Call<Req>>,
     rx: Receiver<Reply<Resp>>,

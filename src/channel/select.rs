@@ -61,6 +61,13 @@ impl std::fmt::Debug for Select<'_> {
 
 impl<'a> Select<'a> {
     /// An empty set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let sel = procwire::Select::new();
+    /// assert_eq!(sel.try_ready(), None); // nothing in it, nothing ready
+    /// ```
     pub fn new() -> Select<'a> {
         Select::default()
     }

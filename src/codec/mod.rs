@@ -52,6 +52,22 @@ pub const MAX_DEPTH: usize = 128;
 ///
 /// Implemented by the unit types [`Postcard`], [`MsgPack`], [`Json`] and
 /// [`Raw`]; a channel picks one at run time through [`CodecKind`].
+///
+/// # Examples
+///
+/// ```
+/// use procwire::codec::{Codec, MsgPack};
+///
+/// fn round_trip<C: Codec>(v: &Vec<String>) -> procwire::Result<Vec<String>> {
+///     let mut out = Vec::new();
+///     C::encode(v, &mut out)?;
+///     C::decode(&out)
+/// }
+/// let v = vec!["a".to_string()];
+/// assert_eq!(round_trip::<MsgPack>(&v)?, v);
+/// assert_eq!(MsgPack::NAME, "msgpack");
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub trait Codec {
     /// The codec's name in the wire format and in `PROCWIRE_CODEC`.
     const NAME: &'static str;
