@@ -67,6 +67,30 @@
 //! | another machine | `tcp://HOST:PORT` (feature `remote`) | authenticated, with heartbeats that report a vanished peer |
 //! | wait on several at once | [`Select`], or each end's descriptor ([`AsFd`](std::os::fd::AsFd)) with your own poll or event loop | every end, shared memory included, has a descriptor that turns ready |
 //!
+//! # Errors
+//!
+//! Channel operations fail with crossbeam-channel's error types, the same
+//! on every kind of end (pipe, sockets, shared memory, `tcp://`, ZeroMQ);
+//! each also has an `Other` variant holding the one opaque [`Error`] for
+//! the failures a process boundary adds, and every send error gives the
+//! message back:
+//!
+//! | operation | error | variants |
+//! |---|---|---|
+//! | `send`, `send_with_fds` | [`SendError<T>`] | `Disconnected(T, Error)`, `Other(T, Error)` |
+//! | `try_send` | [`TrySendError<T>`] | `Full(T)`, `Disconnected(T, Error)`, `Other(T, Error)` |
+//! | `send_timeout`, `send_deadline` | [`SendTimeoutError<T>`] | `Timeout(T)`, `Disconnected(T, Error)`, `Other(T, Error)` |
+//! | `recv`, `recv_with_fds`, `recv_raw`, iterators | [`RecvError`] | `Disconnected(Error)`, `Other(Error)` |
+//! | `try_recv` | [`TryRecvError`] | `Empty`, `Disconnected(Error)`, `Other(Error)` |
+//! | `recv_timeout`, `recv_deadline` | [`RecvTimeoutError`] | `Timeout`, `Disconnected(Error)`, `Other(Error)` |
+//! | everything else (building channels, processes, RPC, pools, endpoints) | [`Error`] | [`Error::kind`] |
+//!
+//! `Disconnected` holds an [`Error`] that says how the peer went, with its
+//! exit status or signal where procwire knows it ([`Error::exit_status`]).
+//! Every type converts into [`Error`] and `std::io::Error`, so `?` works in
+//! functions returning [`Result`], and answers `kind()` and
+//! `is_disconnected()` like an [`Error`].
+//!
 //! # Hazards, and what procwire does about them
 //!
 //! **The forgotten writer.** A pipe's reader sees end-of-file only when
@@ -185,7 +209,10 @@ pub use channel::{
 };
 pub use codec::{Codec, CodecKind};
 pub use endpoint::{Endpoint, Key, Listener, Net, Retry, connect, listen};
-pub use error::{Error, ErrorKind, Result, SendError};
+pub use error::{
+    Error, ErrorKind, RecvError, RecvTimeoutError, Result, SendError, SendTimeoutError,
+    TryRecvError, TrySendError,
+};
 pub use fd::Fd;
 pub use handover::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env};
 pub use pipe::{PipeReader, PipeWriter, pipe};

@@ -135,7 +135,7 @@ where
         let call = match end.recv() {
             Ok(c) => c,
             Err(e) if e.is_disconnected() => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let body = handler(call.body).map_err(|e| e.to_string());
         end.send(Reply { id: call.id, body })?;
@@ -191,7 +191,7 @@ where
                         let call = match rx.recv() {
                             Ok(c) => c,
                             Err(e) if e.is_disconnected() => return Ok(()),
-                            Err(e) => return Err(e),
+                            Err(e) => return Err(e.into()),
                         };
                         let body = handler(call.body).map_err(|e| e.to_string());
                         tx.send(Reply { id: call.id, body })?;
@@ -314,9 +314,9 @@ where
                 // Lead: read the channel until our reply or the deadline.
                 st.reading = true;
                 drop(st);
-                let got = match deadline {
-                    Some(d) => self.rx.recv_deadline(d),
-                    None => self.rx.recv(),
+                let got: Result<Reply<Resp>> = match deadline {
+                    Some(d) => self.rx.recv_deadline(d).map_err(Error::from),
+                    None => self.rx.recv().map_err(Error::from),
                 };
                 st = self.lock();
                 st.reading = false;

@@ -421,3 +421,79 @@ fn hello_uses_declared_names_and_refuses_another_version() {
         drop(raw);
     });
 }
+
+/// Issue 12, item 1: each operation's error has crossbeam-channel's name
+/// and variants, hands the message back, holds the one `Error` for what a
+/// process boundary adds, and converts into `procwire::Error` for `?`.
+#[test]
+fn channel_errors_have_crossbeams_shapes_and_hand_the_message_back() {
+    use procwire::{
+        RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+    };
+    checked(10, || {
+        let (tx, rx) = channel::<Vec<u8>>().unwrap();
+        let full = loop {
+            match tx.try_send(vec![1; 4096]) {
+                Ok(()) => continue,
+                Err(e) => break e,
+            }
+        };
+        let TrySendError::Full(back) = full else {
+            panic!("{full:?}")
+        };
+        assert_eq!(back, vec![1; 4096]);
+        let e = tx
+            .send_timeout(vec![2; 4096], Duration::from_millis(10))
+            .unwrap_err();
+        assert!(
+            matches!(&e, SendTimeoutError::Timeout(v) if v[0] == 2),
+            "{e:?}"
+        );
+        drop(rx);
+        match tx.send(vec![3]) {
+            Err(SendError::Disconnected(v, why)) => {
+                assert_eq!(v, [3]);
+                assert!(why.is_disconnected(), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            tx.try_send(vec![4]),
+            Err(TrySendError::Disconnected(..))
+        ));
+
+        let (tx, rx) = channel::<u8>().unwrap();
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(10)),
+            Err(RecvTimeoutError::Timeout)
+        ));
+        drop(tx);
+        assert!(matches!(rx.recv(), Err(RecvError::Disconnected(_))));
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Disconnected(_))));
+
+        // A payload that does not decode: Other, with the Error's kind.
+        let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
+        let tx = Options::new()
+            .codec(CodecKind::Json)
+            .sender::<u32>(a)
+            .unwrap();
+        let rx = Options::new()
+            .codec(CodecKind::Json)
+            .receiver::<String>(b)
+            .unwrap();
+        tx.send(7).unwrap();
+        match rx.recv() {
+            Err(RecvError::Other(e)) => assert_eq!(e.kind(), ErrorKind::Decode),
+            other => panic!("{other:?}"),
+        }
+
+        // `?` into procwire::Result, from channel errors and from io::Error.
+        fn relay(rx: &Receiver<String>) -> procwire::Result<String> {
+            let s = rx.try_recv()?;
+            std::fs::metadata("/")?;
+            Ok(s)
+        }
+        assert_eq!(relay(&rx).unwrap_err().kind(), ErrorKind::Empty);
+    });
+}

@@ -229,7 +229,7 @@ fn timeouts(t: T) {
             }
             assert!(accepted < 1_000_000, "the buffer never filled");
         };
-        assert_eq!(full.kind(), ErrorKind::Full, "{}", full.error());
+        assert_eq!(full.kind(), ErrorKind::Full, "{full}");
         assert_eq!(full.into_inner().into_vec(), pattern(accepted, 1000));
         let r = tx.send_timeout(
             ByteBuf::from(pattern(accepted, 1000)),

@@ -73,9 +73,9 @@ impl Ours {
 
     fn recv(&self, timeout: Duration) -> procwire::Result<ByteBuf> {
         match self {
-            Ours::Duplex(d) => d.recv_timeout(timeout),
-            Ours::Zmq(z) => z.recv_timeout(timeout),
-            Ours::Rx(r) => r.recv_timeout(timeout),
+            Ours::Duplex(d) => Ok(d.recv_timeout(timeout)?),
+            Ours::Zmq(z) => Ok(z.recv_timeout(timeout)?),
+            Ours::Rx(r) => Ok(r.recv_timeout(timeout)?),
             Ours::Tx(_) => unreachable!("a pipe's write end"),
         }
     }

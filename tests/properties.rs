@@ -171,7 +171,12 @@ proptest! {
                         continue; // would wait for a reader that never comes
                     }
                     let m = message(next, len);
-                    let r = if blocking { t.send(m) } else { t.try_send(m) };
+                    // One error type for both: what each kind of failure is.
+                    let r = if blocking {
+                        t.send(m).map_err(procwire::Error::from)
+                    } else {
+                        t.try_send(m).map_err(procwire::Error::from)
+                    };
                     match r {
                         Ok(()) => {
                             sent.push(next);
@@ -179,7 +184,7 @@ proptest! {
                             next += 1;
                         }
                         Err(e) => prop_assert!(
-                            e.is_full() || e.is_disconnected()
+                            e.kind() == ErrorKind::Full || e.is_disconnected()
                                 || e.kind() == ErrorKind::FrameTooLarge,
                             "{e}"
                         ),
@@ -188,9 +193,9 @@ proptest! {
                 Op::TryRecv | Op::RecvTimeout => {
                     let Some(r) = &rx else { continue };
                     let res = if matches!(op, Op::TryRecv) {
-                        r.try_recv()
+                        r.try_recv().map_err(procwire::Error::from)
                     } else {
-                        r.recv_timeout(Duration::from_millis(2))
+                        r.recv_timeout(Duration::from_millis(2)).map_err(procwire::Error::from)
                     };
                     match res {
                         Ok(m) => {

@@ -313,7 +313,7 @@ fn two_workers(n: &mut Narrator) -> Result<()> {
     }
     let replies = (0..4)
         .map(|i| workers[i % 2].1.recv_timeout(Duration::from_secs(10)))
-        .collect::<procwire::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     check_replies(n, &replies)?;
     let pids: Vec<u32> = workers.iter().map(|(c, _)| c.id()).collect();
     for (i, reply) in replies.iter().enumerate() {
@@ -335,7 +335,7 @@ fn typed_exchange(n: &mut Narrator, ch: &Duplex<String, String>) -> Result<()> {
     }
     let replies = (0..4)
         .map(|_| ch.recv_timeout(Duration::from_secs(10)))
-        .collect::<procwire::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     check_replies(n, &replies)
 }
 

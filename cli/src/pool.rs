@@ -166,8 +166,11 @@ impl Worker {
         match &mut self.link {
             Link::Framed(ch) => {
                 let r = match deadline {
-                    Some(d) => ch.receiver().recv_deadline(d),
-                    None => ch.recv(),
+                    Some(d) => ch
+                        .receiver()
+                        .recv_deadline(d)
+                        .map_err(procwire::Error::from),
+                    None => ch.recv().map_err(procwire::Error::from),
                 };
                 match r {
                     Ok(b) => Reply::Answer(b.into_vec()),

@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use super::gate::Wait;
 use super::hello::WireName;
 use super::{Receiver, Sender};
-use crate::error::{Result, SendError};
+use crate::error::{
+    RecvError, RecvTimeoutError, Result, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
 
 /// Both ends of a conversation on one socket: sends `Out`, receives `In`.
 ///
@@ -50,12 +52,12 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     }
 
     /// Sends if there is room now. See [`Sender::try_send`].
-    pub fn try_send(&self, value: Out) -> Result<(), SendError<Out>> {
+    pub fn try_send(&self, value: Out) -> Result<(), TrySendError<Out>> {
         self.tx.try_send(value)
     }
 
     /// Sends, waiting at most `timeout`. See [`Sender::send_timeout`].
-    pub fn send_timeout(&self, value: Out, timeout: Duration) -> Result<(), SendError<Out>> {
+    pub fn send_timeout(&self, value: Out, timeout: Duration) -> Result<(), SendTimeoutError<Out>> {
         self.tx.send_timeout(value, timeout)
     }
 
@@ -100,34 +102,37 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     }
 
     /// Waits for the next message. See [`Receiver::recv`].
-    pub fn recv(&self) -> Result<In> {
+    pub fn recv(&self) -> Result<In, RecvError> {
         self.recv_writing(Wait::Block, |w| self.rx.recv_wait(w))
+            .map_err(RecvError::new)
     }
 
     /// Takes a message if one is complete. See [`Receiver::try_recv`].
-    pub fn try_recv(&self) -> Result<In> {
+    pub fn try_recv(&self) -> Result<In, TryRecvError> {
         self.rx.try_recv()
     }
 
     /// Waits at most `timeout`. See [`Receiver::recv_timeout`]. Returns by
     /// the deadline, also while a frame this end sent is still being
     /// written (it goes on writing it while it waits).
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<In> {
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<In, RecvTimeoutError> {
         let deadline = Instant::now() + timeout;
         self.recv_writing(Wait::Until(deadline), |w| self.rx.recv_wait(w))
+            .map_err(RecvTimeoutError::new)
     }
 
     /// Waits for a message and its descriptors. See
     /// [`Receiver::recv_with_fds`].
-    pub fn recv_with_fds(&self) -> Result<(In, Vec<OwnedFd>)> {
+    pub fn recv_with_fds(&self) -> Result<(In, Vec<OwnedFd>), RecvError> {
         self.recv_writing(Wait::Block, |w| self.rx.recv_with_fds_wait(w))
+            .map_err(RecvError::new)
     }
 
     /// Sends `request` and waits for one reply: the lesson's "Heavy
     /// lifting" / "accomplished!" exchange.
     pub fn request(&self, request: Out) -> Result<In> {
         self.send(request)?;
-        self.recv()
+        Ok(self.recv()?)
     }
 
     /// Exchanges a hello with the peer and checks it: both speak the same

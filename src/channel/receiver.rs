@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::gate::{Gate, Wait};
 use crate::codec::CodecKind;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, TryRecvError};
 use crate::frame::{Frame, FrameDecoder};
 use crate::sys::{self, Interest};
 use crate::transport::{Conn, Transport, Waited};
@@ -448,36 +448,39 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// assert!(rx.recv().unwrap_err().is_disconnected());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn recv(&self) -> Result<T> {
-        self.recv_as(Wait::Block)
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.recv_as(Wait::Block).map_err(RecvError::new)
     }
 
-    /// Takes a message if a complete one is there; [`ErrorKind::Empty`]
+    /// Takes a message if a complete one is there; [`TryRecvError::Empty`]
     /// otherwise.
-    pub fn try_recv(&self) -> Result<T> {
-        self.recv_as(Wait::Never)
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.recv_as(Wait::Never).map_err(TryRecvError::new)
     }
 
-    /// Waits at most `timeout`; [`ErrorKind::Timeout`] if no complete
+    /// Waits at most `timeout`; [`RecvTimeoutError::Timeout`] if no complete
     /// message arrived. Bytes of a partial frame are kept for the next call.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.recv_deadline(Instant::now() + timeout)
     }
 
     /// Like [`recv_timeout`](Receiver::recv_timeout) with an instant.
-    pub fn recv_deadline(&self, deadline: Instant) -> Result<T> {
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
         self.recv_as(Wait::Until(deadline))
+            .map_err(RecvTimeoutError::new)
     }
 
     /// Waits for the next message and the descriptors sent with it (empty if
     /// none were), each already owned and close-on-exec.
-    pub fn recv_with_fds(&self) -> Result<(T, Vec<OwnedFd>)> {
-        self.recv_with_fds_wait(Wait::Block)
+    pub fn recv_with_fds(&self) -> Result<(T, Vec<OwnedFd>), RecvError> {
+        self.recv_with_fds_wait(Wait::Block).map_err(RecvError::new)
     }
 
     /// The next message's payload bytes, undecoded, passed to `f`.
-    pub fn recv_raw<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        self.core.recv(Wait::Block, |payload, _| Ok(f(payload)))
+    pub fn recv_raw<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
+        self.core
+            .recv(Wait::Block, |payload, _| Ok(f(payload)))
+            .map_err(RecvError::new)
     }
 
     /// An iterator over messages that ends at a clean end of stream. A decode
@@ -545,7 +548,7 @@ impl<T> Receiver<T> {
 /// The descriptor that turns readable when a message (or the end of the
 /// stream) may be there, for poll(2), epoll or an async runtime. Readable
 /// means "try now", not "a whole message is there": follow up with
-/// [`try_recv`](Receiver::try_recv) until [`Empty`](ErrorKind::Empty), then
+/// [`try_recv`](Receiver::try_recv) until [`Empty`](TryRecvError::Empty), then
 /// wait again. On a pipe or socket this is the descriptor itself; on shared
 /// memory, an epoll instance that turns readable when the writer publishes
 /// after a `try_recv` found the ring empty (which arms it), when the writer

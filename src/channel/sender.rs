@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::gate::{Gate, Wait};
 use crate::codec::CodecKind;
-use crate::error::{Error, ErrorKind, Result, SendError};
+use crate::error::{Error, ErrorKind, Result, SendError, SendTimeoutError, TrySendError};
 use crate::frame::Outgoing;
 use crate::sys::{self, Interest};
 use crate::transport::{Conn, Waited};
@@ -22,7 +22,8 @@ use crate::transport::{Conn, Waited};
 /// is written whole before another thread's frame begins, so frames never
 /// interleave. Backpressure is the OS buffer's: [`send`](Sender::send) waits
 /// while it is full, [`try_send`](Sender::try_send) returns
-/// [`Full`](ErrorKind::Full), and procwire queues nothing of its own.
+/// [`TrySendError::Full`](crate::TrySendError::Full), and procwire queues
+/// nothing of its own.
 ///
 /// Dropping the last clone finishes any frame still pending, then (on a
 /// stream or seqpacket socket) shuts down the writing direction, so the peer
@@ -308,11 +309,19 @@ impl<T: Serialize> Sender<T> {
         }
     }
 
-    fn send_as(&self, value: T, wait: Wait, fds: &[BorrowedFd<'_>]) -> Result<(), SendError<T>> {
+    /// Sends `value`; on failure hands it back inside the error `wrap`
+    /// makes (each method's own error type).
+    fn send_as<E>(
+        &self,
+        value: T,
+        wait: Wait,
+        fds: &[BorrowedFd<'_>],
+        wrap: fn(T, Error) -> E,
+    ) -> Result<(), E> {
         let codec = self.core.codec;
         match self.core.send(wait, fds, |buf| codec.encode(&value, buf)) {
             Ok(()) => Ok(()),
-            Err(e) => Err(SendError::new(value, e)),
+            Err(e) => Err(wrap(value, e)),
         }
     }
 
@@ -327,7 +336,7 @@ impl<T: Serialize> Sender<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
-        self.send_as(value, Wait::Block, &[])
+        self.send_as(value, Wait::Block, &[], SendError::new)
     }
 
     /// Sends `*value`, waiting while the OS buffer is full: [`send`] without
@@ -353,18 +362,19 @@ impl<T: Serialize> Sender<T> {
     }
 
     /// Sends `value` if the OS buffer has room now; otherwise hands it back
-    /// with [`ErrorKind::Full`] and nothing written.
+    /// in [`TrySendError::Full`](crate::TrySendError::Full), nothing written.
     ///
     /// If the kernel takes only part of the frame, the message counts as sent
     /// and the rest is written before the next frame (or by
     /// [`flush`](Sender::flush), or when the sender drops), so the receiver
     /// never sees half a message.
-    pub fn try_send(&self, value: T) -> Result<(), SendError<T>> {
-        self.send_as(value, Wait::Never, &[])
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        self.send_as(value, Wait::Never, &[], TrySendError::new)
     }
 
     /// Sends `value`, waiting at most `timeout` for room; on
-    /// [`ErrorKind::Timeout`] nothing was written and the value comes back.
+    /// [`SendTimeoutError::Timeout`](crate::SendTimeoutError::Timeout) nothing
+    /// was written and the value comes back.
     ///
     /// What a timed send of a large frame guarantees: it returns by the
     /// deadline (plus scheduling slack), whatever the peer does. `Ok` means
@@ -376,13 +386,13 @@ impl<T: Serialize> Sender<T> {
     /// the last sender drops (within [`Options::linger`](crate::Options::linger);
     /// after that the peer reads a truncated-frame error, never a short
     /// message). It is not a delivery confirmation: a reply is.
-    pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendError<T>> {
+    pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
         self.send_deadline(value, Instant::now() + timeout)
     }
 
     /// Like [`send_timeout`](Sender::send_timeout) with an instant.
-    pub fn send_deadline(&self, value: T, deadline: Instant) -> Result<(), SendError<T>> {
-        self.send_as(value, Wait::Until(deadline), &[])
+    pub fn send_deadline(&self, value: T, deadline: Instant) -> Result<(), SendTimeoutError<T>> {
+        self.send_as(value, Wait::Until(deadline), &[], SendTimeoutError::new)
     }
 
     /// Sends `value` with open descriptors attached (`SCM_RIGHTS`). The
@@ -391,7 +401,7 @@ impl<T: Serialize> Sender<T> {
     /// caller keeps its own. At most 253 at once; over a pipe this is an
     /// [`ErrorKind::Unsupported`] error.
     pub fn send_with_fds(&self, value: T, fds: &[BorrowedFd<'_>]) -> Result<(), SendError<T>> {
-        self.send_as(value, Wait::Block, fds)
+        self.send_as(value, Wait::Block, fds, SendError::new)
     }
 }
 
@@ -498,7 +508,7 @@ impl<T> Clone for Sender<T> {
 
 /// The descriptor that turns writable when there is room, for poll(2),
 /// epoll or an async runtime: follow up with [`try_send`](Sender::try_send)
-/// until [`Full`](ErrorKind::Full), then wait again. On a pipe or socket this
+/// until [`Full`](crate::TrySendError::Full), then wait again. On a pipe or socket this
 /// is the descriptor itself; on shared memory, an eventfd that turns
 /// writable when the reader makes room after a `try_send` found the ring
 /// full (which arms it), or when the reader leaves. (A reader *process*

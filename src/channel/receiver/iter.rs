@@ -5,7 +5,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 
 use super::Receiver;
-use crate::error::{ErrorKind, Result};
+use crate::error::{ErrorKind, RecvError};
 
 /// Messages from a [`Receiver`], until a clean end of stream.
 ///
@@ -36,9 +36,9 @@ impl<'a, T> Iter<'a, T> {
 }
 
 impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
-    type Item = Result<T>;
+    type Item = Result<T, RecvError>;
 
-    fn next(&mut self) -> Option<Result<T>> {
+    fn next(&mut self) -> Option<Result<T, RecvError>> {
         if self.done {
             return None;
         }
@@ -70,9 +70,9 @@ pub struct IntoIter<T> {
 }
 
 impl<T: DeserializeOwned> Iterator for IntoIter<T> {
-    type Item = Result<T>;
+    type Item = Result<T, RecvError>;
 
-    fn next(&mut self) -> Option<Result<T>> {
+    fn next(&mut self) -> Option<Result<T, RecvError>> {
         if self.done {
             return None;
         }
@@ -86,7 +86,10 @@ impl<T> fmt::Debug for IntoIter<T> {
     }
 }
 
-fn next_item<T: DeserializeOwned>(rx: &Receiver<T>, done: &mut bool) -> Option<Result<T>> {
+fn next_item<T: DeserializeOwned>(
+    rx: &Receiver<T>,
+    done: &mut bool,
+) -> Option<Result<T, RecvError>> {
     match rx.recv() {
         Ok(v) => Some(Ok(v)),
         Err(e) if e.kind() == ErrorKind::Disconnected => {
@@ -104,7 +107,7 @@ fn next_item<T: DeserializeOwned>(rx: &Receiver<T>, done: &mut bool) -> Option<R
 }
 
 impl<'a, T: DeserializeOwned> IntoIterator for &'a Receiver<T> {
-    type Item = Result<T>;
+    type Item = Result<T, RecvError>;
     type IntoIter = Iter<'a, T>;
 
     fn into_iter(self) -> Iter<'a, T> {
@@ -113,7 +116,7 @@ impl<'a, T: DeserializeOwned> IntoIterator for &'a Receiver<T> {
 }
 
 impl<T: DeserializeOwned> IntoIterator for Receiver<T> {
-    type Item = Result<T>;
+    type Item = Result<T, RecvError>;
     type IntoIter = IntoIter<T>;
 
     fn into_iter(self) -> IntoIter<T> {

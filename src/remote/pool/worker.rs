@@ -49,8 +49,8 @@ impl Link {
 
     fn recv(&self) -> Result<Wire> {
         match self {
-            Link::Tcp(d) => d.recv(),
-            Link::Zmq(c) => c.recv(),
+            Link::Tcp(d) => Ok(d.recv()?),
+            Link::Zmq(c) => Ok(c.recv()?),
         }
     }
 }

@@ -58,7 +58,7 @@ mod bridge;
 use bridge::{Link, Zsock, carry};
 
 use crate::endpoint::Endpoint;
-use crate::error::{Error, ErrorKind, Result, SendError};
+use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, SendError};
 use crate::{ByteBuf, CodecKind, Duplex, Kind as SocketKind, Options};
 
 /// A ZeroMQ socket type.
@@ -176,21 +176,23 @@ impl<Out: Serialize + DeserializeOwned, In: Serialize + DeserializeOwned> Channe
     }
 
     /// Waits for the next message.
-    pub fn recv(&self) -> Result<In> {
-        self.duplex.recv().map_err(|e| self.bridge.explain(e))
+    pub fn recv(&self) -> Result<In, RecvError> {
+        self.duplex
+            .recv()
+            .map_err(|e| RecvError::new(self.bridge.explain(e.into_error())))
     }
 
     /// Waits at most `timeout` for the next message.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<In> {
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<In, RecvTimeoutError> {
         self.duplex
             .recv_timeout(timeout)
-            .map_err(|e| self.bridge.explain(e))
+            .map_err(|e| RecvTimeoutError::new(self.bridge.explain(e.into_error())))
     }
 
     /// Sends `value` and waits for the next message (a REQ's turn).
     pub fn request(&self, value: Out) -> Result<In> {
         self.send(value)?;
-        self.recv()
+        Ok(self.recv()?)
     }
 
     /// The address the socket is bound or connected to (with the port the
@@ -276,18 +278,21 @@ pub(super) fn unpack(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
 
 impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
     /// Waits for the next message and who sent it.
-    pub fn recv(&self) -> Result<(Peer, In)> {
-        let raw = self.duplex.recv().map_err(|e| self.bridge.explain(e))?;
-        self.unwrap(raw)
+    pub fn recv(&self) -> Result<(Peer, In), RecvError> {
+        let raw = self
+            .duplex
+            .recv()
+            .map_err(|e| RecvError::new(self.bridge.explain(e.into_error())))?;
+        self.unwrap(raw).map_err(RecvError::new)
     }
 
     /// Like [`recv`](Router::recv), for at most `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<(Peer, In)> {
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<(Peer, In), RecvTimeoutError> {
         let raw = self
             .duplex
             .recv_timeout(timeout)
-            .map_err(|e| self.bridge.explain(e))?;
-        self.unwrap(raw)
+            .map_err(|e| RecvTimeoutError::new(self.bridge.explain(e.into_error())))?;
+        self.unwrap(raw).map_err(RecvTimeoutError::new)
     }
 
     fn unwrap(&self, raw: ByteBuf) -> Result<(Peer, In)> {

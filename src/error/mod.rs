@@ -8,6 +8,11 @@
 use std::fmt;
 use std::io;
 
+mod channel;
+pub use channel::{
+    RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
+
 /// A `Result` whose error is procwire's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -256,6 +261,14 @@ impl fmt::Display for Error {
 /// `{:#}`) would say it twice. [`Error::io_error`] gives it.
 impl std::error::Error for Error {}
 
+/// An OS error from code around procwire's calls, so that `?` works in
+/// functions returning [`Result`].
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::io("an I/O operation", e)
+    }
+}
+
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match e.kind {
@@ -278,107 +291,6 @@ impl From<Error> for io::Error {
             },
         };
         io::Error::new(kind, e)
-    }
-}
-
-/// A send that failed, with the message handed back.
-///
-/// [`kind`](SendError::kind) says why: [`Full`](ErrorKind::Full) from
-/// `try_send`, [`Timeout`](ErrorKind::Timeout) from `send_timeout` (in both
-/// cases nothing reached the wire), [`Disconnected`](ErrorKind::Disconnected)
-/// when the receiver is gone, [`FrameTooLarge`](ErrorKind::FrameTooLarge),
-/// [`Encode`](ErrorKind::Encode), or an OS error.
-///
-/// # Examples
-///
-/// ```
-/// let (tx, rx) = procwire::channel::<String>()?;
-/// drop(rx);
-/// let e = tx.send("anyone?".into()).unwrap_err();
-/// assert!(e.is_disconnected());
-/// assert_eq!(e.into_inner(), "anyone?"); // the message comes back
-/// # Ok::<(), procwire::Error>(())
-/// ```
-pub struct SendError<T> {
-    value: T,
-    error: Error,
-}
-
-impl<T> SendError<T> {
-    pub(crate) fn new(value: T, error: Error) -> SendError<T> {
-        SendError { value, error }
-    }
-
-    /// The message that was not sent.
-    pub fn into_inner(self) -> T {
-        self.value
-    }
-
-    /// The message and why it was not sent.
-    pub fn into_parts(self) -> (T, Error) {
-        (self.value, self.error)
-    }
-
-    /// Why the send failed.
-    pub fn error(&self) -> &Error {
-        &self.error
-    }
-
-    /// Why the send failed, dropping the message.
-    pub fn into_error(self) -> Error {
-        self.error
-    }
-
-    /// Shorthand for `self.error().kind()`.
-    pub fn kind(&self) -> ErrorKind {
-        self.error.kind
-    }
-
-    /// Whether the buffer was full (`try_send`): try again later.
-    pub fn is_full(&self) -> bool {
-        self.error.kind == ErrorKind::Full
-    }
-
-    /// Whether the deadline passed (`send_timeout`).
-    pub fn is_timeout(&self) -> bool {
-        self.error.kind == ErrorKind::Timeout
-    }
-
-    /// Whether the receiver is gone.
-    pub fn is_disconnected(&self) -> bool {
-        self.error.kind == ErrorKind::Disconnected
-    }
-}
-
-impl<T> fmt::Debug for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SendError")
-            .field("error", &self.error)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T> fmt::Display for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "message not sent: {}", self.error)
-    }
-}
-
-impl<T> std::error::Error for SendError<T> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
-    }
-}
-
-impl<T> From<SendError<T>> for Error {
-    fn from(e: SendError<T>) -> Error {
-        e.error
-    }
-}
-
-impl<T> From<SendError<T>> for io::Error {
-    fn from(e: SendError<T>) -> io::Error {
-        e.error.into()
     }
 }
 
