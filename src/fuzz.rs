@@ -203,10 +203,10 @@ pub fn shm_ring(data: &[u8]) {
     crate::shm::fuzz_read(data);
 }
 
-/// The `tcp://` handshake's parsers (feature `remote`): `data` as a
+/// The `tcp://` handshake's parsers (feature `tcp`): `data` as a
 /// client's ANSWER to a server with a key and without, as a server's HELLO
 /// to a client, and as a PROOF after a real HELLO.
-#[cfg(feature = "remote")]
+#[cfg(feature = "tcp")]
 pub fn handshake(data: &[u8]) {
     use crate::remote::auth::{Client, Server};
     let key = b"the fuzzing key, sixteen+ bytes";
@@ -313,7 +313,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ring.extend_from_slice(&0u32.to_le_bytes());
     ring.extend_from_slice(b"hello\0\0\0");
     out.push(("shm_ring", ring));
-    #[cfg(feature = "remote")]
+    #[cfg(feature = "tcp")]
     {
         use crate::remote::auth::{Client, Server};
         let s = Server::new(Some(b"the fuzzing key, sixteen+ bytes"), [7; 32], 1000);
@@ -337,7 +337,7 @@ pub fn targets() -> Vec<Target> {
         ("fd_message", fd_message),
         ("shm_ring", shm_ring),
         ("channel", channel),
-        #[cfg(feature = "remote")]
+        #[cfg(feature = "tcp")]
         ("handshake", handshake),
     ]
 }

@@ -44,8 +44,8 @@
 //! | processes | [`Command`] starts any program with a channel (`PROCWIRE_FD`), [`fork`] runs a closure in a child, [`task`] runs a function in a child (fork server via [`init`], or re-exec), [`Child`] owns the process; [`from_env`] is the child's end |
 //! | request/reply | [`rpc`]: many calls in flight on one channel; [`Pool`]: worker processes, crash-isolated |
 //! | descriptors in messages | [`Fd`], and channel ends inside messages ([`fd`]) |
-//! | endpoints by address | [`listen`] / [`connect`] ([`endpoint`]): `unix:PATH`; with feature `remote`, authenticated `tcp://HOST:PORT` with heartbeats |
-//! | across machines (feature `remote`) | `zmq`: channels over ZeroMQ REQ/REP, PUSH/PULL, DEALER/ROUTER; `remote::pool`: a pool whose workers connect from anywhere |
+//! | endpoints by address | [`listen`] / [`connect`] ([`endpoint`]): `unix:PATH`; with feature `tcp`, authenticated `tcp://HOST:PORT` with heartbeats |
+//! | across machines | `zmq` (feature `zmq`): channels over ZeroMQ REQ/REP, PUSH/PULL, DEALER/ROUTER; `remote::pool` (feature `remote` = `tcp` + `zmq`): a pool whose workers connect from anywhere |
 //! | hostile conditions (feature `unstable`, not covered by semver) | `fuzz`: entry points for fuzzing every decoder; `testing::SignalStorm` |
 //!
 //! Every descriptor procwire creates is close-on-exec from birth, every
@@ -64,7 +64,7 @@
 //! | many workers, one queue | [`Pool`] | crash-isolated worker processes, results in order or as they come |
 //! | a peer in Python or Ruby | any of the above with [`CodecKind::MsgPack`] | the wire format is documented, with reference peers |
 //! | an unrelated process on this machine | [`listen`] / [`connect`] with `unix:PATH` | a socket file, owner-only |
-//! | another machine | `tcp://HOST:PORT` (feature `remote`) | authenticated, with heartbeats that report a vanished peer |
+//! | another machine | `tcp://HOST:PORT` (feature `tcp`) | authenticated, with heartbeats that report a vanished peer |
 //! | wait on several at once | [`Select`], or each end's descriptor ([`AsFd`](std::os::fd::AsFd)) with your own poll or event loop | every end, shared memory included, has a descriptor that turns ready |
 //!
 //! # Errors
@@ -190,8 +190,8 @@ mod handover;
 mod pipe;
 pub mod pool;
 mod process;
-#[cfg(feature = "remote")]
-#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+#[cfg(any(feature = "tcp", feature = "zmq"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tcp", feature = "zmq"))))]
 pub mod remote;
 pub mod rpc;
 mod shm;
@@ -220,8 +220,8 @@ pub use pool::{Pool, PoolBuilder, TaskHandle};
 pub use process::{
     Child, Command, ENV_ENTRY, How, Inherit, Signal, Task, fork, fork_unchecked, init, task,
 };
-#[cfg(feature = "remote")]
-#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+#[cfg(feature = "zmq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "zmq")))]
 pub use remote::zmq;
 pub use shm::ShmWait;
 pub use socket::{Kind, PeerCred, Socket, UnixListener, socket_pair};

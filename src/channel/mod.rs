@@ -11,7 +11,7 @@ mod hello;
 mod receiver;
 mod select;
 mod sender;
-#[cfg(feature = "remote")]
+#[cfg(feature = "tcp")]
 pub(crate) use sender::SendCore;
 
 use std::os::fd::OwnedFd;
@@ -236,7 +236,7 @@ impl Options {
         self
     }
 
-    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub(crate) fn linger_time(&self) -> std::time::Duration {
         self.linger
     }

@@ -230,7 +230,7 @@ impl SendCore {
     /// Writes a heartbeat frame if no other frame is being written (one
     /// being written says as much) and the socket has room now; a heartbeat
     /// the kernel takes in part is finished before the next frame.
-    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub(crate) fn heartbeat(&self) {
         let Some(mut pass) = self.out.enter(Wait::Never) else {
             return;

@@ -3,9 +3,9 @@
 //! | address | what | needs |
 //! |---|---|---|
 //! | `unix:PATH` | procwire framing on a Unix stream socket at `PATH` | nothing |
-//! | `tcp://HOST:PORT` | procwire framing over TCP, authenticated, with heartbeats | feature `remote` |
-//! | `zmq+tcp://HOST:PORT` | ZeroMQ over TCP | feature `remote` |
-//! | `zmq+ipc://PATH` | ZeroMQ over a Unix socket | feature `remote` |
+//! | `tcp://HOST:PORT` | procwire framing over TCP, authenticated, with heartbeats | feature `tcp` |
+//! | `zmq+tcp://HOST:PORT` | ZeroMQ over TCP | feature `zmq` |
+//! | `zmq+ipc://PATH` | ZeroMQ over a Unix socket | feature `zmq` |
 //!
 //! [`listen`] and [`connect`] give the same [`Duplex`] as a local channel, so
 //! RPC ([`rpc`](crate::rpc)) and everything else built on channels works
@@ -207,7 +207,7 @@ pub struct Listener {
 #[derive(Debug)]
 enum Inner {
     Unix(UnixListener),
-    #[cfg(feature = "remote")]
+    #[cfg(feature = "tcp")]
     Tcp(crate::remote::TcpAcceptor),
 }
 
@@ -259,7 +259,7 @@ impl Listener {
                     .map_err(|e| Error::io("accepting a connection", e))?;
                 self.opts.duplex_from(s)
             }
-            #[cfg(feature = "remote")]
+            #[cfg(feature = "tcp")]
             Inner::Tcp(t) => t.accept(&self.opts, deadline),
         }
     }
@@ -269,17 +269,21 @@ impl Listener {
     pub fn endpoint(&self) -> Endpoint {
         match &self.inner {
             Inner::Unix(l) => Endpoint::Unix(l.path().to_path_buf()),
-            #[cfg(feature = "remote")]
+            #[cfg(feature = "tcp")]
             Inner::Tcp(t) => t.endpoint(),
         }
     }
 }
 
-#[cfg_attr(feature = "remote", allow(dead_code))]
+#[cfg_attr(all(feature = "tcp", feature = "zmq"), allow(dead_code))]
 fn needs_remote(e: &Endpoint) -> Error {
+    let feature = match e {
+        Endpoint::Tcp(_) => "tcp",
+        _ => "zmq",
+    };
     Error::new(
         ErrorKind::Unsupported,
-        format!("`{e}` needs procwire's `remote` feature, which this build lacks"),
+        format!("`{e}` needs procwire's `{feature}` feature, which this build lacks"),
     )
 }
 
@@ -297,9 +301,9 @@ impl Options {
             Endpoint::Unix(p) => Inner::Unix(
                 UnixListener::bind(p).map_err(|e| Error::io(&format!("listening at {addr}"), e))?,
             ),
-            #[cfg(feature = "remote")]
+            #[cfg(feature = "tcp")]
             Endpoint::Tcp(hp) => Inner::Tcp(crate::remote::TcpAcceptor::bind(hp, &self.net)?),
-            #[cfg(feature = "remote")]
+            #[cfg(feature = "zmq")]
             Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
@@ -309,7 +313,7 @@ impl Options {
                     ),
                 ));
             }
-            #[cfg(not(feature = "remote"))]
+            #[cfg(not(all(feature = "tcp", feature = "zmq")))]
             e => return Err(needs_remote(e)),
         };
         Ok(Listener {
@@ -331,14 +335,14 @@ impl Options {
                     .map_err(|e| Error::io(&format!("connecting to {addr}"), e))?;
                 self.duplex_from(s)
             }
-            #[cfg(feature = "remote")]
+            #[cfg(feature = "tcp")]
             Endpoint::Tcp(hp) => crate::remote::connect_tcp(hp, self),
-            #[cfg(feature = "remote")]
+            #[cfg(feature = "zmq")]
             Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!("`{addr}`: open ZeroMQ sockets with procwire::zmq"),
             )),
-            #[cfg(not(feature = "remote"))]
+            #[cfg(not(all(feature = "tcp", feature = "zmq")))]
             e => Err(needs_remote(e)),
         }
     }

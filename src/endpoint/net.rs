@@ -63,7 +63,7 @@ impl Key {
         }
     }
 
-    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
     }
@@ -202,7 +202,7 @@ impl Net {
         self
     }
 
-    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub(crate) fn resolve_key(&self) -> Result<Option<Key>> {
         match &self.key {
             KeyChoice::FromEnv => Key::from_env(),

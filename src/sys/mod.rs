@@ -301,7 +301,7 @@ pub(crate) fn recv(
 ///
 /// # References
 /// - recv(2), tcp(7)
-#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+#[cfg_attr(not(feature = "tcp"), allow(dead_code))]
 pub(crate) fn recv_bytes(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
@@ -349,7 +349,7 @@ pub(crate) fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()
 ///
 /// # References
 /// - ioctl(2) with `FIONREAD` (`SIOCINQ`, tcp(7), unix(7))
-#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+#[cfg_attr(not(feature = "tcp"), allow(dead_code))]
 pub(crate) fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
     rustix::io::ioctl_fionread(fd).map_err(io)
 }

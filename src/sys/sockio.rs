@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// # References
 /// - ioctl(2) with `SIOCOUTQ`, tcp(7)
 #[doc(alias = "SIOCOUTQ")]
-#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+#[cfg_attr(not(feature = "tcp"), allow(dead_code))]
 pub(crate) fn unsent_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
     let mut n: libc::c_int = 0;
     // SAFETY: `fd` is open for the call; TIOCOUTQ writes one c_int to `&mut n`.

@@ -52,7 +52,7 @@ pub(crate) enum Transport {
     Shm,
     /// A TCP connection: frames as on a stream, plus heartbeat frames that
     /// tell each side the other is alive.
-    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     Tcp,
 }
 

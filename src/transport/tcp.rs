@@ -28,7 +28,7 @@ pub(crate) struct Liveness {
 impl Conn {
     /// A TCP connection (already authenticated) whose peer sends heartbeats
     /// every `interval`.
-    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub(crate) fn tcp(fd: OwnedFd, interval: Duration, linger: Duration) -> Conn {
         let mut conn = Conn::with(fd, Transport::Tcp);
         conn.liveness = Some(Liveness {
@@ -60,7 +60,7 @@ impl Conn {
     /// watcher's last reading of them) as a sign of life. A silent peer is
     /// declared gone: the connection is shut down, which wakes every wait
     /// on it, and its errors say why.
-    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub(crate) fn check_silence(&self, queued: &mut u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let Some(l) = &self.liveness else {
