@@ -260,95 +260,67 @@ impl<T> SendError<T> {
 }
 common!(SendError<T>, "message not sent");
 
-impl<T> TrySendError<T> {
-    pub(crate) fn new(value: T, e: Error) -> TrySendError<T> {
-        match e.kind() {
-            ErrorKind::Full => TrySendError::Full(value),
-            _ if gone(&e) => TrySendError::Disconnected(value, e),
-            _ => TrySendError::Other(value, e),
+/// The methods of a send error whose first variant (`Full`, `Timeout`)
+/// holds only the message.
+macro_rules! send_with_unit {
+    ($t:ident, $unit:ident, $kind:ident, $is:ident, $is_doc:literal, $what:literal) => {
+        impl<T> $t<T> {
+            pub(crate) fn new(value: T, e: Error) -> $t<T> {
+                match e.kind() {
+                    ErrorKind::$kind => $t::$unit(value),
+                    _ if gone(&e) => $t::Disconnected(value, e),
+                    _ => $t::Other(value, e),
+                }
+            }
+
+            /// The message that was not sent.
+            pub fn into_inner(self) -> T {
+                match self {
+                    $t::$unit(v) | $t::Disconnected(v, _) | $t::Other(v, _) => v,
+                }
+            }
+
+            #[doc = $is_doc]
+            pub fn $is(&self) -> bool {
+                matches!(self, $t::$unit(_))
+            }
+
+            fn as_error(&self) -> Option<&Error> {
+                match self {
+                    $t::$unit(_) => None,
+                    $t::Disconnected(_, e) | $t::Other(_, e) => Some(e),
+                }
+            }
+
+            fn into_error_opt(self) -> Option<Error> {
+                match self {
+                    $t::$unit(_) => None,
+                    $t::Disconnected(_, e) | $t::Other(_, e) => Some(e),
+                }
+            }
+
+            fn plain_kind(&self) -> ErrorKind {
+                ErrorKind::$kind
+            }
         }
-    }
-
-    /// The message that was not sent.
-    pub fn into_inner(self) -> T {
-        match self {
-            TrySendError::Full(v)
-            | TrySendError::Disconnected(v, _)
-            | TrySendError::Other(v, _) => v,
-        }
-    }
-
-    /// Whether the buffer was full: try again later.
-    pub fn is_full(&self) -> bool {
-        matches!(self, TrySendError::Full(_))
-    }
-
-    fn as_error(&self) -> Option<&Error> {
-        match self {
-            TrySendError::Full(_) => None,
-            TrySendError::Disconnected(_, e) | TrySendError::Other(_, e) => Some(e),
-        }
-    }
-
-    fn into_error_opt(self) -> Option<Error> {
-        match self {
-            TrySendError::Full(_) => None,
-            TrySendError::Disconnected(_, e) | TrySendError::Other(_, e) => Some(e),
-        }
-    }
-
-    fn plain_kind(&self) -> ErrorKind {
-        ErrorKind::Full
-    }
+        common!($t<T>, $what);
+    };
 }
-common!(
-    TrySendError<T>,
+
+send_with_unit!(
+    TrySendError,
+    Full,
+    Full,
+    is_full,
+    "Whether the buffer was full: try again later.",
     "the channel is full (the receiver has not read what was sent); nothing was written"
 );
-
-impl<T> SendTimeoutError<T> {
-    pub(crate) fn new(value: T, e: Error) -> SendTimeoutError<T> {
-        match e.kind() {
-            ErrorKind::Timeout => SendTimeoutError::Timeout(value),
-            _ if gone(&e) => SendTimeoutError::Disconnected(value, e),
-            _ => SendTimeoutError::Other(value, e),
-        }
-    }
-
-    /// The message that was not sent.
-    pub fn into_inner(self) -> T {
-        match self {
-            SendTimeoutError::Timeout(v)
-            | SendTimeoutError::Disconnected(v, _)
-            | SendTimeoutError::Other(v, _) => v,
-        }
-    }
-
-    /// Whether the deadline passed with no room.
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, SendTimeoutError::Timeout(_))
-    }
-
-    fn as_error(&self) -> Option<&Error> {
-        match self {
-            SendTimeoutError::Timeout(_) => None,
-            SendTimeoutError::Disconnected(_, e) | SendTimeoutError::Other(_, e) => Some(e),
-        }
-    }
-
-    fn into_error_opt(self) -> Option<Error> {
-        match self {
-            SendTimeoutError::Timeout(_) => None,
-            SendTimeoutError::Disconnected(_, e) | SendTimeoutError::Other(_, e) => Some(e),
-        }
-    }
-
-    fn plain_kind(&self) -> ErrorKind {
-        ErrorKind::Timeout
-    }
-}
-common!(
-    SendTimeoutError<T>,
+send_with_unit!(
+    SendTimeoutError,
+    Timeout,
+    Timeout,
+    is_timeout,
+    "Whether the deadline passed with no room.",
     "the receiver did not make room before the deadline; nothing was written"
 );
 
@@ -379,74 +351,60 @@ impl RecvError {
 }
 common!(RecvError, "receive failed");
 
-impl TryRecvError {
-    pub(crate) fn new(e: Error) -> TryRecvError {
-        match e.kind() {
-            ErrorKind::Empty => TryRecvError::Empty,
-            _ if gone(&e) => TryRecvError::Disconnected(e),
-            _ => TryRecvError::Other(e),
+/// The methods of a receive error whose first variant (`Empty`,
+/// `Timeout`) holds nothing.
+macro_rules! recv_with_unit {
+    ($t:ident, $unit:ident, $kind:ident, $is:ident, $is_doc:literal, $what:literal) => {
+        impl $t {
+            pub(crate) fn new(e: Error) -> $t {
+                match e.kind() {
+                    ErrorKind::$kind => $t::$unit,
+                    _ if gone(&e) => $t::Disconnected(e),
+                    _ => $t::Other(e),
+                }
+            }
+
+            #[doc = $is_doc]
+            pub fn $is(&self) -> bool {
+                matches!(self, $t::$unit)
+            }
+
+            fn as_error(&self) -> Option<&Error> {
+                match self {
+                    $t::$unit => None,
+                    $t::Disconnected(e) | $t::Other(e) => Some(e),
+                }
+            }
+
+            fn into_error_opt(self) -> Option<Error> {
+                match self {
+                    $t::$unit => None,
+                    $t::Disconnected(e) | $t::Other(e) => Some(e),
+                }
+            }
+
+            fn plain_kind(&self) -> ErrorKind {
+                ErrorKind::$kind
+            }
         }
-    }
-
-    /// Whether no complete message was there yet.
-    pub fn is_empty(&self) -> bool {
-        matches!(self, TryRecvError::Empty)
-    }
-
-    fn as_error(&self) -> Option<&Error> {
-        match self {
-            TryRecvError::Empty => None,
-            TryRecvError::Disconnected(e) | TryRecvError::Other(e) => Some(e),
-        }
-    }
-
-    fn into_error_opt(self) -> Option<Error> {
-        match self {
-            TryRecvError::Empty => None,
-            TryRecvError::Disconnected(e) | TryRecvError::Other(e) => Some(e),
-        }
-    }
-
-    fn plain_kind(&self) -> ErrorKind {
-        ErrorKind::Empty
-    }
+        common!($t, $what);
+    };
 }
-common!(TryRecvError, "no complete message has arrived yet");
 
-impl RecvTimeoutError {
-    pub(crate) fn new(e: Error) -> RecvTimeoutError {
-        match e.kind() {
-            ErrorKind::Timeout => RecvTimeoutError::Timeout,
-            _ if gone(&e) => RecvTimeoutError::Disconnected(e),
-            _ => RecvTimeoutError::Other(e),
-        }
-    }
-
-    /// Whether the deadline passed with no complete message.
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, RecvTimeoutError::Timeout)
-    }
-
-    fn as_error(&self) -> Option<&Error> {
-        match self {
-            RecvTimeoutError::Timeout => None,
-            RecvTimeoutError::Disconnected(e) | RecvTimeoutError::Other(e) => Some(e),
-        }
-    }
-
-    fn into_error_opt(self) -> Option<Error> {
-        match self {
-            RecvTimeoutError::Timeout => None,
-            RecvTimeoutError::Disconnected(e) | RecvTimeoutError::Other(e) => Some(e),
-        }
-    }
-
-    fn plain_kind(&self) -> ErrorKind {
-        ErrorKind::Timeout
-    }
-}
-common!(
+recv_with_unit!(
+    TryRecvError,
+    Empty,
+    Empty,
+    is_empty,
+    "Whether no complete message was there yet.",
+    "no complete message has arrived yet"
+);
+recv_with_unit!(
     RecvTimeoutError,
+    Timeout,
+    Timeout,
+    is_timeout,
+    "Whether the deadline passed with no complete message.",
     "no complete message arrived before the deadline"
 );
 
