@@ -417,17 +417,15 @@ impl<T: DeserializeOwned> Receiver<T> {
         }
     }
 
-    pub(crate) fn recv_wait(&self, wait: Wait) -> Result<T> {
-        self.recv_as(wait)
-    }
-
     pub(crate) fn recv_with_fds_wait(&self, wait: Wait) -> Result<(T, Vec<OwnedFd>)> {
         let codec = self.core.codec;
         self.core
             .recv(wait, |payload, fds| Ok((codec.decode(payload)?, fds)))
     }
 
-    fn recv_as(&self, wait: Wait) -> Result<T> {
+    /// Receives with `wait`, reporting the one `Error` (each public method
+    /// shapes it into its own error type).
+    pub(crate) fn recv_wait(&self, wait: Wait) -> Result<T> {
         let codec = self.core.codec;
         // `Fd`s in the message take theirs; other descriptors sent with it
         // are closed.
@@ -449,13 +447,13 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recv(&self) -> Result<T, RecvError> {
-        self.recv_as(Wait::Block).map_err(RecvError::new)
+        self.recv_wait(Wait::Block).map_err(RecvError::new)
     }
 
     /// Takes a message if a complete one is there; [`TryRecvError::Empty`]
     /// otherwise.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.recv_as(Wait::Never).map_err(TryRecvError::new)
+        self.recv_wait(Wait::Never).map_err(TryRecvError::new)
     }
 
     /// Waits at most `timeout`; [`RecvTimeoutError::Timeout`] if no complete
@@ -466,7 +464,7 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// Like [`recv_timeout`](Receiver::recv_timeout) with an instant.
     pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-        self.recv_as(Wait::Until(deadline))
+        self.recv_wait(Wait::Until(deadline))
             .map_err(RecvTimeoutError::new)
     }
 

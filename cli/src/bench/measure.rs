@@ -7,29 +7,41 @@ use super::*;
 /// labelled `none` must not run pinned by an earlier row. A pin that fails
 /// is an error: a row must never claim a placement it did not get.
 pub(super) fn pin_to(cpu: Option<usize>) -> Result<()> {
-    use std::sync::OnceLock;
-    static START: OnceLock<rustix::thread::CpuSet> = OnceLock::new();
-    let start = START.get_or_init(|| {
-        rustix::thread::sched_getaffinity(None).unwrap_or_else(|_| rustix::thread::CpuSet::new())
-    });
     let set = match cpu {
         Some(cpu) => {
-            anyhow::ensure!(
-                cpu < rustix::thread::CpuSet::MAX_CPU && start.is_set(cpu),
-                "cannot pin to CPU {cpu}: this process may run on CPUs {:?} only; \
-                 use --pin none (or --pin same on a one-CPU machine)",
-                (0..rustix::thread::CpuSet::MAX_CPU)
-                    .filter(|&c| start.is_set(c))
-                    .collect::<Vec<_>>()
-            );
+            allowed(cpu)?;
             let mut set = rustix::thread::CpuSet::new();
             set.set(cpu);
             set
         }
-        None => *start,
+        None => *start_cpus(),
     };
     rustix::thread::sched_setaffinity(None, &set)
         .map_err(|e| anyhow::anyhow!("pinning to CPU {cpu:?}: {e}; use --pin none"))
+}
+
+/// The CPUs this process could run on when the bench started.
+fn start_cpus() -> &'static rustix::thread::CpuSet {
+    use std::sync::OnceLock;
+    static START: OnceLock<rustix::thread::CpuSet> = OnceLock::new();
+    START.get_or_init(|| {
+        rustix::thread::sched_getaffinity(None).unwrap_or_else(|_| rustix::thread::CpuSet::new())
+    })
+}
+
+/// Whether this process may be pinned to `cpu`; the error names the CPUs
+/// it may use.
+fn allowed(cpu: usize) -> Result<()> {
+    let start = start_cpus();
+    anyhow::ensure!(
+        cpu < rustix::thread::CpuSet::MAX_CPU && start.is_set(cpu),
+        "cannot pin to CPU {cpu}: this process may run on CPUs {:?} only; \
+         use --pin none (or --pin same on a one-CPU machine)",
+        (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| start.is_set(c))
+            .collect::<Vec<_>>()
+    );
+    Ok(())
 }
 
 fn cpus(p: Pin) -> (Option<usize>, Option<usize>) {
@@ -78,9 +90,8 @@ fn measure_once(side: Side, size: usize, pin: Pin, budget: Duration) -> Result<M
     pin_to(parent_cpu)?;
     // The peer pins itself after the fork: check its CPU here, where a
     // failure can be reported.
-    if child_cpu.is_some() {
-        pin_to(child_cpu)?;
-        pin_to(parent_cpu)?;
+    if let Some(cpu) = child_cpu {
+        allowed(cpu)?;
     }
 
     // Round trips against an echoing peer.
