@@ -9,17 +9,16 @@ use std::hint::black_box;
 use std::time::Duration;
 
 mod util;
-use procwire::{ByteBuf, Duplex, Kind, Options};
+use procwire::{ByteBuf, Duplex, Kind, Shm, SocketPair};
 
 /// Two connected ends of a two-way transport. (Pipes are one-way: their
 /// round trips are in `procwire bench`.)
 fn ends(name: &str) -> (Duplex<ByteBuf, ByteBuf>, Duplex<ByteBuf, ByteBuf>) {
-    let opts = Options::new().shm_capacity(1 << 20);
     match name {
-        "stream" => opts.duplex(Kind::Stream),
-        "seqpacket" => opts.duplex(Kind::SeqPacket),
-        "dgram" => opts.duplex(Kind::Datagram),
-        _ => opts.shm_duplex(),
+        "stream" => SocketPair::new(Kind::Stream).duplex(),
+        "seqpacket" => SocketPair::new(Kind::SeqPacket).duplex(),
+        "dgram" => SocketPair::new(Kind::Datagram).duplex(),
+        _ => Shm::new().duplex(),
     }
     .expect("a channel")
 }

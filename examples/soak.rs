@@ -4,32 +4,32 @@
 //!
 //! `cargo run --release --example soak -- [CYCLES]`
 
-use procwire::{ByteBuf, Kind, Options};
+use procwire::{ByteBuf, Kind, Shm, SocketPair};
 
 fn main() -> procwire::Result<()> {
     let cycles: u32 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1000);
-    let opts = Options::new().shm_capacity(64 << 10);
+    let shm = Shm::new().capacity(64 << 10);
     for i in 0..cycles {
         let msg = ByteBuf::from(vec![(i % 251) as u8; (i as usize * 97) % 20_000]);
-        let (tx, rx) = opts.channel::<ByteBuf>()?;
+        let (tx, rx) = procwire::channel::<ByteBuf>()?;
         tx.send_ref(&msg)?;
         assert_eq!(rx.recv()?, msg);
         for kind in [Kind::Stream, Kind::SeqPacket, Kind::Datagram] {
-            let (a, b) = opts.duplex::<ByteBuf, ByteBuf>(kind)?;
+            let (a, b) = SocketPair::new(kind).duplex::<ByteBuf, ByteBuf>()?;
             a.send_ref(&msg)?;
             b.send(b.recv()?).map_err(|e| e.into_error())?;
             assert_eq!(a.recv()?, msg);
         }
-        let (a, b) = opts.shm_duplex::<ByteBuf, ByteBuf>()?;
+        let (a, b) = shm.duplex::<ByteBuf, ByteBuf>()?;
         a.send_ref(&msg)?;
         b.send(b.recv()?).map_err(|e| e.into_error())?;
         assert_eq!(a.recv()?, msg);
         // An end sent inside a message, then dropped on both sides.
-        let (c, d) = opts.duplex::<procwire::Duplex<u8, u8>, ()>(Kind::Stream)?;
-        let (x, y) = opts.duplex::<u8, u8>(Kind::SeqPacket)?;
+        let (c, d) = SocketPair::new(Kind::Stream).duplex::<procwire::Duplex<u8, u8>, ()>()?;
+        let (x, y) = SocketPair::new(Kind::SeqPacket).duplex::<u8, u8>()?;
         c.send(x).map_err(|e| e.into_error())?;
         let x = d.recv()?;
         x.send(1).map_err(|e| e.into_error())?;

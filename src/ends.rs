@@ -11,7 +11,7 @@
 //! ends on that socket as shared:
 //! - a frame that carries it (a channel end inside a message, or a
 //!   descriptor given to `send_with_fds`), once the frame is accepted;
-//! - a second procwire end built on a copy of it (`Options::sender(fd)`);
+//! - a second procwire end built on a copy of it (`Options::sender_from(fd)`);
 //! - a hand-over to a child ([`Command`](crate::Command), [`fork`](crate::fork)).
 //!
 //! `into_fd()` takes the descriptor out of an end without any shutdown.

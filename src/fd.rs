@@ -16,13 +16,13 @@
 //! # Examples
 //!
 //! ```
-//! use procwire::{Fd, Kind, Options, Sender};
+//! use procwire::{Fd, Sender};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Job { name: String, reply_to: Sender<String> }
 //!
-//! let (boss, worker) = Options::new().duplex::<Job, ()>(Kind::Stream)?;
+//! let (boss, worker) = procwire::duplex::<Job, ()>()?;
 //! let (reply_tx, reply_rx) = procwire::channel::<String>()?;
 //! boss.send(Job { name: "Heavy lifting".into(), reply_to: reply_tx })?;
 //!
@@ -117,10 +117,10 @@ pub(crate) fn providing<R>(fds: Vec<OwnedFd>, decode: impl FnOnce() -> R) -> (R,
 /// # Examples
 ///
 /// ```
-/// use procwire::{Fd, Kind, Options};
+/// use procwire::{Fd, Kind, SocketPair};
 /// use std::io::{Read, Write};
 ///
-/// let (tx, rx) = Options::new().socket_channel::<Fd>(Kind::Stream)?;
+/// let (tx, rx) = SocketPair::new(Kind::Stream).channel::<Fd>()?;
 /// let mut file = tempfile::tempfile()?;
 /// file.write_all(b"shared")?;
 /// tx.send(Fd::from(std::os::fd::OwnedFd::from(file)))?;
@@ -332,7 +332,7 @@ impl<'de, T: Serialize> Deserialize<'de> for Sender<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Sender<T>, D::Error> {
         match received(EndRepr::deserialize(d)?)? {
             Received::Shm(options, conn) => Ok(options.sender_on(conn)),
-            Received::Fd(options, fd) => options.sender(fd).map_err(de::Error::custom),
+            Received::Fd(options, fd) => options.sender_from(fd).map_err(de::Error::custom),
         }
     }
 }
@@ -348,7 +348,7 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Receiver<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Receiver<T>, D::Error> {
         match received(EndRepr::deserialize(d)?)? {
             Received::Shm(options, conn) => options.receiver_on(conn).map_err(de::Error::custom),
-            Received::Fd(options, fd) => options.receiver(fd).map_err(de::Error::custom),
+            Received::Fd(options, fd) => options.receiver_from(fd).map_err(de::Error::custom),
         }
     }
 }

@@ -240,7 +240,7 @@ pub fn channel(data: &[u8]) {
     let Ok((a, b)) = crate::socket::socket_pair(kind) else {
         return;
     };
-    let Ok(rx) = opts.receiver::<Sample>(b) else {
+    let Ok(rx) = opts.receiver_from::<Sample>(b) else {
         return;
     };
     let mut peer = a;

@@ -39,8 +39,8 @@
 //! | primitives | [`pipe`] → [`PipeReader`] / [`PipeWriter`]; [`socket_pair`] → [`Socket`] of a [`Kind`]; [`UnixListener`] and [`Socket::connect`] by path; descriptors with [`Socket::send_with_fds`] |
 //! | framing | [`frame`]: wire format v1 over any `Read`/`Write` |
 //! | codecs | [`codec`]: postcard (default), MessagePack, JSON, raw |
-//! | channels | [`channel`], [`duplex`], [`Options`] → [`Sender`], [`Receiver`], [`Duplex`]; [`Select`] |
-//! | shared memory | [`Options::shm_channel`], [`Options::shm_duplex`]: the same channels over a ring in a sealed memfd, the fastest way between two local processes |
+//! | channels | [`channel`], [`duplex`], one builder per transport ([`Pipe`], [`SocketPair`], [`Shm`], [`Net`]) with the [`Options`] every channel has → [`Sender`], [`Receiver`], [`Duplex`]; [`Select`] (see [Making channels](#making-channels)) |
+//! | shared memory | [`Shm`]: the same channels over a ring in a sealed memfd, the fastest way between two local processes |
 //! | processes | [`Command`] starts any program with a channel (`PROCWIRE_FD`), [`fork`] runs a closure in a child, [`task`] runs a function in a child (fork server via [`init`], or re-exec), [`Child`] owns the process; [`from_env`] is the child's end |
 //! | request/reply | [`rpc`]: many calls in flight on one channel; [`Pool`]: worker processes, crash-isolated |
 //! | descriptors in messages | [`Fd`], and channel ends inside messages ([`fd`]) |
@@ -58,14 +58,45 @@
 //! |---|---|---|
 //! | one way, a stream of messages to one reader | [`channel`] (a pipe) | the lesson's pipe; the cheapest to set up; no descriptors in messages |
 //! | two ways, request and reply | [`duplex`] (a stream socket) | one socket both ways; any message size; descriptors can travel |
-//! | messages that stay whole even with several writer *processes* | `Options::new().duplex(Kind::SeqPacket)` | each message is one atomic datagram (up to the socket buffer), and the end of the stream is still reported |
-//! | the lowest latency between two local processes | [`Options::shm_duplex`] | a ring in shared memory: no system call per message while both sides are busy |
+//! | messages that stay whole even with several writer *processes* | `SocketPair::new(Kind::SeqPacket).duplex()` | each message is one atomic datagram (a large one travels in a sealed memfd of its own), and the end of the stream is still reported |
+//! | the lowest latency between two local processes | `Shm::new().duplex()` | a ring in shared memory: no system call per message while both sides are busy |
 //! | a child process born connected | [`Command::channel`] (any program), [`fork`] (a closure), [`task`] (a function) | the child finds its end through `PROCWIRE_FD`, and its death is an error on the channel |
 //! | many workers, one queue | [`Pool`] | crash-isolated worker processes, results in order or as they come |
 //! | a peer in Python or Ruby | any of the above with [`CodecKind::MsgPack`] | the wire format is documented, with reference peers |
 //! | an unrelated process on this machine | [`listen`] / [`connect`] with `unix:PATH` | a socket file, owner-only |
 //! | another machine | `tcp://HOST:PORT` (feature `tcp`) | authenticated, with heartbeats that report a vanished peer |
 //! | wait on several at once | [`Select`], or each end's descriptor ([`AsFd`](std::os::fd::AsFd)) with your own poll or event loop | every end, shared memory included, has a descriptor that turns ready |
+//!
+//! # Making channels
+//!
+//! One scheme for every transport: a free function for the common case,
+//! and a builder per kind of transport for the rest, each holding only the
+//! settings that apply to it. Every builder also takes the three settings
+//! every channel has ([`Options`]: `codec`, `max_frame`, `linger`), one by
+//! one or all at once with `options(…)`. Each builder ends in `channel()`
+//! (one way: [`Sender`] and [`Receiver`]) or `duplex()` (two ways: two
+//! [`Duplex`] ends), or `listen`/`connect` for endpoints by address.
+//!
+//! | transport | common case | builder, with its own settings | ends |
+//! |---|---|---|---|
+//! | pipe | [`channel()`](channel) | [`Pipe::new()`](Pipe::new) | `channel()` |
+//! | socket pair | [`duplex()`](duplex) (stream) | [`SocketPair::new(kind)`](SocketPair::new): `send_buffer` | `channel()`, `duplex()` |
+//! | shared memory | — | [`Shm::new()`](Shm::new): `capacity`, `wait` | `channel()`, `duplex()` |
+//! | by address (`unix:`, `tcp://`) | [`listen(addr)`](listen), [`connect(addr)`](connect) | [`Net::new()`](Net::new): `key`, `heartbeat`, `retry`, timeouts | `listen(addr)` → [`Listener`], `connect(addr)` |
+//! | ZeroMQ (feature `zmq`) | — | `zmq::bind(kind, addr, &net)`, `zmq::connect(…)` with a [`Net`] | `zmq::Channel` |
+//! | a descriptor you hold | — | [`Options::new()`](Options::new) | `sender_from(fd)`, `receiver_from(fd)`, `duplex_from(fd)` |
+//! | a child process | [`Command::channel`], [`task`], [`fork`] | [`Command::channel_with`] and [`Task::options`] take an [`Options`] | a [`Duplex`] |
+//! | the child's side | [`from_env`] | — | a [`Duplex`] |
+//!
+//! ```
+//! use procwire::{CodecKind, Kind, Shm, SocketPair};
+//!
+//! let (tx, rx) = procwire::channel::<u32>()?; // a pipe
+//! let (a, b) = SocketPair::new(Kind::SeqPacket).codec(CodecKind::MsgPack).duplex::<String, String>()?;
+//! let (c, d) = Shm::new().capacity(4 << 20).duplex::<Vec<u8>, Vec<u8>>()?;
+//! # let _ = (tx, rx, a, b, c, d);
+//! # Ok::<(), procwire::Error>(())
+//! ```
 //!
 //! # Errors
 //!
@@ -204,8 +235,8 @@ mod transport;
 
 pub use bytes::ByteBuf;
 pub use channel::{
-    DEFAULT_LINGER, Duplex, IntoIter, Iter, Options, Receiver, Select, Sender, WireName, channel,
-    duplex,
+    DEFAULT_LINGER, Duplex, IntoIter, Iter, Options, Pipe, Receiver, Select, Sender, Shm,
+    SocketPair, WireName, channel, duplex,
 };
 pub use codec::{Codec, CodecKind};
 pub use endpoint::{Endpoint, Key, Listener, Net, Retry, connect, listen};

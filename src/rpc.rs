@@ -37,7 +37,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::{Duplex, Kind, Options, Receiver, Sender};
+use crate::{Duplex, Receiver, Sender};
 
 /// A call on the wire: the caller's id and the request.
 ///
@@ -98,7 +98,7 @@ where
     Req: Serialize + DeserializeOwned,
     Resp: Serialize + DeserializeOwned,
 {
-    Options::new().duplex(Kind::Stream)
+    crate::duplex()
 }
 
 /// Serves calls one after another until the client closes the channel:

@@ -6,7 +6,7 @@ mod util;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use procwire::{CodecKind, Kind, Options, Receiver, Sender};
+use procwire::{CodecKind, Kind, Options, Receiver, Sender, SocketPair};
 use serde::{Deserialize, Serialize};
 
 struct Counting;
@@ -75,10 +75,16 @@ fn no_allocation_per_message_once_warm() {
     util::checked(60, || {
         for codec in [CodecKind::Postcard, CodecKind::MsgPack] {
             let opts = Options::new().codec(codec);
-            let (tx, rx) = opts.channel::<Tick>().unwrap();
+            let (tx, rx) = procwire::Pipe::new()
+                .options(opts.clone())
+                .channel::<Tick>()
+                .unwrap();
             assert_eq!(steady_state(&tx, &rx), 0, "pipe, {codec}");
             for kind in Kind::ALL {
-                let (tx, rx) = opts.socket_channel::<Tick>(kind).unwrap();
+                let (tx, rx) = SocketPair::new(kind)
+                    .options(opts.clone())
+                    .channel::<Tick>()
+                    .unwrap();
                 assert_eq!(steady_state(&tx, &rx), 0, "{kind:?}, {codec}");
             }
         }

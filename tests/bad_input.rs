@@ -6,7 +6,7 @@ mod util;
 use std::io::Write;
 use std::time::Duration;
 
-use procwire::{ByteBuf, CodecKind, ErrorKind, Kind, Options, Receiver, Socket};
+use procwire::{ByteBuf, CodecKind, ErrorKind, Kind, Options, Pipe, Receiver, Socket};
 use serde::{Deserialize, Serialize};
 use util::checked;
 
@@ -20,7 +20,7 @@ fn rss() -> u64 {
 /// A receiver of `T` on one end of a stream socket pair, and the raw other end.
 fn raw_peer<T: serde::de::DeserializeOwned>(codec: CodecKind) -> (Receiver<T>, Socket) {
     let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
-    (Options::new().codec(codec).receiver(a).unwrap(), b)
+    (Options::new().codec(codec).receiver_from(a).unwrap(), b)
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -148,8 +148,8 @@ fn strict_receiver(kind: Kind) -> (procwire::Sender<ByteBuf>, Receiver<ByteBuf>)
     let (a, b) = procwire::socket_pair(kind).unwrap();
     let raw = Options::new().codec(CodecKind::Raw);
     (
-        raw.sender(a).unwrap(),
-        raw.max_frame(1000).receiver(b).unwrap(),
+        raw.sender_from(a).unwrap(),
+        raw.max_frame(1000).receiver_from(b).unwrap(),
     )
 }
 
@@ -283,13 +283,13 @@ fn the_reserved_prefix_is_never_a_payload_length() {
     checked(30, || {
         use procwire::frame::{FrameDecoder, HEARTBEAT, MAX_FRAME_LIMIT};
         assert_eq!(MAX_FRAME_LIMIT, HEARTBEAT as usize - 1);
-        let e = Options::new()
+        let e = Pipe::new()
             .max_frame(u32::MAX as usize)
             .channel::<u8>()
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
         assert!(e.to_string().contains("reserved"), "{e}");
-        let (tx, rx) = Options::new()
+        let (tx, rx) = Pipe::new()
             .max_frame(MAX_FRAME_LIMIT)
             .channel::<u8>()
             .unwrap();

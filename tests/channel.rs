@@ -6,7 +6,8 @@ mod util;
 use std::time::Duration;
 
 use procwire::{
-    ByteBuf, CodecKind, Duplex, ErrorKind, Kind, Options, Receiver, Sender, channel, duplex,
+    ByteBuf, CodecKind, Duplex, ErrorKind, Kind, Options, Pipe, Receiver, Sender, SocketPair,
+    channel, duplex,
 };
 use util::checked;
 
@@ -58,8 +59,8 @@ fn a_leaked_copy_of_the_socket_does_not_hold_off_the_end() {
     checked(10, || {
         let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
         let leaked = a.try_clone().unwrap(); // as if a child had inherited it
-        let tx = Options::new().sender::<u8>(a).unwrap();
-        let rx = Options::new().receiver::<u8>(b).unwrap();
+        let tx = Options::new().sender_from::<u8>(a).unwrap();
+        let rx = Options::new().receiver_from::<u8>(b).unwrap();
         tx.send(1).unwrap();
         drop(tx); // shuts down the writing direction, not just this fd
         assert_eq!(rx.recv().unwrap(), 1);
@@ -88,9 +89,9 @@ fn the_iterator_reports_bad_messages_and_goes_on_to_the_end() {
 #[test]
 fn a_duplex_finishes_a_half_written_request_before_waiting_for_the_reply() {
     checked(30, || {
-        let (client, server) = Options::new()
+        let (client, server) = SocketPair::new(Kind::Stream)
             .codec(CodecKind::Raw)
-            .duplex::<ByteBuf, ByteBuf>(Kind::Stream)
+            .duplex::<ByteBuf, ByteBuf>()
             .unwrap();
         // A request far larger than the socket buffer: try_send writes what
         // fits and keeps the rest; recv must push it out, or both would wait.
@@ -111,7 +112,7 @@ fn a_duplex_finishes_a_half_written_request_before_waiting_for_the_reply() {
 #[test]
 fn construction_checks_say_what_is_wrong() {
     checked(10, || {
-        let e = Options::new()
+        let e = Pipe::new()
             .max_frame(usize::MAX)
             .channel::<u8>()
             .unwrap_err();
@@ -119,13 +120,13 @@ fn construction_checks_say_what_is_wrong() {
         assert!(e.to_string().contains("4-byte length"), "{e}");
 
         let (r, w) = procwire::pipe().unwrap();
-        let e = Options::new().sender::<u8>(r).unwrap_err();
+        let e = Options::new().sender_from::<u8>(r).unwrap_err();
         assert!(e.to_string().contains("cannot be used to send"), "{e}");
         let e = Options::new().duplex_from::<u8, u8>(w).unwrap_err();
         assert!(e.to_string().contains("needs a socket"), "{e}");
 
         let file = tempfile::tempfile().unwrap();
-        let e = Options::new().receiver::<u8>(file).unwrap_err();
+        let e = Options::new().receiver_from::<u8>(file).unwrap_err();
         assert!(e.to_string().contains("neither"), "{e}");
     });
 }
@@ -133,7 +134,7 @@ fn construction_checks_say_what_is_wrong() {
 #[test]
 fn send_timeout_hands_the_message_back_and_nothing_tears() {
     checked(30, || {
-        let (tx, rx) = Options::new()
+        let (tx, rx) = Pipe::new()
             .codec(CodecKind::Raw)
             .channel::<ByteBuf>()
             .unwrap();
@@ -191,9 +192,9 @@ fn hello_accepts_a_matching_peer_and_refuses_a_mismatched_one() {
 #[test]
 fn crossed_large_timed_sends_complete_inside_the_receives() {
     checked(60, || {
-        let (a, b) = Options::new()
+        let (a, b) = SocketPair::new(Kind::Stream)
             .codec(CodecKind::Raw)
-            .duplex::<ByteBuf, ByteBuf>(Kind::Stream)
+            .duplex::<ByteBuf, ByteBuf>()
             .unwrap();
         let big = |tag: u8| ByteBuf::from(vec![tag; 10 << 20]);
         let side = |end: Duplex<ByteBuf, ByteBuf>, mine: u8, theirs: u8| {
@@ -223,9 +224,9 @@ fn crossed_large_timed_sends_complete_inside_the_receives() {
 #[test]
 fn a_timed_receive_returns_by_its_deadline_with_a_frame_stuck_half_written() {
     checked(30, || {
-        let (a, b) = Options::new()
+        let (a, b) = SocketPair::new(Kind::Stream)
             .codec(CodecKind::Raw)
-            .duplex::<ByteBuf, ByteBuf>(Kind::Stream)
+            .duplex::<ByteBuf, ByteBuf>()
             .unwrap();
         a.send_timeout(
             ByteBuf::from(vec![0u8; 10 << 20]),
@@ -253,10 +254,10 @@ fn a_timed_receive_returns_by_its_deadline_with_a_frame_stuck_half_written() {
 #[test]
 fn dropping_a_half_written_frame_waits_only_the_linger() {
     checked(30, || {
-        let (tx, rx) = Options::new()
+        let (tx, rx) = SocketPair::new(Kind::Stream)
             .codec(CodecKind::Raw)
             .linger(Duration::from_millis(200))
-            .socket_channel::<ByteBuf>(Kind::Stream)
+            .channel::<ByteBuf>()
             .unwrap();
         tx.send(ByteBuf::from(b"whole".to_vec())).unwrap();
         tx.send_timeout(
@@ -476,11 +477,11 @@ fn channel_errors_have_crossbeams_shapes_and_hand_the_message_back() {
         let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
         let tx = Options::new()
             .codec(CodecKind::Json)
-            .sender::<u32>(a)
+            .sender_from::<u32>(a)
             .unwrap();
         let rx = Options::new()
             .codec(CodecKind::Json)
-            .receiver::<String>(b)
+            .receiver_from::<String>(b)
             .unwrap();
         tx.send(7).unwrap();
         match rx.recv() {

@@ -8,7 +8,9 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use procwire::{ByteBuf, CodecKind, ErrorKind, Kind, Options, Receiver, Sender};
+use procwire::{
+    ByteBuf, CodecKind, ErrorKind, Kind, Options, Pipe, Receiver, Sender, Shm, SocketPair,
+};
 use util::{checked, pattern};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -50,7 +52,7 @@ fn unix_path_pair() -> (procwire::Socket, procwire::Socket) {
 
 /// A `tcp://` connection on loopback: the client's and the server's ends.
 fn tcp_pair(
-    opts: &Options,
+    opts: &procwire::Net,
 ) -> (
     procwire::Duplex<ByteBuf, ByteBuf>,
     procwire::Duplex<ByteBuf, ByteBuf>,
@@ -66,19 +68,31 @@ const STREAM_MAX: usize = 2 << 20;
 
 fn make_with(t: T, opts: &Options) -> (Sender<ByteBuf>, Receiver<ByteBuf>) {
     match t {
-        T::Pipe => opts.channel().unwrap(),
-        T::Stream => opts.socket_channel(Kind::Stream).unwrap(),
-        T::Datagram => opts.socket_channel(Kind::Datagram).unwrap(),
-        T::SeqPacket => opts.socket_channel(Kind::SeqPacket).unwrap(),
-        T::Shm => opts.shm_channel().unwrap(),
+        T::Pipe => Pipe::new().options(opts.clone()).channel().unwrap(),
+        T::Stream => SocketPair::new(Kind::Stream)
+            .options(opts.clone())
+            .channel()
+            .unwrap(),
+        T::Datagram => SocketPair::new(Kind::Datagram)
+            .options(opts.clone())
+            .channel()
+            .unwrap(),
+        T::SeqPacket => SocketPair::new(Kind::SeqPacket)
+            .options(opts.clone())
+            .channel()
+            .unwrap(),
+        T::Shm => Shm::new().options(opts.clone()).channel().unwrap(),
         T::UnixPath => {
             let (client, server) = unix_path_pair();
-            (opts.sender(client).unwrap(), opts.receiver(server).unwrap())
+            (
+                opts.sender_from(client).unwrap(),
+                opts.receiver_from(server).unwrap(),
+            )
         }
         T::Tcp => {
             // One way, as the others: the unused halves are dropped, which
             // tells each side that no heartbeat will come that way.
-            let opts = opts.clone().net(procwire::Net::new().no_key());
+            let opts = procwire::Net::new().options(opts.clone()).no_key();
             let (client, server) = tcp_pair(&opts);
             (client.split().0, server.split().1)
         }
@@ -321,24 +335,28 @@ fn partial_frame_survives_timeout(t: T) {
         let (rx, mut raw, keep): RawWriter = match t {
             T::Pipe => {
                 let (r, w) = procwire::pipe().unwrap();
-                (opts().receiver(r).unwrap(), Box::new(w), None)
+                (opts().receiver_from(r).unwrap(), Box::new(w), None)
             }
             T::Stream => {
                 let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
-                (opts().receiver(a).unwrap(), Box::new(b), None)
+                (opts().receiver_from(a).unwrap(), Box::new(b), None)
             }
             T::UnixPath => {
                 let (client, server) = unix_path_pair();
-                (opts().receiver(server).unwrap(), Box::new(client), None)
+                (
+                    opts().receiver_from(server).unwrap(),
+                    Box::new(client),
+                    None,
+                )
             }
             T::Tcp => {
                 // A real tcp:// pair whose sending side writes raw bytes
                 // on its own socket; its heartbeats are an hour apart so
                 // none lands inside the hand-made frame.
-                let net = procwire::Net::new()
+                let o = procwire::Net::new()
+                    .options(opts())
                     .no_key()
                     .heartbeat(Duration::from_secs(3600));
-                let o = opts().net(net);
                 let (client, server) = tcp_pair(&o);
                 let raw = std::fs::File::from(client.as_fd().try_clone_to_owned().unwrap());
                 (server.split().1, Box::new(raw), Some(Box::new(client)))
@@ -369,7 +387,10 @@ type Halves = (Sender<ByteBuf>, Receiver<ByteBuf>);
 fn make_two_way(t: T) -> (Halves, Halves) {
     let o = opts();
     let pair = |kind| {
-        let (a, b) = o.duplex::<ByteBuf, ByteBuf>(kind).unwrap();
+        let (a, b) = SocketPair::new(kind)
+            .options(o.clone())
+            .duplex::<ByteBuf, ByteBuf>()
+            .unwrap();
         (a.split(), b.split())
     };
     match t {
@@ -382,7 +403,10 @@ fn make_two_way(t: T) -> (Halves, Halves) {
         T::Datagram => pair(Kind::Datagram),
         T::SeqPacket => pair(Kind::SeqPacket),
         T::Shm => {
-            let (a, b) = o.shm_duplex::<ByteBuf, ByteBuf>().unwrap();
+            let (a, b) = Shm::new()
+                .options(o.clone())
+                .duplex::<ByteBuf, ByteBuf>()
+                .unwrap();
             (a.split(), b.split())
         }
         T::UnixPath => {
@@ -392,7 +416,7 @@ fn make_two_way(t: T) -> (Halves, Halves) {
             (a.split(), b.split())
         }
         T::Tcp => {
-            let o = o.net(procwire::Net::new().no_key());
+            let o = procwire::Net::new().options(o.clone()).no_key();
             let (a, b) = tcp_pair(&o);
             (a.split(), b.split())
         }

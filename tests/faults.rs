@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use procwire::testing::SignalStorm;
 use procwire::zmq;
 use procwire::{
-    ByteBuf, Child, Duplex, ErrorKind, How, Kind, Net, Options, Receiver, Sender, task,
+    ByteBuf, Child, Duplex, ErrorKind, How, Kind, Net, Receiver, Sender, Shm, SocketPair, task,
 };
 use serde::{Deserialize, Serialize};
 use util::{checked, wait_deadline};
@@ -109,8 +109,8 @@ fn check(m: &[u8]) -> u32 {
     i
 }
 
-fn key_less() -> Options {
-    Options::new().net(Net::new().no_key())
+fn key_less() -> Net {
+    Net::new().no_key()
 }
 
 /// The child: takes its end, runs its script.
@@ -122,7 +122,7 @@ fn child(script: Script, ctl: Duplex<(), End>) {
         End::PipeIn(r) => Ours::Rx(r),
         End::Connect(T::Zmq, addr) => {
             let z: zmq::Channel<ByteBuf, ByteBuf> =
-                zmq::connect(zmq::Kind::Dealer, &addr, &Options::new()).unwrap();
+                zmq::connect(zmq::Kind::Dealer, &addr, &Net::new()).unwrap();
             // Hello and welcome: both sides know the other is connected.
             z.send(ByteBuf::from(b"hello".to_vec())).unwrap();
             assert_eq!(
@@ -176,15 +176,14 @@ enum Keep {
 /// which way a one-way pipe points.
 fn start(t: T, script: Script, child_sends: bool) -> (Child, Ours, Keep) {
     let (proc_, ctl) = task(child, script).via(How::Server).spawn().unwrap();
-    let opts = Options::new().shm_capacity(256 << 10);
     let (ours, keep) = match t {
         T::Pipe if child_sends => {
-            let (tx, rx) = opts.channel::<ByteBuf>().unwrap();
+            let (tx, rx) = procwire::channel::<ByteBuf>().unwrap();
             ctl.send(End::PipeOut(tx)).unwrap();
             (Ours::Rx(rx), Keep::None)
         }
         T::Pipe => {
-            let (tx, rx) = opts.channel::<ByteBuf>().unwrap();
+            let (tx, rx) = procwire::channel::<ByteBuf>().unwrap();
             ctl.send(End::PipeIn(rx)).unwrap();
             (Ours::Tx(tx), Keep::None)
         }
@@ -194,12 +193,12 @@ fn start(t: T, script: Script, child_sends: bool) -> (Child, Ours, Keep) {
             } else {
                 Kind::SeqPacket
             };
-            let (a, b) = opts.duplex(kind).unwrap();
+            let (a, b) = SocketPair::new(kind).duplex().unwrap();
             ctl.send(End::Duplex(b)).unwrap();
             (Ours::Duplex(a), Keep::None)
         }
         T::Shm => {
-            let (a, b) = opts.shm_duplex().unwrap();
+            let (a, b) = Shm::new().capacity(256 << 10).duplex().unwrap();
             ctl.send(End::Duplex(b)).unwrap();
             (Ours::Duplex(a), Keep::None)
         }
@@ -219,7 +218,7 @@ fn start(t: T, script: Script, child_sends: bool) -> (Child, Ours, Keep) {
         }
         T::Zmq => {
             let z: zmq::Channel<ByteBuf, ByteBuf> =
-                zmq::bind(zmq::Kind::Dealer, "zmq+tcp://127.0.0.1:0", &Options::new()).unwrap();
+                zmq::bind(zmq::Kind::Dealer, "zmq+tcp://127.0.0.1:0", &Net::new()).unwrap();
             ctl.send(End::Connect(t, z.endpoint().to_string())).unwrap();
             assert_eq!(
                 &z.recv_timeout(Duration::from_secs(10)).unwrap()[..],

@@ -4,7 +4,7 @@ mod util;
 
 use std::io::{Read, Seek, Write};
 
-use procwire::{CodecKind, Duplex, ErrorKind, Fd, Kind, Options, Receiver, Sender};
+use procwire::{CodecKind, Duplex, ErrorKind, Fd, Kind, Options, Receiver, Sender, SocketPair};
 use serde::{Deserialize, Serialize};
 use std::os::fd::AsFd;
 use util::{FdCopy, checked, fd_count};
@@ -30,8 +30,14 @@ fn files_and_channel_ends_travel_inside_messages() {
         for codec in [CodecKind::Postcard, CodecKind::MsgPack, CodecKind::Json] {
             for kind in Kind::ALL {
                 let opts = Options::new().codec(codec);
-                let (a, b) = opts.duplex::<Parcel, ()>(kind).unwrap();
-                let (back_tx, back_rx) = opts.channel::<String>().unwrap();
+                let (a, b) = SocketPair::new(kind)
+                    .options(opts.clone())
+                    .duplex::<Parcel, ()>()
+                    .unwrap();
+                let (back_tx, back_rx) = procwire::Pipe::new()
+                    .options(opts.clone())
+                    .channel::<String>()
+                    .unwrap();
                 let parcel = Parcel {
                     label: "Heavy lifting".into(),
                     file: Fd::from(std::os::fd::OwnedFd::from(file_with("in the file"))),
@@ -171,9 +177,9 @@ fn descriptors_cannot_go_over_a_pipe_or_be_forged() {
         let (a, b) = procwire::socket_pair(Kind::SeqPacket).unwrap();
         let forger = Options::new()
             .codec(CodecKind::Raw)
-            .sender::<Vec<u8>>(a)
+            .sender_from::<Vec<u8>>(a)
             .unwrap();
-        let victim = Options::new().receiver::<Fd>(b).unwrap();
+        let victim = Options::new().receiver_from::<Fd>(b).unwrap();
         forger.send(vec![0]).unwrap(); // postcard: newtype(u32 0)
         let e = victim.recv().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Decode);
@@ -189,7 +195,7 @@ fn descriptors_cannot_go_over_a_pipe_or_be_forged() {
 fn an_end_in_a_failed_send_still_ends_the_stream_when_dropped() {
     checked(30, || {
         use std::time::Duration;
-        let (tx, rx) = Options::new().socket_channel::<u8>(Kind::Stream).unwrap();
+        let (tx, rx) = SocketPair::new(Kind::Stream).channel::<u8>().unwrap();
         // As if a child had inherited a copy of the socket.
         let leaked = tx.as_fd_copy();
         let (pipe_tx, _pipe_rx) = procwire::channel::<Sender<u8>>().unwrap();
@@ -212,22 +218,18 @@ fn an_end_in_a_failed_send_still_ends_the_stream_when_dropped() {
 fn a_descriptor_passed_on_by_any_route_survives_the_original_end() {
     checked(30, || {
         // Raw, in a message.
-        let (tx, rx) = Options::new().socket_channel::<u32>(Kind::Stream).unwrap();
-        let (carrier_tx, carrier_rx) = Options::new()
-            .socket_channel::<()>(Kind::SeqPacket)
-            .unwrap();
+        let (tx, rx) = SocketPair::new(Kind::Stream).channel::<u32>().unwrap();
+        let (carrier_tx, carrier_rx) = SocketPair::new(Kind::SeqPacket).channel::<()>().unwrap();
         carrier_tx.send_with_fds((), &[tx.as_fd()]).unwrap();
         let ((), mut fds) = carrier_rx.recv_with_fds().unwrap();
-        let copy: Sender<u32> = Options::new().sender(fds.pop().unwrap()).unwrap();
+        let copy: Sender<u32> = Options::new().sender_from(fds.pop().unwrap()).unwrap();
         drop(tx);
         copy.send(1).unwrap();
         assert_eq!(rx.recv().unwrap(), 1);
 
         // A copy re-typed in this process.
-        let (tx, rx) = Options::new()
-            .socket_channel::<u32>(Kind::SeqPacket)
-            .unwrap();
-        let copy: Sender<u32> = Options::new().sender(tx.as_fd_copy()).unwrap();
+        let (tx, rx) = SocketPair::new(Kind::SeqPacket).channel::<u32>().unwrap();
+        let copy: Sender<u32> = Options::new().sender_from(tx.as_fd_copy()).unwrap();
         drop(tx);
         copy.send(2).unwrap();
         assert_eq!(rx.recv().unwrap(), 2);
@@ -238,9 +240,9 @@ fn a_descriptor_passed_on_by_any_route_survives_the_original_end() {
         );
 
         // into_fd.
-        let (tx, rx) = Options::new().socket_channel::<u32>(Kind::Stream).unwrap();
+        let (tx, rx) = SocketPair::new(Kind::Stream).channel::<u32>().unwrap();
         let fd = tx.into_fd().unwrap();
-        let again: Sender<u32> = Options::new().sender(fd).unwrap();
+        let again: Sender<u32> = Options::new().sender_from(fd).unwrap();
         again.send(3).unwrap();
         assert_eq!(rx.recv().unwrap(), 3);
     });
@@ -252,7 +254,7 @@ fn a_descriptor_passed_on_by_any_route_survives_the_original_end() {
 #[test]
 fn a_send_on_a_socket_shut_down_by_a_copy_says_so() {
     checked(30, || {
-        let (tx, rx) = Options::new().socket_channel::<u32>(Kind::Stream).unwrap();
+        let (tx, rx) = SocketPair::new(Kind::Stream).channel::<u32>().unwrap();
         let copy = std::os::unix::net::UnixStream::from(tx.as_fd_copy());
         copy.shutdown(std::net::Shutdown::Write).unwrap();
         let e = tx.send(1).unwrap_err();
@@ -271,13 +273,13 @@ fn a_receiver_holding_read_ahead_bytes_is_not_sent() {
         for kind in [None, Some(Kind::Stream)] {
             let (tx, rx) = match kind {
                 None => procwire::channel::<u32>().unwrap(),
-                Some(k) => Options::new().socket_channel::<u32>(k).unwrap(),
+                Some(k) => SocketPair::new(k).channel::<u32>().unwrap(),
             };
             tx.send(1).unwrap();
             tx.send(2).unwrap();
             assert_eq!(rx.recv().unwrap(), 1);
-            let (stx, srx) = Options::new()
-                .socket_channel::<Receiver<u32>>(Kind::SeqPacket)
+            let (stx, srx) = SocketPair::new(Kind::SeqPacket)
+                .channel::<Receiver<u32>>()
                 .unwrap();
             let e = stx.send(rx).unwrap_err();
             assert!(e.to_string().contains("read ahead"), "{e}");

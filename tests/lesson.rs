@@ -67,7 +67,7 @@ fn write_close_read_eof_arrives() {
 fn a_reader_waits_while_any_writer_is_open() {
     checked(30, || {
         let (reader, writer) = pipe().unwrap();
-        let rx = Options::new().receiver::<String>(reader).unwrap();
+        let rx = Options::new().receiver_from::<String>(reader).unwrap();
         let (child, ctl) = spawn("hold_writer");
         ctl.send_with_fds("keep this".into(), &[writer.as_fd()])
             .unwrap();

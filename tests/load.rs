@@ -5,7 +5,9 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use procwire::{ByteBuf, Duplex, ErrorKind, How, Kind, Options, Receiver, Select, Sender, task};
+use procwire::{
+    ByteBuf, Duplex, ErrorKind, How, Kind, Receiver, Select, Sender, Shm, SocketPair, task,
+};
 use serde::{Deserialize, Serialize};
 use util::{checked, wait_deadline};
 
@@ -60,9 +62,9 @@ fn many_children_many_messages_none_lost_duplicated_or_reordered() {
         for from in 0..CHILDREN {
             // Half over stream sockets, half over shared memory.
             let (tx, rx) = if from % 2 == 0 {
-                Options::new().socket_channel::<Item>(Kind::Stream).unwrap()
+                SocketPair::new(Kind::Stream).channel::<Item>().unwrap()
             } else {
-                Options::new().shm_channel::<Item>().unwrap()
+                Shm::new().channel::<Item>().unwrap()
             };
             let (child, ctl) = task(producer, (from, each))
                 .via(How::Server)
@@ -137,20 +139,18 @@ fn rss_kib() -> u64 {
 fn a_receiver_that_stops_reading_fills_a_bounded_buffer_then_full() {
     checked(60, || {
         for (name, (tx, rx)) in [
-            ("pipe", Options::new().channel::<ByteBuf>().unwrap()),
+            ("pipe", procwire::channel::<ByteBuf>().unwrap()),
             (
                 "stream",
-                Options::new()
-                    .socket_channel::<ByteBuf>(Kind::Stream)
-                    .unwrap(),
+                SocketPair::new(Kind::Stream).channel::<ByteBuf>().unwrap(),
             ),
             (
                 "seqpacket",
-                Options::new()
-                    .socket_channel::<ByteBuf>(Kind::SeqPacket)
+                SocketPair::new(Kind::SeqPacket)
+                    .channel::<ByteBuf>()
                     .unwrap(),
             ),
-            ("shm", Options::new().shm_channel::<ByteBuf>().unwrap()),
+            ("shm", Shm::new().channel::<ByteBuf>().unwrap()),
         ] {
             let before = rss_kib();
             let msg = vec![7u8; 1000];
@@ -202,7 +202,7 @@ fn starved(_: (), ctl: Duplex<Starved, ()>) {
     .unwrap();
     let mut held = Vec::new();
     let error = loop {
-        match Options::new().duplex::<u8, u8>(Kind::Stream) {
+        match SocketPair::new(Kind::Stream).duplex::<u8, u8>() {
             Ok(pair) => held.push(pair),
             Err(e) => break (format!("{:?}", e.kind()), e.to_string()),
         }
@@ -212,8 +212,8 @@ fn starved(_: (), ctl: Duplex<Starved, ()>) {
     };
     let opened = held.len();
     held.truncate(opened / 2);
-    let recovered = Options::new()
-        .duplex::<u8, u8>(Kind::Stream)
+    let recovered = SocketPair::new(Kind::Stream)
+        .duplex::<u8, u8>()
         .map(|(a, b)| a.send(7).is_ok() && b.recv().ok() == Some(7));
     ctl.send(Starved {
         opened,

@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use procwire::frame::{FrameReader, FrameWriter};
-use procwire::{ByteBuf, CodecKind, ErrorKind, Kind, Options, Receiver, Sender};
+use procwire::{ByteBuf, CodecKind, ErrorKind, Kind, Options, Receiver, Sender, Shm, SocketPair};
 use proptest::prelude::*;
 
 /// Accepts at most `chunk` bytes per write: short writes.
@@ -76,7 +76,7 @@ proptest! {
     ) {
         // Through a real stream socket, read back one byte at a time.
         let (a, mut b) = procwire::socket_pair(Kind::Stream).unwrap();
-        let tx = Options::new().codec(CodecKind::Raw).sender::<ByteBuf>(a).unwrap();
+        let tx = Options::new().codec(CodecKind::Raw).sender_from::<ByteBuf>(a).unwrap();
         let writer = std::thread::spawn({
             let msgs = msgs.clone();
             move || {
@@ -127,10 +127,16 @@ fn kind() -> impl Strategy<Value = u8> {
 fn pair(k: u8) -> (Sender<ByteBuf>, Receiver<ByteBuf>) {
     let o = Options::new();
     match k {
-        0 => o.channel().unwrap(),
-        1 => o.socket_channel(Kind::Stream).unwrap(),
-        2 => o.socket_channel(Kind::SeqPacket).unwrap(),
-        _ => o.shm_channel().unwrap(),
+        0 => procwire::channel().unwrap(),
+        1 => SocketPair::new(Kind::Stream)
+            .options(o.clone())
+            .channel()
+            .unwrap(),
+        2 => SocketPair::new(Kind::SeqPacket)
+            .options(o.clone())
+            .channel()
+            .unwrap(),
+        _ => Shm::new().options(o.clone()).channel().unwrap(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use procwire::remote::auth;
-use procwire::{Duplex, ErrorKind, How, Key, Net, Options, Retry, task};
+use procwire::{Duplex, ErrorKind, How, Key, Net, Retry, task};
 use util::{checked, wait_deadline};
 
 procwire::init_before_main!();
@@ -18,12 +18,10 @@ fn key() -> Key {
     Key::new(b"a test key of more than sixteen bytes".to_vec()).unwrap()
 }
 
-fn keyed() -> Options {
-    Options::new().net(
-        Net::new()
-            .key(key())
-            .handshake_timeout(Duration::from_secs(2)),
-    )
+fn keyed() -> Net {
+    Net::new()
+        .key(key())
+        .handshake_timeout(Duration::from_secs(2))
 }
 
 /// Serves "accomplished!" replies on every channel `listener` accepts,
@@ -101,11 +99,10 @@ fn a_wrong_key_or_no_key_is_refused_while_a_real_client_is_served() {
         let listener = keyed().listen("tcp://127.0.0.1:0").unwrap();
         let addr = listener.endpoint().to_string();
         let server = serve(listener, 1);
-        let wrong = Options::new()
-            .net(Net::new().key(Key::new(b"not the key, though long".to_vec()).unwrap()));
+        let wrong = Net::new().key(Key::new(b"not the key, though long".to_vec()).unwrap());
         let e = wrong.connect::<String, String>(&addr).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
-        let none = Options::new().net(Net::new().no_key());
+        let none = Net::new().no_key();
         let e = none.connect::<String, String>(&addr).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
         assert!(e.to_string().contains("requires a key"), "{e}");
@@ -251,7 +248,7 @@ fn two_hundred_idle_connections_do_not_hold_up_a_real_client() {
 #[test]
 fn anything_but_loopback_is_refused_without_a_key() {
     checked(30, || {
-        let none = Options::new().net(Net::new().no_key());
+        let none = Net::new().no_key();
         let e = none.listen("tcp://0.0.0.0:0").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
         let e = none.connect::<(), ()>("tcp://192.0.2.1:9").unwrap_err();
@@ -285,10 +282,10 @@ fn a_client_retries_until_the_server_is_up() {
             let job = ch.recv().unwrap();
             ch.send(format!("{job} accomplished!")).unwrap();
         });
-        let retrying = keyed().net(Net::new().key(key()).retry(Retry {
+        let retrying = keyed().retry(Retry {
             attempts: 40,
             backoff: Duration::from_millis(50),
-        }));
+        });
         let ch: Duplex<String, String> = retrying.connect(&addr).unwrap();
         assert_eq!(ch.request("Late".into()).unwrap(), "Late accomplished!");
         server.join().unwrap();
@@ -301,7 +298,7 @@ fn a_client_retries_until_the_server_is_up() {
 /// Connects to `addr` with a 200 ms heartbeat, says hello, then waits
 /// (heartbeats flowing) until told to stop.
 fn sleepy_client(addr: String, ctl: Duplex<(), ()>) {
-    let opts = Options::new().net(Net::new().key(key()).heartbeat(Duration::from_millis(200)));
+    let opts = Net::new().key(key()).heartbeat(Duration::from_millis(200));
     let ch: Duplex<String, String> = opts.connect(&addr).unwrap();
     ch.send("hello".into()).unwrap();
     let _ = ctl.recv();
@@ -311,7 +308,7 @@ fn sleepy_client(addr: String, ctl: Duplex<(), ()>) {
 #[test]
 fn a_frozen_peer_is_reported_within_three_heartbeats_and_half_a_second_and_an_idle_one_is_not() {
     checked(60, || {
-        let opts = keyed().net(Net::new().key(key()).heartbeat(Duration::from_millis(200)));
+        let opts = keyed().heartbeat(Duration::from_millis(200));
         let listener = opts.listen("tcp://127.0.0.1:0").unwrap();
         let addr = listener.endpoint().to_string();
         let (mut child, ctl) = task(sleepy_client, addr).via(How::Server).spawn().unwrap();
@@ -364,7 +361,7 @@ fn a_remote_pool_maps_typed_tasks_on_workers_that_join_over_tcp_and_zeromq() {
                     let endpoint = endpoint.clone();
                     std::thread::spawn(move || {
                         let wo = WorkerOptions {
-                            options: keyed(),
+                            net: keyed(),
                             ..WorkerOptions::default()
                         };
                         work_with(&endpoint, &wo, |x: u64| {

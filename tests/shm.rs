@@ -6,7 +6,7 @@ mod util;
 use std::time::{Duration, Instant};
 
 use procwire::{
-    ByteBuf, CodecKind, Duplex, ErrorKind, How, Options, Receiver, Sender, ShmWait, task,
+    ByteBuf, CodecKind, Duplex, ErrorKind, How, Options, Receiver, Sender, Shm, ShmWait, task,
 };
 use util::{checked, wait_deadline};
 
@@ -23,7 +23,7 @@ fn lifter(_: (), ctl: Duplex<(), Duplex<String, String>>) {
 #[test]
 fn request_reply_over_shared_memory_with_a_child_process() {
     checked(30, || {
-        let (mine, theirs) = Options::new().shm_duplex::<String, String>().unwrap();
+        let (mine, theirs) = Shm::new().duplex::<String, String>().unwrap();
         let (mut child, ctl) = task(lifter, ()).via(How::Server).spawn().unwrap();
         ctl.send(theirs).unwrap();
         mine.supervise(&child);
@@ -57,10 +57,10 @@ fn every_waiting_strategy_carries_messages_and_sees_its_peer_vanish() {
             ShmWait::Yield,
             ShmWait::Futex,
         ] {
-            let (mine, theirs) = Options::new()
-                .shm_capacity(16 << 10)
-                .shm_wait(wait)
-                .shm_duplex::<ByteBuf, ByteBuf>()
+            let (mine, theirs) = Shm::new()
+                .capacity(16 << 10)
+                .wait(wait)
+                .duplex::<ByteBuf, ByteBuf>()
                 .unwrap();
             let (mut child, ctl) = task(echo_then_vanish, 500)
                 .via(How::Server)
@@ -101,7 +101,8 @@ fn streamer(_: (), ctl: Duplex<(), Sender<ByteBuf>>) {
 fn a_writer_killed_mid_write_never_hands_over_half_a_message() {
     checked(60, || {
         let opts = Options::new().codec(CodecKind::Raw);
-        let (tx, rx): (Sender<ByteBuf>, Receiver<ByteBuf>) = opts.shm_channel().unwrap();
+        let (tx, rx): (Sender<ByteBuf>, Receiver<ByteBuf>) =
+            Shm::new().options(opts.clone()).channel().unwrap();
         let (mut child, ctl) = task(streamer, ()).via(How::Server).spawn().unwrap();
         ctl.send(tx).unwrap();
         // Read some, then kill the writer while it is busy writing.
@@ -135,10 +136,7 @@ fn exits_at_once(_: (), ctl: Duplex<(), Receiver<u32>>) {
 #[test]
 fn a_reader_that_exits_fails_the_blocked_writer() {
     checked(30, || {
-        let (tx, rx) = Options::new()
-            .shm_capacity(4096)
-            .shm_channel::<u32>()
-            .unwrap();
+        let (tx, rx) = Shm::new().capacity(4096).channel::<u32>().unwrap();
         let (mut child, ctl) = task(exits_at_once, ()).via(How::Server).spawn().unwrap();
         ctl.send(rx).unwrap();
         // The ring holds a few hundred; the writer blocks, then must learn
@@ -158,7 +156,7 @@ fn a_reader_that_exits_fails_the_blocked_writer() {
 #[test]
 fn a_killed_reader_fails_the_next_send_even_with_room_in_the_ring() {
     checked(30, || {
-        let (tx, rx) = Options::new().shm_channel::<u32>().unwrap();
+        let (tx, rx) = Shm::new().channel::<u32>().unwrap();
         let (mut child, ctl) = task(exits_at_once, ()).via(How::Server).spawn().unwrap();
         ctl.send(rx).unwrap();
         // The reader's process exits without closing its end.
@@ -181,10 +179,10 @@ fn echo_bytes(_: (), ctl: Duplex<(), Duplex<ByteBuf, ByteBuf>>) {
 fn messages_larger_than_the_ring_travel_out_of_line_between_processes() {
     checked(60, || {
         // A 4 KiB ring carries at most 2,040 bytes inline.
-        let (mine, theirs) = Options::new()
+        let (mine, theirs) = Shm::new()
             .codec(CodecKind::Raw)
-            .shm_capacity(4096)
-            .shm_duplex::<ByteBuf, ByteBuf>()
+            .capacity(4096)
+            .duplex::<ByteBuf, ByteBuf>()
             .unwrap();
         let (mut child, ctl) = task(echo_bytes, ()).via(How::Server).spawn().unwrap();
         ctl.send(theirs).unwrap();
@@ -237,7 +235,7 @@ fn holds_a_sender(_: (), ctl: Duplex<(), Sender<u32>>) {
 fn select_sleeps_on_idle_shared_memory_and_wakes_for_each_event() {
     checked(60, || {
         let chans: Vec<(Sender<u32>, Receiver<u32>)> = (0..3)
-            .map(|_| Options::new().shm_channel::<u32>().unwrap())
+            .map(|_| Shm::new().channel::<u32>().unwrap())
             .collect();
         let mut sel = procwire::Select::new();
         for (_, rx) in &chans {
@@ -263,7 +261,7 @@ fn select_sleeps_on_idle_shared_memory_and_wakes_for_each_event() {
         drop(sel);
 
         // The writer's close wakes it.
-        let (tx, rx) = Options::new().shm_channel::<u32>().unwrap();
+        let (tx, rx) = Shm::new().channel::<u32>().unwrap();
         let closer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
             drop(tx);
@@ -276,7 +274,7 @@ fn select_sleeps_on_idle_shared_memory_and_wakes_for_each_event() {
 
         // A writer process that is killed wakes it (unsupervised: only the
         // side socket's hang-up tells).
-        let (tx, rx) = Options::new().shm_channel::<u32>().unwrap();
+        let (tx, rx) = Shm::new().channel::<u32>().unwrap();
         let (mut child, ctl) = task(holds_a_sender, ()).via(How::Server).spawn().unwrap();
         ctl.send(tx).unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 1);
@@ -321,10 +319,10 @@ fn shared_memory_ends_have_descriptors_a_poller_can_wait_on() {
             };
             poll(&mut p, Some(&zero)).unwrap() == 1
         };
-        let (tx, rx) = Options::new()
+        let (tx, rx) = Shm::new()
             .codec(CodecKind::Raw)
-            .shm_capacity(4096)
-            .shm_channel::<ByteBuf>()
+            .capacity(4096)
+            .channel::<ByteBuf>()
             .unwrap();
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::Empty);
         assert!(

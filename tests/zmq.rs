@@ -10,11 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use procwire::zmq::{self, Kind};
-use procwire::{CodecKind, ErrorKind, Net, Options};
+use procwire::{CodecKind, ErrorKind, Net};
 use util::{checked, python, wait_std};
 
-fn opts() -> Options {
-    Options::new().codec(CodecKind::MsgPack)
+fn opts() -> Net {
+    Net::new().codec(CodecKind::MsgPack)
 }
 
 /// Starts the pyzmq peer in `mode`; if it binds, returns the address it
@@ -199,7 +199,7 @@ fn zeromq_binds_only_to_loopback_unless_forced() {
         let e = zmq::bind::<(), ()>(Kind::Pull, "zmq+tcp://0.0.0.0:0", &opts()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
         assert!(e.to_string().contains("force_public_zmq"), "{e}");
-        let forced = opts().net(Net::new().force_public_zmq());
+        let forced = opts().force_public_zmq();
         let pull = zmq::bind::<(), u32>(Kind::Pull, "zmq+tcp://0.0.0.0:0", &forced).unwrap();
         drop(pull);
     });

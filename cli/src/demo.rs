@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use procwire::{
-    ByteBuf, Child, CodecKind, Duplex, ErrorKind, How, Kind, Options, PipeWriter, Socket, from_env,
-    pipe, socket_pair,
+    ByteBuf, Child, CodecKind, Duplex, ErrorKind, How, Kind, Options, PipeWriter, Socket,
+    SocketPair, from_env, pipe, socket_pair,
 };
 
 /// Writes narration to stdout; a closed stdout ends the narration quietly.
@@ -303,7 +303,9 @@ fn two_workers(n: &mut Narrator) -> Result<()> {
     let opts = Options::new();
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let (ours, theirs) = opts.duplex::<String, String>(Kind::SeqPacket)?;
+        let (ours, theirs) = SocketPair::new(Kind::SeqPacket)
+            .options(opts.clone())
+            .duplex::<String, String>()?;
         let child = procwire::fork(theirs, lift)?;
         ours.supervise(&child);
         workers.push((child, ours));
@@ -416,7 +418,7 @@ fn sibling_pipe(n: &mut Narrator) -> Result<()> {
 
 fn hostile(n: &mut Narrator) -> Result<()> {
     let (child_end, ours) = socket_pair(Kind::Stream)?;
-    let rx = Options::new().receiver::<String>(ours)?;
+    let rx = Options::new().receiver_from::<String>(ours)?;
     let (child, ctl) = spawn("hostile")?;
     ctl.send_with_fds("your end".into(), &[child_end.as_fd()])?;
     drop(child_end);

@@ -415,7 +415,7 @@ pub fn run(cfg: Config) -> Result<ExitCode> {
 /// a CMD, `-j` local ones that connect like remote ones), answers in order.
 pub fn run_remote(cfg: Config, at: &str, heartbeat: Duration) -> Result<ExitCode> {
     use procwire::remote::pool::{Outcome, RemotePool};
-    let opts = Options::new().net(procwire::Net::new().heartbeat(heartbeat));
+    let opts = procwire::Net::new().heartbeat(heartbeat);
     let pool = RemotePool::listen(at, &opts).with_context(|| format!("listening at {at}"))?;
     let endpoint = pool.endpoint().to_string();
     eprintln!("procwire pool: listening at {endpoint}");
@@ -479,7 +479,7 @@ pub fn worker(
 ) -> Result<ExitCode> {
     use procwire::remote::pool::{WorkerOptions, work};
     let wo = WorkerOptions {
-        options: Options::new().net(procwire::Net::new().heartbeat(heartbeat)),
+        net: procwire::Net::new().heartbeat(heartbeat),
         reconnect_for,
         beat: heartbeat,
     };

@@ -320,7 +320,7 @@ impl RecvCore {
                             ErrorKind::Truncated,
                             format!(
                                 "a datagram of {} did not fit the {} receive buffer (MSG_TRUNC) and \
-                                 was discarded; give both ends the same Options::send_buffer",
+                                 was discarded; give both ends the same SocketPair::send_buffer",
                                 crate::error::human(r.full_len as u64),
                                 crate::error::human(r.len as u64)
                             ),
@@ -512,7 +512,7 @@ impl<T> Receiver<T> {
     ///
     /// ```
     /// let (tx, rx) = procwire::channel::<u32>()?;
-    /// let rx = procwire::Options::new().receiver::<u32>(rx.into_fd()?)?;
+    /// let rx = procwire::Options::new().receiver_from::<u32>(rx.into_fd()?)?;
     /// tx.send(9)?;
     /// assert_eq!(rx.recv()?, 9);
     /// # Ok::<(), procwire::Error>(())

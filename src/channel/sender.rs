@@ -198,7 +198,7 @@ impl SendCore {
         if sys::is_msgsize(&e) {
             let limit = self.conn.message_limit().unwrap_or(0);
             let hint = if self.conn.transport() == crate::transport::Transport::Shm {
-                "a ring carries at most half its capacity; raise Options::shm_capacity"
+                "a ring carries at most half its capacity; raise Shm::capacity"
             } else {
                 "one datagram cannot carry it (wire format v1 never splits a message); \
                  use a stream socket, or raise the socket's send buffer"
@@ -476,11 +476,11 @@ impl<T> Sender<T> {
     /// # Examples
     ///
     /// ```
-    /// use procwire::{Kind, Options};
+    /// use procwire::{Kind, Options, SocketPair};
     ///
-    /// let (tx, rx) = Options::new().socket_channel::<u32>(Kind::Stream)?;
+    /// let (tx, rx) = SocketPair::new(Kind::Stream).channel::<u32>()?;
     /// let fd = tx.into_fd()?;
-    /// let tx = Options::new().sender::<u32>(fd)?; // the same socket, still open
+    /// let tx = Options::new().sender_from::<u32>(fd)?; // the same socket, still open
     /// tx.send(5)?;
     /// assert_eq!(rx.recv()?, 5);
     /// # Ok::<(), procwire::Error>(())

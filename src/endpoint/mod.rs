@@ -61,7 +61,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::{Duplex, Options, UnixListener};
+use crate::{Duplex, UnixListener};
 
 mod net;
 pub use net::{Key, Net, Retry};
@@ -201,7 +201,7 @@ impl fmt::Display for Endpoint {
 #[derive(Debug)]
 pub struct Listener {
     inner: Inner,
-    opts: Options,
+    net: Net,
 }
 
 #[derive(Debug)]
@@ -257,10 +257,10 @@ impl Listener {
                 let s = l
                     .accept()
                     .map_err(|e| Error::io("accepting a connection", e))?;
-                self.opts.duplex_from(s)
+                self.net.options.duplex_from(s)
             }
             #[cfg(feature = "tcp")]
-            Inner::Tcp(t) => t.accept(&self.opts, deadline),
+            Inner::Tcp(t) => t.accept(&self.net, deadline),
         }
     }
 
@@ -287,13 +287,7 @@ fn needs_remote(e: &Endpoint) -> Error {
     )
 }
 
-impl Options {
-    /// Settings of network endpoints.
-    pub fn net(mut self, net: Net) -> Options {
-        self.net = net;
-        self
-    }
-
+impl Net {
     /// Listens at `addr` (`unix:` or `tcp://`; see [`crate::endpoint`]).
     pub fn listen(&self, addr: &str) -> Result<Listener> {
         let endpoint: Endpoint = addr.parse()?;
@@ -302,7 +296,7 @@ impl Options {
                 UnixListener::bind(p).map_err(|e| Error::io(&format!("listening at {addr}"), e))?,
             ),
             #[cfg(feature = "tcp")]
-            Endpoint::Tcp(hp) => Inner::Tcp(crate::remote::TcpAcceptor::bind(hp, &self.net)?),
+            Endpoint::Tcp(hp) => Inner::Tcp(crate::remote::TcpAcceptor::bind(hp, self)?),
             #[cfg(feature = "zmq")]
             Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
                 return Err(Error::new(
@@ -318,7 +312,7 @@ impl Options {
         };
         Ok(Listener {
             inner,
-            opts: self.clone(),
+            net: self.clone(),
         })
     }
 
@@ -333,7 +327,7 @@ impl Options {
             Endpoint::Unix(p) => {
                 let s = crate::Socket::connect(p)
                     .map_err(|e| Error::io(&format!("connecting to {addr}"), e))?;
-                self.duplex_from(s)
+                self.options.duplex_from(s)
             }
             #[cfg(feature = "tcp")]
             Endpoint::Tcp(hp) => crate::remote::connect_tcp(hp, self),
@@ -348,18 +342,18 @@ impl Options {
     }
 }
 
-/// [`Options::listen`] with the default options.
+/// [`Net::listen`] with the default settings.
 pub fn listen(addr: &str) -> Result<Listener> {
-    Options::new().listen(addr)
+    Net::new().listen(addr)
 }
 
-/// [`Options::connect`] with the default options.
+/// [`Net::connect`] with the default settings.
 pub fn connect<Out, In>(addr: &str) -> Result<Duplex<Out, In>>
 where
     Out: Serialize + DeserializeOwned,
     In: Serialize + DeserializeOwned,
 {
-    Options::new().connect(addr)
+    Net::new().connect(addr)
 }
 
 #[cfg(test)]

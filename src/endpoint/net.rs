@@ -2,6 +2,7 @@
 //! deadlines ([`Net`]).
 
 use super::*;
+use crate::Options;
 
 /// A shared key for `tcp://` authentication: at least 16 bytes. Its
 /// `Debug` output never shows the bytes.
@@ -84,8 +85,8 @@ impl fmt::Debug for Key {
 /// use std::time::Duration;
 ///
 /// let retry = procwire::Retry { attempts: 5, backoff: Duration::from_millis(50) };
-/// let opts = procwire::Options::new().net(procwire::Net::new().retry(retry));
-/// # let _ = opts;
+/// let net = procwire::Net::new().retry(retry);
+/// # let _ = net;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retry {
@@ -104,8 +105,10 @@ impl Default for Retry {
     }
 }
 
-/// Settings of network endpoints (`tcp://`, `zmq+…`), part of [`Options`]
-/// through [`Options::net`].
+/// Endpoints by address, with their settings: the key, retries,
+/// heartbeats, deadlines, and the channel [`Options`] of the channels they
+/// give. [`listen`](crate::listen) and [`connect`](crate::connect) are
+/// `Net::new().listen(…)` and `Net::new().connect(…)`.
 ///
 /// # Examples
 ///
@@ -115,8 +118,7 @@ impl Default for Retry {
 /// let net = procwire::Net::new()
 ///     .heartbeat(Duration::from_millis(500))
 ///     .connect_timeout(Duration::from_secs(2));
-/// let opts = procwire::Options::new().net(net);
-/// # let _ = opts;
+/// # let _ = net;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Net {
@@ -126,6 +128,7 @@ pub struct Net {
     pub(crate) key: KeyChoice,
     pub(crate) retry: Retry,
     pub(crate) public_zmq: bool,
+    pub(crate) options: Options,
 }
 
 #[derive(Clone, Debug)]
@@ -145,16 +148,19 @@ impl Default for Net {
             key: KeyChoice::FromEnv,
             retry: Retry::default(),
             public_zmq: false,
+            options: Options::new(),
         }
     }
 }
 
 impl Net {
     /// Heartbeats every second, 5 s to connect and 5 s to authenticate,
-    /// the key from the environment, no retries.
+    /// the key from the environment, no retries, the default [`Options`].
     pub fn new() -> Net {
         Net::default()
     }
+
+    crate::channel::channel_settings!(Net);
 
     /// How often each side of a `tcp://` connection says it is alive; a peer
     /// silent for three intervals is gone.

@@ -16,12 +16,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::auth::{self, MAX_HANDSHAKE_FRAME};
+use crate::Duplex;
 use crate::channel::SendCore;
 use crate::endpoint::{Endpoint, HostPort, Key, Net};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::{self, Interest};
 use crate::transport::Conn;
-use crate::{Duplex, Options};
 
 /// Handshakes in progress at once; beyond this the oldest is dropped.
 const MAX_PENDING: usize = 1024;
@@ -100,7 +100,7 @@ fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
 fn channel<Out, In>(
     stream: TcpStream,
     peer_heartbeat: Duration,
-    opts: &Options,
+    net: &Net,
 ) -> Result<Duplex<Out, In>>
 where
     Out: Serialize + DeserializeOwned,
@@ -109,12 +109,12 @@ where
     // The heartbeat prefix is reserved: `check_max` keeps every maximum
     // frame below it (crate::frame::MAX_FRAME_LIMIT).
     let fd: OwnedFd = stream.into();
-    let conn = Arc::new(Conn::tcp(fd, peer_heartbeat, opts.linger_time()));
-    let duplex: Duplex<Out, In> = opts.duplex_on(Arc::clone(&conn))?;
+    let conn = Arc::new(Conn::tcp(fd, peer_heartbeat, net.options.linger_time()));
+    let duplex: Duplex<Out, In> = net.options.duplex_on(Arc::clone(&conn))?;
     watch(
         Arc::downgrade(duplex.sender().core()),
         Arc::downgrade(&conn),
-        opts.net.heartbeat,
+        net.heartbeat,
         peer_heartbeat,
     );
     Ok(duplex)
@@ -150,12 +150,11 @@ fn watch(send: Weak<SendCore>, conn: Weak<Conn>, ours: Duration, theirs: Duratio
 
 /// Connects to `hp`: TCP with a deadline and the options' retries, then the
 /// handshake with its own deadline.
-pub(crate) fn connect_tcp<Out, In>(hp: &HostPort, opts: &Options) -> Result<Duplex<Out, In>>
+pub(crate) fn connect_tcp<Out, In>(hp: &HostPort, net: &Net) -> Result<Duplex<Out, In>>
 where
     Out: Serialize + DeserializeOwned,
     In: Serialize + DeserializeOwned,
 {
-    let net = &opts.net;
     let key = net.resolve_key()?;
     let what = format!("connecting to tcp://{hp}");
     let addrs = resolve(hp)?;
@@ -171,7 +170,7 @@ where
         }
         for a in &addrs {
             match TcpStream::connect_timeout(a, net.connect_timeout) {
-                Ok(s) => return handshake_client(s, key.as_ref(), net, &what, opts),
+                Ok(s) => return handshake_client(s, key.as_ref(), net, &what),
                 Err(e) => last = Some(e),
             }
         }
@@ -187,7 +186,6 @@ fn handshake_client<Out, In>(
     key: Option<&Key>,
     net: &Net,
     what: &str,
-    opts: &Options,
 ) -> Result<Duplex<Out, In>>
 where
     Out: Serialize + DeserializeOwned,
@@ -228,7 +226,7 @@ where
     channel(
         s,
         Duration::from_millis(u64::from(ok.peer_heartbeat_ms)),
-        opts,
+        net,
     )
 }
 
@@ -326,7 +324,7 @@ impl TcpAcceptor {
 
     pub(crate) fn accept<Out, In>(
         &self,
-        opts: &Options,
+        net: &Net,
         deadline: Option<Instant>,
     ) -> Result<Duplex<Out, In>>
     where
@@ -344,7 +342,7 @@ impl TcpAcceptor {
                 .map_err(|e| Some(e == std::sync::mpsc::RecvTimeoutError::Timeout)),
         };
         match got {
-            Ok((stream, hb)) => channel(stream, hb, opts),
+            Ok((stream, hb)) => channel(stream, hb, net),
             Err(Some(true)) => Err(Error::new(
                 ErrorKind::Timeout,
                 "no peer completed the handshake before the deadline",

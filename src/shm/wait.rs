@@ -21,10 +21,10 @@ pub(crate) enum Waited {
 /// programs that know where their processes run.
 ///
 /// ```
-/// use procwire::{Options, ShmWait};
+/// use procwire::{Shm, ShmWait};
 ///
 /// // Two processes pinned to different CPUs: spinning answers fastest.
-/// let (a, b) = Options::new().shm_wait(ShmWait::Spin).shm_duplex::<u32, u32>()?;
+/// let (a, b) = Shm::new().wait(ShmWait::Spin).duplex::<u32, u32>()?;
 /// a.send(7)?;
 /// assert_eq!(b.recv()?, 7);
 /// # Ok::<(), procwire::Error>(())

@@ -180,8 +180,11 @@ pub fn json_text_peer(
     use procwire::{CodecKind, Options};
     let (a, b) = procwire::socket_pair(kind).unwrap();
     (
-        Options::new().codec(CodecKind::Raw).sender(a).unwrap(),
-        Options::new().codec(CodecKind::Json).receiver(b).unwrap(),
+        Options::new().codec(CodecKind::Raw).sender_from(a).unwrap(),
+        Options::new()
+            .codec(CodecKind::Json)
+            .receiver_from(b)
+            .unwrap(),
     )
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ipc_channel::ipc::{
     self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender,
 };
-use procwire::{ByteBuf, Kind, Options};
+use procwire::{ByteBuf, Kind, Shm, SocketPair};
 use serde::{Deserialize, Serialize};
 
 /// A 64-byte message.
@@ -116,10 +116,9 @@ fn procwire_echo<T>(
 where
     T: Serialize + serde::de::DeserializeOwned,
 {
-    let opts = Options::new().shm_capacity(4 << 20);
     let (a, b) = match kind {
-        Some(k) => opts.duplex::<T, T>(k).unwrap(),
-        None => opts.shm_duplex::<T, T>().unwrap(),
+        Some(k) => SocketPair::new(k).duplex::<T, T>().unwrap(),
+        None => Shm::new().capacity(4 << 20).duplex::<T, T>().unwrap(),
     };
     let mut child = procwire::fork(b, move |b| {
         pin(child_cpu);

@@ -1,6 +1,7 @@
 //! One end of a measured link, raw or procwire, and how two are made.
 
 use super::*;
+use procwire::{Shm, SocketPair};
 
 /// Each shared-memory ring's data area: 1 MiB messages travel inline.
 const RING: usize = 4 << 20;
@@ -74,9 +75,7 @@ impl Link {
                 return Ok((end(tx1, rx2), end(tx2, rx1)));
             }
         };
-        let opts = Options::new()
-            .shm_capacity(RING)
-            .shm_wait(t.wait().unwrap_or_default());
+        let shm = Shm::new().capacity(RING).wait(t.wait().unwrap_or_default());
         let kind = match t {
             Transport::Stream => Kind::Stream,
             Transport::Dgram => Kind::Datagram,
@@ -98,8 +97,8 @@ impl Link {
                 )
             }
             (Transport::Pipe, true) => {
-                let (tx1, rx1) = opts.channel()?;
-                let (tx2, rx2) = opts.channel()?;
+                let (tx1, rx1) = procwire::channel()?;
+                let (tx2, rx2) = procwire::channel()?;
                 (Link::WirePipes(tx1, rx2), Link::WirePipes(tx2, rx1))
             }
             (Transport::Stream, false) => {
@@ -117,7 +116,7 @@ impl Link {
                 )
             }
             (t, true) if t.wait().is_some() => {
-                let (a, b) = opts.shm_duplex()?;
+                let (a, b) = shm.duplex()?;
                 (Link::Wire(a), Link::Wire(b))
             }
             (t, false) if t.wait().is_some() => {
@@ -128,7 +127,7 @@ impl Link {
                 (Link::RawMessage(a.into()), Link::RawMessage(b.into()))
             }
             (_, true) => {
-                let (a, b) = opts.duplex(kind)?;
+                let (a, b) = SocketPair::new(kind).duplex()?;
                 (Link::Wire(a), Link::Wire(b))
             }
         })

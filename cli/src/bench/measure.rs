@@ -246,7 +246,7 @@ fn start_peer(side: Side, size: usize, role: Role, cpu: Option<usize>) -> Result
             (Link::RawStream { tx, rx: s.into() }, peer)
         }
         Side::Wire(Transport::Tcp) => {
-            let opts = Options::new().net(procwire::Net::new().no_key());
+            let opts = procwire::Net::new().no_key();
             let l = opts.listen("tcp://127.0.0.1:0")?;
             let peer = spawn("tcp", &l.endpoint().to_string())?;
             (Link::Wire(l.accept_timeout(timeout)?), peer)
@@ -255,7 +255,7 @@ fn start_peer(side: Side, size: usize, role: Role, cpu: Option<usize>) -> Result
             let c = procwire::zmq::bind(
                 procwire::zmq::Kind::Dealer,
                 "zmq+tcp://127.0.0.1:0",
-                &Options::new(),
+                &procwire::Net::new(),
             )?;
             let peer = spawn("zmq", &c.endpoint().to_string())?;
             // The peer says hello once connected: a DEALER sends only to
@@ -296,13 +296,13 @@ pub fn peer(args: &[String]) -> Result<()> {
             let tx: OwnedFd = s.try_clone()?.into();
             Link::RawStream { tx, rx: s.into() }
         }
-        "tcp" => Link::Wire(
-            Options::new()
-                .net(procwire::Net::new().no_key())
-                .connect(endpoint)?,
-        ),
+        "tcp" => Link::Wire(procwire::Net::new().no_key().connect(endpoint)?),
         "zmq" => {
-            let c = procwire::zmq::connect(procwire::zmq::Kind::Dealer, endpoint, &Options::new())?;
+            let c = procwire::zmq::connect(
+                procwire::zmq::Kind::Dealer,
+                endpoint,
+                &procwire::Net::new(),
+            )?;
             c.duplex().send_ref(&hello)?;
             Link::Zmq(c)
         }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use procwire::baseline::{RawReader, RawWriter, raw_ring};
-use procwire::{ByteBuf, Duplex, Inherit, Kind, Options, Receiver, Sender, ShmWait};
+use procwire::{ByteBuf, Duplex, Inherit, Kind, Receiver, Sender, ShmWait};
 use serde::Serialize;
 
 mod link;

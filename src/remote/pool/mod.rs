@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 use super::zmq::{self, Peer, Router};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
-use crate::{ByteBuf, CodecKind, Duplex, Options, Receiver, Sender};
+use crate::{ByteBuf, CodecKind, Duplex, Net, Receiver, Sender};
 
 mod worker;
 pub use worker::{WorkerOptions, work, work_with};
@@ -133,15 +133,15 @@ const FLOW: Duration = Duration::from_millis(100);
 impl RemotePool {
     /// Listens for workers at `addr`: `tcp://` (authenticated, see
     /// [`crate::endpoint`]), `zmq+tcp://` or `zmq+ipc://`.
-    pub fn listen(addr: &str, opts: &Options) -> Result<RemotePool> {
+    pub fn listen(addr: &str, net: &Net) -> Result<RemotePool> {
         let endpoint: Endpoint = addr.parse()?;
-        let opts = opts.clone().codec(CodecKind::MsgPack);
+        let net = net.clone().codec(CodecKind::MsgPack);
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let (endpoint, backend) = match &endpoint {
-            Endpoint::Tcp(_) => tcp_backend(addr, &opts, tx, Arc::clone(&stop))?,
+            Endpoint::Tcp(_) => tcp_backend(addr, &net, tx, Arc::clone(&stop))?,
             Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
-                zmq_backend(addr, &opts, tx, Arc::clone(&stop))?
+                zmq_backend(addr, &net, tx, Arc::clone(&stop))?
             }
             Endpoint::Unix(_) => {
                 return Err(Error::new(
@@ -476,11 +476,11 @@ impl Feed {
 
 fn tcp_backend(
     addr: &str,
-    opts: &Options,
+    net: &Net,
     events: mpsc::Sender<Event>,
     stop: Arc<AtomicBool>,
 ) -> Result<(Endpoint, Backend)> {
-    let listener = opts.listen(addr)?;
+    let listener = net.listen(addr)?;
     let endpoint = listener.endpoint();
     let st = Arc::clone(&stop);
     let acceptor = std::thread::spawn(move || {
@@ -532,11 +532,11 @@ fn tcp_backend(
 
 fn zmq_backend(
     addr: &str,
-    opts: &Options,
+    net: &Net,
     events: mpsc::Sender<Event>,
     stop: Arc<AtomicBool>,
 ) -> Result<(Endpoint, Backend)> {
-    let router: Arc<Router<Wire, Wire>> = Arc::new(zmq::bind_router(addr, opts)?);
+    let router: Arc<Router<Wire, Wire>> = Arc::new(zmq::bind_router(addr, net)?);
     let endpoint = router.endpoint().clone();
     let (r, st) = (Arc::clone(&router), Arc::clone(&stop));
     let reader = std::thread::spawn(move || {

@@ -6,8 +6,8 @@ use super::*;
 /// How a worker process behaves: retries and its beat.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
-    /// Connection options (key, heartbeat, retry policy of each attempt).
-    pub options: Options,
+    /// Connection settings (key, heartbeat, retry policy of each attempt).
+    pub net: Net,
     /// How long to keep trying to reach the pool (again) before giving up.
     pub reconnect_for: Duration,
     /// How often to beat while working on a task (ZeroMQ).
@@ -17,7 +17,7 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> WorkerOptions {
         WorkerOptions {
-            options: Options::new(),
+            net: Net::new(),
             reconnect_for: Duration::from_secs(30),
             beat: Duration::from_secs(1),
         }
@@ -31,12 +31,12 @@ enum Link {
 }
 
 impl Link {
-    fn open(addr: &str, opts: &Options) -> Result<Link> {
+    fn open(addr: &str, net: &Net) -> Result<Link> {
         let endpoint: Endpoint = addr.parse()?;
-        let opts = opts.clone().codec(CodecKind::MsgPack);
+        let net = net.clone().codec(CodecKind::MsgPack);
         Ok(match endpoint {
-            Endpoint::Tcp(_) => Link::Tcp(opts.connect(addr)?),
-            _ => Link::Zmq(zmq::connect(zmq::Kind::Dealer, addr, &opts)?),
+            Endpoint::Tcp(_) => Link::Tcp(net.connect(addr)?),
+            _ => Link::Zmq(zmq::connect(zmq::Kind::Dealer, addr, &net)?),
         })
     }
 
@@ -67,7 +67,7 @@ pub fn work(
     loop {
         // The time out of reach counts from the first failure since the
         // last connection was lost.
-        let link = match Link::open(addr, &wo.options) {
+        let link = match Link::open(addr, &wo.net) {
             Ok(l) => l,
             Err(e) if e.kind() == ErrorKind::Refused => return Err(e),
             Err(e) => {

@@ -10,15 +10,15 @@
 //! ```
 //! use procwire::zmq::{self, Kind};
 //! # fn main() -> procwire::Result<()> {
-//! let opts = procwire::Options::new();
-//! let rep = zmq::bind::<String, String>(Kind::Rep, "zmq+tcp://127.0.0.1:0", &opts)?;
+//! let net = procwire::Net::new();
+//! let rep = zmq::bind::<String, String>(Kind::Rep, "zmq+tcp://127.0.0.1:0", &net)?;
 //! let addr = rep.endpoint().to_string();
 //! let server = std::thread::spawn(move || -> procwire::Result<()> {
 //!     let job = rep.recv()?;
 //!     rep.send(format!("{job} accomplished!"))?; // a failed send hands the String back
 //!     Ok(())
 //! });
-//! let req = zmq::connect::<String, String>(Kind::Req, &addr, &opts)?;
+//! let req = zmq::connect::<String, String>(Kind::Req, &addr, &net)?;
 //! assert_eq!(req.request("Heavy lifting".into())?, "Heavy lifting accomplished!");
 //! server.join().unwrap()?;
 //! # Ok(())
@@ -59,7 +59,7 @@ use bridge::{Link, Zsock, carry};
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, SendError};
-use crate::{ByteBuf, CodecKind, Duplex, Kind as SocketKind, Options};
+use crate::{ByteBuf, CodecKind, Duplex, Kind as SocketKind, Net, Options};
 
 /// A ZeroMQ socket type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -337,45 +337,45 @@ impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
 
 /// Binds a socket of `kind` (not ROUTER) at `addr` (`zmq+tcp://` on
 /// loopback, or `zmq+ipc://`).
-pub fn bind<Out, In>(kind: Kind, addr: &str, opts: &Options) -> Result<Channel<Out, In>>
+pub fn bind<Out, In>(kind: Kind, addr: &str, net: &Net) -> Result<Channel<Out, In>>
 where
     Out: Serialize + DeserializeOwned,
     In: Serialize + DeserializeOwned,
 {
-    open(kind, addr, opts, true)
+    open(kind, addr, net, true)
 }
 
 /// Connects a socket of `kind` (not ROUTER) to `addr`.
-pub fn connect<Out, In>(kind: Kind, addr: &str, opts: &Options) -> Result<Channel<Out, In>>
+pub fn connect<Out, In>(kind: Kind, addr: &str, net: &Net) -> Result<Channel<Out, In>>
 where
     Out: Serialize + DeserializeOwned,
     In: Serialize + DeserializeOwned,
 {
-    open(kind, addr, opts, false)
+    open(kind, addr, net, false)
 }
 
 /// Binds a ROUTER socket at `addr`.
 pub fn bind_router<Out: Serialize, In: DeserializeOwned>(
     addr: &str,
-    opts: &Options,
+    net: &Net,
 ) -> Result<Router<Out, In>> {
-    router(addr, opts, true)
+    router(addr, net, true)
 }
 
 /// Connects a ROUTER socket to `addr`.
 pub fn connect_router<Out: Serialize, In: DeserializeOwned>(
     addr: &str,
-    opts: &Options,
+    net: &Net,
 ) -> Result<Router<Out, In>> {
-    router(addr, opts, false)
+    router(addr, net, false)
 }
 
-fn router<Out, In>(addr: &str, opts: &Options, bind: bool) -> Result<Router<Out, In>> {
-    let raw = opts.clone().codec(CodecKind::Raw);
-    let s = start(Kind::Router, addr, &raw, opts, bind)?;
+fn router<Out, In>(addr: &str, net: &Net, bind: bool) -> Result<Router<Out, In>> {
+    let raw = net.options.clone().codec(CodecKind::Raw);
+    let s = start(Kind::Router, addr, &raw, net, bind)?;
     Ok(Router {
         duplex: s.duplex,
-        codec: opts.codec_kind(),
+        codec: net.options.codec_kind(),
         endpoint: s.endpoint,
         bridge: s.bridge,
         _held: s.held,
@@ -383,7 +383,7 @@ fn router<Out, In>(addr: &str, opts: &Options, bind: bool) -> Result<Router<Out,
     })
 }
 
-fn open<Out, In>(kind: Kind, addr: &str, opts: &Options, bind: bool) -> Result<Channel<Out, In>>
+fn open<Out, In>(kind: Kind, addr: &str, net: &Net, bind: bool) -> Result<Channel<Out, In>>
 where
     Out: Serialize + DeserializeOwned,
     In: Serialize + DeserializeOwned,
@@ -394,7 +394,7 @@ where
             "a ROUTER gives each message with its sender: use zmq::bind_router or connect_router",
         ));
     }
-    let s = start(kind, addr, opts, opts, bind)?;
+    let s = start(kind, addr, &net.options, net, bind)?;
     Ok(Channel {
         duplex: s.duplex,
         endpoint: s.endpoint,
@@ -405,10 +405,10 @@ where
 
 /// The address in the `zeromq` crate's syntax, after procwire's policy:
 /// loopback only unless forced; a stale `ipc` socket file removed.
-fn zmq_address(endpoint: &Endpoint, opts: &Options, bind: bool) -> Result<String> {
+fn zmq_address(endpoint: &Endpoint, net: &Net, bind: bool) -> Result<String> {
     match endpoint {
         Endpoint::ZmqTcp(hp) => {
-            if bind && !opts.net.public_zmq {
+            if bind && !net.public_zmq {
                 let loopback =
                     std::net::ToSocketAddrs::to_socket_addrs(&(hp.host.as_str(), hp.port))
                         .map_err(|e| Error::io(&format!("resolving {hp}"), e))?
@@ -476,7 +476,7 @@ fn start<Out, In>(
     kind: Kind,
     addr: &str,
     link_opts: &Options,
-    opts: &Options,
+    net: &Net,
     bind: bool,
 ) -> Result<Started<Out, In>>
 where
@@ -484,7 +484,7 @@ where
     In: Serialize + DeserializeOwned,
 {
     let endpoint: Endpoint = addr.parse()?;
-    let zaddr = zmq_address(&endpoint, opts, bind)?;
+    let zaddr = zmq_address(&endpoint, net, bind)?;
     let rt = runtime()?;
     let what = format!(
         "{} ZeroMQ {kind:?} at {addr}",
@@ -510,7 +510,7 @@ where
     // back over a plain channel: `Runtime::block_on` would panic when the
     // caller is itself inside a tokio runtime.
     let (bound_tx, bound_rx) = std::sync::mpsc::sync_channel(1);
-    let limit = opts.net.connect_timeout;
+    let limit = net.connect_timeout;
     rt.spawn(async move {
         let bound = tokio::time::timeout(limit, sock.bind_or_connect(&zaddr, bind)).await;
         let ok = matches!(bound, Ok(Ok(_)));
