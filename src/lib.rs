@@ -37,7 +37,7 @@
 //! | layer | items |
 //! |---|---|
 //! | primitives | [`pipe`] → [`PipeReader`] / [`PipeWriter`]; [`socket_pair`] → [`Socket`] of a [`Kind`]; [`UnixListener`] and [`Socket::connect`] by path; descriptors with [`Socket::send_with_fds`] |
-//! | framing | [`frame`]: wire format v1 over any `Read`/`Write` |
+//! | framing | [`frame`]: wire format v2 over any `Read`/`Write` |
 //! | codecs | [`codec`]: postcard (default), MessagePack, JSON, raw |
 //! | channels | [`channel`], [`duplex`], one builder per transport ([`Pipe`], [`SocketPair`], [`Shm`], [`Net`]) with the [`Options`] every channel has → [`Sender`], [`Receiver`], [`Duplex`]; [`Select`] (see [Making channels](#making-channels)) |
 //! | shared memory | [`Shm`]: the same channels over a ring in a sealed memfd, the fastest way between two local processes |

@@ -304,3 +304,91 @@ fn the_reserved_prefix_is_never_a_payload_length() {
         assert_eq!(e.kind(), ErrorKind::FrameTooLarge, "{e}");
     });
 }
+
+/// The 12-byte announcement of an out-of-line message (wire format
+/// section 3) for `len` bytes.
+fn announcement(len: u32) -> Vec<u8> {
+    [&b"\xFFpwmemfd"[..], &len.to_be_bytes()].concat()
+}
+
+/// A memfd holding `bytes`, sealed with `seals`.
+fn memfd(bytes: &[u8], seals: rustix::fs::SealFlags) -> std::os::fd::OwnedFd {
+    use rustix::fs::{MemfdFlags, fcntl_add_seals, memfd_create};
+    let fd = memfd_create("test", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+    rustix::io::write(&fd, bytes).unwrap();
+    fcntl_add_seals(&fd, seals).unwrap();
+    fd
+}
+
+#[test]
+fn a_bad_out_of_line_announcement_is_an_error_and_the_channel_goes_on() {
+    use rustix::fs::SealFlags;
+    use std::os::fd::AsFd;
+    checked(30, || {
+        let sealed = SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE;
+        for kind in [Kind::SeqPacket, Kind::Datagram] {
+            let (a, peer) = procwire::socket_pair(kind).unwrap();
+            let rx: Receiver<ByteBuf> = Options::new()
+                .codec(CodecKind::Raw)
+                .max_frame(1 << 20)
+                .receiver_from(a)
+                .unwrap();
+            let file = tempfile::tempfile().unwrap();
+            let unsealed = memfd(b"abcd", SealFlags::empty());
+            let short = memfd(b"abc", sealed);
+            let huge = memfd(b"abcd", sealed);
+            let cases: Vec<(Vec<u8>, Vec<std::os::fd::BorrowedFd<'_>>, &str, ErrorKind)> = vec![
+                (
+                    announcement(4),
+                    vec![],
+                    "without its memfd",
+                    ErrorKind::Decode,
+                ),
+                (
+                    b"\xFFpwmemfd\x00".to_vec(),
+                    vec![],
+                    "must be 12 bytes",
+                    ErrorKind::Decode,
+                ),
+                (
+                    announcement(4),
+                    vec![file.as_fd()],
+                    "not a memfd",
+                    ErrorKind::Decode,
+                ),
+                (
+                    announcement(4),
+                    vec![unsealed.as_fd()],
+                    "not sealed",
+                    ErrorKind::Decode,
+                ),
+                (
+                    announcement(4),
+                    vec![short.as_fd()],
+                    "not the 4 announced",
+                    ErrorKind::Decode,
+                ),
+                (
+                    announcement(2 << 20),
+                    vec![huge.as_fd()],
+                    "exceeds",
+                    ErrorKind::FrameTooLarge,
+                ),
+            ];
+            for (bytes, fds, says, kind_of) in cases {
+                peer.send_with_fds(&bytes, &fds).unwrap();
+                let e = rx.recv_timeout(Duration::from_secs(5)).unwrap_err();
+                assert_eq!(e.kind(), kind_of, "{kind:?}: {e}");
+                assert!(e.to_string().contains(says), "{kind:?}: {e}");
+                // A good message after it arrives.
+                peer.send(b"next").unwrap();
+                assert_eq!(&rx.recv().unwrap()[..], b"next");
+            }
+            // A well-formed announcement from a foreign peer is a message.
+            let good = memfd(b"whole", sealed);
+            peer.send_with_fds(&announcement(5), &[good.as_fd()])
+                .unwrap();
+            assert_eq!(&rx.recv().unwrap()[..], b"whole");
+        }
+    });
+}

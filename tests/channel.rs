@@ -409,7 +409,7 @@ fn hello_uses_declared_names_and_refuses_another_version() {
             .duplex_from::<ByteBuf, ByteBuf>(y)
             .unwrap();
         raw.send(ByteBuf::from(
-            br#"{"procwire":2,"sends":"u32","receives":"string"}"#.to_vec(),
+            br#"{"procwire":1,"sends":"u32","receives":"string"}"#.to_vec(),
         ))
         .unwrap();
         let e = a.hello().unwrap_err();

@@ -28,9 +28,9 @@ fn a_spawned_child_finds_its_channel_once() {
 fn a_child_refuses_a_bad_environment_without_closing_what_is_not_its_own() {
     checked(30, || {
         for (role, version, fd) in [
-            ("refuse_version", "2", "0"),
-            ("refuse_fd", "1", "0"),
-            ("refuse_fd", "1", "999"),
+            ("refuse_version", "1", "0"),
+            ("refuse_fd", "2", "0"),
+            ("refuse_fd", "2", "999"),
         ] {
             let mut child = child_command("child", role)
                 .env("PROCWIRE_VERSION", version)
@@ -76,7 +76,7 @@ fn refuse(what: &str) {
 fn child() {
     match util::role().as_str() {
         "adopt" => adopt(),
-        "refuse_version" => refuse("speaks wire format version 1 only"),
+        "refuse_version" => refuse("speaks wire format version 2 only"),
         "refuse_fd" => refuse("is not usable"),
         other => panic!("unknown role {other}"),
     }

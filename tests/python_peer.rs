@@ -130,14 +130,14 @@ fn raw_both_ways_with_the_python_peer() {
 fn the_python_peer_refuses_another_version() {
     checked(30, || {
         let out = peer("version")
-            .env("PROCWIRE_VERSION", "2")
+            .env("PROCWIRE_VERSION", "1")
             .env("PROCWIRE_CODEC", "msgpack")
             .env("PROCWIRE_FD", "0")
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(3), "{out:?}");
         let text = String::from_utf8(out.stdout).unwrap();
-        assert!(text.contains("speaks version 1 only"), "{text}");
+        assert!(text.contains("speaks version 2 only"), "{text}");
     });
 }
 

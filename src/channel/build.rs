@@ -47,8 +47,7 @@ pub struct Options {
     codec: CodecKind,
     max_frame: usize,
     linger: Duration,
-    /// Set by [`SocketPair::send_buffer`]: a receiver sizes its datagram
-    /// buffer for what the peer may send.
+    /// Set by [`SocketPair::send_buffer`].
     send_buffer: Option<usize>,
 }
 
@@ -217,7 +216,6 @@ impl Options {
             conn,
             self.codec,
             self.max_frame,
-            self.send_buffer,
         )?)))
     }
 

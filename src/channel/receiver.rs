@@ -14,7 +14,9 @@ use crate::codec::CodecKind;
 use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, TryRecvError};
 use crate::frame::{Frame, FrameDecoder};
 use crate::sys::{self, Interest};
-use crate::transport::{Conn, Transport, Waited};
+use crate::transport::{
+    Conn, INLINE_MAX, OUT_OF_LINE_MARKER, Transport, Waited, receive_out_of_line,
+};
 
 mod iter;
 pub use iter::{IntoIter, Iter};
@@ -102,17 +104,11 @@ impl Incoming {
 }
 
 impl RecvCore {
-    pub(crate) fn new(
-        conn: Arc<Conn>,
-        codec: CodecKind,
-        max_frame: usize,
-        send_buffer: Option<usize>,
-    ) -> Result<RecvCore> {
-        // The default SO_SNDBUF lets a datagram reach 212,960 bytes; a set
-        // one is doubled by the kernel. One byte more than max_frame still
-        // tells a too-large datagram (by MSG_TRUNC) from a fitting one.
-        let largest = send_buffer.map_or(256 << 10, |b| (b * 2).max(256 << 10));
-        let datagram_buffer = largest.min(max_frame.saturating_add(1)).max(1);
+    pub(crate) fn new(conn: Arc<Conn>, codec: CodecKind, max_frame: usize) -> Result<RecvCore> {
+        // A procwire sender puts at most INLINE_MAX bytes in one datagram
+        // (larger messages travel out of line); one byte more tells a longer
+        // datagram from a foreign peer (by MSG_TRUNC) from a fitting one.
+        let datagram_buffer = INLINE_MAX.min(max_frame).saturating_add(1);
         Ok(RecvCore {
             codec,
             max_frame,
@@ -320,13 +316,19 @@ impl RecvCore {
                             ErrorKind::Truncated,
                             format!(
                                 "a datagram of {} did not fit the {} receive buffer (MSG_TRUNC) and \
-                                 was discarded; give both ends the same SocketPair::send_buffer",
+                                 was discarded; a peer sends larger messages out of line (wire \
+                                 format section 3)",
                                 crate::error::human(r.full_len as u64),
                                 crate::error::human(r.len as u64)
                             ),
                         ));
                     }
-                    return f(&inc.datagram[..r.len], fds);
+                    let payload = &inc.datagram[..r.len];
+                    if payload.starts_with(&OUT_OF_LINE_MARKER) {
+                        let (whole, fds) = receive_out_of_line(payload, fds, self.max_frame)?;
+                        return f(&whole, fds);
+                    }
+                    return f(payload, fds);
                 }
                 Err(e) if sys::would_block(&e) => self.wait_readable(wait)?,
                 Err(e) if sys::is_disconnect(&e) && !reset_seen => reset_seen = true,

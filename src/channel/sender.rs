@@ -162,9 +162,8 @@ impl SendCore {
                     self.wait_writable(wait)?;
                 }
                 Err(e) => {
-                    let len = out.payload().len();
                     out.discard();
-                    return Err(self.write_error(e, len));
+                    return Err(self.write_error(e));
                 }
             }
         }
@@ -194,17 +193,7 @@ impl SendCore {
         }
     }
 
-    fn write_error(&self, e: io::Error, len: usize) -> Error {
-        if sys::is_msgsize(&e) {
-            let limit = self.conn.message_limit().unwrap_or(0);
-            let hint = if self.conn.transport() == crate::transport::Transport::Shm {
-                "a ring carries at most half its capacity; raise Shm::capacity"
-            } else {
-                "one datagram cannot carry it (wire format v1 never splits a message); \
-                 use a stream socket, or raise the socket's send buffer"
-            };
-            return Error::too_large(len as u64, limit, hint);
-        }
+    fn write_error(&self, e: io::Error) -> Error {
         if sys::is_disconnect(&e) && self.conn.own_write_shut() {
             return Error::io(
                 "this end's socket was shut down for writing in this process or another \
@@ -450,13 +439,11 @@ impl<T> Sender<T> {
         self.core.max_frame
     }
 
-    /// The largest message this sender accepts: the maximum frame size, or
-    /// on a message socket the most one datagram can carry, if less.
+    /// The largest message this sender accepts: the maximum frame size, on
+    /// every transport (a message too large for one datagram, or for half a
+    /// shared-memory ring, travels out of line).
     pub fn max_message(&self) -> usize {
-        match self.core.conn.message_limit() {
-            Some(limit) => limit.min(self.core.max_frame),
-            None => self.core.max_frame,
-        }
+        self.core.max_frame
     }
 
     pub(crate) fn core(&self) -> &Arc<SendCore> {

@@ -1,4 +1,4 @@
-//! Message boundaries on byte streams: wire format v1 framing.
+//! Message boundaries on byte streams: the wire format's framing (section 2).
 //!
 //! A byte stream (a pipe, a stream socket, later TCP) has no message
 //! boundaries, so each message travels as a **frame**: a 4-byte unsigned

@@ -83,11 +83,6 @@ impl Outgoing {
         &self.buf[self.sent..]
     }
 
-    /// The payload of the current message (without the prefix).
-    pub(crate) fn payload(&self) -> &[u8] {
-        &self.buf[self.hdr()..]
-    }
-
     /// Records that `n` more bytes were written.
     pub(crate) fn advance(&mut self, n: usize) {
         self.sent = (self.sent + n).min(self.buf.len());

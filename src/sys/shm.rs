@@ -217,7 +217,13 @@ pub(crate) fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
 /// # References
 /// - fcntl(2) (`F_GET_SEALS`), fstat(2), pread(2)
 pub(crate) fn read_memfd(fd: &OwnedFd, out: &mut [u8]) -> io::Result<()> {
-    let seals = rustix::fs::fcntl_get_seals(fd).map_err(io)?;
+    let seals = rustix::fs::fcntl_get_seals(fd).map_err(|e| match e {
+        rustix::io::Errno::INVAL => io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the message's descriptor is not a memfd that can be sealed",
+        ),
+        e => io(e),
+    })?;
     if !seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::{self, FdKind, Interest, SockType};
 
+mod large;
 mod shm_end;
 mod tcp;
 
@@ -36,6 +37,7 @@ pub(crate) trait Watched: Send + Sync + std::fmt::Debug {
     fn fate(&self, status: std::process::ExitStatus) -> String;
 }
 
+pub(crate) use large::{INLINE_MAX, MARKER as OUT_OF_LINE_MARKER, receive as receive_out_of_line};
 pub(crate) use shm_end::RingParts;
 use shm_end::{ShmRings, ring, ring_error};
 use tcp::Liveness;
@@ -234,9 +236,17 @@ impl Conn {
                 Err(e) => Err(ring_error(e)),
             },
             Transport::Pipe => sys::pipe_write(self.fd.as_fd(), &bufs),
-            Transport::Stream | Transport::Datagram | Transport::SeqPacket | Transport::Tcp => {
-                sys::send(self.fd.as_fd(), &bufs, fds, true)
+            Transport::Datagram | Transport::SeqPacket if large::must_go_out_of_line(bytes) => {
+                large::send(self.fd.as_fd(), bytes, fds)
             }
+            Transport::Datagram | Transport::SeqPacket => {
+                match sys::send(self.fd.as_fd(), &bufs, fds, true) {
+                    // More than the socket's buffer lets one datagram hold.
+                    Err(e) if sys::is_msgsize(&e) => large::send(self.fd.as_fd(), bytes, fds),
+                    r => r,
+                }
+            }
+            Transport::Stream | Transport::Tcp => sys::send(self.fd.as_fd(), &bufs, fds, true),
         }
     }
 
@@ -300,17 +310,6 @@ impl Conn {
                 io::ErrorKind::Unsupported,
                 "shared memory is read with shm_read",
             )),
-        }
-    }
-
-    /// The most one message may carry on this transport, if it has a limit
-    /// of its own.
-    pub(crate) fn message_limit(&self) -> Option<usize> {
-        match self.transport {
-            Transport::Datagram | Transport::SeqPacket => sys::max_datagram(self.fd.as_fd()).ok(),
-            // Larger messages travel out of line: no limit of its own.
-            Transport::Shm => None,
-            Transport::Pipe | Transport::Stream | Transport::Tcp => None,
         }
     }
 

@@ -146,7 +146,9 @@ impl Transport {
     /// Whether one message of `size` fits the transport at all.
     fn carries(self, size: usize) -> bool {
         match self {
-            // One datagram: SO_SNDBUF (212,992 bytes by default) less overhead.
+            // The raw baseline sends one datagram: SO_SNDBUF (212,992 bytes by
+            // default) less overhead. (procwire sends larger messages out of
+            // line, which has no raw counterpart to compare with here.)
             Transport::Seqpacket | Transport::Dgram => size <= 200_000,
             _ => true,
         }

@@ -1,0 +1,98 @@
+//! Messages too large for one datagram, on SEQPACKET and DGRAM sockets
+//! (wire format section 3): the payload goes out of line, in a sealed memfd
+//! that travels with a 12-byte announcement, so the message still arrives
+//! as one atomic datagram, whole or not at all, whatever its size. The same
+//! mechanism carries a shared-memory ring's oversized messages over its side
+//! socket (`shm_end.rs`).
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// The first eight bytes of an announcement: `0xFF` then `pwmemfd`.
+pub(crate) const MARKER: [u8; 8] = *b"\xFFpwmemfd";
+/// The announcement: the marker, then the payload's length (u32, big-endian).
+const HEADER: usize = MARKER.len() + 4;
+/// The largest payload sent inline: a procwire receiver's datagram buffer
+/// holds this much (plus one byte to tell a longer datagram by MSG_TRUNC).
+pub(crate) const INLINE_MAX: usize = 256 << 10;
+
+/// Whether `payload` must travel out of line: too large for the inline
+/// limit, or starting with the marker (so that a datagram that starts with
+/// it is always an announcement).
+pub(crate) fn must_go_out_of_line(payload: &[u8]) -> bool {
+    payload.len() > INLINE_MAX || payload.starts_with(&MARKER)
+}
+
+/// Sends `payload` out of line on the message socket `fd`: a sealed memfd
+/// holding it goes first among the descriptors, the message's own after it.
+pub(crate) fn send(
+    fd: BorrowedFd<'_>,
+    payload: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    if fds.len() >= sys::MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a message too large for one datagram carries its payload in a descriptor of its \
+                 own, so it may carry at most {} descriptors, not {}",
+                sys::MAX_FDS - 1,
+                fds.len()
+            ),
+        ));
+    }
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&l| l != u32::MAX)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a message over 4 GiB"))?;
+    let memfd = sys::shm::memfd_with(payload)?;
+    let mut header = [0u8; HEADER];
+    header[..MARKER.len()].copy_from_slice(&MARKER);
+    header[MARKER.len()..].copy_from_slice(&len.to_be_bytes());
+    let mut all = Vec::with_capacity(fds.len() + 1);
+    all.push(memfd.as_fd());
+    all.extend_from_slice(fds);
+    let sent = sys::send(fd, &[IoSlice::new(&header)], &all, true)?;
+    debug_assert_eq!(sent, HEADER, "a datagram is sent whole");
+    Ok(payload.len())
+}
+
+/// The payload an announcement stands for, read from its memfd (only if
+/// sealed and exactly as long as announced, and at most `max` bytes: checked
+/// before anything is allocated for it), and the message's own descriptors.
+pub(crate) fn receive(
+    announcement: &[u8],
+    mut fds: Vec<OwnedFd>,
+    max: usize,
+) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let bad = |what: String| {
+        Error::new(
+            ErrorKind::Decode,
+            format!("a malformed out-of-line message (wire format section 3): {what}"),
+        )
+    };
+    let Ok(len) = <[u8; 4]>::try_from(&announcement[MARKER.len().min(announcement.len())..]) else {
+        return Err(bad(format!(
+            "a datagram that starts with the marker must be {HEADER} bytes, not {}",
+            announcement.len()
+        )));
+    };
+    let len = u32::from_be_bytes(len) as usize;
+    if fds.is_empty() {
+        return Err(bad("the announcement came without its memfd".into()));
+    }
+    let memfd = fds.remove(0);
+    if len > max {
+        return Err(Error::too_large(
+            len as u64,
+            max,
+            "the message was discarded; raise the receiver's `max_frame`",
+        ));
+    }
+    let mut out = vec![0; len];
+    sys::shm::read_memfd(&memfd, &mut out).map_err(|e| bad(e.to_string()))?;
+    Ok((out, fds))
+}
