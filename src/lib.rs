@@ -45,7 +45,7 @@
 //! | request/reply | [`rpc`]: many calls in flight on one channel; [`Pool`]: worker processes, crash-isolated |
 //! | descriptors in messages | [`Fd`], and channel ends inside messages ([`fd`]) |
 //! | endpoints by address | [`listen`] / [`connect`] ([`endpoint`]): `unix:PATH`; with feature `tcp`, authenticated `tcp://HOST:PORT` with heartbeats |
-//! | across machines | `zmq` (feature `zmq`): channels over ZeroMQ REQ/REP, PUSH/PULL, DEALER/ROUTER; `remote::pool` (feature `remote` = `tcp` + `zmq`): a pool whose workers connect from anywhere |
+//! | across machines | `zmq` (feature `zmq`): channels over ZeroMQ REQ/REP, PUSH/PULL, DEALER/ROUTER; `Pool::remote` and `remote::pool` (feature `remote` = `tcp` + `zmq`): the same pool, with workers that connect from anywhere |
 //! | hostile conditions (feature `unstable`, not covered by semver) | `fuzz`: entry points for fuzzing every decoder; `testing::SignalStorm` |
 //!
 //! Every descriptor procwire creates is close-on-exec from birth, every
@@ -249,7 +249,7 @@ pub use handover::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from
 pub use pipe::{PipeReader, PipeWriter, pipe};
 pub use pool::{Pool, PoolBuilder, TaskHandle};
 pub use process::{
-    Child, Command, ENV_ENTRY, How, Inherit, Signal, Task, fork, fork_unchecked, init, task,
+    Child, Command, ENV_ENTRY, How, Inherit, Killer, Signal, Task, fork, fork_unchecked, init, task,
 };
 #[cfg(feature = "zmq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "zmq")))]

@@ -352,3 +352,184 @@ fn shutdown_finishes_the_work_and_abort_cancels_it() {
         assert_eq!(util::zombies(), 0);
     });
 }
+
+/// A kind of worker of the test's own, in threads: it answers `n` with
+/// `n * 10`, remembers how many tasks it held at once, and "dies" (its
+/// channel ends) on the task `die_on` the first time it sees it.
+mod threads {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use procwire::pool::{Link, Worker};
+    use procwire::{Error, ErrorKind, Result};
+
+    #[derive(Clone)]
+    pub struct Threads(pub Arc<State>);
+
+    pub struct State {
+        pub die_on: Mutex<HashSet<u64>>,
+        pub started: AtomicUsize,
+        pub most_in_flight: Arc<AtomicUsize>,
+        pub broken: bool,
+    }
+
+    struct T {
+        tx: Option<mpsc::Sender<u64>>,
+        rx: mpsc::Receiver<Option<u64>>,
+        in_flight: usize,
+        most: Arc<AtomicUsize>,
+    }
+
+    impl std::ops::Deref for Threads {
+        type Target = State;
+        fn deref(&self) -> &State {
+            &self.0
+        }
+    }
+
+    impl Link<u64, u64> for Threads {
+        fn start(&self) -> Result<Box<dyn Worker<u64, u64>>> {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            if self.broken {
+                return Err(Error::new(ErrorKind::Io, "this worker cannot start"));
+            }
+            let (tx, tasks) = mpsc::channel::<u64>();
+            let (answers, rx) = mpsc::channel();
+            let me = Arc::clone(&self.0);
+            std::thread::spawn(move || {
+                for n in tasks {
+                    if me.die_on.lock().unwrap().remove(&n) {
+                        let _ = answers.send(None);
+                        return;
+                    }
+                    let _ = answers.send(Some(n * 10));
+                }
+            });
+            Ok(Box::new(T {
+                tx: Some(tx),
+                rx,
+                in_flight: 0,
+                most: Arc::clone(&self.most_in_flight),
+            }))
+        }
+    }
+
+    impl Worker<u64, u64> for T {
+        fn send(&mut self, n: &u64) -> Result<()> {
+            self.in_flight += 1;
+            self.most.fetch_max(self.in_flight, Ordering::SeqCst);
+            self.tx
+                .as_ref()
+                .unwrap()
+                .send(*n)
+                .map_err(|_| Error::new(ErrorKind::Disconnected, "the thread is gone"))
+        }
+        fn recv(&mut self, deadline: Option<Instant>) -> Result<u64> {
+            let got = match deadline {
+                Some(d) => self
+                    .rx
+                    .recv_timeout(d.saturating_duration_since(Instant::now()))
+                    .map_err(|_| Error::new(ErrorKind::Timeout, "late")),
+                None => self
+                    .rx
+                    .recv()
+                    .map_err(|_| Error::new(ErrorKind::Disconnected, "gone")),
+            }?;
+            self.in_flight -= 1;
+            got.ok_or_else(|| Error::new(ErrorKind::Disconnected, "died on its task"))
+        }
+        fn alive(&mut self) -> bool {
+            true
+        }
+        fn name(&self) -> String {
+            "thread worker".into()
+        }
+        fn killer(&self) -> Box<dyn Fn() + Send + Sync> {
+            Box::new(|| {})
+        }
+        fn retire(mut self: Box<Self>, _kill: bool) {
+            self.tx.take();
+        }
+    }
+}
+
+#[test]
+fn a_link_of_ones_own_gets_the_scheduler_pipelining_retries_and_ordered_runs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    checked(60, || {
+        let link = threads::Threads(Arc::new(threads::State {
+            die_on: std::sync::Mutex::new([7, 300, 301].into_iter().collect()),
+            started: AtomicUsize::new(0),
+            most_in_flight: Arc::new(AtomicUsize::new(0)),
+            broken: false,
+        }));
+        let pool = Pool::with_link(link.clone())
+            .workers(2)
+            .pipeline(4)
+            .retries(1)
+            .build()
+            .unwrap();
+        // Fed from a thread, answered in order: every task once, the ones
+        // whose worker died run again on a fresh one.
+        let mut got = Vec::new();
+        let n = pool
+            .run(0..1000u64, true, |i, r| got.push((i, r.unwrap())))
+            .unwrap();
+        assert_eq!(n, 1000);
+        assert_eq!(got, (0..1000).map(|i| (i, i * 10)).collect::<Vec<_>>());
+        assert_eq!(link.most_in_flight.load(Ordering::SeqCst), 4, "pipelined");
+        // Two at the start, and one for each of the three deaths.
+        assert_eq!(link.started.load(Ordering::SeqCst), 5);
+        let stats = pool.stats();
+        assert_eq!((stats.submitted, stats.failed, stats.lost), (1000, 0, 3));
+        // Unordered: each position once.
+        let mut seen = Vec::new();
+        pool.run(0..200u64, false, |i, r| seen.push((i, r.unwrap())))
+            .unwrap();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..200).map(|i| (i, i * 10)).collect::<Vec<_>>());
+        pool.shutdown().unwrap();
+    });
+}
+
+#[test]
+fn workers_that_keep_failing_make_the_pool_give_up_with_the_reason() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    checked(60, || {
+        let link = threads::Threads(Arc::new(threads::State {
+            die_on: std::sync::Mutex::new((0..1000).collect()),
+            started: AtomicUsize::new(0),
+            most_in_flight: Arc::new(AtomicUsize::new(0)),
+            broken: false,
+        }));
+        let pool = Pool::with_link(link.clone())
+            .workers(1)
+            .give_up_after(5)
+            .build()
+            .unwrap();
+        let mut errors = Vec::new();
+        let _ = pool.run(0..50u64, true, |_, r| errors.push(r.unwrap_err()));
+        assert_eq!(errors.len(), 50, "every task has its result");
+        // Five lost as themselves, then the pool gives up and says why.
+        let last = errors.last().unwrap();
+        assert_eq!(last.kind(), ErrorKind::Cancelled, "{last}");
+        assert!(last.to_string().contains("workers keep failing"), "{last}");
+        assert!(pool.submit(1).is_err(), "a pool that gave up takes nothing");
+        let e = pool.shutdown().unwrap_err();
+        assert!(e.to_string().contains("giving up"), "{e}");
+        // A worker that cannot start at all is the build's error.
+        let broken = threads::Threads(Arc::new(threads::State {
+            die_on: std::sync::Mutex::new(Default::default()),
+            started: AtomicUsize::new(0),
+            most_in_flight: Arc::new(AtomicUsize::new(0)),
+            broken: true,
+        }));
+        let e = Pool::with_link(broken).workers(2).build().unwrap_err();
+        assert!(e.to_string().contains("cannot start"), "{e}");
+    });
+}

@@ -351,11 +351,14 @@ fn a_frozen_peer_is_reported_within_three_heartbeats_and_half_a_second_and_an_id
 
 #[test]
 fn a_remote_pool_maps_typed_tasks_on_workers_that_join_over_tcp_and_zeromq() {
-    use procwire::remote::pool::{RemotePool, WorkerOptions, work_with};
+    use procwire::remote::pool::{WorkerOptions, work_with};
     checked(60, || {
         for at in ["tcp://127.0.0.1:0", "zmq+tcp://127.0.0.1:0"] {
-            let pool = RemotePool::listen(at, &keyed()).unwrap();
-            let endpoint = pool.endpoint().to_string();
+            let pool = procwire::Pool::<u64, u64>::remote(at, &keyed())
+                .unwrap()
+                .build()
+                .unwrap();
+            let endpoint = pool.endpoint().unwrap().to_string();
             let workers: Vec<_> = (0..2)
                 .map(|_| {
                     let endpoint = endpoint.clone();
@@ -374,7 +377,8 @@ fn a_remote_pool_maps_typed_tasks_on_workers_that_join_over_tcp_and_zeromq() {
                     })
                 })
                 .collect();
-            let out: Vec<procwire::Result<u64>> = pool.map((0..500u64).collect()).unwrap();
+            // Lazily, as with every pool.
+            let out: Vec<procwire::Result<u64>> = pool.map(0..500u64).collect();
             assert_eq!(out.len(), 500);
             for (i, r) in out.into_iter().enumerate() {
                 match r {
@@ -386,7 +390,10 @@ fn a_remote_pool_maps_typed_tasks_on_workers_that_join_over_tcp_and_zeromq() {
                     }
                 }
             }
-            // `map` ends with bye: the workers return.
+            let stats = pool.stats();
+            assert_eq!((stats.submitted, stats.failed), (500, 1), "{stats:?}");
+            // Shutdown says bye: the workers return.
+            pool.shutdown().unwrap();
             for w in workers {
                 w.join().unwrap().unwrap();
             }

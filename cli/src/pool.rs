@@ -1,17 +1,18 @@
 //! `procwire pool`: N persistent workers for a shell pipeline — lines in,
-//! lines out, in order.
+//! lines out, in order — on the library's one pool engine: the workers
+//! here are a [`procwire::pool::Link`] of line or framed commands, and
+//! `--listen` uses the remote link.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::os::fd::OwnedFd;
 use std::process::{ExitCode, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use procwire::pool::{Link, Worker};
 use procwire::{
-    ByteBuf, Child, CodecKind, Command, Duplex, Options, PipeReader, PipeWriter, Select,
+    ByteBuf, Child, CodecKind, Command, Duplex, Error, ErrorKind, Options, PipeReader, PipeWriter,
+    Pool, Select,
 };
 
 /// What `procwire pool` was asked to do.
@@ -24,72 +25,8 @@ pub struct Config {
     pub command: Vec<String>,
 }
 
-/// One input line, numbered from 1.
-struct Task {
-    line: u64,
-    data: Vec<u8>,
-}
-
-/// What happened to a task.
-type Done = (u64, std::result::Result<Vec<u8>, String>);
-
-/// Tasks waiting for a worker: filled by the stdin reader, drained by the
-/// workers; bounded, so a fast producer waits for slow workers.
-struct Queue {
-    state: Mutex<(VecDeque<Task>, bool)>,
-    changed: Condvar,
-    capacity: usize,
-}
-
-impl Queue {
-    fn push(&self, task: Task) {
-        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        while st.0.len() >= self.capacity {
-            st = self
-                .changed
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        st.0.push_back(task);
-        self.changed.notify_all();
-    }
-
-    /// Puts tasks of a dead worker back at the front, in order.
-    fn give_back(&self, tasks: impl DoubleEndedIterator<Item = Task>) {
-        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        for t in tasks.rev() {
-            st.0.push_front(t);
-        }
-        self.changed.notify_all();
-    }
-
-    fn close(&self) {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).1 = true;
-        self.changed.notify_all();
-    }
-
-    /// The next task; waits when `wait`. `None` when there is none now (or,
-    /// waiting, none will ever come).
-    fn pop(&self, wait: bool) -> Option<Task> {
-        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(t) = st.0.pop_front() {
-                self.changed.notify_all();
-                return Some(t);
-            }
-            if st.1 || !wait {
-                return None;
-            }
-            st = self
-                .changed
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-}
-
-/// A worker's two ends, in either protocol.
-enum Link {
+/// A command's two ends, in either protocol.
+enum Ends {
     Lines {
         stdin: PipeWriter,
         stdout: PipeReader,
@@ -98,209 +35,150 @@ enum Link {
     Framed(Duplex<ByteBuf, ByteBuf>),
 }
 
-struct Worker {
+/// One persistent worker command.
+struct Cmd {
     child: Child,
-    link: Link,
+    ends: Ends,
 }
 
-enum Reply {
-    Answer(Vec<u8>),
-    TimedOut,
-    Died(String),
-}
-
-impl Worker {
-    fn start(cfg: &Config) -> Result<Worker> {
-        Worker::spawn(&cfg.command, cfg.framed)
-    }
-
-    fn spawn(command: &[String], framed: bool) -> Result<Worker> {
-        let cfg = Config {
-            jobs: 1,
-            unordered: false,
-            framed,
-            pipeline: 1,
-            timeout: None,
-            command: command.to_vec(),
-        };
-        let mut cmd = Command::new(&cfg.command[0]);
-        cmd.args(&cfg.command[1..]);
-        if cfg.framed {
+impl Cmd {
+    fn spawn(command: &[String], framed: bool) -> procwire::Result<Cmd> {
+        let mut cmd = Command::new(&command[0]);
+        cmd.args(&command[1..]);
+        if framed {
             let ch = cmd.channel_with(&Options::new().codec(CodecKind::Raw))?;
             // The error names the program and the cause already.
             let child = cmd.spawn()?;
-            return Ok(Worker {
+            return Ok(Cmd {
                 child,
-                link: Link::Framed(ch),
+                ends: Ends::Framed(ch),
             });
         }
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut child = cmd.spawn()?;
-        let stdin = PipeWriter::from_fd(OwnedFd::from(child.stdin.take().context("stdin")?))?;
-        let stdout = PipeReader::from_fd(OwnedFd::from(child.stdout.take().context("stdout")?))?;
-        Ok(Worker {
+        let piped = |e| Error::new(ErrorKind::Io, format!("the worker's {e} is not piped"));
+        let stdin = child.stdin.take().ok_or_else(|| piped("stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| piped("stdout"))?;
+        Ok(Cmd {
             child,
-            link: Link::Lines {
-                stdin,
-                stdout,
+            ends: Ends::Lines {
+                stdin: PipeWriter::from_fd(OwnedFd::from(stdin))?,
+                stdout: PipeReader::from_fd(OwnedFd::from(stdout))?,
                 buffered: Vec::new(),
             },
         })
     }
 
-    fn send(&mut self, task: &Task) -> std::result::Result<(), String> {
-        match &mut self.link {
-            Link::Lines { stdin, .. } => {
-                let mut line = task.data.clone();
-                line.push(b'\n');
-                stdin.write_all(&line).map_err(|e| e.to_string())
-            }
-            Link::Framed(ch) => ch
-                .send(ByteBuf::from(task.data.clone()))
-                .map_err(|e| e.error().to_string()),
-        }
-    }
-
-    /// The next answer, waiting until `deadline` at most.
-    fn receive(&mut self, deadline: Option<Instant>) -> Reply {
-        match &mut self.link {
-            Link::Framed(ch) => {
-                let r = match deadline {
-                    Some(d) => ch
-                        .receiver()
-                        .recv_deadline(d)
-                        .map_err(procwire::Error::from),
-                    None => ch.recv().map_err(procwire::Error::from),
-                };
-                match r {
-                    Ok(b) => Reply::Answer(b.into_vec()),
-                    Err(e) if e.is_timeout() => Reply::TimedOut,
-                    Err(e) => Reply::Died(e.to_string()),
-                }
-            }
-            Link::Lines {
-                stdout, buffered, ..
-            } => loop {
-                if let Some(at) = buffered.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = buffered.drain(..=at).collect();
-                    return Reply::Answer(line[..line.len() - 1].to_vec());
-                }
-                // Wait for output, the deadline, or the worker's exit.
-                let mut sel = Select::new();
-                let out = sel.readable(&*stdout);
-                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                let ready = match left {
-                    Some(l) => sel.ready_timeout(l),
-                    None => sel.ready(),
-                };
-                match ready {
-                    Ok(i) if i == out => {}
-                    Ok(_) => {}
-                    Err(e) if e.is_timeout() => return Reply::TimedOut,
-                    Err(e) => return Reply::Died(e.to_string()),
-                }
-                let mut chunk = [0u8; 65536];
-                match stdout.read(&mut chunk) {
-                    Ok(0) => return Reply::Died(self.fate()),
-                    Ok(n) => buffered.extend_from_slice(&chunk[..n]),
-                    Err(e) => return Reply::Died(e.to_string()),
-                }
-            },
-        }
-    }
-
-    /// How the worker ended, once its output closed.
-    fn fate(&mut self) -> String {
+    /// What became of the worker, once its output closed.
+    fn gone(&mut self) -> Error {
         let pid = self.child.id();
         match self.child.wait_timeout(Duration::from_secs(1)) {
-            Ok(Some(s)) => format!("worker {pid} ended ({s})"),
-            _ => format!("worker {pid} closed its output"),
+            Ok(Some(s)) => {
+                Error::new(ErrorKind::PeerExited, format!("worker {pid} ended")).with_exit_status(s)
+            }
+            _ => Error::new(
+                ErrorKind::Disconnected,
+                format!("worker {pid} closed its output"),
+            ),
         }
     }
 }
 
-/// One worker slot: keeps a worker alive and feeds it.
-fn drive(
-    cfg: &Config,
-    queue: &Queue,
-    done: &mpsc::Sender<Done>,
-    failures_in_a_row: &Mutex<u32>,
-) -> Result<()> {
-    let mut worker: Option<Worker> = None;
-    let mut in_flight: VecDeque<(Task, Instant)> = VecDeque::new();
-    loop {
-        // Fill the pipeline: wait for a first task, take more if ready.
-        while in_flight.len() < cfg.pipeline {
-            let Some(task) = queue.pop(in_flight.is_empty()) else {
-                break;
-            };
-            in_flight.push_back((task, Instant::now()));
-            let w = match worker.as_mut() {
-                Some(w) => w,
-                None => worker.insert(Worker::start(cfg)?),
-            };
-            let sent = w.send(&in_flight.back().expect("just pushed").0);
-            if sent.is_err() {
-                break; // the read below reports the death
+impl Worker<ByteBuf, ByteBuf> for Cmd {
+    fn send(&mut self, task: &ByteBuf) -> procwire::Result<()> {
+        match &mut self.ends {
+            Ends::Lines { stdin, .. } => {
+                let mut line = task.to_vec();
+                line.push(b'\n');
+                Ok(stdin.write_all(&line)?)
             }
+            Ends::Framed(ch) => Ok(ch.send_ref(task)?),
         }
-        if in_flight.is_empty() {
-            return Ok(()); // input exhausted and everything answered
-        }
-        let w = worker.as_mut().expect("a task was sent");
-        let deadline = cfg.timeout.map(|t| in_flight[0].1 + t);
-        match w.receive(deadline) {
-            Reply::Answer(out) => {
-                let (task, _) = in_flight.pop_front().expect("in flight");
-                *failures_in_a_row
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = 0;
-                let _ = done.send((task.line, Ok(out)));
-                // The next task's clock starts when it is the oldest.
-                if let Some(next) = in_flight.front_mut() {
-                    next.1 = next.1.max(Instant::now());
-                }
-            }
-            reply => {
-                let mut dead = worker.take().expect("worker present");
-                let why = match reply {
-                    Reply::TimedOut => {
-                        let _ = dead.child.kill();
-                        format!(
-                            "timed out after {:.1} s; worker {} killed",
-                            cfg.timeout.unwrap_or_default().as_secs_f64(),
-                            dead.child.id()
-                        )
-                    }
-                    Reply::Died(why) => why,
-                    Reply::Answer(_) => unreachable!(),
+    }
+
+    fn recv(&mut self, deadline: Option<Instant>) -> procwire::Result<ByteBuf> {
+        let (stdout, buffered) = match &mut self.ends {
+            Ends::Framed(ch) => {
+                return match deadline {
+                    Some(d) => Ok(ch.receiver().recv_deadline(d)?),
+                    None => Ok(ch.recv()?),
                 };
-                let _ = dead.child.kill();
-                let _ = dead.child.wait();
-                // Its oldest task fails; the others go to other workers.
-                let (task, _) = in_flight.pop_front().expect("in flight");
-                let _ = done.send((task.line, Err(why)));
-                queue.give_back(in_flight.drain(..).map(|(t, _)| t));
-                let mut row = failures_in_a_row
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                *row += 1;
-                if *row > 3 * cfg.jobs as u32 + 3 {
-                    bail!(
-                        "workers keep failing ({} failures in a row); giving up",
-                        *row
-                    );
-                }
+            }
+            Ends::Lines {
+                stdout, buffered, ..
+            } => (stdout, buffered),
+        };
+        loop {
+            if let Some(at) = buffered.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buffered.drain(..=at).collect();
+                return Ok(ByteBuf::from(line[..line.len() - 1].to_vec()));
+            }
+            // Wait for output or the deadline.
+            let mut sel = Select::new();
+            sel.readable(&*stdout);
+            match deadline {
+                Some(d) => sel.ready_timeout(d.saturating_duration_since(Instant::now()))?,
+                None => sel.ready()?,
+            };
+            let mut chunk = [0u8; 65536];
+            match stdout.read(&mut chunk) {
+                Ok(0) => return Err(self.gone()),
+                Ok(n) => buffered.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn name(&self) -> String {
+        format!("worker {}", self.child.id())
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.child.id())
+    }
+
+    fn killer(&self) -> Box<dyn Fn() + Send + Sync> {
+        let k = self.child.killer();
+        Box::new(move || {
+            let _ = k.kill();
+        })
+    }
+
+    fn retire(self: Box<Self>, kill: bool) {
+        let Cmd { mut child, ends } = *self;
+        drop(ends); // end of input: the worker finishes
+        if kill {
+            let _ = child.kill();
+        }
+        if let Ok(None) = child.wait_timeout(Duration::from_secs(1)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Persistent line or framed commands: the pool's kind of worker.
+struct Cmds {
+    command: Vec<String>,
+    framed: bool,
+}
+
+impl Link<ByteBuf, ByteBuf> for Cmds {
+    fn start(&self) -> procwire::Result<Box<dyn Worker<ByteBuf, ByteBuf>>> {
+        Ok(Box::new(Cmd::spawn(&self.command, self.framed)?))
     }
 }
 
 /// Writes one task's answer line, or reports its failure on stderr (a failed
 /// task prints no stdout line).
-fn emit(line: u64, r: std::result::Result<Vec<u8>, String>, out: &mut dyn Write) -> io::Result<()> {
+fn emit(line: u64, r: procwire::Result<ByteBuf>, out: &mut dyn Write) -> io::Result<()> {
     match r {
-        Ok(mut bytes) => {
+        Ok(bytes) => {
+            let mut bytes = bytes.into_vec();
             bytes.push(b'\n');
             out.write_all(&bytes)
         }
@@ -311,57 +189,10 @@ fn emit(line: u64, r: std::result::Result<Vec<u8>, String>, out: &mut dyn Write)
     }
 }
 
-/// Runs the pool; the exit code is 0 only if every task succeeded.
-pub fn run(cfg: Config) -> Result<ExitCode> {
-    if cfg.command.is_empty() {
-        bail!("no worker command: procwire pool -j N -- CMD [ARGS...]");
-    }
-    let cfg = Arc::new(Config {
-        pipeline: cfg.pipeline.max(1),
-        jobs: cfg.jobs.max(1),
-        ..cfg
-    });
-    let queue = Arc::new(Queue {
-        state: Mutex::new((VecDeque::new(), false)),
-        changed: Condvar::new(),
-        capacity: cfg.jobs * cfg.pipeline * 4,
-    });
-    let (done_tx, done_rx) = mpsc::channel::<Done>();
-    let failures = Arc::new(Mutex::new(0u32));
-    let drivers: Vec<_> = (0..cfg.jobs)
-        .map(|_| {
-            let (cfg, queue, done, failures) = (
-                Arc::clone(&cfg),
-                Arc::clone(&queue),
-                done_tx.clone(),
-                Arc::clone(&failures),
-            );
-            std::thread::spawn(move || {
-                let r = drive(&cfg, &queue, &done, &failures);
-                if r.is_err() {
-                    // Nobody else may be able to run the rest either.
-                    queue.close();
-                }
-                r
-            })
-        })
-        .collect();
-    drop(done_tx);
-    let reader = {
-        let queue = Arc::clone(&queue);
-        std::thread::spawn(move || -> io::Result<u64> {
-            let mut n = 0;
-            for line in io::stdin().lock().split(b'\n') {
-                n += 1;
-                queue.push(Task {
-                    line: n,
-                    data: line?,
-                });
-            }
-            queue.close();
-            Ok(n)
-        })
-    };
+/// Runs the tasks of stdin on `pool`, printing answers (in input order
+/// unless `unordered`), with a progress line on a terminal; the exit code
+/// is 0 only if every task succeeded.
+fn feed_and_print(pool: &Pool<ByteBuf, ByteBuf>, unordered: bool) -> Result<(u64, u64)> {
     let progress = io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
@@ -370,10 +201,15 @@ pub fn run(cfg: Config) -> Result<ExitCode> {
         );
         bar
     });
+    // Read as workers take tasks, on the pool's feeding thread: the input
+    // may be endless.
+    let lines = io::BufReader::new(io::stdin())
+        .split(b'\n')
+        .map_while(std::result::Result::ok)
+        .map(ByteBuf::from);
     let mut out = io::BufWriter::new(io::stdout().lock());
-    let mut waiting: BTreeMap<u64, std::result::Result<Vec<u8>, String>> = BTreeMap::new();
-    let (mut next, mut failed) = (1u64, 0u64);
-    for (line, r) in done_rx {
+    let (mut failed, mut write_err) = (0u64, None);
+    let read = pool.run(lines, !unordered, |i, r| {
         if r.is_err() {
             failed += 1;
         }
@@ -381,29 +217,41 @@ pub fn run(cfg: Config) -> Result<ExitCode> {
             bar.inc(1);
             bar.set_message(format!("{failed} failed"));
         }
-        if cfg.unordered {
-            emit(line, r, &mut out)?;
-        } else {
-            waiting.insert(line, r);
-            while let Some(r) = waiting.remove(&next) {
-                emit(next, r, &mut out)?;
-                next += 1;
-            }
+        if let Err(e) = emit(i + 1, r, &mut out).and_then(|()| out.flush()) {
+            write_err.get_or_insert(e);
         }
-        out.flush()?;
-    }
+    })?;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let read = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("the stdin reader panicked"))??;
-    for d in drivers {
-        d.join()
-            .map_err(|_| anyhow::anyhow!("a worker driver panicked"))??;
+    if let Some(e) = write_err {
+        return Err(e.into());
     }
     out.flush()?;
-    drop(out);
+    Ok((read, failed))
+}
+
+/// Runs the pool; the exit code is 0 only if every task succeeded.
+pub fn run(cfg: Config) -> Result<ExitCode> {
+    if cfg.command.is_empty() {
+        bail!("no worker command: procwire pool -j N -- CMD [ARGS...]");
+    }
+    let (jobs, pipeline) = (cfg.jobs.max(1), cfg.pipeline.max(1));
+    let mut builder = Pool::with_link(Cmds {
+        command: cfg.command,
+        framed: cfg.framed,
+    })
+    .workers(jobs)
+    .pipeline(pipeline)
+    .max_in_flight(jobs * pipeline * 4)
+    // Workers that cannot work at all (a wrong command) stop the pool.
+    .give_up_after(3 * jobs as u32 + 3);
+    if let Some(t) = cfg.timeout {
+        builder = builder.task_timeout(t);
+    }
+    let pool = builder.build()?;
+    let (read, failed) = feed_and_print(&pool, cfg.unordered)?;
+    pool.shutdown()?;
     if failed > 0 {
         eprintln!("procwire pool: {failed} of {read} tasks failed");
         return Ok(ExitCode::FAILURE);
@@ -414,10 +262,19 @@ pub fn run(cfg: Config) -> Result<ExitCode> {
 /// `procwire pool --listen`: tasks from stdin to remote workers (and, with
 /// a CMD, `-j` local ones that connect like remote ones), answers in order.
 pub fn run_remote(cfg: Config, at: &str, heartbeat: Duration) -> Result<ExitCode> {
-    use procwire::remote::pool::{Outcome, RemotePool};
-    let opts = procwire::Net::new().heartbeat(heartbeat);
-    let pool = RemotePool::listen(at, &opts).with_context(|| format!("listening at {at}"))?;
-    let endpoint = pool.endpoint().to_string();
+    let net = procwire::Net::new()
+        .heartbeat(heartbeat)
+        .codec(CodecKind::Raw);
+    let mut builder =
+        Pool::<ByteBuf, ByteBuf>::remote(at, &net).with_context(|| format!("listening at {at}"))?;
+    if let Some(t) = cfg.timeout {
+        builder = builder.task_timeout(t);
+    }
+    let pool = builder.build()?;
+    let endpoint = pool
+        .endpoint()
+        .context("a remote pool has an endpoint")?
+        .to_string();
     eprintln!("procwire pool: listening at {endpoint}");
     let mut local = Vec::new();
     if !cfg.command.is_empty() {
@@ -433,35 +290,18 @@ pub fn run_remote(cfg: Config, at: &str, heartbeat: Duration) -> Result<ExitCode
             local.push(cmd.spawn().context("starting a local worker")?);
         }
     }
-    // Read as workers take tasks: the input may be endless.
-    let lines = io::BufReader::new(io::stdin())
-        .split(b'\n')
-        .map_while(std::result::Result::ok);
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    let mut write_err = None;
-    let summary = pool.run(lines, !cfg.unordered, |i, o| {
-        let r = match o {
-            Outcome::Done(b) => Ok(b),
-            Outcome::Failed(why) => Err(why),
-            other => Err(format!("{other:?}")),
-        };
-        if let Err(e) = emit(i + 1, r, &mut out) {
-            write_err.get_or_insert(e);
-        }
-    })?;
-    if let Some(e) = write_err {
-        return Err(e.into());
-    }
-    out.flush()?;
-    drop(out);
+    let (read, failed) = feed_and_print(&pool, cfg.unordered)?;
+    let stats = pool.stats();
+    pool.shutdown()?; // says bye to every worker
     for mut w in local {
         let _ = w.wait_timeout(Duration::from_secs(5));
     }
     eprintln!(
-        "procwire pool: {} tasks, {} failed, {} given to another worker, {} duplicate answers dropped",
-        summary.tasks, summary.failed, summary.reassigned, summary.duplicates
+        "procwire pool: {read} tasks, {failed} failed, {} given to another worker, {} stray \
+         answers dropped",
+        stats.lost, stats.stray_answers
     );
-    Ok(if summary.failed > 0 {
+    Ok(if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -483,26 +323,22 @@ pub fn worker(
         reconnect_for,
         beat: heartbeat,
     };
-    let mut current: Option<Worker> = None;
+    let mut current: Option<Box<dyn Worker<ByteBuf, ByteBuf>>> = None;
+    let cmds = Cmds { command, framed };
     work(at, &wo, |payload| {
         let w = match current.as_mut() {
             Some(w) => w,
-            None => current.insert(Worker::spawn(&command, framed).map_err(|e| format!("{e:#}"))?),
+            None => current.insert(cmds.start().map_err(|e| e.to_string())?),
         };
-        let task = Task {
-            line: 0,
-            data: payload,
-        };
-        let sent = w.send(&task);
-        match (sent, w.receive(None)) {
-            (_, Reply::Answer(out)) => Ok(out),
-            (_, Reply::Died(why)) | (Err(why), _) => {
-                let mut dead = current.take().expect("present");
-                let _ = dead.child.kill();
-                let _ = dead.child.wait();
-                Err(why)
+        let answer = w.send(&ByteBuf::from(payload)).and_then(|()| w.recv(None));
+        match answer {
+            Ok(out) => Ok(out.into_vec()),
+            Err(why) => {
+                if let Some(dead) = current.take() {
+                    dead.retire(true);
+                }
+                Err(why.to_string())
             }
-            (_, Reply::TimedOut) => Err("timed out".into()),
         }
     })
     .with_context(|| format!("working for the pool at {at}"))?;

@@ -98,7 +98,7 @@ fn a_crashed_worker_fails_its_task_only_and_is_restarted() {
         );
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(
-            err.contains("line 13 failed") && err.contains("exit status: 7"),
+            err.contains("line 13 failed") && err.contains("exited with status 7"),
             "{err}"
         );
         assert!(err.contains("1 of 20 tasks failed"), "{err}");
@@ -123,7 +123,10 @@ fn a_stuck_worker_is_killed_after_the_timeout() {
     );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("line 21 failed: timed out"), "{err}");
+    assert!(
+        err.contains("line 21 failed: the task ran past its timeout"),
+        "{err}"
+    );
     assert!(err.contains("line 13 failed"), "{err}");
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 23);

@@ -102,7 +102,19 @@ pub struct Error {
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+    /// An error of `kind` saying `message`: for code that plugs into
+    /// procwire, such as a pool's own [`Worker`](crate::pool::Worker).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::{Error, ErrorKind};
+    ///
+    /// let e = Error::new(ErrorKind::Remote, "the task failed: no such file");
+    /// assert_eq!(e.kind(), ErrorKind::Remote);
+    /// assert_eq!(e.to_string(), "the task failed: no such file");
+    /// ```
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
         Error {
             kind,
             message: message.into(),
@@ -141,6 +153,12 @@ impl Error {
             source: Some(e),
             status: None,
         }
+    }
+
+    /// This error, with the exit status of the process it is about
+    /// ([`exit_status`](Error::exit_status)).
+    pub fn with_exit_status(self, status: std::process::ExitStatus) -> Error {
+        self.with_status(Some(status))
     }
 
     /// Attaches the exit status of the peer process.

@@ -1,20 +1,25 @@
-//! The scheduler behind a [`Pool`]: the queue, the workers, and what
-//! happens when one dies.
+//! The one scheduler behind every [`Pool`]: the queue, the worker slots,
+//! and what happens when a worker dies, over any [`Link`].
 
 use super::*;
 
-pub(super) struct Config<Req, Resp> {
-    pub(super) source: Source<Req, Resp>,
+pub(super) type Boxed<Req, Resp> = Box<dyn Worker<Req, Resp>>;
+
+pub(super) struct Config {
     pub(super) task_timeout: Option<Duration>,
     pub(super) max_tasks: Option<u64>,
     pub(super) retries: u32,
-    pub(super) options: Options,
+    pub(super) pipeline: usize,
+    pub(super) give_up_after: Option<u32>,
 }
 
 pub(super) struct Job<Req, Resp> {
     pub(super) req: Req,
     pub(super) slot: Arc<Slot<Resp>>,
     pub(super) attempts: u32,
+    /// Counted in the queue's `unfinished` (a `call` run on its caller's
+    /// thread is not, until it is queued for a retry).
+    pub(super) queued: bool,
 }
 
 pub(super) struct Queue<Req, Resp> {
@@ -25,19 +30,41 @@ pub(super) struct Queue<Req, Resp> {
     pub(super) closed: bool,
 }
 
+/// A worker with what the pool keeps about it.
+pub(super) struct Held<Req, Resp> {
+    pub(super) worker: Boxed<Req, Resp>,
+    pub(super) key: u64,
+    pub(super) tasks: u64,
+}
+
 pub(super) struct Shared<Req, Resp> {
     pub(super) queue: Mutex<Queue<Req, Resp>>,
     pub(super) has_job: Condvar,
     pub(super) has_room: Condvar,
     pub(super) aborted: AtomicBool,
     /// Worker slots not in use: a worker, or `None` for a slot whose worker
-    /// must be (re)started. There are always `workers` slots in all, here or
-    /// checked out by a driver or by a caller of [`Pool::call`].
+    /// must be (re)started. A pool that starts its workers has always
+    /// `workers` slots in all, here or checked out; one whose workers
+    /// arrive has one per worker that arrived and was not lost.
     pub(super) slots: Mutex<Slots<Req, Resp>>,
     pub(super) slot_free: Condvar,
-    /// Every live worker, to kill on abort and to list.
-    pub(super) live: Mutex<HashMap<u32, Arc<ProcState>>>,
-    pub(super) config: Config<Req, Resp>,
+    /// Every live worker: its pid (if local) and how to kill it on abort.
+    pub(super) live: Mutex<HashMap<u64, Live>>,
+    pub(super) next_key: AtomicU64,
+    pub(super) link: Arc<dyn Link<Req, Resp>>,
+    pub(super) config: Config,
+    pub(super) lost: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) lost_in_a_row: AtomicU64,
+    /// Why the pool gave up (workers kept failing), for every task after.
+    pub(super) gave_up: Mutex<Option<Error>>,
+    /// Driver threads, for a pool whose workers arrive (one per worker).
+    pub(super) drivers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+pub(super) struct Live {
+    pub(super) pid: Option<u32>,
+    pub(super) kill: Box<dyn Fn() + Send + Sync>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -48,104 +75,90 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(super) struct Slot<Resp> {
     pub(super) index: u64,
     pub(super) result: Awaited<Result<Resp>>,
-    /// Tells an unordered `map` which task finished.
-    pub(super) notify: Option<mpsc::Sender<u64>>,
+    /// Tells an unordered `map` or `run` which task finished.
+    pub(super) notify: Option<Notify>,
 }
+
+pub(super) type Notify = Arc<dyn Fn(u64) + Send + Sync>;
 
 impl<Resp> Slot<Resp> {
     pub(super) fn fill(&self, r: Result<Resp>) {
         self.result.set(r);
         if let Some(n) = &self.notify {
-            let _ = n.send(self.index);
+            n(self.index);
         }
     }
-}
-
-/// The arguments of a function worker.
-#[derive(Serialize, Deserialize)]
-pub(super) struct WorkerArg {
-    pub(super) handler: isize,
-    pub(super) init: Option<isize>,
-}
-
-/// A function worker's life: initialize, then serve calls until the pool
-/// closes the channel.
-pub(super) fn worker_main<Req: Message, Resp: Message>(arg: WorkerArg, end: ServerEnd<Req, Resp>) {
-    if let Some(init) = arg.init {
-        init_fn_at(init)();
-    }
-    let handler = handler_at::<Req, Resp>(arg.handler);
-    let _ = rpc::serve(end, |req| Ok::<_, String>(handler(req)));
-}
-
-pub(super) struct Worker<Req, Resp> {
-    pub(super) client: Client<Req, Resp>,
-    pub(super) child: Child,
-    pub(super) tasks: u64,
 }
 
 /// The free worker slots, and how many threads wait for one (a wake-up
 /// costs a futex call: skipped when nobody waits).
 pub(super) struct Slots<Req, Resp> {
-    pub(super) free: Vec<Option<Worker<Req, Resp>>>,
+    pub(super) free: Vec<Option<Held<Req, Resp>>>,
     pub(super) waiting: usize,
 }
 
-/// How one attempt at a task went.
-pub(super) enum Attempt<Resp> {
-    /// A result (the worker's own error included); the worker is fine.
-    Done(Result<Resp>),
-    /// The worker died or hung on the task; it is gone. A retry may help.
-    Lost(Error),
+/// A task sent to a worker, with the time its clock started.
+struct InFlight<Req, Resp> {
+    job: Job<Req, Resp>,
+    since: Instant,
 }
 
-impl<Req: Message + Clone, Resp: Message> Shared<Req, Resp> {
-    pub(super) fn start_worker(&self) -> Result<Worker<Req, Resp>> {
-        let (child, end) = match &self.config.source {
-            Source::Function { handler, init, how } => {
-                let arg = WorkerArg {
-                    handler: fn_offset(*handler as usize),
-                    init: init.map(|f| fn_offset(f as usize)),
-                };
-                task(worker_main::<Req, Resp>, arg)
-                    .via(*how)
-                    .options(self.config.options.clone())
-                    .spawn()?
-            }
-            Source::Command(factory) => {
-                let mut cmd = factory();
-                let end = cmd.channel_with(&self.config.options)?;
-                (cmd.spawn()?, end)
-            }
-        };
-        lock(&self.live).insert(child.id(), Arc::clone(child.state()));
-        Ok(Worker {
-            client: Client::new(end),
-            child,
-            tasks: 0,
-        })
+impl<Req, Resp> Shared<Req, Resp> {
+    pub(super) fn finish(&self, job: Job<Req, Resp>, r: Result<Resp>) {
+        if r.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        job.slot.fill(r);
+        if job.queued {
+            let mut q = lock(&self.queue);
+            q.unfinished -= 1;
+            drop(q);
+            self.has_room.notify_all();
+            // Shutdown waits for `unfinished` to reach 0 too.
+            self.has_job.notify_all();
+        }
     }
 
-    /// Ends a worker: closes its channel (it exits) and reaps it, killing
-    /// it first when `kill`, or when it does not exit within a second.
-    pub(super) fn retire(&self, worker: Worker<Req, Resp>, kill: bool) {
-        let Worker {
-            client, mut child, ..
-        } = worker;
-        lock(&self.live).remove(&child.id());
-        drop(client);
-        if kill {
-            let _ = child.kill();
+    /// Why tasks end unfinished now: the pool gave up, or was aborted.
+    pub(super) fn stopped(&self) -> Error {
+        match &*lock(&self.gave_up) {
+            Some(e) => e.duplicate(),
+            None => aborted(),
         }
-        if let Ok(None) = child.wait_timeout(Duration::from_secs(1)) {
-            let _ = child.kill();
-            let _ = child.wait();
+    }
+}
+
+impl<Req: Send + Clone + 'static, Resp: Send + 'static> Shared<Req, Resp> {
+    /// Takes a new worker into the pool's books.
+    pub(super) fn admit(&self, worker: Boxed<Req, Resp>) -> Held<Req, Resp> {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        lock(&self.live).insert(
+            key,
+            Live {
+                pid: worker.pid(),
+                kill: worker.killer(),
+            },
+        );
+        Held {
+            worker,
+            key,
+            tasks: 0,
         }
+    }
+
+    pub(super) fn start_worker(&self) -> Result<Held<Req, Resp>> {
+        Ok(self.admit(self.link.start()?))
+    }
+
+    /// Ends a worker: see [`Worker::retire`].
+    pub(super) fn retire(&self, held: Held<Req, Resp>, kill: bool) {
+        lock(&self.live).remove(&held.key);
+        held.worker.retire(kill);
     }
 
     /// Takes a worker slot, waiting for one when `block`. `None` if none is
     /// free (not blocking) or the pool was aborted.
-    pub(super) fn checkout(&self, block: bool) -> Option<Option<Worker<Req, Resp>>> {
+    pub(super) fn checkout(&self, block: bool) -> Option<Option<Held<Req, Resp>>> {
         let mut slots = lock(&self.slots);
         loop {
             if self.aborted.load(Ordering::SeqCst) {
@@ -166,7 +179,12 @@ impl<Req: Message + Clone, Resp: Message> Shared<Req, Resp> {
         }
     }
 
-    pub(super) fn checkin(&self, slot: Option<Worker<Req, Resp>>) {
+    /// Gives a slot back. A pool whose workers arrive keeps no empty slot:
+    /// a lost worker's place goes with it.
+    pub(super) fn checkin(&self, slot: Option<Held<Req, Resp>>) {
+        if slot.is_none() && self.link.arrives() {
+            return;
+        }
         let mut slots = lock(&self.slots);
         slots.free.push(slot);
         if slots.waiting > 0 {
@@ -177,87 +195,20 @@ impl<Req: Message + Clone, Resp: Message> Shared<Req, Resp> {
     /// A slot's worker, ready for a task: started if the slot is empty,
     /// replaced if it died while idle (a task must not pay for a death it
     /// did not cause).
-    pub(super) fn ready(&self, slot: Option<Worker<Req, Resp>>) -> Result<Worker<Req, Resp>> {
+    fn ready(&self, slot: Option<Held<Req, Resp>>) -> Result<Held<Req, Resp>> {
         match slot {
-            Some(mut w) => {
-                if matches!(w.child.try_wait(), Ok(None)) {
-                    return Ok(w);
+            Some(mut h) => {
+                if h.worker.alive() {
+                    return Ok(h);
                 }
-                let _ = w.child.wait();
-                lock(&self.live).remove(&w.child.id());
+                self.retire(h, true);
                 self.start_worker()
             }
             None => self.start_worker(),
         }
     }
 
-    /// Runs `req` on a slot's worker, then gives the slot back.
-    pub(super) fn attempt(&self, slot: Option<Worker<Req, Resp>>, req: Req) -> Attempt<Resp> {
-        let mut w = match self.ready(slot) {
-            Ok(w) => w,
-            Err(e) => {
-                self.checkin(None);
-                return Attempt::Done(Err(e));
-            }
-        };
-        let result = match self.config.task_timeout {
-            Some(t) => w.client.call_timeout(req, t),
-            None => w.client.call(req),
-        };
-        match result {
-            Ok(resp) => {
-                w.tasks += 1;
-                if self.config.max_tasks.is_some_and(|m| w.tasks >= m) {
-                    self.retire(w, false);
-                    self.checkin(None);
-                } else {
-                    self.checkin(Some(w));
-                }
-                Attempt::Done(Ok(resp))
-            }
-            Err(e) if e.kind() == ErrorKind::Remote => {
-                self.checkin(Some(w));
-                Attempt::Done(Err(e))
-            }
-            Err(e) => {
-                // The worker crashed or hung on this task: name it, replace it.
-                let pid = w.child.id();
-                self.retire(w, true);
-                self.checkin(None);
-                let died = matches!(
-                    e.kind(),
-                    ErrorKind::PeerExited | ErrorKind::Disconnected | ErrorKind::UnexpectedEof
-                );
-                if e.kind() == ErrorKind::Timeout {
-                    Attempt::Lost(Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "the task ran past its timeout; worker {pid} was killed and replaced"
-                        ),
-                    ))
-                } else if died {
-                    let what = match e.exit_status() {
-                        Some(s) => describe(s),
-                        None => format!("failed ({e})"),
-                    };
-                    Attempt::Lost(
-                        Error::new(
-                            ErrorKind::PeerExited,
-                            format!("worker {pid} {what} while running this task; it was replaced"),
-                        )
-                        .with_status(e.exit_status()),
-                    )
-                } else {
-                    // A reply that did not decode, say: the channel is no
-                    // longer trustworthy, so the worker was replaced; the
-                    // task is not retried.
-                    Attempt::Done(Err(e))
-                }
-            }
-        }
-    }
-
-    pub(super) fn next_job(&self) -> Option<Job<Req, Resp>> {
+    pub(super) fn next_job(&self, block: bool) -> Option<Job<Req, Resp>> {
         let mut q = lock(&self.queue);
         loop {
             if self.aborted.load(Ordering::SeqCst) {
@@ -266,47 +217,243 @@ impl<Req: Message + Clone, Resp: Message> Shared<Req, Resp> {
             if let Some(job) = q.jobs.pop_front() {
                 return Some(job);
             }
-            if q.closed {
+            if q.closed || !block {
                 return None;
             }
             q = self.has_job.wait(q).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
-    pub(super) fn finish(&self, job: Job<Req, Resp>, r: Result<Resp>) {
-        job.slot.fill(r);
+    /// Puts jobs back at the front of the queue, in their order (or, once
+    /// the pool stopped, ends them).
+    fn requeue(&self, jobs: impl DoubleEndedIterator<Item = Job<Req, Resp>>) {
+        if self.aborted.load(Ordering::SeqCst) {
+            for job in jobs {
+                self.finish(job, Err(self.stopped()));
+            }
+            return;
+        }
         let mut q = lock(&self.queue);
-        q.unfinished -= 1;
+        for mut job in jobs.rev() {
+            if !job.queued {
+                job.queued = true;
+                q.unfinished += 1;
+            }
+            q.jobs.push_front(job);
+        }
         drop(q);
-        self.has_room.notify_all();
-        // Shutdown waits for `unfinished` to reach 0 too.
         self.has_job.notify_all();
     }
 
-    pub(super) fn requeue(&self, mut job: Job<Req, Resp>) {
-        job.attempts += 1;
-        lock(&self.queue).jobs.push_front(job);
-        self.has_job.notify_one();
+    /// Runs `first` on a checked-out slot's worker, keeping up to
+    /// `pipeline` tasks in flight while the queue has more (when `refill`),
+    /// until none is in flight; then gives the slot back.
+    pub(super) fn work(&self, slot: Option<Held<Req, Resp>>, first: Job<Req, Resp>, refill: bool) {
+        let mut held = match self.ready(slot) {
+            Ok(h) => h,
+            Err(e) => {
+                self.checkin(None);
+                let e = e.because("starting a worker for this task");
+                return self.lose(first, e);
+            }
+        };
+        let mut flight: VecDeque<InFlight<Req, Resp>> = VecDeque::new();
+        let mut next = Some(first);
+        loop {
+            // Send what there is room for.
+            while let Some(job) = next.take() {
+                match held.worker.send(&job.req) {
+                    Ok(()) => flight.push_back(InFlight {
+                        job,
+                        since: Instant::now(),
+                    }),
+                    Err(e) if matches!(e.kind(), ErrorKind::Encode | ErrorKind::FrameTooLarge) => {
+                        self.finish(job, Err(e));
+                    }
+                    Err(e) => {
+                        // Lost while sending: what it holds goes back, and
+                        // this task is lost with it.
+                        let name = held.worker.name();
+                        self.retire(held, true);
+                        self.checkin(None);
+                        self.requeue(flight.into_iter().map(|f| f.job));
+                        return self.lose(job, lost_error(&name, e));
+                    }
+                }
+                let room = flight.len() < self.config.pipeline
+                    && self
+                        .config
+                        .max_tasks
+                        .is_none_or(|m| held.tasks + (flight.len() as u64) < m);
+                if refill && room {
+                    next = self.next_job(false);
+                }
+            }
+            let Some(oldest) = flight.front() else {
+                break;
+            };
+            let deadline = self.config.task_timeout.map(|t| oldest.since + t);
+            let answer = held.worker.recv(deadline);
+            let done = flight.pop_front().expect("a task is in flight").job;
+            // The next task's clock starts when it is the oldest.
+            if let Some(f) = flight.front_mut() {
+                f.since = f.since.max(Instant::now());
+            }
+            match answer {
+                Ok(resp) => {
+                    held.tasks += 1;
+                    self.lost_in_a_row.store(0, Ordering::Relaxed);
+                    self.finish(done, Ok(resp));
+                }
+                Err(e) if e.kind() == ErrorKind::Remote => {
+                    self.lost_in_a_row.store(0, Ordering::Relaxed);
+                    self.finish(done, Err(e));
+                }
+                Err(e) => {
+                    let name = held.worker.name();
+                    self.retire(held, true);
+                    self.checkin(None);
+                    self.requeue(flight.into_iter().map(|f| f.job));
+                    if e.kind() == ErrorKind::Decode {
+                        // The channel is no longer trustworthy: the worker
+                        // was replaced; the task is not retried.
+                        return self.finish(done, Err(e));
+                    }
+                    let e = if e.kind() == ErrorKind::Timeout {
+                        Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "the task ran past its timeout; {name} was killed and replaced"
+                            ),
+                        )
+                    } else {
+                        lost_error(&name, e)
+                    };
+                    return self.lose(done, e);
+                }
+            }
+            if refill && next.is_none() && flight.is_empty() {
+                // The worker is free: more work, if it may take it.
+                if self.config.max_tasks.is_none_or(|m| held.tasks < m) {
+                    next = self.next_job(false);
+                }
+            }
+        }
+        if self.config.max_tasks.is_some_and(|m| held.tasks >= m) {
+            self.retire(held, false);
+            self.checkin(None);
+        } else {
+            self.checkin(Some(held));
+        }
+    }
+
+    /// A task whose worker was lost: run again while retries are left,
+    /// failed otherwise; and the pool gives up if workers keep failing.
+    fn lose(&self, job: Job<Req, Resp>, e: Error) {
+        if self.aborted.load(Ordering::SeqCst) {
+            // Killed by the abort, not lost.
+            return self.finish(job, Err(self.stopped()));
+        }
+        self.lost.fetch_add(1, Ordering::Relaxed);
+        let row = self.lost_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(limit) = self.config.give_up_after
+            && row > u64::from(limit)
+        {
+            let why = Error::new(
+                ErrorKind::Cancelled,
+                format!("workers keep failing ({row} lost in a row, the last: {e}); giving up"),
+            );
+            self.finish(job, Err(why.duplicate()));
+            self.give_up(why);
+            return;
+        }
+        if job.attempts < self.config.retries {
+            let mut job = job;
+            job.attempts += 1;
+            self.requeue(std::iter::once(job));
+        } else {
+            self.finish(job, Err(e));
+        }
+    }
+
+    /// Stops everything: kills the workers, fails the queued tasks with
+    /// `why`.
+    pub(super) fn give_up(&self, why: Error) {
+        lock(&self.gave_up).get_or_insert(why);
+        self.abort_now();
+    }
+
+    pub(super) fn abort_now(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
+        let queued: Vec<_> = {
+            let mut q = lock(&self.queue);
+            q.closed = true;
+            q.jobs.drain(..).collect()
+        };
+        for job in queued {
+            self.finish(job, Err(self.stopped()));
+        }
+        for live in lock(&self.live).values() {
+            (live.kill)();
+        }
+        self.link.close();
+        self.has_job.notify_all();
+        self.has_room.notify_all();
+        self.slot_free.notify_all();
     }
 }
 
+fn lost_error(name: &str, e: Error) -> Error {
+    let status = e.exit_status();
+    let what = match status {
+        Some(s) => crate::process::describe(s),
+        None => format!("failed ({e})"),
+    };
+    Error::new(
+        ErrorKind::PeerExited,
+        format!("{name} {what} while running this task; it was replaced"),
+    )
+    .with_status(status)
+}
+
 /// A driver thread: takes queued tasks and runs each on a free worker.
-pub(super) fn drive<Req: Message + Clone, Resp: Message>(shared: &Shared<Req, Resp>) {
-    while let Some(job) = shared.next_job() {
+pub(super) fn drive<Req: Send + Clone + 'static, Resp: Send + 'static>(shared: &Shared<Req, Resp>) {
+    while let Some(job) = shared.next_job(true) {
         let Some(slot) = shared.checkout(true) else {
-            shared.finish(job, Err(aborted()));
+            shared.finish(job, Err(shared.stopped()));
             break;
         };
-        let outcome = shared.attempt(slot, job.req.clone());
+        shared.work(slot, job, true);
         if shared.aborted.load(Ordering::SeqCst) {
-            shared.finish(job, Err(aborted()));
             break;
         }
-        match outcome {
-            Attempt::Done(r) => shared.finish(job, r),
-            Attempt::Lost(_) if job.attempts < shared.config.retries => shared.requeue(job),
-            Attempt::Lost(e) => shared.finish(job, Err(e)),
+    }
+}
+
+/// For a pool whose workers arrive: takes each into a slot, with a driver
+/// of its own, until the link closes.
+pub(super) fn admit_arrivals<Req: Send + Clone + 'static, Resp: Send + 'static>(
+    shared: &Arc<Shared<Req, Resp>>,
+) {
+    while let Ok(worker) = shared.link.start() {
+        if shared.aborted.load(Ordering::SeqCst) || lock(&shared.queue).closed {
+            worker.retire(false);
+            continue;
         }
+        let held = shared.admit(worker);
+        let n = lock(&shared.live).len();
+        let mut drivers = lock(&shared.drivers);
+        if drivers.len() < n {
+            let s = Arc::clone(shared);
+            if let Ok(h) = std::thread::Builder::new()
+                .name(format!("procwire-pool-{}", drivers.len()))
+                .spawn(move || drive(&s))
+            {
+                drivers.push(h);
+            }
+        }
+        drop(drivers);
+        shared.checkin(Some(held));
     }
 }
 

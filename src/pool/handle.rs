@@ -15,7 +15,7 @@ impl<Req, Resp> TaskHandle<Req, Resp> {
         self.slot
             .result
             .wait_with(None, Option::take)
-            .unwrap_or_else(|| Err(aborted()))
+            .unwrap_or_else(|| Err(self.shared.stopped()))
     }
 
     /// Waits at most `timeout`; [`ErrorKind::Timeout`] if the task has not
@@ -48,14 +48,11 @@ impl<Req, Resp> TaskHandle<Req, Resp> {
             return false;
         };
         let job = q.jobs.remove(at).expect("position is in range");
-        q.unfinished -= 1;
         drop(q);
-        self.shared.has_room.notify_all();
-        self.shared.has_job.notify_all();
-        job.slot.fill(Err(Error::new(
-            ErrorKind::Cancelled,
-            "the task was cancelled",
-        )));
+        self.shared.finish(
+            job,
+            Err(Error::new(ErrorKind::Cancelled, "the task was cancelled")),
+        );
         true
     }
 }
@@ -107,7 +104,7 @@ pub struct MapUnordered<'p, Req: Message + Clone, Resp: Message, I> {
     pub(super) pending: HashMap<u64, TaskHandle<Req, Resp>>,
     pub(super) position: HashMap<u64, usize>,
     pub(super) next: usize,
-    pub(super) tx: mpsc::Sender<u64>,
+    pub(super) notify: Notify,
     pub(super) rx: mpsc::Receiver<u64>,
 }
 
@@ -122,7 +119,10 @@ impl<Req: Message + Clone, Resp: Message, I: Iterator<Item = Req>> Iterator
             let Some(item) = self.items.next() else { break };
             let pos = self.next;
             self.next += 1;
-            match self.pool.enqueue(item, true, Some(self.tx.clone())) {
+            match self
+                .pool
+                .enqueue(item, true, Some(Arc::clone(&self.notify)))
+            {
                 Ok(h) => {
                     self.position.insert(h.slot.index, pos);
                     self.pending.insert(h.slot.index, h);
@@ -146,4 +146,92 @@ impl<Req: Message + Clone, Resp: Message, I> fmt::Debug for MapUnordered<'_, Req
             .field("pending", &self.pending.len())
             .finish_non_exhaustive()
     }
+}
+
+/// What the feeding thread of [`Pool::run`] and the pool tell the caller's
+/// thread.
+enum Note<Req, Resp> {
+    Submitted(u64, TaskHandle<Req, Resp>),
+    Finished(u64),
+    Refused(u64, Error),
+    Fed(u64),
+}
+
+pub(super) fn run<Req: Message + Clone, Resp: Message>(
+    pool: &Pool<Req, Resp>,
+    tasks: impl Iterator<Item = Req> + Send,
+    ordered: bool,
+    mut each: impl FnMut(u64, Result<Resp>),
+) -> Result<u64> {
+    let (tx, rx) = mpsc::channel::<Note<Req, Resp>>();
+    let finished = Mutex::new(tx.clone());
+    let notify: Notify = Arc::new(move |i| {
+        let _ = lock(&finished).send(Note::Finished(i));
+    });
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut n = 0u64;
+            for t in tasks {
+                let note = match pool.enqueue(t, true, Some(Arc::clone(&notify))) {
+                    Ok(h) => Note::Submitted(n, h),
+                    Err(e) => Note::Refused(n, e),
+                };
+                n += 1;
+                if tx.send(note).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Note::Fed(n));
+        });
+        // Slot index -> position, and the handles not yet finished.
+        let mut position: HashMap<u64, (u64, TaskHandle<Req, Resp>)> = HashMap::new();
+        let mut early: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let mut ready: std::collections::BTreeMap<u64, Result<Resp>> = Default::default();
+        let (mut next_out, mut fed, mut done) = (0u64, None::<u64>, 0u64);
+        let mut emit = |pos: u64, r: Result<Resp>, ready: &mut std::collections::BTreeMap<_, _>| {
+            if !ordered {
+                return each(pos, r);
+            }
+            ready.insert(pos, r);
+            while let Some(r) = ready.remove(&next_out) {
+                each(next_out, r);
+                next_out += 1;
+            }
+        };
+        while fed != Some(done) {
+            let Ok(note) = rx.recv() else {
+                return Err(Error::new(ErrorKind::Io, "the pool's feeding thread ended"));
+            };
+            let finished = match note {
+                Note::Fed(n) => {
+                    fed = Some(n);
+                    continue;
+                }
+                Note::Refused(pos, e) => {
+                    done += 1;
+                    emit(pos, Err(e), &mut ready);
+                    continue;
+                }
+                Note::Submitted(pos, h) => {
+                    let index = h.slot.index;
+                    position.insert(index, (pos, h));
+                    if !early.remove(&index) {
+                        continue;
+                    }
+                    index
+                }
+                Note::Finished(index) => index,
+            };
+            match position.remove(&finished) {
+                Some((pos, h)) => {
+                    done += 1;
+                    emit(pos, h.wait(), &mut ready);
+                }
+                None => {
+                    early.insert(finished);
+                }
+            }
+        }
+        Ok(done)
+    })
 }

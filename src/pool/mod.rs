@@ -23,6 +23,18 @@
 //! task it was running, with an error naming its pid and exit status or
 //! signal, and is replaced; no other task is lost or run twice.
 //!
+//! # One scheduler, many kinds of worker
+//!
+//! The same scheduler drives every kind of worker, through the [`Link`]
+//! and [`Worker`] traits: functions of this program ([`Pool::builder`]),
+//! programs speaking RPC ([`Pool::command`]), workers that connect from
+//! other machines (`Pool::remote`, feature `remote`), the `procwire pool`
+//! command's line and framed workers, and any link of your own
+//! ([`Pool::with_link`]). Each gets the same API: [`Pool::call`],
+//! [`Pool::submit`] → [`TaskHandle`], the lazy [`Pool::map`] and
+//! [`Pool::map_unordered`], and [`Pool::run`] for a stream of tasks fed
+//! from a thread (stdin, say).
+//!
 //! # Compared with Python's pools
 //!
 //! | `multiprocessing.Pool` / `ProcessPoolExecutor` | procwire |
@@ -44,206 +56,56 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::awaited::Awaited;
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::ProcState;
-use crate::process::{describe, fn_offset, handler_at, init_fn_at};
-use crate::rpc::{self, Client, ServerEnd};
-use crate::{Child, Command, How, Options, task};
+use crate::{Command, How, Options};
 
+mod builder;
 mod engine;
 mod handle;
+mod link;
 
+pub use builder::PoolBuilder;
+use builder::Source;
 use engine::*;
 pub use handle::{Map, MapUnordered, TaskHandle};
+pub use link::{Link, Worker};
 
 /// What a pool's messages must be.
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
 
-type Factory = Arc<dyn Fn() -> Command + Send + Sync>;
-
-enum Source<Req, Resp> {
-    Function {
-        handler: fn(Req) -> Resp,
-        init: Option<fn()>,
-        how: How,
-    },
-    Command(Factory),
+/// Counts of a pool's work so far ([`Pool::stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Tasks submitted.
+    pub submitted: u64,
+    /// Tasks that finished with an error (their own, or their worker's).
+    pub failed: u64,
+    /// Times a worker was lost while it held a task (died, hung, vanished):
+    /// the task was run again elsewhere, or failed.
+    pub lost: u64,
+    /// Answers dropped because they came from a worker that no longer
+    /// held the task (a remote worker given up as lost that answered late).
+    pub stray_answers: u64,
 }
 
-impl<Req, Resp> Clone for Source<Req, Resp> {
-    fn clone(&self) -> Self {
-        match self {
-            Source::Function { handler, init, how } => Source::Function {
-                handler: *handler,
-                init: *init,
-                how: *how,
-            },
-            Source::Command(f) => Source::Command(Arc::clone(f)),
-        }
-    }
-}
-
-/// Configures a [`Pool`]; made by [`Pool::builder`] or [`Pool::command`].
-pub struct PoolBuilder<Req, Resp> {
-    source: Source<Req, Resp>,
-    workers: usize,
-    max_in_flight: Option<usize>,
-    task_timeout: Option<Duration>,
-    max_tasks_per_worker: Option<u64>,
-    retries: u32,
-    options: Options,
-}
-
-impl<Req: Message + Clone, Resp: Message> PoolBuilder<Req, Resp> {
-    /// How many workers (default: the number of CPUs).
-    pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n.max(1);
-        self
-    }
-
-    /// How function workers start (default [`How::Auto`]: the fork server
-    /// if [`init`](crate::init) started one, else re-exec).
-    pub fn via(mut self, how: How) -> Self {
-        if let Source::Function { how: h, .. } = &mut self.source {
-            *h = how;
-        }
-        self
-    }
-
-    /// The most tasks submitted and not yet finished (default: twice the
-    /// workers). `submit` waits, and `try_submit` fails with
-    /// [`ErrorKind::Full`], beyond it.
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = Some(n.max(1));
-        self
-    }
-
-    /// A task running longer than this fails with [`ErrorKind::Timeout`]
-    /// and its worker is killed and replaced.
-    pub fn task_timeout(mut self, timeout: Duration) -> Self {
-        self.task_timeout = Some(timeout);
-        self
-    }
-
-    /// Replaces each worker after it has run `n` tasks (multiprocessing's
-    /// `maxtasksperchild`).
-    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
-        self.max_tasks_per_worker = Some(n.max(1));
-        self
-    }
-
-    /// Runs a task again, on a fresh worker, up to `n` more times when its
-    /// worker crashed or timed out on it (default 0). A handler's own error
-    /// is never retried.
-    pub fn retries(mut self, n: u32) -> Self {
-        self.retries = n;
-        self
-    }
-
-    /// Runs `init` once in each function worker before its first task.
-    pub fn initializer(mut self, init: fn()) -> Self {
-        if let Source::Function { init: i, .. } = &mut self.source {
-            *i = Some(init);
-        }
-        self
-    }
-
-    /// The channel options (codec: use MessagePack for workers in other
-    /// languages).
-    pub fn options(mut self, options: Options) -> Self {
-        self.options = options;
-        self
-    }
-
-    /// Starts the workers.
-    ///
-    /// [`How::Fork`] is refused: a pool starts replacement workers from its
-    /// own threads, where forking is unsafe. Use the fork server (call
-    /// [`init`](crate::init); the default) or [`How::Reexec`].
-    pub fn build(self) -> Result<Pool<Req, Resp>> {
-        if let Source::Function { how: How::Fork, .. } = self.source {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "a pool cannot fork its workers: it replaces them from its own threads, where \
-                 fork is unsafe; use the fork server (procwire::init(), the default) or How::Reexec",
-            ));
-        }
-        let workers = self.workers;
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                jobs: VecDeque::new(),
-                unfinished: 0,
-                capacity: self.max_in_flight.unwrap_or(workers * 2),
-                closed: false,
-            }),
-            has_job: Condvar::new(),
-            has_room: Condvar::new(),
-            aborted: AtomicBool::new(false),
-            slots: Mutex::new(Slots {
-                free: Vec::new(),
-                waiting: 0,
-            }),
-            slot_free: Condvar::new(),
-            live: Mutex::new(HashMap::new()),
-            config: Config {
-                source: self.source,
-                task_timeout: self.task_timeout,
-                max_tasks: self.max_tasks_per_worker,
-                retries: self.retries,
-                options: self.options,
-            },
-        });
-        // Start every worker now, so that a worker that cannot start is an
-        // error here rather than on the first task.
-        for _ in 0..workers {
-            let worker = shared.start_worker()?;
-            lock(&shared.slots).free.push(Some(worker));
-        }
-        let mut drivers = Vec::new();
-        for n in 0..workers {
-            let shared = Arc::clone(&shared);
-            let handle = std::thread::Builder::new()
-                .name(format!("procwire-pool-{n}"))
-                .spawn(move || drive(&shared))
-                .map_err(|e| Error::io("starting a pool driver thread", e))?;
-            drivers.push(handle);
-        }
-        Ok(Pool {
-            shared,
-            drivers,
-            next_index: Mutex::new(0),
-        })
-    }
-}
-
-impl<Req, Resp> fmt::Debug for PoolBuilder<Req, Resp> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PoolBuilder")
-            .field("workers", &self.workers)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("task_timeout", &self.task_timeout)
-            .field("max_tasks_per_worker", &self.max_tasks_per_worker)
-            .field("retries", &self.retries)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A pool of worker processes; see the [module docs](self).
+/// A pool of workers; see the [module docs](self).
 pub struct Pool<Req: Message + Clone, Resp: Message> {
     shared: Arc<Shared<Req, Resp>>,
-    drivers: Vec<JoinHandle<()>>,
+    admitter: Option<JoinHandle<()>>,
     next_index: Mutex<u64>,
+    endpoint: Option<crate::Endpoint>,
 }
 
 impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
@@ -260,19 +122,75 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
     /// A pool whose workers are programs made by `make`, which speak
     /// [RPC](crate::rpc) over `PROCWIRE_FD` (in any language: see the
     /// wire format; the Python reference peer has `serve`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let pool = procwire::Pool::<String, usize>::command(|| {
+    ///     let mut cmd = procwire::Command::new("python3");
+    ///     cmd.arg("worker.py"); // ch.serve(len) with the reference peer
+    ///     cmd
+    /// })
+    /// .options(procwire::Options::new().codec(procwire::CodecKind::MsgPack))
+    /// .workers(2)
+    /// .build()?;
+    /// assert_eq!(pool.call("four".into())?, 4);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn command(make: impl Fn() -> Command + Send + Sync + 'static) -> PoolBuilder<Req, Resp> {
         PoolBuilder::new(Source::Command(Arc::new(make)))
     }
 
-    fn enqueue(
+    /// A pool over a [`Link`] of your own: the scheduler, queue, retries,
+    /// timeouts and results of every pool, for a kind of worker procwire
+    /// does not know.
+    pub fn with_link(link: impl Link<Req, Resp>) -> PoolBuilder<Req, Resp> {
+        PoolBuilder::new(Source::Link(Arc::new(link)))
+    }
+
+    #[cfg(feature = "remote")]
+    pub(crate) fn remote_with(
+        link: Arc<dyn Link<Req, Resp>>,
+        endpoint: crate::Endpoint,
+    ) -> PoolBuilder<Req, Resp> {
+        let mut b = PoolBuilder::new(Source::Link(link));
+        b.endpoint = Some(endpoint);
+        b.retries = u32::MAX;
+        b.max_in_flight = Some(256);
+        b
+    }
+
+    /// Where workers connect, for a pool whose workers arrive
+    /// (`Pool::remote`); `None` for others.
+    pub fn endpoint(&self) -> Option<&crate::Endpoint> {
+        self.endpoint.as_ref()
+    }
+
+    fn new_slot(&self, notify: Option<Notify>) -> Arc<Slot<Resp>> {
+        let index = {
+            let mut n = lock(&self.next_index);
+            *n += 1;
+            *n - 1
+        };
+        Arc::new(Slot {
+            index,
+            result: Awaited::default(),
+            notify,
+        })
+    }
+
+    pub(super) fn enqueue(
         &self,
         req: Req,
         block: bool,
-        notify: Option<mpsc::Sender<u64>>,
+        notify: Option<Notify>,
     ) -> Result<TaskHandle<Req, Resp>> {
         let mut q = lock(&self.shared.queue);
         loop {
-            if q.closed || self.shared.aborted.load(Ordering::SeqCst) {
+            if self.shared.aborted.load(Ordering::SeqCst) {
+                return Err(self.shared.stopped());
+            }
+            if q.closed {
                 return Err(Error::new(ErrorKind::Cancelled, "the pool is shut down"));
             }
             if q.unfinished < q.capacity {
@@ -293,21 +211,13 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
                 .wait(q)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        let index = {
-            let mut n = lock(&self.next_index);
-            *n += 1;
-            *n - 1
-        };
-        let slot = Arc::new(Slot {
-            index,
-            result: Awaited::default(),
-            notify,
-        });
+        let slot = self.new_slot(notify);
         q.unfinished += 1;
         q.jobs.push_back(Job {
             req,
             slot: Arc::clone(&slot),
             attempts: 0,
+            queued: true,
         });
         drop(q);
         self.shared.has_job.notify_one();
@@ -329,7 +239,9 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
     }
 
     /// Runs every item of `items` and yields the results in order, lazily:
-    /// at most `max_in_flight` tasks ahead of the consumer.
+    /// at most `max_in_flight` tasks ahead of the consumer, pulled from
+    /// `items` on the consumer's thread (see [`run`](Pool::run) for a
+    /// source that may block, such as stdin).
     pub fn map<I: IntoIterator<Item = Req>>(&self, items: I) -> Map<'_, Req, Resp, I::IntoIter> {
         Map {
             pool: self,
@@ -345,53 +257,66 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
         items: I,
     ) -> MapUnordered<'_, Req, Resp, I::IntoIter> {
         let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
         MapUnordered {
             pool: self,
             items: items.into_iter(),
             pending: HashMap::new(),
             position: HashMap::new(),
             next: 0,
-            tx,
+            notify: Arc::new(move |i| {
+                let _ = lock(&tx).send(i);
+            }),
             rx,
         }
     }
 
     /// Finishes every task submitted, then stops the workers and waits for
-    /// them. No zombie and no descriptor remains.
+    /// them. No zombie and no descriptor remains. (A pool whose workers
+    /// arrive waits for workers to finish what is queued.)
     pub fn shutdown(mut self) -> Result<()> {
-        lock(&self.shared.queue).closed = true;
+        {
+            let mut q = lock(&self.shared.queue);
+            if self.shared.link.arrives() {
+                // Its drivers come with its workers: none may be there yet.
+                while q.unfinished > 0 && !self.shared.aborted.load(Ordering::SeqCst) {
+                    q = self
+                        .shared
+                        .has_room
+                        .wait(q)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+            q.closed = true;
+        }
         self.shared.has_job.notify_all();
-        self.join_drivers()
+        self.join_all()
     }
 
     /// Stops now: kills the workers, fails the queued and running tasks
     /// with [`ErrorKind::Cancelled`], and waits for everything to end.
     pub fn abort(mut self) -> Result<()> {
-        self.abort_now();
-        self.join_drivers()
+        self.shared.abort_now();
+        self.join_all()
     }
 
-    fn abort_now(&self) {
-        self.shared.aborted.store(true, Ordering::SeqCst);
-        let queued: Vec<_> = {
-            let mut q = lock(&self.shared.queue);
-            q.closed = true;
-            q.jobs.drain(..).collect()
-        };
-        for job in queued {
-            self.shared.finish(job, Err(aborted()));
-        }
-        for state in lock(&self.shared.live).values() {
-            let _ = state.signal(crate::Signal::Kill.as_raw());
-        }
-        self.shared.has_job.notify_all();
-        self.shared.has_room.notify_all();
-        self.shared.slot_free.notify_all();
-    }
-
-    fn join_drivers(&mut self) -> Result<()> {
+    fn join_all(&mut self) -> Result<()> {
         let mut panicked = false;
-        for d in self.drivers.drain(..) {
+        // Drivers end once the queue is closed and empty; a lost worker's
+        // task comes back to the driver that lost it.
+        loop {
+            let next = lock(&self.shared.drivers).pop();
+            let Some(d) = next else { break };
+            panicked |= d.join().is_err();
+        }
+        self.shared.link.close();
+        if let Some(a) = self.admitter.take() {
+            panicked |= a.join().is_err();
+        }
+        // Drivers the admitter started meanwhile.
+        loop {
+            let next = lock(&self.shared.drivers).pop();
+            let Some(d) = next else { break };
             panicked |= d.join().is_err();
         }
         // Every slot is back: end the workers (killed if aborted).
@@ -401,16 +326,32 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
             self.shared.retire(w, kill);
         }
         if panicked {
-            return Err(Error::new(ErrorKind::Io, "a pool driver thread panicked"));
+            return Err(Error::new(ErrorKind::Io, "a pool thread panicked"));
         }
-        Ok(())
+        match &*lock(&self.shared.gave_up) {
+            Some(e) => Err(e.duplicate()),
+            None => Ok(()),
+        }
     }
 
-    /// The process ids of the current workers.
+    /// The process ids of the current workers (of this machine).
     pub fn worker_pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = lock(&self.shared.live).keys().copied().collect();
+        let mut pids: Vec<u32> = lock(&self.shared.live)
+            .values()
+            .filter_map(|l| l.pid)
+            .collect();
         pids.sort_unstable();
         pids
+    }
+
+    /// Counts of the work so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            submitted: *lock(&self.next_index),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+            lost: self.shared.lost.load(Ordering::Relaxed),
+            stray_answers: self.shared.link.stray_answers(),
+        }
     }
 
     /// Runs one task and waits for its result. When a worker is idle the
@@ -418,47 +359,75 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
     /// thread: the cheapest way through the pool. Otherwise it is queued
     /// like [`submit`](Pool::submit).
     pub fn call(&self, req: Req) -> Result<Resp> {
-        let mut attempts = 0;
-        loop {
-            let queue_empty = lock(&self.shared.queue).jobs.is_empty();
-            // Queued tasks go first: take a worker only if none is waiting.
-            let slot = if queue_empty {
-                self.shared.checkout(false)
-            } else {
-                None
-            };
-            let Some(slot) = slot else {
-                return self.submit(req)?.wait();
-            };
-            match self.shared.attempt(slot, req.clone()) {
-                Attempt::Done(r) => return r,
-                Attempt::Lost(_) if attempts < self.shared.config.retries => attempts += 1,
-                Attempt::Lost(e) => return Err(e),
-            }
-        }
+        let queue_empty = lock(&self.shared.queue).jobs.is_empty();
+        // Queued tasks go first: take a worker only if none is waiting.
+        let slot = if queue_empty {
+            self.shared.checkout(false)
+        } else {
+            None
+        };
+        let Some(slot) = slot else {
+            return self.submit(req)?.wait();
+        };
+        let handle = TaskHandle {
+            slot: self.new_slot(None),
+            shared: Arc::clone(&self.shared),
+        };
+        let job = Job {
+            req,
+            slot: Arc::clone(&handle.slot),
+            attempts: 0,
+            queued: false,
+        };
+        self.shared.work(slot, job, false);
+        // Done here, or queued again for a retry.
+        handle.wait()
     }
-}
 
-impl<Req, Resp> PoolBuilder<Req, Resp> {
-    fn new(source: Source<Req, Resp>) -> Self {
-        PoolBuilder {
-            source,
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            max_in_flight: None,
-            task_timeout: None,
-            max_tasks_per_worker: None,
-            retries: 0,
-            options: Options::new(),
-        }
+    /// Runs every task of `tasks`, read on a thread of its own (so it may
+    /// block: stdin, a socket), calling `each(position, result)` once per
+    /// task on this thread: in input order when `ordered`, else as results
+    /// come. At most `max_in_flight` tasks are read ahead. Returns the
+    /// number of tasks once every one has its result.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn double(n: u64) -> u64 {
+    ///     n * 2
+    /// }
+    ///
+    /// # fn main() -> procwire::Result<()> {
+    /// procwire::init()?;
+    /// let pool = procwire::Pool::builder(double).workers(2).build()?;
+    /// let mut out = Vec::new();
+    /// let n = pool.run(0..100u64, true, |i, r| out.push((i, r.unwrap())))?;
+    /// assert_eq!(n, 100);
+    /// assert_eq!(out[7], (7, 14));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn run<I>(
+        &self,
+        tasks: I,
+        ordered: bool,
+        each: impl FnMut(u64, Result<Resp>),
+    ) -> Result<u64>
+    where
+        I: IntoIterator<Item = Req>,
+        I::IntoIter: Send,
+    {
+        handle::run(self, tasks.into_iter(), ordered, each)
     }
 }
 
 impl<Req: Message + Clone, Resp: Message> Drop for Pool<Req, Resp> {
     fn drop(&mut self) {
-        if !self.drivers.is_empty() {
+        let running = !lock(&self.shared.drivers).is_empty() || self.admitter.is_some();
+        if running {
             // Dropped without shutdown: abort rather than leave workers.
-            self.abort_now();
-            let _ = self.join_drivers();
+            self.shared.abort_now();
+            let _ = self.join_all();
         }
     }
 }
@@ -467,6 +436,7 @@ impl<Req: Message + Clone, Resp: Message> fmt::Debug for Pool<Req, Resp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
             .field("workers", &self.worker_pids())
+            .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
     }
 }

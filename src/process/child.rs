@@ -306,11 +306,42 @@ impl Child {
             .map_err(|e| Error::io(&format!("signalling child {}", self.id()), e))
     }
 
+    /// A handle that kills the process from anywhere (another thread, a
+    /// pool's abort) while this `Child` stays where it is. Like every
+    /// signal from procwire it goes through the pidfd: it can never reach
+    /// another process that reused the pid.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut child = procwire::Command::new("sleep").arg("60").spawn()?;
+    /// let killer = child.killer();
+    /// std::thread::spawn(move || killer.kill()).join().unwrap()?;
+    /// assert!(child.wait()?.code().is_none()); // killed by a signal
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn killer(&self) -> Killer {
+        Killer(std::sync::Arc::clone(&self.state))
+    }
+
     /// Whether dropping the handle kills the process (the default) or lets
     /// it run on (it is reaped in the background when it exits).
     pub fn kill_on_drop(&mut self, kill: bool) -> &mut Child {
         self.kill_on_drop = kill;
         self
+    }
+}
+
+/// Kills one child process from anywhere: see [`Child::killer`].
+#[derive(Clone, Debug)]
+pub struct Killer(std::sync::Arc<ProcState>);
+
+impl Killer {
+    /// Sends `SIGKILL` (the [`Child`] still reaps the process).
+    pub fn kill(&self) -> Result<()> {
+        self.0
+            .signal(crate::Signal::Kill.as_raw())
+            .map_err(|e| Error::io(&format!("killing child {}", self.0.pid), e))
     }
 }
 

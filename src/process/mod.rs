@@ -15,8 +15,8 @@ mod server;
 mod signal;
 mod task;
 
-pub use child::Child;
-pub(crate) use child::{ProcState, describe};
+pub(crate) use child::describe;
+pub use child::{Child, Killer};
 pub use command::Command;
 pub use fork::{Inherit, fork, fork_unchecked};
 pub use signal::Signal;

@@ -1,11 +1,40 @@
 //! A pool whose workers live anywhere: they connect to it over `tcp://`
 //! (authenticated) or ZeroMQ (`zmq+tcp://`, `zmq+ipc://`), join and leave
-//! at any time, and each task is answered exactly once, in input order.
+//! at any time, and each task is answered exactly once.
+//!
+//! It is a [`Pool`] like any other (the same scheduler,
+//! `call`, `submit`, `map`, `run`), whose workers arrive instead of being
+//! started: [`Pool::remote`](crate::Pool::remote). Workers run [`work`] or
+//! [`work_with`], `procwire worker`, or any program that follows the flow
+//! below.
+//!
+//! ```
+//! use procwire::remote::pool::{WorkerOptions, work_with};
+//!
+//! # fn main() -> procwire::Result<()> {
+//! let net = procwire::Net::new().no_key(); // loopback only without a key
+//! let pool = procwire::Pool::<u64, u64>::remote("tcp://127.0.0.1:0", &net)?.build()?;
+//! let at = pool.endpoint().expect("a remote pool has one").to_string();
+//! let worker = std::thread::spawn(move || {
+//!     let wo = WorkerOptions { net: procwire::Net::new().no_key(), ..WorkerOptions::default() };
+//!     work_with(&at, &wo, |n: u64| Ok::<_, String>(n * n))
+//! });
+//! let squares: Vec<u64> = pool.map(0..10).collect::<procwire::Result<_>>()?;
+//! assert_eq!(squares[9], 81);
+//! pool.shutdown()?; // says bye: the worker returns
+//! worker.join().unwrap()?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # The flow (language-neutral)
 //!
 //! Every message is a MessagePack array of three: `[kind, id, data]`, with
-//! `kind` a string, `id` an unsigned integer and `data` binary:
+//! `kind` a string, `id` an unsigned integer and `data` binary ([`Flow`]
+//! in Rust). `PAYLOAD` and `RESULT` are encoded with the codec of the
+//! pool's [`Net`] options (postcard unless set; `work_with` uses the
+//! worker's, so set both alike, MessagePack for workers in other
+//! languages, raw for bytes as they are):
 //!
 //! | from | message | meaning |
 //! |---|---|---|
@@ -25,551 +54,533 @@
 //! [`crate::endpoint`]), or, on ZeroMQ, when it holds a task and has sent
 //! nothing for three of its beats. Its task goes to another worker. So a
 //! task may *run* twice (its first worker may have been frozen, not dead,
-//! and answer later), but it is *answered* once: later answers to a task
-//! already answered are dropped.
+//! and answer later), but it is *answered* once: an answer counts only from
+//! the worker that holds the task, with the id the pool gave it there;
+//! any other is dropped ([`Stats::stray_answers`](crate::pool::Stats)).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned};
+use serde::{Deserialize, Serialize};
 
 use super::zmq::{self, Peer, Router};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Listener};
 use crate::error::{Error, ErrorKind, Result};
-use crate::{ByteBuf, CodecKind, Duplex, Net, Receiver, Sender};
+use crate::pool::{Link, Message, Worker};
+use crate::{ByteBuf, CodecKind, Duplex, Net, Pool, PoolBuilder};
 
 mod worker;
 pub use worker::{WorkerOptions, work, work_with};
 
-/// One message of the flow: `[kind, id, data]`.
-pub type Wire = (String, u64, ByteBuf);
-
-fn wire(kind: &str, id: u64, data: Vec<u8>) -> Wire {
-    (kind.to_string(), id, ByteBuf::from(data))
-}
-
-/// Who a worker is, to the pool.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum WorkerId {
-    Tcp(u64),
-    Zmq(Vec<u8>),
-}
-
-/// How the pool reaches a worker.
-enum To {
-    Tcp(Sender<Wire>),
-    Zmq(Arc<Router<Wire, Wire>>, Peer),
-}
-
-impl To {
-    fn send(&self, m: &Wire) -> Result<()> {
-        match self {
-            To::Tcp(tx) => tx.send_ref(m),
-            To::Zmq(r, peer) => r.send(peer, m),
-        }
-    }
-}
-
-enum Event {
-    Joined(WorkerId, To),
-    Said(WorkerId, Wire),
-    Gone(WorkerId, String),
-}
-
-/// The transport's threads: they turn connections and messages into
-/// [`Event`]s, until `stop`.
-struct Backend {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    router: Option<Arc<Router<Wire, Wire>>>,
-}
-
-/// A pool that remote workers connect to.
-pub struct RemotePool {
-    endpoint: Endpoint,
-    events: Mutex<mpsc::Receiver<Event>>,
-    backend: Backend,
-    codec: CodecKind,
-}
-
-impl std::fmt::Debug for RemotePool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemotePool")
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What became of one task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One message of the flow (see the [module docs](self)), on the wire the
+/// MessagePack array `[kind, id, data]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Outcome {
-    /// The worker's answer.
-    Done(Vec<u8>),
-    /// The worker reported the task failed, and why.
-    Failed(String),
+pub enum Flow {
+    /// `["ready", BEAT_MS, b""]`: the worker takes tasks, and beats every
+    /// `beat_ms` while it holds one.
+    Ready {
+        /// Its beat, in milliseconds.
+        beat_ms: u64,
+    },
+    /// `["task", ID, PAYLOAD]`: run this.
+    Task {
+        /// The task's id, chosen by the pool.
+        id: u64,
+        /// The task, in the pool's codec.
+        payload: ByteBuf,
+    },
+    /// `["done", ID, RESULT]`: the answer; the worker is ready again.
+    Done {
+        /// The id of the task it answers.
+        id: u64,
+        /// The answer, in the pool's codec.
+        result: ByteBuf,
+    },
+    /// `["failed", ID, WHY]`: the task failed; the worker is ready again.
+    Failed {
+        /// The id of the task.
+        id: u64,
+        /// Why, in UTF-8.
+        why: String,
+    },
+    /// `["beat", 0, b""]`: still working.
+    Beat,
+    /// `["bye", 0, b""]`: all done, exit.
+    Bye,
+    /// A kind this version does not know (a later version's): ignored.
+    Unknown {
+        /// The kind it named.
+        kind: String,
+    },
 }
 
-/// Counts of a finished [`RemotePool::run`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Tasks in all.
-    pub tasks: u64,
-    /// Tasks that failed.
-    pub failed: u64,
-    /// Tasks given to another worker because theirs vanished.
-    pub reassigned: u64,
-    /// Answers dropped because their task had been answered already.
-    pub duplicates: u64,
+impl Serialize for Flow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let empty: &[u8] = &[];
+        let (kind, id, data): (&str, u64, &[u8]) = match self {
+            Flow::Ready { beat_ms } => ("ready", *beat_ms, empty),
+            Flow::Task { id, payload } => ("task", *id, payload),
+            Flow::Done { id, result } => ("done", *id, result),
+            Flow::Failed { id, why } => ("failed", *id, why.as_bytes()),
+            Flow::Beat => ("beat", 0, empty),
+            Flow::Bye => ("bye", 0, empty),
+            Flow::Unknown { kind } => (kind, 0, empty),
+        };
+        (kind, id, Bin(data)).serialize(s)
+    }
 }
 
+/// A byte string, as `ByteBuf` writes one.
+struct Bin<'a>(&'a [u8]);
+
+impl Serialize for Bin<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Flow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Flow, D::Error> {
+        let (kind, id, data) = <(String, u64, ByteBuf)>::deserialize(d)?;
+        Ok(match kind.as_str() {
+            "ready" => Flow::Ready { beat_ms: id },
+            "task" => Flow::Task { id, payload: data },
+            "done" => Flow::Done { id, result: data },
+            "failed" => Flow::Failed {
+                id,
+                why: String::from_utf8(data.into_vec())
+                    .map_err(|_| de::Error::custom("a failure's reason is not UTF-8"))?,
+            },
+            "beat" => Flow::Beat,
+            "bye" => Flow::Bye,
+            _ => Flow::Unknown { kind },
+        })
+    }
+}
+
+/// How often waiting threads look whether the pool is finished.
 const FLOW: Duration = Duration::from_millis(100);
 
-impl RemotePool {
-    /// Listens for workers at `addr`: `tcp://` (authenticated, see
-    /// [`crate::endpoint`]), `zmq+tcp://` or `zmq+ipc://`.
-    pub fn listen(addr: &str, net: &Net) -> Result<RemotePool> {
+impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
+    /// A pool whose workers connect to it at `addr`: `tcp://`
+    /// (authenticated, see [`crate::endpoint`]), `zmq+tcp://` or
+    /// `zmq+ipc://`; bound at once, so that [`Pool::endpoint`] tells
+    /// workers where to go (with the port the system chose for port 0).
+    /// Tasks are encoded with `net`'s codec. A worker lost while holding a
+    /// task gives it to another (retries are unlimited unless set).
+    pub fn remote(addr: &str, net: &Net) -> Result<PoolBuilder<Req, Resp>> {
         let endpoint: Endpoint = addr.parse()?;
-        let net = net.clone().codec(CodecKind::MsgPack);
-        let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (endpoint, backend) = match &endpoint {
-            Endpoint::Tcp(_) => tcp_backend(addr, &net, tx, Arc::clone(&stop))?,
-            Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
-                zmq_backend(addr, &net, tx, Arc::clone(&stop))?
+        let codec = net.options.codec_kind();
+        let flow_net = net.clone().codec(CodecKind::MsgPack);
+        let stray = Arc::new(AtomicU64::new(0));
+        let closed = Arc::new(AtomicBool::new(false));
+        let (arrivals, endpoint) = match &endpoint {
+            Endpoint::Tcp(_) => {
+                let listener = flow_net.listen(addr)?;
+                let at = listener.endpoint();
+                (Arrivals::Tcp(Box::new(Mutex::new(listener))), at)
             }
-            Endpoint::Unix(_) => {
+            Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
+                let router: Arc<Router<Flow, Flow>> = Arc::new(zmq::bind_router(addr, &flow_net)?);
+                let at = router.endpoint().clone();
+                (Arrivals::Zmq(Demux::start(router, Arc::clone(&stray))?), at)
+            }
+            _ => {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
                     "a remote pool listens at tcp://, zmq+tcp:// or zmq+ipc://",
                 ));
             }
         };
-        Ok(RemotePool {
-            endpoint,
-            events: Mutex::new(rx),
-            backend,
-            codec: CodecKind::MsgPack,
-        })
-    }
-
-    /// Where workers connect.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    /// Runs every task of `tasks` on the workers that connect, calling
-    /// `each(index, outcome)` once per task: in input order (index 0, 1,
-    /// …) when `ordered`, else as answers come. Pulls tasks only as workers
-    /// become free, so `tasks` may be endless or slow (stdin). Returns when
-    /// every task has been answered; then tells the workers to exit.
-    pub fn run(
-        &self,
-        tasks: impl IntoIterator<Item = Vec<u8>> + Send + 'static,
-        ordered: bool,
-        mut each: impl FnMut(u64, Outcome),
-    ) -> Result<Summary> {
-        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        let feed = Feed::start(tasks);
-        let mut s = State::default();
-        let mut ready_out: BTreeMap<u64, Outcome> = BTreeMap::new();
-        let mut next_out = 0u64;
-        let mut emit = |s: &mut State, id: u64, o: Outcome| {
-            if matches!(o, Outcome::Failed(_)) {
-                s.summary.failed += 1;
-            }
-            if !ordered {
-                each(id, o);
-                return;
-            }
-            ready_out.insert(id, o);
-            while let Some(o) = ready_out.remove(&next_out) {
-                each(next_out, o);
-                next_out += 1;
-            }
+        let link = RemoteLink {
+            arrivals,
+            closed,
+            codec,
+            stray,
+            joined: AtomicU64::new(0),
         };
+        Ok(Pool::remote_with(Arc::new(link), endpoint))
+    }
+}
+
+/// Where workers come from.
+enum Arrivals {
+    Tcp(Box<Mutex<Listener>>),
+    Zmq(Arc<Demux>),
+}
+
+struct RemoteLink {
+    arrivals: Arrivals,
+    closed: Arc<AtomicBool>,
+    codec: CodecKind,
+    stray: Arc<AtomicU64>,
+    joined: AtomicU64,
+}
+
+impl<Req: Message, Resp: Message> Link<Req, Resp> for RemoteLink {
+    fn start(&self) -> Result<Box<dyn Worker<Req, Resp>>> {
+        let stopped = || Error::new(ErrorKind::Cancelled, "the pool takes no more workers");
         loop {
-            s.dispatch(&feed);
-            if feed.finished() && s.pending.is_empty() && s.queue.is_empty() {
-                break;
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(stopped());
             }
-            match events.recv_timeout(FLOW) {
-                Ok(Event::Joined(w, to)) => {
-                    // A worker that comes back (reconnected, or given up as
-                    // silent) starts afresh: what it held goes to others.
-                    s.gone(&w);
-                    s.workers.insert(w, Remote::new(to));
-                }
-                Ok(Event::Said(w, (kind, id, data))) => {
-                    let answer = match kind.as_str() {
-                        "done" => Some(Outcome::Done(data.into_vec())),
-                        "failed" => {
-                            Some(Outcome::Failed(String::from_utf8_lossy(&data).into_owned()))
-                        }
-                        _ => None,
-                    };
-                    s.heard(&w, &kind, id);
-                    if let Some(o) = answer {
-                        if s.pending.remove(&id).is_some() {
-                            emit(&mut s, id, o);
-                        } else {
-                            s.summary.duplicates += 1;
-                        }
+            let number = self.joined.load(Ordering::Relaxed) + 1;
+            let conn = match &self.arrivals {
+                Arrivals::Tcp(l) => {
+                    let l = l.lock().unwrap_or_else(PoisonError::into_inner);
+                    match l.accept_timeout::<Flow, Flow>(FLOW) {
+                        Ok(ch) => Conn::Tcp(ch),
+                        // A timeout, or a client that failed its
+                        // handshake: wait for the next.
+                        Err(_) => continue,
                     }
                 }
-                Ok(Event::Gone(w, _why)) => s.gone(&w),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Error::new(
-                        ErrorKind::Io,
-                        "the pool's listener threads are gone",
-                    ));
-                }
-            }
-            s.reap_silent();
-        }
-        s.summary.tasks = feed.count();
-        for r in s.workers.values() {
-            let _ = r.to.send(&wire("bye", 0, Vec::new()));
-        }
-        Ok(s.summary)
-    }
-
-    /// Typed: encodes each task with MessagePack, runs them, and decodes
-    /// the answers, in input order. A task that failed is an
-    /// [`ErrorKind::Remote`] error in its place.
-    pub fn map<Req, Resp>(&self, tasks: Vec<Req>) -> Result<Vec<Result<Resp>>>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-    {
-        let mut encoded = Vec::with_capacity(tasks.len());
-        for t in &tasks {
-            let mut b = Vec::new();
-            self.codec.encode(t, &mut b)?;
-            encoded.push(b);
-        }
-        let mut out = Vec::with_capacity(tasks.len());
-        let codec = self.codec;
-        self.run(encoded, true, |_, o| {
-            out.push(match o {
-                Outcome::Done(b) => codec.decode(&b),
-                Outcome::Failed(why) => Err(Error::new(ErrorKind::Remote, why)),
-            })
-        })?;
-        Ok(out)
-    }
-}
-
-impl Drop for RemotePool {
-    fn drop(&mut self) {
-        self.backend.stop.store(true, Ordering::SeqCst);
-        for t in self.backend.threads.drain(..) {
-            let _ = t.join();
-        }
-        self.backend.router.take();
-    }
-}
-
-/// A worker as the pool sees it.
-struct Remote {
-    to: To,
-    ready: bool,
-    holding: Option<u64>,
-    heard: Instant,
-    beat: Duration,
-    /// Given up as silent (ZeroMQ): gets no task until it speaks again.
-    lost: bool,
-}
-
-impl Remote {
-    fn new(to: To) -> Remote {
-        Remote {
-            to,
-            ready: false,
-            holding: None,
-            heard: Instant::now(),
-            beat: Duration::from_secs(1),
-            lost: false,
-        }
-    }
-}
-
-#[derive(Default)]
-struct State {
-    workers: HashMap<WorkerId, Remote>,
-    /// Unanswered tasks: id -> payload (kept to give to another worker).
-    pending: HashMap<u64, Vec<u8>>,
-    /// Tasks to dispatch (given back ones first).
-    queue: VecDeque<u64>,
-    summary: Summary,
-}
-
-impl State {
-    fn heard(&mut self, w: &WorkerId, kind: &str, id: u64) {
-        let Some(r) = self.workers.get_mut(w) else {
-            return;
-        };
-        // A ZeroMQ worker given up as silent that speaks again (it was
-        // frozen, not dead) is back.
-        r.lost = false;
-        r.heard = Instant::now();
-        match kind {
-            "ready" => {
-                r.ready = true;
-                if id > 0 {
-                    r.beat = Duration::from_millis(id);
-                }
-            }
-            "done" | "failed" => {
-                if r.holding == Some(id) {
-                    r.holding = None;
-                }
-                r.ready = true;
-            }
-            _ => {}
-        }
-    }
-
-    /// Gives tasks to ready workers: given-back tasks first, then new ones.
-    fn dispatch(&mut self, feed: &Feed) {
-        let ready: Vec<WorkerId> = self
-            .workers
-            .iter()
-            .filter(|(_, r)| r.ready && r.holding.is_none() && !r.lost)
-            .map(|(w, _)| w.clone())
-            .collect();
-        for w in ready {
-            let id = match self.queue.pop_front() {
-                Some(id) => id,
-                None => match feed.take() {
-                    Some((id, payload)) => {
-                        self.pending.insert(id, payload);
-                        id
-                    }
-                    None => return,
+                Arrivals::Zmq(d) => match d
+                    .arrived
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .recv_timeout(FLOW)
+                {
+                    Ok(z) => Conn::Zmq(z),
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
                 },
             };
-            let Some(payload) = self.pending.get(&id) else {
-                continue; // answered meanwhile
-            };
-            let r = self.workers.get_mut(&w).expect("listed above");
-            match r.to.send(&wire("task", id, payload.clone())) {
-                Ok(()) => {
-                    r.holding = Some(id);
-                    r.ready = false;
-                    r.heard = Instant::now();
-                }
-                Err(_) => {
-                    self.queue.push_front(id);
-                    self.gone(&w);
-                }
-            }
+            self.joined.store(number, Ordering::Relaxed);
+            return Ok(Box::new(RemoteWorker {
+                conn,
+                number,
+                codec: self.codec,
+                stray: Arc::clone(&self.stray),
+                sent: VecDeque::new(),
+                next: 0,
+                _types: std::marker::PhantomData,
+            }));
         }
     }
 
-    /// A worker left (or, on ZeroMQ, fell silent): its task goes back to
-    /// the front of the queue. A TCP worker is forgotten (its connection is
-    /// gone); a ZeroMQ one is kept, marked lost, so that if it speaks again
-    /// it works again and hears `bye` at the end.
-    fn gone(&mut self, w: &WorkerId) {
-        let held = match w {
-            WorkerId::Tcp(_) => self.workers.remove(w).and_then(|r| r.holding),
-            WorkerId::Zmq(_) => self.workers.get_mut(w).and_then(|r| {
-                r.lost = true;
-                r.ready = false;
-                r.holding.take()
-            }),
-        };
-        if let Some(id) = held
-            && self.pending.contains_key(&id)
+    fn arrives(&self) -> bool {
+        true
+    }
+
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::SeqCst)
+            && let Arrivals::Zmq(d) = &self.arrivals
         {
-            self.queue.push_front(id);
-            self.summary.reassigned += 1;
+            d.stop();
         }
     }
 
-    /// ZeroMQ workers holding a task and silent for three beats are gone
-    /// (TCP connections notice silence themselves).
-    fn reap_silent(&mut self) {
-        let silent: Vec<WorkerId> = self
-            .workers
-            .iter()
-            .filter(|(w, r)| {
-                matches!(w, WorkerId::Zmq(_))
-                    && !r.lost
-                    && r.holding.is_some()
-                    && r.heard.elapsed() > r.beat * 3
-            })
-            .map(|(w, _)| w.clone())
-            .collect();
-        for w in silent {
-            self.gone(&w);
+    fn stray_answers(&self) -> u64 {
+        self.stray.load(Ordering::Relaxed)
+    }
+}
+
+/// A ZeroMQ worker's side of the ROUTER: its messages, demultiplexed.
+struct ZmqConn {
+    router: Arc<Router<Flow, Flow>>,
+    peer: Peer,
+    inbox: mpsc::Receiver<Flow>,
+    demux: Arc<Demux>,
+    beat: Duration,
+    heard: Instant,
+}
+
+enum Conn {
+    Tcp(Duplex<Flow, Flow>),
+    Zmq(ZmqConn),
+}
+
+struct RemoteWorker<Req, Resp> {
+    conn: Conn,
+    number: u64,
+    codec: CodecKind,
+    stray: Arc<AtomicU64>,
+    /// Ids of the tasks this worker holds, oldest first.
+    sent: VecDeque<u64>,
+    next: u64,
+    _types: std::marker::PhantomData<fn(Req) -> Resp>,
+}
+
+/// What one message meant to the worker's pool side.
+enum Heard {
+    Answer(std::result::Result<ByteBuf, String>),
+    Nothing,
+}
+
+impl<Req, Resp> RemoteWorker<Req, Resp> {
+    fn heard(&mut self, m: Flow) -> Heard {
+        if let Conn::Zmq(z) = &mut self.conn {
+            z.heard = Instant::now();
+            if let Flow::Ready { beat_ms } = m
+                && beat_ms > 0
+            {
+                z.beat = Duration::from_millis(beat_ms);
+            }
+        }
+        let (id, answer) = match m {
+            Flow::Done { id, result } => (id, Ok(result)),
+            Flow::Failed { id, why } => (id, Err(why)),
+            _ => return Heard::Nothing,
+        };
+        if self.sent.front() == Some(&id) {
+            self.sent.pop_front();
+            Heard::Answer(answer)
+        } else {
+            // Not the task this worker holds: a late answer, or a forgery.
+            self.stray.fetch_add(1, Ordering::Relaxed);
+            Heard::Nothing
+        }
+    }
+
+    fn send_flow(&self, m: &Flow) -> Result<()> {
+        match &self.conn {
+            Conn::Tcp(ch) => ch.send_ref(m),
+            Conn::Zmq(z) => z.router.send(&z.peer, m),
         }
     }
 }
 
-/// The tasks, read on a thread of their own (stdin may block), a bounded
-/// number ahead.
-struct Feed {
-    state: Arc<(Mutex<FeedState>, Condvar)>,
-}
-
-#[derive(Default)]
-struct FeedState {
-    buffered: VecDeque<(u64, Vec<u8>)>,
-    read: u64,
-    done: bool,
-}
-
-const READ_AHEAD: usize = 256;
-
-impl Feed {
-    fn start(tasks: impl IntoIterator<Item = Vec<u8>> + Send + 'static) -> Feed {
-        let state = Arc::new((Mutex::new(FeedState::default()), Condvar::new()));
-        let st = Arc::clone(&state);
-        std::thread::spawn(move || {
-            let (lock, cv) = &*st;
-            for t in tasks {
-                let mut s = lock.lock().unwrap_or_else(PoisonError::into_inner);
-                while s.buffered.len() >= READ_AHEAD {
-                    s = cv.wait(s).unwrap_or_else(PoisonError::into_inner);
-                }
-                let id = s.read;
-                s.read += 1;
-                s.buffered.push_back((id, t));
-            }
-            lock.lock().unwrap_or_else(PoisonError::into_inner).done = true;
-        });
-        Feed { state }
+impl<Req: Message, Resp: Message> Worker<Req, Resp> for RemoteWorker<Req, Resp> {
+    fn send(&mut self, req: &Req) -> Result<()> {
+        let mut payload = Vec::new();
+        self.codec.encode(req, &mut payload)?;
+        self.next += 1;
+        let id = self.next;
+        self.send_flow(&Flow::Task {
+            id,
+            payload: ByteBuf::from(payload),
+        })?;
+        self.sent.push_back(id);
+        Ok(())
     }
 
-    fn take(&self) -> Option<(u64, Vec<u8>)> {
-        let (lock, cv) = &*self.state;
-        let got = lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .buffered
-            .pop_front();
-        cv.notify_all();
-        got
-    }
-
-    fn finished(&self) -> bool {
-        let s = self.state.0.lock().unwrap_or_else(PoisonError::into_inner);
-        s.done && s.buffered.is_empty()
-    }
-
-    fn count(&self) -> u64 {
-        self.state
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .read
-    }
-}
-
-fn tcp_backend(
-    addr: &str,
-    net: &Net,
-    events: mpsc::Sender<Event>,
-    stop: Arc<AtomicBool>,
-) -> Result<(Endpoint, Backend)> {
-    let listener = net.listen(addr)?;
-    let endpoint = listener.endpoint();
-    let st = Arc::clone(&stop);
-    let acceptor = std::thread::spawn(move || {
-        let mut next = 0u64;
-        while !st.load(Ordering::SeqCst) {
-            let ch: Duplex<Wire, Wire> = match listener.accept_timeout(FLOW) {
-                Ok(ch) => ch,
-                Err(_) => continue,
-            };
-            next += 1;
-            let id = WorkerId::Tcp(next);
-            let (tx, rx): (Sender<Wire>, Receiver<Wire>) = ch.split();
-            if events.send(Event::Joined(id.clone(), To::Tcp(tx))).is_err() {
-                return;
-            }
-            let ev = events.clone();
-            let st = Arc::clone(&st);
-            std::thread::spawn(move || {
-                loop {
-                    match rx.recv_timeout(FLOW) {
-                        Ok(m) => {
-                            if ev.send(Event::Said(id.clone(), m)).is_err() {
-                                return;
-                            }
+    fn recv(&mut self, deadline: Option<Instant>) -> Result<Resp> {
+        loop {
+            let got = match &self.conn {
+                Conn::Tcp(ch) => match deadline {
+                    Some(d) => ch.receiver().recv_deadline(d).map_err(Error::from),
+                    None => ch.recv().map_err(Error::from),
+                },
+                Conn::Zmq(z) => {
+                    // ZeroMQ tells a slow worker from a dead one only by
+                    // its beats.
+                    let silent_at = z.heard + z.beat * 3;
+                    let until = deadline.map_or(silent_at, |d| d.min(silent_at));
+                    match z
+                        .inbox
+                        .recv_timeout(until.saturating_duration_since(Instant::now()))
+                    {
+                        Ok(m) => Ok(m),
+                        Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= silent_at => {
+                            Err(Error::disconnected(&format!(
+                                "it sent nothing for three of its beats ({:?} each)",
+                                z.beat
+                            )))
                         }
-                        Err(e) if e.is_timeout() => {
-                            if st.load(Ordering::SeqCst) {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            let _ = ev.send(Event::Gone(id, e.to_string()));
-                            return;
+                        Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::new(
+                            ErrorKind::Timeout,
+                            "no answer before the deadline",
+                        )),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            Err(Error::disconnected("the pool let it go"))
                         }
                     }
                 }
-            });
+            };
+            match self.heard(got?) {
+                Heard::Answer(Ok(bytes)) => return self.codec.decode(&bytes),
+                Heard::Answer(Err(why)) => return Err(Error::new(ErrorKind::Remote, why)),
+                Heard::Nothing => {}
+            }
         }
-    });
-    Ok((
-        endpoint,
-        Backend {
-            stop,
-            threads: vec![acceptor],
-            router: None,
-        },
-    ))
+    }
+
+    fn alive(&mut self) -> bool {
+        loop {
+            let got = match &self.conn {
+                Conn::Tcp(ch) => match ch.try_recv() {
+                    Ok(m) => m,
+                    Err(e) => return e.is_empty(),
+                },
+                Conn::Zmq(z) => match z.inbox.try_recv() {
+                    Ok(m) => m,
+                    Err(mpsc::TryRecvError::Empty) => return true,
+                    Err(mpsc::TryRecvError::Disconnected) => return false,
+                },
+            };
+            let _ = self.heard(got);
+        }
+    }
+
+    fn name(&self) -> String {
+        match &self.conn {
+            Conn::Tcp(_) => format!("remote worker {} (tcp://)", self.number),
+            Conn::Zmq(z) => format!(
+                "remote worker {} (ZeroMQ identity {})",
+                self.number,
+                z.peer
+                    .identity()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ),
+        }
+    }
+
+    fn killer(&self) -> Box<dyn Fn() + Send + Sync> {
+        match &self.conn {
+            Conn::Tcp(ch) => {
+                let conn = Arc::clone(ch.conn());
+                Box::new(move || conn.abort())
+            }
+            Conn::Zmq(z) => {
+                let (demux, id) = (Arc::clone(&z.demux), z.peer.identity().to_vec());
+                Box::new(move || demux.forget(&id))
+            }
+        }
+    }
+
+    fn retire(self: Box<Self>, kill: bool) {
+        if !kill {
+            let _ = self.send_flow(&Flow::Bye);
+        }
+        if let Conn::Zmq(z) = &self.conn {
+            z.demux.forget(z.peer.identity());
+            if !kill {
+                z.demux.said_bye(z.peer.identity());
+            }
+        }
+    }
 }
 
-fn zmq_backend(
-    addr: &str,
-    net: &Net,
-    events: mpsc::Sender<Event>,
-    stop: Arc<AtomicBool>,
-) -> Result<(Endpoint, Backend)> {
-    let router: Arc<Router<Wire, Wire>> = Arc::new(zmq::bind_router(addr, net)?);
-    let endpoint = router.endpoint().clone();
-    let (r, st) = (Arc::clone(&router), Arc::clone(&stop));
-    let reader = std::thread::spawn(move || {
-        let mut known = std::collections::HashSet::new();
-        while !st.load(Ordering::SeqCst) {
-            let (peer, m) = match r.recv_timeout(FLOW) {
+/// Reads the ROUTER and hands each worker its own messages; a new worker
+/// (or one the pool let go that speaks again) arrives.
+struct Demux {
+    router: Arc<Router<Flow, Flow>>,
+    /// Inboxes of the workers the pool holds, by identity.
+    inboxes: Mutex<HashMap<Vec<u8>, mpsc::Sender<Flow>>>,
+    /// Every worker seen, and whether it heard bye.
+    seen: Mutex<HashMap<Vec<u8>, (Peer, bool)>>,
+    arrived: Mutex<mpsc::Receiver<ZmqConn>>,
+    stop: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Demux {
+    fn start(router: Arc<Router<Flow, Flow>>, stray: Arc<AtomicU64>) -> Result<Arc<Demux>> {
+        let (tx, rx) = mpsc::channel();
+        let demux = Arc::new(Demux {
+            router,
+            inboxes: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+            arrived: Mutex::new(rx),
+            stop: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        });
+        let d = Arc::clone(&demux);
+        let t = std::thread::Builder::new()
+            .name("procwire-pool-zmq".into())
+            .spawn(move || d.read(&tx, &stray))
+            .map_err(|e| Error::io("starting the pool's ZeroMQ thread", e))?;
+        *demux.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(t);
+        Ok(demux)
+    }
+
+    fn read(self: &Arc<Demux>, arrivals: &mpsc::Sender<ZmqConn>, stray: &AtomicU64) {
+        while !self.stop.load(Ordering::SeqCst) {
+            let (peer, m) = match self.router.recv_timeout(FLOW) {
                 Ok(got) => got,
                 Err(e) if e.is_timeout() => continue,
                 // Somebody sent something that is not the flow: ignore it.
                 Err(e) if e.kind() == ErrorKind::Decode => continue,
                 Err(_) => return,
             };
-            let id = WorkerId::Zmq(peer.identity().to_vec());
-            // A worker is known from its first message (or again, after it
-            // was given up as silent and speaks once more).
-            if m.0 == "ready" || known.insert(id.clone()) {
-                known.insert(id.clone());
-                let to = To::Zmq(Arc::clone(&r), peer);
-                if events.send(Event::Joined(id.clone(), to)).is_err() {
-                    return;
+            let id = peer.identity().to_vec();
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id.clone(), (peer.clone(), false));
+            let mut inboxes = self.inboxes.lock().unwrap_or_else(PoisonError::into_inner);
+            let m = match inboxes.get(&id) {
+                Some(inbox) => match inbox.send(m) {
+                    Ok(()) => continue,
+                    Err(mpsc::SendError(m)) => {
+                        inboxes.remove(&id);
+                        m
+                    }
+                },
+                None => m,
+            };
+            // A worker the pool does not hold: it arrives when it says it
+            // is ready, or answers (a worker let go as silent that was
+            // only slow: its answer is stray, but it works again).
+            let beat = match &m {
+                Flow::Ready { beat_ms } => Duration::from_millis((*beat_ms).max(1)),
+                Flow::Done { .. } | Flow::Failed { .. } => {
+                    stray.fetch_add(1, Ordering::Relaxed);
+                    Duration::from_secs(1)
                 }
-            }
-            if events.send(Event::Said(id, m)).is_err() {
+                _ => continue,
+            };
+            let (tx, inbox) = mpsc::channel();
+            inboxes.insert(id, tx);
+            let conn = ZmqConn {
+                router: Arc::clone(&self.router),
+                peer,
+                inbox,
+                demux: Arc::clone(self),
+                beat,
+                heard: Instant::now(),
+            };
+            if arrivals.send(conn).is_err() {
                 return;
             }
         }
-    });
-    Ok((
-        endpoint,
-        Backend {
-            stop,
-            threads: vec![reader],
-            router: Some(router),
-        },
-    ))
+    }
+
+    /// The pool let this worker go: its messages no longer reach it.
+    fn forget(&self, id: &[u8]) {
+        self.inboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
+    fn said_bye(&self, id: &[u8]) {
+        if let Some(s) = self
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(id)
+        {
+            s.1 = true;
+        }
+    }
+
+    /// Stops reading, and says bye to every worker that has not heard it
+    /// (one the pool let go may still be there).
+    fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = t.join();
+        }
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap_or_else(PoisonError::into_inner));
+        for (peer, byed) in seen.into_values() {
+            if !byed {
+                let _ = self.router.send(&peer, &Flow::Bye);
+            }
+        }
+    }
 }

@@ -25,32 +25,32 @@ impl Default for WorkerOptions {
 }
 
 /// A worker's two ends, by transport.
-enum Link {
-    Tcp(Duplex<Wire, Wire>),
-    Zmq(zmq::Channel<Wire, Wire>),
+enum Conn {
+    Tcp(Duplex<Flow, Flow>),
+    Zmq(zmq::Channel<Flow, Flow>),
 }
 
-impl Link {
-    fn open(addr: &str, net: &Net) -> Result<Link> {
+impl Conn {
+    fn open(addr: &str, net: &Net) -> Result<Conn> {
         let endpoint: Endpoint = addr.parse()?;
         let net = net.clone().codec(CodecKind::MsgPack);
         Ok(match endpoint {
-            Endpoint::Tcp(_) => Link::Tcp(net.connect(addr)?),
-            _ => Link::Zmq(zmq::connect(zmq::Kind::Dealer, addr, &net)?),
+            Endpoint::Tcp(_) => Conn::Tcp(net.connect(addr)?),
+            _ => Conn::Zmq(zmq::connect(zmq::Kind::Dealer, addr, &net)?),
         })
     }
 
-    fn send(&self, m: Wire) -> Result<()> {
+    fn send(&self, m: Flow) -> Result<()> {
         match self {
-            Link::Tcp(d) => d.send(m).map_err(|e| e.into_error()),
-            Link::Zmq(c) => c.send(m).map_err(|e| e.into_error()),
+            Conn::Tcp(d) => d.send(m).map_err(|e| e.into_error()),
+            Conn::Zmq(c) => c.send(m).map_err(|e| e.into_error()),
         }
     }
 
-    fn recv(&self) -> Result<Wire> {
+    fn recv(&self) -> Result<Flow> {
         match self {
-            Link::Tcp(d) => Ok(d.recv()?),
-            Link::Zmq(c) => Ok(c.recv()?),
+            Conn::Tcp(d) => Ok(d.recv()?),
+            Conn::Zmq(c) => Ok(c.recv()?),
         }
     }
 }
@@ -67,7 +67,7 @@ pub fn work(
     loop {
         // The time out of reach counts from the first failure since the
         // last connection was lost.
-        let link = match Link::open(addr, &wo.net) {
+        let link = match Conn::open(addr, &wo.net) {
             Ok(l) => l,
             Err(e) if e.kind() == ErrorKind::Refused => return Err(e),
             Err(e) => {
@@ -89,7 +89,8 @@ pub fn work(
     }
 }
 
-/// [`work`], typed: tasks decoded from and answers encoded to MessagePack.
+/// [`work`], typed: tasks decoded from and answers encoded with the codec
+/// of `wo.net` (postcard unless set: the pool's must match).
 pub fn work_with<Req, Resp>(
     addr: &str,
     wo: &WorkerOptions,
@@ -99,7 +100,7 @@ where
     Req: DeserializeOwned,
     Resp: Serialize,
 {
-    let codec = CodecKind::MsgPack;
+    let codec = wo.net.options.codec_kind();
     work(addr, wo, |payload| {
         let req: Req = codec.decode(&payload).map_err(|e| e.to_string())?;
         let resp = handler(req)?;
@@ -111,16 +112,16 @@ where
 
 /// One connection's worth of work; `Ok` at bye.
 fn serve(
-    link: &Link,
+    link: &Conn,
     wo: &WorkerOptions,
     handler: &mut impl FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
 ) -> Result<()> {
     let beat_ms = wo.beat.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
-    link.send(wire("ready", beat_ms, Vec::new()))?;
+    link.send(Flow::Ready { beat_ms })?;
     // (working, finished): the beating thread beats while `working`.
     let state = (Mutex::new((false, false)), Condvar::new());
     std::thread::scope(|s| {
-        if let Link::Zmq(_) = link {
+        if let Conn::Zmq(_) = link {
             // ZeroMQ has no other way to tell a slow worker from a dead one.
             s.spawn(|| {
                 let (lock, cv) = &state;
@@ -131,7 +132,7 @@ fn serve(
                         .unwrap_or_else(PoisonError::into_inner);
                     st = next;
                     if st.0 && timeout.timed_out() {
-                        let _ = link.send(wire("beat", 0, Vec::new()));
+                        let _ = link.send(Flow::Beat);
                     }
                 }
             });
@@ -142,16 +143,18 @@ fn serve(
             cv.notify_all();
         };
         let r = (|| loop {
-            let (kind, id, data) = link.recv()?;
-            match kind.as_str() {
-                "bye" => return Ok(()),
-                "task" => {
+            match link.recv()? {
+                Flow::Bye => return Ok(()),
+                Flow::Task { id, payload } => {
                     set(true, false);
-                    let answer = handler(data.into_vec());
+                    let answer = handler(payload.into_vec());
                     set(false, false);
                     let reply = match answer {
-                        Ok(out) => wire("done", id, out),
-                        Err(why) => wire("failed", id, why.into_bytes()),
+                        Ok(out) => Flow::Done {
+                            id,
+                            result: ByteBuf::from(out),
+                        },
+                        Err(why) => Flow::Failed { id, why },
                     };
                     link.send(reply)?;
                 }

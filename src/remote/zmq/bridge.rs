@@ -152,6 +152,13 @@ fn msg(p: Vec<u8>) -> ZmqMessage {
     ZmqMessage::from(p)
 }
 
+/// The application closed its end, so what comes in has nowhere to go: but
+/// what it sent before closing (a pool's byes) still goes out, so the
+/// inbound half waits for the outbound half to reach the end of stream.
+async fn closed_while_sending() -> std::result::Result<(), String> {
+    std::future::pending().await
+}
+
 /// Carries messages between the socket and the application's channel
 /// until the application closes its end (or something fails: the reason
 /// is kept for the application's next error).
@@ -216,7 +223,11 @@ pub(super) async fn carry(
             let inbound = async {
                 loop {
                     match rx.recv().await {
-                        Ok(m) => out.put(&single(m)?).await?,
+                        Ok(m) => {
+                            if out.put(&single(m)?).await.is_err() {
+                                return closed_while_sending().await;
+                            }
+                        }
                         Err(e) if peer_failed(&e) => {}
                         Err(e) => return Err(z(e)),
                     }
@@ -243,7 +254,9 @@ pub(super) async fn carry(
                         Err(e) => return Err(z(e)),
                     };
                     let frames: Vec<&[u8]> = m.iter().map(|b| b.as_ref()).collect();
-                    out.put(&pack(&frames)).await?;
+                    if out.put(&pack(&frames)).await.is_err() {
+                        return closed_while_sending().await;
+                    }
                 }
             };
             let outbound = async {
