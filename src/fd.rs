@@ -238,20 +238,14 @@ struct RingRepr {
 
 impl RingRepr {
     fn into_parts(self) -> crate::transport::RingParts {
-        (
-            self.memfd.0,
-            crate::shm::Efds {
-                data: self.data.0,
-                space: self.space.0,
-            },
-        )
+        [self.memfd.0, self.data.0, self.space.0]
     }
 
-    fn from_parts((memfd, efds): crate::transport::RingParts) -> RingRepr {
+    fn from_parts([memfd, data, space]: crate::transport::RingParts) -> RingRepr {
         RingRepr {
             memfd: Fd(memfd),
-            data: Fd(efds.data),
-            space: Fd(efds.space),
+            data: Fd(data),
+            space: Fd(space),
         }
     }
 }

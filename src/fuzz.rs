@@ -208,7 +208,7 @@ pub fn shm_ring(data: &[u8]) {
 /// to a client, and as a PROOF after a real HELLO.
 #[cfg(feature = "tcp")]
 pub fn handshake(data: &[u8]) {
-    use crate::remote::auth::{Client, Server};
+    use crate::endpoint::auth::{Client, Server};
     let key = b"the fuzzing key, sixteen+ bytes";
     for k in [Some(&key[..]), None] {
         let s = Server::new(k, [7; 32], 1000);
@@ -315,7 +315,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     out.push(("shm_ring", ring));
     #[cfg(feature = "tcp")]
     {
-        use crate::remote::auth::{Client, Server};
+        use crate::endpoint::auth::{Client, Server};
         let s = Server::new(Some(b"the fuzzing key, sixteen+ bytes"), [7; 32], 1000);
         out.push(("handshake", s.hello()));
         let mut c = Client::new(Some(b"the fuzzing key, sixteen+ bytes"), [9; 32], 1000);

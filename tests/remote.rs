@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use procwire::remote::auth;
+use procwire::endpoint::auth;
 use procwire::{Duplex, ErrorKind, How, Key, Net, Retry, task};
 use util::{checked, wait_deadline};
 

@@ -63,7 +63,14 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, ErrorKind, Result};
 use crate::{Duplex, UnixListener};
 
+#[cfg(all(feature = "tcp", feature = "unstable"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "tcp", feature = "unstable"))))]
+pub mod auth;
+#[cfg(all(feature = "tcp", not(feature = "unstable")))]
+pub(crate) mod auth;
 mod net;
+#[cfg(feature = "tcp")]
+mod tcp;
 pub use net::{Key, Net, Retry};
 
 /// A parsed address (see the [module docs](self)).
@@ -208,7 +215,7 @@ pub struct Listener {
 enum Inner {
     Unix(UnixListener),
     #[cfg(feature = "tcp")]
-    Tcp(crate::remote::TcpAcceptor),
+    Tcp(tcp::TcpAcceptor),
 }
 
 impl Listener {
@@ -296,7 +303,7 @@ impl Net {
                 UnixListener::bind(p).map_err(|e| Error::io(&format!("listening at {addr}"), e))?,
             ),
             #[cfg(feature = "tcp")]
-            Endpoint::Tcp(hp) => Inner::Tcp(crate::remote::TcpAcceptor::bind(hp, self)?),
+            Endpoint::Tcp(hp) => Inner::Tcp(tcp::TcpAcceptor::bind(hp, self)?),
             #[cfg(feature = "zmq")]
             Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
                 return Err(Error::new(
@@ -330,7 +337,7 @@ impl Net {
                 self.options.duplex_from(s)
             }
             #[cfg(feature = "tcp")]
-            Endpoint::Tcp(hp) => crate::remote::connect_tcp(hp, self),
+            Endpoint::Tcp(hp) => tcp::connect_tcp(hp, self),
             #[cfg(feature = "zmq")]
             Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => Err(Error::new(
                 ErrorKind::InvalidInput,

@@ -10,6 +10,7 @@
 
 mod child;
 mod command;
+mod entry;
 mod fork;
 mod server;
 mod signal;
@@ -18,7 +19,7 @@ mod task;
 pub(crate) use child::describe;
 pub use child::{Child, Killer};
 pub use command::Command;
+pub(crate) use entry::{fn_offset, handler_at, init_fn_at};
 pub use fork::{Inherit, fork, fork_unchecked};
 pub use signal::Signal;
 pub use task::{ENV_ENTRY, How, Task, init, task};
-pub(crate) use task::{fn_offset, handler_at, init_fn_at};

@@ -260,7 +260,7 @@ fn serve(ctl: Socket) {
         };
         let max = max_frame as usize;
         match crate::fork(fd, move |fd| {
-            sys::process::exit_now(super::task::run_trampoline(tramp, f, fd, codec, max));
+            sys::process::exit_now(super::entry::run_trampoline(tramp, f, fd, codec, max));
         }) {
             Ok(child) => {
                 // The server reaps through the child's pidfd; the creator

@@ -10,9 +10,13 @@ use crate::error::Error;
 use crate::shm;
 use crate::sys::{self, Interest};
 
-/// One ring of a shared-memory end as it travels: a copy of its memfd and
-/// of its two readiness eventfds.
-pub(crate) type RingParts = (OwnedFd, shm::Efds);
+/// One ring of a shared-memory end as it travels: copies of its memfd and
+/// of its two readiness eventfds, in that order (opaque to the layers above).
+pub(crate) type RingParts = [OwnedFd; 3];
+
+fn ring_parts(memfd: OwnedFd, efds: shm::Efds) -> RingParts {
+    [memfd, efds.data, efds.space]
+}
 
 /// A shared-memory end as it travels: its writing and reading rings, and
 /// their capacity.
@@ -272,7 +276,10 @@ impl Conn {
             Some(tx) => {
                 let w = ring(tx);
                 cap = w.region().len() - shm::DATA;
-                Some((w.region().fd().try_clone()?, w.efds().try_clone()?))
+                Some(ring_parts(
+                    w.region().fd().try_clone()?,
+                    w.efds().try_clone()?,
+                ))
             }
             None => None,
         };
@@ -280,7 +287,10 @@ impl Conn {
             Some(rx) => {
                 let r = ring(rx);
                 cap = r.region().len() - shm::DATA;
-                Some((r.region().fd().try_clone()?, r.efds().try_clone()?))
+                Some(ring_parts(
+                    r.region().fd().try_clone()?,
+                    r.efds().try_clone()?,
+                ))
             }
             None => None,
         };
@@ -297,12 +307,14 @@ impl Conn {
     ) -> io::Result<Conn> {
         let cap = shm::capacity_for(cap);
         let len = shm::region_len(cap);
-        let open = |(fd, efds): RingParts| -> io::Result<(sys::shm::Region, usize, shm::Efds)> {
-            let region = sys::shm::Region::open(fd, len)?;
-            let checked = shm::check_header(&region)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
-            Ok((region, checked, efds))
-        };
+        let open =
+            |[fd, data, space]: RingParts| -> io::Result<(sys::shm::Region, usize, shm::Efds)> {
+                let efds = shm::Efds { data, space };
+                let region = sys::shm::Region::open(fd, len)?;
+                let checked = shm::check_header(&region)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
+                Ok((region, checked, efds))
+            };
         let tx = tx
             .map(open)
             .transpose()?

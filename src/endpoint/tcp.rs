@@ -16,9 +16,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::auth::{self, MAX_HANDSHAKE_FRAME};
+use super::{Endpoint, HostPort, Key, Net};
 use crate::Duplex;
 use crate::channel::SendCore;
-use crate::endpoint::{Endpoint, HostPort, Key, Net};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::{self, Interest};
 use crate::transport::Conn;
