@@ -55,11 +55,26 @@ pub struct ByteBuf(Vec<u8>);
 
 impl ByteBuf {
     /// An empty buffer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut b = procwire::ByteBuf::new();
+    /// b.extend_from_slice(b"abc");
+    /// assert_eq!(b.len(), 3);
+    /// ```
     pub fn new() -> ByteBuf {
         ByteBuf(Vec::new())
     }
 
     /// An empty buffer with room for `n` bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = procwire::ByteBuf::with_capacity(4096);
+    /// assert!(b.is_empty() && b.capacity() >= 4096);
+    /// ```
     pub fn with_capacity(n: usize) -> ByteBuf {
         ByteBuf(Vec::with_capacity(n))
     }

@@ -53,6 +53,20 @@ fn var(name: &str) -> Result<String> {
 /// `PROCWIRE_VERSION` is `2`, that `PROCWIRE_CODEC` names a known codec, and
 /// that `PROCWIRE_FD` is an open stream socket, and sets close-on-exec on it
 /// so that it does not leak into programs this child starts.
+///
+/// # Examples
+///
+/// ```no_run
+/// // The child's side, in a program a procwire parent started with
+/// // `Command::channel`: one call, and the channel is there.
+/// fn main() -> procwire::Result<()> {
+///     let ch = procwire::from_env::<String, String>()?;
+///     for job in ch.iter() {
+///         ch.send(format!("{} accomplished!", job?))?;
+///     }
+///     Ok(())
+/// }
+/// ```
 pub fn from_env<Out, In>() -> Result<Duplex<Out, In>>
 where
     Out: Serialize,

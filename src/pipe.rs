@@ -115,7 +115,7 @@ impl Write for &PipeWriter {
 }
 
 macro_rules! fd_type {
-    ($t:ident, $kind:literal) => {
+    ($t:ident, $kind:literal, $reads:literal) => {
         impl AsFd for $t {
             fn as_fd(&self) -> BorrowedFd<'_> {
                 self.0.as_fd()
@@ -131,11 +131,31 @@ macro_rules! fd_type {
         impl $t {
             /// Adopts a descriptor as this end of a pipe, checking that it is
             /// one and open in the right direction.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use std::os::fd::OwnedFd;
+            ///
+            /// let (r, w) = procwire::pipe()?;
+            /// let w = procwire::PipeWriter::from_fd(OwnedFd::from(w))?; // the write end, checked
+            /// let e = procwire::PipeWriter::from_fd(OwnedFd::from(r)); // a read end is refused
+            /// assert!(e.is_err());
+            /// # drop(w);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn from_fd(fd: OwnedFd) -> io::Result<$t> {
                 if sys::fd_kind(fd.as_fd())? != sys::FdKind::Pipe {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         concat!("not a pipe; a ", $kind, " needs one"),
+                    ));
+                }
+                let (reads, writes) = sys::access_mode(fd.as_fd())?;
+                if (reads, writes) != ($reads, !$reads) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        concat!("the other end of a pipe; a ", $kind, " needs this one"),
                     ));
                 }
                 Ok($t(fd))
@@ -156,5 +176,5 @@ macro_rules! fd_type {
     };
 }
 
-fd_type!(PipeReader, "PipeReader");
-fd_type!(PipeWriter, "PipeWriter");
+fd_type!(PipeReader, "PipeReader", true);
+fd_type!(PipeWriter, "PipeWriter", false);

@@ -77,8 +77,31 @@ pub struct Reply<Resp> {
 }
 
 /// The calling end of an RPC channel.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::rpc;
+///
+/// let (client_end, server_end): (rpc::ClientEnd<u32, u32>, rpc::ServerEnd<u32, u32>) = rpc::pair()?;
+/// std::thread::spawn(move || rpc::serve(server_end, |n: u32| Ok::<_, String>(n + 1)));
+/// assert_eq!(rpc::Client::new(client_end).call(1)?, 2);
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub type ClientEnd<Req, Resp> = Duplex<Call<Req>, Reply<Resp>>;
 /// The serving end of an RPC channel.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::rpc;
+///
+/// let (client_end, server_end) = rpc::pair::<u32, u32>()?;
+/// let server = std::thread::spawn(move || rpc::serve(server_end, |n: u32| Ok::<_, String>(n * 3)));
+/// assert_eq!(rpc::Client::new(client_end).call(5)?, 15); // dropping the client ends serve
+/// server.join().unwrap()?;
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub type ServerEnd<Req, Resp> = Duplex<Reply<Resp>, Call<Req>>;
 
 /// A connected pair of RPC ends over a new stream socket pair.
@@ -252,6 +275,18 @@ where
     Resp: DeserializeOwned,
 {
     /// A client on `end`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::rpc;
+    ///
+    /// let (client_end, server_end) = rpc::pair::<String, usize>()?;
+    /// std::thread::spawn(move || rpc::serve(server_end, |s: String| Ok::<_, String>(s.len())));
+    /// let client = rpc::Client::new(client_end); // Sync: share it between threads
+    /// assert_eq!(client.call("four".into())?, 4);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn new(end: ClientEnd<Req, Resp>) -> Client<Req, Resp> {
         let (tx, rx) = end.split();
         Client {

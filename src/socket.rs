@@ -101,6 +101,17 @@ pub struct Socket {
 
 impl Socket {
     /// Adopts a descriptor that is a Unix socket of a supported kind.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::fd::OwnedFd;
+    ///
+    /// let (a, _b) = procwire::socket_pair(procwire::Kind::Datagram)?;
+    /// let a = procwire::Socket::from_fd(OwnedFd::from(a))?; // its kind is read back
+    /// assert_eq!(a.kind(), procwire::Kind::Datagram);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_fd(fd: OwnedFd) -> io::Result<Socket> {
         let kind = match sys::fd_kind(fd.as_fd())? {
             FdKind::Socket(SockType::Stream) => Kind::Stream,
@@ -120,6 +131,20 @@ impl Socket {
     ///
     /// # References
     /// - connect(2), unix(7)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("s");
+    /// let listener = procwire::UnixListener::bind(&path)?;
+    /// let client = procwire::Socket::connect(&path)?;
+    /// let server = listener.accept()?;
+    /// client.send(b"hi")?;
+    /// let mut buf = [0u8; 2];
+    /// assert_eq!(server.recv(&mut buf)?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect(path: impl AsRef<Path>) -> io::Result<Socket> {
         Ok(Socket {
             fd: sys::unix_connect(path.as_ref())?,
@@ -326,6 +351,15 @@ impl UnixListener {
     ///
     /// # References
     /// - bind(2), listen(2), unix(7)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let listener = procwire::UnixListener::bind(dir.path().join("s"))?;
+    /// assert!(listener.path().ends_with("s"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
         let path = path.as_ref().to_path_buf();
         let fd = sys::unix_listen(&path, 128)?;

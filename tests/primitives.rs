@@ -308,3 +308,26 @@ fn child() {
         other => panic!("unknown role {other}"),
     }
 }
+
+#[test]
+fn a_pipe_end_is_adopted_only_as_what_it_is() {
+    use procwire::{PipeReader, PipeWriter};
+    use std::os::fd::OwnedFd;
+    checked(10, || {
+        let (r, w) = pipe().unwrap();
+        let (r2, w2) = (r.try_clone().unwrap(), w.try_clone().unwrap());
+        // The wrong end: refused, saying why (it used to be taken, and the
+        // first write or read failed later, far from the mistake).
+        let e = PipeWriter::from_fd(OwnedFd::from(r2)).unwrap_err();
+        assert!(e.to_string().contains("other end"), "{e}");
+        let e = PipeReader::from_fd(OwnedFd::from(w2)).unwrap_err();
+        assert!(e.to_string().contains("other end"), "{e}");
+        let mut w = PipeWriter::from_fd(OwnedFd::from(w)).unwrap();
+        let mut r = PipeReader::from_fd(OwnedFd::from(r)).unwrap();
+        w.write_all(b"ok").unwrap();
+        drop(w);
+        let mut got = String::new();
+        r.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "ok");
+    });
+}

@@ -71,6 +71,16 @@ impl Options {
     /// assert_eq!(opts.codec_kind(), procwire::CodecKind::Postcard);
     /// assert_eq!(opts.max_frame_len(), 64 << 20);
     /// ```
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = procwire::Pipe::new().max_frame(1024).channel::<String>()?;
+    /// tx.send("short".into())?;
+    /// assert_eq!(rx.recv()?, "short");
+    /// assert!(tx.send("x".repeat(2000)).is_err()); // over the maximum frame: refused
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn new() -> Options {
         Options {
             codec: CodecKind::Postcard,
@@ -283,6 +293,18 @@ pub struct Pipe {
 
 impl Pipe {
     /// A pipe with the default [`Options`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::{Kind, SocketPair};
+    ///
+    /// let (a, b) = SocketPair::new(Kind::SeqPacket).duplex::<u32, u32>()?;
+    /// a.send(1)?;
+    /// b.send(b.recv()? + 1)?;
+    /// assert_eq!(a.recv()?, 2);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn new() -> Pipe {
         Pipe::default()
     }
@@ -290,6 +312,16 @@ impl Pipe {
     channel_settings!(Pipe);
 
     /// A one-way channel over a new pipe.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = procwire::Pipe::new().channel::<String>()?;
+    /// tx.send("down the pipe".into())?;
+    /// drop(tx); // every writer gone: the reader's stream ends
+    /// assert_eq!(rx.iter().collect::<Result<Vec<_>, _>>()?, ["down the pipe"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn channel<T: Serialize + DeserializeOwned>(&self) -> Result<(Sender<T>, Receiver<T>)> {
         let (r, w) = sys::pipe().map_err(|e| crate::Error::io("creating a pipe", e))?;
         Ok((self.options.sender_from(w)?, self.options.receiver_from(r)?))
@@ -320,6 +352,25 @@ pub struct SocketPair {
 impl SocketPair {
     /// A socket pair of `kind` with the default [`Options`] and the
     /// kernel's socket buffers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = procwire::Shm::new().capacity(64 << 10).channel::<Vec<u32>>()?;
+    /// tx.send(vec![1, 2, 3])?;
+    /// assert_eq!(rx.recv()?, [1, 2, 3]);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let shm = procwire::Shm::new().capacity(4 << 20); // 4 MiB rings
+    /// let (a, b) = shm.duplex::<u32, u32>()?;
+    /// a.send(1)?;
+    /// assert_eq!(b.recv()?, 1);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn new(kind: Kind) -> SocketPair {
         SocketPair {
             kind,
@@ -343,6 +394,18 @@ impl SocketPair {
     }
 
     /// A one-way channel over a new socket pair.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::{Kind, SocketPair};
+    ///
+    /// let (tx, rx) = SocketPair::new(Kind::Stream).channel::<procwire::Fd>()?;
+    /// let file = tempfile::tempfile()?;
+    /// tx.send(procwire::Fd::from(std::os::fd::OwnedFd::from(file)))?; // descriptors travel
+    /// let _file: std::fs::File = rx.recv()?.into_inner().into();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn channel<T: Serialize + DeserializeOwned>(&self) -> Result<(Sender<T>, Receiver<T>)> {
         let (a, b) = self.pair()?;
         Ok((self.options.sender_from(a)?, self.options.receiver_from(b)?))
@@ -350,6 +413,18 @@ impl SocketPair {
 
     /// A two-way channel over a new socket pair. The first end sends `A`
     /// and receives `B`; the second the reverse.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::{CodecKind, Kind, SocketPair};
+    ///
+    /// let (a, b) = SocketPair::new(Kind::Datagram).codec(CodecKind::MsgPack).duplex::<String, u64>()?;
+    /// a.send("x".repeat(1 << 20))?; // larger than a datagram: out of line, still whole
+    /// b.send(b.recv()?.len() as u64)?;
+    /// assert_eq!(a.recv()?, 1 << 20);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn duplex<A, B>(&self) -> Result<(Duplex<A, B>, Duplex<B, A>)>
     where
         A: Serialize + DeserializeOwned,
@@ -467,6 +542,21 @@ impl Shm {
     }
 
     /// A one-way channel over one ring.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::{Shm, ShmWait};
+    ///
+    /// let (tx, rx) = Shm::new().wait(ShmWait::Futex).channel::<u64>()?;
+    /// let reader = std::thread::spawn(move || rx.iter().map(|r| r.unwrap()).sum::<u64>());
+    /// for n in 1..=100 {
+    ///     tx.send(n)?;
+    /// }
+    /// drop(tx);
+    /// assert_eq!(reader.join().unwrap(), 5050);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn channel<T: Serialize + DeserializeOwned>(&self) -> Result<(Sender<T>, Receiver<T>)> {
         let (w, r) = self.ring()?;
         let (a, b) = self.conns((Some(w), None), (None, Some(r)))?;

@@ -226,6 +226,18 @@ impl<Out, In> Duplex<Out, In> {
 
     /// Separates the halves, to use them from different threads. Dropping the
     /// [`Sender`] (all its clones) half-closes the socket.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (parent, child) = procwire::duplex::<String, String>()?;
+    /// let (tx, rx) = parent.split(); // a sender and a receiver, for two threads
+    /// let echo = std::thread::spawn(move || child.send(child.recv().unwrap()).unwrap());
+    /// tx.send("ping".into())?;
+    /// assert_eq!(rx.recv()?, "ping");
+    /// echo.join().unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn split(self) -> (Sender<Out>, Receiver<In>) {
         (self.tx, self.rx)
     }

@@ -99,6 +99,15 @@ pub enum Endpoint {
 }
 
 /// A host and a port; an empty host is loopback.
+///
+/// # Examples
+///
+/// ```
+/// let e: procwire::Endpoint = "tcp://:7000".parse()?;
+/// let procwire::Endpoint::Tcp(hp) = e else { unreachable!() };
+/// assert_eq!((hp.host.as_str(), hp.port), ("127.0.0.1", 7000)); // empty host: loopback
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostPort {
     /// A name, an IPv4 address, or an IPv6 address without brackets.
@@ -231,6 +240,18 @@ impl Listener {
 
     /// Like [`accept`](Listener::accept), for at most `timeout`
     /// ([`ErrorKind::Timeout`] then).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let listener = procwire::listen(&format!("unix:{}", dir.path().join("s").display()))?;
+    /// let e = listener.accept_timeout::<(), ()>(Duration::from_millis(50)).unwrap_err();
+    /// assert_eq!(e.kind(), procwire::ErrorKind::Timeout); // nobody came
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn accept_timeout<Out, In>(&self, timeout: Duration) -> Result<Duplex<Out, In>>
     where
         Out: Serialize + DeserializeOwned,
@@ -296,6 +317,22 @@ fn needs_remote(e: &Endpoint) -> Error {
 
 impl Net {
     /// Listens at `addr` (`unix:` or `tcp://`; see [`crate::endpoint`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let addr = format!("unix:{}", dir.path().join("s").display());
+    /// let net = procwire::Net::new().codec(procwire::CodecKind::Json);
+    /// let listener = net.listen(&addr)?;
+    /// let client = std::thread::spawn(move || net.connect::<u32, u32>(&addr)?.request(20));
+    /// let server = listener.accept_timeout::<u32, u32>(Duration::from_secs(5))?;
+    /// server.send(server.recv()? + 1)?;
+    /// assert_eq!(client.join().unwrap()?, 21);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn listen(&self, addr: &str) -> Result<Listener> {
         let endpoint: Endpoint = addr.parse()?;
         let inner = match &endpoint {
@@ -350,11 +387,40 @@ impl Net {
 }
 
 /// [`Net::listen`] with the default settings.
+///
+/// # Examples
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let listener = procwire::listen(&format!("unix:{}", dir.path().join("s").display()))?;
+/// assert!(listener.endpoint().to_string().starts_with("unix:"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn listen(addr: &str) -> Result<Listener> {
     Net::new().listen(addr)
 }
 
 /// [`Net::connect`] with the default settings.
+///
+/// # Examples
+///
+/// ```
+/// let e = procwire::connect::<(), ()>("unix:/nonexistent/socket").unwrap_err();
+/// assert!(e.to_string().contains("/nonexistent/socket"), "{e}");
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let addr = format!("unix:{}", dir.path().join("s").display());
+/// let listener = procwire::listen(&addr)?;
+/// let ch = procwire::connect::<String, String>(&addr)?;
+/// let server = listener.accept::<String, String>()?;
+/// ch.send("hello".into())?;
+/// assert_eq!(server.recv()?, "hello");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn connect<Out, In>(addr: &str) -> Result<Duplex<Out, In>>
 where
     Out: Serialize + DeserializeOwned,

@@ -41,6 +41,17 @@ impl Key {
     /// The key from the environment: the bytes of the file named by
     /// `PROCWIRE_KEY_FILE` (one trailing newline ignored), else the value of
     /// `PROCWIRE_KEY`; `Ok(None)` if neither is set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // SAFETY (of the example): nothing else reads the environment meanwhile.
+    /// unsafe { std::env::set_var("PROCWIRE_KEY", "sixteen or more bytes") };
+    /// let key = procwire::Key::from_env()?.expect("PROCWIRE_KEY is set");
+    /// assert_eq!(format!("{key:?}"), "Key(21 bytes)"); // never the bytes
+    /// unsafe { std::env::remove_var("PROCWIRE_KEY") };
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn from_env() -> Result<Option<Key>> {
         if let Some(file) = std::env::var_os("PROCWIRE_KEY_FILE") {
             let mut bytes = std::fs::read(&file).map_err(|e| {
@@ -156,6 +167,16 @@ impl Default for Net {
 impl Net {
     /// Heartbeats every second, 5 s to connect and 5 s to authenticate,
     /// the key from the environment, no retries, the default [`Options`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let net = procwire::Net::new().no_key().connect_timeout(Duration::from_millis(200));
+    /// // Nothing listens there: refused at once, or given up after 200 ms.
+    /// assert!(net.connect::<(), ()>("tcp://127.0.0.1:1").is_err());
+    /// ```
     pub fn new() -> Net {
         Net::default()
     }

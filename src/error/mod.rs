@@ -14,6 +14,19 @@ pub use channel::{
 };
 
 /// A `Result` whose error is procwire's [`Error`].
+///
+/// # Examples
+///
+/// ```
+/// fn ask(ch: &procwire::Duplex<u32, u32>) -> procwire::Result<u32> {
+///     ch.send(6)?; // every channel error converts into procwire::Error
+///     Ok(ch.recv()? * 7)
+/// }
+/// let (a, b) = procwire::duplex::<u32, u32>()?;
+/// b.send(1)?;
+/// assert_eq!(ask(&a)?, 7);
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The kinds of [`Error`]; match on them, the message is for people.

@@ -65,6 +65,19 @@ pub const HEARTBEAT: u32 = u32::MAX;
 
 impl FrameDecoder {
     /// A decoder that accepts payloads of at most `max_frame` bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::frame::FrameDecoder;
+    ///
+    /// let mut d = FrameDecoder::new(1 << 20)?;
+    /// d.spare()[..6].copy_from_slice(&[0, 0, 0, 2, b'h', b'i']);
+    /// d.filled(6);
+    /// assert_eq!(d.next_payload()?, Some(&b"hi"[..]));
+    /// assert_eq!(d.next_payload()?, None); // more input needed
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn new(max_frame: usize) -> Result<FrameDecoder> {
         Ok(FrameDecoder {
             buf: Vec::new(),

@@ -27,6 +27,20 @@ pub struct FrameWriter<W> {
 
 impl<W: Write> FrameWriter<W> {
     /// A writer with the default 64 MiB maximum.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::frame::{FrameReader, FrameWriter};
+    ///
+    /// let mut w = FrameWriter::new(Vec::new());
+    /// w.send(b"one")?;
+    /// let bytes = w.into_inner();
+    /// assert_eq!(bytes, [0, 0, 0, 3, b'o', b'n', b'e']);
+    /// let mut r = FrameReader::new(&bytes[..]);
+    /// assert_eq!(r.recv()?.as_deref(), Some(&b"one"[..]));
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn new(inner: W) -> FrameWriter<W> {
         FrameWriter {
             inner,
@@ -36,6 +50,16 @@ impl<W: Write> FrameWriter<W> {
     }
 
     /// A writer with another maximum payload length.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::frame::FrameWriter;
+    ///
+    /// let mut w = FrameWriter::with_max_frame(Vec::new(), 4)?;
+    /// assert_eq!(w.send(b"too long").unwrap_err().kind(), procwire::ErrorKind::FrameTooLarge);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn with_max_frame(inner: W, max_frame: usize) -> Result<FrameWriter<W>> {
         Ok(FrameWriter {
             max: check_max(max_frame)?,
@@ -107,6 +131,19 @@ pub struct FrameReader<R> {
 
 impl<R: Read> FrameReader<R> {
     /// A reader with the default 64 MiB maximum.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::frame::FrameReader;
+    ///
+    /// let bytes = [0, 0, 0, 1, b'a', 0, 0, 0, 0];
+    /// let mut r = FrameReader::new(&bytes[..]);
+    /// assert_eq!(r.recv()?.as_deref(), Some(&b"a"[..]));
+    /// assert_eq!(r.recv()?.as_deref(), Some(&b""[..])); // an empty message
+    /// assert_eq!(r.recv()?, None); // a clean end between frames
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn new(inner: R) -> FrameReader<R> {
         FrameReader {
             inner,
@@ -115,6 +152,17 @@ impl<R: Read> FrameReader<R> {
     }
 
     /// A reader with another maximum payload length.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::frame::FrameReader;
+    ///
+    /// // A 4 GiB length prefix: refused before anything is allocated for it.
+    /// let mut r = FrameReader::with_max_frame(&[0xFF, 0xFF, 0xFF, 0xFE][..], 1 << 20)?;
+    /// assert_eq!(r.recv().unwrap_err().kind(), procwire::ErrorKind::FrameTooLarge);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn with_max_frame(inner: R, max_frame: usize) -> Result<FrameReader<R>> {
         Ok(FrameReader {
             inner,

@@ -4,6 +4,21 @@
 use super::*;
 
 /// A submitted task's result, to come.
+///
+/// # Examples
+///
+/// ```no_run
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+/// # fn main() -> procwire::Result<()> {
+/// procwire::init()?;
+/// let pool = procwire::Pool::builder(square).workers(2).build()?;
+/// let h = pool.submit(12)?;
+/// assert_eq!(h.wait()?, 144);
+/// # Ok(())
+/// # }
+/// ```
 pub struct TaskHandle<Req, Resp> {
     pub(super) slot: Arc<Slot<Resp>>,
     pub(super) shared: Arc<Shared<Req, Resp>>,
@@ -66,6 +81,21 @@ impl<Req, Resp> fmt::Debug for TaskHandle<Req, Resp> {
 }
 
 /// The results of [`Pool::map`], in order.
+///
+/// # Examples
+///
+/// ```no_run
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+/// # fn main() -> procwire::Result<()> {
+/// procwire::init()?;
+/// let pool = procwire::Pool::builder(square).workers(2).build()?;
+/// let total: u64 = pool.map(1..=3).map(|r| r.unwrap()).sum();
+/// assert_eq!(total, 14);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Map<'p, Req: Message + Clone, Resp: Message, I> {
     pub(super) pool: &'p Pool<Req, Resp>,
     pub(super) items: I,
@@ -98,6 +128,22 @@ impl<Req: Message + Clone, Resp: Message, I> fmt::Debug for Map<'_, Req, Resp, I
 
 /// The results of [`Pool::map_unordered`]: `(position, result)` as they
 /// finish.
+///
+/// # Examples
+///
+/// ```no_run
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+/// # fn main() -> procwire::Result<()> {
+/// procwire::init()?;
+/// let pool = procwire::Pool::builder(square).workers(2).build()?;
+/// let mut got: Vec<(usize, u64)> = pool.map_unordered(0..4).map(|(i, r)| (i, r.unwrap())).collect();
+/// got.sort();
+/// assert_eq!(got, [(0, 0), (1, 1), (2, 4), (3, 9)]);
+/// # Ok(())
+/// # }
+/// ```
 pub struct MapUnordered<'p, Req: Message + Clone, Resp: Message, I> {
     pub(super) pool: &'p Pool<Req, Resp>,
     pub(super) items: I,

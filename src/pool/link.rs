@@ -21,6 +21,56 @@ use crate::{Child, Command, How, Options, task};
 /// A kind of worker: how a pool gets one. Implement it (with [`Worker`]) to
 /// put your own kind of worker under the pool's scheduler:
 /// [`Pool::with_link`](super::Pool::with_link).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Instant;
+/// use procwire::pool::{Link, Worker};
+/// use procwire::{Error, ErrorKind, Pool};
+///
+/// /// Workers that are threads of this process, answering `n` with `n + 1`.
+/// struct Threads;
+///
+/// struct Adder {
+///     tx: std::sync::mpsc::Sender<u64>,
+///     rx: std::sync::mpsc::Receiver<u64>,
+/// }
+///
+/// impl Link<u64, u64> for Threads {
+///     fn start(&self) -> procwire::Result<Box<dyn Worker<u64, u64>>> {
+///         let (tx, tasks) = std::sync::mpsc::channel::<u64>();
+///         let (answers, rx) = std::sync::mpsc::channel();
+///         std::thread::spawn(move || tasks.iter().for_each(|n| answers.send(n + 1).unwrap()));
+///         Ok(Box::new(Adder { tx, rx }))
+///     }
+/// }
+///
+/// impl Worker<u64, u64> for Adder {
+///     fn send(&mut self, n: &u64) -> procwire::Result<()> {
+///         self.tx.send(*n).map_err(|_| Error::new(ErrorKind::Disconnected, "gone"))
+///     }
+///     fn recv(&mut self, _deadline: Option<Instant>) -> procwire::Result<u64> {
+///         self.rx.recv().map_err(|_| Error::new(ErrorKind::Disconnected, "gone"))
+///     }
+///     fn alive(&mut self) -> bool {
+///         true
+///     }
+///     fn name(&self) -> String {
+///         "adder".into()
+///     }
+///     fn killer(&self) -> Box<dyn Fn() + Send + Sync> {
+///         Box::new(|| {})
+///     }
+///     fn retire(self: Box<Self>, _kill: bool) {}
+/// }
+///
+/// let pool = Pool::with_link(Threads).workers(2).pipeline(8).build()?;
+/// let out: Vec<u64> = pool.map(0..5).collect::<procwire::Result<_>>()?;
+/// assert_eq!(out, [1, 2, 3, 4, 5]);
+/// pool.shutdown()?;
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub trait Link<Req, Resp>: Send + Sync + 'static {
     /// A new worker. A link whose workers the pool starts starts one (a
     /// failure is the error of the task that needed it); a link whose
@@ -48,6 +98,15 @@ pub trait Link<Req, Resp>: Send + Sync + 'static {
 
 /// One worker: tasks go in with [`send`](Worker::send), answers come back
 /// in the same order from [`recv`](Worker::recv).
+///
+/// # Examples
+///
+/// ```
+/// // See `Link` for a whole kind of worker; the scheduler calls, per worker:
+/// // `send` (one or more tasks), `recv` (their answers, in order), `alive`
+/// // (before giving an idle worker a task), and `retire` at the end.
+/// fn takes_a_worker(_: &mut dyn procwire::pool::Worker<u64, u64>) {}
+/// ```
 pub trait Worker<Req, Resp>: Send {
     /// Sends one task. An error of kind [`ErrorKind::Encode`] or
     /// [`ErrorKind::FrameTooLarge`] fails that task only (nothing was

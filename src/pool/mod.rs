@@ -81,10 +81,37 @@ pub use handle::{Map, MapUnordered, TaskHandle};
 pub use link::{Link, Worker};
 
 /// What a pool's messages must be.
+///
+/// # Examples
+///
+/// ```
+/// #[derive(serde::Serialize, serde::Deserialize, Clone)]
+/// struct Job {
+///     name: String,
+/// }
+/// fn is_message<T: procwire::pool::Message>() {}
+/// is_message::<Job>(); // any owned serde type is one
+/// ```
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
 
 /// Counts of a pool's work so far ([`Pool::stats`]).
+///
+/// # Examples
+///
+/// ```no_run
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+/// # fn main() -> procwire::Result<()> {
+/// procwire::init()?;
+/// let pool = procwire::Pool::builder(square).workers(1).build()?;
+/// pool.call(3)?;
+/// let s = pool.stats();
+/// assert_eq!((s.submitted, s.failed, s.lost), (1, 0, 0));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -101,6 +128,24 @@ pub struct Stats {
 }
 
 /// A pool of workers; see the [module docs](self).
+///
+/// # Examples
+///
+/// ```no_run
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+/// # fn main() -> procwire::Result<()> {
+/// procwire::init()?;
+/// let pool = procwire::Pool::builder(square).workers(2).build()?;
+/// assert_eq!(pool.call(4)?, 16);
+/// let h = pool.submit(5)?;
+/// let all: Vec<u64> = pool.map(0..3).collect::<procwire::Result<_>>()?;
+/// assert_eq!((h.wait()?, all), (25, vec![0, 1, 4]));
+/// pool.shutdown()?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Pool<Req: Message + Clone, Resp: Message> {
     shared: Arc<Shared<Req, Resp>>,
     admitter: Option<JoinHandle<()>>,
@@ -111,6 +156,21 @@ pub struct Pool<Req: Message + Clone, Resp: Message> {
 impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
     /// A pool whose workers run `handler`, a plain function of this
     /// program, in child processes.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn square(n: u64) -> u64 {
+    ///     n * n
+    /// }
+    /// # fn main() -> procwire::Result<()> {
+    /// procwire::init()?; // first in main
+    /// let pool = procwire::Pool::builder(square).workers(2).build()?;
+    /// assert_eq!(pool.call(7)?, 49);
+    /// pool.shutdown()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder(handler: fn(Req) -> Resp) -> PoolBuilder<Req, Resp> {
         PoolBuilder::new(Source::Function {
             handler,
@@ -144,6 +204,20 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
     /// A pool over a [`Link`] of your own: the scheduler, queue, retries,
     /// timeouts and results of every pool, for a kind of worker procwire
     /// does not know.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // A whole example is on `procwire::pool::Link`; in short:
+    /// # struct MyLink;
+    /// # impl procwire::pool::Link<u64, u64> for MyLink {
+    /// #     fn start(&self) -> procwire::Result<Box<dyn procwire::pool::Worker<u64, u64>>> {
+    /// #         Err(procwire::Error::new(procwire::ErrorKind::Unsupported, "an example"))
+    /// #     }
+    /// # }
+    /// let pool = procwire::Pool::with_link(MyLink).workers(4).build();
+    /// assert!(pool.is_err()); // this link cannot start workers
+    /// ```
     pub fn with_link(link: impl Link<Req, Resp>) -> PoolBuilder<Req, Resp> {
         PoolBuilder::new(Source::Link(Arc::new(link)))
     }

@@ -333,6 +333,17 @@ impl Child {
 }
 
 /// Kills one child process from anywhere: see [`Child::killer`].
+///
+/// # Examples
+///
+/// ```
+/// let mut child = procwire::Command::new("sleep").arg("60").spawn()?;
+/// let killer = child.killer(); // Clone + Send: for another thread
+/// killer.kill()?;
+/// assert!(child.wait()?.signal().is_some());
+/// # use std::os::unix::process::ExitStatusExt;
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Killer(std::sync::Arc<ProcState>);
 

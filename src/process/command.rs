@@ -85,6 +85,18 @@ impl Command {
     }
 
     /// A two-way channel to the child, with the default options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut cmd = procwire::Command::new("sh");
+    /// // The child finds its channel in PROCWIRE_FD: here it only prints it.
+    /// cmd.args(["-c", "echo fd=$PROCWIRE_FD"]);
+    /// let _ch = cmd.channel::<String, String>()?;
+    /// let out = cmd.output()?;
+    /// assert!(String::from_utf8_lossy(&out.stdout).starts_with("fd="));
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn channel<Out, In>(&mut self) -> Result<Duplex<Out, In>>
     where
         Out: Serialize,
@@ -96,6 +108,19 @@ impl Command {
     /// A two-way channel to the child with `options` (its codec is announced
     /// to the child in `PROCWIRE_CODEC`). One per command: `PROCWIRE_FD`
     /// names one descriptor; send more channels over it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::{CodecKind, Options};
+    ///
+    /// let mut cmd = procwire::Command::new("python3");
+    /// cmd.arg("-c").arg("import os; print(os.environ['PROCWIRE_CODEC'])");
+    /// let _ch = cmd.channel_with::<String, String>(&Options::new().codec(CodecKind::MsgPack))?;
+    /// let out = cmd.output()?;
+    /// assert_eq!(out.stdout, b"msgpack\n");
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn channel_with<Out, In>(&mut self, options: &Options) -> Result<Duplex<Out, In>>
     where
         Out: Serialize,
@@ -150,6 +175,14 @@ impl Command {
     /// again, as std's can; one whose descriptors went to a child cannot
     /// (they are closed here now): that is an
     /// [`ErrorKind::InvalidInput`] error, and a new `Command` is the way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut child = procwire::Command::new("true").spawn()?;
+    /// assert!(child.wait()?.success()); // reaped: no zombie
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn spawn(&mut self) -> Result<Child> {
         if self.handed_over {
             return Err(Error::new(

@@ -21,6 +21,25 @@ use crate::{Duplex, PipeReader, PipeWriter, Receiver, Sender, Socket};
 ///
 /// Implemented for channel ends, pipe ends, sockets, `OwnedFd`, and
 /// tuples, `Vec`s and `Option`s of them.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::{Duplex, fork};
+///
+/// // A tuple of ends: each stays open in the child, everything else closes.
+/// let (parent, child_end) = procwire::duplex::<String, String>()?;
+/// let (log_tx, log_rx) = procwire::channel::<String>()?;
+/// let mut child = fork((child_end, log_tx), |(ch, log): (Duplex<String, String>, _)| {
+///     let job = ch.recv().unwrap();
+///     log.send(format!("got {job}")).unwrap();
+///     ch.send(format!("{job} accomplished!")).unwrap();
+/// })?;
+/// assert_eq!(parent.request("Heavy lifting".into())?, "Heavy lifting accomplished!");
+/// assert_eq!(log_rx.recv()?, "got Heavy lifting");
+/// child.wait()?;
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub trait Inherit {
     /// Appends the descriptors this value needs in the child.
     fn descriptors(&self, out: &mut Vec<RawFd>);

@@ -29,6 +29,24 @@ pub const ENV_ENTRY: &str = "PROCWIRE_ENTRY";
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
 /// How a [`Task`] starts its child.
+///
+/// # Examples
+///
+/// ```no_run
+/// use procwire::{Duplex, How, task};
+///
+/// fn double(n: u32, ch: Duplex<u32, ()>) {
+///     ch.send(n * 2).unwrap();
+/// }
+/// # fn main() -> procwire::Result<()> {
+/// procwire::init()?;
+/// // Through the fork server, whatever threads this process has.
+/// let (mut child, ch) = task(double, 21).via(How::Server).spawn()?;
+/// assert_eq!(ch.recv()?, 42);
+/// child.wait()?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum How {
@@ -47,6 +65,23 @@ pub enum How {
 }
 
 /// A function to run in a child process, with its argument: see [`task`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use procwire::{Duplex, task};
+///
+/// fn greet(name: String, ch: Duplex<String, ()>) {
+///     ch.send(format!("hello, {name}")).unwrap();
+/// }
+/// # fn main() -> procwire::Result<()> {
+/// procwire::init()?;
+/// let (mut child, ch) = task(greet, "lesson".to_string()).spawn()?;
+/// assert_eq!(ch.recv()?, "hello, lesson");
+/// assert!(child.wait()?.success());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Task<A, Out, In> {
     f: fn(A, Duplex<Out, In>),
@@ -112,6 +147,26 @@ where
     }
 
     /// Starts the child.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use procwire::{Duplex, task};
+    ///
+    /// fn worker(_: (), ch: Duplex<String, String>) {
+    ///     for job in ch.iter() {
+    ///         ch.send(format!("{} accomplished!", job.unwrap())).unwrap();
+    ///     }
+    /// }
+    /// # fn main() -> procwire::Result<()> {
+    /// procwire::init()?;
+    /// let (mut child, ch) = task(worker, ()).spawn()?;
+    /// assert_eq!(ch.request("Heavy lifting".into())?, "Heavy lifting accomplished!");
+    /// drop(ch); // its loop ends: it exits
+    /// assert!(child.wait()?.success());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn spawn(self) -> Result<(Child, Duplex<In, Out>)> {
         let how = match self.how {
             How::Auto if server::running() => How::Server,

@@ -79,6 +79,20 @@ pub use worker::{WorkerOptions, work, work_with};
 
 /// One message of the flow (see the [module docs](self)), on the wire the
 /// MessagePack array `[kind, id, data]`.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::remote::pool::Flow;
+///
+/// // The flow is MessagePack arrays: what a Python worker sends as ready.
+/// let mut ready = Vec::new();
+/// procwire::CodecKind::MsgPack.encode(&Flow::Ready { beat_ms: 1000 }, &mut ready)?;
+/// assert_eq!(ready[..8], [0x93, 0xa5, b'r', b'e', b'a', b'd', b'y', 0xcd]); // ["ready", 1000, b""]
+/// let back: Flow = procwire::CodecKind::MsgPack.decode(&ready)?;
+/// assert_eq!(back, Flow::Ready { beat_ms: 1000 });
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Flow {
@@ -174,6 +188,16 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
     /// workers where to go (with the port the system chose for port 0).
     /// Tasks are encoded with `net`'s codec. A worker lost while holding a
     /// task gives it to another (retries are unlimited unless set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let net = procwire::Net::new().no_key();
+    /// let pool = procwire::Pool::<u64, u64>::remote("zmq+tcp://127.0.0.1:0", &net)?.build()?;
+    /// let at = pool.endpoint().expect("where workers connect").to_string();
+    /// assert!(at.starts_with("zmq+tcp://127.0.0.1:"));
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn remote(addr: &str, net: &Net) -> Result<PoolBuilder<Req, Resp>> {
         let endpoint: Endpoint = addr.parse()?;
         let codec = net.options.codec_kind();

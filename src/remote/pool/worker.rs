@@ -4,6 +4,20 @@
 use super::*;
 
 /// How a worker process behaves: retries and its beat.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use procwire::remote::pool::WorkerOptions;
+///
+/// let wo = WorkerOptions {
+///     net: procwire::Net::new().heartbeat(Duration::from_millis(500)),
+///     reconnect_for: Duration::from_secs(60),
+///     ..WorkerOptions::default()
+/// };
+/// # let _ = wo;
+/// ```
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
     /// Connection settings (key, heartbeat, retry policy of each attempt).

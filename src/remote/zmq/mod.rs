@@ -62,6 +62,19 @@ use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, SendEr
 use crate::{ByteBuf, CodecKind, Duplex, Kind as SocketKind, Net, Options};
 
 /// A ZeroMQ socket type.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::zmq::{self, Kind};
+///
+/// let net = procwire::Net::new();
+/// let pull = zmq::bind::<(), u32>(Kind::Pull, "zmq+tcp://127.0.0.1:0", &net)?;
+/// let push = zmq::connect::<u32, ()>(Kind::Push, &pull.endpoint().to_string(), &net)?;
+/// push.send(7).map_err(|e| e.into_error())?;
+/// assert_eq!(pull.recv()?, 7);
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Kind {
@@ -137,6 +150,20 @@ fn zmq_error(what: &str, e: impl std::fmt::Display) -> Error {
 ///
 /// `recv` on a PUSH socket and `send` on a PULL socket are errors; REQ and
 /// REP must take turns (a REQ sends, then receives).
+///
+/// # Examples
+///
+/// ```
+/// use procwire::zmq::{self, Kind};
+///
+/// let net = procwire::Net::new();
+/// let rep = zmq::bind::<u32, u32>(Kind::Rep, "zmq+tcp://127.0.0.1:0", &net)?;
+/// let req = zmq::connect::<u32, u32>(Kind::Req, &rep.endpoint().to_string(), &net)?;
+/// let server = std::thread::spawn(move || rep.send(rep.recv().unwrap() * 2).unwrap());
+/// assert_eq!(req.request(21)?, 42);
+/// server.join().unwrap();
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub struct Channel<Out, In> {
     // Dropped in this order: the channel's end of stream ends the bridge.
     duplex: Duplex<Out, In>,
@@ -226,6 +253,22 @@ impl<Out, In> std::fmt::Debug for Router<Out, In> {
 }
 
 /// Who sent a message to a ROUTER: its identity and envelope, to reply to.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::zmq::{self, Kind};
+///
+/// let net = procwire::Net::new();
+/// let router = zmq::bind_router::<u8, u8>("zmq+tcp://127.0.0.1:0", &net)?;
+/// let dealer = zmq::connect::<u8, u8>(Kind::Dealer, &router.endpoint().to_string(), &net)?;
+/// dealer.send(1).map_err(|e| e.into_error())?;
+/// let (peer, _) = router.recv()?;
+/// assert!(!peer.identity().is_empty()); // who to answer
+/// router.send(&peer, &2)?;
+/// assert_eq!(dealer.recv()?, 2);
+/// # Ok::<(), procwire::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Peer {
     envelope: Vec<Vec<u8>>,
@@ -240,6 +283,21 @@ impl Peer {
 }
 
 /// A ROUTER socket: receives `(Peer, In)`, replies to a chosen peer.
+///
+/// # Examples
+///
+/// ```
+/// use procwire::zmq::{self, Kind};
+///
+/// let net = procwire::Net::new();
+/// let router = zmq::bind_router::<String, String>("zmq+tcp://127.0.0.1:0", &net)?;
+/// let req = zmq::connect::<String, String>(Kind::Req, &router.endpoint().to_string(), &net)?;
+/// let asker = std::thread::spawn(move || req.request("ping".into()));
+/// let (peer, msg) = router.recv()?;
+/// router.send(&peer, &format!("{msg}: pong"))?; // back to whoever asked
+/// assert_eq!(asker.join().unwrap()?, "ping: pong");
+/// # Ok::<(), procwire::Error>(())
+/// ```
 pub struct Router<Out, In> {
     duplex: Duplex<ByteBuf, ByteBuf>,
     codec: CodecKind,
@@ -337,6 +395,16 @@ impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
 
 /// Binds a socket of `kind` (not ROUTER) at `addr` (`zmq+tcp://` on
 /// loopback, or `zmq+ipc://`).
+///
+/// # Examples
+///
+/// ```
+/// use procwire::zmq::{self, Kind};
+///
+/// // Only loopback and ipc, unless Net::force_public_zmq says otherwise.
+/// let e = zmq::bind::<(), ()>(Kind::Pull, "zmq+tcp://0.0.0.0:0", &procwire::Net::new()).unwrap_err();
+/// assert_eq!(e.kind(), procwire::ErrorKind::Refused);
+/// ```
 pub fn bind<Out, In>(kind: Kind, addr: &str, net: &Net) -> Result<Channel<Out, In>>
 where
     Out: Serialize + DeserializeOwned,
