@@ -9,10 +9,10 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use procwire::pool::{Link, Worker};
+use procwire::pool::{self, ChildWorker, Link, Worker};
 use procwire::{
-    ByteBuf, Child, CodecKind, Command, Duplex, Error, ErrorKind, Options, PipeReader, PipeWriter,
-    Pool, Select,
+    ByteBuf, CodecKind, Command, Duplex, Error, ErrorKind, Options, PipeReader, PipeWriter, Pool,
+    Select,
 };
 
 /// What `procwire pool` was asked to do.
@@ -35,58 +35,31 @@ enum Ends {
     Framed(Duplex<ByteBuf, ByteBuf>),
 }
 
-/// One persistent worker command.
-struct Cmd {
-    child: Child,
-    ends: Ends,
+/// Starts one persistent worker command.
+fn spawn(command: &[String], framed: bool) -> procwire::Result<ChildWorker<Ends>> {
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    if framed {
+        let ch = cmd.channel_with(&Options::new().codec(CodecKind::Raw))?;
+        // The error names the program and the cause already.
+        return Ok(ChildWorker::new(cmd.spawn()?, Ends::Framed(ch)));
+    }
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let piped = |e| Error::new(ErrorKind::Io, format!("the worker's {e} is not piped"));
+    let stdin = child.stdin.take().ok_or_else(|| piped("stdin"))?;
+    let stdout = child.stdout.take().ok_or_else(|| piped("stdout"))?;
+    let ends = Ends::Lines {
+        stdin: PipeWriter::from_fd(OwnedFd::from(stdin))?,
+        stdout: PipeReader::from_fd(OwnedFd::from(stdout))?,
+        buffered: Vec::new(),
+    };
+    Ok(ChildWorker::new(child, ends))
 }
 
-impl Cmd {
-    fn spawn(command: &[String], framed: bool) -> procwire::Result<Cmd> {
-        let mut cmd = Command::new(&command[0]);
-        cmd.args(&command[1..]);
-        if framed {
-            let ch = cmd.channel_with(&Options::new().codec(CodecKind::Raw))?;
-            // The error names the program and the cause already.
-            let child = cmd.spawn()?;
-            return Ok(Cmd {
-                child,
-                ends: Ends::Framed(ch),
-            });
-        }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-        let mut child = cmd.spawn()?;
-        let piped = |e| Error::new(ErrorKind::Io, format!("the worker's {e} is not piped"));
-        let stdin = child.stdin.take().ok_or_else(|| piped("stdin"))?;
-        let stdout = child.stdout.take().ok_or_else(|| piped("stdout"))?;
-        Ok(Cmd {
-            child,
-            ends: Ends::Lines {
-                stdin: PipeWriter::from_fd(OwnedFd::from(stdin))?,
-                stdout: PipeReader::from_fd(OwnedFd::from(stdout))?,
-                buffered: Vec::new(),
-            },
-        })
-    }
-
-    /// What became of the worker, once its output closed.
-    fn gone(&mut self) -> Error {
-        let pid = self.child.id();
-        match self.child.wait_timeout(Duration::from_secs(1)) {
-            Ok(Some(s)) => {
-                Error::new(ErrorKind::PeerExited, format!("worker {pid} ended")).with_exit_status(s)
-            }
-            _ => Error::new(
-                ErrorKind::Disconnected,
-                format!("worker {pid} closed its output"),
-            ),
-        }
-    }
-}
-
-impl Worker<ByteBuf, ByteBuf> for Cmd {
+impl pool::Ends<ByteBuf, ByteBuf> for Ends {
     fn send(&mut self, task: &ByteBuf) -> procwire::Result<()> {
-        match &mut self.ends {
+        match self {
             Ends::Lines { stdin, .. } => {
                 let mut line = task.to_vec();
                 line.push(b'\n');
@@ -97,7 +70,7 @@ impl Worker<ByteBuf, ByteBuf> for Cmd {
     }
 
     fn recv(&mut self, deadline: Option<Instant>) -> procwire::Result<ByteBuf> {
-        let (stdout, buffered) = match &mut self.ends {
+        let (stdout, buffered) = match self {
             Ends::Framed(ch) => {
                 return match deadline {
                     Some(d) => Ok(ch.receiver().recv_deadline(d)?),
@@ -122,41 +95,11 @@ impl Worker<ByteBuf, ByteBuf> for Cmd {
             };
             let mut chunk = [0u8; 65536];
             match stdout.read(&mut chunk) {
-                Ok(0) => return Err(self.gone()),
+                // The process adds how it ended (ChildWorker).
+                Ok(0) => return Err(Error::new(ErrorKind::Disconnected, "it closed its output")),
                 Ok(n) => buffered.extend_from_slice(&chunk[..n]),
                 Err(e) => return Err(e.into()),
             }
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn name(&self) -> String {
-        format!("worker {}", self.child.id())
-    }
-
-    fn pid(&self) -> Option<u32> {
-        Some(self.child.id())
-    }
-
-    fn killer(&self) -> Box<dyn Fn() + Send + Sync> {
-        let k = self.child.killer();
-        Box::new(move || {
-            let _ = k.kill();
-        })
-    }
-
-    fn retire(self: Box<Self>, kill: bool) {
-        let Cmd { mut child, ends } = *self;
-        drop(ends); // end of input: the worker finishes
-        if kill {
-            let _ = child.kill();
-        }
-        if let Ok(None) = child.wait_timeout(Duration::from_secs(1)) {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
@@ -169,7 +112,7 @@ struct Cmds {
 
 impl Link<ByteBuf, ByteBuf> for Cmds {
     fn start(&self) -> procwire::Result<Box<dyn Worker<ByteBuf, ByteBuf>>> {
-        Ok(Box::new(Cmd::spawn(&self.command, self.framed)?))
+        Ok(Box::new(spawn(&self.command, self.framed)?))
     }
 }
 

@@ -140,27 +140,144 @@ pub trait Worker<Req, Resp>: Send {
     fn retire(self: Box<Self>, kill: bool);
 }
 
-/// A child process speaking RPC over its channel: the worker of both
-/// built-in links.
-pub(crate) struct RpcWorker<Req, Resp> {
-    end: ClientEnd<Req, Resp>,
-    child: Child,
-    next: u64,
-    sent: std::collections::VecDeque<u64>,
+/// How tasks reach a worker process and its answers come back: the part
+/// of a [`Worker`] that differs between kinds of child process (RPC over
+/// `PROCWIRE_FD`, lines on stdin and stdout, frames). [`ChildWorker`] adds
+/// the process.
+pub trait Ends<Req, Resp>: Send {
+    /// Sends one task (see [`Worker::send`]).
+    fn send(&mut self, req: &Req) -> Result<()>;
+
+    /// The answer to the oldest task sent (see [`Worker::recv`]). An end
+    /// of stream need not say how the process ended: [`ChildWorker`] adds
+    /// its exit status.
+    fn recv(&mut self, deadline: Option<Instant>) -> Result<Resp>;
 }
 
-impl<Req, Resp> RpcWorker<Req, Resp> {
-    pub(crate) fn new(child: Child, end: ClientEnd<Req, Resp>) -> RpcWorker<Req, Resp> {
-        RpcWorker {
-            end,
-            child,
-            next: 0,
-            sent: std::collections::VecDeque::new(),
+/// A worker that is a child process of this one, reached through `E`: it
+/// is alive while the process runs, killed through a pidfd on abort, and
+/// retired by closing `E` (its input ends), then waiting a second before a
+/// kill. Nothing remains: no zombie, no descriptor.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Instant;
+/// use procwire::pool::{ChildWorker, Ends, Worker};
+/// use procwire::{ByteBuf, Duplex};
+///
+/// /// Raw frames to a child and back.
+/// struct Frames(Duplex<ByteBuf, ByteBuf>);
+///
+/// impl Ends<ByteBuf, ByteBuf> for Frames {
+///     fn send(&mut self, req: &ByteBuf) -> procwire::Result<()> {
+///         Ok(self.0.send_ref(req)?)
+///     }
+///     fn recv(&mut self, _: Option<Instant>) -> procwire::Result<ByteBuf> {
+///         Ok(self.0.recv()?)
+///     }
+/// }
+///
+/// let mut cmd = procwire::Command::new("true");
+/// let ch = cmd.channel_with(&procwire::Options::new().codec(procwire::CodecKind::Raw))?;
+/// let mut w = ChildWorker::new(cmd.spawn()?, Frames(ch));
+/// // `true` exits at once: the answer never comes, and the error says how it ended.
+/// let _ = w.send(&ByteBuf::from(b"task".to_vec()));
+/// let e = w.recv(None).unwrap_err();
+/// assert_eq!(e.exit_status().and_then(|s| s.code()), Some(0), "{e}");
+/// Box::new(w).retire(false);
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ChildWorker<E> {
+    // Dropped first: the child's input ends before it is waited for.
+    ends: E,
+    child: Child,
+}
+
+impl<E> ChildWorker<E> {
+    /// The worker `child`, reached through `ends`.
+    pub fn new(child: Child, ends: E) -> ChildWorker<E> {
+        ChildWorker { ends, child }
+    }
+}
+
+impl<Req, Resp, E: Ends<Req, Resp>> Worker<Req, Resp> for ChildWorker<E> {
+    fn send(&mut self, req: &Req) -> Result<()> {
+        self.ends.send(req)
+    }
+
+    fn recv(&mut self, deadline: Option<Instant>) -> Result<Resp> {
+        self.ends.recv(deadline).map_err(|e| {
+            let lost = !matches!(
+                e.kind(),
+                ErrorKind::Remote | ErrorKind::Timeout | ErrorKind::Decode
+            );
+            if !lost || e.exit_status().is_some() {
+                return e;
+            }
+            // Its channel ended: it is exiting, most likely. Say how.
+            match self.child.wait_timeout(std::time::Duration::from_secs(1)) {
+                Ok(Some(status)) => e.with_exit_status(status),
+                _ => e,
+            }
+        })
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn name(&self) -> String {
+        format!("worker {}", self.child.id())
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.child.id())
+    }
+
+    fn killer(&self) -> Box<dyn Fn() + Send + Sync> {
+        let k = self.child.killer();
+        Box::new(move || {
+            let _ = k.kill();
+        })
+    }
+
+    fn retire(self: Box<Self>, kill: bool) {
+        let ChildWorker { ends, mut child } = *self;
+        drop(ends); // its input ends: it finishes
+        if kill {
+            let _ = child.kill();
+        }
+        if let Ok(None) = child.wait_timeout(std::time::Duration::from_secs(1)) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
 
-impl<Req, Resp> Worker<Req, Resp> for RpcWorker<Req, Resp>
+/// RPC calls over a child's channel, answered in order: the ends of both
+/// built-in links.
+pub(crate) struct Rpc<Req, Resp> {
+    end: ClientEnd<Req, Resp>,
+    next: u64,
+    sent: std::collections::VecDeque<u64>,
+}
+
+impl<Req, Resp> Rpc<Req, Resp> {
+    pub(crate) fn worker(child: Child, end: ClientEnd<Req, Resp>) -> ChildWorker<Rpc<Req, Resp>> {
+        ChildWorker::new(
+            child,
+            Rpc {
+                end,
+                next: 0,
+                sent: std::collections::VecDeque::new(),
+            },
+        )
+    }
+}
+
+impl<Req, Resp> Ends<Req, Resp> for Rpc<Req, Resp>
 where
     Req: super::Message + Clone,
     Resp: super::Message,
@@ -187,8 +304,7 @@ where
             return Err(Error::new(
                 ErrorKind::Decode,
                 format!(
-                    "{} answered call {} when call {:?} was due",
-                    self.name(),
+                    "the worker answered call {} when call {:?} was due",
                     reply.id,
                     self.sent.front()
                 ),
@@ -196,37 +312,6 @@ where
         }
         self.sent.pop_front();
         reply.body.map_err(|why| Error::new(ErrorKind::Remote, why))
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn name(&self) -> String {
-        format!("worker {}", self.child.id())
-    }
-
-    fn pid(&self) -> Option<u32> {
-        Some(self.child.id())
-    }
-
-    fn killer(&self) -> Box<dyn Fn() + Send + Sync> {
-        let k = self.child.killer();
-        Box::new(move || {
-            let _ = k.kill();
-        })
-    }
-
-    fn retire(self: Box<Self>, kill: bool) {
-        let RpcWorker { end, mut child, .. } = *self;
-        drop(end); // its serve loop ends: it exits
-        if kill {
-            let _ = child.kill();
-        }
-        if let Ok(None) = child.wait_timeout(std::time::Duration::from_secs(1)) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -267,7 +352,7 @@ impl<Req: Message + Clone, Resp: Message> Link<Req, Resp> for FnLink<Req, Resp> 
             .via(self.how)
             .options(self.options.clone())
             .spawn()?;
-        Ok(Box::new(RpcWorker::new(child, end)))
+        Ok(Box::new(Rpc::worker(child, end)))
     }
 }
 
@@ -281,6 +366,6 @@ impl<Req: Message + Clone, Resp: Message> Link<Req, Resp> for CmdLink {
     fn start(&self) -> Result<Box<dyn Worker<Req, Resp>>> {
         let mut cmd = (self.make)();
         let end = cmd.channel_with(&self.options)?;
-        Ok(Box::new(RpcWorker::new(cmd.spawn()?, end)))
+        Ok(Box::new(Rpc::worker(cmd.spawn()?, end)))
     }
 }

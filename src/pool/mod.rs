@@ -78,7 +78,7 @@ pub use builder::PoolBuilder;
 use builder::Source;
 use engine::*;
 pub use handle::{Map, MapUnordered, TaskHandle};
-pub use link::{Link, Worker};
+pub use link::{ChildWorker, Ends, Link, Worker};
 
 /// What a pool's messages must be.
 ///
