@@ -204,28 +204,30 @@ pub fn shm_ring(data: &[u8]) {
 }
 
 /// The `tcp://` handshake's parsers (feature `tcp`): `data` as a
-/// client's ANSWER to a server with a key and without, as a server's HELLO
-/// to a client, and as a PROOF after a real HELLO.
+/// client's HELLO to a server with a key and without, as a server's REPLY
+/// to a real HELLO, and as a CONFIRM after a real REPLY. Nothing forged
+/// passes: without the key, no message decrypts.
 #[cfg(feature = "tcp")]
 pub fn handshake(data: &[u8]) {
     use crate::endpoint::auth::{Client, Server};
     let key = b"the fuzzing key, sixteen+ bytes";
     for k in [Some(&key[..]), None] {
-        let s = Server::new(k, [7; 32], 1000);
-        assert!(
-            s.check(data).is_err() || data.len() >= 43,
-            "a short answer passed"
-        );
-        let mut c = Client::new(k, [9; 32], 1000);
-        let _ = c.answer(data);
-        let mut c = Client::new(k, [9; 32], 1000);
-        if c.answer(&s.hello()).is_ok() {
-            let proof_ok = c.verify(data).is_ok();
-            assert!(
-                !proof_ok || k.is_none() && data.is_empty(),
-                "a forged proof passed"
-            );
+        let s = Server::new(k, 1000);
+        let answered = s.answer(data);
+        // Only a client that knows the key (or, keyless, anyone) gets a
+        // reply; the forged data never confirms.
+        if let Ok((_, replied)) = answered {
+            assert!(k.is_none() || data.len() > 7, "a stub hello was answered");
+            assert!(replied.confirm(data).is_err(), "a forged confirm passed");
         }
+        let (c, _) = Client::new(k, 1000);
+        let _ = c.finish(data);
+        let (c, hello) = Client::new(k, 1000);
+        if let Ok((_reply, replied)) = s.answer(&hello) {
+            assert!(replied.confirm(data).is_err(), "a forged confirm passed");
+        }
+        let forged = c.finish(data);
+        assert!(forged.is_err() || k.is_none(), "a forged reply passed");
     }
 }
 
@@ -316,11 +318,14 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     #[cfg(feature = "tcp")]
     {
         use crate::endpoint::auth::{Client, Server};
-        let s = Server::new(Some(b"the fuzzing key, sixteen+ bytes"), [7; 32], 1000);
-        out.push(("handshake", s.hello()));
-        let mut c = Client::new(Some(b"the fuzzing key, sixteen+ bytes"), [9; 32], 1000);
-        if let Ok(a) = c.answer(&s.hello()) {
-            out.push(("handshake", a));
+        let key = Some(&b"the fuzzing key, sixteen+ bytes"[..]);
+        let (c, hello) = Client::new(key, 1000);
+        out.push(("handshake", hello.clone()));
+        if let Ok((reply, _)) = Server::new(key, 1000).answer(&hello) {
+            out.push(("handshake", reply.clone()));
+            if let Ok((_, confirm)) = c.finish(&reply) {
+                out.push(("handshake", confirm));
+            }
         }
     }
     out

@@ -365,19 +365,7 @@ fn partial_frame_survives_timeout(t: T) {
                     None,
                 )
             }
-            T::Tcp => {
-                // A real tcp:// pair whose sending side writes raw bytes
-                // on its own socket; its heartbeats are an hour apart so
-                // none lands inside the hand-made frame.
-                let o = procwire::Net::new()
-                    .options(opts())
-                    .no_key()
-                    .heartbeat(Duration::from_secs(3600));
-                let (client, server) = tcp_pair(&o);
-                let raw = std::fs::File::from(client.as_fd().try_clone_to_owned().unwrap());
-                (server.split().1, Box::new(raw), Some(Box::new(client)))
-            }
-            T::Datagram | T::SeqPacket | T::Shm => unreachable!("not applicable"),
+            T::Datagram | T::SeqPacket | T::Shm | T::Tcp => unreachable!("not applicable"),
         };
         raw.write_all(&[0, 0, 0, 5, b'h', b'e']).unwrap();
         let e = rx.recv_timeout(Duration::from_millis(30)).unwrap_err();
@@ -581,5 +569,9 @@ suite! {
         not_applicable!(partial_frame_survives_timeout,
             "not applicable: a ring record is published whole, by one store of its tail");
     },
-    tcp => super::T::Tcp, { behaviours!(super::T::Tcp; partial_frame_survives_timeout); },
+    tcp => super::T::Tcp, {
+        not_applicable!(partial_frame_survives_timeout,
+            "not applicable: tcp:// carries encrypted records, so no hand-made partial frame \
+             can be written from outside; the session's unit tests feed records in pieces");
+    },
 }

@@ -105,6 +105,7 @@ impl SendCore {
                 "descriptors can only travel over Unix sockets, not over a pipe",
             ));
         }
+        self.seal(out)?;
         let all: Vec<BorrowedFd<'_>>;
         let fds = if typed.is_empty() {
             fds
@@ -126,8 +127,32 @@ impl SendCore {
             }
             return Ok(());
         }
-        out.discard();
+        self.unsend(out);
         Err(not_now(wait))
+    }
+
+    /// Seals the encoded frame, on a connection with an encrypted session.
+    fn seal(&self, out: &mut Outgoing) -> Result<()> {
+        #[cfg(feature = "tcp")]
+        if let Some(s) = self.conn.session() {
+            return out
+                .seal(|plain, sealed| s.seal(plain, sealed))
+                .map_err(|e| Error::io(&self.context(), e));
+        }
+        let _ = out;
+        Ok(())
+    }
+
+    /// Forgets a frame nothing of which was written (and gives the session
+    /// back the counters its records took).
+    fn unsend(&self, out: &mut Outgoing) {
+        #[cfg(feature = "tcp")]
+        if let Some(s) = self.conn.session()
+            && !out.started()
+        {
+            s.unseal(out.records());
+        }
+        out.discard();
     }
 
     /// Writes the rest of a pending frame.
@@ -230,8 +255,11 @@ impl SendCore {
             return;
         }
         out.heartbeat();
+        if self.seal(out).is_err() {
+            return;
+        }
         if matches!(self.pump(out, Wait::Never, &[]), Ok(false)) && !out.started() {
-            out.discard();
+            self.unsend(out);
         }
     }
 

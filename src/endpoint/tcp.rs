@@ -23,17 +23,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sys::{self, Interest};
 use crate::transport::Conn;
 
-/// Handshakes in progress at once; beyond this the oldest is dropped.
+/// Handshakes in progress at once, at most (see `pending_cap`).
 const MAX_PENDING: usize = 1024;
 /// Authenticated connections waiting for `accept`; beyond this new ones
 /// are closed.
 const QUEUE: usize = 128;
-
-fn nonce() -> io::Result<[u8; 32]> {
-    let mut n = [0u8; 32];
-    getrandom::fill(&mut n).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
-    Ok(n)
-}
 
 fn millis(d: Duration) -> u32 {
     d.as_millis().clamp(1, u128::from(u32::MAX)) as u32
@@ -99,7 +93,8 @@ fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
 /// Turns an authenticated stream into a channel, with its watcher.
 fn channel<Out, In>(
     stream: TcpStream,
-    peer_heartbeat: Duration,
+    ok: auth::Accepted,
+    client: bool,
     net: &Net,
 ) -> Result<Duplex<Out, In>>
 where
@@ -109,7 +104,14 @@ where
     // The heartbeat prefix is reserved: `check_max` keeps every maximum
     // frame below it (crate::frame::MAX_FRAME_LIMIT).
     let fd: OwnedFd = stream.into();
-    let conn = Arc::new(Conn::tcp(fd, peer_heartbeat, net.options.linger_time()));
+    let peer_heartbeat = Duration::from_millis(u64::from(ok.peer_heartbeat_ms));
+    let session = crate::transport::Session::new(ok.session.0, client);
+    let conn = Arc::new(Conn::tcp(
+        fd,
+        peer_heartbeat,
+        net.options.linger_time(),
+        session,
+    ));
     let duplex: Duplex<Out, In> = net.options.duplex_on(Arc::clone(&conn))?;
     watch(
         Arc::downgrade(duplex.sender().core()),
@@ -181,6 +183,11 @@ where
     ))
 }
 
+/// The client's handshake. Only the server's explicit refusal is
+/// [`ErrorKind::Refused`], which a caller should not retry; a connection
+/// dropped or cut during the handshake (a server under a flood, say) is an
+/// I/O error, and a reply that does not decrypt (not the key's server)
+/// [`ErrorKind::Decode`]: worth another attempt.
 fn handshake_client<Out, In>(
     mut s: TcpStream,
     key: Option<&Key>,
@@ -199,10 +206,12 @@ where
                 net.handshake_timeout
             ),
         ),
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => refused(
-            what,
-            "the server closed the connection during the handshake (it refused our key, \
-             or it is not a procwire endpoint)",
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => Error::io_as(
+            ErrorKind::Disconnected,
+            &format!(
+                "{what}: the server closed the connection during the handshake without                  refusing it (overloaded, or not a procwire endpoint)"
+            ),
+            e,
         ),
         _ => Error::io(what, e),
     };
@@ -211,30 +220,26 @@ where
         .map_err(io_err)?;
     s.set_write_timeout(Some(net.handshake_timeout))
         .map_err(io_err)?;
-    let mut client = auth::Client::new(
-        key.map(Key::bytes),
-        nonce().map_err(io_err)?,
-        millis(net.heartbeat),
-    );
-    let hello = read_frame(&mut s).map_err(io_err)?;
-    let answer = client.answer(&hello).map_err(|r| refused(what, r))?;
-    s.write_all(&frame(&answer)).map_err(io_err)?;
-    let proof = read_frame(&mut s).map_err(io_err)?;
-    let ok = client.verify(&proof).map_err(|r| refused(what, r))?;
+    let (client, hello) = auth::Client::new(key.map(Key::bytes), millis(net.heartbeat));
+    s.write_all(&frame(&hello)).map_err(io_err)?;
+    let reply = read_frame(&mut s).map_err(io_err)?;
+    let (ok, confirm) = client.finish(&reply).map_err(|r| match r {
+        auth::Refused::ByServer(_) | auth::Refused::KeyMismatch { .. } => refused(what, r),
+        r => Error::new(ErrorKind::Decode, format!("{what}: {r}")),
+    })?;
+    s.write_all(&frame(&confirm)).map_err(io_err)?;
     s.set_read_timeout(None).map_err(io_err)?;
     s.set_write_timeout(None).map_err(io_err)?;
-    channel(
-        s,
-        Duration::from_millis(u64::from(ok.peer_heartbeat_ms)),
-        net,
-    )
+    channel(s, ok, true, net)
 }
 
-/// A connection whose handshake is under way.
+/// A connection whose handshake is under way: reading the client's HELLO,
+/// then (after the reply) its CONFIRM.
 struct Pending {
     stream: TcpStream,
-    server: auth::Server,
+    peer: std::net::IpAddr,
     buf: Vec<u8>,
+    replied: Option<auth::Replied>,
     deadline: Instant,
 }
 
@@ -246,8 +251,9 @@ enum Step {
 }
 
 impl Pending {
-    fn step(&mut self) -> Step {
-        // At most two reads: the rest of the prefix, then the payload.
+    /// Reads what there is of the next handshake frame; a whole one goes
+    /// to `server` (the HELLO) or to the reply's state (the CONFIRM).
+    fn step(&mut self, server: &auth::Server) -> Step {
         loop {
             let want = if self.buf.len() < 4 {
                 4
@@ -260,7 +266,30 @@ impl Pending {
                 4 + len
             };
             if self.buf.len() == want {
-                return match self.server.check(&self.buf[4..]) {
+                let msg = std::mem::take(&mut self.buf);
+                let msg = &msg[4..];
+                let Some(replied) = self.replied.take() else {
+                    match server.answer(msg) {
+                        Ok((reply, replied)) => {
+                            // A fresh socket's buffer takes the reply whole.
+                            let reply = frame(&reply);
+                            if !(&self.stream).write(&reply).is_ok_and(|n| n == reply.len()) {
+                                return Step::Drop;
+                            }
+                            self.replied = Some(replied);
+                            continue;
+                        }
+                        Err((_, refusal)) => {
+                            // An explicit refusal tells a client with the
+                            // wrong key (or none) to stop trying.
+                            if let Some(r) = refusal {
+                                let _ = (&self.stream).write(&frame(&r));
+                            }
+                            return Step::Drop;
+                        }
+                    }
+                };
+                return match replied.confirm(msg) {
                     Ok(ok) => Step::Done(ok),
                     Err(_) => Step::Drop,
                 };
@@ -275,13 +304,19 @@ impl Pending {
             }
         }
     }
+
+    /// Whether the client has sent nothing yet: the first to go when the
+    /// listener is full.
+    fn silent(&self) -> bool {
+        self.buf.is_empty() && self.replied.is_none()
+    }
 }
 
 /// A `tcp://` listener (see [`Listener`](crate::Listener)).
 #[derive(Debug)]
 pub(crate) struct TcpAcceptor {
     local: SocketAddr,
-    queue: Mutex<Receiver<(TcpStream, Duration)>>,
+    queue: Mutex<Receiver<(TcpStream, auth::Accepted)>>,
     /// Dropping it (the write end of a pipe) stops the thread.
     stop: Option<OwnedFd>,
     thread: Option<JoinHandle<()>>,
@@ -342,7 +377,7 @@ impl TcpAcceptor {
                 .map_err(|e| Some(e == std::sync::mpsc::RecvTimeoutError::Timeout)),
         };
         match got {
-            Ok((stream, hb)) => channel(stream, hb, net),
+            Ok((stream, ok)) => channel(stream, ok, false, net),
             Err(Some(true)) => Err(Error::new(
                 ErrorKind::Timeout,
                 "no peer completed the handshake before the deadline",
@@ -364,22 +399,65 @@ impl Drop for TcpAcceptor {
     }
 }
 
-/// The handshake thread: accepts, says HELLO, checks ANSWERs as their bytes
-/// arrive, all connections in one poll(2), each under its deadline.
+/// How many handshakes may be under way at once: well below this
+/// process's descriptor limit, so that a flood cannot take every
+/// descriptor (and `accept` itself keeps working).
+fn pending_cap() -> usize {
+    (sys::fd_limit() / 4).clamp(16, MAX_PENDING)
+}
+
+/// How many of them one source address may hold.
+const PER_SOURCE: usize = 32;
+
+/// Makes room for a handshake from `from`: when its source holds its
+/// share, or the listener is full, the connection that goes is one that
+/// has sent nothing yet (the oldest such), from that source if it is the
+/// one over its share; a connection that has spoken is never dropped for a
+/// newcomer. `false`: no room (the newcomer goes).
+fn make_room(pending: &mut Vec<Pending>, from: std::net::IpAddr, cap: usize) -> bool {
+    let same = pending.iter().filter(|p| p.peer == from).count();
+    let victim = if same >= PER_SOURCE {
+        pending.iter().position(|p| p.peer == from && p.silent())
+    } else if pending.len() >= cap {
+        pending.iter().position(Pending::silent)
+    } else {
+        return true;
+    };
+    match victim {
+        Some(i) => {
+            pending.remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The handshake thread: accepts, answers HELLOs and checks CONFIRMs as
+/// their bytes arrive, all connections in one poll(2), each under its
+/// deadline.
 fn serve(
     listener: TcpListener,
     stop: OwnedFd,
-    ready: SyncSender<(TcpStream, Duration)>,
+    ready: SyncSender<(TcpStream, auth::Accepted)>,
     (key, heartbeat, timeout): (Option<Key>, Duration, Duration),
 ) {
+    let server = auth::Server::new(key.as_ref().map(Key::bytes), millis(heartbeat));
+    let cap = pending_cap();
     let mut pending: Vec<Pending> = Vec::new();
+    // Out of descriptors: stop accepting for a while instead of spinning
+    // on a listener that stays readable.
+    let mut paused_until: Option<Instant> = None;
+    let mut pause = Duration::from_millis(10);
     loop {
-        let mut fds = vec![
-            (stop.as_fd(), Interest::Read),
-            (listener.as_fd(), Interest::Read),
-        ];
+        let now = Instant::now();
+        let listening = paused_until.is_none_or(|t| now >= t);
+        let mut fds = vec![(stop.as_fd(), Interest::Read)];
+        if listening {
+            fds.push((listener.as_fd(), Interest::Read));
+        }
+        let first = fds.len();
         fds.extend(pending.iter().map(|p| (p.stream.as_fd(), Interest::Read)));
-        let deadline = pending.iter().map(|p| p.deadline).min();
+        let deadline = pending.iter().map(|p| p.deadline).chain(paused_until).min();
         let mut hit = vec![false; fds.len()];
         if sys::poll(&fds, deadline, &mut hit).is_err() {
             std::thread::sleep(Duration::from_millis(10));
@@ -391,23 +469,19 @@ fn serve(
         }
         let now = Instant::now();
         let mut keep = Vec::with_capacity(pending.len());
-        for (mut p, hit) in pending.drain(..).zip(hit[2..].iter().copied()) {
+        for (mut p, hit) in pending.drain(..).zip(hit[first..].iter().copied()) {
             if !hit {
                 if now < p.deadline {
                     keep.push(p);
                 }
                 continue;
             }
-            match p.step() {
+            match p.step(&server) {
                 Step::More if now < p.deadline => keep.push(p),
                 Step::More | Step::Drop => {}
                 Step::Done(ok) => {
-                    let hb = Duration::from_millis(u64::from(ok.peer_heartbeat_ms));
-                    let sent = (&p.stream).write(&frame(&ok.proof));
-                    if sent.is_ok_and(|n| n == 4 + ok.proof.len())
-                        && p.stream.set_nonblocking(false).is_ok()
-                    {
-                        match ready.try_send((p.stream, hb)) {
+                    if p.stream.set_nonblocking(false).is_ok() {
+                        match ready.try_send((p.stream, ok)) {
                             Ok(()) | Err(TrySendError::Full(_)) => {}
                             Err(TrySendError::Disconnected(_)) => return,
                         }
@@ -416,25 +490,30 @@ fn serve(
             }
         }
         pending = keep;
-        if hit[1] {
-            while let Ok((stream, _)) = listener.accept() {
-                let Ok(n) = nonce() else { continue };
-                let server = auth::Server::new(key.as_ref().map(Key::bytes), n, millis(heartbeat));
-                let hello = frame(&server.hello());
-                // A fresh socket's buffer takes the hello whole.
-                let ok = stream.set_nonblocking(true).is_ok()
-                    && stream.set_nodelay(true).is_ok()
-                    && (&stream).write(&hello).is_ok_and(|n| n == hello.len());
-                if !ok {
+        if listening && hit[1] {
+            paused_until = None;
+            loop {
+                let (stream, from) = match listener.accept() {
+                    Ok(got) => got,
+                    Err(e) if sys::is_out_of_fds(&e) => {
+                        paused_until = Some(Instant::now() + pause);
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                        break;
+                    }
+                    Err(_) => break,
+                };
+                pause = Duration::from_millis(10);
+                if !(stream.set_nonblocking(true).is_ok() && stream.set_nodelay(true).is_ok()) {
                     continue;
                 }
-                if pending.len() >= MAX_PENDING {
-                    pending.remove(0);
+                if !make_room(&mut pending, from.ip(), cap) {
+                    continue;
                 }
                 pending.push(Pending {
                     stream,
-                    server,
+                    peer: from.ip(),
                     buf: Vec::new(),
+                    replied: None,
                     deadline: Instant::now() + timeout,
                 });
             }

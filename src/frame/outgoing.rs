@@ -12,6 +12,12 @@ use crate::error::{Error, Result};
 #[derive(Debug, Default)]
 pub(crate) struct Outgoing {
     buf: Vec<u8>,
+    /// Where sealing writes (then swapped with `buf`): reused.
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
+    sealed: Vec<u8>,
+    /// How many records sealing made of the pending frame.
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
+    records: u64,
     sent: usize,
     header: bool,
     /// Set once a message is fully encoded: a codec that panics half-way
@@ -74,6 +80,32 @@ impl Outgoing {
         self.ready = true;
     }
 
+    /// Replaces the encoded frame with what `seal` makes of it (the
+    /// records of an encrypted session). Before any of it is written.
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
+    pub(crate) fn seal(
+        &mut self,
+        seal: impl FnOnce(&[u8], &mut Vec<u8>) -> io::Result<u64>,
+    ) -> io::Result<()> {
+        debug_assert_eq!(self.sent, 0);
+        self.sealed.clear();
+        match seal(&self.buf, &mut self.sealed) {
+            Ok(records) => self.records = records,
+            Err(e) => {
+                self.discard();
+                return Err(e);
+            }
+        }
+        std::mem::swap(&mut self.buf, &mut self.sealed);
+        Ok(())
+    }
+
+    /// How many records sealing made of the pending frame.
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
+    pub(crate) fn records(&self) -> u64 {
+        self.records
+    }
+
     fn hdr(&self) -> usize {
         if self.header { HEADER_LEN } else { 0 }
     }
@@ -108,6 +140,7 @@ impl Outgoing {
         self.buf.clear();
         self.sent = 0;
         self.ready = false;
+        self.records = 0;
     }
 
     /// Writes the pending bytes to `w` until done. `WouldBlock` comes back

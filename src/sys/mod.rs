@@ -443,3 +443,21 @@ pub(crate) fn is_disconnect(e: &io::Error) -> bool {
 pub(crate) fn is_msgsize(e: &io::Error) -> bool {
     e.raw_os_error() == Some(Errno::MSGSIZE.raw_os_error())
 }
+
+/// Whether `e` says this process (or the system) is out of descriptors.
+pub(crate) fn is_out_of_fds(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(c) if c == Errno::MFILE.raw_os_error() || c == Errno::NFILE.raw_os_error()
+    )
+}
+
+/// This process's soft limit on open descriptors.
+///
+/// # References
+/// - getrlimit(2) (`RLIMIT_NOFILE`)
+pub(crate) fn fd_limit() -> usize {
+    let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    l.current
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}

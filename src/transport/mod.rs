@@ -17,6 +17,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sys::{self, FdKind, Interest, SockType};
 
 mod large;
+#[cfg(feature = "tcp")]
+mod session;
 mod shm_end;
 mod tcp;
 
@@ -38,6 +40,8 @@ pub(crate) trait Watched: Send + Sync + std::fmt::Debug {
 }
 
 pub(crate) use large::{INLINE_MAX, MARKER as OUT_OF_LINE_MARKER, receive as receive_out_of_line};
+#[cfg(feature = "tcp")]
+pub(crate) use session::Session;
 pub(crate) use shm_end::RingParts;
 use shm_end::{ShmRings, ring, ring_error};
 use tcp::Liveness;
@@ -262,11 +266,7 @@ impl Conn {
     ) -> io::Result<sys::Received> {
         if block && self.peer.get().is_none() {
             match self.transport {
-                Transport::Tcp => {
-                    let got = sys::recv_bytes(self.fd.as_fd(), buf, false);
-                    self.heard(&got);
-                    return got;
-                }
+                Transport::Tcp => return self.tcp_read(buf, true),
                 Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
                     return sys::recv(self.fd.as_fd(), buf, fds, false);
                 }
@@ -301,11 +301,7 @@ impl Conn {
             Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
                 sys::recv(self.fd.as_fd(), buf, fds, true)
             }
-            Transport::Tcp => {
-                let got = sys::recv_bytes(self.fd.as_fd(), buf, true);
-                self.heard(&got);
-                got
-            }
+            Transport::Tcp => self.tcp_read(buf, false),
             Transport::Shm => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "shared memory is read with shm_read",

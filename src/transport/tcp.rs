@@ -23,13 +23,21 @@ pub(crate) struct Liveness {
     pub(super) silent: std::sync::atomic::AtomicBool,
     /// How long closing may wait for what we sent to be acknowledged.
     linger: Duration,
+    /// The encrypted session every byte travels in.
+    #[cfg(feature = "tcp")]
+    pub(super) session: super::Session,
 }
 
 impl Conn {
-    /// A TCP connection (already authenticated) whose peer sends heartbeats
-    /// every `interval`.
-    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
-    pub(crate) fn tcp(fd: OwnedFd, interval: Duration, linger: Duration) -> Conn {
+    /// A TCP connection, its handshake done, whose peer sends heartbeats
+    /// every `interval`, and whose bytes travel in `session`.
+    #[cfg(feature = "tcp")]
+    pub(crate) fn tcp(
+        fd: OwnedFd,
+        interval: Duration,
+        linger: Duration,
+        session: super::Session,
+    ) -> Conn {
         let mut conn = Conn::with(fd, Transport::Tcp);
         conn.liveness = Some(Liveness {
             linger,
@@ -37,8 +45,29 @@ impl Conn {
             last_heard: std::sync::atomic::AtomicU64::new(0),
             ended: std::sync::atomic::AtomicBool::new(false),
             silent: std::sync::atomic::AtomicBool::new(false),
+            session,
         });
         conn
+    }
+
+    /// The session that seals what this end sends (a `tcp://` end).
+    #[cfg(feature = "tcp")]
+    pub(crate) fn session(&self) -> Option<&super::Session> {
+        self.liveness.as_ref().map(|l| &l.session)
+    }
+
+    /// Reads a TCP connection's plain bytes: opened from its session's
+    /// records, every byte that came noted as a sign of life.
+    pub(super) fn tcp_read(&self, buf: &mut [u8], block: bool) -> io::Result<sys::Received> {
+        #[cfg(feature = "tcp")]
+        if let Some(l) = &self.liveness {
+            return l
+                .session
+                .read(self.fd.as_fd(), buf, block, &|got| self.heard(got));
+        }
+        let got = sys::recv_bytes(self.fd.as_fd(), buf, !block);
+        self.heard(&got);
+        got
     }
 
     /// Notes that bytes (or the end) came from the peer.
