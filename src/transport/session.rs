@@ -248,7 +248,8 @@ mod tests {
 
     #[test]
     fn a_changed_dropped_or_replayed_record_ends_the_session() {
-        let cases: [(&str, fn(&[u8], &[u8]) -> Vec<u8>); 3] = [
+        type Tamper = fn(&[u8], &[u8]) -> Vec<u8>;
+        let cases: [(&str, Tamper); 3] = [
             ("changed", |one, _| {
                 let mut x = one.to_vec();
                 x[5] ^= 1;
