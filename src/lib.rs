@@ -177,7 +177,8 @@
 //! with an error that says so. TCP reports a closed peer only when a later
 //! segment draws its reset, so the first message after the peer left may
 //! be accepted and lost: confirm delivery with a reply where it matters.
-//! Traffic is authenticated, not encrypted (see [`endpoint`]).
+//! Traffic is encrypted and authenticated with a shared key (see
+//! [`endpoint`]).
 //!
 //! **`SIGPIPE`.** Writing to a pipe whose reader is gone kills a process
 //! whose `SIGPIPE` disposition is the default. procwire's writes report

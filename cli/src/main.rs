@@ -90,6 +90,11 @@ enum Command {
         /// Heartbeat interval of remote workers' connections.
         #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs, allow_negative_numbers = true)]
         heartbeat: Duration,
+        /// Listen at tcp:// without a key (loopback only): every local user
+        /// can then connect. Without a key and without this, tcp:// is
+        /// refused. The key comes from PROCWIRE_KEY_FILE (mode 600).
+        #[arg(long)]
+        no_key: bool,
         /// The worker command and its arguments.
         #[arg(last = true, required_unless_present = "listen")]
         command: Vec<String>,
@@ -109,6 +114,9 @@ enum Command {
         /// Keep trying to reach the pool this long before giving up.
         #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs, allow_negative_numbers = true)]
         reconnect_for: Duration,
+        /// Connect to tcp:// without a key (loopback only).
+        #[arg(long)]
+        no_key: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -215,6 +223,7 @@ fn run() -> anyhow::Result<ExitCode> {
             timeout,
             listen,
             heartbeat,
+            no_key,
             command,
         } => {
             let cfg = pool::Config {
@@ -226,7 +235,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 command,
             };
             match listen {
-                Some(at) => pool::run_remote(cfg, &at, heartbeat),
+                Some(at) => pool::run_remote(cfg, &at, heartbeat, no_key),
                 None => pool::run(cfg),
             }
         }
@@ -235,7 +244,8 @@ fn run() -> anyhow::Result<ExitCode> {
             framed,
             heartbeat,
             reconnect_for,
+            no_key,
             command,
-        } => pool::worker(&connect, framed, heartbeat, reconnect_for, command),
+        } => pool::worker(&connect, framed, heartbeat, reconnect_for, no_key, command),
     }
 }

@@ -35,10 +35,13 @@ enum Ends {
     Framed(Duplex<ByteBuf, ByteBuf>),
 }
 
-/// Starts one persistent worker command.
+/// Starts one persistent worker command. The key stays here: the command
+/// runs with neither `PROCWIRE_KEY` nor `PROCWIRE_KEY_FILE`.
 fn spawn(command: &[String], framed: bool) -> procwire::Result<ChildWorker<Ends>> {
     let mut cmd = Command::new(&command[0]);
-    cmd.args(&command[1..]);
+    cmd.args(&command[1..])
+        .env_remove("PROCWIRE_KEY")
+        .env_remove("PROCWIRE_KEY_FILE");
     if framed {
         let ch = cmd.channel_with(&Options::new().codec(CodecKind::Raw))?;
         // The error names the program and the cause already.
@@ -202,12 +205,37 @@ pub fn run(cfg: Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The network settings of `pool --listen` and `worker`: the key from the
+/// environment, said out loud when it is short, or none, said out loud too.
+fn network(heartbeat: Duration, no_key: bool, at: &str, who: &str) -> Result<procwire::Net> {
+    let net = procwire::Net::new().heartbeat(heartbeat);
+    if !at.starts_with("tcp://") {
+        return Ok(net);
+    }
+    if no_key {
+        eprintln!(
+            "procwire {who}: no key (--no-key): on loopback only, and every local user can \
+             connect; use PROCWIRE_KEY_FILE, or a unix: endpoint for local work"
+        );
+        return Ok(net.no_key());
+    }
+    if let Some(key) = procwire::Key::from_env()?
+        && key.len() < procwire::Key::STRONG_LEN
+    {
+        eprintln!(
+            "procwire {who}: the key has {} bytes; fewer than {} can be guessed offline \
+             unless random: make one with `head -c 32 /dev/urandom`",
+            key.len(),
+            procwire::Key::STRONG_LEN
+        );
+    }
+    Ok(net)
+}
+
 /// `procwire pool --listen`: tasks from stdin to remote workers (and, with
 /// a CMD, `-j` local ones that connect like remote ones), answers in order.
-pub fn run_remote(cfg: Config, at: &str, heartbeat: Duration) -> Result<ExitCode> {
-    let net = procwire::Net::new()
-        .heartbeat(heartbeat)
-        .codec(CodecKind::Raw);
+pub fn run_remote(cfg: Config, at: &str, heartbeat: Duration, no_key: bool) -> Result<ExitCode> {
+    let net = network(heartbeat, no_key, at, "pool")?.codec(CodecKind::Raw);
     let mut builder =
         Pool::<ByteBuf, ByteBuf>::remote(at, &net).with_context(|| format!("listening at {at}"))?;
     if let Some(t) = cfg.timeout {
@@ -226,6 +254,9 @@ pub fn run_remote(cfg: Config, at: &str, heartbeat: Duration) -> Result<ExitCode
             let mut cmd = Command::new(&me);
             cmd.args(["worker", "--connect", &endpoint, "--heartbeat"])
                 .arg(heartbeat.as_secs_f64().to_string());
+            if no_key {
+                cmd.arg("--no-key");
+            }
             if cfg.framed {
                 cmd.arg("--framed");
             }
@@ -258,11 +289,12 @@ pub fn worker(
     framed: bool,
     heartbeat: Duration,
     reconnect_for: Duration,
+    no_key: bool,
     command: Vec<String>,
 ) -> Result<ExitCode> {
     use procwire::remote::pool::{WorkerOptions, work};
     let wo = WorkerOptions {
-        net: procwire::Net::new().heartbeat(heartbeat),
+        net: network(heartbeat, no_key, at, "worker")?,
         reconnect_for,
         beat: heartbeat,
     };

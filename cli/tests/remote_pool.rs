@@ -374,3 +374,85 @@ fn without_a_key_a_worker_cannot_reach_a_pool_beyond_loopback() {
     assert!(err.contains("no key"), "{err}");
     drop(pool);
 }
+
+#[test]
+fn the_key_never_reaches_a_workers_command() {
+    // A pool with a key and one local worker whose command reports what
+    // it finds of the key in its environment.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key");
+    std::fs::write(&file, KEY).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for (var, value) in [
+        ("PROCWIRE_KEY", KEY.to_string()),
+        ("PROCWIRE_KEY_FILE", file.display().to_string()),
+    ] {
+        let mut cmd = procwire(&[]);
+        cmd.env_remove("PROCWIRE_KEY")
+            .env(var, &value)
+            .args([
+                "pool",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "-j",
+                "1",
+                "--",
+                "sh",
+                "-c",
+            ])
+            .arg("while read l; do echo \"${PROCWIRE_KEY:-none} ${PROCWIRE_KEY_FILE:-none}\"; done")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = Reaped(cmd.spawn().unwrap());
+        child.0.stdin.take().unwrap().write_all(b"1\n2\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = child.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "{var}: the pool did not finish");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert!(status.success(), "{var}: {status}");
+        assert_eq!(
+            out, "none none\nnone none\n",
+            "{var}: the command saw the key"
+        );
+    }
+}
+
+#[test]
+fn a_loose_key_file_and_a_missing_key_are_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key");
+    std::fs::write(&file, KEY).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let run = |with: Option<&std::path::Path>, extra: &[&str]| {
+        let mut cmd = procwire(&[]);
+        cmd.env_remove("PROCWIRE_KEY");
+        if let Some(f) = with {
+            cmd.env("PROCWIRE_KEY_FILE", f);
+        }
+        cmd.args(["pool", "--listen", "tcp://127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(Some(&file), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("chmod 600"), "{err}");
+    let out = run(None, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no key"), "{err}");
+    // Keyless on purpose: said out loud, and it works (on loopback).
+    let out = run(None, &["--no-key"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("every local user can connect"), "{err}");
+}

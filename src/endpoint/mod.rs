@@ -30,18 +30,24 @@
 //!
 //! # TCP
 //!
-//! `tcp://` connections are authenticated before any message: both sides
-//! prove knowledge of a shared key by HMAC-SHA256 over fresh random nonces
-//! from both sides (as Python's `multiprocessing` authkey does), so a wrong
-//! key or a replayed handshake is refused and nothing reaches the
-//! application first. The key is the content of the file named by
-//! `PROCWIRE_KEY_FILE` (one trailing newline ignored) or the value of
-//! `PROCWIRE_KEY`, at least 16 bytes, never a command-line argument; or
-//! [`Net::key`]. **Without a key, anything but loopback is refused.**
+//! `tcp://` connections are encrypted and authenticated end to end: a
+//! Noise `NNpsk0` handshake (the `snow` crate) keyed by a shared key proves
+//! that both sides know it before any message, and every frame after it
+//! travels sealed with ChaCha20-Poly1305 under keys from ephemeral
+//! Diffie-Hellman (forward secrecy), with a counter per direction, so a
+//! frame changed, dropped, reordered or replayed on the way ends the
+//! session with an integrity error. The key is the content of the file
+//! named by `PROCWIRE_KEY_FILE` (one trailing newline ignored; the file
+//! must not be readable by group or others) or the value of
+//! `PROCWIRE_KEY` (which every process of the same user can read), at
+//! least 16 bytes, never a command-line argument; or [`Net::key`]. Make
+//! keys with `head -c 32 /dev/urandom`: a weak key can be guessed offline
+//! from one recorded handshake. The wire format (section 11) says exactly
+//! what is guaranteed.
 //!
-//! Traffic is authenticated, **not encrypted**: anyone on the path can read
-//! it. Across an untrusted network, tunnel it (`ssh -L 7000:127.0.0.1:7000
-//! host`, WireGuard, or stunnel) and keep procwire on loopback at both ends.
+//! **Without a key, `tcp://` is refused** unless asked for with
+//! [`Net::no_key`], and then on loopback only, where every local user can
+//! connect: for local work, `unix:` endpoints are owner-only.
 //!
 //! Each side sends a heartbeat every [`Net::heartbeat`] interval; a peer
 //! that sends nothing (it froze, vanished, or the network failed) ends the

@@ -42,6 +42,11 @@ impl Key {
     /// `PROCWIRE_KEY_FILE` (one trailing newline ignored), else the value of
     /// `PROCWIRE_KEY`; `Ok(None)` if neither is set.
     ///
+    /// A key file that its group or others may read is refused, with the
+    /// fix in the message (as ssh refuses a loose private key). Prefer the
+    /// file: the value of `PROCWIRE_KEY` can be read by every process of
+    /// the same user (`/proc/PID/environ`).
+    ///
     /// # Examples
     ///
     /// ```
@@ -54,6 +59,20 @@ impl Key {
     /// ```
     pub fn from_env() -> Result<Option<Key>> {
         if let Some(file) = std::env::var_os("PROCWIRE_KEY_FILE") {
+            use std::os::unix::fs::PermissionsExt;
+            let shown = file.to_string_lossy();
+            let meta = std::fs::metadata(&file)
+                .map_err(|e| Error::io(&format!("reading PROCWIRE_KEY_FILE ({shown})"), e))?;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "PROCWIRE_KEY_FILE ({shown}) may be read by others (mode {mode:03o}): \
+                         run `chmod 600 {shown}`"
+                    ),
+                ));
+            }
             let mut bytes = std::fs::read(&file).map_err(|e| {
                 Error::io(
                     &format!("reading PROCWIRE_KEY_FILE ({})", file.to_string_lossy()),
@@ -79,6 +98,22 @@ impl Key {
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// How many bytes the key holds. Fewer than [`STRONG_LEN`](Key::STRONG_LEN)
+    /// can be guessed offline from one recorded handshake if they are not
+    /// random: make keys with `head -c 32 /dev/urandom`.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the key is empty (never: a key holds at least
+    /// [`MIN_LEN`](Key::MIN_LEN) bytes).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The length of a key that resists guessing: 32 random bytes.
+    pub const STRONG_LEN: usize = 32;
 }
 
 impl fmt::Debug for Key {
@@ -144,7 +179,8 @@ pub struct Net {
 
 #[derive(Clone, Debug)]
 pub(crate) enum KeyChoice {
-    /// `Key::from_env()` when the endpoint is opened.
+    /// `Key::from_env()` when the endpoint is opened; none there is an
+    /// error (keyless must be asked for: `Net::no_key`).
     FromEnv,
     Given(Key),
     None,
@@ -208,7 +244,10 @@ impl Net {
         self
     }
 
-    /// No key, whatever the environment says (loopback only).
+    /// No key, whatever the environment says: loopback only, and open to
+    /// every local user who can connect (for local use, `unix:` endpoints
+    /// are owner-only). Without a key or this, opening a `tcp://` endpoint
+    /// is an error that says so.
     pub fn no_key(mut self) -> Net {
         self.key = KeyChoice::None;
         self
@@ -232,7 +271,16 @@ impl Net {
     #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub(crate) fn resolve_key(&self) -> Result<Option<Key>> {
         match &self.key {
-            KeyChoice::FromEnv => Key::from_env(),
+            KeyChoice::FromEnv => match Key::from_env()? {
+                Some(k) => Ok(Some(k)),
+                None => Err(Error::new(
+                    ErrorKind::Refused,
+                    "no key: set PROCWIRE_KEY_FILE (a file of `head -c 32 /dev/urandom`, mode \
+                     600) on both sides; or, on loopback only, go keyless on purpose with \
+                     Net::no_key (`--no-key`), knowing that every local user can then connect \
+                     (unix: endpoints are owner-only)",
+                )),
+            },
             KeyChoice::Given(k) => Ok(Some(k.clone())),
             KeyChoice::None => Ok(None),
         }
