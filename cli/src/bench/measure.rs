@@ -239,8 +239,8 @@ fn start_peer(side: Side, size: usize, role: Role, cpu: Option<usize>) -> Result
     Ok(match side {
         Side::Raw(Transport::Tcp) => {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            let peer = spawn("raw-tcp", &l.local_addr()?.to_string())?;
-            let (s, _) = l.accept()?;
+            let mut peer = spawn("raw-tcp", &l.local_addr()?.to_string())?;
+            let s = accept_within(&l, &mut peer, timeout)?;
             s.set_nodelay(true)?;
             let tx: OwnedFd = s.try_clone()?.into();
             (Link::RawStream { tx, rx: s.into() }, peer)
@@ -279,6 +279,37 @@ fn start_peer(side: Side, size: usize, role: Role, cpu: Option<usize>) -> Result
     })
 }
 
+/// The raw peer's connection, or an error once the peer is gone or
+/// `timeout` ran out: never a wait without end.
+fn accept_within(
+    l: &std::net::TcpListener,
+    peer: &mut Peer,
+    timeout: Duration,
+) -> Result<std::net::TcpStream> {
+    l.set_nonblocking(true)?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Peer::Spawned(c) = peer
+            && let Some(status) = c.try_wait()?
+        {
+            anyhow::bail!("the benchmark peer ended before connecting ({status})");
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the benchmark peer did not connect within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// `procwire __bench-peer KIND ENDPOINT SIZE ROLE CPU`: the far end of a
 /// network measurement.
 pub fn peer(args: &[String]) -> Result<()> {
@@ -287,7 +318,16 @@ pub fn peer(args: &[String]) -> Result<()> {
     };
     let size: usize = size.parse()?;
     let role = Role::parse(role)?;
-    pin_to(cpu.parse().ok())?;
+    // The parent checked the CPU against the set it started with; this
+    // process inherited the parent's pinning, so its own start set says
+    // nothing: pin without that check (the kernel still refuses a CPU
+    // outside the cgroup's cpuset).
+    if let Ok(cpu) = cpu.parse::<usize>() {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set)
+            .map_err(|e| anyhow::anyhow!("pinning the peer to CPU {cpu}: {e}"))?;
+    }
     let hello = ByteBuf::from(vec![0u8; size]);
     let link = match kind.as_str() {
         "raw-tcp" => {
