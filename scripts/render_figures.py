@@ -125,6 +125,11 @@ def render_measured():
         f"{pool['pool_s']:.2f} s vs {pool['xargs_s']:.1f} s: **{pool['xargs_s'] / pool['pool_s']:.0f}x**{garbled} | `scripts/bench-pool` |",
         f"| the same against GNU `parallel -j 2` (one python3 started per task) | "
         f"{pool['pool_s']:.2f} s vs {pool['parallel_s']:.1f} s: **{pool['parallel_s'] / pool['pool_s']:.0f}x** | `scripts/bench-pool` |",
+        f"| one-shot `procwire pool -j 2 -- CMD {{}}` vs `xargs -n1 -P 2`, the same jobs: 1,000 `true` / `sha256sum` of 200 files | "
+        f"**{x(pool['true_pool_s'] / pool['true_xargs_s'])}** / **{x(pool['hash_pool_s'] / pool['hash_xargs_s'])}** the wall time of xargs | `scripts/bench-pool` |",
+        f"| GNU `parallel -j 2` vs one-shot `procwire pool -j 2`, the same jobs | "
+        f"{pool['true_parallel_s']:.2f} s vs {pool['true_pool_s']:.2f} s: **{pool['true_parallel_s'] / pool['true_pool_s']:.1f}x** slower on 1,000 `true`; "
+        f"**{pool['hash_parallel_s'] / pool['hash_pool_s']:.1f}x** on hashing | `scripts/bench-pool` |",
         f"| spawn to first reply: fork / fork server / re-exec / `Command` + `cat` | "
         f"{us(spawn('fork'))} / {us(spawn('fork_server'))} / {us(spawn('reexec'))} / {us(spawn('std_command_pipe_cat'))} | `cargo bench --bench spawn` |",
         f"| one RPC call / one `Pool::call` vs a raw socket round trip (pinned) | "

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod oneshot;
 mod pool;
 
 use std::io::{self, Write};
@@ -66,9 +67,35 @@ enum Command {
     /// Run N persistent copies of CMD as workers: one task per stdin line,
     /// one answer line per task on stdout, in input order.
     Pool {
-        /// How many workers.
-        #[arg(short = 'j', long = "jobs", default_value_t = 2)]
-        jobs: usize,
+        /// How many workers (or jobs at once): N, N% of the CPUs, or 0 for
+        /// as many as possible. Default: one per CPU.
+        #[arg(short = 'j', long = "jobs", value_parser = oneshot::parse_jobs)]
+        jobs: Option<usize>,
+        /// One process per input, as GNU parallel runs them (implied by a
+        /// replacement string such as {} in CMD, or by ::: / :::: sources).
+        #[arg(long)]
+        each: bool,
+        /// Inputs are separated by NUL bytes, not newlines (one-shot mode).
+        #[arg(short = '0', long = "null")]
+        null: bool,
+        /// Run each job's command through `sh -c`, its arguments quoted
+        /// (one-shot mode; otherwise no shell is involved).
+        #[arg(long)]
+        shell: bool,
+        /// Prefix each output line with the job's arguments and a tab
+        /// (one-shot mode).
+        #[arg(long)]
+        tag: bool,
+        /// Print the commands instead of running them (one-shot mode).
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop early: now,fail=N kills the running jobs once N failed;
+        /// soon,fail=N starts no more (one-shot mode).
+        #[arg(long, value_parser = oneshot::parse_halt, default_value = "never")]
+        halt: oneshot::Halt,
+        /// Write a log of every job, in GNU parallel's columns (one-shot mode).
+        #[arg(long, value_name = "FILE")]
+        joblog: Option<std::path::PathBuf>,
         /// Print answers as they come, not in input order.
         #[arg(long)]
         unordered: bool,
@@ -82,6 +109,10 @@ enum Command {
         /// Kill and replace a worker stuck on one task this long.
         #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
         timeout: Option<Duration>,
+        /// After this long without an answer from a worker holding a task,
+        /// say once what the likely cause is (a block-buffered stdout).
+        #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs, allow_negative_numbers = true)]
+        quiet: Duration,
         /// Accept remote workers at ENDPOINT (tcp://HOST:PORT, zmq+tcp://…,
         /// zmq+ipc://…); they run `procwire worker --connect ENDPOINT -- CMD`.
         /// With a CMD here too, -j N local workers join them.
@@ -217,21 +248,46 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::BenchPeer { args } => bench::peer(&args).map(|()| ExitCode::SUCCESS),
         Command::Pool {
             jobs,
+            each,
+            null,
+            shell,
+            tag,
+            dry_run,
+            halt,
+            joblog,
             unordered,
             framed,
             pipeline,
             timeout,
+            quiet,
             listen,
             heartbeat,
             no_key,
             command,
         } => {
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            if listen.is_none() && (each || null || oneshot::wanted(&command)) {
+                return oneshot::run(oneshot::OneShot {
+                    jobs,
+                    unordered,
+                    null,
+                    shell,
+                    tag,
+                    dry_run,
+                    halt,
+                    joblog,
+                    timeout,
+                    command,
+                });
+            }
             let cfg = pool::Config {
                 jobs,
                 unordered,
                 framed,
                 pipeline,
                 timeout,
+                quiet,
                 command,
             };
             match listen {

@@ -121,7 +121,8 @@ fn a_stuck_worker_is_killed_after_the_timeout() {
         ],
         &numbers(25),
     );
-    assert_eq!(out.status.code(), Some(1));
+    // Two tasks failed: parallel's exit status, the number of failures.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
         err.contains("line 21 failed: the task ran past its timeout"),
@@ -177,4 +178,75 @@ fn bad_durations_are_usage_errors() {
     let out = pool(&["-j", "1", "--timeout", "2.5", "--", "cat"], "1\n");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, b"1\n");
+}
+
+#[test]
+fn a_worker_that_prints_two_lines_per_input_is_caught_and_the_status_says_so() {
+    let out = pool(
+        &[
+            "-j",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "while read l; do echo a$l; echo b$l; done",
+        ],
+        "1\n2\n3\n4\n",
+    );
+    // Never "a1 b1 a2 b2" with status 0: each task whose answer came with
+    // a second line fails (so the status counts them), or, when the extra
+    // line comes late, the broken contract is reported with the worker's
+    // pid and the lines whose answers are in doubt (status 101).
+    assert!(matches!(out.status.code(), Some(c) if c > 0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("more than one line") || err.contains("more lines than it was given"),
+        "{err}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains('b'),
+        "an extra line was taken for an answer: {stdout}"
+    );
+}
+
+#[test]
+fn a_silent_worker_draws_one_hint_about_buffering_and_python_flushes_by_default() {
+    // A worker that never answers: the hint comes once, then the timeout.
+    let out = pool(
+        &[
+            "-j",
+            "2",
+            "--quiet",
+            "0.3",
+            "--timeout",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "while read l; do :; done",
+        ],
+        "1\n2\n3\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("block-buffered").count(), 1, "{err}");
+    assert!(
+        err.contains("python3 -u") && err.contains("stdbuf -oL"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    // A plain `print`, block-buffered on a pipe, answers all the same.
+    let out = pool(
+        &[
+            "-j",
+            "2",
+            "--",
+            "python3",
+            "-c",
+            "import sys\nfor l in sys.stdin: print(l.strip() + '!')",
+        ],
+        "a\nb\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a!\nb!\n");
 }

@@ -374,6 +374,15 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
         self.join_all()
     }
 
+    /// Stops now, from a shared reference (a `run` callback, another
+    /// thread): kills the workers and fails the queued and running tasks
+    /// with [`ErrorKind::Cancelled`]; no task is taken any more. Then
+    /// [`abort`](Pool::abort) or [`shutdown`](Pool::shutdown) waits for
+    /// everything to end.
+    pub fn cancel(&self) {
+        self.shared.abort_now();
+    }
+
     fn join_all(&mut self) -> Result<()> {
         let mut panicked = false;
         // Drivers end once the queue is closed and empty; a lost worker's

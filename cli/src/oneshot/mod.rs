@@ -1,0 +1,483 @@
+//! `procwire pool` in GNU parallel's model: one process per input, its
+//! arguments put into the command by replacement strings, on the library's
+//! pool engine (one worker slot per job in flight; a "worker" here starts
+//! one process per task).
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use procwire::Pool;
+use serde::{Deserialize, Serialize};
+
+mod slot;
+use slot::{Halting, Processes};
+
+/// What one-shot mode was asked to do.
+pub struct OneShot {
+    pub jobs: usize,
+    pub unordered: bool,
+    pub null: bool,
+    pub shell: bool,
+    pub tag: bool,
+    pub dry_run: bool,
+    pub halt: Halt,
+    pub joblog: Option<std::path::PathBuf>,
+    pub timeout: Option<Duration>,
+    /// The command and its `:::` / `::::` sources, as given.
+    pub command: Vec<String>,
+}
+
+/// When to stop early (`--halt`), as GNU parallel's `now,fail=N` and
+/// `soon,fail=N`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Halt {
+    #[default]
+    Never,
+    /// Kill the running jobs once this many failed.
+    Now(u64),
+    /// Start no more jobs once this many failed; let the running finish.
+    Soon(u64),
+}
+
+/// Parses `now,fail=N`, `soon,fail=N` (and `never`).
+pub fn parse_halt(s: &str) -> std::result::Result<Halt, String> {
+    if s == "never" {
+        return Ok(Halt::Never);
+    }
+    let (when, rest) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?}: expected now,fail=N or soon,fail=N"))?;
+    let n: u64 = rest
+        .strip_prefix("fail=")
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?}: expected fail=N with N at least 1"))?;
+    match when {
+        "now" => Ok(Halt::Now(n)),
+        "soon" => Ok(Halt::Soon(n)),
+        _ => Err(format!("{s:?}: expected now or soon")),
+    }
+}
+
+/// The replacement strings, as GNU parallel spells them.
+const STRINGS: [&str; 7] = ["{}", "{.}", "{/}", "{//}", "{/.}", "{#}", "{%}"];
+
+/// Whether `command` asks for one-shot mode: a replacement string, or
+/// argument sources.
+pub fn wanted(command: &[String]) -> bool {
+    command.iter().any(|a| {
+        a == ":::"
+            || a == "::::"
+            || STRINGS.iter().any(|s| a.contains(s))
+            || positional(a).is_some()
+    })
+}
+
+/// The first `{N}` in `a`, if any.
+fn positional(a: &str) -> Option<usize> {
+    let mut rest = a;
+    while let Some(at) = rest.find('{') {
+        let tail = &rest[at + 1..];
+        if let Some(end) = tail.find('}')
+            && let Ok(n) = tail[..end].parse::<usize>()
+            && n > 0
+        {
+            return Some(n);
+        }
+        rest = tail;
+    }
+    None
+}
+
+/// One job: its number (from 1) and its arguments, one per source.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Job {
+    seq: u64,
+    args: Vec<String>,
+}
+
+/// What became of one job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Done {
+    seq: u64,
+    command: String,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// The exit code, or 255 for a job killed by a signal or not started.
+    exitval: i32,
+    signal: i32,
+    /// Why it did not start (a missing program), said once.
+    not_started: Option<String>,
+    /// Not run at all: the pool halted before it started.
+    skipped: bool,
+    started: f64,
+    runtime: f64,
+}
+
+/// The template and its sources.
+struct Plan {
+    template: Vec<String>,
+    sources: Vec<Vec<String>>,
+}
+
+fn plan(cfg: &OneShot) -> Result<Plan> {
+    let at = cfg
+        .command
+        .iter()
+        .position(|a| a == ":::" || a == "::::")
+        .unwrap_or(cfg.command.len());
+    let template = cfg.command[..at].to_vec();
+    if template.is_empty() {
+        bail!("no command: procwire pool -j N -- CMD [ARGS...] [::: ARGS...]");
+    }
+    let mut sources: Vec<Vec<String>> = Vec::new();
+    let mut i = at;
+    while i < cfg.command.len() {
+        let marker = cfg.command[i].as_str();
+        let end = cfg.command[i + 1..]
+            .iter()
+            .position(|a| a == ":::" || a == "::::")
+            .map_or(cfg.command.len(), |p| i + 1 + p);
+        let items = &cfg.command[i + 1..end];
+        if marker == ":::" {
+            sources.push(items.to_vec());
+        } else {
+            for file in items {
+                let text = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+                sources.push(split_input(&text, cfg.null));
+            }
+        }
+        i = end;
+    }
+    if sources.is_empty() {
+        let mut text = Vec::new();
+        io::stdin().lock().read_to_end(&mut text)?;
+        sources.push(split_input(&text, cfg.null));
+    }
+    Ok(Plan { template, sources })
+}
+
+fn split_input(text: &[u8], null: bool) -> Vec<String> {
+    let sep = if null { b'\0' } else { b'\n' };
+    let mut items: Vec<String> = text
+        .split(|&b| b == sep)
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    if items.last().is_some_and(String::is_empty) {
+        items.pop();
+    }
+    items
+}
+
+/// Every combination of the sources, the last varying fastest (as
+/// parallel combines several `:::`).
+fn combine(sources: &[Vec<String>]) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = vec![Vec::new()];
+    for s in sources {
+        out = out
+            .into_iter()
+            .flat_map(|prefix| {
+                s.iter().map(move |v| {
+                    let mut p = prefix.clone();
+                    p.push(v.clone());
+                    p
+                })
+            })
+            .collect();
+    }
+    out.retain(|c| !c.is_empty());
+    out
+}
+
+fn without_ext(s: &str) -> &str {
+    let base_at = s.rfind('/').map_or(0, |i| i + 1);
+    match s[base_at..].rfind('.') {
+        Some(dot) if dot > 0 => &s[..base_at + dot],
+        _ => s,
+    }
+}
+
+fn basename(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
+}
+
+fn dirname(s: &str) -> &str {
+    match s.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &s[..i],
+        None => ".",
+    }
+}
+
+/// One argument of the template with the job's values put in.
+fn fill(token: &str, job: &Job, slot: usize, quote: bool) -> String {
+    let q = |s: &str| if quote { shell_quote(s) } else { s.to_string() };
+    let all = job.args.join(" ");
+    let mut out = token
+        .replace("{#}", &job.seq.to_string())
+        .replace("{%}", &slot.to_string())
+        .replace("{//}", &q(dirname(&all)))
+        .replace("{/.}", &q(without_ext(basename(&all))))
+        .replace("{/}", &q(basename(&all)))
+        .replace("{.}", &q(without_ext(&all)))
+        .replace("{}", &q(&all));
+    for (i, a) in job.args.iter().enumerate() {
+        out = out.replace(&format!("{{{}}}", i + 1), &q(a));
+    }
+    out
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The job's command line: the template filled in, or, without a
+/// replacement string, the template with the arguments appended.
+fn argv(template: &[String], job: &Job, slot: usize, quote: bool) -> Vec<String> {
+    let replaces = template
+        .iter()
+        .any(|t| STRINGS.iter().any(|s| t.contains(s)) || positional(t).is_some());
+    let mut out: Vec<String> = template.iter().map(|t| fill(t, job, slot, quote)).collect();
+    if !replaces {
+        out.extend(
+            job.args
+                .iter()
+                .map(|a| if quote { shell_quote(a) } else { a.clone() }),
+        );
+    }
+    out
+}
+
+/// How many jobs at once: `N`, `N%` of the CPUs, or 0 for as many as the
+/// input has (capped at 1,024).
+pub fn parse_jobs(s: &str) -> std::result::Result<usize, String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = if let Some(p) = s.strip_suffix('%') {
+        let p: usize = p.parse().map_err(|_| format!("{s:?}: expected N or N%"))?;
+        (cpus * p / 100).max(1)
+    } else {
+        s.parse().map_err(|_| format!("{s:?}: expected N or N%"))?
+    };
+    Ok(if n == 0 { 1024 } else { n })
+}
+
+/// Runs the jobs; the exit status is GNU parallel's.
+pub fn run(cfg: OneShot) -> Result<ExitCode> {
+    let plan = plan(&cfg)?;
+    let jobs: Vec<Job> = combine(&plan.sources)
+        .into_iter()
+        .zip(1..)
+        .map(|(args, seq)| Job { seq, args })
+        .collect();
+    if cfg.dry_run {
+        let mut out = io::stdout().lock();
+        for job in &jobs {
+            let slot = ((job.seq - 1) as usize % cfg.jobs.max(1)) + 1;
+            writeln!(out, "{}", argv(&plan.template, job, slot, true).join(" "))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if jobs.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let workers = cfg.jobs.max(1).min(jobs.len());
+    let limit = match cfg.halt {
+        Halt::Never => None,
+        Halt::Now(n) | Halt::Soon(n) => Some(n),
+    };
+    let mut builder = Pool::with_link(Processes {
+        template: plan.template,
+        shell: cfg.shell,
+        slots: AtomicUsize::new(0),
+        told_missing: Arc::new(AtomicBool::new(false)),
+        halting: Arc::new(Halting {
+            limit,
+            failed: Default::default(),
+            halted: AtomicBool::new(false),
+        }),
+    })
+    .workers(workers)
+    .max_in_flight(workers * 2);
+    if let Some(t) = cfg.timeout {
+        builder = builder.task_timeout(t);
+    }
+    let pool = builder.build()?;
+    let mut joblog = match &cfg.joblog {
+        Some(path) => {
+            let mut f = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            writeln!(
+                f,
+                "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
+            )?;
+            Some(f)
+        }
+        None => None,
+    };
+    let progress = io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(jobs.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} jobs, {msg} [{elapsed} < {eta}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let tags: Vec<String> = jobs.iter().map(|j| j.args.join(" ")).collect();
+    let (mut failed, mut halted_with) = (0u64, None::<i32>);
+    let stop = AtomicBool::new(false);
+    let mut stdout = io::stdout().lock();
+    let mut stderr = io::stderr();
+    let feed = jobs
+        .into_iter()
+        .take_while(|_| !stop.load(Ordering::SeqCst));
+    let mut problem = None;
+    let ran = pool.run(feed, !cfg.unordered, |i, r| {
+        let done = match r {
+            Ok(d) => d,
+            Err(e) => {
+                // The pool stopped (a halt), or a job slot failed.
+                if halted_with.is_none() {
+                    problem.get_or_insert(e.to_string());
+                }
+                return;
+            }
+        };
+        if done.skipped {
+            return;
+        }
+        let ok = done.exitval == 0 && done.signal == 0;
+        if !ok {
+            failed += 1;
+        }
+        let tag = cfg.tag.then(|| &tags[i as usize]);
+        let _ = write_grouped(&mut stdout, &done.stdout, tag);
+        let _ = write_grouped(&mut stderr, &done.stderr, tag);
+        if let Some(f) = joblog.as_mut() {
+            let _ = writeln!(
+                f,
+                "{}\t:\t{:.3}\t{:.3}\t0\t{}\t{}\t{}\t{}",
+                done.seq,
+                done.started,
+                done.runtime,
+                done.stdout.len(),
+                done.exitval,
+                done.signal,
+                done.command
+            );
+        }
+        if let Some(bar) = &progress {
+            bar.inc(1);
+            bar.set_message(format!("{failed} failed"));
+        }
+        match cfg.halt {
+            Halt::Now(n) if !ok && failed >= n && halted_with.is_none() => {
+                halted_with = Some(done.exitval);
+                stop.store(true, Ordering::SeqCst);
+                pool.cancel(); // the running jobs are killed
+            }
+            Halt::Soon(n) if !ok && failed >= n && halted_with.is_none() => {
+                halted_with = Some(done.exitval);
+                stop.store(true, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+    });
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let _ = stdout.flush();
+    match cfg.halt {
+        Halt::Now(_) if halted_with.is_some() => pool.abort()?,
+        _ => pool.shutdown()?,
+    }
+    if halted_with.is_none() {
+        ran?;
+    }
+    if let Some(code) = halted_with {
+        eprintln!("procwire pool: halted after {failed} failed job(s)");
+        // As parallel: halting at the first failure exits with that job's
+        // status; at a later one, with the count.
+        return Ok(match limit {
+            Some(1) => ExitCode::from(code.clamp(1, 255) as u8),
+            _ => crate::pool::exit_for(failed),
+        });
+    }
+    if let Some(p) = problem {
+        eprintln!("procwire pool: {p}");
+        return Ok(ExitCode::from(255));
+    }
+    Ok(crate::pool::exit_for(failed))
+}
+
+/// Writes a job's output whole, each line tagged when asked.
+fn write_grouped(out: &mut dyn Write, bytes: &[u8], tag: Option<&String>) -> io::Result<()> {
+    match tag {
+        None => out.write_all(bytes)?,
+        Some(t) => {
+            for line in bytes.split_inclusive(|&b| b == b'\n') {
+                out.write_all(t.as_bytes())?;
+                out.write_all(b"\t")?;
+                out.write_all(line)?;
+            }
+        }
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(args: &[&str]) -> Job {
+        Job {
+            seq: 3,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn replacement_strings_as_parallel_spells_them() {
+        let j = job(&["dir/sub/file.tar.gz"]);
+        let t: Vec<String> = ["{}", "{.}", "{/}", "{//}", "{/.}", "{#}", "{%}", "x{1}y"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            argv(&t, &j, 2, false),
+            [
+                "dir/sub/file.tar.gz",
+                "dir/sub/file.tar",
+                "file.tar.gz",
+                "dir/sub",
+                "file.tar",
+                "3",
+                "2",
+                "xdir/sub/file.tar.gzy"
+            ]
+        );
+        // No replacement string: the arguments are appended.
+        assert_eq!(
+            argv(&["echo".to_string()], &job(&["a", "b"]), 1, false),
+            ["echo", "a", "b"]
+        );
+        assert_eq!(
+            combine(&[vec!["a".into(), "b".into()], vec!["1".into(), "2".into()]]).len(),
+            4
+        );
+        assert_eq!(parse_halt("now,fail=1"), Ok(Halt::Now(1)));
+        assert!(parse_halt("later,fail=1").is_err());
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+}

@@ -1,0 +1,266 @@
+//! `procwire pool` in GNU parallel's one-process-per-input model, with GNU
+//! parallel itself (installed by `scripts/test`) as the oracle: the same
+//! inputs through `parallel -k` and `procwire pool` give the same output
+//! and the same exit status.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn run(program: &str, args: &[&str], stdin: &[u8], dir: &std::path::Path) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test installs GNU parallel)"));
+    let mut input = child.stdin.take().unwrap();
+    let bytes = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&bytes);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
+}
+
+/// Runs `args` (a CMD and its sources) through both, with `opts` before it.
+fn both(opts: &[&str], args: &[&str], stdin: &[u8], dir: &std::path::Path) -> (Output, Output) {
+    let ours: Vec<&str> = ["pool"]
+        .into_iter()
+        .chain(opts.iter().copied())
+        .chain(["--"])
+        .chain(args.iter().copied())
+        .collect();
+    let theirs: Vec<&str> = ["--will-cite", "-k"]
+        .into_iter()
+        .chain(opts.iter().copied())
+        .chain(args.iter().copied())
+        .collect();
+    (
+        run(env!("CARGO_BIN_EXE_procwire"), &ours, stdin, dir),
+        run("parallel", &theirs, stdin, dir),
+    )
+}
+
+fn same(opts: &[&str], args: &[&str], stdin: &[u8], dir: &std::path::Path) {
+    let (ours, theirs) = both(opts, args, stdin, dir);
+    assert_eq!(
+        String::from_utf8_lossy(&ours.stdout),
+        String::from_utf8_lossy(&theirs.stdout),
+        "stdout of {opts:?} {args:?}"
+    );
+    assert_eq!(
+        ours.status.code(),
+        theirs.status.code(),
+        "status of {opts:?} {args:?}: {}",
+        String::from_utf8_lossy(&ours.stderr)
+    );
+}
+
+fn scripts() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fail.sh"), "echo \"job $1\"\nexit \"$1\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("noisy.sh"),
+        "i=0\nwhile [ $i -lt 3000 ]; do echo \"out $1 $i\"; echo \"err $1 $i\" >&2; i=$((i+1)); done\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("args.txt"), "one\ntwo\nthree\n").unwrap();
+    dir
+}
+
+#[test]
+fn replacement_strings_and_sources_give_what_parallel_gives() {
+    let d = scripts();
+    let dir = d.path();
+    same(
+        &["-j", "2"],
+        &[
+            "echo",
+            "{}",
+            "{.}",
+            "{/}",
+            "{//}",
+            "{/.}",
+            "{#}",
+            ":::",
+            "dir/f.txt",
+            "/x/y.tar.gz",
+            "plain",
+            "a.b/c",
+        ],
+        b"",
+        dir,
+    );
+    same(
+        &["-j", "3"],
+        &["echo", "{1}-{2}", ":::", "a", "b", "c", ":::", "1", "2"],
+        b"",
+        dir,
+    );
+    same(
+        &["-j", "2"],
+        &["echo", ":::", "x", "y", ":::", "1", "2"],
+        b"",
+        dir,
+    );
+    same(
+        &["-j", "2"],
+        &["echo", "file", "{}", "::::", "args.txt"],
+        b"",
+        dir,
+    );
+    same(
+        &["-j", "2"],
+        &["echo", "line:", "{}"],
+        b"first\nsecond\n\nfourth\n",
+        dir,
+    );
+    same(&["-j", "2", "-0"], &["echo", "x{}x"], b"a b\0c\nd\0", dir);
+    // Nothing to do.
+    same(&["-j", "2"], &["echo", "{}"], b"", dir);
+}
+
+#[test]
+fn exit_statuses_failed_and_missing_commands_and_halt_are_parallels() {
+    let d = scripts();
+    let dir = d.path();
+    // 3 jobs fail: status 3.
+    same(
+        &["-j", "2"],
+        &["sh", "fail.sh", "{}", ":::", "0", "1", "0", "2", "0", "3"],
+        b"",
+        dir,
+    );
+    // Over 100 failures: 101.
+    let many: Vec<String> = (1..=105).map(|_| "1".to_string()).collect();
+    let mut args = vec!["sh", "fail.sh", "{}", ":::"];
+    args.extend(many.iter().map(String::as_str));
+    same(&["-j", "8"], &args, b"", dir);
+    // A missing program is a failed job, its cause said once.
+    let (ours, theirs) = both(
+        &["-j", "2"],
+        &["/nonexistent/program", "{}", ":::", "a", "b", "c"],
+        b"",
+        dir,
+    );
+    assert_eq!(ours.status.code(), theirs.status.code());
+    let err = String::from_utf8_lossy(&ours.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // Halt at the first failure: the failing job's status, no job after it.
+    same(
+        &["-j", "1", "--halt", "now,fail=1"],
+        &["sh", "fail.sh", "{}", ":::", "0", "7", "0", "0"],
+        b"",
+        dir,
+    );
+    same(
+        &["-j", "1", "--halt", "soon,fail=2"],
+        &["sh", "fail.sh", "{}", ":::", "0", "4", "5", "0", "0"],
+        b"",
+        dir,
+    );
+}
+
+#[test]
+fn each_jobs_output_is_grouped_as_parallels_on_both_streams() {
+    let d = scripts();
+    let dir = d.path();
+    let (ours, theirs) = both(
+        &["-j", "4"],
+        &["sh", "noisy.sh", "{}", ":::", "a", "b", "c", "d", "e"],
+        b"",
+        dir,
+    );
+    assert_eq!(ours.status.code(), Some(0));
+    assert!(
+        ours.stdout == theirs.stdout,
+        "stdout is not grouped as parallel's"
+    );
+    assert!(
+        ours.stderr == theirs.stderr,
+        "stderr is not grouped as parallel's"
+    );
+    // Tagged lines.
+    let (ours, theirs) = both(
+        &["-j", "2", "--tag"],
+        &["echo", "x", ":::", "a", "b"],
+        b"",
+        dir,
+    );
+    assert_eq!(ours.stdout, theirs.stdout);
+}
+
+#[test]
+fn a_joblog_a_dry_run_and_the_shell_when_asked() {
+    let d = scripts();
+    let dir = d.path();
+    let log = dir.join("log");
+    let out = run(
+        env!("CARGO_BIN_EXE_procwire"),
+        &[
+            "pool",
+            "-j",
+            "2",
+            "--joblog",
+            log.to_str().unwrap(),
+            "--",
+            "sh",
+            "fail.sh",
+            "{}",
+            ":::",
+            "0",
+            "3",
+        ],
+        b"",
+        dir,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(
+        rows[0],
+        [
+            "Seq",
+            "Host",
+            "Starttime",
+            "JobRuntime",
+            "Send",
+            "Receive",
+            "Exitval",
+            "Signal",
+            "Command"
+        ]
+    );
+    assert_eq!(rows.len(), 3);
+    let exitvals: Vec<&str> = rows[1..].iter().map(|r| r[6]).collect();
+    assert!(exitvals.contains(&"0") && exitvals.contains(&"3"), "{text}");
+    // A dry run prints the commands, quoted as a shell would need them.
+    let out = run(
+        env!("CARGO_BIN_EXE_procwire"),
+        &["pool", "--dry-run", "--", "echo", "{}", ":::", "a b", "c"],
+        b"",
+        dir,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "echo 'a b'\necho c\n");
+    // No shell unless asked: `$HOME` stays literal; with --shell it expands.
+    let out = run(
+        env!("CARGO_BIN_EXE_procwire"),
+        &["pool", "--", "echo", "$HOME", "{}", ":::", "x"],
+        b"",
+        dir,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "$HOME x\n");
+    let out = run(
+        env!("CARGO_BIN_EXE_procwire"),
+        &["pool", "--shell", "--", "echo", "$0", "{}", ":::", "x"],
+        b"",
+        dir,
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains('$'),
+        "{out:?}"
+    );
+}
