@@ -264,3 +264,43 @@ fn a_joblog_a_dry_run_and_the_shell_when_asked() {
         "{out:?}"
     );
 }
+
+#[test]
+fn halting_now_kills_the_jobs_still_running() {
+    let d = scripts();
+    let dir = d.path();
+    std::fs::write(
+        dir.join("slow_or_bad.sh"),
+        "[ \"$1\" = bad ] && exit 5\nsleep 60\n",
+    )
+    .unwrap();
+    // Under a deadline: the 60 s sleeper must be killed, not waited for.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir2 = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let out = run(
+            env!("CARGO_BIN_EXE_procwire"),
+            &[
+                "pool",
+                "-j",
+                "2",
+                "--halt",
+                "now,fail=1",
+                "--",
+                "sh",
+                "slow_or_bad.sh",
+                "{}",
+                ":::",
+                "slow",
+                "bad",
+            ],
+            b"",
+            &dir2,
+        );
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the pool waited for a job it should have killed");
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+}

@@ -302,6 +302,8 @@ pub fn run(cfg: OneShot) -> Result<ExitCode> {
         told_missing: Arc::new(AtomicBool::new(false)),
         halting: Arc::new(Halting {
             limit,
+            now: matches!(cfg.halt, Halt::Now(_)),
+            slots: Default::default(),
             failed: Default::default(),
             halted: AtomicBool::new(false),
         }),

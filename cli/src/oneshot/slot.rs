@@ -17,8 +17,22 @@ use super::{Done, Job, argv};
 /// halts starts nothing after it.
 pub(super) struct Halting {
     pub(super) limit: Option<u64>,
+    /// `--halt now`: the running jobs are killed at once.
+    pub(super) now: bool,
+    /// Every slot's running job, to kill.
+    pub(super) slots: std::sync::Mutex<Vec<Current>>,
     pub(super) failed: std::sync::atomic::AtomicU64,
     pub(super) halted: AtomicBool,
+}
+
+/// A slot's running job's pidfd, for `--halt now` and the pool's abort: a
+/// signal through it can never reach another process that reused the pid.
+pub(super) type Current = Arc<std::sync::Mutex<Option<std::os::fd::OwnedFd>>>;
+
+fn kill(current: &Current) {
+    if let Some(fd) = &*current.lock().unwrap_or_else(|e| e.into_inner()) {
+        let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+    }
 }
 
 /// A "worker" that starts one process per task: the one-shot link.
@@ -35,13 +49,14 @@ struct Slot {
     shell: bool,
     slot: usize,
     running: Option<Running>,
+    current: Current,
     told_missing: Arc<AtomicBool>,
     halting: Arc<Halting>,
 }
 
 struct Running {
     /// `None`: not started, the pool halted.
-    child: Option<Result<procwire::Child, String>>,
+    child: Option<Result<std::process::Child, String>>,
     seq: u64,
     command: String,
     started: SystemTime,
@@ -55,6 +70,15 @@ impl Link<Job, Done> for Processes {
             shell: self.shell,
             slot: self.slots.fetch_add(1, Ordering::Relaxed) + 1,
             running: None,
+            current: {
+                let c = Current::default();
+                self.halting
+                    .slots
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Arc::clone(&c));
+                c
+            },
             told_missing: Arc::clone(&self.told_missing),
             halting: Arc::clone(&self.halting),
         }))
@@ -75,7 +99,11 @@ impl Slot {
 
 /// Reads a job's stdout and stderr to their ends, both at once (a job that
 /// fills one pipe while we wait on the other would never finish).
-fn collect(child: &mut procwire::Child) -> (Vec<u8>, Vec<u8>) {
+///
+/// When the pool halts at once, a killed job's children may live on and
+/// hold its pipes open: then what the job left is taken as it is, once the
+/// job itself is gone.
+fn collect(child: &mut std::process::Child, halted: &dyn Fn() -> bool) -> (Vec<u8>, Vec<u8>) {
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
     let (mut o, mut e) = (Vec::new(), Vec::new());
@@ -84,7 +112,16 @@ fn collect(child: &mut procwire::Child) -> (Vec<u8>, Vec<u8>) {
         let mut sel = Select::new();
         let oi = out.as_ref().map(|s| sel.readable(s));
         let ei = err.as_ref().map(|s| sel.readable(s));
-        let Ok(ready) = sel.ready() else { break };
+        let ready = match sel.ready_timeout(std::time::Duration::from_millis(50)) {
+            Ok(r) => r,
+            Err(t) if t.is_timeout() => {
+                if halted() && matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                continue;
+            }
+            Err(_) => break,
+        };
         if Some(ready) == oi
             && let Some(s) = out.as_mut()
         {
@@ -107,15 +144,27 @@ fn collect(child: &mut procwire::Child) -> (Vec<u8>, Vec<u8>) {
 impl Worker<Job, Done> for Slot {
     fn send(&mut self, job: &Job) -> procwire::Result<()> {
         let (words, line) = self.command_line(job);
-        let mut cmd = procwire::Command::new(&words[0]);
+        let mut cmd = std::process::Command::new(&words[0]);
         cmd.args(&words[1..])
             .env_remove("PROCWIRE_KEY")
             .env_remove("PROCWIRE_KEY_FILE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child = (!self.halting.halted.load(Ordering::SeqCst))
-            .then(|| cmd.spawn().map_err(|e| e.to_string()));
+        // std's spawn, without a pre-exec hook, takes the vfork path of
+        // posix_spawn: one-shot jobs start as fast as xargs starts them.
+        // (Unlike procwire's persistent workers, they do not die with the
+        // pool if it is killed: as with xargs and parallel.)
+        let child = (!self.halting.halted.load(Ordering::SeqCst)).then(|| {
+            cmd.spawn()
+                .map_err(|e| format!("starting {:?}: {e}", words[0]))
+        });
+        if let Some(Ok(c)) = &child {
+            let pid = rustix::process::Pid::from_raw(c.id() as i32);
+            *self.current.lock().unwrap_or_else(|e| e.into_inner()) = pid.and_then(|p| {
+                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+            });
+        }
         self.running = Some(Running {
             child,
             seq: job.seq,
@@ -153,8 +202,15 @@ impl Worker<Job, Done> for Slot {
                 return Ok(done);
             }
             Some(Ok(child)) => {
-                let (o, e) = collect(child);
+                let halting = Arc::clone(&self.halting);
+                let (o, e) = collect(child, &|| {
+                    halting.now && halting.halted.load(Ordering::SeqCst)
+                });
                 let status = child.wait()?;
+                self.current
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
                 use std::os::unix::process::ExitStatusExt;
                 done.stdout = o;
                 done.stderr = e;
@@ -171,9 +227,25 @@ impl Worker<Job, Done> for Slot {
         }
         done.runtime = r.t0.elapsed().as_secs_f64();
         if done.exitval != 0 || done.signal != 0 {
+            if self.halting.halted.load(Ordering::SeqCst) && self.halting.now {
+                // Killed by the halt: not a failure of its own.
+                done.skipped = true;
+                return Ok(done);
+            }
             let failed = self.halting.failed.fetch_add(1, Ordering::SeqCst) + 1;
-            if self.halting.limit.is_some_and(|l| failed >= l) {
-                self.halting.halted.store(true, Ordering::SeqCst);
+            if self.halting.limit.is_some_and(|l| failed >= l)
+                && !self.halting.halted.swap(true, Ordering::SeqCst)
+                && self.halting.now
+            {
+                for c in self
+                    .halting
+                    .slots
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                {
+                    kill(c);
+                }
             }
         }
         Ok(done)
@@ -188,17 +260,8 @@ impl Worker<Job, Done> for Slot {
     }
 
     fn killer(&self) -> Box<dyn Fn() + Send + Sync> {
-        let k = self
-            .running
-            .as_ref()
-            .and_then(|r| r.child.as_ref())
-            .and_then(|c| c.as_ref().ok())
-            .map(procwire::Child::killer);
-        Box::new(move || {
-            if let Some(k) = &k {
-                let _ = k.kill();
-            }
-        })
+        let current = Arc::clone(&self.current);
+        Box::new(move || kill(&current))
     }
 
     fn retire(self: Box<Self>, _kill: bool) {}
