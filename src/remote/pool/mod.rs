@@ -311,7 +311,10 @@ struct ZmqConn {
     router: Arc<Router<Flow, Flow>>,
     peer: Peer,
     inbox: mpsc::Receiver<Flow>,
-    demux: Arc<Demux>,
+    /// Weak: a connection waiting in the demultiplexer's arrivals must not
+    /// keep the demultiplexer (and its ROUTER, whose drop sends what was
+    /// queued, byes included) alive.
+    demux: std::sync::Weak<Demux>,
     beat: Duration,
     heard: Instant,
 }
@@ -465,8 +468,12 @@ impl<Req: Message, Resp: Message> Worker<Req, Resp> for RemoteWorker<Req, Resp> 
                 Box::new(move || conn.abort())
             }
             Conn::Zmq(z) => {
-                let (demux, id) = (Arc::clone(&z.demux), z.peer.identity().to_vec());
-                Box::new(move || demux.forget(&id))
+                let (demux, id) = (z.demux.clone(), z.peer.identity().to_vec());
+                Box::new(move || {
+                    if let Some(d) = demux.upgrade() {
+                        d.forget(&id);
+                    }
+                })
             }
         }
     }
@@ -475,10 +482,12 @@ impl<Req: Message, Resp: Message> Worker<Req, Resp> for RemoteWorker<Req, Resp> 
         if !kill {
             let _ = self.send_flow(&Flow::Bye);
         }
-        if let Conn::Zmq(z) = &self.conn {
-            z.demux.forget(z.peer.identity());
+        if let Conn::Zmq(z) = &self.conn
+            && let Some(d) = z.demux.upgrade()
+        {
+            d.forget(z.peer.identity());
             if !kill {
-                z.demux.said_bye(z.peer.identity());
+                d.said_bye(z.peer.identity());
             }
         }
     }
@@ -559,7 +568,7 @@ impl Demux {
                 router: Arc::clone(&self.router),
                 peer,
                 inbox,
-                demux: Arc::clone(self),
+                demux: Arc::downgrade(self),
                 beat,
                 heard: Instant::now(),
             };
@@ -600,10 +609,37 @@ impl Demux {
         {
             let _ = t.join();
         }
+        // Arrivals nobody will take: let them go (each holds the ROUTER).
+        while self
+            .arrived
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_recv()
+            .is_ok()
+        {}
         let seen = std::mem::take(&mut *self.seen.lock().unwrap_or_else(PoisonError::into_inner));
         for (peer, byed) in seen.into_values() {
             if !byed {
                 let _ = self.router.send(&peer, &Flow::Bye);
+            }
+        }
+        // Keep reading a moment before the socket closes: input left unread
+        // at close(2) makes TCP send a reset, which can destroy byes still
+        // on their way (and workers go on talking until they read theirs).
+        let until = Instant::now() + Duration::from_secs(1);
+        let mut quiet = 0;
+        while Instant::now() < until && quiet < 3 {
+            match self.router.recv_timeout(FLOW) {
+                Ok((peer, m)) => {
+                    quiet = 0;
+                    // A worker that only now speaks (a new identity) hears
+                    // its bye too.
+                    if !matches!(m, Flow::Bye) {
+                        let _ = self.router.send(&peer, &Flow::Bye);
+                    }
+                }
+                Err(e) if e.is_timeout() => quiet += 1,
+                Err(_) => quiet += 1,
             }
         }
     }

@@ -61,10 +61,21 @@ impl Conn {
         }
     }
 
-    fn recv(&self) -> Result<Flow> {
+    /// The pool's next message, waiting idle. On ZeroMQ, an idle worker
+    /// says it is ready again every `every`: a DEALER reconnects by itself
+    /// after a broken connection, under a new identity the pool has never
+    /// seen, and only a message tells the pool who it is now (else its
+    /// tasks and its bye would go to the old one).
+    fn recv_idle(&self, every: Duration, beat_ms: u64) -> Result<Flow> {
         match self {
             Conn::Tcp(d) => Ok(d.recv()?),
-            Conn::Zmq(c) => Ok(c.recv()?),
+            Conn::Zmq(c) => loop {
+                match c.recv_timeout(every) {
+                    Ok(m) => return Ok(m),
+                    Err(e) if e.is_timeout() => self.send(Flow::Ready { beat_ms })?,
+                    Err(e) => return Err(e.into()),
+                }
+            },
         }
     }
 }
@@ -157,7 +168,7 @@ fn serve(
             cv.notify_all();
         };
         let r = (|| loop {
-            match link.recv()? {
+            match link.recv_idle(wo.beat * 2, beat_ms)? {
                 Flow::Bye => return Ok(()),
                 Flow::Task { id, payload } => {
                     set(true, false);
