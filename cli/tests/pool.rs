@@ -203,11 +203,15 @@ fn a_worker_that_prints_two_lines_per_input_is_caught_and_the_status_says_so() {
         err.contains("more than one line") || err.contains("more lines than it was given"),
         "{err}"
     );
+    // An extra line that comes only after the worker was given its next
+    // line cannot be told from that line's answer: then it is taken, and
+    // the contract's breach, found when the worker's output drains, makes
+    // the status 101 (answers in doubt), never 0.
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !stdout.contains('b'),
-        "an extra line was taken for an answer: {stdout}"
-    );
+    if stdout.contains('b') {
+        assert_eq!(out.status.code(), Some(101), "{stdout}\n{err}");
+        assert!(err.contains("may belong to other lines"), "{err}");
+    }
 }
 
 #[test]
