@@ -445,6 +445,7 @@ pub(crate) fn is_msgsize(e: &io::Error) -> bool {
 }
 
 /// Whether `e` says this process (or the system) is out of descriptors.
+#[cfg_attr(not(feature = "tcp"), allow(dead_code))]
 pub(crate) fn is_out_of_fds(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -456,6 +457,7 @@ pub(crate) fn is_out_of_fds(e: &io::Error) -> bool {
 ///
 /// # References
 /// - getrlimit(2) (`RLIMIT_NOFILE`)
+#[cfg_attr(not(feature = "tcp"), allow(dead_code))]
 pub(crate) fn fd_limit() -> usize {
     let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     l.current

@@ -2,10 +2,14 @@
 //! a close that never destroys what was sent.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
+#[cfg(feature = "tcp")]
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use super::{Conn, Transport};
+use super::Conn;
+#[cfg(feature = "tcp")]
+use super::Transport;
 use crate::sys::{self, Interest};
 
 /// When the peer of a TCP connection last showed a sign of life, and

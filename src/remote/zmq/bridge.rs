@@ -5,7 +5,8 @@
 use bytes::Bytes;
 use zeromq::{Socket as _, SocketRecv, SocketSend, ZmqMessage};
 
-use super::{Kind, pack, unpack};
+use super::Kind;
+use super::router::{pack, unpack};
 use crate::frame::FrameDecoder;
 
 /// The socket itself, by kind.
