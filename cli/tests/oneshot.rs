@@ -304,3 +304,30 @@ fn halting_now_kills_the_jobs_still_running() {
         .expect("the pool waited for a job it should have killed");
     assert_eq!(out.status.code(), Some(5), "{out:?}");
 }
+
+#[test]
+fn a_job_past_its_timeout_is_killed_and_counted_as_parallel_counts_it() {
+    let d = scripts();
+    let dir = d.path();
+    std::fs::write(
+        dir.join("slow.sh"),
+        "[ \"$1\" = slow ] && exec sleep 60\necho \"$1\"\n",
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir2 = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(both(
+            &["-j", "2", "--timeout", "1"],
+            &["sh", "slow.sh", "{}", ":::", "a", "slow", "b"],
+            b"",
+            &dir2,
+        ));
+    });
+    let (ours, theirs) = rx
+        .recv_timeout(std::time::Duration::from_secs(40))
+        .expect("a job past its timeout was waited for");
+    assert_eq!(ours.stdout, theirs.stdout);
+    assert_eq!(ours.status.code(), theirs.status.code());
+    assert!(String::from_utf8_lossy(&ours.stderr).contains("ran past its timeout"));
+}

@@ -103,7 +103,16 @@ impl Slot {
 /// When the pool halts at once, a killed job's children may live on and
 /// hold its pipes open: then what the job left is taken as it is, once the
 /// job itself is gone.
-fn collect(child: &mut std::process::Child, halted: &dyn Fn() -> bool) -> (Vec<u8>, Vec<u8>) {
+///
+/// At `deadline` (`--timeout`) the job is killed (`kill`), and collecting
+/// ends once it is gone, as after a halt.
+fn collect(
+    child: &mut std::process::Child,
+    halted: &dyn Fn() -> bool,
+    deadline: Option<Instant>,
+    kill: &dyn Fn(),
+) -> (Vec<u8>, Vec<u8>) {
+    let mut killed = false;
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
     let (mut o, mut e) = (Vec::new(), Vec::new());
@@ -115,7 +124,11 @@ fn collect(child: &mut std::process::Child, halted: &dyn Fn() -> bool) -> (Vec<u
         let ready = match sel.ready_timeout(std::time::Duration::from_millis(50)) {
             Ok(r) => r,
             Err(t) if t.is_timeout() => {
-                if halted() && matches!(child.try_wait(), Ok(Some(_))) {
+                if !killed && deadline.is_some_and(|d| Instant::now() >= d) {
+                    kill();
+                    killed = true;
+                }
+                if (killed || halted()) && matches!(child.try_wait(), Ok(Some(_))) {
                     break;
                 }
                 continue;
@@ -175,7 +188,7 @@ impl Worker<Job, Done> for Slot {
         Ok(())
     }
 
-    fn recv(&mut self, _deadline: Option<Instant>) -> procwire::Result<Done> {
+    fn recv(&mut self, deadline: Option<Instant>) -> procwire::Result<Done> {
         let mut r = self
             .running
             .take()
@@ -203,9 +216,19 @@ impl Worker<Job, Done> for Slot {
             }
             Some(Ok(child)) => {
                 let halting = Arc::clone(&self.halting);
-                let (o, e) = collect(child, &|| {
-                    halting.now && halting.halted.load(Ordering::SeqCst)
-                });
+                let current = Arc::clone(&self.current);
+                let (o, e) = collect(
+                    child,
+                    &|| halting.now && halting.halted.load(Ordering::SeqCst),
+                    deadline,
+                    &|| kill(&current),
+                );
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    eprintln!(
+                        "procwire pool: job {} ran past its timeout and was killed: {}",
+                        done.seq, done.command
+                    );
+                }
                 let status = child.wait()?;
                 self.current
                     .lock()
