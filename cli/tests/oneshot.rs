@@ -271,7 +271,7 @@ fn halting_now_kills_the_jobs_still_running() {
     let dir = d.path();
     std::fs::write(
         dir.join("slow_or_bad.sh"),
-        "[ \"$1\" = bad ] && exit 5\nsleep 60\n",
+        "[ \"$1\" = bad ] && exit 5\nexec sleep 60\n",
     )
     .unwrap();
     // Under a deadline: the 60 s sleeper must be killed, not waited for.
