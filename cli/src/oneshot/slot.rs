@@ -177,6 +177,13 @@ impl Worker<Job, Done> for Slot {
             *self.current.lock().unwrap_or_else(|e| e.into_inner()) = pid.and_then(|p| {
                 rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
             });
+            // A halt that came between the check above and now killed
+            // every job it could see, not this one: it goes too. (The halt
+            // sets its flag before it looks, this slot its job before it
+            // looks: one of the two always sees the other.)
+            if self.halting.now && self.halting.halted.load(Ordering::SeqCst) {
+                kill(&self.current);
+            }
         }
         self.running = Some(Running {
             child,
