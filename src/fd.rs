@@ -287,6 +287,12 @@ fn serialize_end<S: Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     use ser::SerializeStruct;
+    if conn.transport() == crate::transport::Transport::Tcp {
+        return Err(ser::Error::custom(
+            "a tcp:// end cannot travel inside a message: its session's keys stay in this \
+             process; connect from the other process instead",
+        ));
+    }
     // Our end stops shutting the socket down on drop once the frame that
     // carries this copy is accepted (see `crate::ends`), not here: the send
     // may still fail, or this may not be a procwire send at all.

@@ -397,3 +397,26 @@ fn a_remote_pool_maps_typed_tasks_on_workers_that_join_over_tcp_and_zeromq() {
         }
     });
 }
+
+#[test]
+fn a_tcp_end_cannot_travel_inside_a_message() {
+    checked(30, || {
+        let listener = keyed().listen("tcp://127.0.0.1:0").unwrap();
+        let addr = listener.endpoint().to_string();
+        let client: Duplex<String, String> = keyed().connect(&addr).unwrap();
+        let _server: Duplex<String, String> =
+            listener.accept_timeout(Duration::from_secs(5)).unwrap();
+        // Refused at encoding: with postcard as an encoding error (its
+        // errors drop the text), with JSON saying why.
+        let (tx, _rx) = procwire::duplex::<Duplex<String, String>, ()>().unwrap();
+        let e = tx.send(client).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Encode, "{e}");
+        let client = e.into_inner();
+        let (tx, _rx) = procwire::SocketPair::new(procwire::Kind::Stream)
+            .codec(procwire::CodecKind::Json)
+            .duplex::<Duplex<String, String>, ()>()
+            .unwrap();
+        let e = tx.send(client).unwrap_err();
+        assert!(e.to_string().contains("cannot travel"), "{e}");
+    });
+}

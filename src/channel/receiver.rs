@@ -355,6 +355,7 @@ impl RecvCore {
         self.incoming
             .peek(|inc| inc.eof || inc.frames.has_frame())
             .unwrap_or(false)
+            || self.conn.session_read_ahead()
     }
 
     pub(crate) fn conn(&self) -> &Arc<Conn> {

@@ -72,6 +72,17 @@ impl Session {
         }
     }
 
+    /// Whether bytes wait here that poll(2) cannot see: a plain record
+    /// opened and not all handed up, or a whole record not yet opened.
+    pub(crate) fn has_read_ahead(&self) -> bool {
+        let o = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+        if o.given < o.plain.len() {
+            return true;
+        }
+        let have = &o.sealed.get(o.start..o.end).unwrap_or(&[]);
+        have.len() >= 2 && have.len() >= 2 + usize::from(u16::from_be_bytes([have[0], have[1]]))
+    }
+
     /// Seals `plain` (one or more frames) into records appended to `out`;
     /// returns how many.
     pub(crate) fn seal(&self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<u64> {
@@ -269,6 +280,32 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{name}: {e}");
             assert!(e.to_string().contains("integrity"), "{name}: {e}");
         }
+    }
+
+    #[test]
+    fn records_read_ahead_are_seen_by_has_read_ahead() {
+        let (client, server) = pair();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut one, mut two) = (Vec::new(), Vec::new());
+        client.seal(b"first", &mut one).unwrap();
+        client.seal(b"second", &mut two).unwrap();
+        // Both records arrive in one read: the second waits sealed, where
+        // poll(2) cannot see it; Select asks has_read_ahead instead.
+        std::io::Write::write_all(&mut &a, &[one, two].concat()).unwrap();
+        assert!(!server.has_read_ahead());
+        let mut buf = [0u8; 100];
+        let n = server
+            .read(b.as_fd(), &mut buf, false, &|_| {})
+            .unwrap()
+            .len;
+        assert_eq!(&buf[..n], b"first");
+        assert!(server.has_read_ahead(), "the second record was not counted");
+        let n = server
+            .read(b.as_fd(), &mut buf, false, &|_| {})
+            .unwrap()
+            .len;
+        assert_eq!(&buf[..n], b"second");
+        assert!(!server.has_read_ahead());
     }
 
     #[test]

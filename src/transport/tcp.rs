@@ -60,6 +60,16 @@ impl Conn {
         self.liveness.as_ref().map(|l| &l.session)
     }
 
+    /// Whether a TCP connection's session holds bytes that poll(2) cannot
+    /// see (what `Select` must count as ready, as a receiver's own buffer).
+    pub(crate) fn session_read_ahead(&self) -> bool {
+        #[cfg(feature = "tcp")]
+        if let Some(l) = &self.liveness {
+            return l.session.has_read_ahead();
+        }
+        false
+    }
+
     /// Reads a TCP connection's plain bytes: opened from its session's
     /// records, every byte that came noted as a sign of life.
     pub(super) fn tcp_read(&self, buf: &mut [u8], block: bool) -> io::Result<sys::Received> {
