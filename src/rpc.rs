@@ -349,10 +349,8 @@ where
                 // Lead: read the channel until our reply or the deadline.
                 st.reading = true;
                 drop(st);
-                let got: Result<Reply<Resp>> = match deadline {
-                    Some(d) => self.rx.recv_deadline(d).map_err(Error::from),
-                    None => self.rx.recv().map_err(Error::from),
-                };
+                let got: Result<Reply<Resp>> =
+                    self.rx.recv_wait(crate::channel::Wait::until(deadline));
                 st = self.lock();
                 st.reading = false;
                 match got {

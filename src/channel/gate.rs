@@ -20,6 +20,11 @@ pub(crate) enum Wait {
 }
 
 impl Wait {
+    /// Until `deadline`, or as long as it takes without one.
+    pub(crate) fn until(deadline: Option<Instant>) -> Wait {
+        deadline.map_or(Wait::Block, Wait::Until)
+    }
+
     pub(crate) fn deadline(self) -> Option<Instant> {
         match self {
             Wait::Until(d) => Some(d),

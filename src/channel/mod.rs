@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 pub(crate) use build::channel_settings;
 pub use build::{DEFAULT_LINGER, Options, Pipe, Shm, SocketPair};
 pub use duplex::Duplex;
+pub(crate) use gate::Wait;
 pub use hello::WireName;
 pub use receiver::{IntoIter, Iter, Receiver};
 pub use select::Select;

@@ -296,10 +296,10 @@ where
     }
 
     fn recv(&mut self, deadline: Option<Instant>) -> Result<Resp> {
-        let reply: Reply<Resp> = match deadline {
-            Some(d) => self.end.receiver().recv_deadline(d)?,
-            None => self.end.recv()?,
-        };
+        let reply: Reply<Resp> = self
+            .end
+            .receiver()
+            .recv_wait(crate::channel::Wait::until(deadline))?;
         if self.sent.front() != Some(&reply.id) {
             return Err(Error::new(
                 ErrorKind::Decode,

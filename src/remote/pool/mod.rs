@@ -393,10 +393,9 @@ impl<Req: Message, Resp: Message> Worker<Req, Resp> for RemoteWorker<Req, Resp> 
     fn recv(&mut self, deadline: Option<Instant>) -> Result<Resp> {
         loop {
             let got = match &self.conn {
-                Conn::Tcp(ch) => match deadline {
-                    Some(d) => ch.receiver().recv_deadline(d).map_err(Error::from),
-                    None => ch.recv().map_err(Error::from),
-                },
+                Conn::Tcp(ch) => ch
+                    .receiver()
+                    .recv_wait(crate::channel::Wait::until(deadline)),
                 Conn::Zmq(z) => {
                     // ZeroMQ tells a slow worker from a dead one only by
                     // its beats.
