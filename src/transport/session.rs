@@ -87,7 +87,9 @@ impl Session {
     /// returns how many.
     pub(crate) fn seal(&self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<u64> {
         out.reserve(plain.len() + (plain.len() / MAX_PLAIN + 1) * (2 + TAG));
+        let mut records = 0;
         for chunk in plain.chunks(MAX_PLAIN) {
+            records += 1;
             let n = self.sent.fetch_add(1, Ordering::Relaxed);
             let at = out.len();
             out.resize(at + 2 + chunk.len() + TAG, 0);
@@ -98,7 +100,7 @@ impl Session {
             out[at..at + 2].copy_from_slice(&(len as u16).to_be_bytes());
             out.truncate(at + 2 + len);
         }
-        Ok(plain.chunks(MAX_PLAIN).len() as u64)
+        Ok(records)
     }
 
     /// Takes back the counters of `records` sealed and never sent (a
