@@ -59,6 +59,17 @@ fn same(opts: &[&str], args: &[&str], stdin: &[u8], dir: &std::path::Path) {
     );
 }
 
+/// Runs `f` on a thread of its own, failing the test with `what` if it has
+/// not finished within `secs` (a job the pool should have killed).
+fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("{what}"))
+}
+
 fn scripts() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("fail.sh"), "echo \"job $1\"\nexit \"$1\"\n").unwrap();
@@ -275,33 +286,32 @@ fn halting_now_kills_the_jobs_still_running() {
     )
     .unwrap();
     // Under a deadline: the 60 s sleeper must be killed, not waited for.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let dir2 = dir.to_path_buf();
-    std::thread::spawn(move || {
-        let out = run(
-            env!("CARGO_BIN_EXE_procwire"),
-            &[
-                "pool",
-                "-j",
-                "2",
-                "--halt",
-                "now,fail=1",
-                "--",
-                "sh",
-                "slow_or_bad.sh",
-                "{}",
-                ":::",
-                "slow",
-                "bad",
-            ],
-            b"",
-            &dir2,
-        );
-        let _ = tx.send(out);
-    });
-    let out = rx
-        .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("the pool waited for a job it should have killed");
+    let dir = dir.to_path_buf();
+    let out = within(
+        30,
+        "the pool waited for a job it should have killed",
+        move || {
+            run(
+                env!("CARGO_BIN_EXE_procwire"),
+                &[
+                    "pool",
+                    "-j",
+                    "2",
+                    "--halt",
+                    "now,fail=1",
+                    "--",
+                    "sh",
+                    "slow_or_bad.sh",
+                    "{}",
+                    ":::",
+                    "slow",
+                    "bad",
+                ],
+                b"",
+                &dir,
+            )
+        },
+    );
     assert_eq!(out.status.code(), Some(5), "{out:?}");
 }
 
@@ -314,19 +324,15 @@ fn a_job_past_its_timeout_is_killed_and_counted_as_parallel_counts_it() {
         "[ \"$1\" = slow ] && exec sleep 60\necho \"$1\"\n",
     )
     .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let dir2 = dir.to_path_buf();
-    std::thread::spawn(move || {
-        let _ = tx.send(both(
+    let dir = dir.to_path_buf();
+    let (ours, theirs) = within(40, "a job past its timeout was waited for", move || {
+        both(
             &["-j", "2", "--timeout", "1"],
             &["sh", "slow.sh", "{}", ":::", "a", "slow", "b"],
             b"",
-            &dir2,
-        ));
+            &dir,
+        )
     });
-    let (ours, theirs) = rx
-        .recv_timeout(std::time::Duration::from_secs(40))
-        .expect("a job past its timeout was waited for");
     assert_eq!(ours.stdout, theirs.stdout);
     assert_eq!(ours.status.code(), theirs.status.code());
     assert!(String::from_utf8_lossy(&ours.stderr).contains("ran past its timeout"));
