@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `PROCWIRE_FD` | the number of an inherited `SOCK_STREAM` Unix socket |
 //! | `PROCWIRE_CODEC` | `postcard`, `msgpack`, `json` or `raw` |
-//! | `PROCWIRE_VERSION` | `2`; a peer refuses any other value |
+//! | `PROCWIRE_VERSION` | `3`; a peer refuses any other value |
 //!
 //! Any language can honour it; in Rust, [`from_env`] does. The parent's side
 //! is [`Command::channel`](crate::Command::channel).
@@ -31,7 +31,7 @@ pub const ENV_CODEC: &str = "PROCWIRE_CODEC";
 /// The variable naming the wire format version.
 pub const ENV_VERSION: &str = "PROCWIRE_VERSION";
 /// The wire format version this build speaks.
-pub const WIRE_VERSION: u32 = 2;
+pub const WIRE_VERSION: u32 = 3;
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
 
@@ -50,7 +50,7 @@ fn var(name: &str) -> Result<String> {
 /// The channel the parent handed this process, as a [`Duplex`].
 ///
 /// Succeeds once per process: the descriptor has one owner. Checks that
-/// `PROCWIRE_VERSION` is `2`, that `PROCWIRE_CODEC` names a known codec, and
+/// `PROCWIRE_VERSION` is `3`, that `PROCWIRE_CODEC` names a known codec, and
 /// that `PROCWIRE_FD` is an open stream socket, and sets close-on-exec on it
 /// so that it does not leak into programs this child starts.
 ///

@@ -37,7 +37,7 @@
 //! | layer | items |
 //! |---|---|
 //! | primitives | [`pipe`] → [`PipeReader`] / [`PipeWriter`]; [`socket_pair`] → [`Socket`] of a [`Kind`]; [`UnixListener`] and [`Socket::connect`] by path; descriptors with [`Socket::send_with_fds`] |
-//! | framing | [`frame`]: wire format v2 over any `Read`/`Write` |
+//! | framing | [`frame`]: wire format v3 over any `Read`/`Write` |
 //! | codecs | [`codec`]: postcard (default), MessagePack, JSON, raw |
 //! | channels | [`channel`], [`duplex`], one builder per transport ([`Pipe`], [`SocketPair`], [`Shm`], [`Net`]) with the [`Options`] every channel has → [`Sender`], [`Receiver`], [`Duplex`]; [`Select`] (see [Making channels](#making-channels)) |
 //! | shared memory | [`Shm`]: the same channels over a ring in a sealed memfd, the fastest way between two local processes |
@@ -183,7 +183,12 @@
 //! **`SIGPIPE`.** Writing to a pipe whose reader is gone kills a process
 //! whose `SIGPIPE` disposition is the default. procwire's writes report
 //! `BrokenPipe` ([`ErrorKind::Disconnected`] on channels) instead, whatever the
-//! disposition, without changing it.
+//! disposition, without changing it. So that a write costs no extra system
+//! call, procwire reads the disposition when it makes or adopts a pipe's
+//! write end ([`pipe`], [`channel`], [`Pipe`], `from_fd`), not before each
+//! write: a program that restores `SIGPIPE`'s default action (Rust ignores
+//! it before `main`) must do so before it makes its pipes, as it would at
+//! the start of `main`.
 //!
 //! **Hostile peers.** Everything read from another process is untrusted: a
 //! length is checked before anything is allocated for it, nesting is bounded,

@@ -158,6 +158,9 @@ macro_rules! fd_type {
                         concat!("the other end of a pipe; a ", $kind, " needs this one"),
                     ));
                 }
+                if writes {
+                    sys::signal::note_sigpipe_disposition();
+                }
                 Ok($t(fd))
             }
 

@@ -392,3 +392,44 @@ fn a_bad_out_of_line_announcement_is_an_error_and_the_channel_goes_on() {
         }
     });
 }
+
+/// Wire format version 3 (section 3): the empty message travels as an
+/// announcement of length 0 without a memfd, so that an empty SEQPACKET
+/// datagram is the end of stream and no message needs credentials
+/// (`SO_PASSCRED` stays off: it cost every message a lookup in the kernel).
+#[test]
+fn the_empty_message_is_an_announcement_and_an_empty_seqpacket_datagram_ends_the_stream() {
+    checked(30, || {
+        for kind in [Kind::SeqPacket, Kind::Datagram] {
+            let (a, b) = procwire::socket_pair(kind).unwrap();
+            let (x, y) = procwire::socket_pair(kind).unwrap();
+            let raw = Options::new().codec(CodecKind::Raw);
+            let tx = raw.sender_from::<ByteBuf>(a).unwrap();
+            let rx = raw.receiver_from::<ByteBuf>(x).unwrap();
+            assert!(
+                !rustix::net::sockopt::socket_passcred(&y).unwrap(),
+                "{kind:?}: SO_PASSCRED is on"
+            );
+            // What a procwire sender puts on the wire for an empty message.
+            tx.send(ByteBuf::new()).unwrap();
+            let mut buf = [0u8; 64];
+            let (n, fds) = b.recv_with_fds(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &announcement(0)[..], "{kind:?}");
+            assert!(fds.is_empty(), "{kind:?}: no memfd for nothing");
+            // A foreign peer's announcement of 0 is the empty message, and
+            // so is an empty datagram on DGRAM; on SEQPACKET an empty
+            // datagram is the end.
+            y.send(&announcement(0)).unwrap();
+            assert!(rx.recv().unwrap().is_empty(), "{kind:?}");
+            y.send(b"").unwrap();
+            if kind == Kind::Datagram {
+                assert!(rx.recv().unwrap().is_empty());
+                y.send(b"after").unwrap();
+                assert_eq!(&rx.recv().unwrap()[..], b"after");
+            } else {
+                let e = rx.recv().unwrap_err();
+                assert!(e.is_disconnected(), "{e}");
+            }
+        }
+    });
+}

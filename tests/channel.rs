@@ -397,7 +397,7 @@ fn hello_uses_declared_names_and_refuses_another_version() {
         a.hello().unwrap();
         peer.join().unwrap().unwrap();
 
-        // A hand-made hello from a peer of version 2 (raw codec: the JSON
+        // A hand-made hello from a peer of version 1 (raw codec: the JSON
         // of the hello, as a peer in another language would write it).
         let (x, y) = procwire::socket_pair(Kind::Stream).unwrap();
         let a = Options::new()
@@ -416,7 +416,8 @@ fn hello_uses_declared_names_and_refuses_another_version() {
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
         let text = e.to_string();
         assert!(
-            text.contains("version 2") && text.contains("version 1"),
+            text.contains(&format!("version {}", procwire::WIRE_VERSION))
+                && text.contains("version 1"),
             "{text}"
         );
         drop(raw);

@@ -27,10 +27,11 @@ fn a_spawned_child_finds_its_channel_once() {
 #[test]
 fn a_child_refuses_a_bad_environment_without_closing_what_is_not_its_own() {
     checked(30, || {
+        let ours = procwire::WIRE_VERSION.to_string();
         for (role, version, fd) in [
             ("refuse_version", "1", "0"),
-            ("refuse_fd", "2", "0"),
-            ("refuse_fd", "2", "999"),
+            ("refuse_fd", ours.as_str(), "0"),
+            ("refuse_fd", ours.as_str(), "999"),
         ] {
             let mut child = child_command("child", role)
                 .env("PROCWIRE_VERSION", version)
@@ -76,7 +77,10 @@ fn refuse(what: &str) {
 fn child() {
     match util::role().as_str() {
         "adopt" => adopt(),
-        "refuse_version" => refuse("speaks wire format version 2 only"),
+        "refuse_version" => refuse(&format!(
+            "speaks wire format version {} only",
+            procwire::WIRE_VERSION
+        )),
         "refuse_fd" => refuse("is not usable"),
         other => panic!("unknown role {other}"),
     }

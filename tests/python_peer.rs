@@ -137,7 +137,10 @@ fn the_python_peer_refuses_another_version() {
             .unwrap();
         assert_eq!(out.status.code(), Some(3), "{out:?}");
         let text = String::from_utf8(out.stdout).unwrap();
-        assert!(text.contains("speaks version 2 only"), "{text}");
+        assert!(
+            text.contains(&format!("speaks version {} only", procwire::WIRE_VERSION)),
+            "{text}"
+        );
     });
 }
 

@@ -57,6 +57,11 @@ enum Command {
     /// The far end of a network benchmark (started by `bench` itself).
     #[command(name = "__bench-peer", hide = true)]
     BenchPeer { args: Vec<String> },
+    /// Exactly COUNT round trips of SIZE bytes over one side of a benchmark
+    /// row and nothing else, for counting system calls and instructions
+    /// (`scripts/syscalls`, `scripts/instructions`).
+    #[command(name = "__roundtrips", hide = true)]
+    Roundtrips { args: Vec<String> },
     /// Run the lesson's scenarios across real processes, narrating each step
     /// and checking its results (exits non-zero if any check fails).
     Demo {
@@ -246,6 +251,7 @@ fn run() -> anyhow::Result<ExitCode> {
         .map(|()| ExitCode::SUCCESS),
         Command::Child { role } => demo::child(&role).map(|()| ExitCode::SUCCESS),
         Command::BenchPeer { args } => bench::peer(&args).map(|()| ExitCode::SUCCESS),
+        Command::Roundtrips { args } => bench::roundtrips(&args).map(|()| ExitCode::SUCCESS),
         Command::Pool {
             jobs,
             each,

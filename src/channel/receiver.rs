@@ -292,12 +292,11 @@ impl RecvCore {
                 .conn
                 .read_maybe_blocking(&mut inc.datagram[..want], &mut fds, block)
             {
-                // Only SEQPACKET has an end of file (see `sys::recv`).
-                Ok(r)
-                    if r.full_len == 0
-                        && !r.creds
-                        && self.conn.transport() == Transport::SeqPacket =>
-                {
+                // Only SEQPACKET has an end of file, and a procwire sender
+                // never sends an empty datagram (an empty message is an
+                // announcement: wire format section 3). On DGRAM an empty
+                // datagram (from a foreign peer) is an empty message.
+                Ok(r) if r.full_len == 0 && self.conn.transport() == Transport::SeqPacket => {
                     inc.eof = true
                 }
                 Ok(r) => {

@@ -56,6 +56,7 @@ fn io(e: Errno) -> io::Error {
 /// # References
 /// - pipe2(2)
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    signal::note_sigpipe_disposition();
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io)
 }
 
@@ -173,6 +174,39 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     retry(|| rustix::io::read(fd, &mut *buf))
 }
 
+/// Reads what a pipe holds now, without blocking even on a blocking read
+/// end: `preadv2` with `RWF_NOWAIT`, one system call (Linux 5.8 and later
+/// support it on pipes; before, the kernel refuses the flag, and a `poll`
+/// first says whether the read would block).
+///
+/// # References
+/// - preadv2(2) (`RWF_NOWAIT`), poll(2)
+pub(crate) fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    if !UNSUPPORTED.load(Ordering::Relaxed) {
+        let mut iov = [IoSliceMut::new(&mut *buf)];
+        // u64::MAX: the current position, as read(2) uses (a pipe has none).
+        match retry(|| {
+            rustix::io::preadv2(fd, &mut iov, u64::MAX, rustix::io::ReadWriteFlags::NOWAIT)
+        }) {
+            Err(e) if e.raw_os_error() == Some(Errno::OPNOTSUPP.raw_os_error()) => {
+                UNSUPPORTED.store(true, Ordering::Relaxed);
+            }
+            r => return r,
+        }
+    }
+    let mut ready = [false];
+    if !poll(
+        &[(fd, Interest::Read)],
+        Some(std::time::Instant::now()),
+        &mut ready,
+    )? {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    read(fd, buf)
+}
+
 /// Writes to a pipe without letting `SIGPIPE` kill the process: a closed
 /// reader is reported as `EPIPE` (`io::ErrorKind::BrokenPipe`).
 ///
@@ -232,9 +266,6 @@ pub(crate) struct Received {
     /// Descriptors came with the bytes but did not all fit (`MSG_CTRUNC`,
     /// also when `RLIMIT_NOFILE` is reached); those that arrived are closed.
     pub fds_lost: bool,
-    /// Sender credentials came along (`SO_PASSCRED` is on): a real message,
-    /// even an empty one. An empty read without them is end-of-file.
-    pub creds: bool,
 }
 
 impl Received {
@@ -244,7 +275,6 @@ impl Received {
             len,
             full_len: len,
             fds_lost: false,
-            creds: false,
         }
     }
 }
@@ -268,18 +298,14 @@ pub(crate) fn recv(
     if nonblocking {
         flags |= RecvFlags::DONTWAIT;
     }
-    let mut space =
-        [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS), ScmCredentials(1))];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = retry(|| rustix::net::recvmsg(fd, &mut iov, &mut control, flags))?;
     let first_new = fds_out.len();
-    let mut creds = false;
     for cmsg in control.drain() {
-        match cmsg {
-            RecvAncillaryMessage::ScmRights(received) => fds_out.extend(received),
-            RecvAncillaryMessage::ScmCredentials(_) => creds = true,
-            _ => {}
+        if let RecvAncillaryMessage::ScmRights(received) = cmsg {
+            fds_out.extend(received);
         }
     }
     let fds_lost = msg.flags.contains(ReturnFlags::CTRUNC);
@@ -292,7 +318,6 @@ pub(crate) fn recv(
         len,
         full_len: msg.bytes,
         fds_lost,
-        creds,
     })
 }
 
@@ -314,16 +339,6 @@ pub(crate) fn recv_bytes(
     };
     let n = retry(|| rustix::net::recv(fd, &mut *buf, flags).map(|(n, _)| n))?;
     Ok(Received::plain(n))
-}
-
-/// Turns on `SO_PASSCRED`, so that [`recv`] can tell an empty message from
-/// end-of-file on a `SOCK_SEQPACKET` socket: recv(2) returns 0 for both, but
-/// every real message carries `SCM_CREDENTIALS` and end-of-file nothing.
-///
-/// # References
-/// - setsockopt(2), unix(7) (`SO_PASSCRED`)
-pub(crate) fn enable_passcred(fd: BorrowedFd<'_>) -> io::Result<()> {
-    rustix::net::sockopt::set_socket_passcred(fd, true).map_err(io)
 }
 
 /// The largest datagram this socket can send: its `SO_SNDBUF` less the

@@ -13,6 +13,18 @@
 
 use std::io;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `SIGPIPE`'s disposition was "ignore" when procwire last looked: when it
+/// made a pipe's write end. Until it has looked, every write is guarded.
+static IGNORED: AtomicBool = AtomicBool::new(false);
+
+/// Reads `SIGPIPE`'s disposition for the pipe writes that follow: called
+/// whenever procwire makes or adopts a pipe's write end, so that a write
+/// costs no `sigaction` query of its own.
+pub(crate) fn note_sigpipe_disposition() {
+    IGNORED.store(sigpipe_ignored(), Ordering::Relaxed);
+}
 
 /// Whether `SIGPIPE`'s disposition is "ignore" (as the Rust runtime sets it
 /// before `main`, unless told otherwise).
@@ -38,7 +50,9 @@ fn sigpipe_set() -> libc::sigset_t {
 /// `EPIPE` instead of killing the process with `SIGPIPE`, whatever the
 /// process's disposition for `SIGPIPE` is.
 ///
-/// Unless `SIGPIPE` is ignored, it is blocked in this thread for the duration
+/// While `SIGPIPE` is ignored (as read when the last pipe write end was
+/// made: [`note_sigpipe_disposition`]), the write is all; otherwise the
+/// signal is blocked in this thread for the duration
 /// of the write; a `SIGPIPE` the write raised is then taken off the thread's
 /// pending set (`sigtimedwait` with a zero timeout) before the old mask is
 /// restored, and one that was already pending is left alone. This is the
@@ -48,7 +62,7 @@ fn sigpipe_set() -> libc::sigset_t {
 /// # References
 /// - sigaction(2), pthread_sigmask(3), sigpending(2), sigtimedwait(2), pipe(7)
 pub(crate) fn without_sigpipe<T>(write: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-    if sigpipe_ignored() {
+    if IGNORED.load(Ordering::Relaxed) {
         return write();
     }
     let set = sigpipe_set();

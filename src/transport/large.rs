@@ -4,6 +4,12 @@
 //! as one atomic datagram, whole or not at all, whatever its size. The same
 //! mechanism carries a shared-memory ring's oversized messages over its side
 //! socket (`shm_end.rs`).
+//!
+//! An empty message travels as an announcement too (version 3), one with
+//! length 0 and no memfd: a SEQPACKET socket reads an empty datagram and its
+//! end of stream alike, so a procwire sender never sends an empty datagram,
+//! and the receiver needs no credentials on every message to tell them
+//! apart.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -19,11 +25,12 @@ const HEADER: usize = MARKER.len() + 4;
 /// holds this much (plus one byte to tell a longer datagram by MSG_TRUNC).
 pub(crate) const INLINE_MAX: usize = 256 << 10;
 
-/// Whether `payload` must travel out of line: too large for the inline
-/// limit, or starting with the marker (so that a datagram that starts with
-/// it is always an announcement).
+/// Whether `payload` must travel as an announcement: too large for the
+/// inline limit, starting with the marker (so that a datagram that starts
+/// with it is always an announcement), or empty (an empty datagram is a
+/// SEQPACKET socket's end of stream).
 pub(crate) fn must_go_out_of_line(payload: &[u8]) -> bool {
-    payload.len() > INLINE_MAX || payload.starts_with(&MARKER)
+    payload.len() > INLINE_MAX || payload.starts_with(&MARKER) || payload.is_empty()
 }
 
 /// Sends `payload` out of line on the message socket `fd`: a sealed memfd
@@ -48,12 +55,15 @@ pub(crate) fn send(
         .ok()
         .filter(|&l| l != u32::MAX)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a message over 4 GiB"))?;
-    let memfd = sys::shm::memfd_with(payload)?;
     let mut header = [0u8; HEADER];
     header[..MARKER.len()].copy_from_slice(&MARKER);
     header[MARKER.len()..].copy_from_slice(&len.to_be_bytes());
+    // The empty message needs no memfd: its announcement is all of it.
+    let memfd = (len > 0)
+        .then(|| sys::shm::memfd_with(payload))
+        .transpose()?;
     let mut all = Vec::with_capacity(fds.len() + 1);
-    all.push(memfd.as_fd());
+    all.extend(memfd.as_ref().map(AsFd::as_fd));
     all.extend_from_slice(fds);
     let sent = sys::send(fd, &[IoSlice::new(&header)], &all, true)?;
     debug_assert_eq!(sent, HEADER, "a datagram is sent whole");
@@ -63,6 +73,7 @@ pub(crate) fn send(
 /// The payload an announcement stands for, read from its memfd (only if
 /// sealed and exactly as long as announced, and at most `max` bytes: checked
 /// before anything is allocated for it), and the message's own descriptors.
+/// Length 0 is the empty message, which comes without a memfd.
 pub(crate) fn receive(
     announcement: &[u8],
     mut fds: Vec<OwnedFd>,
@@ -81,6 +92,9 @@ pub(crate) fn receive(
         )));
     };
     let len = u32::from_be_bytes(len) as usize;
+    if len == 0 {
+        return Ok((Vec::new(), fds));
+    }
     if fds.is_empty() {
         return Err(bad("the announcement came without its memfd".into()));
     }

@@ -159,11 +159,16 @@ impl Conn {
             // not block inside write(2)); a read end stays blocking, so that
             // a plain recv is one read(2), and waits with a deadline poll
             // first.
-            Transport::Pipe => sys::set_nonblocking(fd.as_fd(), usage == Use::Send),
-            // Only SEQPACKET needs credentials: they tell an empty message
-            // from end-of-file, which a datagram socket does not have.
-            Transport::SeqPacket => sys::enable_passcred(fd.as_fd()),
-            Transport::Datagram => Ok(()),
+            Transport::Pipe if usage == Use::Send => {
+                // Its writes trust the disposition read now (`sys::signal`).
+                sys::signal::note_sigpipe_disposition();
+                sys::set_nonblocking(fd.as_fd(), true)
+            }
+            Transport::Pipe => sys::set_nonblocking(fd.as_fd(), false),
+            // (A SEQPACKET socket needs no credentials to tell an empty
+            // message from its end of stream: procwire never sends an empty
+            // datagram, see `large`.)
+            Transport::SeqPacket | Transport::Datagram => Ok(()),
             Transport::Stream | Transport::Shm | Transport::Tcp => Ok(()),
         }
         .map_err(|e| Error::io("preparing the channel's descriptor", e))?;
@@ -279,25 +284,11 @@ impl Conn {
         self.read(buf, fds)
     }
 
-    /// Reads a pipe's (blocking) read end without blocking: only once poll
-    /// says bytes or the end are there. (Two processes reading one pipe
-    /// could still race for them; procwire gives each reader its own.)
-    fn pipe_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut ready = [false];
-        if !sys::poll(
-            &[(self.fd.as_fd(), Interest::Read)],
-            Some(Instant::now()),
-            &mut ready,
-        )? {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        sys::read(self.fd.as_fd(), buf)
-    }
-
     /// Reads without blocking, adopting any descriptors that came along.
     pub(crate) fn read(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<sys::Received> {
         match self.transport {
-            Transport::Pipe => self.pipe_read(buf).map(sys::Received::plain),
+            // A pipe's read end stays blocking (see `new`).
+            Transport::Pipe => sys::read_nowait(self.fd.as_fd(), buf).map(sys::Received::plain),
             Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
                 sys::recv(self.fd.as_fd(), buf, fds, true)
             }

@@ -361,3 +361,39 @@ pub fn peer(args: &[String]) -> Result<()> {
     peer_loop(&link, size, role);
     Ok(())
 }
+
+/// `procwire __roundtrips raw|wire TRANSPORT SIZE COUNT`: exactly COUNT
+/// round trips against an echoing peer, both processes on CPU 0, and
+/// nothing else; what `scripts/syscalls` and `scripts/instructions` count
+/// (they subtract a run with COUNT 0, which leaves the set-up out).
+pub fn roundtrips(args: &[String]) -> Result<()> {
+    let [side, transport, size, count] = args else {
+        anyhow::bail!("__roundtrips raw|wire|ring TRANSPORT SIZE COUNT");
+    };
+    let t = <Transport as clap::ValueEnum>::from_str(transport, true)
+        .map_err(|e| anyhow::anyhow!("{transport}: {e}"))?;
+    let side = match (side.as_str(), t.wait()) {
+        ("wire", _) => Side::Wire(t),
+        ("raw", None) => Side::Raw(t),
+        ("raw", Some(w)) => Side::Ring(w),
+        (s, _) => anyhow::bail!("{s}: raw or wire"),
+    };
+    let size: usize = size.parse()?;
+    let count: u64 = count.parse()?;
+    // Spinning needs a CPU for each side; everything else shares CPU 0.
+    let peer_cpu = if t.wait() == Some(ShmWait::Spin) {
+        1
+    } else {
+        0
+    };
+    pin_to(Some(0))?;
+    let (ours, mut peer) = start_peer(side, size, Role::Echo, Some(peer_cpu))?;
+    let msg = ByteBuf::from(vec![7u8; size]);
+    let mut back = vec![0u8; size];
+    for _ in 0..count {
+        ours.send(&msg)?;
+        ours.recv(&mut back)?;
+    }
+    drop(ours);
+    peer.end(true)
+}

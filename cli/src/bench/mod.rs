@@ -25,8 +25,8 @@ mod link;
 mod measure;
 
 use link::Link;
-pub use measure::peer;
 use measure::{Measured, measure};
+pub use measure::{peer, roundtrips};
 
 /// What `procwire bench` was asked to measure.
 pub struct Config {
