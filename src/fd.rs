@@ -33,7 +33,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -47,6 +47,8 @@ use crate::{Duplex, Options, Receiver, Sender};
 /// Descriptors collected while a message is encoded, and the index the
 /// first of them will have in the frame's list.
 struct Outgoing {
+    /// The nesting of the encoding they belong to (see [`Encoding`]).
+    depth: usize,
     first: usize,
     fds: Vec<OwnedFd>,
     /// Why an end refused to be serialized: codecs such as postcard keep
@@ -54,11 +56,50 @@ struct Outgoing {
     refused: Option<crate::Error>,
 }
 
+/// The encoding in progress on this thread: how deeply nested (0: none; a
+/// `Serialize` impl may send on another channel) and the index its first
+/// descriptor will have. A plain `Cell`, so that a message without
+/// descriptors costs two reads and two writes of it, nothing more.
+#[derive(Clone, Copy)]
+struct Encoding {
+    depth: usize,
+    first: usize,
+}
+
 thread_local! {
-    /// Descriptors collected while a message is encoded on this thread.
-    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
+    static ENCODING: Cell<Encoding> = const { Cell::new(Encoding { depth: 0, first: 0 }) };
+    /// Descriptors collected on this thread, innermost encoding last; only
+    /// touched when a message holds an `Fd` or an end refuses to travel.
+    static OUTGOING: RefCell<Vec<Outgoing>> = const { RefCell::new(Vec::new()) };
     /// Descriptors received with the message being decoded on this thread.
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+}
+
+/// Ends an encoding, on return or unwind: the outer one is current again,
+/// and what this one collected is taken out.
+struct Nested {
+    outer: Encoding,
+    depth: usize,
+}
+
+impl Nested {
+    /// What the encoding at `self.depth` collected, if anything.
+    fn take(&self) -> Option<Outgoing> {
+        OUTGOING.with(|o| {
+            let mut o = o.borrow_mut();
+            o.last()
+                .is_some_and(|m| m.depth == self.depth)
+                .then(|| o.pop())?
+        })
+    }
+}
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        ENCODING.with(|e| e.set(self.outer));
+        // After a panic inside the encoding: forget what it collected.
+        drop(self.take());
+    }
 }
 
 /// Runs `encode` collecting the descriptors of the [`Fd`]s it serializes,
@@ -69,15 +110,19 @@ pub(crate) fn collecting(
     first: usize,
     encode: impl FnOnce() -> crate::Result<()>,
 ) -> (crate::Result<()>, Vec<OwnedFd>) {
-    let fresh = Outgoing {
-        first,
-        fds: Vec::new(),
-        refused: None,
+    let outer = ENCODING.with(Cell::get);
+    let nested = Nested {
+        outer,
+        depth: outer.depth + 1,
     };
-    let outer = OUTGOING.with(|o| o.borrow_mut().replace(fresh));
+    ENCODING.with(|e| {
+        e.set(Encoding {
+            depth: nested.depth,
+            first,
+        })
+    });
     let r = encode();
-    let mine = OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), outer));
-    match mine {
+    match nested.take() {
         Some(Outgoing {
             refused: Some(why), ..
         }) if r.is_err() => (Err(why), Vec::new()),
@@ -86,14 +131,33 @@ pub(crate) fn collecting(
     }
 }
 
+/// The current encoding's collection, made on first use; `None` outside
+/// any encoding.
+fn with_outgoing<R>(f: impl FnOnce(&mut Outgoing) -> R) -> Option<R> {
+    let Encoding { depth, first } = ENCODING.with(Cell::get);
+    if depth == 0 {
+        return None;
+    }
+    OUTGOING.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.last().is_none_or(|m| m.depth != depth) {
+            o.push(Outgoing {
+                depth,
+                first,
+                fds: Vec::new(),
+                refused: None,
+            });
+        }
+        Some(f(o.last_mut().expect("pushed above")))
+    })
+}
+
 /// An end cannot travel (`why`): remembered for [`collecting`], and turned
 /// into the serializer's error.
 fn refuse<E: ser::Error>(why: crate::Error) -> E {
     let e = E::custom(&why);
-    OUTGOING.with(|o| {
-        if let Some(o) = o.borrow_mut().as_mut() {
-            o.refused.get_or_insert(why);
-        }
+    with_outgoing(|o| {
+        o.refused.get_or_insert(why);
     });
     e
 }
@@ -168,17 +232,14 @@ impl fmt::Debug for Fd {
 const FD_NAME: &str = "procwire::Fd";
 
 fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> Result<S::Ok, S::Error> {
-    let index = OUTGOING.with(|o| {
-        let mut o = o.borrow_mut();
-        let list = o.as_mut().ok_or_else(|| {
-            ser::Error::custom("a descriptor can only be serialized by a procwire send")
-        })?;
-        let copy = fd
-            .try_clone_to_owned()
-            .map_err(|e| ser::Error::custom(format_args!("duplicating a descriptor: {e}")))?;
+    let copy = fd
+        .try_clone_to_owned()
+        .map_err(|e| ser::Error::custom(format_args!("duplicating a descriptor: {e}")))?;
+    let index = with_outgoing(|list| {
         list.fds.push(copy);
-        Ok::<_, S::Error>(list.first + list.fds.len() - 1)
-    })?;
+        list.first + list.fds.len() - 1
+    })
+    .ok_or_else(|| ser::Error::custom("a descriptor can only be serialized by a procwire send"))?;
     s.serialize_newtype_struct(FD_NAME, &(index as u32))
 }
 

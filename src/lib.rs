@@ -241,7 +241,7 @@ mod transport;
 
 pub use bytes::ByteBuf;
 pub use channel::{
-    DEFAULT_LINGER, Duplex, IntoIter, Iter, Options, Pipe, Receiver, Select, Sender, Shm,
+    DEFAULT_LINGER, Duplex, IntoIter, Iter, Options, Pipe, Received, Receiver, Select, Sender, Shm,
     SocketPair, WireName, channel, duplex,
 };
 pub use codec::{Codec, CodecKind};

@@ -18,7 +18,9 @@ use crate::transport::{
     Conn, INLINE_MAX, OUT_OF_LINE_MARKER, Transport, Waited, receive_out_of_line,
 };
 
+mod borrowed;
 mod iter;
+pub use borrowed::Received;
 pub use iter::{IntoIter, Iter};
 
 /// The receiving end of a typed channel.
@@ -143,7 +145,7 @@ impl RecvCore {
             }
             return Err(nothing_yet(wait));
         };
-        let inc = &mut *pass.state;
+        let inc = &mut *pass;
         match self.conn.transport() {
             Transport::Shm => self.recv_shm(inc, wait, f),
             t if t.framed() => self.recv_frame(inc, wait, f),

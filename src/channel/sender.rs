@@ -5,6 +5,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -57,6 +58,10 @@ pub(crate) struct SendCore {
     max_frame: usize,
     linger: Duration,
     out: Gate<Outgoing>,
+    /// Whether `out` holds a half-written frame, readable without taking
+    /// the gate (a duplex's receive asks before every wait). Written only
+    /// by the gate's holder.
+    pending: AtomicBool,
 }
 
 impl SendCore {
@@ -72,6 +77,7 @@ impl SendCore {
             max_frame,
             linger,
             out: Gate::new(Outgoing::default()),
+            pending: AtomicBool::new(false),
         }
     }
 
@@ -90,7 +96,7 @@ impl SendCore {
         let Some(mut pass) = self.out.enter(wait) else {
             return Err(self.not_entered(wait));
         };
-        let out = &mut *pass.state;
+        let out = &mut *pass;
         // A frame that a `try_send` or timeout left half-written goes first.
         self.finish(out, wait)?;
         // `Fd`s and channel ends inside the message join the list after `fds`.
@@ -153,6 +159,7 @@ impl SendCore {
             s.unseal(out.records());
         }
         out.discard();
+        self.pending.store(false, Ordering::Relaxed);
     }
 
     /// Writes the rest of a pending frame.
@@ -182,16 +189,19 @@ impl SendCore {
                         if matches!(wait, Wait::Never) && self.conn.arm_write() {
                             continue;
                         }
+                        self.pending.store(true, Ordering::Relaxed);
                         return Ok(false);
                     }
                     self.wait_writable(wait)?;
                 }
                 Err(e) => {
                     out.discard();
+                    self.pending.store(false, Ordering::Relaxed);
                     return Err(self.write_error(e));
                 }
             }
         }
+        self.pending.store(false, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -249,7 +259,7 @@ impl SendCore {
         let Some(mut pass) = self.out.enter(Wait::Never) else {
             return;
         };
-        let out = &mut *pass.state;
+        let out = &mut *pass;
         if out.is_pending() {
             let _ = self.pump(out, Wait::Never, &[]);
             return;
@@ -267,13 +277,13 @@ impl SendCore {
         let Some(mut pass) = self.out.enter(wait) else {
             return Err(self.not_entered(wait));
         };
-        self.finish(&mut pass.state, wait)
+        self.finish(&mut pass, wait)
     }
 
     /// Whether a frame is half-written and nobody is writing it now (a
     /// sender busy in another thread finishes its own frame).
     pub(crate) fn has_pending(&self) -> bool {
-        self.out.peek(Outgoing::is_pending).unwrap_or(false)
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// One step of a receive that must not wait while our own frame is

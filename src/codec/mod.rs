@@ -25,8 +25,8 @@ mod raw;
 use std::fmt;
 use std::str::FromStr;
 
+use serde::Deserialize;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -76,7 +76,7 @@ pub trait Codec {
     fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()>;
 
     /// Decodes one value that must span all of `bytes`.
-    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T>;
+    fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T>;
 }
 
 fn encode_error(codec: &str, e: impl fmt::Display) -> Error {
@@ -119,7 +119,7 @@ impl Codec for Postcard {
         Ok(())
     }
 
-    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
         let mut de = postcard::Deserializer::from_bytes(bytes);
         CUSTOM.with(|c| c.borrow_mut().take());
         let value = T::deserialize(depth::Limited::new(&mut de, MAX_DEPTH)).map_err(|e| {
@@ -169,7 +169,7 @@ impl Codec for MsgPack {
         rmp_serde::encode::write_named(out, value).map_err(|e| encode_error(Self::NAME, e))
     }
 
-    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
         let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
         de.set_max_depth(MAX_DEPTH);
         // from_read_ref checks every claimed length against the bytes present
@@ -205,7 +205,7 @@ impl Codec for Json {
         serde_json::to_writer(out, value).map_err(|e| encode_error(Self::NAME, e))
     }
 
-    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
         // serde_json refuses nesting deeper than 128 and trailing characters.
         serde_json::from_slice(bytes).map_err(|e| decode_error(Self::NAME, bytes.len(), e))
     }
@@ -240,7 +240,7 @@ impl Codec for Raw {
             .map_err(|e| encode_error(Self::NAME, e))
     }
 
-    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
         T::deserialize(raw::Deserializer { bytes })
             .map_err(|e| decode_error(Self::NAME, bytes.len(), e))
     }
@@ -313,7 +313,7 @@ impl CodecKind {
     }
 
     /// Decodes one value spanning all of `bytes`.
-    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
+    pub fn decode<'de, T: Deserialize<'de>>(self, bytes: &'de [u8]) -> Result<T> {
         match self {
             CodecKind::Postcard => Postcard::decode(bytes),
             #[cfg(feature = "msgpack")]

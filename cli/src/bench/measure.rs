@@ -362,13 +362,18 @@ pub fn peer(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `procwire __roundtrips raw|wire TRANSPORT SIZE COUNT`: exactly COUNT
-/// round trips against an echoing peer, both processes on CPU 0, and
+/// `procwire __roundtrips raw|wire TRANSPORT SIZE COUNT [thread]`: exactly
+/// COUNT round trips against an echoing peer, both processes on CPU 0, and
 /// nothing else; what `scripts/syscalls` and `scripts/instructions` count
-/// (they subtract a run with COUNT 0, which leaves the set-up out).
+/// (they subtract a run with COUNT 0, which leaves the set-up out). With
+/// `thread` the peer is a thread of this process, for callgrind, which
+/// counts the same user-space instructions either way but cannot follow
+/// procwire's fork (valgrind 3.19 lacks pidfd_open).
 pub fn roundtrips(args: &[String]) -> Result<()> {
-    let [side, transport, size, count] = args else {
-        anyhow::bail!("__roundtrips raw|wire|ring TRANSPORT SIZE COUNT");
+    let (side, transport, size, count, thread) = match args {
+        [a, b, c, d] => (a, b, c, d, false),
+        [a, b, c, d, e] if e == "thread" => (a, b, c, d, true),
+        _ => anyhow::bail!("__roundtrips raw|wire TRANSPORT SIZE COUNT [thread]"),
     };
     let t = <Transport as clap::ValueEnum>::from_str(transport, true)
         .map_err(|e| anyhow::anyhow!("{transport}: {e}"))?;
@@ -387,13 +392,25 @@ pub fn roundtrips(args: &[String]) -> Result<()> {
         0
     };
     pin_to(Some(0))?;
-    let (ours, mut peer) = start_peer(side, size, Role::Echo, Some(peer_cpu))?;
-    let msg = ByteBuf::from(vec![7u8; size]);
-    let mut back = vec![0u8; size];
-    for _ in 0..count {
-        ours.send(&msg)?;
-        ours.recv(&mut back)?;
+    let round_trips = |ours: &Link| -> Result<()> {
+        let msg = ByteBuf::from(vec![7u8; size]);
+        let mut back = vec![0u8; size];
+        for _ in 0..count {
+            ours.send(&msg)?;
+            ours.recv(&mut back)?;
+        }
+        Ok(())
+    };
+    if thread {
+        anyhow::ensure!(!side.remote(), "a thread peer is for local transports");
+        let (ours, theirs) = Link::pair(side)?;
+        // Left running: a datagram socket has no end of stream to stop its
+        // loop, and the process's exit ends it.
+        std::thread::spawn(move || peer_loop(&theirs, size, Role::Echo));
+        return round_trips(&ours);
     }
+    let (ours, mut peer) = start_peer(side, size, Role::Echo, Some(peer_cpu))?;
+    round_trips(&ours)?;
     drop(ours);
     peer.end(true)
 }
