@@ -92,11 +92,11 @@ impl Read for &PipeReader {
 
 impl Write for PipeWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sys::pipe_write(self.0.as_fd(), &[IoSlice::new(buf)])
+        sys::pipe_write(self.0.as_fd(), &[IoSlice::new(buf)], false)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        sys::pipe_write(self.0.as_fd(), bufs)
+        sys::pipe_write(self.0.as_fd(), bufs, false)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -106,7 +106,7 @@ impl Write for PipeWriter {
 
 impl Write for &PipeWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sys::pipe_write(self.0.as_fd(), &[IoSlice::new(buf)])
+        sys::pipe_write(self.0.as_fd(), &[IoSlice::new(buf)], false)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -53,6 +53,11 @@ enum Command {
         /// against a raw TCP socket and raw ZeroMQ (the zeromq crate).
         #[arg(long)]
         remote: bool,
+        /// procwire receives with `recv_with` (the message borrowed in the
+        /// receive buffer, copied into the caller's as raw reads into it)
+        /// instead of `recv` (an owned `ByteBuf` per message).
+        #[arg(long)]
+        borrow: bool,
     },
     /// The far end of a network benchmark (started by `bench` itself).
     #[command(name = "__bench-peer", hide = true)]
@@ -236,7 +241,9 @@ fn run() -> anyhow::Result<ExitCode> {
             transports,
             sizes,
             remote,
+            borrow,
         } => bench::run(bench::Config {
+            borrow,
             quick,
             json,
             save,

@@ -174,8 +174,9 @@ impl SendCore {
     /// Writes the pending frame, `fds` with its first bytes. `Ok(false)` when
     /// the wait ran out first; the progress made is kept.
     fn pump(&self, out: &mut Outgoing, wait: Wait, mut fds: &[BorrowedFd<'_>]) -> Result<bool> {
+        let block = matches!(wait, Wait::Block);
         while out.is_pending() {
-            match self.conn.write(out.remaining(), fds) {
+            match self.conn.write_maybe_blocking(out.remaining(), fds, block) {
                 Ok(n) => {
                     fds = &[];
                     out.advance(n);

@@ -28,7 +28,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{FileType, OFlags};
-use rustix::io::{Errno, FdFlags};
+use rustix::io::{Errno, FdFlags, ReadWriteFlags};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown, SocketFlags, SocketType,
@@ -174,6 +174,23 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     retry(|| rustix::io::read(fd, &mut *buf))
 }
 
+/// Whether this kernel refused `RWF_NOWAIT` on a pipe (before Linux 5.8).
+static NOWAIT_UNSUPPORTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+fn nowait_refused(e: &io::Error) -> bool {
+    use std::sync::atomic::Ordering;
+    let refused = e.raw_os_error() == Some(Errno::OPNOTSUPP.raw_os_error());
+    if refused {
+        NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
+    }
+    refused
+}
+
+fn nowait_supported() -> bool {
+    !NOWAIT_UNSUPPORTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Reads what a pipe holds now, without blocking even on a blocking read
 /// end: `preadv2` with `RWF_NOWAIT`, one system call (Linux 5.8 and later
 /// support it on pipes; before, the kernel refuses the flag, and a `poll`
@@ -182,17 +199,11 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 /// # References
 /// - preadv2(2) (`RWF_NOWAIT`), poll(2)
 pub(crate) fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    if !UNSUPPORTED.load(Ordering::Relaxed) {
+    if nowait_supported() {
         let mut iov = [IoSliceMut::new(&mut *buf)];
         // u64::MAX: the current position, as read(2) uses (a pipe has none).
-        match retry(|| {
-            rustix::io::preadv2(fd, &mut iov, u64::MAX, rustix::io::ReadWriteFlags::NOWAIT)
-        }) {
-            Err(e) if e.raw_os_error() == Some(Errno::OPNOTSUPP.raw_os_error()) => {
-                UNSUPPORTED.store(true, Ordering::Relaxed);
-            }
+        match retry(|| rustix::io::preadv2(fd, &mut iov, u64::MAX, ReadWriteFlags::NOWAIT)) {
+            Err(e) if nowait_refused(&e) => {}
             r => return r,
         }
     }
@@ -208,13 +219,32 @@ pub(crate) fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usiz
 }
 
 /// Writes to a pipe without letting `SIGPIPE` kill the process: a closed
-/// reader is reported as `EPIPE` (`io::ErrorKind::BrokenPipe`).
+/// reader is reported as `EPIPE` (`io::ErrorKind::BrokenPipe`). With
+/// `nonblocking`, takes only what fits now (`pwritev2` with `RWF_NOWAIT`;
+/// a kernel that refuses the flag gets the end `O_NONBLOCK` instead, for
+/// good); otherwise waits in the kernel as write(2) does.
 ///
 /// # References
-/// - writev(2), pipe(7) ("If all file descriptors referring to the read end of
-///   a pipe have been closed, then a write(2) will cause a SIGPIPE signal")
-pub(crate) fn pipe_write(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    signal::without_sigpipe(|| retry(|| rustix::io::writev(fd, bufs)))
+/// - writev(2), pwritev2(2) (`RWF_NOWAIT`), pipe(7) ("If all file
+///   descriptors referring to the read end of a pipe have been closed,
+///   then a write(2) will cause a SIGPIPE signal")
+pub(crate) fn pipe_write(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    nonblocking: bool,
+) -> io::Result<usize> {
+    signal::without_sigpipe(|| {
+        if nonblocking && nowait_supported() {
+            match retry(|| rustix::io::pwritev2(fd, bufs, u64::MAX, ReadWriteFlags::NOWAIT)) {
+                Err(e) if nowait_refused(&e) => {}
+                r => return r,
+            }
+        }
+        if nonblocking {
+            set_nonblocking(fd, true)?;
+        }
+        retry(|| rustix::io::writev(fd, bufs))
+    })
 }
 
 /// Sends bytes on a socket, with descriptors attached when `fds` is not empty.

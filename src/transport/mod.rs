@@ -4,9 +4,12 @@
 //! difference between a pipe, a stream socket and a message socket is a
 //! `match` in this module (with the shared-memory and TCP specifics in
 //! `shm_end.rs` and `tcp.rs`); the channel code above it is the same for all.
-//! Channel I/O never blocks in the kernel: it tries, and on `WouldBlock` waits
-//! in poll(2) with the caller's deadline. Sockets get `MSG_DONTWAIT` per call;
-//! a pipe has no such flag, so a pipe end owned by a channel is `O_NONBLOCK`.
+//! Channel I/O with a deadline, or on an end that supervises a child, never
+//! blocks in the kernel: it tries, and on `WouldBlock` waits in poll(2) with
+//! the deadline and the child's pidfd. Sockets get `MSG_DONTWAIT` per call,
+//! pipes `RWF_NOWAIT`. A wait without deadline or child sleeps in the system call
+//! itself, as the raw syscalls do (`read_maybe_blocking`,
+//! `write_maybe_blocking`).
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -159,10 +162,13 @@ impl Conn {
             // not block inside write(2)); a read end stays blocking, so that
             // a plain recv is one read(2), and waits with a deadline poll
             // first.
+            // Both ends of a pipe stay blocking: a send or receive without
+            // deadline sleeps in write(2) or read(2), and the others pass
+            // RWF_NOWAIT per call (`sys::pipe_write`, `sys::read_nowait`).
             Transport::Pipe if usage == Use::Send => {
                 // Its writes trust the disposition read now (`sys::signal`).
                 sys::signal::note_sigpipe_disposition();
-                sys::set_nonblocking(fd.as_fd(), true)
+                sys::set_nonblocking(fd.as_fd(), false)
             }
             Transport::Pipe => sys::set_nonblocking(fd.as_fd(), false),
             // (A SEQPACKET socket needs no credentials to tell an empty
@@ -227,8 +233,21 @@ impl Conn {
         self.transport
     }
 
-    /// Writes without blocking; descriptors go with the first byte.
-    pub(crate) fn write(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    /// Writes, without blocking unless `block` and the transport can: a
+    /// Unix socket that supervises no child then sleeps in sendmsg(2)
+    /// itself until the kernel took all of it, one system call where
+    /// try, poll, send would be several for a message larger than the
+    /// socket's buffer (the raw baseline's single blocking write).
+    ///
+    /// Descriptors go with the first byte. A ring never sleeps in a write,
+    /// nor does TCP (its waits also watch the peer's heartbeat).
+    pub(crate) fn write_maybe_blocking(
+        &self,
+        bytes: &[u8],
+        fds: &[BorrowedFd<'_>],
+        block: bool,
+    ) -> io::Result<usize> {
+        let nonblocking = !(block && self.peer.get().is_none());
         let bufs = [IoSlice::new(bytes)];
         match self.transport {
             Transport::Shm if bytes.len() > self.message_limit_inline() => {
@@ -244,18 +263,19 @@ impl Conn {
                 Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
                 Err(e) => Err(ring_error(e)),
             },
-            Transport::Pipe => sys::pipe_write(self.fd.as_fd(), &bufs),
+            Transport::Pipe => sys::pipe_write(self.fd.as_fd(), &bufs, nonblocking),
             Transport::Datagram | Transport::SeqPacket if large::must_go_out_of_line(bytes) => {
                 large::send(self.fd.as_fd(), bytes, fds)
             }
             Transport::Datagram | Transport::SeqPacket => {
-                match sys::send(self.fd.as_fd(), &bufs, fds, true) {
+                match sys::send(self.fd.as_fd(), &bufs, fds, nonblocking) {
                     // More than the socket's buffer lets one datagram hold.
                     Err(e) if sys::is_msgsize(&e) => large::send(self.fd.as_fd(), bytes, fds),
                     r => r,
                 }
             }
-            Transport::Stream | Transport::Tcp => sys::send(self.fd.as_fd(), &bufs, fds, true),
+            Transport::Stream => sys::send(self.fd.as_fd(), &bufs, fds, nonblocking),
+            Transport::Tcp => sys::send(self.fd.as_fd(), &bufs, fds, true),
         }
     }
 

@@ -173,6 +173,8 @@ impl Link {
             Link::RawMessage(fd) => {
                 rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty())?;
             }
+            Link::Wire(d) if borrowing() => d.receiver().recv_with(|m| copy_into(m, buf))??,
+            Link::WirePipes(_, rx) if borrowing() => rx.recv_with(|m| copy_into(m, buf))??,
             Link::Wire(d) => {
                 let m = d.recv()?;
                 anyhow::ensure!(m.len() == buf.len(), "wrong size");
@@ -199,4 +201,25 @@ impl Link {
         }
         Ok(())
     }
+}
+
+/// Whether procwire's receives borrow (`bench --borrow`): set before any
+/// peer is forked, so that peers receive the same way.
+static BORROW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(super) fn set_borrowing(on: bool) {
+    BORROW.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn borrowing() -> bool {
+    BORROW.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A borrowed `ByteBuf` copied into the caller's buffer, as a raw read
+/// fills it.
+fn copy_into(m: procwire::Received<'_>, buf: &mut [u8]) -> Result<()> {
+    let bytes: &[u8] = m.decode()?;
+    anyhow::ensure!(bytes.len() == buf.len(), "wrong size");
+    buf.copy_from_slice(bytes);
+    Ok(())
 }

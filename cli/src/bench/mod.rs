@@ -36,6 +36,8 @@ pub struct Config {
     pub pin: Pin,
     pub transports: Vec<Transport>,
     pub sizes: Vec<usize>,
+    /// procwire's receives borrow (`recv_with`) instead of owning.
+    pub borrow: bool,
 }
 
 /// Where the two processes run.
@@ -295,6 +297,7 @@ fn memcpy_ceiling(quick: bool) -> (f64, f64) {
 
 /// Runs the benchmark and prints the table (or JSON).
 pub fn run(cfg: Config) -> Result<()> {
+    link::set_borrowing(cfg.borrow);
     let cases = cases(&cfg);
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(cases.len() as u64)
