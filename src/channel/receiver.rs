@@ -220,10 +220,7 @@ impl RecvCore {
             let start = inc.frames.stream_offset();
             let mut fds = Vec::new();
             let block = matches!(wait, Wait::Block);
-            match self
-                .conn
-                .read_maybe_blocking(inc.frames.spare(), &mut fds, block)
-            {
+            match self.conn.read(inc.frames.spare(), &mut fds, block) {
                 Ok(r) if r.len == 0 => inc.eof = true,
                 Ok(r) => {
                     inc.frames.filled(r.len);
@@ -290,10 +287,7 @@ impl RecvCore {
                 ));
             }
             let mut fds = Vec::new();
-            match self
-                .conn
-                .read_maybe_blocking(&mut inc.datagram[..want], &mut fds, block)
-            {
+            match self.conn.read(&mut inc.datagram[..want], &mut fds, block) {
                 // Only SEQPACKET has an end of file, and a procwire sender
                 // never sends an empty datagram (an empty message is an
                 // announcement: wire format section 3). On DGRAM an empty

@@ -176,7 +176,7 @@ impl SendCore {
     fn pump(&self, out: &mut Outgoing, wait: Wait, mut fds: &[BorrowedFd<'_>]) -> Result<bool> {
         let block = matches!(wait, Wait::Block);
         while out.is_pending() {
-            match self.conn.write_maybe_blocking(out.remaining(), fds, block) {
+            match self.conn.write(out.remaining(), fds, block) {
                 Ok(n) => {
                     fds = &[];
                     out.advance(n);

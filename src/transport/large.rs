@@ -3,7 +3,7 @@
 //! that travels with a 12-byte announcement, so the message still arrives
 //! as one atomic datagram, whole or not at all, whatever its size. The same
 //! mechanism carries a shared-memory ring's oversized messages over its side
-//! socket (`shm_end.rs`).
+//! socket (`shm.rs`).
 //!
 //! An empty message travels as an announcement too (version 3), one with
 //! length 0 and no memfd: a SEQPACKET socket reads an empty datagram and its

@@ -1,15 +1,19 @@
 //! The one place where the kinds of connection differ.
 //!
-//! A channel holds a [`Conn`]: a descriptor and the [`Transport`] it is. Every
-//! difference between a pipe, a stream socket and a message socket is a
-//! `match` in this module (with the shared-memory and TCP specifics in
-//! `shm_end.rs` and `tcp.rs`); the channel code above it is the same for all.
+//! A channel holds a [`Conn`]: a descriptor and its `Flavor`, an enum whose
+//! variants hold the state only their kind has (a shared-memory end's
+//! rings, a TCP connection's heartbeat record and session), as
+//! crossbeam-channel's flavors do. Every difference between the kinds is a
+//! `match` on it in this module, with the shared-memory and TCP specifics
+//! in `shm.rs` and `tcp.rs` and large datagrams in `large.rs`; the channel
+//! code above sees only [`Transport`], the flavor's name, and is the same
+//! for all.
 //! Channel I/O with a deadline, or on an end that supervises a child, never
 //! blocks in the kernel: it tries, and on `WouldBlock` waits in poll(2) with
 //! the deadline and the child's pidfd. Sockets get `MSG_DONTWAIT` per call,
 //! pipes `RWF_NOWAIT`. A wait without deadline or child sleeps in the system call
-//! itself, as the raw syscalls do (`read_maybe_blocking`,
-//! `write_maybe_blocking`).
+//! itself, as the raw syscalls do (`read`,
+//! `write`).
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -22,7 +26,7 @@ use crate::sys::{self, FdKind, Interest, SockType};
 mod large;
 #[cfg(feature = "tcp")]
 mod session;
-mod shm_end;
+mod shm;
 mod tcp;
 
 /// A process a channel end can watch, so that its death ends every wait on
@@ -45,8 +49,8 @@ pub(crate) trait Watched: Send + Sync + std::fmt::Debug {
 pub(crate) use large::{INLINE_MAX, MARKER as OUT_OF_LINE_MARKER, receive as receive_out_of_line};
 #[cfg(feature = "tcp")]
 pub(crate) use session::Session;
-pub(crate) use shm_end::RingParts;
-use shm_end::{ShmRings, ring, ring_error};
+pub(crate) use shm::RingParts;
+use shm::{ShmRings, ring};
 use tcp::Liveness;
 
 /// What a channel's descriptor is.
@@ -66,6 +70,17 @@ pub(crate) enum Transport {
 }
 
 impl Transport {
+    fn of(flavor: &Flavor) -> Transport {
+        match flavor {
+            Flavor::Pipe => Transport::Pipe,
+            Flavor::Stream => Transport::Stream,
+            Flavor::Datagram => Transport::Datagram,
+            Flavor::SeqPacket => Transport::SeqPacket,
+            Flavor::Shm(_) => Transport::Shm,
+            Flavor::Tcp(_) => Transport::Tcp,
+        }
+    }
+
     /// Byte streams carry length-prefixed frames; message sockets carry one
     /// payload per datagram.
     pub(crate) fn framed(self) -> bool {
@@ -84,23 +99,37 @@ impl Transport {
     }
 }
 
-/// A descriptor a channel reads or writes, with its transport.
+/// What a channel's descriptor is, with the state that only that kind of
+/// connection has (crossbeam-channel's flavors): code that needs a ring or
+/// a session matches its variant, so no other kind carries an empty slot
+/// for it.
+#[derive(Debug)]
+enum Flavor {
+    Pipe,
+    Stream,
+    Datagram,
+    SeqPacket,
+    /// Shared-memory rings; the descriptor is a SEQPACKET socket that only
+    /// tells each side whether the other is still there.
+    Shm(ShmRings),
+    /// A TCP connection: frames as on a stream, plus heartbeat frames that
+    /// tell each side the other is alive, in an encrypted session.
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
+    Tcp(Liveness),
+}
+
+/// A descriptor a channel reads or writes, with its flavor.
 #[derive(Debug)]
 pub(crate) struct Conn {
     fd: OwnedFd,
-    transport: Transport,
+    flavor: Flavor,
     /// The process at the other end, once the channel supervises it.
     peer: OnceLock<Arc<dyn Watched>>,
     /// Whether a copy of this end went elsewhere (see [`crate::ends`]).
     shared: crate::ends::Shared,
-    /// The rings of a shared-memory channel.
-    shm: Option<ShmRings>,
-    /// When a shared-memory writer last checked that its reader lives
-    /// (nanoseconds since `epoch`).
-    checked_alive: std::sync::atomic::AtomicU64,
+    /// When the connection was made: times kept in atomics (a ring's last
+    /// liveness check, a TCP peer's last sign of life) count from it.
     epoch: Instant,
-    /// A TCP connection's record of when the peer was last heard from.
-    liveness: Option<Liveness>,
 }
 
 /// What a wait for readiness ended with.
@@ -125,11 +154,11 @@ impl Conn {
     /// open in the direction the channel needs.
     pub(crate) fn new(fd: OwnedFd, usage: Use) -> Result<Conn> {
         let ctx = "inspecting the channel's descriptor";
-        let transport = match sys::fd_kind(fd.as_fd()).map_err(|e| Error::io(ctx, e))? {
-            FdKind::Pipe => Transport::Pipe,
-            FdKind::Socket(SockType::Stream) => Transport::Stream,
-            FdKind::Socket(SockType::Datagram) => Transport::Datagram,
-            FdKind::Socket(SockType::SeqPacket) => Transport::SeqPacket,
+        let flavor = match sys::fd_kind(fd.as_fd()).map_err(|e| Error::io(ctx, e))? {
+            FdKind::Pipe => Flavor::Pipe,
+            FdKind::Socket(SockType::Stream) => Flavor::Stream,
+            FdKind::Socket(SockType::Datagram) => Flavor::Datagram,
+            FdKind::Socket(SockType::SeqPacket) => Flavor::SeqPacket,
             FdKind::Other => {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
@@ -137,6 +166,7 @@ impl Conn {
                 ));
             }
         };
+        let transport = Transport::of(&flavor);
         let (readable, writable) = sys::access_mode(fd.as_fd()).map_err(|e| Error::io(ctx, e))?;
         let ok = match usage {
             Use::Send => writable,
@@ -178,21 +208,34 @@ impl Conn {
             Transport::Stream | Transport::Shm | Transport::Tcp => Ok(()),
         }
         .map_err(|e| Error::io("preparing the channel's descriptor", e))?;
-        Ok(Conn::with(fd, transport))
+        Ok(Conn::with(fd, flavor))
     }
 
     /// The fields every kind of connection starts with.
-    fn with(fd: OwnedFd, transport: Transport) -> Conn {
+    fn with(fd: OwnedFd, flavor: Flavor) -> Conn {
         let shared = crate::ends::Shared::register(fd.as_fd());
         Conn {
             fd,
-            transport,
+            flavor,
             peer: OnceLock::new(),
             shared,
-            shm: None,
-            checked_alive: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
-            liveness: None,
+        }
+    }
+
+    /// The rings, if this is a shared-memory end.
+    fn rings(&self) -> Option<&ShmRings> {
+        match &self.flavor {
+            Flavor::Shm(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The heartbeat record and session, if this is a TCP connection.
+    fn liveness(&self) -> Option<&Liveness> {
+        match &self.flavor {
+            Flavor::Tcp(l) => Some(l),
+            _ => None,
         }
     }
 
@@ -203,7 +246,7 @@ impl Conn {
         // (An epoll instance shared with a forked child reports for both;
         // each process uses only its own end's.)
         out.push(self.fd.as_raw_fd());
-        if let Some(s) = &self.shm {
+        if let Some(s) = self.rings() {
             if let Some(tx) = &s.tx {
                 let w = ring(tx);
                 out.push(w.region().fd().as_raw_fd());
@@ -224,13 +267,13 @@ impl Conn {
         if self.shared.is_shared() {
             return;
         }
-        if let Some(rx) = self.shm.as_ref().and_then(|s| s.rx.as_ref()) {
+        if let Some(rx) = self.rings().and_then(|s| s.rx.as_ref()) {
             ring(rx).close();
         }
     }
 
     pub(crate) fn transport(&self) -> Transport {
-        self.transport
+        Transport::of(&self.flavor)
     }
 
     /// Writes, without blocking unless `block` and the transport can: a
@@ -241,7 +284,7 @@ impl Conn {
     ///
     /// Descriptors go with the first byte. A ring never sleeps in a write,
     /// nor does TCP (its waits also watch the peer's heartbeat).
-    pub(crate) fn write_maybe_blocking(
+    pub(crate) fn write(
         &self,
         bytes: &[u8],
         fds: &[BorrowedFd<'_>],
@@ -249,33 +292,21 @@ impl Conn {
     ) -> io::Result<usize> {
         let nonblocking = !(block && self.peer.get().is_none());
         let bufs = [IoSlice::new(bytes)];
-        match self.transport {
-            Transport::Shm if bytes.len() > self.message_limit_inline() => {
-                self.write_out_of_line(bytes)
-            }
-            Transport::Shm => match ring(self.shm_tx()?).try_write(bytes) {
-                // A reader that closed is seen at once (a flag in the ring);
-                // one that was killed, through the side socket: checked at
-                // most once a millisecond, since it costs a system call.
-                Ok(true) if self.reader_died() => Err(io::ErrorKind::BrokenPipe.into()),
-                Ok(true) => Ok(bytes.len()),
-                Ok(false) if !self.peer_alive() => Err(io::ErrorKind::BrokenPipe.into()),
-                Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
-                Err(e) => Err(ring_error(e)),
-            },
-            Transport::Pipe => sys::pipe_write(self.fd.as_fd(), &bufs, nonblocking),
-            Transport::Datagram | Transport::SeqPacket if large::must_go_out_of_line(bytes) => {
+        match &self.flavor {
+            Flavor::Shm(rings) => self.shm_write(rings, bytes),
+            Flavor::Pipe => sys::pipe_write(self.fd.as_fd(), &bufs, nonblocking),
+            Flavor::Datagram | Flavor::SeqPacket if large::must_go_out_of_line(bytes) => {
                 large::send(self.fd.as_fd(), bytes, fds)
             }
-            Transport::Datagram | Transport::SeqPacket => {
+            Flavor::Datagram | Flavor::SeqPacket => {
                 match sys::send(self.fd.as_fd(), &bufs, fds, nonblocking) {
                     // More than the socket's buffer lets one datagram hold.
                     Err(e) if sys::is_msgsize(&e) => large::send(self.fd.as_fd(), bytes, fds),
                     r => r,
                 }
             }
-            Transport::Stream => sys::send(self.fd.as_fd(), &bufs, fds, nonblocking),
-            Transport::Tcp => sys::send(self.fd.as_fd(), &bufs, fds, true),
+            Flavor::Stream => sys::send(self.fd.as_fd(), &bufs, fds, nonblocking),
+            Flavor::Tcp(_) => sys::send(self.fd.as_fd(), &bufs, fds, true),
         }
     }
 
@@ -283,39 +314,25 @@ impl Conn {
     /// unless `block` and the transport can: a socket that supervises no
     /// child then sleeps in recvmsg(2) itself, one system call instead of
     /// try, poll, read.
-    pub(crate) fn read_maybe_blocking(
+    pub(crate) fn read(
         &self,
         buf: &mut [u8],
         fds: &mut Vec<OwnedFd>,
         block: bool,
     ) -> io::Result<sys::Received> {
-        if block && self.peer.get().is_none() {
-            match self.transport {
-                Transport::Tcp => return self.tcp_read(buf, true),
-                Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
-                    return sys::recv(self.fd.as_fd(), buf, fds, false);
-                }
-                Transport::Pipe => {
-                    return sys::read(self.fd.as_fd(), buf).map(sys::Received::plain);
-                }
-                Transport::Shm => {}
-            }
-        }
-        self.read(buf, fds)
-    }
-
-    /// Reads without blocking, adopting any descriptors that came along.
-    pub(crate) fn read(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<sys::Received> {
-        match self.transport {
+        let block = block && self.peer.get().is_none();
+        match &self.flavor {
             // A pipe's read end stays blocking (see `new`).
-            Transport::Pipe => sys::read_nowait(self.fd.as_fd(), buf).map(sys::Received::plain),
-            Transport::Stream | Transport::Datagram | Transport::SeqPacket => {
-                sys::recv(self.fd.as_fd(), buf, fds, true)
+            Flavor::Pipe if block => sys::read(self.fd.as_fd(), buf).map(sys::Received::plain),
+            Flavor::Pipe => sys::read_nowait(self.fd.as_fd(), buf).map(sys::Received::plain),
+            Flavor::Stream | Flavor::Datagram | Flavor::SeqPacket => {
+                sys::recv(self.fd.as_fd(), buf, fds, !block)
             }
-            Transport::Tcp => self.tcp_read(buf, false),
-            Transport::Shm => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "shared memory is read with shm_read",
+            Flavor::Tcp(l) => self.tcp_read(l, buf, block),
+            // (The channel layer takes a ring's records with `shm_read`.)
+            Flavor::Shm(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a shared-memory end holds records, not bytes: it is read with shm_read",
             )),
         }
     }
@@ -323,7 +340,7 @@ impl Conn {
     /// Whether descriptors can travel on this transport.
     pub(crate) fn carries_fds(&self) -> bool {
         !matches!(
-            self.transport,
+            self.transport(),
             Transport::Pipe | Transport::Shm | Transport::Tcp
         )
     }
@@ -342,8 +359,8 @@ impl Conn {
     /// supervised peer exits, whichever comes first. Readiness wins over the
     /// peer's exit, so that what it sent before dying is read first.
     pub(crate) fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<Waited> {
-        if self.transport == Transport::Shm {
-            return self.shm_wait(interest, deadline);
+        if let Flavor::Shm(rings) = &self.flavor {
+            return self.shm_wait(rings, interest, deadline);
         }
         let Some(peer) = self.peer.get() else {
             let mut ready = [false];
@@ -368,8 +385,7 @@ impl Conn {
     /// end and lives on), or if `e` already carries a status.
     pub(crate) fn add_peer_fate(&self, e: Error, within: Duration) -> Error {
         if let Some(l) = self
-            .liveness
-            .as_ref()
+            .liveness()
             .filter(|l| l.silent.load(std::sync::atomic::Ordering::Relaxed))
         {
             return e.because(&format!(
@@ -398,12 +414,12 @@ impl Conn {
         if self.shared.is_shared() {
             return;
         }
-        if let Some(tx) = self.shm.as_ref().and_then(|s| s.tx.as_ref()) {
+        if let Some(tx) = self.rings().and_then(|s| s.tx.as_ref()) {
             ring(tx).close();
             return;
         }
         if matches!(
-            self.transport,
+            self.transport(),
             Transport::Stream | Transport::SeqPacket | Transport::Tcp
         ) {
             let _ = sys::shutdown(self.fd.as_fd(), std::net::Shutdown::Write);
@@ -416,7 +432,7 @@ impl Conn {
     /// frame and reports it. A pipe can only be closed.
     pub(crate) fn abort(&self) {
         if matches!(
-            self.transport,
+            self.transport(),
             Transport::Stream | Transport::SeqPacket | Transport::Tcp
         ) {
             let _ = sys::shutdown(self.fd.as_fd(), std::net::Shutdown::Both);
@@ -427,14 +443,14 @@ impl Conn {
     /// peer is still there (a send then fails with `EPIPE` although nobody
     /// closed the other end): the peer's close would have hung it up.
     pub(crate) fn own_write_shut(&self) -> bool {
-        matches!(self.transport, Transport::Stream | Transport::SeqPacket)
+        matches!(self.transport(), Transport::Stream | Transport::SeqPacket)
             && matches!(sys::hung_up(self.fd.as_fd()), Ok(false))
     }
 
     /// A copy of the descriptor, for `into_fd`: this end is marked shared
     /// first, so that dropping it shuts nothing down.
     pub(crate) fn take_fd(&self) -> Result<OwnedFd> {
-        if self.transport == Transport::Shm {
+        if self.transport() == Transport::Shm {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 "a shared-memory end is two rings and a side socket, not one descriptor; \
@@ -454,7 +470,7 @@ impl Conn {
 
     /// Sets the socket's send buffer (message sockets: the largest datagram).
     pub(crate) fn set_send_buffer(&self, bytes: usize) -> Result<()> {
-        if matches!(self.transport, Transport::Pipe | Transport::Shm) {
+        if matches!(self.transport(), Transport::Pipe | Transport::Shm) {
             return Ok(());
         }
         sys::set_send_buffer(self.fd.as_fd(), bytes)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::Conn;
 #[cfg(feature = "tcp")]
-use super::Transport;
+use super::Flavor;
 use crate::sys::{self, Interest};
 
 /// When the peer of a TCP connection last showed a sign of life, and
@@ -42,29 +42,30 @@ impl Conn {
         linger: Duration,
         session: super::Session,
     ) -> Conn {
-        let mut conn = Conn::with(fd, Transport::Tcp);
-        conn.liveness = Some(Liveness {
-            linger,
-            interval,
-            last_heard: std::sync::atomic::AtomicU64::new(0),
-            ended: std::sync::atomic::AtomicBool::new(false),
-            silent: std::sync::atomic::AtomicBool::new(false),
-            session,
-        });
-        conn
+        Conn::with(
+            fd,
+            Flavor::Tcp(Liveness {
+                linger,
+                interval,
+                last_heard: std::sync::atomic::AtomicU64::new(0),
+                ended: std::sync::atomic::AtomicBool::new(false),
+                silent: std::sync::atomic::AtomicBool::new(false),
+                session,
+            }),
+        )
     }
 
     /// The session that seals what this end sends (a `tcp://` end).
     #[cfg(feature = "tcp")]
     pub(crate) fn session(&self) -> Option<&super::Session> {
-        self.liveness.as_ref().map(|l| &l.session)
+        self.liveness().map(|l| &l.session)
     }
 
     /// Whether a TCP connection's session holds bytes that poll(2) cannot
     /// see (what `Select` must count as ready, as a receiver's own buffer).
     pub(crate) fn session_read_ahead(&self) -> bool {
         #[cfg(feature = "tcp")]
-        if let Some(l) = &self.liveness {
+        if let Some(l) = self.liveness() {
             return l.session.has_read_ahead();
         }
         false
@@ -72,22 +73,29 @@ impl Conn {
 
     /// Reads a TCP connection's plain bytes: opened from its session's
     /// records, every byte that came noted as a sign of life.
-    pub(super) fn tcp_read(&self, buf: &mut [u8], block: bool) -> io::Result<sys::Received> {
+    pub(super) fn tcp_read(
+        &self,
+        l: &Liveness,
+        buf: &mut [u8],
+        block: bool,
+    ) -> io::Result<sys::Received> {
         #[cfg(feature = "tcp")]
-        if let Some(l) = &self.liveness {
-            return l
-                .session
-                .read(self.fd.as_fd(), buf, block, &|got| self.heard(got));
+        return l
+            .session
+            .read(self.fd.as_fd(), buf, block, &|got| self.heard(got));
+        #[cfg(not(feature = "tcp"))]
+        {
+            let _ = l;
+            let got = sys::recv_bytes(self.fd.as_fd(), buf, !block);
+            self.heard(&got);
+            got
         }
-        let got = sys::recv_bytes(self.fd.as_fd(), buf, !block);
-        self.heard(&got);
-        got
     }
 
     /// Notes that bytes (or the end) came from the peer.
     pub(super) fn heard(&self, got: &io::Result<sys::Received>) {
         use std::sync::atomic::Ordering::Relaxed;
-        if let (Some(l), Ok(r)) = (&self.liveness, got) {
+        if let (Some(l), Ok(r)) = (self.liveness(), got) {
             l.last_heard
                 .store(self.epoch.elapsed().as_nanos() as u64, Relaxed);
             if r.len == 0 {
@@ -106,7 +114,7 @@ impl Conn {
     #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub(crate) fn check_silence(&self, queued: &mut u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        let Some(l) = &self.liveness else {
+        let Some(l) = self.liveness() else {
             return;
         };
         let now = self.epoch.elapsed().as_nanos() as u64;
@@ -144,7 +152,7 @@ impl Drop for Conn {
     /// reset, which tells it that nobody reads here. On loopback, or with
     /// a peer that reads, this returns at once.
     fn drop(&mut self) {
-        let Some(l) = &self.liveness else { return };
+        let Some(l) = self.liveness() else { return };
         if self.shared.is_shared() {
             return;
         }

@@ -5,7 +5,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::{Conn, Transport, Waited};
+use super::{Conn, Flavor, Waited};
 use crate::error::Error;
 use crate::shm;
 use crate::sys::{self, Interest};
@@ -35,6 +35,9 @@ pub(super) struct ShmRings {
     /// reading ring's `data` eventfd and the side socket's hang-up, so that
     /// a vanished writer wakes a poller too.
     pub(super) rx_ready: Option<OwnedFd>,
+    /// When the writer last checked that its reader lives (nanoseconds
+    /// since the connection's epoch).
+    checked_alive: std::sync::atomic::AtomicU64,
 }
 
 pub(super) fn ring<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -61,22 +64,22 @@ impl Conn {
         tx: Option<shm::Writer>,
         rx: Option<shm::Reader>,
     ) -> io::Result<Conn> {
-        let mut conn = Conn::with(side, Transport::Shm);
         let tx_space = match &tx {
             Some(w) => Some(w.efds().space.try_clone()?),
             None => None,
         };
         let rx_ready = match &rx {
-            Some(r) => Some(sys::ready::either(r.efds().data.as_fd(), conn.fd.as_fd())?),
+            Some(r) => Some(sys::ready::either(r.efds().data.as_fd(), side.as_fd())?),
             None => None,
         };
-        conn.shm = Some(ShmRings {
+        let rings = ShmRings {
             tx: tx.map(std::sync::Mutex::new),
             rx: rx.map(std::sync::Mutex::new),
             tx_space,
             rx_ready,
-        });
-        Ok(conn)
+            checked_alive: std::sync::atomic::AtomicU64::new(0),
+        };
+        Ok(Conn::with(side, Flavor::Shm(rings)))
     }
 
     /// A receiver found nothing and will wait in poll(2) or epoll: from now
@@ -84,7 +87,7 @@ impl Conn {
     /// `true` if one is there already. Nothing to do but on shared memory,
     /// whose descriptor is otherwise never signalled.
     pub(crate) fn arm_read(&self) -> bool {
-        match self.shm.as_ref().and_then(|s| s.rx.as_ref()) {
+        match self.rings().and_then(|s| s.rx.as_ref()) {
             Some(rx) => ring(rx).arm(),
             None => false,
         }
@@ -93,7 +96,7 @@ impl Conn {
     /// A sender found the ring full and will wait in poll(2) or epoll: its
     /// readiness descriptor turns writable when room comes.
     pub(crate) fn arm_write(&self) -> bool {
-        match self.shm.as_ref().and_then(|s| s.tx.as_ref()) {
+        match self.rings().and_then(|s| s.tx.as_ref()) {
             Some(tx) => ring(tx).arm(),
             None => false,
         }
@@ -103,7 +106,7 @@ impl Conn {
     /// when a message (or the end) is there. The socket or pipe itself, or
     /// for shared memory its epoll instance (see [`ShmRings`]).
     pub(crate) fn recv_ready_fd(&self) -> BorrowedFd<'_> {
-        match self.shm.as_ref().and_then(|s| s.rx_ready.as_ref()) {
+        match self.rings().and_then(|s| s.rx_ready.as_ref()) {
             Some(ep) => ep.as_fd(),
             None => self.fd.as_fd(),
         }
@@ -113,7 +116,7 @@ impl Conn {
     /// when there is room. For shared memory, the writing ring's `space`
     /// eventfd.
     pub(crate) fn send_ready_fd(&self) -> BorrowedFd<'_> {
-        match self.shm.as_ref().and_then(|s| s.tx_space.as_ref()) {
+        match self.rings().and_then(|s| s.tx_space.as_ref()) {
             Some(space) => space.as_fd(),
             None => self.fd.as_fd(),
         }
@@ -141,23 +144,19 @@ impl Conn {
     /// Whether the process at the other end of a shared-memory end is gone
     /// (see `peer_alive`).
     pub(crate) fn shm_peer_gone(&self) -> bool {
-        self.transport == Transport::Shm && !self.peer_alive()
-    }
-
-    /// The largest message a ring carries inline.
-    pub(super) fn message_limit_inline(&self) -> usize {
-        self.shm_tx().map_or(0, |tx| ring(tx).max_message())
+        self.rings().is_some() && !self.peer_alive()
     }
 
     /// Whether a shared-memory reader's process is gone, checked at most
     /// once a millisecond.
     pub(super) fn reader_died(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
+        let Some(s) = self.rings() else { return false };
         let now = self.epoch.elapsed().as_nanos() as u64;
-        if now.saturating_sub(self.checked_alive.load(Relaxed)) < 1_000_000 {
+        if now.saturating_sub(s.checked_alive.load(Relaxed)) < 1_000_000 {
             return false;
         }
-        self.checked_alive.store(now, Relaxed);
+        s.checked_alive.store(now, Relaxed);
         !self.peer_alive()
     }
 
@@ -211,6 +210,32 @@ impl Conn {
         Ok(len)
     }
 
+    /// Writes one message into the ring (or out of line, if larger than the
+    /// ring carries inline).
+    pub(super) fn shm_write(&self, rings: &ShmRings, bytes: &[u8]) -> io::Result<usize> {
+        let Some(tx) = &rings.tx else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "this end does not send",
+            ));
+        };
+        let mut w = ring(tx);
+        if bytes.len() > w.max_message() {
+            drop(w);
+            return self.write_out_of_line(bytes);
+        }
+        match w.try_write(bytes) {
+            // A reader that closed is seen at once (a flag in the ring); one
+            // that was killed, through the side socket: checked at most once
+            // a millisecond, since it costs a system call.
+            Ok(true) if self.reader_died() => Err(io::ErrorKind::BrokenPipe.into()),
+            Ok(true) => Ok(bytes.len()),
+            Ok(false) if !self.peer_alive() => Err(io::ErrorKind::BrokenPipe.into()),
+            Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) => Err(ring_error(e)),
+        }
+    }
+
     /// Sends a message too large for the ring: a sealed memfd over the side
     /// socket, then a payload-less record that announces it.
     pub(super) fn write_out_of_line(&self, bytes: &[u8]) -> io::Result<usize> {
@@ -235,34 +260,28 @@ impl Conn {
     /// Whether a shared-memory message waits, or the ring's end does (for
     /// `Select`, before it arms the ring's readiness descriptor).
     pub(crate) fn shm_ready(&self) -> bool {
-        self.shm
-            .as_ref()
-            .and_then(|s| s.rx.as_ref())
-            .is_some_and(|rx| {
-                let rx = ring(rx);
-                rx.has_message() || rx.writer_closed()
-            })
+        self.rings().and_then(|s| s.rx.as_ref()).is_some_and(|rx| {
+            let rx = ring(rx);
+            rx.has_message() || rx.writer_closed()
+        })
     }
 
     /// Whether the shared-memory writer said it is done (a writer that died
     /// without saying so is noticed by the wait).
     pub(crate) fn shm_writer_closed(&self) -> bool {
-        self.shm
-            .as_ref()
+        self.rings()
             .and_then(|s| s.rx.as_ref())
             .is_some_and(|rx| ring(rx).writer_closed())
     }
 
     pub(super) fn shm_rx(&self) -> io::Result<&std::sync::Mutex<shm::Reader>> {
-        self.shm
-            .as_ref()
+        self.rings()
             .and_then(|s| s.rx.as_ref())
             .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "this end does not receive"))
     }
 
     pub(super) fn shm_tx(&self) -> io::Result<&std::sync::Mutex<shm::Writer>> {
-        self.shm
-            .as_ref()
+        self.rings()
             .and_then(|s| s.tx.as_ref())
             .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "this end does not send"))
     }
@@ -270,7 +289,9 @@ impl Conn {
     /// For sending a shared-memory end in a message: copies of the memfds
     /// of its writing and reading rings, and the rings' capacity.
     pub(crate) fn shm_parts(&self) -> io::Result<Option<ShmParts>> {
-        let Some(s) = &self.shm else { return Ok(None) };
+        let Some(s) = self.rings() else {
+            return Ok(None);
+        };
         let mut cap = 0;
         let tx = match &s.tx {
             Some(tx) => {
@@ -328,16 +349,20 @@ impl Conn {
 
     pub(super) fn shm_wait(
         &self,
+        rings: &ShmRings,
         interest: Interest,
         deadline: Option<Instant>,
     ) -> io::Result<Waited> {
         let alive = || self.peer_alive();
+        let missing = || io::Error::new(io::ErrorKind::InvalidInput, "this end has no such ring");
         let waited = match interest {
             // A ring's frames are never left half-written: nothing to
-            // write while waiting to read.
-            Interest::Read | Interest::Either => ring(self.shm_rx()?).wait(deadline, &alive),
-            Interest::Write => ring(self.shm_tx()?).wait(deadline, &alive),
-            // (each end keeps its own spin budget)
+            // write while waiting to read. (Each ring keeps its own spin
+            // budget.)
+            Interest::Read | Interest::Either => {
+                ring(rings.rx.as_ref().ok_or_else(missing)?).wait(deadline, &alive)
+            }
+            Interest::Write => ring(rings.tx.as_ref().ok_or_else(missing)?).wait(deadline, &alive),
         };
         Ok(match waited {
             shm::Waited::Ready => Waited::Ready,
