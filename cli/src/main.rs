@@ -53,9 +53,9 @@ enum Command {
         /// against a raw TCP socket and raw ZeroMQ (the zeromq crate).
         #[arg(long)]
         remote: bool,
-        /// procwire receives with `recv_with` (the message borrowed in the
-        /// receive buffer, copied into the caller's as raw reads into it)
-        /// instead of `recv` (an owned `ByteBuf` per message).
+        /// procwire receives with `recv_with` (the message looked at in its
+        /// receive buffer, where raw reads into the caller's) instead of
+        /// `recv` (an owned `ByteBuf` per message).
         #[arg(long)]
         borrow: bool,
     },

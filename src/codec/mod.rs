@@ -312,6 +312,31 @@ impl CodecKind {
         }
     }
 
+    /// Encodes `value` into any writer: what a large message's send uses
+    /// to hand its big byte slices to the kernel as they come, instead of
+    /// copying them into a frame buffer first.
+    pub(crate) fn encode_into<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        out: &mut dyn std::io::Write,
+    ) -> Result<()> {
+        let name = self.name();
+        match self {
+            CodecKind::Postcard => postcard::to_io(value, out)
+                .map(drop)
+                .map_err(|e| encode_error(name, e)),
+            #[cfg(feature = "msgpack")]
+            CodecKind::MsgPack => {
+                rmp_serde::encode::write_named(out, value).map_err(|e| encode_error(name, e))
+            }
+            #[cfg(feature = "json")]
+            CodecKind::Json => serde_json::to_writer(out, value).map_err(|e| encode_error(name, e)),
+            CodecKind::Raw => value
+                .serialize(raw::Serializer { out })
+                .map_err(|e| encode_error(name, e)),
+        }
+    }
+
     /// Decodes one value spanning all of `bytes`.
     pub fn decode<'de, T: Deserialize<'de>>(self, bytes: &'de [u8]) -> Result<T> {
         match self {

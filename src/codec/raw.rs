@@ -1,6 +1,7 @@
 //! The `raw` codec: a payload is the value's bytes, nothing added.
 
 use std::fmt;
+use std::io;
 
 use serde::de::{self, Visitor};
 use serde::ser::{self, Impossible, Serialize};
@@ -37,8 +38,13 @@ fn only_bytes(what: &str) -> RawError {
 }
 
 /// Writes bytes and text verbatim into `out`.
-pub(crate) struct Serializer<'a> {
-    pub out: &'a mut Vec<u8>,
+pub(crate) struct Serializer<'a, W: io::Write + ?Sized> {
+    pub out: &'a mut W,
+}
+
+fn put<W: io::Write + ?Sized>(out: &mut W, bytes: &[u8]) -> Result<(), RawError> {
+    out.write_all(bytes)
+        .map_err(|e| RawError(format!("writing the bytes: {e}")))
 }
 
 macro_rules! refuse {
@@ -49,10 +55,10 @@ macro_rules! refuse {
     )*};
 }
 
-impl<'a> ser::Serializer for Serializer<'a> {
+impl<'a, W: io::Write + ?Sized> ser::Serializer for Serializer<'a, W> {
     type Ok = ();
     type Error = RawError;
-    type SerializeSeq = ByteSeq<'a>;
+    type SerializeSeq = ByteSeq<'a, W>;
     type SerializeTuple = Impossible<(), RawError>;
     type SerializeTupleStruct = Impossible<(), RawError>;
     type SerializeTupleVariant = Impossible<(), RawError>;
@@ -61,13 +67,11 @@ impl<'a> ser::Serializer for Serializer<'a> {
     type SerializeStructVariant = Impossible<(), RawError>;
 
     fn serialize_bytes(self, v: &[u8]) -> Result<(), RawError> {
-        self.out.extend_from_slice(v);
-        Ok(())
+        put(self.out, v)
     }
 
     fn serialize_str(self, v: &str) -> Result<(), RawError> {
-        self.out.extend_from_slice(v.as_bytes());
-        Ok(())
+        put(self.out, v.as_bytes())
     }
 
     fn serialize_unit(self) -> Result<(), RawError> {
@@ -82,8 +86,7 @@ impl<'a> ser::Serializer for Serializer<'a> {
         value.serialize(self)
     }
 
-    fn serialize_seq(self, len: Option<usize>) -> Result<ByteSeq<'a>, RawError> {
-        self.out.reserve(len.unwrap_or(0));
+    fn serialize_seq(self, _: Option<usize>) -> Result<ByteSeq<'a, W>, RawError> {
         Ok(ByteSeq { out: self.out })
     }
 
@@ -119,11 +122,11 @@ impl<'a> ser::Serializer for Serializer<'a> {
 }
 
 /// A `Vec<u8>` not marked as bytes arrives as a sequence of `u8`.
-pub(crate) struct ByteSeq<'a> {
-    out: &'a mut Vec<u8>,
+pub(crate) struct ByteSeq<'a, W: io::Write + ?Sized> {
+    out: &'a mut W,
 }
 
-impl ser::SerializeSeq for ByteSeq<'_> {
+impl<W: io::Write + ?Sized> ser::SerializeSeq for ByteSeq<'_, W> {
     type Ok = ();
     type Error = RawError;
 
@@ -137,11 +140,11 @@ impl ser::SerializeSeq for ByteSeq<'_> {
 }
 
 /// Accepts one `u8`, nothing else.
-struct ByteElement<'a> {
-    out: &'a mut Vec<u8>,
+struct ByteElement<'a, W: io::Write + ?Sized> {
+    out: &'a mut W,
 }
 
-impl ser::Serializer for ByteElement<'_> {
+impl<W: io::Write + ?Sized> ser::Serializer for ByteElement<'_, W> {
     type Ok = ();
     type Error = RawError;
     type SerializeSeq = Impossible<(), RawError>;
@@ -153,8 +156,7 @@ impl ser::Serializer for ByteElement<'_> {
     type SerializeStructVariant = Impossible<(), RawError>;
 
     fn serialize_u8(self, v: u8) -> Result<(), RawError> {
-        self.out.push(v);
-        Ok(())
+        put(self.out, &[v])
     }
 
     refuse! {

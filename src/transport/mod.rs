@@ -310,6 +310,21 @@ impl Conn {
         }
     }
 
+    /// Writes the start of `bufs` on a byte stream (a frame written in
+    /// pieces from where they lie: `channel::sender::direct`), blocking as
+    /// [`write`](Conn::write) does.
+    pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>], block: bool) -> io::Result<usize> {
+        let nonblocking = !(block && self.peer.get().is_none());
+        match &self.flavor {
+            Flavor::Pipe => sys::pipe_write(self.fd.as_fd(), bufs, nonblocking),
+            Flavor::Stream => sys::send(self.fd.as_fd(), bufs, &[], nonblocking),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "only a pipe or a stream socket takes a frame in pieces",
+            )),
+        }
+    }
+
     /// Reads, adopting any descriptors that came along. Without blocking,
     /// unless `block` and the transport can: a socket that supervises no
     /// child then sleeps in recvmsg(2) itself, one system call instead of

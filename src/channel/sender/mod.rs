@@ -15,7 +15,9 @@ use crate::codec::CodecKind;
 use crate::error::{Error, ErrorKind, Result, SendError, SendTimeoutError, TrySendError};
 use crate::frame::Outgoing;
 use crate::sys::{self, Interest};
-use crate::transport::{Conn, Waited};
+use crate::transport::{Conn, Transport, Waited};
+
+mod direct;
 
 /// The sending end of a typed channel.
 ///
@@ -62,6 +64,46 @@ pub(crate) struct SendCore {
     /// the gate (a duplex's receive asks before every wait). Written only
     /// by the gate's holder.
     pending: AtomicBool,
+    /// Whether the last frame was large (`direct::LARGE` or more): the next
+    /// blocking send then tries to write its big slices without a copy.
+    large: AtomicBool,
+}
+
+/// What a send puts in its frame: a value encoded with the channel's
+/// codec, or bytes already encoded.
+pub(crate) trait Payload {
+    /// Encodes into the frame buffer.
+    fn fill(&self, codec: CodecKind, out: &mut Vec<u8>) -> Result<()>;
+    /// Encodes into any writer (a large message's direct path).
+    fn write_to(&self, codec: CodecKind, out: &mut dyn io::Write) -> Result<()>;
+}
+
+/// A value, encoded with the channel's codec.
+struct Value<'a, T: ?Sized>(&'a T);
+
+impl<T: Serialize + ?Sized> Payload for Value<'_, T> {
+    fn fill(&self, codec: CodecKind, out: &mut Vec<u8>) -> Result<()> {
+        codec.encode(self.0, out)
+    }
+
+    fn write_to(&self, codec: CodecKind, out: &mut dyn io::Write) -> Result<()> {
+        codec.encode_into(self.0, out)
+    }
+}
+
+/// Bytes already encoded (a task's argument).
+struct Encoded<'a>(&'a [u8]);
+
+impl Payload for Encoded<'_> {
+    fn fill(&self, _: CodecKind, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(self.0);
+        Ok(())
+    }
+
+    fn write_to(&self, _: CodecKind, out: &mut dyn io::Write) -> Result<()> {
+        out.write_all(self.0)
+            .map_err(|e| Error::io("encoding a message", e))
+    }
 }
 
 impl SendCore {
@@ -78,6 +120,7 @@ impl SendCore {
             linger,
             out: Gate::new(Outgoing::default()),
             pending: AtomicBool::new(false),
+            large: AtomicBool::new(false),
         }
     }
 
@@ -85,25 +128,32 @@ impl SendCore {
         format!("sending on a {}", self.conn.transport().name())
     }
 
-    /// Encodes with `fill` and writes one frame, attaching `fds` to its first
+    /// Encodes `payload` and writes one frame, attaching `fds` to its first
     /// write.
-    fn send(
-        &self,
-        wait: Wait,
-        fds: &[BorrowedFd<'_>],
-        fill: impl FnOnce(&mut Vec<u8>) -> Result<()>,
-    ) -> Result<()> {
+    fn send(&self, wait: Wait, fds: &[BorrowedFd<'_>], payload: &impl Payload) -> Result<()> {
         let Some(mut pass) = self.out.enter(wait) else {
             return Err(self.not_entered(wait));
         };
         let out = &mut *pass;
         // A frame that a `try_send` or timeout left half-written goes first.
         self.finish(out, wait)?;
+        if fds.is_empty()
+            && matches!(wait, Wait::Block)
+            && self.large.load(Ordering::Relaxed)
+            && matches!(self.conn.transport(), Transport::Pipe | Transport::Stream)
+            && let Some(sent) = direct::send(self, payload)
+        {
+            return sent;
+        }
         // `Fd`s and channel ends inside the message join the list after `fds`.
         let framed = self.conn.transport().framed();
-        let (encoded, typed) =
-            crate::fd::collecting(fds.len(), || out.encode(framed, self.max_frame, fill));
+        let codec = self.codec;
+        let (encoded, typed) = crate::fd::collecting(fds.len(), || {
+            out.encode(framed, self.max_frame, |buf| payload.fill(codec, buf))
+        });
         encoded?;
+        self.large
+            .store(out.remaining().len() >= direct::LARGE, Ordering::Relaxed);
         if (!fds.is_empty() || !typed.is_empty()) && !self.conn.carries_fds() {
             out.discard();
             return Err(Error::new(
@@ -346,8 +396,7 @@ impl<T: Serialize> Sender<T> {
         fds: &[BorrowedFd<'_>],
         wrap: fn(T, Error) -> E,
     ) -> Result<(), E> {
-        let codec = self.core.codec;
-        match self.core.send(wait, fds, |buf| codec.encode(&value, buf)) {
+        match self.core.send(wait, fds, &Value(&value)) {
             Ok(()) => Ok(()),
             Err(e) => Err(wrap(value, e)),
         }
@@ -384,9 +433,7 @@ impl<T: Serialize> Sender<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_ref(&self, value: &T) -> Result<()> {
-        let codec = self.core.codec;
-        self.core
-            .send(Wait::Block, &[], |buf| codec.encode(value, buf))
+        self.core.send(Wait::Block, &[], &Value(value))
     }
 
     /// Sends `value` if the OS buffer has room now; otherwise hands it back
@@ -437,10 +484,7 @@ impl<T> Sender<T> {
     /// Sends `bytes` as one frame, bypassing the codec (the argument of a
     /// task, already encoded).
     pub(crate) fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.core.send(Wait::Block, &[], |buf| {
-            buf.extend_from_slice(bytes);
-            Ok(())
-        })
+        self.core.send(Wait::Block, &[], &Encoded(bytes))
     }
 
     /// Writes the rest of a frame that [`try_send`](Sender::try_send) or

@@ -1,0 +1,187 @@
+//! A large message's send without the frame buffer's copy: its big byte
+//! slices go from the caller's memory to the kernel as the codec hands
+//! them over.
+//!
+//! serde lends a serializer each byte slice for the length of one call
+//! only, so a frame cannot point into the caller's buffer; but the slice
+//! can be written during that call. The frame's length prefix must go
+//! first, so the message is encoded twice: once into a counter (no copy,
+//! no allocation), then for real, small pieces gathered into a buffer and
+//! each slice of [`CHUNK`] bytes or more written with them in one
+//! `writev`. Only a blocking send on a byte stream (a pipe or a stream
+//! socket; not TCP, whose records are sealed whole) takes this path, and
+//! only after a frame of [`LARGE`] bytes or more on the same sender: a
+//! small message pays nothing for it.
+//!
+//! A `Serialize` impl that encodes differently the second time cannot tear
+//! the stream: the frame is padded with zeros to the length announced (the
+//! receiver gets a decode error for it, and the next frame intact), and
+//! the send fails with an `Encode` error.
+
+use std::io::{self, IoSlice, Write};
+
+use super::{Payload, SendCore};
+use crate::channel::gate::Wait;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// A frame at least this long makes the sender's next blocking send try
+/// this path.
+pub(super) const LARGE: usize = 64 << 10;
+/// A slice at least this long is written from where it is, not copied.
+const CHUNK: usize = 16 << 10;
+
+/// Counts what an encoding writes, keeping nothing.
+struct Count(usize);
+
+impl Write for Count {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0 += data.len();
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes a frame of a known length as its encoding produces it.
+struct Direct<'a> {
+    core: &'a SendCore,
+    /// Small pieces not yet written (the length prefix first).
+    pending: Vec<u8>,
+    /// Bytes of the frame not yet handed over (written or pending).
+    room: usize,
+    /// Bytes of the frame written.
+    went: usize,
+    /// Why a write failed, in procwire's terms.
+    failed: Option<Error>,
+    /// The encoding ran past the length the first pass counted (codecs
+    /// report a writer's error in their own words, which would hide it).
+    overran: bool,
+}
+
+impl Direct<'_> {
+    /// Writes the pending pieces, then `data`, whole.
+    fn put(&mut self, data: &[u8]) -> io::Result<()> {
+        let Direct {
+            core,
+            pending,
+            went,
+            failed,
+            ..
+        } = self;
+        let mut bufs = [IoSlice::new(pending), IoSlice::new(data)];
+        let mut left = &mut bufs[..];
+        IoSlice::advance_slices(&mut left, 0);
+        while !left.is_empty() {
+            match core.conn.write_vectored(left, true) {
+                Ok(n) => {
+                    *went += n;
+                    IoSlice::advance_slices(&mut left, n);
+                }
+                Err(e) if sys::would_block(&e) => {
+                    if let Err(e) = core.wait_writable(Wait::Block) {
+                        *failed = Some(e);
+                        return Err(io::Error::other("the wait for room failed"));
+                    }
+                }
+                Err(e) => {
+                    *failed = Some(core.write_error(e));
+                    return Err(io::Error::other("the write failed"));
+                }
+            }
+        }
+        pending.clear();
+        Ok(())
+    }
+}
+
+impl Write for Direct<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let Some(room) = self.room.checked_sub(data.len()) else {
+            self.overran = true;
+            return Err(io::Error::other(
+                "the value encoded to more bytes than it did a moment before",
+            ));
+        };
+        self.room = room;
+        if data.len() < CHUNK {
+            self.pending.extend_from_slice(data);
+        } else {
+            self.put(data)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends `payload` this way; `None` when it is not worth it (the message
+/// is small after all, carries descriptors, or does not encode: the
+/// buffered path then sends it, or reports why not).
+pub(super) fn send(core: &SendCore, payload: &impl Payload) -> Option<Result<()>> {
+    let mut count = Count(0);
+    let (counted, fds) = crate::fd::collecting(0, || payload.write_to(core.codec, &mut count));
+    let len = count.0;
+    if counted.is_err() || !fds.is_empty() || len < LARGE || len > core.max_frame {
+        return None;
+    }
+    let mut w = Direct {
+        core,
+        pending: Vec::with_capacity(2 * CHUNK + crate::frame::HEADER_LEN),
+        room: len,
+        went: 0,
+        failed: None,
+        overran: false,
+    };
+    w.pending
+        .extend_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
+    let (encoded, fds) = crate::fd::collecting(0, || payload.write_to(core.codec, &mut w));
+    let differently = || {
+        Error::new(
+            ErrorKind::Encode,
+            "the value encoded differently the second time (a Serialize impl that is not \
+             deterministic)",
+        )
+    };
+    let encoded = match encoded {
+        Ok(()) if w.room == 0 && fds.is_empty() => w.put(&[]).map_err(|_| None),
+        Ok(()) => Err(Some(differently())),
+        Err(_) if w.overran => Err(Some(differently())),
+        Err(e) => Err(Some(e)),
+    };
+    let why = match encoded {
+        Ok(()) => return Some(Ok(())),
+        // A write failed: the connection is broken, and says why.
+        Err(None) => return Some(Err(w.failed.take().unwrap_or_else(write_failed))),
+        Err(Some(_)) if w.failed.is_some() => return Some(Err(w.failed.take()?)),
+        Err(Some(why)) => why,
+    };
+    if w.went == 0 {
+        return Some(Err(why));
+    }
+    // Part of the frame went: keep the stream whole with zeros up to the
+    // length announced, so the receiver loses this message only.
+    let zeros = vec![0u8; w.room.min(CHUNK)];
+    while w.room > 0 {
+        let n = w.room.min(zeros.len());
+        w.room -= n;
+        if w.put(&zeros[..n]).is_err() {
+            return Some(Err(w.failed.take().unwrap_or_else(write_failed)));
+        }
+    }
+    if w.put(&[]).is_err() {
+        return Some(Err(w.failed.take().unwrap_or_else(write_failed)));
+    }
+    Some(Err(why.because(
+        "part of the frame had gone: it was padded with zeros to its announced length, which \
+         the receiver reports as a message that does not decode",
+    )))
+}
+
+fn write_failed() -> Error {
+    Error::new(ErrorKind::Io, "writing a large frame failed")
+}

@@ -1,0 +1,197 @@
+//! A large message's send writes its big byte slices from the caller's
+//! memory (`channel/sender/direct.rs`): the same bytes on the wire as the
+//! buffered path, every codec, and a value that encodes differently the
+//! second time cannot tear the stream.
+
+mod util;
+
+use std::cell::Cell;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use procwire::{ByteBuf, CodecKind, ErrorKind, Kind, Options};
+use serde::{Serialize, Serializer};
+use util::checked;
+
+const BIG: usize = 300 << 10;
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// The bytes of `n` frames as they arrive at a raw stream socket.
+fn wire_bytes(
+    send: impl FnOnce(procwire::Sender<ByteBuf>) + Send + 'static,
+    codec: CodecKind,
+) -> Vec<u8> {
+    let (a, mut b) = procwire::socket_pair(Kind::Stream).unwrap();
+    let tx = Options::new()
+        .codec(codec)
+        .sender_from::<ByteBuf>(a)
+        .unwrap();
+    let sender = std::thread::spawn(move || send(tx));
+    let mut all = Vec::new();
+    b.read_to_end(&mut all).unwrap();
+    sender.join().unwrap();
+    all
+}
+
+#[test]
+fn a_direct_frame_is_byte_for_byte_the_buffered_one() {
+    checked(60, || {
+        for codec in CodecKind::ALL
+            .iter()
+            .copied()
+            .filter(|c| *c != CodecKind::Json)
+        {
+            let msg = ByteBuf::from(pattern(3, BIG));
+            let m = msg.clone();
+            // The first send is buffered (nothing large came before); the
+            // second takes the direct path.
+            let got = wire_bytes(
+                move |tx| {
+                    tx.send_ref(&m).unwrap();
+                    tx.send_ref(&m).unwrap();
+                },
+                codec,
+            );
+            assert_eq!(got.len() % 2, 0, "{codec:?}");
+            let (first, second) = got.split_at(got.len() / 2);
+            assert!(first == second, "{codec:?}: the two frames differ");
+            let mut one = Vec::new();
+            codec.encode(&msg, &mut one).unwrap();
+            assert_eq!(&first[..4], &(one.len() as u32).to_be_bytes(), "{codec:?}");
+            assert!(first[4..] == one[..], "{codec:?}: not the codec's encoding");
+        }
+    });
+}
+
+#[test]
+fn large_messages_arrive_whole_over_pipes_and_stream_sockets_in_every_codec() {
+    checked(60, || {
+        for codec in CodecKind::ALL.iter().copied() {
+            for pipe in [true, false] {
+                let opts = Options::new().codec(codec);
+                let (tx, rx) = if pipe {
+                    procwire::Pipe::new()
+                        .options(opts)
+                        .channel::<String>()
+                        .unwrap()
+                } else {
+                    procwire::SocketPair::new(Kind::Stream)
+                        .options(opts)
+                        .channel::<String>()
+                        .unwrap()
+                };
+                let texts: Vec<String> = (0..6u8)
+                    .map(|i| "x".repeat(BIG + i as usize * 1000) + &i.to_string())
+                    .collect();
+                let want = texts.clone();
+                let reader = std::thread::spawn(move || {
+                    for w in want {
+                        assert_eq!(rx.recv().unwrap(), w);
+                    }
+                });
+                for t in texts {
+                    tx.send(t).unwrap();
+                }
+                reader.join().unwrap();
+            }
+        }
+    });
+}
+
+/// Encodes as a large byte string, then a small one; one of them (the
+/// large one if `first`) changes length by `step` bytes from one encoding
+/// to the next.
+struct Flaky {
+    calls: Cell<usize>,
+    step: isize,
+    first: bool,
+}
+
+impl Flaky {
+    fn new(step: isize, first: bool) -> Flaky {
+        Flaky {
+            calls: Cell::new(0),
+            step,
+            first,
+        }
+    }
+}
+
+impl Serialize for Flaky {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let n = self.calls.get() as isize;
+        self.calls.set(self.calls.get() + 1);
+        let mut t = s.serialize_tuple(2)?;
+        let (big, small) = if self.first {
+            (BIG as isize + n * self.step, 1000)
+        } else {
+            (BIG as isize, 1000 + n * self.step)
+        };
+        t.serialize_element(&ByteBuf::from(vec![9u8; big as usize]))?;
+        t.serialize_element(&ByteBuf::from(vec![1u8; small as usize]))?;
+        t.end()
+    }
+}
+
+#[test]
+fn a_value_that_encodes_differently_twice_is_an_error_and_the_stream_stays_whole() {
+    checked(60, || {
+        for pipe in [true, false] {
+            let (w, r): (OwnedFd, OwnedFd) = if pipe {
+                let (r, w) = procwire::pipe().unwrap();
+                (w.into(), r.into())
+            } else {
+                let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
+                (a.into(), b.into())
+            };
+            let tx = Options::new().sender_from::<Flaky>(w).unwrap();
+            let rx = Options::new()
+                .receiver_from::<(ByteBuf, ByteBuf)>(r)
+                .unwrap();
+            let reader = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for _ in 0..4 {
+                    got.push(rx.recv_timeout(Duration::from_secs(10)));
+                }
+                got
+            });
+            // Buffered (nothing large came before): the sender goes direct.
+            tx.send(Flaky::new(0, false)).unwrap();
+            // Its large part longer the second time: caught before any of
+            // it went, nothing sent.
+            let e = tx.send(Flaky::new(5000, true)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Encode, "{e}");
+            assert!(e.to_string().contains("differently"), "{e}");
+            assert!(!e.to_string().contains("padded"), "{e}");
+            tx.send(Flaky::new(0, false)).unwrap();
+            // Its small part shorter the second time: the large part had
+            // gone, so the frame is padded to its announced length.
+            let e = tx.send(Flaky::new(-50, false)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Encode, "{e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("differently") && text.contains("padded"),
+                "{text}"
+            );
+            tx.send(Flaky::new(0, false)).unwrap();
+            drop(tx);
+            let got = reader.join().unwrap();
+            let ok = |i: usize| {
+                let (a, b) = got[i].as_ref().unwrap();
+                assert_eq!((a.len(), b.len()), (BIG, 1000), "message {i}");
+            };
+            ok(0);
+            ok(1);
+            let e = got[2].as_ref().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Decode, "the padded frame: {e}");
+            ok(3);
+        }
+    });
+}
