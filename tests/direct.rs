@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use procwire::{ByteBuf, CodecKind, ErrorKind, Kind, Options};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use util::checked;
 
 const BIG: usize = 300 << 10;
@@ -111,6 +111,8 @@ struct Flaky {
     calls: Cell<usize>,
     step: isize,
     first: bool,
+    /// As received: the lengths of the two byte strings.
+    got: (usize, usize),
 }
 
 impl Flaky {
@@ -119,7 +121,18 @@ impl Flaky {
             calls: Cell::new(0),
             step,
             first,
+            got: (0, 0),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Flaky {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Flaky, D::Error> {
+        let (a, b) = <(ByteBuf, ByteBuf)>::deserialize(d)?;
+        Ok(Flaky {
+            got: (a.len(), b.len()),
+            ..Flaky::new(0, false)
+        })
     }
 }
 
@@ -192,6 +205,34 @@ fn a_value_that_encodes_differently_twice_is_an_error_and_the_stream_stays_whole
             let e = got[2].as_ref().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Decode, "the padded frame: {e}");
             ok(3);
+        }
+    });
+}
+
+#[test]
+fn over_shared_memory_a_value_that_encodes_differently_leaves_nothing_in_the_ring() {
+    checked(60, || {
+        let (tx, rx) = procwire::Shm::new()
+            .capacity(4 << 20)
+            .channel::<Flaky>()
+            .unwrap();
+        let reader = std::thread::spawn(move || {
+            (0..3)
+                .map(|_| rx.recv_timeout(Duration::from_secs(10)).map(|f| f.got))
+                .collect::<Vec<_>>()
+        });
+        // Buffered first (nothing large came before), then in place.
+        tx.send(Flaky::new(0, false)).unwrap();
+        tx.send(Flaky::new(0, false)).unwrap();
+        for (step, first) in [(5000, true), (-50, false)] {
+            let e = tx.send(Flaky::new(step, first)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Encode, "{e}");
+            assert!(e.to_string().contains("differently"), "{e}");
+        }
+        tx.send(Flaky::new(0, false)).unwrap();
+        let got = reader.join().unwrap();
+        for g in got {
+            assert_eq!(g.unwrap(), (BIG, 1000), "only whole records were published");
         }
     });
 }

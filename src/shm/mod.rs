@@ -165,6 +165,54 @@ pub(crate) struct Writer {
     full_at: Option<u64>,
 }
 
+/// What [`Writer::try_write_with`]'s `fill` returned, and how much it
+/// wrote against the length reserved ([`Slot::written`]).
+pub(crate) type Filled<R, E> = (Result<R, E>, std::cmp::Ordering);
+
+/// A record's payload being written in place ([`Writer::try_write_with`]):
+/// bytes go straight into the ring, up to the length reserved.
+#[derive(Debug)]
+pub(crate) struct Slot<'a> {
+    region: &'a Region,
+    /// Where the next byte goes.
+    at: usize,
+    /// Bytes of the reserved length not yet written.
+    room: usize,
+    /// A write went past the reserved length (and was refused).
+    overran: bool,
+}
+
+impl Slot<'_> {
+    /// What was written against the length reserved: `Equal` when exactly
+    /// it, `Less` when short of it, `Greater` when a write tried to pass it.
+    pub(crate) fn written(&self) -> std::cmp::Ordering {
+        match (self.overran, self.room) {
+            (true, _) => std::cmp::Ordering::Greater,
+            (false, 0) => std::cmp::Ordering::Equal,
+            (false, _) => std::cmp::Ordering::Less,
+        }
+    }
+}
+
+impl std::io::Write for Slot<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let Some(room) = self.room.checked_sub(data.len()) else {
+            self.overran = true;
+            return Err(std::io::Error::other(
+                "the value encoded to more bytes than it did a moment before",
+            ));
+        };
+        self.region.write(self.at, data);
+        self.at += data.len();
+        self.room = room;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The consuming end of a ring.
 #[derive(Debug)]
 pub(crate) struct Reader {
@@ -259,7 +307,53 @@ impl Writer {
         self.publish(&[], len, OUT_OF_LINE)
     }
 
+    /// Publishes a record of `len` bytes that `fill` writes in place, if
+    /// there is room: no copy of the payload before the ring. `Ok(None)`
+    /// if the ring is full (`fill` not called); otherwise what `fill`
+    /// returned, and the record is published only if that is `Ok` and
+    /// `fill` wrote exactly `len` bytes (see [`Slot::written`]).
+    pub(crate) fn try_write_with<R, E>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut Slot<'_>) -> Result<R, E>,
+    ) -> Result<Option<Filled<R, E>>, RingError> {
+        if len > self.max_message() {
+            return Err(RingError::TooLarge {
+                len,
+                max: self.max_message(),
+            });
+        }
+        let Some((at, needed)) = self.reserve(len)? else {
+            return Ok(None);
+        };
+        let mut slot = Slot {
+            region: &self.region,
+            at: DATA + at + RECORD_HEADER,
+            room: len,
+            overran: false,
+        };
+        let filled = fill(&mut slot);
+        let written = slot.written();
+        if filled.is_ok() && written.is_eq() {
+            self.commit(at, needed, len as u32, 0);
+        }
+        Ok(Some((filled, written)))
+    }
+
     fn publish(&mut self, payload: &[u8], len: u32, flags: u32) -> Result<bool, RingError> {
+        let Some((at, needed)) = self.reserve(payload.len())? else {
+            return Ok(false);
+        };
+        self.region.write(DATA + at + RECORD_HEADER, payload);
+        self.commit(at, needed, len, flags);
+        Ok(true)
+    }
+
+    /// Finds room for a record of `payload` bytes past our position
+    /// (writing a wrap marker if it must start over at the beginning):
+    /// where its header goes and how far the record moves our position.
+    /// Nothing is visible to the reader until [`commit`](Writer::commit).
+    fn reserve(&mut self, payload: usize) -> Result<Option<(usize, usize)>, RingError> {
         if self.region.u32_at(OFF_READER_GONE).load(Ordering::Acquire) != 0 {
             return Err(RingError::ReaderGone);
         }
@@ -273,7 +367,7 @@ impl Writer {
         }
         let free = self.cap - used as usize;
         let off = (self.tail % self.cap as u64) as usize;
-        let record = RECORD_HEADER + pad8(payload.len());
+        let record = RECORD_HEADER + pad8(payload);
         let to_end = self.cap - off;
         let needed = if record <= to_end {
             record
@@ -282,7 +376,7 @@ impl Writer {
         };
         if needed > free {
             self.full_at = Some(head);
-            return Ok(false);
+            return Ok(None);
         }
         let mut at = off;
         if record > to_end {
@@ -290,11 +384,16 @@ impl Writer {
             self.region.write(DATA + at, &WRAP.to_le_bytes());
             at = 0;
         }
+        Ok(Some((at, needed)))
+    }
+
+    /// Publishes the record reserved at `at`: its header, then our new
+    /// position, then a wake-up if the reader sleeps.
+    fn commit(&mut self, at: usize, needed: usize, len: u32, flags: u32) {
         let mut header = [0u8; RECORD_HEADER];
         header[..4].copy_from_slice(&len.to_le_bytes());
         header[4..].copy_from_slice(&flags.to_le_bytes());
         self.region.write(DATA + at, &header);
-        self.region.write(DATA + at + RECORD_HEADER, payload);
         self.tail += needed as u64;
         // SeqCst pairs with the reader's "set waiting, re-check tail": one of
         // the two sees the other, so no wake-up is lost.
@@ -305,7 +404,6 @@ impl Writer {
         signal_if_armed(&self.region, OFF_READER_POLLING, || {
             ready::signal(self.efds.data.as_fd())
         });
-        Ok(true)
     }
 
     /// Tells the reader no more messages come (after those published).

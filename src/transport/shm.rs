@@ -236,6 +236,44 @@ impl Conn {
         }
     }
 
+    /// Writes a message of `len` bytes that `fill` encodes in place in the
+    /// ring (no copy before the ring: `channel::sender::direct`).
+    /// `Ok(Some(r))` once `fill` ran: the message is published only if `r`
+    /// is `Ok` and `fill` wrote exactly `len` bytes (else `Ok(Some(Err))`,
+    /// nothing published, with `differently`'s error when the length was
+    /// not kept); `Ok(None)` if the ring carries no message of `len` bytes
+    /// inline (it travels out of line, copied); `WouldBlock` while the
+    /// ring is full.
+    pub(crate) fn shm_write_with(
+        &self,
+        len: usize,
+        fill: impl FnOnce(&mut shm::Slot<'_>) -> crate::Result<()>,
+        differently: impl FnOnce() -> Error,
+    ) -> io::Result<Option<crate::Result<()>>> {
+        let Some(tx) = self.rings().and_then(|r| r.tx.as_ref()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "this end does not send",
+            ));
+        };
+        use std::cmp::Ordering::{Equal, Greater};
+        let mut w = ring(tx);
+        if len > w.max_message() {
+            return Ok(None);
+        }
+        match w.try_write_with(len, fill) {
+            Ok(Some((Ok(()), Equal))) if self.reader_died() => {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            Ok(Some((Ok(()), Equal))) => Ok(Some(Ok(()))),
+            Ok(Some((Ok(()), _) | (Err(_), Greater))) => Ok(Some(Err(differently()))),
+            Ok(Some((Err(e), _))) => Ok(Some(Err(e))),
+            Ok(None) if !self.peer_alive() => Err(io::ErrorKind::BrokenPipe.into()),
+            Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) => Err(ring_error(e)),
+        }
+    }
+
     /// Sends a message too large for the ring: a sealed memfd over the side
     /// socket, then a payload-less record that announces it.
     pub(super) fn write_out_of_line(&self, bytes: &[u8]) -> io::Result<usize> {

@@ -24,6 +24,7 @@ use super::{Payload, SendCore};
 use crate::channel::gate::Wait;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
+use crate::transport::Transport;
 
 /// A frame at least this long makes the sender's next blocking send try
 /// this path.
@@ -119,15 +120,26 @@ impl Write for Direct<'_> {
     }
 }
 
+fn differently() -> Error {
+    Error::new(
+        ErrorKind::Encode,
+        "the value encoded differently the second time (a Serialize impl that is not \
+         deterministic)",
+    )
+}
+
 /// Sends `payload` this way; `None` when it is not worth it (the message
 /// is small after all, carries descriptors, or does not encode: the
 /// buffered path then sends it, or reports why not).
-pub(super) fn send(core: &SendCore, payload: &impl Payload) -> Option<Result<()>> {
+pub(super) fn send(core: &SendCore, wait: Wait, payload: &impl Payload) -> Option<Result<()>> {
     let mut count = Count(0);
     let (counted, fds) = crate::fd::collecting(0, || payload.write_to(core.codec, &mut count));
     let len = count.0;
     if counted.is_err() || !fds.is_empty() || len < LARGE || len > core.max_frame {
         return None;
+    }
+    if core.conn.transport() == Transport::Shm {
+        return into_ring(core, wait, payload, len);
     }
     let mut w = Direct {
         core,
@@ -140,13 +152,6 @@ pub(super) fn send(core: &SendCore, payload: &impl Payload) -> Option<Result<()>
     w.pending
         .extend_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
     let (encoded, fds) = crate::fd::collecting(0, || payload.write_to(core.codec, &mut w));
-    let differently = || {
-        Error::new(
-            ErrorKind::Encode,
-            "the value encoded differently the second time (a Serialize impl that is not \
-             deterministic)",
-        )
-    };
     let encoded = match encoded {
         Ok(()) if w.room == 0 && fds.is_empty() => w.put(&[]).map_err(|_| None),
         Ok(()) => Err(Some(differently())),
@@ -184,4 +189,44 @@ pub(super) fn send(core: &SendCore, payload: &impl Payload) -> Option<Result<()>
 
 fn write_failed() -> Error {
     Error::new(ErrorKind::Io, "writing a large frame failed")
+}
+
+/// A shared-memory send: the message encoded straight into its record in
+/// the ring (a value that encodes differently the second time leaves
+/// nothing behind: a record is published only whole). `None` if it is too
+/// large for the ring (it then travels out of line).
+fn into_ring(
+    core: &SendCore,
+    wait: Wait,
+    payload: &impl Payload,
+    len: usize,
+) -> Option<Result<()>> {
+    loop {
+        let fill = |slot: &mut crate::shm::Slot<'_>| {
+            let (r, fds) = crate::fd::collecting(0, || payload.write_to(core.codec, slot));
+            if fds.is_empty() {
+                r
+            } else {
+                Err(differently())
+            }
+        };
+        match core.conn.shm_write_with(len, fill, differently) {
+            Ok(None) => return None,
+            Ok(Some(r)) => return Some(r),
+            Err(e) if sys::would_block(&e) => {
+                if wait.expired() {
+                    // As the buffered path: a try_send arms the readiness
+                    // descriptor and looks once more.
+                    if matches!(wait, Wait::Never) && core.conn.arm_write() {
+                        continue;
+                    }
+                    return Some(Err(super::not_now(wait)));
+                }
+                if let Err(e) = core.wait_writable(wait) {
+                    return Some(Err(e));
+                }
+            }
+            Err(e) => return Some(Err(core.write_error(e))),
+        }
+    }
 }

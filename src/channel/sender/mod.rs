@@ -138,10 +138,13 @@ impl SendCore {
         // A frame that a `try_send` or timeout left half-written goes first.
         self.finish(out, wait)?;
         if fds.is_empty()
-            && matches!(wait, Wait::Block)
             && self.large.load(Ordering::Relaxed)
-            && matches!(self.conn.transport(), Transport::Pipe | Transport::Stream)
-            && let Some(sent) = direct::send(self, payload)
+            && match self.conn.transport() {
+                Transport::Pipe | Transport::Stream => matches!(wait, Wait::Block),
+                Transport::Shm => true,
+                _ => false,
+            }
+            && let Some(sent) = direct::send(self, wait, payload)
         {
             return sent;
         }
