@@ -111,7 +111,7 @@
 //! | `send`, `send_with_fds` | [`SendError<T>`] | `Disconnected(T, Error)`, `Other(T, Error)` |
 //! | `try_send` | [`TrySendError<T>`] | `Full(T)`, `Disconnected(T, Error)`, `Other(T, Error)` |
 //! | `send_timeout`, `send_deadline` | [`SendTimeoutError<T>`] | `Timeout(T)`, `Disconnected(T, Error)`, `Other(T, Error)` |
-//! | `recv`, `recv_with_fds`, `recv_raw`, iterators | [`RecvError`] | `Disconnected(Error)`, `Other(Error)` |
+//! | `recv`, `recv_with_fds`, `recv_with`, `recv_raw`, iterators | [`RecvError`] | `Disconnected(Error)`, `Other(Error)` |
 //! | `try_recv` | [`TryRecvError`] | `Empty`, `Disconnected(Error)`, `Other(Error)` |
 //! | `recv_timeout`, `recv_deadline` | [`RecvTimeoutError`] | `Timeout`, `Disconnected(Error)`, `Other(Error)` |
 //! | everything else (building channels, processes, RPC, pools, endpoints) | [`Error`] | [`Error::kind`] |
@@ -121,6 +121,17 @@
 //! Every type converts into [`Error`] and `std::io::Error`, so `?` works in
 //! functions returning [`Result`], and answers `kind()` and
 //! `is_disconnected()` like an [`Error`].
+//!
+//! # Large messages without copies
+//!
+//! A message is copied once on each side of the kernel (or of a
+//! shared-memory ring), as plain `write` and `read` calls copy it:
+//! [`Receiver::recv_with`] hands over a [`Received`] view that decodes into
+//! borrowing types (`&[u8]` for a [`ByteBuf`], `&str`) in the receive
+//! buffer, and after a frame of 64 KiB or more a blocking send writes the
+//! value's large byte slices from the caller's memory (on a pipe or stream
+//! socket) or encodes it straight into the ring. A plain [`Receiver::recv`]
+//! adds one copy, into the new value it returns.
 //!
 //! # Hazards, and what procwire does about them
 //!
