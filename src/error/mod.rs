@@ -107,7 +107,11 @@ pub enum ErrorKind {
 /// assert_eq!(io.kind(), std::io::ErrorKind::BrokenPipe);
 /// # Ok::<(), procwire::Error>(())
 /// ```
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+/// Behind one pointer, so that a `Result` of a small value stays small: the
+/// success path of every send and receive moves it.
+struct Inner {
     kind: ErrorKind,
     message: String,
     source: Option<io::Error>,
@@ -128,12 +132,12 @@ impl Error {
     /// assert_eq!(e.to_string(), "the task failed: no such file");
     /// ```
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
+        Error(Box::new(Inner {
             kind,
             message: message.into(),
             source: None,
             status: None,
-        }
+        }))
     }
 
     /// Wraps an OS error, choosing the kind from it and prefixing `context`
@@ -150,22 +154,22 @@ impl Error {
             io::ErrorKind::TimedOut => ErrorKind::Timeout,
             _ => ErrorKind::Io,
         };
-        Error {
+        Error(Box::new(Inner {
             kind,
             message: context.to_owned(),
             source: Some(e),
             status: None,
-        }
+        }))
     }
 
     /// Wraps an OS error under a kind chosen by the caller.
     pub(crate) fn io_as(kind: ErrorKind, context: &str, e: io::Error) -> Error {
-        Error {
+        Error(Box::new(Inner {
             kind,
             message: context.to_owned(),
             source: Some(e),
             status: None,
-        }
+        }))
     }
 
     /// This error, with the exit status of the process it is about
@@ -177,14 +181,14 @@ impl Error {
     /// Attaches the exit status of the peer process.
     pub(crate) fn with_status(mut self, status: Option<std::process::ExitStatus>) -> Error {
         if status.is_some() {
-            self.status = status;
+            self.0.status = status;
         }
         self
     }
 
     /// Adds to the message what happened to the peer process.
     pub(crate) fn because(mut self, why: &str) -> Error {
-        self.message = format!("{}: {why}", self.message);
+        self.0.message = format!("{}: {why}", self.0.message);
         self
     }
 
@@ -206,41 +210,42 @@ impl Error {
     /// A copy of this error for another waiter (the OS error underneath is
     /// kept as its kind and message).
     pub(crate) fn duplicate(&self) -> Error {
-        Error {
-            kind: self.kind,
-            message: self.message.clone(),
+        Error(Box::new(Inner {
+            kind: self.0.kind,
+            message: self.0.message.clone(),
             source: self
+                .0
                 .source
                 .as_ref()
                 .map(|e| io::Error::new(e.kind(), e.to_string())),
-            status: self.status,
-        }
+            status: self.0.status,
+        }))
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The operating-system error underneath, if there is one.
     pub fn io_error(&self) -> Option<&io::Error> {
-        self.source.as_ref()
+        self.0.source.as_ref()
     }
 
     /// How the peer process ended, when the channel watches it (see
     /// [`Duplex::supervise`](crate::Duplex::supervise)) and it has.
     pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
-        self.status
+        self.0.status
     }
 
     /// Whether the peer is gone ([`ErrorKind::Disconnected`]).
     pub fn is_disconnected(&self) -> bool {
-        self.kind == ErrorKind::Disconnected
+        self.0.kind == ErrorKind::Disconnected
     }
 
     /// Whether a deadline passed ([`ErrorKind::Timeout`]).
     pub fn is_timeout(&self) -> bool {
-        self.kind == ErrorKind::Timeout
+        self.0.kind == ErrorKind::Timeout
     }
 }
 
@@ -266,11 +271,11 @@ pub(crate) fn human(bytes: u64) -> String {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind).field("message", &self.message);
-        if let Some(s) = &self.source {
+        d.field("kind", &self.0.kind).field("message", &self.0.message);
+        if let Some(s) = &self.0.source {
             d.field("source", s);
         }
-        if let Some(s) = &self.status {
+        if let Some(s) = &self.0.status {
             d.field("status", s);
         }
         d.finish()
@@ -279,8 +284,8 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(s) = &self.source {
+        f.write_str(&self.0.message)?;
+        if let Some(s) = &self.0.source {
             write!(f, ": {s}")?;
         }
         Ok(())
@@ -302,7 +307,7 @@ impl From<io::Error> for Error {
 
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
-        let kind = match e.kind {
+        let kind = match e.0.kind {
             ErrorKind::Disconnected | ErrorKind::PeerExited => io::ErrorKind::BrokenPipe,
             ErrorKind::Remote => io::ErrorKind::Other,
             ErrorKind::Cancelled => io::ErrorKind::Interrupted,
@@ -316,7 +321,7 @@ impl From<Error> for io::Error {
             ErrorKind::Unsupported => io::ErrorKind::Unsupported,
             ErrorKind::AddrInUse => io::ErrorKind::AddrInUse,
             ErrorKind::Refused => io::ErrorKind::PermissionDenied,
-            ErrorKind::Io => match &e.source {
+            ErrorKind::Io => match &e.0.source {
                 Some(s) => s.kind(),
                 None => io::ErrorKind::Other,
             },
@@ -328,6 +333,11 @@ impl From<Error> for io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_is_one_pointer_so_results_stay_small() {
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
 
     #[test]
     fn sizes_read_like_a_person_wrote_them() {
