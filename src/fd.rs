@@ -64,10 +64,19 @@ struct Outgoing {
 struct Encoding {
     depth: usize,
     first: usize,
+    /// Whether it has an entry in `OUTGOING` (so that one without
+    /// descriptors never touches it).
+    collected: bool,
 }
 
 thread_local! {
-    static ENCODING: Cell<Encoding> = const { Cell::new(Encoding { depth: 0, first: 0 }) };
+    static ENCODING: Cell<Encoding> = const {
+        Cell::new(Encoding {
+            depth: 0,
+            first: 0,
+            collected: false,
+        })
+    };
     /// Descriptors collected on this thread, innermost encoding last; only
     /// touched when a message holds an `Fd` or an end refuses to travel.
     static OUTGOING: RefCell<Vec<Outgoing>> = const { RefCell::new(Vec::new()) };
@@ -79,16 +88,22 @@ thread_local! {
 /// and what this one collected is taken out.
 struct Nested {
     outer: Encoding,
-    depth: usize,
+    ended: bool,
 }
 
 impl Nested {
-    /// What the encoding at `self.depth` collected, if anything.
-    fn take(&self) -> Option<Outgoing> {
+    /// Makes the outer encoding current again; what this one collected, if
+    /// anything.
+    fn end(&mut self) -> Option<Outgoing> {
+        self.ended = true;
+        let mine = ENCODING.with(|e| e.replace(self.outer));
+        if !mine.collected {
+            return None;
+        }
         OUTGOING.with(|o| {
             let mut o = o.borrow_mut();
             o.last()
-                .is_some_and(|m| m.depth == self.depth)
+                .is_some_and(|m| m.depth == mine.depth)
                 .then(|| o.pop())?
         })
     }
@@ -96,9 +111,10 @@ impl Nested {
 
 impl Drop for Nested {
     fn drop(&mut self) {
-        ENCODING.with(|e| e.set(self.outer));
         // After a panic inside the encoding: forget what it collected.
-        drop(self.take());
+        if !self.ended {
+            drop(self.end());
+        }
     }
 }
 
@@ -110,19 +126,21 @@ pub(crate) fn collecting(
     first: usize,
     encode: impl FnOnce() -> crate::Result<()>,
 ) -> (crate::Result<()>, Vec<OwnedFd>) {
-    let outer = ENCODING.with(Cell::get);
-    let nested = Nested {
-        outer,
-        depth: outer.depth + 1,
-    };
-    ENCODING.with(|e| {
+    let outer = ENCODING.with(|e| {
+        let outer = e.get();
         e.set(Encoding {
-            depth: nested.depth,
+            depth: outer.depth + 1,
             first,
-        })
+            collected: false,
+        });
+        outer
     });
+    let mut nested = Nested {
+        outer,
+        ended: false,
+    };
     let r = encode();
-    match nested.take() {
+    match nested.end() {
         Some(Outgoing {
             refused: Some(why), ..
         }) if r.is_err() => (Err(why), Vec::new()),
@@ -134,10 +152,17 @@ pub(crate) fn collecting(
 /// The current encoding's collection, made on first use; `None` outside
 /// any encoding.
 fn with_outgoing<R>(f: impl FnOnce(&mut Outgoing) -> R) -> Option<R> {
-    let Encoding { depth, first } = ENCODING.with(Cell::get);
+    let enc = ENCODING.with(Cell::get);
+    let Encoding { depth, first, .. } = enc;
     if depth == 0 {
         return None;
     }
+    ENCODING.with(|e| {
+        e.set(Encoding {
+            collected: true,
+            ..enc
+        })
+    });
     OUTGOING.with(|o| {
         let mut o = o.borrow_mut();
         if o.last().is_none_or(|m| m.depth != depth) {
