@@ -362,19 +362,25 @@ pub fn peer(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `procwire __roundtrips raw|wire TRANSPORT SIZE COUNT [thread]`: exactly
+/// `procwire __roundtrips raw|wire TRANSPORT SIZE COUNT [thread] [borrow]`: exactly
 /// COUNT round trips against an echoing peer, both processes on CPU 0, and
 /// nothing else; what `scripts/syscalls` and `scripts/instructions` count
 /// (they subtract a run with COUNT 0, which leaves the set-up out). With
 /// `thread` the peer is a thread of this process, for callgrind, which
 /// counts the same user-space instructions either way but cannot follow
-/// procwire's fork (valgrind 3.19 lacks pidfd_open).
+/// procwire's fork (valgrind 3.19 lacks pidfd_open). With `borrow`,
+/// procwire receives with `recv_with` (as `bench --borrow`).
 pub fn roundtrips(args: &[String]) -> Result<()> {
-    let (side, transport, size, count, thread) = match args {
-        [a, b, c, d] => (a, b, c, d, false),
-        [a, b, c, d, e] if e == "thread" => (a, b, c, d, true),
-        _ => anyhow::bail!("__roundtrips raw|wire TRANSPORT SIZE COUNT [thread]"),
+    let usage = "__roundtrips raw|wire TRANSPORT SIZE COUNT [thread] [borrow]";
+    let [side, transport, size, count, flags @ ..] = args else {
+        anyhow::bail!("{usage}");
     };
+    let thread = flags.iter().any(|f| f == "thread");
+    super::link::set_borrowing(flags.iter().any(|f| f == "borrow"));
+    anyhow::ensure!(
+        flags.iter().all(|f| f == "thread" || f == "borrow"),
+        "{usage}"
+    );
     let t = <Transport as clap::ValueEnum>::from_str(transport, true)
         .map_err(|e| anyhow::anyhow!("{transport}: {e}"))?;
     let side = match (side.as_str(), t.wait()) {
