@@ -37,8 +37,10 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use crate::sys::ready;
 
+mod slot;
 mod wait;
 use crate::sys::shm::{Region, futex_wake};
+pub(crate) use slot::Slot;
 pub use wait::ShmWait;
 pub(crate) use wait::Waited;
 use wait::{Spins, adaptive_wait};
@@ -165,54 +167,6 @@ pub(crate) struct Writer {
     full_at: Option<u64>,
 }
 
-/// What [`Writer::try_write_with`]'s `fill` returned, and how much it
-/// wrote against the length reserved ([`Slot::written`]).
-pub(crate) type Filled<R, E> = (Result<R, E>, std::cmp::Ordering);
-
-/// A record's payload being written in place ([`Writer::try_write_with`]):
-/// bytes go straight into the ring, up to the length reserved.
-#[derive(Debug)]
-pub(crate) struct Slot<'a> {
-    region: &'a Region,
-    /// Where the next byte goes.
-    at: usize,
-    /// Bytes of the reserved length not yet written.
-    room: usize,
-    /// A write went past the reserved length (and was refused).
-    overran: bool,
-}
-
-impl Slot<'_> {
-    /// What was written against the length reserved: `Equal` when exactly
-    /// it, `Less` when short of it, `Greater` when a write tried to pass it.
-    pub(crate) fn written(&self) -> std::cmp::Ordering {
-        match (self.overran, self.room) {
-            (true, _) => std::cmp::Ordering::Greater,
-            (false, 0) => std::cmp::Ordering::Equal,
-            (false, _) => std::cmp::Ordering::Less,
-        }
-    }
-}
-
-impl std::io::Write for Slot<'_> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let Some(room) = self.room.checked_sub(data.len()) else {
-            self.overran = true;
-            return Err(std::io::Error::other(
-                "the value encoded to more bytes than it did a moment before",
-            ));
-        };
-        self.region.write(self.at, data);
-        self.at += data.len();
-        self.room = room;
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The consuming end of a ring.
 #[derive(Debug)]
 pub(crate) struct Reader {
@@ -305,39 +259,6 @@ impl Writer {
     /// memfd was sent already); `Ok(false)` if the ring is full.
     pub(crate) fn try_write_out_of_line(&mut self, len: u32) -> Result<bool, RingError> {
         self.publish(&[], len, OUT_OF_LINE)
-    }
-
-    /// Publishes a record of `len` bytes that `fill` writes in place, if
-    /// there is room: no copy of the payload before the ring. `Ok(None)`
-    /// if the ring is full (`fill` not called); otherwise what `fill`
-    /// returned, and the record is published only if that is `Ok` and
-    /// `fill` wrote exactly `len` bytes (see [`Slot::written`]).
-    pub(crate) fn try_write_with<R, E>(
-        &mut self,
-        len: usize,
-        fill: impl FnOnce(&mut Slot<'_>) -> Result<R, E>,
-    ) -> Result<Option<Filled<R, E>>, RingError> {
-        if len > self.max_message() {
-            return Err(RingError::TooLarge {
-                len,
-                max: self.max_message(),
-            });
-        }
-        let Some((at, needed)) = self.reserve(len)? else {
-            return Ok(None);
-        };
-        let mut slot = Slot {
-            region: &self.region,
-            at: DATA + at + RECORD_HEADER,
-            room: len,
-            overran: false,
-        };
-        let filled = fill(&mut slot);
-        let written = slot.written();
-        if filled.is_ok() && written.is_eq() {
-            self.commit(at, needed, len as u32, 0);
-        }
-        Ok(Some((filled, written)))
     }
 
     fn publish(&mut self, payload: &[u8], len: u32, flags: u32) -> Result<bool, RingError> {
@@ -637,46 +558,12 @@ pub(crate) enum Record {
     OutOfLine(usize),
 }
 
-/// For the fuzzer ([`crate::fuzz::shm_ring`]): `data`'s first 16 bytes as
-/// the tail and head a hostile peer stores, the rest over the data area;
-/// then read until an error or nothing more.
-#[cfg(feature = "unstable")]
-pub(crate) fn fuzz_read(data: &[u8]) {
-    let cap = MIN_CAPACITY;
-    let Ok(region) = Region::create(region_len(cap)) else {
-        return;
-    };
-    init(&region, cap);
-    let word = |i: usize| {
-        let mut b = [0u8; 8];
-        let part = data.get(i * 8..).unwrap_or_default();
-        let n = part.len().min(8);
-        b[..n].copy_from_slice(&part[..n]);
-        u64::from_le_bytes(b)
-    };
-    let (tail, head) = (word(0), word(1) % (4 * cap as u64));
-    let body = data.get(16..).unwrap_or_default();
-    scribble(&region, tail, head, 0, &body[..body.len().min(cap)]);
-    let Ok(efds) = Efds::new() else { return };
-    let mut r = Reader::new(region, cap, ShmWait::Adaptive, efds);
-    let mut out = Vec::new();
-    for _ in 0..64 {
-        match r.try_read(&mut out) {
-            Ok(Some(Record::Inline(n))) => assert!(n <= cap && n <= out.len()),
-            Ok(Some(Record::OutOfLine(_))) => {}
-            Ok(None) | Err(_) => break,
-        }
-        assert!(out.len() <= cap, "more than the ring holds");
-    }
-}
-
-/// For tests and fuzzing: the header fields a hostile peer can scribble on.
 #[cfg(any(test, feature = "unstable"))]
-fn scribble(region: &Region, tail: u64, head: u64, at: usize, bytes: &[u8]) {
-    region.u64_at(OFF_TAIL).store(tail, Ordering::SeqCst);
-    region.u64_at(OFF_HEAD).store(head, Ordering::SeqCst);
-    region.write(DATA + at, bytes);
-}
+mod hostile;
+#[cfg(feature = "unstable")]
+pub(crate) use hostile::fuzz_read;
+#[cfg(test)]
+use hostile::scribble;
 
 #[cfg(test)]
 mod tests;

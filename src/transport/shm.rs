@@ -330,30 +330,22 @@ impl Conn {
         let Some(s) = self.rings() else {
             return Ok(None);
         };
-        let mut cap = 0;
-        let tx = match &s.tx {
-            Some(tx) => {
-                let w = ring(tx);
-                cap = w.region().len() - shm::DATA;
-                Some(ring_parts(
-                    w.region().fd().try_clone()?,
-                    w.efds().try_clone()?,
-                ))
-            }
-            None => None,
+        let parts = |region: &sys::shm::Region, efds: &shm::Efds| -> io::Result<_> {
+            let copies = ring_parts(region.fd().try_clone()?, efds.try_clone()?);
+            Ok((region.len() - shm::DATA, copies))
         };
-        let rx = match &s.rx {
-            Some(rx) => {
-                let r = ring(rx);
-                cap = r.region().len() - shm::DATA;
-                Some(ring_parts(
-                    r.region().fd().try_clone()?,
-                    r.efds().try_clone()?,
-                ))
-            }
-            None => None,
-        };
-        Ok(Some((tx, rx, cap)))
+        let tx = s.tx.as_ref().map(|tx| {
+            let w = ring(tx);
+            parts(w.region(), w.efds())
+        });
+        let rx = s.rx.as_ref().map(|rx| {
+            let r = ring(rx);
+            parts(r.region(), r.efds())
+        });
+        let (tx, rx) = (tx.transpose()?, rx.transpose()?);
+        // Both rings of an end have the same capacity.
+        let cap = rx.as_ref().or(tx.as_ref()).map_or(0, |(cap, _)| *cap);
+        Ok(Some((tx.map(|(_, p)| p), rx.map(|(_, p)| p), cap)))
     }
 
     /// A shared-memory end received in a message: maps the rings, checking

@@ -18,6 +18,8 @@ use crate::sys::{self, Interest};
 use crate::transport::{Conn, Transport, Waited};
 
 mod direct;
+mod payload;
+use payload::{Encoded, Payload, Value};
 
 /// The sending end of a typed channel.
 ///
@@ -67,43 +69,6 @@ pub(crate) struct SendCore {
     /// Whether the last frame was large (`direct::LARGE` or more): the next
     /// blocking send then tries to write its big slices without a copy.
     large: AtomicBool,
-}
-
-/// What a send puts in its frame: a value encoded with the channel's
-/// codec, or bytes already encoded.
-pub(crate) trait Payload {
-    /// Encodes into the frame buffer.
-    fn fill(&self, codec: CodecKind, out: &mut Vec<u8>) -> Result<()>;
-    /// Encodes into any writer (a large message's direct path).
-    fn write_to(&self, codec: CodecKind, out: &mut dyn io::Write) -> Result<()>;
-}
-
-/// A value, encoded with the channel's codec.
-struct Value<'a, T: ?Sized>(&'a T);
-
-impl<T: Serialize + ?Sized> Payload for Value<'_, T> {
-    fn fill(&self, codec: CodecKind, out: &mut Vec<u8>) -> Result<()> {
-        codec.encode(self.0, out)
-    }
-
-    fn write_to(&self, codec: CodecKind, out: &mut dyn io::Write) -> Result<()> {
-        codec.encode_into(self.0, out)
-    }
-}
-
-/// Bytes already encoded (a task's argument).
-struct Encoded<'a>(&'a [u8]);
-
-impl Payload for Encoded<'_> {
-    fn fill(&self, _: CodecKind, out: &mut Vec<u8>) -> Result<()> {
-        out.extend_from_slice(self.0);
-        Ok(())
-    }
-
-    fn write_to(&self, _: CodecKind, out: &mut dyn io::Write) -> Result<()> {
-        out.write_all(self.0)
-            .map_err(|e| Error::io("encoding a message", e))
-    }
 }
 
 impl SendCore {
