@@ -128,7 +128,7 @@
 //! shared-memory ring), as plain `write` and `read` calls copy it:
 //! [`Receiver::recv_with`] hands over a [`Received`] view that decodes into
 //! borrowing types (`&[u8]` for a [`ByteBuf`], `&str`) in the receive
-//! buffer, and after a frame of 64 KiB or more a blocking send writes the
+//! buffer, and after a frame of 4 KiB or more a blocking send writes the
 //! value's large byte slices from the caller's memory (on a pipe or stream
 //! socket) or encodes it straight into the ring. A plain [`Receiver::recv`]
 //! adds one copy, into the new value it returns.

@@ -69,6 +69,17 @@ impl Outgoing {
         Ok(())
     }
 
+    /// The frame buffer, emptied, for a frame written as it is encoded (a
+    /// large message's direct path): reused, so that path allocates
+    /// nothing either. Must not be called while a frame is still pending.
+    pub(crate) fn scratch(&mut self) -> &mut Vec<u8> {
+        debug_assert!(!self.is_pending());
+        self.buf.clear();
+        self.sent = 0;
+        self.ready = false;
+        &mut self.buf
+    }
+
     /// Makes the pending frame a heartbeat: the prefix [`HEARTBEAT`] alone.
     /// Must not be called while a frame is still pending.
     pub(crate) fn heartbeat(&mut self) {

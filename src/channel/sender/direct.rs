@@ -23,14 +23,15 @@ use std::io::{self, IoSlice, Write};
 use super::{Payload, SendCore};
 use crate::channel::gate::Wait;
 use crate::error::{Error, ErrorKind, Result};
+use crate::frame::Outgoing;
 use crate::sys;
 use crate::transport::Transport;
 
 /// A frame at least this long makes the sender's next blocking send try
 /// this path.
-pub(super) const LARGE: usize = 64 << 10;
+pub(super) const LARGE: usize = 4 << 10;
 /// A slice at least this long is written from where it is, not copied.
-const CHUNK: usize = 16 << 10;
+const CHUNK: usize = 2 << 10;
 
 /// Counts what an encoding writes, keeping nothing.
 struct Count(usize);
@@ -49,8 +50,9 @@ impl Write for Count {
 /// Writes a frame of a known length as its encoding produces it.
 struct Direct<'a> {
     core: &'a SendCore,
-    /// Small pieces not yet written (the length prefix first).
-    pending: Vec<u8>,
+    /// Small pieces not yet written (the length prefix first): the frame
+    /// buffer, reused.
+    pending: &'a mut Vec<u8>,
     /// Bytes of the frame not yet handed over (written or pending).
     room: usize,
     /// Bytes of the frame written.
@@ -131,7 +133,12 @@ fn differently() -> Error {
 /// Sends `payload` this way; `None` when it is not worth it (the message
 /// is small after all, carries descriptors, or does not encode: the
 /// buffered path then sends it, or reports why not).
-pub(super) fn send(core: &SendCore, wait: Wait, payload: &impl Payload) -> Option<Result<()>> {
+pub(super) fn send(
+    core: &SendCore,
+    out: &mut Outgoing,
+    wait: Wait,
+    payload: &impl Payload,
+) -> Option<Result<()>> {
     let mut count = Count(0);
     let (counted, fds) = crate::fd::collecting(0, || payload.write_to(core.codec, &mut count));
     let len = count.0;
@@ -143,7 +150,7 @@ pub(super) fn send(core: &SendCore, wait: Wait, payload: &impl Payload) -> Optio
     }
     let mut w = Direct {
         core,
-        pending: Vec::with_capacity(2 * CHUNK + crate::frame::HEADER_LEN),
+        pending: out.scratch(),
         room: len,
         went: 0,
         failed: None,

@@ -109,7 +109,7 @@ impl SendCore {
                 Transport::Shm => true,
                 _ => false,
             }
-            && let Some(sent) = direct::send(self, wait, payload)
+            && let Some(sent) = direct::send(self, out, wait, payload)
         {
             return sent;
         }
