@@ -165,6 +165,8 @@ pub(crate) struct Writer {
     /// The reader's position when a write last found the ring full: room
     /// has appeared once it moved.
     full_at: Option<u64>,
+    /// The reader's position as this writer last read it.
+    seen_head: u64,
 }
 
 /// The consuming end of a ring.
@@ -180,6 +182,7 @@ pub(crate) struct Reader {
 impl Writer {
     pub(crate) fn new(region: Region, cap: usize, wait: ShmWait, efds: Efds) -> Writer {
         let tail = region.u64_at(OFF_TAIL).load(Ordering::Acquire);
+        let seen_head = region.u64_at(OFF_HEAD).load(Ordering::Acquire);
         Writer {
             region,
             cap,
@@ -187,6 +190,7 @@ impl Writer {
             spins: Spins::with(wait),
             efds,
             full_at: None,
+            seen_head,
         }
     }
 
@@ -278,15 +282,6 @@ impl Writer {
         if self.region.u32_at(OFF_READER_GONE).load(Ordering::Acquire) != 0 {
             return Err(RingError::ReaderGone);
         }
-        let head = self.region.u64_at(OFF_HEAD).load(Ordering::Acquire);
-        let used = self.tail.wrapping_sub(head);
-        if head > self.tail || used > self.cap as u64 {
-            return Err(RingError::Corrupt(format!(
-                "the reader's position {head} is not within {} bytes behind ours ({})",
-                self.cap, self.tail
-            )));
-        }
-        let free = self.cap - used as usize;
         let off = (self.tail % self.cap as u64) as usize;
         let record = RECORD_HEADER + pad8(payload);
         let to_end = self.cap - off;
@@ -295,9 +290,29 @@ impl Writer {
         } else {
             to_end + record
         };
-        if needed > free {
-            self.full_at = Some(head);
-            return Ok(None);
+        // The reader's position as last read: it only moves forward, so
+        // room it shows is there. Read anew (a cache line the reader
+        // writes with every message) only when it shows too little.
+        let mut fresh = false;
+        let mut head = self.seen_head;
+        loop {
+            let used = self.tail.wrapping_sub(head);
+            if head > self.tail || used > self.cap as u64 {
+                return Err(RingError::Corrupt(format!(
+                    "the reader's position {head} is not within {} bytes behind ours ({})",
+                    self.cap, self.tail
+                )));
+            }
+            if needed <= self.cap - used as usize {
+                break;
+            }
+            if fresh {
+                self.full_at = Some(head);
+                return Ok(None);
+            }
+            head = self.region.u64_at(OFF_HEAD).load(Ordering::Acquire);
+            self.seen_head = head;
+            fresh = true;
         }
         let mut at = off;
         if record > to_end {
