@@ -48,6 +48,9 @@ pub struct RawWriter {
     region: Region,
     cap: usize,
     tail: u64,
+    /// The reader's position as last read (it only moves forward): read
+    /// anew only when it shows too little room.
+    seen_head: u64,
     wait: ShmWait,
 }
 
@@ -78,6 +81,7 @@ pub fn raw_ring(capacity: usize, wait: ShmWait) -> io::Result<(RawWriter, RawRea
             region,
             cap,
             tail: 0,
+            seen_head: 0,
             wait,
         },
         RawReader {
@@ -143,9 +147,14 @@ impl RawWriter {
         let need = record_len(msg.len()) as u64;
         let (cap, tail) = (self.cap as u64, self.tail);
         let region = &self.region;
-        wait_until(region, self.wait, OFF_SPACE_SEQ, OFF_WRITER_WAITING, || {
-            cap - tail.wrapping_sub(region.u64_at(OFF_HEAD).load(Ordering::Acquire)) >= need
-        });
+        if cap - tail.wrapping_sub(self.seen_head) < need {
+            let seen = std::cell::Cell::new(self.seen_head);
+            wait_until(region, self.wait, OFF_SPACE_SEQ, OFF_WRITER_WAITING, || {
+                seen.set(region.u64_at(OFF_HEAD).load(Ordering::Acquire));
+                cap - tail.wrapping_sub(seen.get()) >= need
+            });
+            self.seen_head = seen.get();
+        }
         let at = (tail % cap) as usize;
         region.write(DATA + at, &(msg.len() as u64).to_le_bytes());
         copy_in(region, self.cap, (at + 8) % self.cap, msg);
