@@ -295,6 +295,71 @@ fn memcpy_ceiling(quick: bool) -> (f64, f64) {
     (cold, hot)
 }
 
+/// One cache line of 64 bytes, as eight words (the payload is written and
+/// read as atomics, so that two threads may share it in safe Rust).
+#[repr(align(64))]
+#[derive(Default)]
+struct Line([std::sync::atomic::AtomicU64; 8]);
+
+/// One direction of a one-slot ping-pong: a sequence word, and the payload
+/// in the next cache line.
+#[derive(Default)]
+struct Slot {
+    seq: Line,
+    payload: Line,
+}
+
+impl Slot {
+    fn put(&self, n: u64, msg: &[u64; 8]) {
+        use std::sync::atomic::Ordering::{Relaxed, Release};
+        for (w, v) in self.payload.0.iter().zip(msg) {
+            w.store(*v, Relaxed);
+        }
+        self.seq.0[0].store(n, Release);
+    }
+
+    fn take(&self, n: u64, out: &mut [u64; 8]) {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        while self.seq.0[0].load(Acquire) != n {
+            std::hint::spin_loop();
+        }
+        for (v, w) in out.iter_mut().zip(&self.payload.0) {
+            *v = w.load(Relaxed);
+        }
+    }
+}
+
+/// The floor of a spinning ring on this machine: the median round trip of
+/// a one-slot ping-pong of 64 bytes (a sequence word and, in the adjacent
+/// cache line, the payload, each way) between two threads spinning on
+/// CPUs 0 and 1. `None` without a second CPU.
+fn slot_floor(quick: bool) -> Option<u64> {
+    measure::pin_to(Some(0)).ok()?;
+    let slots: std::sync::Arc<[Slot; 2]> = Default::default();
+    let n: u64 = if quick { 20_000 } else { 200_000 };
+    let theirs = std::sync::Arc::clone(&slots);
+    let echo = std::thread::spawn(move || {
+        measure::pin_to(Some(1)).ok()?;
+        let mut msg = [0u64; 8];
+        for i in 1..=n {
+            theirs[0].take(i, &mut msg);
+            theirs[1].put(i, &msg);
+        }
+        Some(())
+    });
+    let mut msg = [7u64; 8];
+    let mut samples = Vec::with_capacity(n as usize);
+    for i in 1..=n {
+        let t = Instant::now();
+        slots[0].put(i, &msg);
+        slots[1].take(i, &mut msg);
+        samples.push(t.elapsed().as_nanos() as u64);
+    }
+    echo.join().ok()??;
+    samples.sort_unstable();
+    Some(samples[samples.len() / 2])
+}
+
 /// Runs the benchmark and prints the table (or JSON).
 pub fn run(cfg: Config) -> Result<()> {
     link::set_borrowing(cfg.borrow);
@@ -395,6 +460,20 @@ pub fn run(cfg: Config) -> Result<()> {
         );
     }
     adaptive_summary(&rows);
+    if let Some(ring) = rows
+        .iter()
+        .find(|r| r.baseline == "raw ring spin" && r.size == 64)
+        && let Some(floor) = slot_floor(cfg.quick)
+    {
+        println!(
+            "\nfloor: one-slot spin ping-pong of 64 B (sequence word and payload in adjacent \
+             cache lines), threads on CPUs 0 and 1: {} a round trip; the raw ring spin: {} \
+             ({:.2}x)",
+            micros(floor),
+            micros(ring.baseline_median_ns),
+            ring.baseline_median_ns as f64 / floor.max(1) as f64
+        );
+    }
     let (mib, hot) = memcpy_ceiling(cfg.quick);
     println!(
         "\nceiling: memcpy of 1 MiB, cache-hot, in this process: {hot:.0} MiB/s; from memory (64 MiB): {mib:.0} MiB/s"
