@@ -220,19 +220,11 @@ fn into_ring(
         match core.conn.shm_write_with(len, fill, differently) {
             Ok(None) => return None,
             Ok(Some(r)) => return Some(r),
-            Err(e) if sys::would_block(&e) => {
-                if wait.expired() {
-                    // As the buffered path: a try_send arms the readiness
-                    // descriptor and looks once more.
-                    if matches!(wait, Wait::Never) && core.conn.arm_write() {
-                        continue;
-                    }
-                    return Some(Err(super::not_now(wait)));
-                }
-                if let Err(e) = core.wait_writable(wait) {
-                    return Some(Err(e));
-                }
-            }
+            Err(e) if sys::would_block(&e) => match core.await_room(wait) {
+                Ok(true) => {}
+                Ok(false) => return Some(Err(super::not_now(wait))),
+                Err(e) => return Some(Err(e)),
+            },
             Err(e) => return Some(Err(core.write_error(e))),
         }
     }

@@ -200,18 +200,10 @@ impl SendCore {
                     out.advance(n);
                 }
                 Err(e) if sys::would_block(&e) => {
-                    if wait.expired() {
-                        // A try_send that finds no room is followed by a
-                        // wait on the readiness descriptor: arm it (shared
-                        // memory; nothing to do elsewhere), and if room came
-                        // meanwhile, try once more.
-                        if matches!(wait, Wait::Never) && self.conn.arm_write() {
-                            continue;
-                        }
+                    if !self.await_room(wait)? {
                         self.pending.store(true, Ordering::Relaxed);
                         return Ok(false);
                     }
-                    self.wait_writable(wait)?;
                 }
                 Err(e) => {
                     out.discard();
@@ -221,6 +213,19 @@ impl SendCore {
             }
         }
         self.pending.store(false, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// After a write found no room: waits for it as `wait` allows.
+    /// `Ok(true)` to try again, `Ok(false)` when the time to wait is over.
+    /// A try_send that finds no room is followed by a wait on the readiness
+    /// descriptor: it arms it (shared memory; nothing to do elsewhere), and
+    /// if room came meanwhile, says to try once more.
+    fn await_room(&self, wait: Wait) -> Result<bool> {
+        if wait.expired() {
+            return Ok(matches!(wait, Wait::Never) && self.conn.arm_write());
+        }
+        self.wait_writable(wait)?;
         Ok(true)
     }
 
