@@ -65,6 +65,13 @@ struct Direct<'a> {
 }
 
 impl Direct<'_> {
+    /// Why a write failed (the connection is broken, and says why).
+    fn broken(&mut self) -> Error {
+        self.failed
+            .take()
+            .unwrap_or_else(|| Error::new(ErrorKind::Io, "writing a large frame failed"))
+    }
+
     /// Writes the pending pieces, then `data`, whole.
     fn put(&mut self, data: &[u8]) -> io::Result<()> {
         let Direct {
@@ -159,43 +166,36 @@ pub(super) fn send(
     w.pending
         .extend_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
     let (encoded, fds) = crate::fd::collecting(0, || payload.write_to(core.codec, &mut w));
-    let encoded = match encoded {
-        Ok(()) if w.room == 0 && fds.is_empty() => w.put(&[]).map_err(|_| None),
-        Ok(()) => Err(Some(differently())),
-        Err(_) if w.overran => Err(Some(differently())),
-        Err(e) => Err(Some(e)),
-    };
     let why = match encoded {
-        Ok(()) => return Some(Ok(())),
-        // A write failed: the connection is broken, and says why.
-        Err(None) => return Some(Err(w.failed.take().unwrap_or_else(write_failed))),
-        Err(Some(_)) if w.failed.is_some() => return Some(Err(w.failed.take()?)),
-        Err(Some(why)) => why,
+        Ok(()) if w.room == 0 && fds.is_empty() => {
+            return Some(w.put(&[]).map_err(|_| w.broken()));
+        }
+        _ if w.failed.is_some() => return Some(Err(w.broken())),
+        Ok(()) => differently(),
+        Err(_) if w.overran => differently(),
+        Err(e) => e,
     };
     if w.went == 0 {
         return Some(Err(why));
     }
-    // Part of the frame went: keep the stream whole with zeros up to the
-    // length announced, so the receiver loses this message only.
+    // Part of the frame went: keep the stream whole, what is pending and
+    // then zeros up to the length announced, so the receiver loses this
+    // message only.
     let zeros = vec![0u8; w.room.min(CHUNK)];
     while w.room > 0 {
         let n = w.room.min(zeros.len());
         w.room -= n;
         if w.put(&zeros[..n]).is_err() {
-            return Some(Err(w.failed.take().unwrap_or_else(write_failed)));
+            return Some(Err(w.broken()));
         }
     }
     if w.put(&[]).is_err() {
-        return Some(Err(w.failed.take().unwrap_or_else(write_failed)));
+        return Some(Err(w.broken()));
     }
     Some(Err(why.because(
         "part of the frame had gone: it was padded with zeros to its announced length, which \
          the receiver reports as a message that does not decode",
     )))
-}
-
-fn write_failed() -> Error {
-    Error::new(ErrorKind::Io, "writing a large frame failed")
 }
 
 /// A shared-memory send: the message encoded straight into its record in
