@@ -374,6 +374,10 @@ mod threads {
         pub started: AtomicUsize,
         pub most_in_flight: Arc<AtomicUsize>,
         pub broken: bool,
+        /// Sends to a worker that was handed its fatal task fail as a write
+        /// to a dead process's pipe does (`BrokenPipe`), whether or not its
+        /// thread has got that far yet.
+        pub pipe_like: bool,
     }
 
     struct T {
@@ -381,6 +385,8 @@ mod threads {
         rx: mpsc::Receiver<Option<u64>>,
         in_flight: usize,
         most: Arc<AtomicUsize>,
+        state: Arc<State>,
+        doomed: bool,
     }
 
     impl std::ops::Deref for Threads {
@@ -413,12 +419,18 @@ mod threads {
                 rx,
                 in_flight: 0,
                 most: Arc::clone(&self.most_in_flight),
+                state: Arc::clone(&self.0),
+                doomed: false,
             }))
         }
     }
 
     impl Worker<u64, u64> for T {
         fn send(&mut self, n: &u64) -> Result<()> {
+            if self.doomed {
+                return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into());
+            }
+            self.doomed = self.state.pipe_like && self.state.die_on.lock().unwrap().contains(n);
             self.in_flight += 1;
             self.most.fetch_max(self.in_flight, Ordering::SeqCst);
             self.tx
@@ -466,6 +478,7 @@ fn a_link_of_ones_own_gets_the_scheduler_pipelining_retries_and_ordered_runs() {
             started: AtomicUsize::new(0),
             most_in_flight: Arc::new(AtomicUsize::new(0)),
             broken: false,
+            pipe_like: false,
         }));
         let pool = Pool::with_link(link.clone())
             .workers(2)
@@ -499,6 +512,50 @@ fn a_link_of_ones_own_gets_the_scheduler_pipelining_retries_and_ordered_runs() {
     });
 }
 
+/// A worker that died on a task refuses the next one, as a pipe to a dead
+/// process does: only the task it was running is charged; the refused one
+/// never reached it and runs elsewhere (the CLI pool failed a line beside
+/// the one that killed its worker, now and then).
+#[test]
+fn a_task_refused_by_a_dead_worker_is_not_charged_for_its_death() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    checked(60, || {
+        let link = threads::Threads(Arc::new(threads::State {
+            // The second of a batch of four in flight: the two after it are
+            // refused.
+            die_on: std::sync::Mutex::new([5].into_iter().collect()),
+            started: AtomicUsize::new(0),
+            most_in_flight: Arc::new(AtomicUsize::new(0)),
+            broken: false,
+            pipe_like: true,
+        }));
+        let pool = Pool::with_link(link.clone())
+            .workers(1)
+            .pipeline(4)
+            .retries(0)
+            .build()
+            .unwrap();
+        let mut got = Vec::new();
+        pool.run(0..20u64, true, |i, r| {
+            got.push((i, r.map_err(|e| e.kind())))
+        })
+        .unwrap();
+        let failed: Vec<u64> = got
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(failed, [5], "only the task the worker died on: {got:?}");
+        assert!(
+            got.iter().all(|(i, r)| *i == 5 || *r == Ok(i * 10)),
+            "{got:?}"
+        );
+        assert_eq!(link.started.load(Ordering::SeqCst), 2, "one replacement");
+        pool.shutdown().unwrap();
+    });
+}
+
 #[test]
 fn workers_that_keep_failing_make_the_pool_give_up_with_the_reason() {
     use std::sync::Arc;
@@ -509,6 +566,7 @@ fn workers_that_keep_failing_make_the_pool_give_up_with_the_reason() {
             started: AtomicUsize::new(0),
             most_in_flight: Arc::new(AtomicUsize::new(0)),
             broken: false,
+            pipe_like: false,
         }));
         let pool = Pool::with_link(link.clone())
             .workers(1)
@@ -531,6 +589,7 @@ fn workers_that_keep_failing_make_the_pool_give_up_with_the_reason() {
             started: AtomicUsize::new(0),
             most_in_flight: Arc::new(AtomicUsize::new(0)),
             broken: true,
+            pipe_like: false,
         }));
         let e = Pool::with_link(broken).workers(2).build().unwrap_err();
         assert!(e.to_string().contains("cannot start"), "{e}");

@@ -248,7 +248,12 @@ impl<Req: Send + Clone + 'static, Resp: Send + 'static> Shared<Req, Resp> {
     /// Runs `first` on a checked-out slot's worker, keeping up to
     /// `pipeline` tasks in flight while the queue has more (when `refill`),
     /// until none is in flight; then gives the slot back.
-    pub(super) fn work(&self, slot: Option<Held<Req, Resp>>, first: Job<Req, Resp>, refill: bool) {
+    pub(super) fn work(
+        &self,
+        slot: Option<Held<Req, Resp>>,
+        first: Job<Req, Resp>,
+        mut refill: bool,
+    ) {
         let mut held = match self.ready(slot) {
             Ok(h) => h,
             Err(e) => {
@@ -259,6 +264,8 @@ impl<Req: Send + Clone + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         };
         let mut flight: VecDeque<InFlight<Req, Resp>> = VecDeque::new();
         let mut next = Some(first);
+        // The worker went away while tasks were in flight (see below).
+        let mut gone = false;
         loop {
             // Send what there is room for.
             while let Some(job) = next.take() {
@@ -269,6 +276,19 @@ impl<Req: Send + Clone + 'static, Resp: Send + 'static> Shared<Req, Resp> {
                     }),
                     Err(e) if matches!(e.kind(), ErrorKind::Encode | ErrorKind::FrameTooLarge) => {
                         self.finish(job, Err(e));
+                    }
+                    Err(e) if !flight.is_empty() && worker_went(&e, &mut held.worker) => {
+                        // It went with tasks in flight: the oldest of them
+                        // was running when it did, and this one never
+                        // reached it. This one goes back to the queue, not
+                        // charged; nothing more is sent here, and the
+                        // receives below charge the loss to the task it
+                        // was running (a pipe to a worker that died on
+                        // task 13 refused task 14, and 14 was failed for
+                        // it).
+                        self.requeue(std::iter::once(job));
+                        refill = false;
+                        gone = true;
                     }
                     Err(e) => {
                         // Lost while sending: what it holds goes back, and
@@ -339,7 +359,11 @@ impl<Req: Send + Clone + 'static, Resp: Send + 'static> Shared<Req, Resp> {
                 }
             }
         }
-        if self.config.max_tasks.is_some_and(|m| held.tasks >= m) {
+        if gone {
+            // It answered what it held, but took no more.
+            self.retire(held, true);
+            self.checkin(None);
+        } else if self.config.max_tasks.is_some_and(|m| held.tasks >= m) {
             self.retire(held, false);
             self.checkin(None);
         } else {
@@ -401,6 +425,19 @@ impl<Req: Send + Clone + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         self.has_room.notify_all();
         self.slot_free.notify_all();
     }
+}
+
+/// Whether a failed send means the worker is gone (its input closed: a
+/// broken pipe or reset, or the worker no longer alive), rather than that
+/// it broke its contract, which replaces it at once.
+fn worker_went<Req, Resp>(e: &Error, worker: &mut Boxed<Req, Resp>) -> bool {
+    let closed = e.io_error().is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    });
+    closed || !worker.alive()
 }
 
 fn lost_error(name: &str, e: Error) -> Error {
