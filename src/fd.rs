@@ -84,37 +84,40 @@ thread_local! {
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
 }
 
-/// Ends an encoding, on return or unwind: the outer one is current again,
-/// and what this one collected is taken out.
+/// Ends an encoding on unwind (a panicking `Serialize`): the outer one is
+/// current again, and what this one collected is closed. On return,
+/// [`collecting`] does the same and forgets the guard.
 struct Nested {
     outer: Encoding,
-    ended: bool,
 }
 
 impl Nested {
     /// Makes the outer encoding current again; what this one collected, if
     /// anything.
-    fn end(&mut self) -> Option<Outgoing> {
-        self.ended = true;
+    #[inline]
+    fn end(&self) -> Option<Outgoing> {
         let mine = ENCODING.with(|e| e.replace(self.outer));
-        if !mine.collected {
-            return None;
+        if mine.collected {
+            return collected(mine.depth);
         }
-        OUTGOING.with(|o| {
-            let mut o = o.borrow_mut();
-            o.last()
-                .is_some_and(|m| m.depth == mine.depth)
-                .then(|| o.pop())?
-        })
+        None
     }
+}
+
+/// The descriptors the encoding at `depth` collected.
+#[cold]
+fn collected(depth: usize) -> Option<Outgoing> {
+    OUTGOING.with(|o| {
+        let mut o = o.borrow_mut();
+        o.last()
+            .is_some_and(|m| m.depth == depth)
+            .then(|| o.pop())?
+    })
 }
 
 impl Drop for Nested {
     fn drop(&mut self) {
-        // After a panic inside the encoding: forget what it collected.
-        if !self.ended {
-            drop(self.end());
-        }
+        drop(self.end());
     }
 }
 
@@ -122,6 +125,7 @@ impl Drop for Nested {
 /// numbered from `first`.
 /// An encoding error that an end refusing to travel explains is replaced by
 /// that explanation.
+#[inline]
 pub(crate) fn collecting(
     first: usize,
     encode: impl FnOnce() -> crate::Result<()>,
@@ -135,12 +139,11 @@ pub(crate) fn collecting(
         });
         outer
     });
-    let mut nested = Nested {
-        outer,
-        ended: false,
-    };
+    let nested = Nested { outer };
     let r = encode();
-    match nested.end() {
+    let mine = nested.end();
+    std::mem::forget(nested);
+    match mine {
         Some(Outgoing {
             refused: Some(why), ..
         }) if r.is_err() => (Err(why), Vec::new()),
@@ -189,10 +192,15 @@ fn refuse<E: ser::Error>(why: crate::Error) -> E {
 
 /// Runs `decode` with `fds` available to the [`Fd`]s it deserializes;
 /// returns the descriptors it did not take (in order, closed ones removed).
+#[inline]
 pub(crate) fn providing<R>(fds: Vec<OwnedFd>, decode: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
     if fds.is_empty() {
         return (decode(), fds);
     }
+    providing_some(fds, decode)
+}
+
+fn providing_some<R>(fds: Vec<OwnedFd>, decode: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
     let slots = fds.into_iter().map(Some).collect();
     let outer = INCOMING.with(|i| i.borrow_mut().replace(slots));
     let r = decode();

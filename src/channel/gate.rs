@@ -5,9 +5,12 @@
 //! several threads never interleave. `std::sync::Mutex` cannot be acquired
 //! with a timeout, so `try_send` and `send_timeout` wait here instead.
 
+use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicUsize, Ordering, fence};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+
+use crate::sys::lock::{Held, Lock};
 use std::time::Instant;
 
 /// How long an operation may wait: for the lock, and then for the peer.
@@ -45,7 +48,9 @@ impl Wait {
 }
 
 /// An identity for the calling thread that costs no allocation or atomic
-/// operation: the address of a thread-local (never 0).
+/// operation: the address of a thread-local (never 0, and unique among
+/// live threads).
+#[inline]
 fn this_thread() -> usize {
     thread_local!(static MARK: u8 = const { 0 });
     MARK.with(|m| m as *const u8 as usize)
@@ -53,48 +58,80 @@ fn this_thread() -> usize {
 
 /// Guards a value `S`; see the module docs.
 ///
-/// The value sits in a `Mutex`, taken by `try_lock` on the fast path (one
-/// atomic exchange each way, nothing else). A holder records itself in
-/// `owner`, so that a re-entrant call is refused instead of deadlocking;
-/// a waiter with a deadline counts itself in `waiters` and sleeps on
-/// `freed`, which a leaving holder signals only when someone waits.
-#[derive(Debug, Default)]
+/// The value sits in a [`Lock`] whose one word is its holder's identity:
+/// taken by a compare-and-swap on the fast path and released by a swap,
+/// and a busy gate held by the calling thread itself is refused at once
+/// instead of deadlocking. A waiter counts itself in `sleepers` and sleeps
+/// there until a leaving holder signals it, which it does only when
+/// someone waits.
 pub(crate) struct Gate<S> {
-    state: Mutex<S>,
-    owner: AtomicUsize,
-    waiters: AtomicUsize,
+    lock: Lock<S>,
+    sleepers: Sleepers,
+}
+
+#[derive(Default)]
+struct Sleepers {
+    waiting: AtomicUsize,
     sleep: Mutex<()>,
     freed: Condvar,
 }
 
+impl<S> fmt::Debug for Gate<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gate")
+            .field("held", &(self.lock.holder() != 0))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Access to the guarded value; released on drop.
 pub(crate) struct Pass<'a, S> {
-    gate: &'a Gate<S>,
-    guard: Option<MutexGuard<'a, S>>,
+    // Dropped in this order: the lock is released, then sleepers woken.
+    held: Held<'a, S>,
+    _wake: Wake<'a>,
+}
+
+/// Wakes the gate's sleepers, if any, when a pass is dropped.
+struct Wake<'a>(&'a Sleepers);
+
+impl Drop for Wake<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // After the release (a SeqCst swap) in `Held`'s drop: either a
+        // waiter counted itself before it, and is seen here, or it looks
+        // at the lock after it, and finds it free.
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.wake();
+        }
+    }
+}
+
+impl Sleepers {
+    #[cold]
+    fn wake(&self) {
+        drop(unpoison(self.sleep.lock()));
+        self.freed.notify_all();
+    }
 }
 
 fn unpoison<G>(r: Result<G, PoisonError<G>>) -> G {
-    // A panic in another thread cannot leave the buffers in a state this
-    // code mishandles: every path re-checks them.
+    // The sleep mutex guards nothing: a panic elsewhere cannot spoil it.
     r.unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<S> Gate<S> {
     pub(crate) fn new(state: S) -> Gate<S> {
         Gate {
-            state: Mutex::new(state),
-            owner: AtomicUsize::new(0),
-            waiters: AtomicUsize::new(0),
-            sleep: Mutex::new(()),
-            freed: Condvar::new(),
+            lock: Lock::new(state),
+            sleepers: Sleepers::default(),
         }
     }
 
-    fn try_take(&self) -> Option<MutexGuard<'_, S>> {
-        match self.state.try_lock() {
-            Ok(g) => Some(g),
-            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
+    #[inline]
+    fn pass<'a>(&'a self, held: Held<'a, S>) -> Pass<'a, S> {
+        Pass {
+            held,
+            _wake: Wake(&self.sleepers),
         }
     }
 
@@ -102,50 +139,55 @@ impl<S> Gate<S> {
     /// and at once if this thread holds it already (a `Serialize` impl that
     /// sends on the channel its value is being sent on would otherwise wait
     /// for itself forever: [`held_here`](Gate::held_here) tells).
+    #[inline]
     pub(crate) fn enter(&self, wait: Wait) -> Option<Pass<'_, S>> {
-        let guard = match self.try_take() {
-            Some(g) => g,
-            None if self.held_here() => return None,
-            None => match wait {
-                Wait::Never => return None,
-                Wait::Block => unpoison(self.state.lock()),
-                Wait::Until(d) => self.take_by(d)?,
-            },
-        };
-        self.owner.store(this_thread(), Ordering::Relaxed);
-        Some(Pass {
-            gate: self,
-            guard: Some(guard),
-        })
+        let me = this_thread();
+        match self.lock.try_lock(me) {
+            Ok(held) => Some(self.pass(held)),
+            Err(holder) if holder == me => None,
+            Err(_) => self.take_slowly(me, wait),
+        }
     }
 
-    /// Waits for the gate until `deadline`.
-    fn take_by(&self, deadline: Instant) -> Option<MutexGuard<'_, S>> {
-        // Counted before the look below (SeqCst, as is the leaving
-        // holder's fence): either the look sees the gate free, or the
-        // holder sees this waiter and signals `freed`, which it can only
-        // do once `sleep` is released by the wait below.
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let mut sleep = unpoison(self.sleep.lock());
+    /// Waits for the gate as `wait` allows.
+    #[cold]
+    fn take_slowly(&self, me: usize, wait: Wait) -> Option<Pass<'_, S>> {
+        let deadline = match wait {
+            Wait::Never => return None,
+            Wait::Block => None,
+            Wait::Until(d) => Some(d),
+        };
+        let s = &self.sleepers;
+        // Counted before the look below (SeqCst, as is the release): either
+        // the look sees the gate free, or the holder sees this waiter and
+        // signals `freed`, which it can only do once `sleep` is released
+        // by the wait below.
+        s.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut sleep = unpoison(s.sleep.lock());
         let got = loop {
-            if let Some(g) = self.try_take() {
-                break Some(g);
+            if let Ok(held) = self.lock.try_lock(me) {
+                break Some(held);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break None;
+            match deadline {
+                None => sleep = unpoison(s.freed.wait(sleep)),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break None;
+                    }
+                    sleep = unpoison(s.freed.wait_timeout(sleep, left)).0;
+                }
             }
-            sleep = unpoison(self.freed.wait_timeout(sleep, left)).0;
         };
         drop(sleep);
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-        got
+        s.waiting.fetch_sub(1, Ordering::SeqCst);
+        got.map(|held| self.pass(held))
     }
 
     /// Whether the calling thread holds the gate (so `enter` refused a
     /// re-entrant call rather than timing out).
     pub(crate) fn held_here(&self) -> bool {
-        self.owner.load(Ordering::Relaxed) == this_thread()
+        self.lock.holder() == this_thread()
     }
 
     /// Looks at the value if nobody holds the gate.
@@ -157,27 +199,55 @@ impl<S> Gate<S> {
 
 impl<S> Deref for Pass<'_, S> {
     type Target = S;
+    #[inline]
     fn deref(&self) -> &S {
-        self.guard.as_ref().expect("held until drop")
+        &self.held
     }
 }
 
 impl<S> DerefMut for Pass<'_, S> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut S {
-        self.guard.as_mut().expect("held until drop")
+        &mut self.held
     }
 }
 
-impl<S> Drop for Pass<'_, S> {
-    fn drop(&mut self) {
-        self.gate.owner.store(0, Ordering::Relaxed);
-        drop(self.guard.take());
-        // Waking costs a futex call; skip it when nobody waits with a
-        // deadline (a plain `lock` waiter is woken by the mutex itself).
-        fence(Ordering::SeqCst);
-        if self.gate.waiters.load(Ordering::SeqCst) > 0 {
-            drop(unpoison(self.gate.sleep.lock()));
-            self.gate.freed.notify_all();
+#[cfg(test)]
+mod tests {
+    use super::{Gate, Wait};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_busy_gate_is_refused_at_once_to_its_holder_and_waited_for_by_others() {
+        let gate = Arc::new(Gate::new(0u64));
+        let mut pass = gate.enter(Wait::Block).expect("free");
+        // The holder itself: refused at once, whatever the wait.
+        assert!(gate.enter(Wait::Block).is_none());
+        assert!(gate.held_here());
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let gate = Arc::clone(&gate);
+                std::thread::spawn(move || {
+                    assert!(!gate.held_here());
+                    let mut p = gate.enter(Wait::Block).expect("blocking waits");
+                    *p += 1;
+                })
+            })
+            .collect();
+        let other = Arc::clone(&gate);
+        let timed_out = std::thread::spawn(move || {
+            let at = Instant::now() + Duration::from_millis(50);
+            (other.enter(Wait::Until(at)).is_none(), Instant::now() >= at)
+        })
+        .join()
+        .expect("no panic");
+        assert_eq!(timed_out, (true, true), "a deadline wait gives up at its deadline");
+        *pass += 100;
+        drop(pass);
+        for w in waiters {
+            w.join().expect("every blocked waiter is woken");
         }
+        assert_eq!(*gate.enter(Wait::Never).expect("free again"), 104);
     }
 }

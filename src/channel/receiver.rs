@@ -210,8 +210,14 @@ impl RecvCore {
         f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
     ) -> Result<R> {
         loop {
-            if let Some(frame) = inc.frames.next_frame()? {
-                let fds = inc.fds_for(&frame)?;
+            if inc.frames.may_have_frame()
+                && let Some(frame) = inc.frames.next_frame()?
+            {
+                let fds = if inc.batches.is_empty() {
+                    Vec::new()
+                } else {
+                    inc.fds_for(&frame)?
+                };
                 return f(inc.frames.payload(&frame), fds);
             }
             if inc.eof {

@@ -111,12 +111,36 @@ fn decode_error(codec: &str, len: usize, e: impl fmt::Display) -> Error {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Postcard;
 
+/// Postcard's output appended to a `Vec`: one `extend_from_slice` per
+/// piece (postcard's `to_io` goes through `io::Write::write_all`, and its
+/// `to_extend` pushes byte by byte).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 impl Codec for Postcard {
     const NAME: &'static str = "postcard";
 
     fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
-        postcard::to_io(value, out).map_err(|e| encode_error(Self::NAME, e))?;
-        Ok(())
+        postcard::serialize_with_flavor(value, Append(out)).map_err(|e| encode_error(Self::NAME, e))
     }
 
     fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {

@@ -164,7 +164,21 @@ impl FrameDecoder {
     /// The buffer only grows when the frame being assembled needs it, and
     /// then at most doubles, so its size stays within twice the bytes that
     /// really arrived (plus 8 KiB), whatever a length prefix claims.
+    #[inline]
     pub fn spare(&mut self) -> &mut [u8] {
+        // Everything taken, nothing to skip: the whole buffer is free (a
+        // frame assembled here only ever needs a new one).
+        if self.start == self.end && self.skip == 0 && !self.buf.is_empty() {
+            self.base += self.start as u64;
+            self.start = 0;
+            self.end = 0;
+            return &mut self.buf[..];
+        }
+        self.spare_for_more()
+    }
+
+    /// [`spare`](FrameDecoder::spare) when part of a frame is buffered.
+    fn spare_for_more(&mut self) -> &mut [u8] {
         if self.start == self.end {
             self.base += self.start as u64;
             self.start = 0;
@@ -197,6 +211,7 @@ impl FrameDecoder {
 
     /// Records that `n` bytes were stored at the start of the last
     /// [`spare`](FrameDecoder::spare).
+    #[inline]
     pub fn filled(&mut self, n: usize) {
         self.end = (self.end + n).min(self.buf.len());
     }
@@ -204,6 +219,14 @@ impl FrameDecoder {
     /// The stream offset of the next byte to arrive.
     pub(crate) fn stream_offset(&self) -> u64 {
         self.base + self.end as u64
+    }
+
+    /// Whether [`next_frame`](FrameDecoder::next_frame) has anything to do:
+    /// a length prefix at least is buffered, or bytes of an oversized frame
+    /// are still to be skipped.
+    #[inline]
+    pub(crate) fn may_have_frame(&self) -> bool {
+        self.end - self.start >= HEADER_LEN || self.skip > 0
     }
 
     /// Whether the decoder holds nothing of a frame: an end of stream here is

@@ -121,7 +121,14 @@ impl Outgoing {
         if self.header { HEADER_LEN } else { 0 }
     }
 
+    /// The whole frame's length, written or not.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The bytes not yet accepted by the kernel.
+    #[inline]
     pub(crate) fn remaining(&self) -> &[u8] {
         &self.buf[self.sent..]
     }

@@ -9,6 +9,7 @@
 //! Each wrapper names its man page under `# References`.
 
 pub(crate) mod inherit;
+pub(crate) mod lock;
 mod poll;
 pub(crate) mod process;
 pub(crate) mod ready;
@@ -170,6 +171,7 @@ pub(crate) fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
 ///
 /// # References
 /// - read(2)
+#[inline]
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     retry(|| rustix::io::read(fd, &mut *buf))
 }
@@ -228,6 +230,7 @@ pub(crate) fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usiz
 /// - writev(2), pwritev2(2) (`RWF_NOWAIT`), pipe(7) ("If all file
 ///   descriptors referring to the read end of a pipe have been closed,
 ///   then a write(2) will cause a SIGPIPE signal")
+#[inline]
 pub(crate) fn pipe_write(
     fd: BorrowedFd<'_>,
     bufs: &[IoSlice<'_>],
@@ -459,6 +462,7 @@ pub(crate) fn unlink(path: &Path) -> io::Result<()> {
 
 /// Runs a system call again when a signal interrupted it (`EINTR`), so that a
 /// caller never sees `Interrupted`.
+#[inline]
 fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> io::Result<T> {
     loop {
         match f() {

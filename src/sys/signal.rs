@@ -61,10 +61,17 @@ fn sigpipe_set() -> libc::sigset_t {
 ///
 /// # References
 /// - sigaction(2), pthread_sigmask(3), sigpending(2), sigtimedwait(2), pipe(7)
+#[inline]
 pub(crate) fn without_sigpipe<T>(write: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     if IGNORED.load(Ordering::Relaxed) {
         return write();
     }
+    with_sigpipe_blocked(write)
+}
+
+/// [`without_sigpipe`] while SIGPIPE is not ignored.
+#[inline(never)]
+fn with_sigpipe_blocked<T>(write: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     let set = sigpipe_set();
     let mut old = MaybeUninit::<libc::sigset_t>::zeroed();
     // SAFETY: `set` is initialised, `old` is valid for writes.

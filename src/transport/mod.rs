@@ -284,6 +284,7 @@ impl Conn {
     ///
     /// Descriptors go with the first byte. A ring never sleeps in a write,
     /// nor does TCP (its waits also watch the peer's heartbeat).
+    #[inline]
     pub(crate) fn write(
         &self,
         bytes: &[u8],
@@ -329,6 +330,7 @@ impl Conn {
     /// unless `block` and the transport can: a socket that supervises no
     /// child then sleeps in recvmsg(2) itself, one system call instead of
     /// try, poll, read.
+    #[inline]
     pub(crate) fn read(
         &self,
         buf: &mut [u8],

@@ -101,7 +101,9 @@ impl SendCore {
         };
         let out = &mut *pass;
         // A frame that a `try_send` or timeout left half-written goes first.
-        self.finish(out, wait)?;
+        if out.is_pending() {
+            self.finish(out, wait)?;
+        }
         if fds.is_empty()
             && self.large.load(Ordering::Relaxed)
             && match self.conn.transport() {
@@ -121,7 +123,7 @@ impl SendCore {
         });
         encoded?;
         self.large
-            .store(out.remaining().len() >= direct::LARGE, Ordering::Relaxed);
+            .store(out.len() >= direct::LARGE, Ordering::Relaxed);
         if (!fds.is_empty() || !typed.is_empty()) && !self.conn.carries_fds() {
             out.discard();
             return Err(Error::new(
@@ -156,6 +158,7 @@ impl SendCore {
     }
 
     /// Seals the encoded frame, on a connection with an encrypted session.
+    #[inline]
     fn seal(&self, out: &mut Outgoing) -> Result<()> {
         #[cfg(feature = "tcp")]
         if let Some(s) = self.conn.session() {
@@ -191,6 +194,7 @@ impl SendCore {
 
     /// Writes the pending frame, `fds` with its first bytes. `Ok(false)` when
     /// the wait ran out first; the progress made is kept.
+    #[inline]
     fn pump(&self, out: &mut Outgoing, wait: Wait, mut fds: &[BorrowedFd<'_>]) -> Result<bool> {
         let block = matches!(wait, Wait::Block);
         while out.is_pending() {
