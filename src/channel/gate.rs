@@ -242,7 +242,11 @@ mod tests {
         })
         .join()
         .expect("no panic");
-        assert_eq!(timed_out, (true, true), "a deadline wait gives up at its deadline");
+        assert_eq!(
+            timed_out,
+            (true, true),
+            "a deadline wait gives up at its deadline"
+        );
         *pass += 100;
         drop(pass);
         for w in waiters {

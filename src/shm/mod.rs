@@ -411,6 +411,7 @@ impl Reader {
     }
 
     /// The reader moved: a writer that armed `space` may write again.
+    #[inline]
     fn moved(&self) {
         wake_if_waiting(&self.region, OFF_WRITER_WAITING, OFF_SPACE_SEQ);
         signal_if_armed(&self.region, OFF_WRITER_POLLING, || {
@@ -549,6 +550,7 @@ fn wake(region: &Region, seq: usize) {
 
 /// Wakes the other side if its `waiting` flag says it may be asleep: the
 /// flag spares a futex call per message while both sides are busy.
+#[inline]
 fn wake_if_waiting(region: &Region, waiting: usize, seq: usize) {
     if region.u32_at(waiting).load(Ordering::SeqCst) != 0 {
         wake(region, seq);
@@ -557,6 +559,7 @@ fn wake_if_waiting(region: &Region, waiting: usize, seq: usize) {
 
 /// Runs `signal` once if the other side armed its eventfd (`polling`),
 /// disarming it: one eventfd call per arming, none while nobody polls.
+#[inline]
 fn signal_if_armed(region: &Region, polling: usize, signal: impl FnOnce()) {
     let flag = region.u32_at(polling);
     if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {

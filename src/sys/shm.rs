@@ -124,6 +124,7 @@ impl Region {
     }
 
     /// The 64-bit atomic at `offset` (8-aligned, in range).
+    #[inline]
     pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
         self.check(offset, 8, 8);
         // SAFETY: in range and aligned (checked); the mapping lives as long
@@ -133,6 +134,7 @@ impl Region {
     }
 
     /// The 32-bit atomic at `offset` (4-aligned, in range).
+    #[inline]
     pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
         self.check(offset, 4, 4);
         // SAFETY: as for `u64_at`.
@@ -141,6 +143,7 @@ impl Region {
 
     /// Copies `data` into the region at `offset`; `false` (and nothing
     /// written) if the span is not inside the region.
+    #[inline]
     pub(crate) fn write(&self, offset: usize, data: &[u8]) -> bool {
         if offset
             .checked_add(data.len())
@@ -158,6 +161,7 @@ impl Region {
 
     /// Copies out of the region at `offset` into `out`; `false` (and
     /// nothing read) if the span is not inside the region.
+    #[inline]
     pub(crate) fn read(&self, offset: usize, out: &mut [u8]) -> bool {
         if offset
             .checked_add(out.len())
