@@ -169,8 +169,13 @@ def slot_row():
     if not m:
         sys.exit("bench.txt has no floor: line (run with shm-spin)")
     floor, ring, ratio = m.groups()
+    # A ring that does more than the one slot cannot be faster than it by
+    # much: a ratio well under 1 means the machine changed speed between the
+    # two measurements (this VM's two vCPUs are bimodal), not a met target.
+    judged = (verdict(float(ratio), 1.2) if float(ratio) >= 0.9 else
+              "not judged: the floor ran slower than the ring, so the machine changed speed between them")
     return (f"| the raw ring ≤ 1.2x a one-slot ping-pong (two CPUs) | {ratio}x ({ring} µs vs {floor} µs, "
-            f"threads spinning on a sequence word and the payload in the next cache line) | {verdict(float(ratio), 1.2)} |")
+            f"threads spinning on a sequence word and the payload in the next cache line) | {judged} |")
 
 
 def render_targets():
