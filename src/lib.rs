@@ -45,6 +45,7 @@
 //! | request/reply | [`rpc`]: many calls in flight on one channel; [`Pool`]: worker processes, crash-isolated |
 //! | descriptors in messages | [`Fd`], and channel ends inside messages ([`fd`]) |
 //! | endpoints by address | [`listen`] / [`connect`] ([`endpoint`]): `unix:PATH`; with feature `tcp`, authenticated `tcp://HOST:PORT` with heartbeats |
+//! | async (feature `tokio`) | `tokio`: every channel end awaitable (`recv().await`, `send(v).await`, `Stream`/`Sink`), on the runtime's reactor, cancel-safe, with supervision; see [Async](#async) |
 //! | across machines | `zmq` (feature `zmq`): channels over ZeroMQ REQ/REP, PUSH/PULL, DEALER/ROUTER; `Pool::remote` and `remote::pool` (feature `remote` = `tcp` + `zmq`): the same pool, with workers that connect from anywhere |
 //! | hostile conditions (feature `unstable`, not covered by semver) | `fuzz`: entry points for fuzzing every decoder; `testing::SignalStorm` |
 //!
@@ -132,6 +133,37 @@
 //! value's large byte slices from the caller's memory (on a pipe or stream
 //! socket) or encodes it straight into the ring. A plain [`Receiver::recv`]
 //! adds one copy, into the new value it returns.
+//!
+//! # Async
+//!
+//! With feature `tokio`, any channel end becomes awaitable: `into_async()`
+//! on a [`Sender`], [`Receiver`] or [`Duplex`] made by any builder (inside
+//! a tokio runtime) gives its counterpart in `procwire::tokio`, and
+//! `into_blocking()` goes back. The lesson's "Heavy lifting", awaited:
+//!
+//! ```
+//! # #[cfg(feature = "tokio")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> procwire::Result<()> {
+//! let (boss, worker) = procwire::duplex::<String, String>()?;
+//! let (boss, worker) = (boss.into_async()?, worker.into_async()?);
+//! tokio::spawn(async move {
+//!     while let Ok(job) = worker.recv().await {
+//!         worker.send(format!("{job} accomplished!")).await.unwrap();
+//!     }
+//! });
+//! assert_eq!(boss.request("Heavy lifting".into()).await?, "Heavy lifting accomplished!");
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "tokio"))]
+//! # fn main() {}
+//! ```
+//!
+//! What a cancelled (dropped) future leaves behind is in the module's docs
+//! (`procwire::tokio`, "Cancellation"): never a torn frame, never a lost
+//! message that was taken off the transport. Not yet awaitable (issue 15,
+//! continuing): RPC, the pool, `Child::wait`, `listen`/`accept`/`connect`
+//! and ZeroMQ; `AsyncRead`/`AsyncWrite` on the byte primitives.
 //!
 //! # Hazards, and what procwire does about them
 //!
@@ -248,6 +280,9 @@ mod sys;
 #[cfg(feature = "unstable")]
 #[cfg_attr(docsrs, doc(cfg(feature = "unstable")))]
 pub mod testing;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 mod transport;
 
 pub use bytes::ByteBuf;

@@ -12,6 +12,8 @@ pub(crate) mod inherit;
 pub(crate) mod lock;
 mod poll;
 pub(crate) mod process;
+#[cfg(feature = "tokio")]
+pub(crate) mod reactor;
 pub(crate) mod ready;
 pub(crate) mod shm;
 pub(crate) mod signal;

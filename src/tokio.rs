@@ -1,0 +1,554 @@
+//! Awaitable channel ends, on tokio (feature `tokio`).
+//!
+//! An async end wraps a blocking one and drives it with its non-blocking
+//! steps: [`try_recv`](crate::Receiver::try_recv) and
+//! [`try_send`](crate::Sender::try_send), and between them the end's
+//! readiness descriptor (the socket or pipe itself; for shared memory the
+//! descriptor a `try_*` that found nothing arms) registered with tokio's
+//! reactor through [`AsyncFd`]. No thread per channel, no timer polling:
+//! a task that waits sleeps in the runtime's epoll like any tokio socket.
+//! Every transport works the same way (pipes, the three socket kinds, Unix
+//! paths, `tcp://`, shared memory), with the channel's codec and
+//! descriptors in messages, and a supervised child's death ends a pending
+//! `recv().await` or `send().await` with its exit status or signal, as it
+//! ends a blocking wait.
+//!
+//! An end converts from a blocking one inside a runtime
+//! ([`Receiver::new`], or [`crate::Receiver::into_async`]) and back
+//! ([`Receiver::into_blocking`]).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> procwire::Result<()> {
+//! let (boss, worker) = procwire::duplex::<String, String>()?;
+//! let (boss, worker) = (boss.into_async()?, worker.into_async()?);
+//! let job = tokio::spawn(async move {
+//!     let task = worker.recv().await?;
+//!     worker.send(format!("{task} accomplished!")).await?;
+//!     Ok::<(), procwire::Error>(())
+//! });
+//! boss.send("Heavy lifting".to_string()).await?;
+//! assert_eq!(boss.recv().await?, "Heavy lifting accomplished!");
+//! job.await.expect("no panic")?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Cancellation
+//!
+//! Dropping a future of this module at any await point never tears a frame
+//! and never loses a message that was taken off the transport:
+//!
+//! | future dropped while… | what happened |
+//! |---|---|
+//! | `recv()` waits | nothing was taken: the next `recv` gets the next message (bytes of a frame that arrived in part stay buffered for it) |
+//! | `send(v)` waits for room | nothing of `v` was written; `v` is dropped |
+//! | `flush()` waits | the frame stays pending; the next `send`, `flush` or `close` finishes it first |
+//!
+//! A `send` resolves once the message is accepted: when the kernel took
+//! only part of its frame, the rest is written before the next frame, by
+//! `flush().await`, or when the sender is dropped (then on tokio's
+//! blocking pool, within the channel's linger, never on the runtime
+//! thread).
+
+use std::future::poll_fn;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use ::tokio::io::Interest as Want;
+use ::tokio::io::unix::AsyncFd;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::channel::Wait;
+use crate::error::{Error, ErrorKind, RecvError, Result, SendError};
+use crate::transport::Conn;
+
+/// A descriptor registered with the runtime: a duplicate of the end's own,
+/// so that two ends on one socket (a duplex) or an end whose descriptor is
+/// also watched elsewhere register without clashing.
+#[derive(Debug)]
+struct Registered(AsyncFd<OwnedFd>);
+
+impl Registered {
+    fn new(fd: BorrowedFd<'_>, want: Want) -> Result<Registered> {
+        if ::tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "an async procwire end is made inside a tokio runtime (with its I/O driver \
+                 enabled): call this from async code or inside `Runtime::enter`",
+            ));
+        }
+        let dup = fd
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("duplicating a descriptor for the tokio reactor", e))?;
+        crate::sys::reactor::register(dup, want)
+            .map(Registered)
+            .map_err(|e| Error::io("registering a channel with the tokio reactor", e))
+    }
+}
+
+/// What an async end waits on: its readiness descriptors, and the pidfd of
+/// the child it supervises.
+#[derive(Debug)]
+struct Waker {
+    read: Option<Registered>,
+    write: Option<Registered>,
+    peer: Option<Registered>,
+    conn: Arc<Conn>,
+}
+
+impl Waker {
+    fn new(
+        conn: &Arc<Conn>,
+        read: Option<BorrowedFd<'_>>,
+        write: Option<BorrowedFd<'_>>,
+    ) -> Result<Waker> {
+        // One registration when both directions use one descriptor.
+        let same = matches!((read, write), (Some(r), Some(w)) if r.as_raw_fd() == w.as_raw_fd());
+        let (read, write) = if same {
+            let both = Want::READABLE | Want::WRITABLE;
+            (read.map(|fd| Registered::new(fd, both)).transpose()?, None)
+        } else {
+            (
+                read.map(|fd| Registered::new(fd, Want::READABLE))
+                    .transpose()?,
+                write
+                    .map(|fd| Registered::new(fd, Want::WRITABLE))
+                    .transpose()?,
+            )
+        };
+        let peer = match conn.peer() {
+            Some(p) => Some(Registered::new(p.pidfd(), Want::READABLE)?),
+            None => None,
+        };
+        Ok(Waker {
+            read,
+            write,
+            peer,
+            conn: Arc::clone(conn),
+        })
+    }
+
+    /// Waits for the next readiness of `dir` after a try found nothing:
+    /// `Ready(Ok)` to try again.
+    fn poll_ready(&self, cx: &mut Context<'_>, dir: Want) -> Poll<Result<()>> {
+        let fd = if dir.is_readable() {
+            self.read.as_ref()
+        } else {
+            self.write.as_ref().or(self.read.as_ref())
+        };
+        let Some(Registered(fd)) = fd else {
+            return Poll::Ready(Err(Error::new(
+                ErrorKind::Unsupported,
+                "this end does not go that way",
+            )));
+        };
+        let polled = if dir.is_readable() {
+            fd.poll_read_ready(cx)
+        } else {
+            fd.poll_write_ready(cx)
+        };
+        match polled {
+            // Cleared before the next try: readiness that comes after it
+            // wakes this task again (tokio's edge-triggered protocol).
+            Poll::Ready(Ok(mut guard)) => {
+                guard.clear_ready();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::io("waiting for a channel", e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Whether the supervised child has exited (its pidfd is readable).
+    fn peer_gone(&self, cx: &mut Context<'_>) -> bool {
+        match &self.peer {
+            Some(Registered(pidfd)) => pidfd.poll_read_ready(cx).is_ready(),
+            None => false,
+        }
+    }
+
+    /// The error a wait that the child's exit ended gets.
+    fn peer_exited(&self) -> Error {
+        match self.conn.peer() {
+            Some(p) => match p.exit_status(Some(Instant::now())) {
+                Ok(status) => p.exited_error(status),
+                Err(e) => Error::io("reading the exit status of the supervised child", e),
+            },
+            None => Error::new(ErrorKind::PeerExited, "the supervised child exited"),
+        }
+    }
+}
+
+/// The receiving end of a channel, awaitable. See the [module docs](self).
+pub struct Receiver<T> {
+    inner: crate::Receiver<T>,
+    waker: Waker,
+    done: bool,
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
+    /// Makes `rx` awaitable; inside a tokio runtime.
+    pub fn new(rx: crate::Receiver<T>) -> Result<Receiver<T>> {
+        let waker = Waker::new(rx.core().conn(), Some(rx.as_fd()), None)?;
+        Ok(Receiver {
+            inner: rx,
+            waker,
+            done: false,
+        })
+    }
+
+    /// Waits for the next message: the async [`recv`](crate::Receiver::recv).
+    /// Cancel-safe: a dropped `recv` took nothing.
+    pub async fn recv(&self) -> Result<T, RecvError> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Takes a message if a complete one is there, without waiting.
+    pub fn try_recv(&self) -> Result<T, crate::TryRecvError> {
+        self.inner.try_recv()
+    }
+
+    /// The next message, or `Pending` with this task woken when one may be
+    /// there.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<T, RecvError>> {
+        poll_take(&self.waker, cx, || self.inner.recv_wait(Wait::Never), None)
+            .map_err(RecvError::new)
+    }
+
+    /// Back to a blocking receiver.
+    pub fn into_blocking(self) -> crate::Receiver<T> {
+        self.inner
+    }
+}
+
+/// The receive step shared by receivers and duplexes: try, and on
+/// "nothing yet" wait for readiness (or, on a duplex, for room to finish a
+/// frame of ours that the peer may be waiting for), then try again.
+fn poll_take<T>(
+    waker: &Waker,
+    cx: &mut Context<'_>,
+    take: impl Fn() -> Result<T>,
+    flush: Option<&dyn Fn() -> Result<bool>>,
+) -> Poll<Result<T>> {
+    loop {
+        let writing = match flush {
+            Some(f) => match f() {
+                Ok(done) => !done,
+                Err(e) => return Poll::Ready(Err(e)),
+            },
+            None => false,
+        };
+        match take() {
+            Err(e) if e.kind() == ErrorKind::Empty => {}
+            other => return Poll::Ready(other),
+        }
+        if waker.peer_gone(cx) {
+            // What it sent before dying is read first (the blocking wait's
+            // rule: readiness wins over the exit).
+            return Poll::Ready(match take() {
+                Err(e) if e.kind() == ErrorKind::Empty => Err(waker.peer_exited()),
+                other => other,
+            });
+        }
+        let room = writing && waker.poll_ready(cx, Want::WRITABLE).is_ready();
+        match waker.poll_ready(cx, Want::READABLE) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending if room => {}
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> futures_core::Stream for Receiver<T> {
+    type Item = Result<T, RecvError>;
+
+    /// Messages until a clean end of stream, as [`crate::Receiver::iter`].
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let item = ready!(this.poll_recv(cx));
+        Poll::Ready(stream_item(item, &mut this.done))
+    }
+}
+
+fn stream_item<T>(item: Result<T, RecvError>, done: &mut bool) -> Option<Result<T, RecvError>> {
+    match item {
+        Ok(v) => Some(Ok(v)),
+        Err(e) if e.kind() == ErrorKind::Disconnected => {
+            *done = true;
+            None
+        }
+        Err(e) => {
+            // OS errors repeat; the stream's own errors are reported once.
+            *done |= e.kind() == ErrorKind::Io;
+            Some(Err(e))
+        }
+    }
+}
+
+/// The sending end of a channel, awaitable. See the [module docs](self).
+pub struct Sender<T> {
+    inner: Option<crate::Sender<T>>,
+    waker: Waker,
+    /// The [`Sink`](futures_sink::Sink)'s one-message buffer.
+    slot: Option<T>,
+}
+
+impl<T: Serialize> Sender<T> {
+    /// Makes `tx` awaitable; inside a tokio runtime.
+    pub fn new(tx: crate::Sender<T>) -> Result<Sender<T>> {
+        let waker = Waker::new(tx.core().conn(), None, Some(tx.as_fd()))?;
+        Ok(Sender {
+            inner: Some(tx),
+            waker,
+            slot: None,
+        })
+    }
+
+    fn tx(&self) -> &crate::Sender<T> {
+        self.inner.as_ref().expect("present until drop")
+    }
+
+    /// Sends `value`, waiting while the channel is full. Resolves when the
+    /// message is accepted (see the module docs); on failure the value
+    /// comes back in the error. Cancel-safe: a `send` dropped while it
+    /// waits wrote nothing.
+    pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
+        let mut value = Some(value);
+        poll_fn(|cx| poll_give(self.tx(), &self.waker, cx, &mut value)).await
+    }
+
+    /// Writes the rest of a frame the kernel took in part.
+    pub async fn flush(&self) -> Result<()> {
+        poll_fn(|cx| poll_flush(self.tx(), &self.waker, cx)).await
+    }
+
+    /// Back to a blocking sender (a message the [`Sink`](futures_sink::Sink)
+    /// still buffers is sent first, waiting as a blocking send does).
+    pub fn into_blocking(mut self) -> Result<crate::Sender<T>, SendError<T>> {
+        let tx = self.inner.take().expect("present until drop");
+        if let Some(v) = self.slot.take() {
+            tx.send(v)?;
+        }
+        Ok(tx)
+    }
+}
+
+/// Sends the value in `slot` (taking it) when there is room.
+fn poll_give<T: Serialize>(
+    tx: &crate::Sender<T>,
+    waker: &Waker,
+    cx: &mut Context<'_>,
+    slot: &mut Option<T>,
+) -> Poll<Result<(), SendError<T>>> {
+    loop {
+        let Some(value) = slot.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        match tx.try_send(value) {
+            Ok(()) => return Poll::Ready(Ok(())),
+            Err(e) if e.is_full() => *slot = Some(e.into_inner()),
+            Err(e) => {
+                let (value, why) = e.into_parts();
+                return Poll::Ready(Err(SendError::new(value, why)));
+            }
+        }
+        let waited = if waker.peer_gone(cx) {
+            Poll::Ready(Err(waker.peer_exited()))
+        } else {
+            waker.poll_ready(cx, Want::WRITABLE)
+        };
+        match ready!(waited) {
+            Ok(()) => {}
+            Err(e) => {
+                let value = slot.take().expect("put back above");
+                return Poll::Ready(Err(SendError::new(value, e)));
+            }
+        }
+    }
+}
+
+/// Finishes a frame the kernel took in part.
+fn poll_flush<T>(tx: &crate::Sender<T>, waker: &Waker, cx: &mut Context<'_>) -> Poll<Result<()>> {
+    loop {
+        match tx.core().flush(Wait::Never) {
+            Err(e) if e.kind() == ErrorKind::Full => {}
+            other => return Poll::Ready(other),
+        }
+        if waker.peer_gone(cx) {
+            return Poll::Ready(Err(waker.peer_exited()));
+        }
+        ready!(waker.poll_ready(cx, Want::WRITABLE))?;
+    }
+}
+
+// The buffered message is never pinned (it is moved into `try_send`).
+impl<T> Unpin for Sender<T> {}
+
+impl<T: Serialize> futures_sink::Sink<T> for Sender<T> {
+    /// A message the sink held when its send failed is dropped: the
+    /// [`Sink`](futures_sink::Sink) protocol has no way to hand it back
+    /// (use [`Sender::send`] to get it).
+    type Error = Error;
+
+    /// Room for one message: the one buffered before is sent first.
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        let tx = this.inner.as_ref().expect("present until drop");
+        poll_give(tx, &this.waker, cx, &mut this.slot).map_err(SendError::into_error)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: T) -> Result<(), Self::Error> {
+        let this = self.get_mut();
+        debug_assert!(this.slot.is_none(), "start_send without poll_ready");
+        this.slot = Some(item);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        let tx = this.inner.as_ref().expect("present until drop");
+        ready!(poll_give(tx, &this.waker, cx, &mut this.slot)).map_err(SendError::into_error)?;
+        poll_flush(tx, &this.waker, cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_flush(cx)
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let Some(tx) = self.inner.take() else {
+            return;
+        };
+        // A frame left half-written (a cancelled flush) is finished within
+        // the linger by the blocking drop: off the runtime's threads.
+        if tx.core().has_pending()
+            && let Ok(rt) = ::tokio::runtime::Handle::try_current()
+        {
+            // The last hold on the sending core goes there.
+            let core = Arc::clone(tx.core());
+            drop(tx);
+            rt.spawn_blocking(move || drop(core));
+        }
+    }
+}
+
+/// A two-way channel, awaitable. See the [module docs](self).
+pub struct Duplex<Out, In> {
+    tx: crate::Sender<Out>,
+    rx: Receiver<In>,
+}
+
+impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
+    /// Makes `d` awaitable; inside a tokio runtime.
+    pub fn new(d: crate::Duplex<Out, In>) -> Result<Duplex<Out, In>> {
+        let (tx, rx) = d.split();
+        let waker = Waker::new(rx.core().conn(), Some(rx.as_fd()), Some(tx.as_fd()))?;
+        Ok(Duplex {
+            tx,
+            rx: Receiver {
+                inner: rx,
+                waker,
+                done: false,
+            },
+        })
+    }
+
+    /// Sends, waiting while the channel is full. See [`Sender::send`].
+    pub async fn send(&self, value: Out) -> Result<(), SendError<Out>> {
+        let mut value = Some(value);
+        poll_fn(|cx| poll_give(&self.tx, &self.rx.waker, cx, &mut value)).await
+    }
+
+    /// Waits for the next message, meanwhile finishing a frame of ours the
+    /// kernel took in part (the peer may wait for it before it answers).
+    /// Cancel-safe.
+    pub async fn recv(&self) -> Result<In, RecvError> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next message, or `Pending`; see [`recv`](Duplex::recv).
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<In, RecvError>> {
+        let core = self.tx.core();
+        let flush = || {
+            if core.has_pending() {
+                core.flush_some()
+            } else {
+                Ok(true)
+            }
+        };
+        poll_take(
+            &self.rx.waker,
+            cx,
+            || self.rx.inner.recv_wait(Wait::Never),
+            Some(&flush),
+        )
+        .map_err(RecvError::new)
+    }
+
+    /// Sends `request` and waits for one reply.
+    pub async fn request(&self, request: Out) -> Result<In> {
+        self.send(request).await?;
+        Ok(self.recv().await?)
+    }
+
+    /// Writes the rest of a frame the kernel took in part.
+    pub async fn flush(&self) -> Result<()> {
+        poll_fn(|cx| poll_flush(&self.tx, &self.rx.waker, cx)).await
+    }
+
+    /// Back to a blocking duplex.
+    pub fn into_blocking(self) -> crate::Duplex<Out, In> {
+        crate::Duplex::from_halves(self.tx, self.rx.inner)
+    }
+}
+
+impl<Out, In> AsFd for Duplex<Out, In> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.rx.inner.as_fd()
+    }
+}
+
+macro_rules! debug_as {
+    ($name:literal, $t:ty $(, $p:ident)*) => {
+        impl<$($p),*> std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct($name).finish_non_exhaustive()
+            }
+        }
+    };
+}
+debug_as!("tokio::Receiver", Receiver<T>, T);
+debug_as!("tokio::Sender", Sender<T>, T);
+debug_as!("tokio::Duplex", Duplex<Out, In>, Out, In);
+
+impl<T: DeserializeOwned> crate::Receiver<T> {
+    /// This receiver, awaitable (feature `tokio`; inside a runtime).
+    pub fn into_async(self) -> Result<Receiver<T>> {
+        Receiver::new(self)
+    }
+}
+
+impl<T: Serialize> crate::Sender<T> {
+    /// This sender, awaitable (feature `tokio`; inside a runtime).
+    pub fn into_async(self) -> Result<Sender<T>> {
+        Sender::new(self)
+    }
+}
+
+impl<Out: Serialize, In: DeserializeOwned> crate::Duplex<Out, In> {
+    /// This duplex, awaitable (feature `tokio`; inside a runtime).
+    pub fn into_async(self) -> Result<Duplex<Out, In>> {
+        Duplex::new(self)
+    }
+}

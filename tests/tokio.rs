@@ -1,0 +1,513 @@
+//! Issue 15, first part: awaitable ends (`procwire::tokio`) on every
+//! transport. Each test runs under a deadline with the descriptors counted
+//! before and after; what each proves is said above it.
+
+mod util;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use procwire::tokio as aio;
+use procwire::{ByteBuf, ErrorKind, Kind, Net, Shm, SocketPair};
+use util::{checked, pattern};
+
+procwire::init_before_main!();
+
+#[derive(Clone, Copy, Debug)]
+enum T {
+    Pipe,
+    Stream,
+    SeqPacket,
+    Dgram,
+    Shm,
+    Unix,
+    Tcp,
+}
+
+const ALL: [T; 7] = [
+    T::Pipe,
+    T::Stream,
+    T::SeqPacket,
+    T::Dgram,
+    T::Shm,
+    T::Unix,
+    T::Tcp,
+];
+
+type Bytes = ByteBuf;
+
+/// A sending end and a receiving end of `t`, blocking (made async inside
+/// the runtime by `Tx::new` / `Rx::new`).
+enum BTx {
+    S(procwire::Sender<Bytes>),
+    D(procwire::Duplex<Bytes, Bytes>),
+}
+enum BRx {
+    R(procwire::Receiver<Bytes>),
+    D(procwire::Duplex<Bytes, Bytes>),
+}
+
+fn blocking_pair(t: T) -> (BTx, BRx) {
+    let duplex = |k| SocketPair::new(k).duplex::<Bytes, Bytes>().unwrap();
+    let (a, b) = match t {
+        T::Pipe => {
+            let (tx, rx) = procwire::channel::<Bytes>().unwrap();
+            return (BTx::S(tx), BRx::R(rx));
+        }
+        T::Stream => duplex(Kind::Stream),
+        T::SeqPacket => duplex(Kind::SeqPacket),
+        T::Dgram => duplex(Kind::Datagram),
+        T::Shm => Shm::new().duplex::<Bytes, Bytes>().unwrap(),
+        T::Unix | T::Tcp => {
+            let dir = tempfile::tempdir().unwrap();
+            let net = Net::new().no_key();
+            let addr = match t {
+                T::Unix => format!("unix:{}", dir.path().join("s").display()),
+                _ => "tcp://127.0.0.1:0".to_string(),
+            };
+            let listener = net.listen(&addr).unwrap();
+            let addr = listener.endpoint().to_string();
+            let accepting = std::thread::spawn(move || listener.accept::<Bytes, Bytes>().unwrap());
+            let b = net.connect::<Bytes, Bytes>(&addr).unwrap();
+            (accepting.join().unwrap(), b)
+        }
+    };
+    (BTx::D(a), BRx::D(b))
+}
+
+enum Tx {
+    S(aio::Sender<Bytes>),
+    D(aio::Duplex<Bytes, Bytes>),
+}
+enum Rx {
+    R(aio::Receiver<Bytes>),
+    D(aio::Duplex<Bytes, Bytes>),
+}
+
+impl Tx {
+    fn new(b: BTx) -> Tx {
+        match b {
+            BTx::S(s) => Tx::S(s.into_async().unwrap()),
+            BTx::D(d) => Tx::D(d.into_async().unwrap()),
+        }
+    }
+
+    async fn send(&self, m: Bytes) -> procwire::Result<()> {
+        match self {
+            Tx::S(s) => s.send(m).await.map_err(|e| e.into_error()),
+            Tx::D(d) => d.send(m).await.map_err(|e| e.into_error()),
+        }
+    }
+
+    async fn flush(&self) -> procwire::Result<()> {
+        match self {
+            Tx::S(s) => s.flush().await,
+            Tx::D(d) => d.flush().await,
+        }
+    }
+}
+
+impl Rx {
+    fn new(b: BRx) -> Rx {
+        match b {
+            BRx::R(r) => Rx::R(r.into_async().unwrap()),
+            BRx::D(d) => Rx::D(d.into_async().unwrap()),
+        }
+    }
+
+    async fn recv(&self) -> procwire::Result<Bytes> {
+        match self {
+            Rx::R(r) => Ok(r.recv().await?),
+            Rx::D(d) => Ok(d.recv().await?),
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Numbered messages: the index in the first 4 bytes, then a pattern.
+fn numbered(i: u32, len: usize) -> Bytes {
+    let mut v = i.to_le_bytes().to_vec();
+    v.extend(pattern(i, len));
+    Bytes::from(v)
+}
+
+fn number_of(m: &[u8]) -> u32 {
+    let i = u32::from_le_bytes(m[..4].try_into().unwrap());
+    assert_eq!(
+        &m[4..],
+        &pattern(i, m.len() - 4)[..],
+        "message {i} is not whole"
+    );
+    i
+}
+
+/// A small xorshift: pauses and races that differ from run to run.
+struct Dice(u64);
+
+impl Dice {
+    fn new() -> Dice {
+        Dice((std::process::id() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn roll(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Every transport carries messages from empty to 10 MiB (across the
+/// datagram limits, the out-of-line path and many partial writes) between
+/// two tasks, whole and in order.
+#[test]
+fn every_transport_carries_every_size_awaited() {
+    checked(240, || {
+        for t in ALL {
+            let (btx, brx) = blocking_pair(t);
+            let rt = runtime();
+            rt.block_on(async {
+                let (tx, rx) = (Tx::new(btx), Rx::new(brx));
+                let sizes = [0usize, 1, 64, 4096, 65_536, 212_961, 1 << 20, 10 << 20];
+                let sending = tokio::spawn(async move {
+                    for (i, &len) in sizes.iter().chain(&sizes).enumerate() {
+                        tx.send(numbered(i as u32, len)).await.unwrap();
+                    }
+                    tx.flush().await.unwrap();
+                    tx
+                });
+                for (i, &len) in sizes.iter().chain(&sizes).enumerate() {
+                    let m = rx.recv().await.unwrap_or_else(|e| panic!("{t:?}: {e}"));
+                    assert_eq!((number_of(&m), m.len()), (i as u32, len + 4), "{t:?}");
+                }
+                drop(sending.await.unwrap());
+            });
+        }
+    });
+}
+
+/// `Stream` and `Sink`: `send_all` from a stream of messages, and a
+/// receiving stream that ends at the clean end of stream (the sender
+/// dropped), every message in order.
+#[test]
+fn stream_and_sink_combinators_carry_everything_and_end_cleanly() {
+    checked(120, || {
+        for t in [T::Pipe, T::Stream, T::Shm] {
+            let rt = runtime();
+            let (tx, rx) = match t {
+                T::Pipe => procwire::channel::<u32>().unwrap(),
+                T::Shm => Shm::new().channel::<u32>().unwrap(),
+                _ => SocketPair::new(Kind::Stream).channel::<u32>().unwrap(),
+            };
+            rt.block_on(async {
+                let mut tx = tx.into_async().unwrap();
+                let rx = rx.into_async().unwrap();
+                let feeding = tokio::spawn(async move {
+                    let mut items = futures_util::stream::iter((0..20_000u32).map(Ok));
+                    tx.send_all(&mut items).await.unwrap();
+                    tx.close().await.unwrap();
+                });
+                let got: Vec<u32> = rx.map(Result::unwrap).collect().await;
+                assert_eq!(got, (0..20_000).collect::<Vec<_>>(), "{t:?}");
+                feeding.await.unwrap();
+            });
+        }
+    });
+}
+
+/// Lost wake-ups: many messages with random pauses on both sides (a task
+/// that sleeps, yields or runs on), so that the receiver waits at every
+/// possible moment of the sender's publishing and the other way round. A
+/// lost wake-up is a hang, which the deadline turns into a failure.
+#[test]
+fn no_wake_up_is_lost_under_random_pauses() {
+    checked(240, || {
+        let n = 100_000 * util::stress();
+        for t in [T::Pipe, T::Stream, T::SeqPacket, T::Shm] {
+            let (btx, brx) = blocking_pair(t);
+            let rt = runtime();
+            rt.block_on(async {
+                let (tx, rx) = (Tx::new(btx), Rx::new(brx));
+                let sending = tokio::spawn(async move {
+                    let mut dice = Dice::new();
+                    for i in 0..n {
+                        tx.send(numbered(i, 8)).await.unwrap();
+                        pause(&mut dice).await;
+                    }
+                    tx
+                });
+                let mut dice = Dice(Dice::new().0.rotate_left(17));
+                for i in 0..n {
+                    let m = rx.recv().await.unwrap();
+                    assert_eq!(number_of(&m), i, "{t:?}");
+                    pause(&mut dice).await;
+                }
+                drop(sending.await.unwrap());
+            });
+        }
+    });
+}
+
+async fn pause(dice: &mut Dice) {
+    match dice.roll(1000) {
+        0 => tokio::time::sleep(Duration::from_micros(dice.roll(300))).await,
+        1..=50 => tokio::task::yield_now().await,
+        51..=60 => std::thread::sleep(Duration::from_micros(dice.roll(100))),
+        _ => {}
+    }
+}
+
+/// Cancellation: `recv` and `send` futures raced against short timers in
+/// `select!` (10,000 rounds per transport). A cancelled `send` wrote
+/// nothing, a cancelled `recv` took nothing: the receiver gets exactly the
+/// messages whose send completed, whole and in order, and every end stays
+/// usable.
+#[test]
+fn sends_and_receives_cancelled_by_timers_lose_and_tear_nothing() {
+    checked(240, || {
+        for t in [T::Pipe, T::Stream, T::SeqPacket, T::Dgram, T::Shm] {
+            let (btx, brx) = blocking_pair(t);
+            let rt = runtime();
+            rt.block_on(async {
+                let (tx, rx) = (Tx::new(btx), Rx::new(brx));
+                let rounds = 10_000u32;
+                let sending = tokio::spawn(async move {
+                    let mut dice = Dice::new();
+                    let mut sent = Vec::new();
+                    for i in 0..rounds {
+                        let len = [0, 16, 3000, 70_000][dice.roll(4) as usize];
+                        let timer = tokio::time::sleep(Duration::from_micros(dice.roll(100)));
+                        tokio::select! {
+                            r = tx.send(numbered(i, len)) => { r.unwrap(); sent.push(i); }
+                            _ = timer => {}
+                        }
+                    }
+                    tx.send(Bytes::from(vec![0xEE])).await.unwrap();
+                    tx.flush().await.unwrap();
+                    (tx, sent)
+                });
+                let mut got = Vec::new();
+                let mut dice = Dice(Dice::new().0.rotate_left(29));
+                loop {
+                    let timer = tokio::time::sleep(Duration::from_micros(dice.roll(100)));
+                    tokio::select! {
+                        m = rx.recv() => {
+                            let m = m.unwrap();
+                            if m[..] == [0xEE] {
+                                break;
+                            }
+                            got.push(number_of(&m));
+                        }
+                        _ = timer => {}
+                    }
+                }
+                let (tx, sent) = sending.await.unwrap();
+                assert_eq!(got, sent, "{t:?}: received exactly what was sent");
+                assert!(
+                    !sent.is_empty() && sent.len() < rounds as usize,
+                    "{t:?}: both outcomes raced"
+                );
+                // Still usable both ways.
+                tx.send(numbered(7, 10)).await.unwrap();
+                assert_eq!(number_of(&rx.recv().await.unwrap()), 7);
+            });
+        }
+    });
+}
+
+/// A 10 MiB message whose `recv` is dropped again and again mid-frame (a
+/// 1 ms timeout while the bytes arrive) is delivered whole by a later
+/// `recv`, and so is the message after it; the same for a `flush` dropped
+/// while the rest of a 10 MiB frame is being written.
+#[test]
+fn futures_dropped_mid_frame_on_ten_mib_lose_nothing() {
+    checked(120, || {
+        let big = 10 << 20;
+        // Receiving side async, a blocking sender in a thread.
+        let (a, b) = SocketPair::new(Kind::Stream)
+            .duplex::<Bytes, Bytes>()
+            .unwrap();
+        let feeding = std::thread::spawn(move || {
+            a.send(numbered(1, big)).unwrap();
+            a.send(numbered(2, 10)).unwrap();
+            a
+        });
+        let rt = runtime();
+        rt.block_on(async {
+            let b = b.into_async().unwrap();
+            let mut cancelled = 0;
+            let first = loop {
+                match tokio::time::timeout(Duration::from_millis(1), b.recv()).await {
+                    Ok(m) => break m.unwrap(),
+                    Err(_) => cancelled += 1,
+                }
+            };
+            assert_eq!((number_of(&first), first.len()), (1, big + 4));
+            assert_eq!(number_of(&b.recv().await.unwrap()), 2);
+            eprintln!("recv dropped {cancelled} times on the way");
+        });
+        drop(feeding.join().unwrap());
+
+        // Sending side async, a slow blocking reader in a thread.
+        let (a, b) = SocketPair::new(Kind::Stream)
+            .duplex::<Bytes, Bytes>()
+            .unwrap();
+        let reading = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let one = b.recv().unwrap();
+            let two = b.recv().unwrap();
+            (number_of(&one), one.len(), number_of(&two))
+        });
+        rt.block_on(async {
+            let a = a.into_async().unwrap();
+            // Accepted with most of the frame still to write.
+            a.send(numbered(1, big)).await.unwrap();
+            let mut dropped = 0;
+            while tokio::time::timeout(Duration::from_millis(1), a.flush())
+                .await
+                .is_err()
+            {
+                dropped += 1;
+            }
+            assert!(dropped > 0, "the flush was dropped mid-frame at least once");
+            a.send(numbered(2, 10)).await.unwrap();
+            a.flush().await.unwrap();
+            assert_eq!(reading.join().unwrap(), (1, big + 4, 2));
+        });
+    });
+}
+
+/// The child's side of the supervision tests.
+#[test]
+#[ignore = "runs only as a child process of other tests"]
+fn child() {
+    let d: procwire::Duplex<Bytes, Bytes> = procwire::from_env().unwrap();
+    match util::role().as_str() {
+        // Starts a 10 MiB message: blocked mid-frame (the parent stops it
+        // there) until it is killed.
+        "flood" => {
+            let _ = d.send(numbered(0, 10 << 20));
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        _ => {
+            for m in d.iter() {
+                d.send(m.unwrap()).unwrap();
+            }
+        }
+    }
+}
+
+/// A supervised child SIGKILLed mid-frame ends a pending `recv().await`
+/// with the signal (no hang: the await would otherwise wait on a frame that
+/// never finishes); every child is reaped.
+#[test]
+fn a_child_killed_mid_frame_ends_the_await_with_its_signal() {
+    checked(60, || {
+        let (mut child, d) = util::spawn_child::<Bytes, Bytes>("child", "flood");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        let killer = child.killer();
+        let rt = runtime();
+        let e = rt.block_on(async {
+            // The child fills the socket buffer with the start of its frame
+            // and is stopped there; the await reads that much, then waits.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+            let d = d.into_async().unwrap();
+            let waiting = tokio::spawn(async move { d.recv().await.map(|m| m.len()) });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!waiting.is_finished(), "the frame is not complete");
+            killer.kill().unwrap();
+            waiting.await.unwrap().unwrap_err()
+        });
+        let status = e
+            .exit_status()
+            .unwrap_or_else(|| panic!("no exit status in: {e}"));
+        assert_eq!(status.signal(), Some(9), "{e}");
+        util::wait_deadline(&mut child, 10);
+    });
+}
+
+/// A frozen peer: an awaited request times out through `tokio::time`, the
+/// channel stays usable, and once the peer resumes its reply arrives.
+#[test]
+fn a_frozen_peer_times_out_and_the_channel_goes_on() {
+    checked(60, || {
+        let (mut child, d) = util::spawn_child::<Bytes, Bytes>("child", "echo");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        let rt = runtime();
+        rt.block_on(async {
+            let d = d.into_async().unwrap();
+            assert_eq!(number_of(&d.request(numbered(1, 100)).await.unwrap()), 1);
+            rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+            let late =
+                tokio::time::timeout(Duration::from_millis(300), d.request(numbered(2, 100)));
+            assert!(late.await.is_err(), "a frozen peer does not answer");
+            rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+            assert_eq!(
+                number_of(&d.recv().await.unwrap()),
+                2,
+                "its answer comes after all"
+            );
+            assert_eq!(number_of(&d.request(numbered(3, 100)).await.unwrap()), 3);
+            drop(d);
+        });
+        util::wait_deadline(&mut child, 10);
+    });
+}
+
+/// No call blocks a runtime thread: two tasks ping-pong on one
+/// current-thread runtime (both ends on the one thread that runs them), on
+/// every transport. A blocking call would hang it, and the deadline fail.
+#[test]
+fn everything_runs_on_a_current_thread_runtime() {
+    checked(120, || {
+        for t in ALL {
+            let (there_tx, there_rx) = blocking_pair(t);
+            let (back_tx, back_rx) = blocking_pair(t);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (there_tx, there_rx) = (Tx::new(there_tx), Rx::new(there_rx));
+                let (back_tx, back_rx) = (Tx::new(back_tx), Rx::new(back_rx));
+                let echo = tokio::spawn(async move {
+                    for _ in 0..2_000 {
+                        let m = there_rx.recv().await.unwrap();
+                        back_tx.send(m).await.unwrap();
+                    }
+                    (there_rx, back_tx)
+                });
+                for i in 0..2_000 {
+                    there_tx
+                        .send(numbered(i, (i as usize * 37) % 5000))
+                        .await
+                        .unwrap();
+                    assert_eq!(number_of(&back_rx.recv().await.unwrap()), i, "{t:?}");
+                }
+                drop(echo.await.unwrap());
+            });
+        }
+    });
+}
+
+/// Made outside a runtime, an async end is a clear error, not a panic, and
+/// the blocking end it was made from is simply dropped.
+#[test]
+fn an_async_end_outside_a_runtime_is_an_error() {
+    checked(10, || {
+        let (tx, rx) = procwire::channel::<u32>().unwrap();
+        let e = rx.into_async().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("tokio runtime"), "{e}");
+        drop(tx);
+    });
+}
