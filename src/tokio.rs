@@ -65,7 +65,7 @@ use serde::de::DeserializeOwned;
 
 use crate::channel::Wait;
 use crate::error::{Error, ErrorKind, RecvError, Result, SendError};
-use crate::transport::Conn;
+use crate::transport::{Conn, Transport};
 
 /// A descriptor registered with the runtime: a duplicate of the end's own,
 /// so that two ends on one socket (a duplex) or an end whose descriptor is
@@ -216,8 +216,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// The next message, or `Pending` with this task woken when one may be
     /// there.
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<T, RecvError>> {
-        poll_take(&self.waker, cx, || self.inner.recv_wait(Wait::Never), None)
-            .map_err(RecvError::new)
+        poll_take(&self.waker, cx, &self.inner, None).map_err(RecvError::new)
     }
 
     /// Back to a blocking receiver.
@@ -226,15 +225,23 @@ impl<T: DeserializeOwned> Receiver<T> {
     }
 }
 
-/// The receive step shared by receivers and duplexes: try, and on
-/// "nothing yet" wait for readiness (or, on a duplex, for room to finish a
-/// frame of ours that the peer may be waiting for), then try again.
-fn poll_take<T>(
+/// The receive step shared by receivers and duplexes, tokio's
+/// edge-triggered protocol: on a descriptor, wait for readiness first
+/// (tokio keeps it from the last event), try, and on "nothing yet" clear
+/// it and wait again, so that a stale readiness costs one try, not two;
+/// on shared memory, or with a message already buffered in the end, try
+/// first (the try costs no system call, and on shared memory arms the
+/// descriptor, which turns readable only for what comes after). A duplex
+/// meanwhile finishes a frame of ours that the peer may be waiting for
+/// (`flush`), so it also wakes for room.
+fn poll_take<T: DeserializeOwned>(
     waker: &Waker,
     cx: &mut Context<'_>,
-    take: impl Fn() -> Result<T>,
+    rx: &crate::Receiver<T>,
     flush: Option<&dyn Fn() -> Result<bool>>,
 ) -> Poll<Result<T>> {
+    let take = || rx.recv_wait(Wait::Never);
+    let try_first = waker.conn.transport() == Transport::Shm;
     loop {
         let writing = match flush {
             Some(f) => match f() {
@@ -243,9 +250,12 @@ fn poll_take<T>(
             },
             None => false,
         };
-        match take() {
-            Err(e) if e.kind() == ErrorKind::Empty => {}
-            other => return Poll::Ready(other),
+        let tried = try_first || rx.core().buffered();
+        if tried {
+            match take() {
+                Err(e) if e.kind() == ErrorKind::Empty => {}
+                other => return Poll::Ready(other),
+            }
         }
         if waker.peer_gone(cx) {
             // What it sent before dying is read first (the blocking wait's
@@ -256,11 +266,27 @@ fn poll_take<T>(
             });
         }
         let room = writing && waker.poll_ready(cx, Want::WRITABLE).is_ready();
-        match waker.poll_ready(cx, Want::READABLE) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending if room => {}
+        let Some(Registered(fd)) = &waker.read else {
+            unreachable!("a receiving end registers its descriptor");
+        };
+        let mut guard = match fd.poll_read_ready(cx) {
+            Poll::Ready(Ok(guard)) => guard,
+            Poll::Ready(Err(e)) => {
+                return Poll::Ready(Err(Error::io("waiting for a channel", e)));
+            }
+            Poll::Pending if room => continue,
             Poll::Pending => return Poll::Pending,
+        };
+        if tried {
+            // Readiness that came after the try: try again.
+            guard.clear_ready();
+            continue;
+        }
+        match take() {
+            // Cleared only now: readiness that comes after the try is kept
+            // (tokio's tick), and wakes this task again.
+            Err(e) if e.kind() == ErrorKind::Empty => guard.clear_ready(),
+            other => return Poll::Ready(other),
         }
     }
 }
@@ -326,6 +352,13 @@ impl<T: Serialize> Sender<T> {
         poll_fn(|cx| poll_give(self.tx(), &self.waker, cx, &mut value)).await
     }
 
+    /// Sends `*value` without giving it up, waiting while the channel is
+    /// full: one buffer sent again and again without a copy per message.
+    /// Cancel-safe as [`send`](Sender::send).
+    pub async fn send_ref(&self, value: &T) -> Result<()> {
+        poll_fn(|cx| poll_give_ref(self.tx(), &self.waker, cx, value)).await
+    }
+
     /// Writes the rest of a frame the kernel took in part.
     pub async fn flush(&self) -> Result<()> {
         poll_fn(|cx| poll_flush(self.tx(), &self.waker, cx)).await
@@ -373,6 +406,25 @@ fn poll_give<T: Serialize>(
                 return Poll::Ready(Err(SendError::new(value, e)));
             }
         }
+    }
+}
+
+/// Sends `*value` when there is room.
+fn poll_give_ref<T: Serialize>(
+    tx: &crate::Sender<T>,
+    waker: &Waker,
+    cx: &mut Context<'_>,
+    value: &T,
+) -> Poll<Result<()>> {
+    loop {
+        match tx.try_send_ref(value) {
+            Err(e) if e.kind() == ErrorKind::Full => {}
+            other => return Poll::Ready(other),
+        }
+        if waker.peer_gone(cx) {
+            return Poll::Ready(Err(waker.peer_exited()));
+        }
+        ready!(waker.poll_ready(cx, Want::WRITABLE))?;
     }
 }
 
@@ -470,6 +522,11 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         poll_fn(|cx| poll_give(&self.tx, &self.rx.waker, cx, &mut value)).await
     }
 
+    /// Sends `*value` without giving it up. See [`Sender::send_ref`].
+    pub async fn send_ref(&self, value: &Out) -> Result<()> {
+        poll_fn(|cx| poll_give_ref(&self.tx, &self.rx.waker, cx, value)).await
+    }
+
     /// Waits for the next message, meanwhile finishing a frame of ours the
     /// kernel took in part (the peer may wait for it before it answers).
     /// Cancel-safe.
@@ -487,13 +544,7 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
                 Ok(true)
             }
         };
-        poll_take(
-            &self.rx.waker,
-            cx,
-            || self.rx.inner.recv_wait(Wait::Never),
-            Some(&flush),
-        )
-        .map_err(RecvError::new)
+        poll_take(&self.rx.waker, cx, &self.rx.inner, Some(&flush)).map_err(RecvError::new)
     }
 
     /// Sends `request` and waits for one reply.

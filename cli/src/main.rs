@@ -58,6 +58,12 @@ enum Command {
         /// `recv` (an owned `ByteBuf` per message).
         #[arg(long)]
         borrow: bool,
+        /// Add the `async-<transport>` rows (pipe, stream, seqpacket,
+        /// dgram, shm; one CPU): procwire's awaitable ends (feature
+        /// `tokio`) against raw tokio I/O on the same kind of descriptor
+        /// (a stream socket for shm).
+        #[arg(long = "async")]
+        asynch: bool,
     },
     /// The far end of a network benchmark (started by `bench` itself).
     #[command(name = "__bench-peer", hide = true)]
@@ -242,8 +248,10 @@ fn run() -> anyhow::Result<ExitCode> {
             sizes,
             remote,
             borrow,
+            asynch,
         } => bench::run(bench::Config {
             borrow,
+            asynch,
             quick,
             json,
             save,

@@ -170,3 +170,51 @@ fn a_failed_pin_is_an_error_not_a_mislabelled_row() {
     assert!(err.contains("cannot pin to CPU 1"), "{err}");
     assert!(out.stdout.is_empty() || !String::from_utf8_lossy(&out.stdout).contains("split"));
 }
+
+/// `--async` adds an `async-<transport>` row per transport and size, with
+/// the same fields, against raw tokio I/O on the same kind of descriptor
+/// (a stream socket for shared memory), beside the blocking rows.
+#[test]
+fn async_rows_stand_beside_the_blocking_ones_against_raw_tokio() {
+    let out = bench(&[
+        "--quick",
+        "--json",
+        "--async",
+        "--transports",
+        "pipe,dgram,shm",
+        "--sizes",
+        "64",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let find = |t: &str| {
+        rows.iter()
+            .find(|r| r["transport"] == t)
+            .unwrap_or_else(|| panic!("no {t} row in {rows:?}"))
+    };
+    for (t, base) in [
+        ("async-pipe", "raw tokio pipe"),
+        ("async-dgram", "raw tokio dgram"),
+        ("async-shm", "raw tokio stream"),
+    ] {
+        let r = find(t);
+        assert_eq!(r["baseline"], base, "{r}");
+        assert_eq!(r["pin"], "same", "{r}");
+        let (m, b) = (
+            r["median_ns"].as_u64().unwrap(),
+            r["baseline_median_ns"].as_u64().unwrap(),
+        );
+        assert!(m > 0 && b > 0, "{r}");
+        let ratio = r["ratio"].as_f64().unwrap();
+        assert!((ratio - m as f64 / b as f64).abs() < 1e-6, "{r}");
+    }
+    // The blocking rows are there too, from the same run.
+    for t in ["pipe", "dgram", "shm"] {
+        find(t);
+    }
+}

@@ -22,6 +22,8 @@ pub(super) enum Link {
     Zmq(procwire::zmq::Channel<ByteBuf, ByteBuf>),
     /// A DEALER socket of the zeromq crate, driven directly.
     RawZmq(tokio::runtime::Runtime, RefCell<zeromq::DealerSocket>),
+    /// An awaitable end, procwire's or raw tokio's (`bench --async`).
+    Async(Box<super::asynch::AsyncLink>),
 }
 
 impl Inherit for Link {
@@ -41,6 +43,11 @@ impl Inherit for Link {
                 tx.borrow().descriptors(out);
                 rx.borrow().descriptors(out);
             }
+            Link::Async(a) => {
+                if let Some(l) = &*a.blocking() {
+                    l.descriptors(out);
+                }
+            }
             // Network links are never forked: their peers connect.
             Link::Zmq(_) | Link::RawZmq(..) => {}
         }
@@ -48,6 +55,11 @@ impl Inherit for Link {
 
     fn handed_over(&self) {
         match self {
+            Link::Async(a) => {
+                if let Some(l) = &*a.blocking() {
+                    l.handed_over();
+                }
+            }
             Link::Wire(d) => d.handed_over(),
             Link::WirePipes(tx, rx) => {
                 tx.handed_over();
@@ -68,6 +80,15 @@ impl Link {
         let (t, wire) = match side {
             Side::Wire(t) => (t, true),
             Side::Raw(t) => (t, false),
+            Side::Async(t) | Side::RawAsync(t) => {
+                let blocking = match side {
+                    Side::Async(_) => Side::Wire(t),
+                    _ => Side::Raw(t),
+                };
+                let (a, b) = Link::pair(blocking)?;
+                let end = |l| Link::Async(Box::new(super::asynch::AsyncLink::new(l)));
+                return Ok((end(a), end(b)));
+            }
             Side::Ring(w) => {
                 let (tx1, rx1) = raw_ring(RING, w)?;
                 let (tx2, rx2) = raw_ring(RING, w)?;
@@ -150,6 +171,7 @@ impl Link {
             Link::WirePipes(tx, _) => tx.send_ref(msg)?,
             Link::RawRing(tx, _) => tx.borrow_mut().send(msg),
             Link::Zmq(c) => c.duplex().send_ref(msg)?,
+            Link::Async(a) => a.send(msg)?,
             Link::RawZmq(rt, sock) => {
                 use zeromq::SocketSend;
                 let m = zeromq::ZmqMessage::from(msg.to_vec());
@@ -187,6 +209,7 @@ impl Link {
                 let n = rx.borrow_mut().recv(buf);
                 anyhow::ensure!(n == buf.len(), "wrong size");
             }
+            Link::Async(a) => a.recv(buf)?,
             Link::Zmq(c) => {
                 let m = c.recv()?;
                 anyhow::ensure!(m.len() == buf.len(), "wrong size");

@@ -371,7 +371,7 @@ pub fn peer(args: &[String]) -> Result<()> {
 /// procwire's fork (valgrind 3.19 lacks pidfd_open). With `borrow`,
 /// procwire receives with `recv_with` (as `bench --borrow`).
 pub fn roundtrips(args: &[String]) -> Result<()> {
-    let usage = "__roundtrips raw|wire TRANSPORT SIZE COUNT [thread] [borrow]";
+    let usage = "__roundtrips raw|wire|async|rawasync TRANSPORT SIZE COUNT [thread] [borrow]";
     let [side, transport, size, count, flags @ ..] = args else {
         anyhow::bail!("{usage}");
     };
@@ -387,7 +387,9 @@ pub fn roundtrips(args: &[String]) -> Result<()> {
         ("wire", _) => Side::Wire(t),
         ("raw", None) => Side::Raw(t),
         ("raw", Some(w)) => Side::Ring(w),
-        (s, _) => anyhow::bail!("{s}: raw or wire"),
+        ("async", _) => Side::Async(t),
+        ("rawasync", _) => Side::RawAsync(super::asynch::raw_of(t).context("no async row")?),
+        (s, _) => anyhow::bail!("{s}: raw, wire, async or rawasync"),
     };
     let size: usize = size.parse()?;
     let count: u64 = count.parse()?;

@@ -21,6 +21,7 @@ use procwire::baseline::{RawReader, RawWriter, raw_ring};
 use procwire::{ByteBuf, Duplex, Inherit, Kind, Receiver, Sender, ShmWait};
 use serde::Serialize;
 
+mod asynch;
 mod link;
 mod measure;
 
@@ -38,6 +39,9 @@ pub struct Config {
     pub sizes: Vec<usize>,
     /// procwire's receives borrow (`recv_with`) instead of owning.
     pub borrow: bool,
+    /// Add the `async-<transport>` rows: procwire's awaitable ends against
+    /// raw tokio I/O.
+    pub asynch: bool,
 }
 
 /// Where the two processes run.
@@ -164,6 +168,10 @@ enum Side {
     Wire(Transport),
     Raw(Transport),
     Ring(ShmWait),
+    /// procwire's awaitable ends (`bench --async`).
+    Async(Transport),
+    /// Raw tokio I/O on the same kind of descriptor.
+    RawAsync(Transport),
 }
 
 impl Side {
@@ -177,6 +185,8 @@ impl Side {
             Side::Raw(Transport::Zmq) => "raw zeromq".into(),
             Side::Raw(t) => format!("raw {}", t.name()),
             Side::Ring(w) => format!("raw ring {}", format!("{w:?}").to_lowercase()),
+            Side::Async(t) => format!("async-{}", t.name()),
+            Side::RawAsync(t) => format!("raw tokio {}", t.name()),
         }
     }
 }
@@ -188,6 +198,19 @@ struct Case {
     base: Side,
     size: usize,
     pin: Pin,
+    /// An async row: procwire's awaitable ends measured.
+    asynch: bool,
+}
+
+impl Case {
+    /// What the row measures of procwire.
+    fn side(&self) -> Side {
+        if self.asynch {
+            Side::Async(self.t)
+        } else {
+            Side::Wire(self.t)
+        }
+    }
 }
 
 /// The rows to measure for `cfg`: each transport at each size against its
@@ -211,7 +234,13 @@ fn cases(cfg: &Config) -> Vec<Case> {
                 if let Some(w) = t.wait().filter(|&w| w != ShmWait::Adaptive) {
                     if size == smallest {
                         let base = Side::Ring(w);
-                        out.push(Case { t, base, size, pin });
+                        out.push(Case {
+                            t,
+                            base,
+                            size,
+                            pin,
+                            asynch: false,
+                        });
                     }
                     continue;
                 }
@@ -221,10 +250,22 @@ fn cases(cfg: &Config) -> Vec<Case> {
                         false => Transport::Stream,
                     };
                     let base = Side::Raw(raw);
-                    out.push(Case { t, base, size, pin });
+                    out.push(Case {
+                        t,
+                        base,
+                        size,
+                        pin,
+                        asynch: false,
+                    });
                     if size == largest && pin != Pin::Split {
                         let base = Side::Ring(ShmWait::Futex);
-                        out.push(Case { t, base, size, pin });
+                        out.push(Case {
+                            t,
+                            base,
+                            size,
+                            pin,
+                            asynch: false,
+                        });
                     }
                 } else if t.carries(size) {
                     out.push(Case {
@@ -232,8 +273,30 @@ fn cases(cfg: &Config) -> Vec<Case> {
                         base: Side::Raw(t),
                         size,
                         pin,
+                        asynch: false,
                     });
                 }
+            }
+        }
+    }
+    if cfg.asynch {
+        // One CPU, as the targets are set; every size asked for.
+        for &t in &cfg.transports {
+            let Some(raw) = asynch::raw_of(t) else {
+                continue;
+            };
+            for &size in cfg
+                .sizes
+                .iter()
+                .filter(|&&s| t.carries(s) && raw.carries(s))
+            {
+                out.push(Case {
+                    t,
+                    base: Side::RawAsync(raw),
+                    size,
+                    pin: Pin::Same,
+                    asynch: true,
+                });
             }
         }
     }
@@ -395,7 +458,7 @@ pub fn run(cfg: Config) -> Result<()> {
         ));
         // The same size, the baseline and procwire back to back.
         let base = get(c.base, c.size, c.pin)?;
-        let wire = get(Side::Wire(c.t), c.size, c.pin)?;
+        let wire = get(c.side(), c.size, c.pin)?;
         if !cfg.json && !std::io::stderr().is_terminal() {
             eprintln!(
                 "measured {} {} {}",
@@ -405,7 +468,10 @@ pub fn run(cfg: Config) -> Result<()> {
             );
         }
         rows.push(Row {
-            transport: c.t.name().into(),
+            transport: match c.asynch {
+                true => Side::Async(c.t).name(),
+                false => c.t.name().into(),
+            },
             size: c.size,
             pin: c.pin.name(),
             median_ns: wire.median_ns,

@@ -413,6 +413,13 @@ impl<T: Serialize> Sender<T> {
         self.core.send(Wait::Block, &[], &Value(value))
     }
 
+    /// Sends `*value` if there is room now: an async `send_ref`'s step
+    /// (`ErrorKind::Full` when there is none, nothing written).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn try_send_ref(&self, value: &T) -> Result<()> {
+        self.core.send(Wait::Never, &[], &Value(value))
+    }
+
     /// Sends `value` if the OS buffer has room now; otherwise hands it back
     /// in [`TrySendError::Full`](crate::TrySendError::Full), nothing written.
     ///

@@ -1,0 +1,143 @@
+//! The async rows (`bench --async`): procwire's awaitable ends against raw
+//! tokio I/O on the same descriptors (tokio's `UnixStream`, `pipe`, and
+//! `UnixDatagram`, which also carries a connected SEQPACKET socket's
+//! send/recv), each operation awaited on a current-thread runtime of the
+//! process that does it.
+
+use std::cell::{OnceCell, RefCell};
+
+use procwire::tokio as aio;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+
+/// One end of an async link: the blocking end it was made from until its
+/// first use, then the runtime and the awaitable end (a runtime does not
+/// survive the fork that gives the peer its end).
+pub(super) struct AsyncLink {
+    blocking: RefCell<Option<Link>>,
+    live: OnceCell<Live>,
+}
+
+struct Live {
+    rt: tokio::runtime::Runtime,
+    ends: Ends,
+}
+
+enum Ends {
+    Wire(aio::Duplex<ByteBuf, ByteBuf>),
+    Pipes(aio::Sender<ByteBuf>, aio::Receiver<ByteBuf>),
+    Stream(RefCell<tokio::net::UnixStream>),
+    Pipe(
+        RefCell<tokio::net::unix::pipe::Sender>,
+        RefCell<tokio::net::unix::pipe::Receiver>,
+    ),
+    Message(tokio::net::UnixDatagram),
+}
+
+impl AsyncLink {
+    pub(super) fn new(blocking: Link) -> AsyncLink {
+        AsyncLink {
+            blocking: RefCell::new(Some(blocking)),
+            live: OnceCell::new(),
+        }
+    }
+
+    /// The blocking end, before its first use.
+    pub(super) fn blocking(&self) -> std::cell::Ref<'_, Option<Link>> {
+        self.blocking.borrow()
+    }
+
+    fn live(&self) -> Result<&Live> {
+        if let Some(live) = self.live.get() {
+            return Ok(live);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let blocking = self.blocking.borrow_mut().take().context("already used")?;
+        let ends = {
+            let _in = rt.enter();
+            match blocking {
+                Link::Wire(d) => Ends::Wire(d.into_async()?),
+                Link::WirePipes(tx, rx) => Ends::Pipes(tx.into_async()?, rx.into_async()?),
+                Link::RawStream { tx, rx } if is_pipe(&rx)? => Ends::Pipe(
+                    RefCell::new(tokio::net::unix::pipe::Sender::from_owned_fd(tx)?),
+                    RefCell::new(tokio::net::unix::pipe::Receiver::from_owned_fd(rx)?),
+                ),
+                Link::RawStream { tx, rx } => {
+                    drop(tx); // a duplicate of rx
+                    let s = std::os::unix::net::UnixStream::from(rx);
+                    s.set_nonblocking(true)?;
+                    Ends::Stream(RefCell::new(tokio::net::UnixStream::from_std(s)?))
+                }
+                Link::RawMessage(fd) => {
+                    let s = std::os::unix::net::UnixDatagram::from(fd);
+                    s.set_nonblocking(true)?;
+                    Ends::Message(tokio::net::UnixDatagram::from_std(s)?)
+                }
+                _ => anyhow::bail!("no async form of this link"),
+            }
+        };
+        Ok(self.live.get_or_init(|| Live { rt, ends }))
+    }
+
+    pub(super) fn send(&self, msg: &ByteBuf) -> Result<()> {
+        let live = self.live()?;
+        live.rt.block_on(async {
+            match &live.ends {
+                Ends::Wire(d) => d.send_ref(msg).await?,
+                Ends::Pipes(tx, _) => tx.send_ref(msg).await?,
+                Ends::Stream(s) => s.borrow_mut().write_all(msg).await?,
+                Ends::Pipe(tx, _) => tx.borrow_mut().write_all(msg).await?,
+                Ends::Message(s) => {
+                    s.send(msg).await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn recv(&self, buf: &mut [u8]) -> Result<()> {
+        let live = self.live()?;
+        live.rt.block_on(async {
+            match &live.ends {
+                Ends::Wire(d) => {
+                    let m = d.recv().await?;
+                    anyhow::ensure!(m.len() == buf.len(), "wrong size");
+                }
+                Ends::Pipes(_, rx) => {
+                    let m = rx.recv().await?;
+                    anyhow::ensure!(m.len() == buf.len(), "wrong size");
+                }
+                Ends::Stream(s) => {
+                    s.borrow_mut().read_exact(buf).await?;
+                }
+                Ends::Pipe(_, rx) => {
+                    rx.borrow_mut().read_exact(buf).await?;
+                }
+                Ends::Message(s) => {
+                    let n = s.recv(buf).await?;
+                    anyhow::ensure!(n == buf.len(), "wrong size");
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn is_pipe(fd: &OwnedFd) -> Result<bool> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok(rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo)
+}
+
+/// The transports with an async row, and the raw tokio baseline of each:
+/// the same descriptor kind, except shared memory, against a stream
+/// socket (the "≤ 0.8x raw tokio `UnixStream`").
+pub(super) fn raw_of(t: Transport) -> Option<Transport> {
+    match t {
+        Transport::Pipe | Transport::Stream | Transport::Seqpacket | Transport::Dgram => Some(t),
+        Transport::Shm => Some(Transport::Stream),
+        _ => None,
+    }
+}
