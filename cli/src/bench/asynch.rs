@@ -27,10 +27,12 @@ struct Live {
 enum Ends {
     Wire(aio::Duplex<ByteBuf, ByteBuf>),
     Pipes(aio::Sender<ByteBuf>, aio::Receiver<ByteBuf>),
-    Stream(RefCell<tokio::net::UnixStream>),
+    // Taken out for each operation (an owned stream is what tokio's
+    // read and write take), and put back.
+    Stream(Slot<tokio::net::UnixStream>),
     Pipe(
-        RefCell<tokio::net::unix::pipe::Sender>,
-        RefCell<tokio::net::unix::pipe::Receiver>,
+        Slot<tokio::net::unix::pipe::Sender>,
+        Slot<tokio::net::unix::pipe::Receiver>,
     ),
     Message(tokio::net::UnixDatagram),
 }
@@ -62,14 +64,14 @@ impl AsyncLink {
                 Link::Wire(d) => Ends::Wire(d.into_async()?),
                 Link::WirePipes(tx, rx) => Ends::Pipes(tx.into_async()?, rx.into_async()?),
                 Link::RawStream { tx, rx } if is_pipe(&rx)? => Ends::Pipe(
-                    RefCell::new(tokio::net::unix::pipe::Sender::from_owned_fd(tx)?),
-                    RefCell::new(tokio::net::unix::pipe::Receiver::from_owned_fd(rx)?),
+                    Slot::new(tokio::net::unix::pipe::Sender::from_owned_fd(tx)?),
+                    Slot::new(tokio::net::unix::pipe::Receiver::from_owned_fd(rx)?),
                 ),
                 Link::RawStream { tx, rx } => {
                     drop(tx); // a duplicate of rx
                     let s = std::os::unix::net::UnixStream::from(rx);
                     s.set_nonblocking(true)?;
-                    Ends::Stream(RefCell::new(tokio::net::UnixStream::from_std(s)?))
+                    Ends::Stream(Slot::new(tokio::net::UnixStream::from_std(s)?))
                 }
                 Link::RawMessage(fd) => {
                     let s = std::os::unix::net::UnixDatagram::from(fd);
@@ -88,8 +90,8 @@ impl AsyncLink {
             match &live.ends {
                 Ends::Wire(d) => d.send_ref(msg).await?,
                 Ends::Pipes(tx, _) => tx.send_ref(msg).await?,
-                Ends::Stream(s) => s.borrow_mut().write_all(msg).await?,
-                Ends::Pipe(tx, _) => tx.borrow_mut().write_all(msg).await?,
+                Ends::Stream(s) => s.with(async |s| s.write_all(msg).await).await??,
+                Ends::Pipe(tx, _) => tx.with(async |tx| tx.write_all(msg).await).await??,
                 Ends::Message(s) => {
                     s.send(msg).await?;
                 }
@@ -111,10 +113,10 @@ impl AsyncLink {
                     anyhow::ensure!(m.len() == buf.len(), "wrong size");
                 }
                 Ends::Stream(s) => {
-                    s.borrow_mut().read_exact(buf).await?;
+                    s.with(async |s| s.read_exact(buf).await).await??;
                 }
                 Ends::Pipe(_, rx) => {
-                    rx.borrow_mut().read_exact(buf).await?;
+                    rx.with(async |rx| rx.read_exact(buf).await).await??;
                 }
                 Ends::Message(s) => {
                     let n = s.recv(buf).await?;
@@ -123,6 +125,22 @@ impl AsyncLink {
             }
             Ok(())
         })
+    }
+}
+
+/// A value lent out for one awaited operation at a time.
+struct Slot<S>(std::cell::Cell<Option<S>>);
+
+impl<S> Slot<S> {
+    fn new(s: S) -> Slot<S> {
+        Slot(std::cell::Cell::new(Some(s)))
+    }
+
+    async fn with<R>(&self, f: impl AsyncFnOnce(&mut S) -> R) -> Result<R> {
+        let mut s = self.0.take().context("in use")?;
+        let r = f(&mut s).await;
+        self.0.set(Some(s));
+        Ok(r)
     }
 }
 
