@@ -30,6 +30,7 @@ pool = load("pool.json")
 crit = load("criterion.json")
 seconds = load("seconds.json")
 borrow = load("borrow.json")
+asynch = load("async.json")
 syscalls = load("syscalls.json")
 instructions = load("instructions.json")
 date = (FIG / "date").read_text().strip()
@@ -71,6 +72,10 @@ def fenced(path):
 
 
 KiB, MiB = 1024, 1 << 20
+
+
+def size_name(n):
+    return f"{n // KiB} KiB" if n >= KiB else f"{n} B"
 
 
 def shm_vs_iceoryx():
@@ -156,6 +161,9 @@ def render_measured():
         + ", ".join(f"{i['transport']} {i['procwire'] - i['raw']:+,.0f}" for i in instructions)
         + " (`recv`); " + ", ".join(f"{i['transport']} {i['borrowed'] - i['raw']:+,.0f}" for i in instructions)
         + " (`recv_with`) | `scripts/instructions` |",
+        "| awaited 64 B round trip (feature `tokio`) vs raw tokio I/O on the same descriptor, one CPU | "
+        + ", ".join(f"{t} {x(row(asynch, f'async-{t}', 64, 'same')['ratio'])}" for t in ASYNC_TRANSPORTS if t != "shm")
+        + f"; shared memory {x(row(asynch, 'async-shm', 64, 'same')['ratio'])} of a raw tokio `UnixStream` | `procwire bench --async` |",
         "| remote pool, 3 worker processes, 10,000 tasks, one worker SIGKILLed and one SIGSTOPped | every task answered once, in order; tasks of the lost workers given to others (asserted) | `cargo nextest run -p procwire-cli --test remote_pool` |",
     ]
     return "\n".join(lines)
@@ -295,6 +303,45 @@ def render_remote_note():
     )
 
 
+ASYNC_TRANSPORTS = ("pipe", "stream", "seqpacket", "dgram", "shm")
+
+
+def render_async():
+    """Awaited round trips against raw tokio, the blocking path beside them
+    (one run of `bench --async`)."""
+    lines = [
+        "| transport | size | procwire async | raw tokio | ratio | procwire blocking | its raw baseline | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t in ASYNC_TRANSPORTS:
+        for size in (64, 4096):
+            a = row(asynch, f"async-{t}", size, "same")
+            b = row(asynch, t, size, "same")
+            lines.append(
+                f"| {t} | {size_name(size)} | {us(a['median_ns'])} | {a['baseline']}: {us(a['baseline_median_ns'])} "
+                f"| {x(a['ratio'])} | {us(b['median_ns'])} | {b['baseline']}: {us(b['baseline_median_ns'])} | {x(b['ratio'])} |"
+            )
+    return "\n".join(lines)
+
+
+def render_async_targets():
+    """The async issue's timing targets, against this run."""
+    fd = {(t, s): row(asynch, f"async-{t}", s, "same")["ratio"]
+          for t in ASYNC_TRANSPORTS if t != "shm" for s in (64, 4096)}
+    worst = max(fd.values())
+    shm = row(asynch, "async-shm", 64, "same")
+    lines = [
+        "| target | result | |",
+        "|---|---|---|",
+        "| async round trip ≤ 1.15x raw tokio I/O at 64 B and 4 KiB | "
+        + ", ".join(f"{t} {size_name(s)} {x(r)}" for (t, s), r in sorted(fd.items(), key=lambda kv: kv[1]))
+        + f" | {verdict(worst, 1.15)} |",
+        f"| shared-memory async round trip ≤ 0.8x raw tokio `UnixStream`, one CPU | {x(shm['ratio'])} "
+        f"({us(shm['median_ns'])} vs {us(shm['baseline_median_ns'])}) | {verdict(shm['ratio'], 0.8)} |",
+    ]
+    return "\n".join(lines)
+
+
 def render_run():
     return f"{date}, Linux {kernel}"
 
@@ -314,6 +361,8 @@ BLOCKS = {
     "targets": render_targets,
     "syscalls": lambda: (FIG / "syscalls.md").read_text().rstrip(),
     "instructions": lambda: (FIG / "instructions.md").read_text().rstrip(),
+    "async": render_async,
+    "async-targets": render_async_targets,
 }
 
 MARK = re.compile(r"<!-- figures:([a-z0-9-]+) -->(.*?)<!-- /figures -->", re.S)
