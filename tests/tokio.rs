@@ -558,3 +558,83 @@ fn an_async_end_outside_a_runtime_is_an_error() {
         drop(tx);
     });
 }
+
+/// The byte primitives as `AsyncRead`/`AsyncWrite`: 10 MiB through a pipe
+/// and both ways through a stream socket, in pieces, every byte in order;
+/// the end of file after the writer is gone or shut down; a pipe with no
+/// reader is `BrokenPipe` (the process survives: no SIGPIPE); a message
+/// socket refused; back to blocking ends.
+#[test]
+fn pipes_and_stream_sockets_are_async_read_and_write() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    checked(60, || {
+        let rt = runtime();
+        rt.block_on(async {
+            let data = pattern(9, 10 << 20);
+            let (r, w) = procwire::pipe().unwrap();
+            let (mut r, mut w) = (r.into_async().unwrap(), w.into_async().unwrap());
+            let expected = data.clone();
+            let writing = tokio::spawn(async move {
+                for piece in expected.chunks(100_003) {
+                    w.write_all(piece).await.unwrap();
+                }
+                w.into_blocking().unwrap()
+            });
+            let mut got = Vec::new();
+            // The writer's blocking end is dropped only after the join:
+            // read exactly, then see the end of file.
+            let mut buf = vec![0u8; data.len()];
+            r.read_exact(&mut buf).await.unwrap();
+            drop(writing.await.unwrap());
+            assert_eq!(r.read_to_end(&mut got).await.unwrap(), 0);
+            assert!(buf == data, "the pipe carried every byte in order");
+
+            let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
+            let (mut a, mut b) = (a.into_async().unwrap(), b.into_async().unwrap());
+            let echo = tokio::spawn(async move {
+                let mut all = Vec::new();
+                b.read_to_end(&mut all).await.unwrap();
+                b.write_all(&all).await.unwrap();
+                b.shutdown().await.unwrap();
+            });
+            a.write_all(&data).await.unwrap();
+            a.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            a.read_to_end(&mut back).await.unwrap();
+            assert!(back == data, "the socket carried every byte both ways");
+            echo.await.unwrap();
+            let blocking = a.into_blocking().unwrap();
+            assert_eq!(blocking.kind(), Kind::Stream);
+
+            let (r, w) = procwire::pipe().unwrap();
+            drop(r);
+            let mut w = w.into_async().unwrap();
+            let e = w.write_all(b"nobody reads").await.unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
+
+            let (d, _d) = procwire::socket_pair(Kind::Datagram).unwrap();
+            assert_eq!(d.into_async().unwrap_err().kind(), ErrorKind::InvalidInput);
+        });
+    });
+}
+
+/// A child's exit, awaited on its pidfd: the status comes back (here an
+/// exit code, after the child took its time) and the child is reaped.
+#[test]
+fn a_child_exit_is_awaited_and_reaped() {
+    checked(30, || {
+        let mut child = procwire::Command::new("sh")
+            .args(["-c", "sleep 0.2; exit 3"])
+            .spawn()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let status = rt.block_on(child.wait_async()).unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(util::zombies(), 0, "reaped");
+        // Waiting again gives the same status at once.
+        assert_eq!(rt.block_on(child.wait_async()).unwrap().code(), Some(3));
+    });
+}

@@ -361,7 +361,7 @@ pub(crate) fn recv(
 ///
 /// # References
 /// - recv(2), tcp(7)
-#[cfg_attr(not(feature = "tcp"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "tcp", feature = "tokio")), allow(dead_code))]
 pub(crate) fn recv_bytes(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],

@@ -63,6 +63,9 @@ use ::tokio::io::unix::AsyncFd;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod io;
+pub use io::{PipeReader, PipeWriter, Socket};
+
 use crate::channel::Wait;
 use crate::error::{Error, ErrorKind, RecvError, Result, SendError};
 use crate::transport::{Conn, Transport};
@@ -73,15 +76,21 @@ use crate::transport::{Conn, Transport};
 #[derive(Debug)]
 struct Registered(AsyncFd<OwnedFd>);
 
+/// An error unless called inside a tokio runtime.
+fn in_runtime() -> Result<()> {
+    match ::tokio::runtime::Handle::try_current() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::new(
+            ErrorKind::InvalidInput,
+            "an async procwire end is made inside a tokio runtime (with its I/O driver \
+             enabled): call this from async code or inside `Runtime::enter`",
+        )),
+    }
+}
+
 impl Registered {
     fn new(fd: BorrowedFd<'_>, want: Want) -> Result<Registered> {
-        if ::tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "an async procwire end is made inside a tokio runtime (with its I/O driver \
-                 enabled): call this from async code or inside `Runtime::enter`",
-            ));
-        }
+        in_runtime()?;
         let dup = fd
             .try_clone_to_owned()
             .map_err(|e| Error::io("duplicating a descriptor for the tokio reactor", e))?;
