@@ -638,3 +638,66 @@ fn a_child_exit_is_awaited_and_reaped() {
         assert_eq!(rt.block_on(child.wait_async()).unwrap().code(), Some(3));
     });
 }
+
+/// Many tasks of a multi-threaded runtime send on one shared async sender
+/// at once, and two tasks receive from one shared receiver: a send or
+/// receive that finds the other thread inside the channel (no readiness
+/// event marks its end) yields and tries again instead of sleeping for
+/// ever. Everything arrives, each sender's messages in order.
+#[test]
+fn tasks_sharing_an_end_across_threads_never_stall() {
+    checked(120, || {
+        for t in [T::Stream, T::SeqPacket, T::Shm] {
+            let (btx, brx) = blocking_pair(t);
+            let rt = runtime();
+            rt.block_on(async {
+                let tx = std::sync::Arc::new(Tx::new(btx));
+                let rx = std::sync::Arc::new(Rx::new(brx));
+                let (senders, each) = (8u32, 2_000u32);
+                let sending: Vec<_> = (0..senders)
+                    .map(|s| {
+                        let tx = std::sync::Arc::clone(&tx);
+                        tokio::spawn(async move {
+                            for i in 0..each {
+                                tx.send(numbered(s * each + i, (i as usize * 7) % 900))
+                                    .await
+                                    .unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                let receiving: Vec<_> = (0..2)
+                    .map(|_| {
+                        let rx = std::sync::Arc::clone(&rx);
+                        tokio::spawn(async move {
+                            let mut got = Vec::new();
+                            while got.len() < (senders * each / 2) as usize {
+                                got.push(number_of(&rx.recv().await.unwrap()));
+                            }
+                            got
+                        })
+                    })
+                    .collect();
+                for s in sending {
+                    s.await.unwrap();
+                }
+                let mut all = Vec::new();
+                for r in receiving {
+                    let got = r.await.unwrap();
+                    // Each receiver sees each sender's messages in order.
+                    for s in 0..senders {
+                        let mine: Vec<u32> =
+                            got.iter().copied().filter(|n| n / each == s).collect();
+                        assert!(
+                            mine.windows(2).all(|w| w[0] < w[1]),
+                            "{t:?}: sender {s} out of order"
+                        );
+                    }
+                    all.extend(got);
+                }
+                all.sort_unstable();
+                assert_eq!(all, (0..senders * each).collect::<Vec<_>>(), "{t:?}");
+            });
+        }
+    });
+}

@@ -190,6 +190,13 @@ impl<S> Gate<S> {
         self.lock.holder() == this_thread()
     }
 
+    /// Whether some thread holds the gate now (a `try_*` that found it busy
+    /// says "full" or "empty" without looking at the transport).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn busy(&self) -> bool {
+        self.lock.holder() != 0
+    }
+
     /// Looks at the value if nobody holds the gate.
     pub(crate) fn peek<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
         let pass = self.enter(Wait::Never)?;

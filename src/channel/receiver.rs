@@ -350,6 +350,12 @@ impl RecvCore {
         }
     }
 
+    /// Whether another thread is receiving on this channel right now.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn busy(&self) -> bool {
+        self.incoming.busy()
+    }
+
     /// Whether a message (or an end) can be taken without reading the
     /// descriptor: something poll(2) cannot see.
     pub(crate) fn buffered(&self) -> bool {

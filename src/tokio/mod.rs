@@ -45,6 +45,11 @@
 //! | `send(v)` waits for room | nothing of `v` was written; `v` is dropped |
 //! | `flush()` waits | the frame stays pending; the next `send`, `flush` or `close` finishes it first |
 //!
+//! Any number of tasks may share an end (`&self` methods): they take turns
+//! per direction, fairly, and a turn given up by a dropped future passes on.
+//! The `poll_*` methods and the `Stream`/`Sink` impls serve one task at a
+//! time, as tokio's own `poll_*` methods do.
+//!
 //! A `send` resolves once the message is accepted: when the kernel took
 //! only part of its frame, the rest is written before the next frame, by
 //! `flush().await`, or when the sender is dropped (then on tokio's
@@ -101,14 +106,31 @@ impl Registered {
 }
 
 /// What an async end waits on: its readiness descriptors, and the pidfd of
-/// the child it supervises.
+/// the child it supervises; and the turns its tasks take.
+///
+/// tokio's `poll_*_ready` wakes one task per registration and direction
+/// (the last that polled), so each direction has registrations of its own
+/// (duplicates of the descriptor: a duplex's receive, which also waits for
+/// room to finish a frame of ours, never takes a sender's wake-up), and
+/// tasks take turns per direction (`reading`, `writing`: fair, and
+/// cancel-safe) so that one task at a time waits on each.
 #[derive(Debug)]
 struct Waker {
+    /// The receiving side's descriptor; also for room when the receive
+    /// side writes (a duplex on one socket).
     read: Option<Registered>,
+    /// Whether `read` also reports room.
+    room: bool,
     write: Option<Registered>,
-    peer: Option<Registered>,
+    /// The child's pidfd, once per direction.
+    peer: [Option<Registered>; 2],
     conn: Arc<Conn>,
+    reading: ::tokio::sync::Mutex<()>,
+    writing: ::tokio::sync::Mutex<()>,
 }
+
+const READ: usize = 0;
+const WRITE: usize = 1;
 
 impl Waker {
     fn new(
@@ -116,52 +138,39 @@ impl Waker {
         read: Option<BorrowedFd<'_>>,
         write: Option<BorrowedFd<'_>>,
     ) -> Result<Waker> {
-        // One registration when both directions use one descriptor.
-        let same = matches!((read, write), (Some(r), Some(w)) if r.as_raw_fd() == w.as_raw_fd());
-        let (read, write) = if same {
-            let both = Want::READABLE | Want::WRITABLE;
-            (read.map(|fd| Registered::new(fd, both)).transpose()?, None)
+        let room = matches!((read, write), (Some(r), Some(w)) if r.as_raw_fd() == w.as_raw_fd());
+        let read_want = if room {
+            Want::READABLE | Want::WRITABLE
         } else {
-            (
-                read.map(|fd| Registered::new(fd, Want::READABLE))
-                    .transpose()?,
-                write
-                    .map(|fd| Registered::new(fd, Want::WRITABLE))
-                    .transpose()?,
-            )
+            Want::READABLE
         };
-        let peer = match conn.peer() {
-            Some(p) => Some(Registered::new(p.pidfd(), Want::READABLE)?),
-            None => None,
+        let pidfd = |used: bool| match conn.peer() {
+            Some(p) if used => Registered::new(p.pidfd(), Want::READABLE).map(Some),
+            _ => Ok(None),
         };
         Ok(Waker {
-            read,
-            write,
-            peer,
+            read: read.map(|fd| Registered::new(fd, read_want)).transpose()?,
+            room,
+            write: write
+                .map(|fd| Registered::new(fd, Want::WRITABLE))
+                .transpose()?,
+            peer: [pidfd(read.is_some())?, pidfd(write.is_some())?],
             conn: Arc::clone(conn),
+            reading: ::tokio::sync::Mutex::new(()),
+            writing: ::tokio::sync::Mutex::new(()),
         })
     }
 
-    /// Waits for the next readiness of `dir` after a try found nothing:
-    /// `Ready(Ok)` to try again.
-    fn poll_ready(&self, cx: &mut Context<'_>, dir: Want) -> Poll<Result<()>> {
-        let fd = if dir.is_readable() {
-            self.read.as_ref()
-        } else {
-            self.write.as_ref().or(self.read.as_ref())
-        };
-        let Some(Registered(fd)) = fd else {
+    /// Waits for room to send after a try found none: `Ready(Ok)` to try
+    /// again.
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let Some(Registered(fd)) = &self.write else {
             return Poll::Ready(Err(Error::new(
                 ErrorKind::Unsupported,
-                "this end does not go that way",
+                "this end does not send",
             )));
         };
-        let polled = if dir.is_readable() {
-            fd.poll_read_ready(cx)
-        } else {
-            fd.poll_write_ready(cx)
-        };
-        match polled {
+        match fd.poll_write_ready(cx) {
             // Cleared before the next try: readiness that comes after it
             // wakes this task again (tokio's edge-triggered protocol).
             Poll::Ready(Ok(mut guard)) => {
@@ -173,9 +182,10 @@ impl Waker {
         }
     }
 
-    /// Whether the supervised child has exited (its pidfd is readable).
-    fn peer_gone(&self, cx: &mut Context<'_>) -> bool {
-        match &self.peer {
+    /// Whether the supervised child has exited (its pidfd is readable),
+    /// asked by the `dir` side.
+    fn peer_gone(&self, cx: &mut Context<'_>, dir: usize) -> bool {
+        match &self.peer[dir] {
             Some(Registered(pidfd)) => pidfd.poll_read_ready(cx).is_ready(),
             None => false,
         }
@@ -214,6 +224,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// Waits for the next message: the async [`recv`](crate::Receiver::recv).
     /// Cancel-safe: a dropped `recv` took nothing.
     pub async fn recv(&self) -> Result<T, RecvError> {
+        let _turn = self.waker.reading.lock().await;
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
@@ -223,7 +234,9 @@ impl<T: DeserializeOwned> Receiver<T> {
     }
 
     /// The next message, or `Pending` with this task woken when one may be
-    /// there.
+    /// there. For one task at a time, as tokio's own `poll_*` methods (the
+    /// runtime wakes the last task that polled); [`recv`](Receiver::recv)
+    /// lets any number of tasks take turns.
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<T, RecvError>> {
         poll_take(&self.waker, cx, &self.inner, None).map_err(RecvError::new)
     }
@@ -266,7 +279,7 @@ fn poll_take<T: DeserializeOwned>(
                 other => return Poll::Ready(other),
             }
         }
-        if waker.peer_gone(cx) {
+        if waker.peer_gone(cx, READ) {
             // What it sent before dying is read first (the blocking wait's
             // rule: readiness wins over the exit).
             return Poll::Ready(match take() {
@@ -274,17 +287,34 @@ fn poll_take<T: DeserializeOwned>(
                 other => other,
             });
         }
-        let room = writing && waker.poll_ready(cx, Want::WRITABLE).is_ready();
         let Some(Registered(fd)) = &waker.read else {
             unreachable!("a receiving end registers its descriptor");
         };
+        let room = writing
+            && waker.room
+            && match fd.poll_write_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    guard.clear_ready();
+                    true
+                }
+                Poll::Ready(Err(_)) => true,
+                Poll::Pending => false,
+            };
         let mut guard = match fd.poll_read_ready(cx) {
             Poll::Ready(Ok(guard)) => guard,
             Poll::Ready(Err(e)) => {
                 return Poll::Ready(Err(Error::io("waiting for a channel", e)));
             }
             Poll::Pending if room => continue,
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                // Another thread receiving here leaves no readiness behind:
+                // a message it read ahead, or the gate it still holds,
+                // means "look again soon", not "sleep".
+                if rx.core().busy() || rx.core().buffered() {
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Pending;
+            }
         };
         if tried {
             // Readiness that came after the try: try again.
@@ -357,6 +387,7 @@ impl<T: Serialize> Sender<T> {
     /// comes back in the error. Cancel-safe: a `send` dropped while it
     /// waits wrote nothing.
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
+        let _turn = self.waker.writing.lock().await;
         let mut value = Some(value);
         poll_fn(|cx| poll_give(self.tx(), &self.waker, cx, &mut value)).await
     }
@@ -365,11 +396,13 @@ impl<T: Serialize> Sender<T> {
     /// full: one buffer sent again and again without a copy per message.
     /// Cancel-safe as [`send`](Sender::send).
     pub async fn send_ref(&self, value: &T) -> Result<()> {
+        let _turn = self.waker.writing.lock().await;
         poll_fn(|cx| poll_give_ref(self.tx(), &self.waker, cx, value)).await
     }
 
     /// Writes the rest of a frame the kernel took in part.
     pub async fn flush(&self) -> Result<()> {
+        let _turn = self.waker.writing.lock().await;
         poll_fn(|cx| poll_flush(self.tx(), &self.waker, cx)).await
     }
 
@@ -384,36 +417,76 @@ impl<T: Serialize> Sender<T> {
     }
 }
 
-/// Sends the value in `slot` (taking it) when there is room.
+/// Runs `step`, a non-blocking send step (`None`: no room), until it is
+/// done, waiting for room by tokio's protocol. A step can also find the
+/// sending gate held by another thread (a send in progress there, which
+/// makes no readiness event when it ends): then the task yields and tries
+/// again; and after registering for room it looks once more, in case the
+/// gate was released between the step and the registration.
+fn poll_room<R>(
+    tx: &crate::channel::SendCore,
+    waker: &Waker,
+    cx: &mut Context<'_>,
+    mut step: impl FnMut() -> Option<Result<R>>,
+) -> Poll<Result<R>> {
+    loop {
+        if let Some(done) = step() {
+            return Poll::Ready(done);
+        }
+        if tx.busy() {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if waker.peer_gone(cx, WRITE) {
+            return Poll::Ready(Err(waker.peer_exited()));
+        }
+        match waker.poll_room(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if let Some(done) = step() {
+                    return Poll::Ready(done);
+                }
+                if tx.busy() {
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// Sends the value in `slot` (taking it) when there is room; on failure
+/// the value comes back in the error.
 fn poll_give<T: Serialize>(
     tx: &crate::Sender<T>,
     waker: &Waker,
     cx: &mut Context<'_>,
     slot: &mut Option<T>,
 ) -> Poll<Result<(), SendError<T>>> {
-    loop {
-        let Some(value) = slot.take() else {
-            return Poll::Ready(Ok(()));
-        };
+    if slot.is_none() {
+        return Poll::Ready(Ok(()));
+    }
+    let step = || {
+        let value = slot.take()?;
         match tx.try_send(value) {
-            Ok(()) => return Poll::Ready(Ok(())),
-            Err(e) if e.is_full() => *slot = Some(e.into_inner()),
+            Ok(()) => Some(Ok(())),
+            Err(e) if e.is_full() => {
+                *slot = Some(e.into_inner());
+                None
+            }
             Err(e) => {
                 let (value, why) = e.into_parts();
-                return Poll::Ready(Err(SendError::new(value, why)));
+                *slot = Some(value);
+                Some(Err(why))
             }
         }
-        let waited = if waker.peer_gone(cx) {
-            Poll::Ready(Err(waker.peer_exited()))
-        } else {
-            waker.poll_ready(cx, Want::WRITABLE)
-        };
-        match ready!(waited) {
-            Ok(()) => {}
-            Err(e) => {
-                let value = slot.take().expect("put back above");
-                return Poll::Ready(Err(SendError::new(value, e)));
-            }
+    };
+    match ready!(poll_room(tx.core(), waker, cx, step)) {
+        Ok(()) => Poll::Ready(Ok(())),
+        Err(e) => {
+            let value = slot.take().expect("the value is put back on failure");
+            Poll::Ready(Err(SendError::new(value, e)))
         }
     }
 }
@@ -425,30 +498,20 @@ fn poll_give_ref<T: Serialize>(
     cx: &mut Context<'_>,
     value: &T,
 ) -> Poll<Result<()>> {
-    loop {
-        match tx.try_send_ref(value) {
-            Err(e) if e.kind() == ErrorKind::Full => {}
-            other => return Poll::Ready(other),
-        }
-        if waker.peer_gone(cx) {
-            return Poll::Ready(Err(waker.peer_exited()));
-        }
-        ready!(waker.poll_ready(cx, Want::WRITABLE))?;
-    }
+    poll_room(tx.core(), waker, cx, || match tx.try_send_ref(value) {
+        Err(e) if e.kind() == ErrorKind::Full => None,
+        other => Some(other),
+    })
 }
 
 /// Finishes a frame the kernel took in part.
 fn poll_flush<T>(tx: &crate::Sender<T>, waker: &Waker, cx: &mut Context<'_>) -> Poll<Result<()>> {
-    loop {
+    poll_room(tx.core(), waker, cx, || {
         match tx.core().flush(Wait::Never) {
-            Err(e) if e.kind() == ErrorKind::Full => {}
-            other => return Poll::Ready(other),
+            Err(e) if e.kind() == ErrorKind::Full => None,
+            other => Some(other),
         }
-        if waker.peer_gone(cx) {
-            return Poll::Ready(Err(waker.peer_exited()));
-        }
-        ready!(waker.poll_ready(cx, Want::WRITABLE))?;
-    }
+    })
 }
 
 // The buffered message is never pinned (it is moved into `try_send`).
@@ -527,12 +590,14 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
 
     /// Sends, waiting while the channel is full. See [`Sender::send`].
     pub async fn send(&self, value: Out) -> Result<(), SendError<Out>> {
+        let _turn = self.rx.waker.writing.lock().await;
         let mut value = Some(value);
         poll_fn(|cx| poll_give(&self.tx, &self.rx.waker, cx, &mut value)).await
     }
 
     /// Sends `*value` without giving it up. See [`Sender::send_ref`].
     pub async fn send_ref(&self, value: &Out) -> Result<()> {
+        let _turn = self.rx.waker.writing.lock().await;
         poll_fn(|cx| poll_give_ref(&self.tx, &self.rx.waker, cx, value)).await
     }
 
@@ -540,10 +605,12 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// kernel took in part (the peer may wait for it before it answers).
     /// Cancel-safe.
     pub async fn recv(&self) -> Result<In, RecvError> {
+        let _turn = self.rx.waker.reading.lock().await;
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// The next message, or `Pending`; see [`recv`](Duplex::recv).
+    /// The next message, or `Pending`; see [`recv`](Duplex::recv). For one
+    /// task at a time, as [`Receiver::poll_recv`].
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<In, RecvError>> {
         let core = self.tx.core();
         let flush = || {
@@ -564,6 +631,7 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
 
     /// Writes the rest of a frame the kernel took in part.
     pub async fn flush(&self) -> Result<()> {
+        let _turn = self.rx.waker.writing.lock().await;
         poll_fn(|cx| poll_flush(&self.tx, &self.rx.waker, cx)).await
     }
 

@@ -26,7 +26,7 @@ struct Live {
 
 enum Ends {
     Wire(aio::Duplex<ByteBuf, ByteBuf>),
-    Pipes(aio::Sender<ByteBuf>, aio::Receiver<ByteBuf>),
+    Pipes(Box<(aio::Sender<ByteBuf>, aio::Receiver<ByteBuf>)>),
     // Taken out for each operation (an owned stream is what tokio's
     // read and write take), and put back.
     Stream(Slot<tokio::net::UnixStream>),
@@ -62,7 +62,9 @@ impl AsyncLink {
             let _in = rt.enter();
             match blocking {
                 Link::Wire(d) => Ends::Wire(d.into_async()?),
-                Link::WirePipes(tx, rx) => Ends::Pipes(tx.into_async()?, rx.into_async()?),
+                Link::WirePipes(tx, rx) => {
+                    Ends::Pipes(Box::new((tx.into_async()?, rx.into_async()?)))
+                }
                 Link::RawStream { tx, rx } if is_pipe(&rx)? => Ends::Pipe(
                     Slot::new(tokio::net::unix::pipe::Sender::from_owned_fd(tx)?),
                     Slot::new(tokio::net::unix::pipe::Receiver::from_owned_fd(rx)?),
@@ -89,7 +91,7 @@ impl AsyncLink {
         live.rt.block_on(async {
             match &live.ends {
                 Ends::Wire(d) => d.send_ref(msg).await?,
-                Ends::Pipes(tx, _) => tx.send_ref(msg).await?,
+                Ends::Pipes(p) => p.0.send_ref(msg).await?,
                 Ends::Stream(s) => s.with(async |s| s.write_all(msg).await).await??,
                 Ends::Pipe(tx, _) => tx.with(async |tx| tx.write_all(msg).await).await??,
                 Ends::Message(s) => {
@@ -108,8 +110,8 @@ impl AsyncLink {
                     let m = d.recv().await?;
                     anyhow::ensure!(m.len() == buf.len(), "wrong size");
                 }
-                Ends::Pipes(_, rx) => {
-                    let m = rx.recv().await?;
+                Ends::Pipes(p) => {
+                    let m = p.1.recv().await?;
                     anyhow::ensure!(m.len() == buf.len(), "wrong size");
                 }
                 Ends::Stream(s) => {

@@ -308,6 +308,12 @@ impl SendCore {
         self.finish(&mut pass, wait)
     }
 
+    /// Whether another thread is sending on this channel right now.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn busy(&self) -> bool {
+        self.out.busy()
+    }
+
     /// Whether a frame is half-written and nobody is writing it now (a
     /// sender busy in another thread finishes its own frame).
     pub(crate) fn has_pending(&self) -> bool {
