@@ -45,7 +45,7 @@
 //! | request/reply | [`rpc`]: many calls in flight on one channel; [`Pool`]: worker processes, crash-isolated |
 //! | descriptors in messages | [`Fd`], and channel ends inside messages ([`fd`]) |
 //! | endpoints by address | [`listen`] / [`connect`] ([`endpoint`]): `unix:PATH`; with feature `tcp`, authenticated `tcp://HOST:PORT` with heartbeats |
-//! | async (feature `tokio`) | `tokio`: every channel end awaitable (`recv().await`, `send(v).await`, `Stream`/`Sink`), on the runtime's reactor, cancel-safe, with supervision; see [Async](#async) |
+//! | async (feature `tokio`) | `tokio`: every channel end awaitable (`recv().await`, `send(v).await`, `Stream`/`Sink`), on the runtime's reactor, cancel-safe, with supervision; async RPC, `AsyncRead`/`AsyncWrite` pipes and stream sockets, `Child::wait_async`; see [Async](#async) |
 //! | across machines | `zmq` (feature `zmq`): channels over ZeroMQ REQ/REP, PUSH/PULL, DEALER/ROUTER; `Pool::remote` and `remote::pool` (feature `remote` = `tcp` + `zmq`): the same pool, with workers that connect from anywhere |
 //! | hostile conditions (feature `unstable`, not covered by semver) | `fuzz`: entry points for fuzzing every decoder; `testing::SignalStorm` |
 //!
@@ -161,9 +161,13 @@
 //!
 //! What a cancelled (dropped) future leaves behind is in the module's docs
 //! (`procwire::tokio`, "Cancellation"): never a torn frame, never a lost
-//! message that was taken off the transport. Not yet awaitable (issue 15,
-//! continuing): RPC, the pool, `Child::wait`, `listen`/`accept`/`connect`
-//! and ZeroMQ; `AsyncRead`/`AsyncWrite` on the byte primitives.
+//! message that was taken off the transport. Also awaitable: RPC
+//! (`procwire::tokio::rpc`: many calls in flight on one channel without a
+//! task per call, a concurrent `serve` with a bound), the byte primitives
+//! as `AsyncRead`/`AsyncWrite` (`into_async` on a `PipeReader`,
+//! `PipeWriter` or stream `Socket`), and a child's exit
+//! (`Child::wait_async`). Not yet (issue 15, continuing): the pool,
+//! `listen`/`accept`/`connect`, and ZeroMQ.
 //!
 //! # Hazards, and what procwire does about them
 //!

@@ -69,6 +69,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod io;
+pub mod rpc;
 pub use io::{PipeReader, PipeWriter, Socket};
 
 use crate::channel::Wait;
