@@ -116,7 +116,7 @@ fn calls_dropped_by_deadlines_leave_the_others_answered() {
                 s.into_async().unwrap(),
                 16,
                 |n: u64| async move {
-                    if n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     Ok::<_, String>(n + 100)
@@ -127,7 +127,7 @@ fn calls_dropped_by_deadlines_leave_the_others_answered() {
                 .map(|n| {
                     let client = Arc::clone(&client);
                     tokio::spawn(async move {
-                        let deadline = Duration::from_millis(if n % 3 == 0 { 5 } else { 5_000 });
+                        let deadline = Duration::from_millis(if n.is_multiple_of(3) { 5 } else { 5_000 });
                         (n, tokio::time::timeout(deadline, client.call(n)).await)
                     })
                 })
