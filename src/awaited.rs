@@ -1,7 +1,8 @@
 //! A value that arrives once, from another thread, and can be waited for
-//! with a deadline: a task's result, a process's exit status.
+//! with a deadline, or awaited: a task's result, a process's exit status.
 
 use std::sync::{Condvar, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 /// See the module docs.
@@ -9,6 +10,9 @@ use std::time::Instant;
 pub(crate) struct Awaited<T> {
     value: Mutex<Option<T>>,
     arrived: Condvar,
+    /// Tasks awaiting the value (registered under `value`'s lock, so that
+    /// `set` cannot slip between a look and a registration).
+    tasks: Mutex<Vec<Waker>>,
 }
 
 impl<T> Default for Awaited<T> {
@@ -16,15 +20,39 @@ impl<T> Default for Awaited<T> {
         Awaited {
             value: Mutex::new(None),
             arrived: Condvar::new(),
+            tasks: Mutex::new(Vec::new()),
         }
     }
 }
 
 impl<T> Awaited<T> {
-    /// Delivers the value and wakes every waiter.
+    /// Delivers the value and wakes every waiter, threads and tasks.
     pub(crate) fn set(&self, value: T) {
         *self.value.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
         self.arrived.notify_all();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in tasks {
+            t.wake();
+        }
+    }
+
+    /// `Ready` once `get` finds what it wants in the slot; otherwise this
+    /// task is woken when a value arrives.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn poll_with<R>(
+        &self,
+        cx: &mut Context<'_>,
+        get: impl FnOnce(&mut Option<T>) -> Option<R>,
+    ) -> Poll<R> {
+        let mut slot = self.value.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = get(&mut slot) {
+            return Poll::Ready(r);
+        }
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        if !tasks.iter().any(|t| t.will_wake(cx.waker())) {
+            tasks.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Waits until `get` finds what it wants in the slot (it may take the

@@ -45,7 +45,7 @@
 //! | request/reply | [`rpc`]: many calls in flight on one channel; [`Pool`]: worker processes, crash-isolated |
 //! | descriptors in messages | [`Fd`], and channel ends inside messages ([`fd`]) |
 //! | endpoints by address | [`listen`] / [`connect`] ([`endpoint`]): `unix:PATH`; with feature `tcp`, authenticated `tcp://HOST:PORT` with heartbeats |
-//! | async (feature `tokio`) | `tokio`: every channel end awaitable (`recv().await`, `send(v).await`, `Stream`/`Sink`), on the runtime's reactor, cancel-safe, with supervision; async RPC, `AsyncRead`/`AsyncWrite` pipes and stream sockets, `Child::wait_async`; see [Async](#async) |
+//! | async (feature `tokio`) | `tokio`: every channel end awaitable (`recv().await`, `send(v).await`, `Stream`/`Sink`), on the runtime's reactor, cancel-safe, with supervision; async RPC and pool, `AsyncRead`/`AsyncWrite` pipes and stream sockets, `Child::wait_async`; see [Async](#async) |
 //! | across machines | `zmq` (feature `zmq`): channels over ZeroMQ REQ/REP, PUSH/PULL, DEALER/ROUTER; `Pool::remote` and `remote::pool` (feature `remote` = `tcp` + `zmq`): the same pool, with workers that connect from anywhere |
 //! | hostile conditions (feature `unstable`, not covered by semver) | `fuzz`: entry points for fuzzing every decoder; `testing::SignalStorm` |
 //!
@@ -166,8 +166,10 @@
 //! task per call, a concurrent `serve` with a bound), the byte primitives
 //! as `AsyncRead`/`AsyncWrite` (`into_async` on a `PipeReader`,
 //! `PipeWriter` or stream `Socket`), and a child's exit
-//! (`Child::wait_async`). Not yet (issue 15, continuing): the pool,
-//! `listen`/`accept`/`connect`, and ZeroMQ.
+//! (`Child::wait_async`), and the worker pool (`procwire::tokio::Pool`:
+//! `call(..).await`, `submit` whose handle is a future, `map` as a
+//! `Stream`). Not yet (issue 15, continuing): `listen`/`accept`/`connect`
+//! and ZeroMQ.
 //!
 //! # Hazards, and what procwire does about them
 //!

@@ -127,7 +127,8 @@ fn calls_dropped_by_deadlines_leave_the_others_answered() {
                 .map(|n| {
                     let client = Arc::clone(&client);
                     tokio::spawn(async move {
-                        let deadline = Duration::from_millis(if n.is_multiple_of(3) { 5 } else { 5_000 });
+                        let deadline =
+                            Duration::from_millis(if n.is_multiple_of(3) { 5 } else { 5_000 });
                         (n, tokio::time::timeout(deadline, client.call(n)).await)
                     })
                 })

@@ -24,6 +24,20 @@ pub struct TaskHandle<Req, Resp> {
     pub(super) shared: Arc<Shared<Req, Resp>>,
 }
 
+/// With feature `tokio`, a handle is also the task's result, awaited (the
+/// pool's worker threads fill it; no thread waits for it).
+#[cfg(feature = "tokio")]
+impl<Req, Resp> std::future::Future for TaskHandle<Req, Resp> {
+    type Output = Result<Resp>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Resp>> {
+        self.slot.result.poll_with(cx, Option::take)
+    }
+}
+
 impl<Req, Resp> TaskHandle<Req, Resp> {
     /// Waits for the result.
     pub fn wait(self) -> Result<Resp> {

@@ -301,6 +301,12 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
         })
     }
 
+    /// How many tasks may be unfinished at once (`max_in_flight`).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn capacity(&self) -> usize {
+        engine::lock(&self.shared.queue).capacity
+    }
+
     /// Submits a task, waiting while `max_in_flight` tasks are unfinished.
     pub fn submit(&self, req: Req) -> Result<TaskHandle<Req, Resp>> {
         self.enqueue(req, true, None)

@@ -69,8 +69,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod io;
+mod pool;
 pub mod rpc;
 pub use io::{PipeReader, PipeWriter, Socket};
+pub use pool::{Map, Pool};
 
 use crate::channel::Wait;
 use crate::error::{Error, ErrorKind, RecvError, Result, SendError};

@@ -1,0 +1,112 @@
+//! Issue 15, item 4: the worker pool, awaited. `call` from many tasks,
+//! `submit` whose handle is a future, `map` as a stream with bounded work
+//! in flight, and a worker that dies failing only its task.
+
+mod util;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use procwire::ErrorKind;
+use util::checked;
+
+procwire::init_before_main!();
+
+/// Squares; 13 kills its worker (an exit, as a crash would); 0 is slow.
+fn work(n: u64) -> u64 {
+    if n == 13 {
+        std::process::exit(9);
+    }
+    if n == 0 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    n * n
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// 400 awaited calls from 40 tasks on a pool of 2 workers that lets 4
+/// tasks be unfinished at once: every answer right; the call whose worker
+/// died fails alone, with the exit status, and the pool goes on.
+#[test]
+fn calls_from_many_tasks_and_a_worker_death_fails_only_its_task() {
+    checked(120, || {
+        let pool = procwire::Pool::builder(work)
+            .workers(2)
+            .max_in_flight(4)
+            .build()
+            .unwrap();
+        let pool = Arc::new(procwire::tokio::Pool::new(pool));
+        runtime().block_on(async {
+            let tasks: Vec<_> = (0..40u64)
+                .map(|t| {
+                    let pool = Arc::clone(&pool);
+                    tokio::spawn(async move {
+                        for i in 0..10 {
+                            let n = 1 + t * 10 + i;
+                            match pool.call(n).await {
+                                Ok(sq) => assert_eq!(sq, n * n),
+                                Err(e) => {
+                                    assert_eq!(n, 13, "only the fatal task fails: {e}");
+                                    assert_eq!(e.kind(), ErrorKind::PeerExited, "{e}");
+                                    assert_eq!(e.exit_status().and_then(|s| s.code()), Some(9));
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            // `submit`: the handle is a future; a slow task does not hold up
+            // a quick one submitted after it.
+            let slow = pool.submit(0).await.unwrap();
+            let quick = pool.submit(3).await.unwrap();
+            assert_eq!(quick.await.unwrap(), 9);
+            assert_eq!(slow.await.unwrap(), 0);
+        });
+        Arc::try_unwrap(pool)
+            .unwrap()
+            .into_blocking()
+            .shutdown()
+            .unwrap();
+    });
+}
+
+/// `map` as a stream: results in input order, the fatal item's error in
+/// its place, never more than `max_in_flight` tasks submitted ahead.
+#[test]
+fn map_is_an_ordered_stream_with_bounded_work_in_flight() {
+    checked(120, || {
+        let pool = procwire::Pool::builder(work)
+            .workers(2)
+            .max_in_flight(3)
+            .build()
+            .unwrap();
+        let pool = procwire::tokio::Pool::new(pool);
+        runtime().block_on(async {
+            let mut results = pool.map(1..=60u64);
+            let mut n = 0;
+            while let Some(r) = results.next().await {
+                n += 1;
+                // Item n is answered: at most 3 more were submitted.
+                let s = pool.blocking().stats();
+                assert!(s.submitted <= n + 3, "{n}: {s:?}");
+                match r {
+                    Ok(sq) => assert_eq!(sq, n * n),
+                    Err(e) => assert_eq!((n, e.kind()), (13, ErrorKind::PeerExited), "{e}"),
+                }
+            }
+            assert_eq!(n, 60);
+        });
+        pool.into_blocking().shutdown().unwrap();
+    });
+}
