@@ -168,8 +168,9 @@
 //! `PipeWriter` or stream `Socket`), and a child's exit
 //! (`Child::wait_async`), and the worker pool (`procwire::tokio::Pool`:
 //! `call(..).await`, `submit` whose handle is a future, `map` as a
-//! `Stream`). Not yet (issue 15, continuing): `listen`/`accept`/`connect`
-//! and ZeroMQ.
+//! `Stream`), and `unix:` endpoints (`Listener::into_async`, `accept`,
+//! `procwire::tokio::connect`). Not yet (issue 15, continuing): `tcp://`
+//! endpoints (their handshake and heartbeats run on threads) and ZeroMQ.
 //!
 //! # Hazards, and what procwire does about them
 //!

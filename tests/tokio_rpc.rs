@@ -216,3 +216,53 @@ fn the_python_peer_serves_an_async_client() {
         assert!(wait_deadline(&mut child, 20).success());
     });
 }
+
+/// Endpoints by address, awaited (`unix:`): 50 clients connecting at once
+/// to one listener, each answered on its own channel; an accept dropped by
+/// its deadline took no connection (the next accept gets the client that
+/// came after); `tcp://` is refused with a clear error, not faked.
+#[test]
+fn unix_endpoints_listen_accept_and_connect_awaited() {
+    checked(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("unix:{}", dir.path().join("s").display());
+        let net = procwire::Net::new();
+        runtime().block_on(async {
+            let listener = Arc::new(net.listen(&addr).unwrap().into_async().unwrap());
+            let waited =
+                tokio::time::timeout(Duration::from_millis(20), listener.accept::<u64, u64>());
+            assert!(waited.await.is_err(), "nobody came");
+            let serving = {
+                let listener = Arc::clone(&listener);
+                tokio::spawn(async move {
+                    for _ in 0..50 {
+                        let ch = listener.accept::<u64, u64>().await.unwrap();
+                        tokio::spawn(async move {
+                            let n = ch.recv().await.unwrap();
+                            ch.send(n * 2).await.unwrap();
+                        });
+                    }
+                })
+            };
+            let clients: Vec<_> = (0..50u64)
+                .map(|n| {
+                    let (addr, net) = (addr.clone(), net.clone());
+                    tokio::spawn(async move {
+                        let ch = procwire::tokio::connect::<u64, u64>(&addr, &net)
+                            .await
+                            .unwrap();
+                        assert_eq!(ch.request(n).await.unwrap(), n * 2);
+                    })
+                })
+                .collect();
+            for c in clients {
+                c.await.unwrap();
+            }
+            serving.await.unwrap();
+            let e = procwire::tokio::connect::<u64, u64>("tcp://127.0.0.1:1", &net)
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        });
+    });
+}

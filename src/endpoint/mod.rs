@@ -298,6 +298,17 @@ impl Listener {
         }
     }
 
+    /// The Unix listener inside (`None` on `tcp://`), and the settings of
+    /// the channels it makes.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn unix(&self) -> (Option<&UnixListener>, &Net) {
+        match &self.inner {
+            Inner::Unix(l) => (Some(l), &self.net),
+            #[cfg(feature = "tcp")]
+            Inner::Tcp(_) => (None, &self.net),
+        }
+    }
+
     /// The address peers connect to (with the port the system chose, if it
     /// was 0).
     pub fn endpoint(&self) -> Endpoint {

@@ -68,9 +68,11 @@ use ::tokio::io::unix::AsyncFd;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod endpoint;
 mod io;
 mod pool;
 pub mod rpc;
+pub use endpoint::{Listener, connect};
 pub use io::{PipeReader, PipeWriter, Socket};
 pub use pool::{Map, Pool};
 
