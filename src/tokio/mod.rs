@@ -233,6 +233,16 @@ impl<T: DeserializeOwned> Receiver<T> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
+    /// Awaits the next message and the descriptors sent with it, as
+    /// [`crate::Receiver::recv_with_fds`]. Cancel-safe.
+    pub async fn recv_with_fds(&self) -> Result<(T, Vec<OwnedFd>), RecvError> {
+        let _turn = self.waker.reading.lock().await;
+        let take = || self.inner.recv_with_fds_wait(Wait::Never);
+        poll_fn(|cx| poll_take(&self.waker, cx, &self.inner, &take, None))
+            .await
+            .map_err(RecvError::new)
+    }
+
     /// Takes a message if a complete one is there, without waiting.
     pub fn try_recv(&self) -> Result<T, crate::TryRecvError> {
         self.inner.try_recv()
@@ -243,7 +253,8 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// runtime wakes the last task that polled); [`recv`](Receiver::recv)
     /// lets any number of tasks take turns.
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<T, RecvError>> {
-        poll_take(&self.waker, cx, &self.inner, None).map_err(RecvError::new)
+        let take = || self.inner.recv_wait(Wait::Never);
+        poll_take(&self.waker, cx, &self.inner, &take, None).map_err(RecvError::new)
     }
 
     /// Back to a blocking receiver.
@@ -261,13 +272,13 @@ impl<T: DeserializeOwned> Receiver<T> {
 /// descriptor, which turns readable only for what comes after). A duplex
 /// meanwhile finishes a frame of ours that the peer may be waiting for
 /// (`flush`), so it also wakes for room.
-fn poll_take<T: DeserializeOwned>(
+fn poll_take<T: DeserializeOwned, R>(
     waker: &Waker,
     cx: &mut Context<'_>,
     rx: &crate::Receiver<T>,
+    take: &dyn Fn() -> Result<R>,
     flush: Option<&dyn Fn() -> Result<bool>>,
-) -> Poll<Result<T>> {
-    let take = || rx.recv_wait(Wait::Never);
+) -> Poll<Result<R>> {
     let try_first = waker.conn.transport() == Transport::Shm;
     loop {
         let writing = match flush {
@@ -402,7 +413,14 @@ impl<T: Serialize> Sender<T> {
     /// Cancel-safe as [`send`](Sender::send).
     pub async fn send_ref(&self, value: &T) -> Result<()> {
         let _turn = self.waker.writing.lock().await;
-        poll_fn(|cx| poll_give_ref(self.tx(), &self.waker, cx, value)).await
+        poll_fn(|cx| poll_give_ref(self.tx(), &self.waker, cx, value, &[])).await
+    }
+
+    /// Sends `value` with descriptors attached (Unix sockets only), as
+    /// [`crate::Sender::send_with_fds`]; `value` is dropped on failure.
+    pub async fn send_with_fds(&self, value: T, fds: &[BorrowedFd<'_>]) -> Result<()> {
+        let _turn = self.waker.writing.lock().await;
+        poll_fn(|cx| poll_give_ref(self.tx(), &self.waker, cx, &value, fds)).await
     }
 
     /// Writes the rest of a frame the kernel took in part.
@@ -502,8 +520,9 @@ fn poll_give_ref<T: Serialize>(
     waker: &Waker,
     cx: &mut Context<'_>,
     value: &T,
+    fds: &[BorrowedFd<'_>],
 ) -> Poll<Result<()>> {
-    poll_room(tx.core(), waker, cx, || match tx.try_send_ref(value) {
+    poll_room(tx.core(), waker, cx, || match tx.try_send_ref(value, fds) {
         Err(e) if e.kind() == ErrorKind::Full => None,
         other => Some(other),
     })
@@ -603,7 +622,7 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// Sends `*value` without giving it up. See [`Sender::send_ref`].
     pub async fn send_ref(&self, value: &Out) -> Result<()> {
         let _turn = self.rx.waker.writing.lock().await;
-        poll_fn(|cx| poll_give_ref(&self.tx, &self.rx.waker, cx, value)).await
+        poll_fn(|cx| poll_give_ref(&self.tx, &self.rx.waker, cx, value, &[])).await
     }
 
     /// Waits for the next message, meanwhile finishing a frame of ours the
@@ -625,7 +644,33 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
                 Ok(true)
             }
         };
-        poll_take(&self.rx.waker, cx, &self.rx.inner, Some(&flush)).map_err(RecvError::new)
+        let take = || self.rx.inner.recv_wait(Wait::Never);
+        poll_take(&self.rx.waker, cx, &self.rx.inner, &take, Some(&flush)).map_err(RecvError::new)
+    }
+
+    /// Sends `value` with descriptors attached. See
+    /// [`Sender::send_with_fds`].
+    pub async fn send_with_fds(&self, value: Out, fds: &[BorrowedFd<'_>]) -> Result<()> {
+        let _turn = self.rx.waker.writing.lock().await;
+        poll_fn(|cx| poll_give_ref(&self.tx, &self.rx.waker, cx, &value, fds)).await
+    }
+
+    /// Awaits a message and its descriptors. See
+    /// [`Receiver::recv_with_fds`].
+    pub async fn recv_with_fds(&self) -> Result<(In, Vec<OwnedFd>), RecvError> {
+        let _turn = self.rx.waker.reading.lock().await;
+        let core = self.tx.core();
+        let flush = || {
+            if core.has_pending() {
+                core.flush_some()
+            } else {
+                Ok(true)
+            }
+        };
+        let take = || self.rx.inner.recv_with_fds_wait(Wait::Never);
+        poll_fn(|cx| poll_take(&self.rx.waker, cx, &self.rx.inner, &take, Some(&flush)))
+            .await
+            .map_err(RecvError::new)
     }
 
     /// Sends `request` and waits for one reply.

@@ -422,8 +422,8 @@ impl<T: Serialize> Sender<T> {
     /// Sends `*value` if there is room now: an async `send_ref`'s step
     /// (`ErrorKind::Full` when there is none, nothing written).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn try_send_ref(&self, value: &T) -> Result<()> {
-        self.core.send(Wait::Never, &[], &Value(value))
+    pub(crate) fn try_send_ref(&self, value: &T, fds: &[BorrowedFd<'_>]) -> Result<()> {
+        self.core.send(Wait::Never, fds, &Value(value))
     }
 
     /// Sends `value` if the OS buffer has room now; otherwise hands it back
