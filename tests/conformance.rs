@@ -11,27 +11,7 @@ use std::time::Duration;
 use procwire::{
     ByteBuf, CodecKind, ErrorKind, Kind, Options, Pipe, Receiver, Sender, Shm, SocketPair,
 };
-use util::{checked, pattern};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum T {
-    Pipe,
-    Stream,
-    Datagram,
-    SeqPacket,
-    UnixPath,
-    Shm,
-    Tcp,
-}
-
-impl T {
-    fn carries_fds(self) -> bool {
-        !matches!(self, T::Pipe | T::Shm | T::Tcp)
-    }
-    fn has_eof(self) -> bool {
-        self != T::Datagram
-    }
-}
+use util::{T, checked, pattern};
 
 /// Two connected sockets through a Unix socket path (the path is gone once
 /// they are connected).

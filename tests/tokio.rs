@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use procwire::tokio as aio;
 use procwire::{ByteBuf, ErrorKind, Kind, Net, Shm, SocketPair};
-use util::{checked, pattern};
+use util::{checked, pattern, runtime};
 
 procwire::init_before_main!();
 
@@ -122,14 +122,6 @@ impl Rx {
             Rx::D(d) => Ok(d.recv().await?),
         }
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Numbered messages: the index in the first 4 bytes, then a pattern.

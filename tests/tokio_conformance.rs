@@ -13,27 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use procwire::tokio as aio;
 use procwire::{ByteBuf, ErrorKind, Kind, Options, Shm, SocketPair};
-use util::{checked, pattern};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum T {
-    Pipe,
-    Stream,
-    Datagram,
-    SeqPacket,
-    UnixPath,
-    Shm,
-    Tcp,
-}
-
-impl T {
-    fn carries_fds(self) -> bool {
-        !matches!(self, T::Pipe | T::Shm | T::Tcp)
-    }
-    fn has_eof(self) -> bool {
-        self != T::Datagram
-    }
-}
+use util::{T, checked, pattern};
 
 type Halves = (procwire::Sender<ByteBuf>, procwire::Receiver<ByteBuf>);
 
@@ -91,12 +71,7 @@ fn make_async((tx, rx): Halves) -> Async {
 }
 
 fn run<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
+    util::runtime().block_on(f)
 }
 
 fn order_and_sizes(t: T) {

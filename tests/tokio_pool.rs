@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use procwire::ErrorKind;
-use util::checked;
+use util::{checked, runtime};
 
 procwire::init_before_main!();
 
@@ -22,14 +22,6 @@ fn work(n: u64) -> u64 {
         std::thread::sleep(Duration::from_millis(200));
     }
     n * n
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// 400 awaited calls from 40 tasks on a pool of 2 workers that lets 4

@@ -11,15 +11,7 @@ use std::time::Duration;
 
 use procwire::tokio::rpc;
 use procwire::{CodecKind, ErrorKind, Options};
-use util::{checked, python, wait_deadline};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use util::{checked, python, runtime, wait_deadline};
 
 /// 2,000 calls from 100 tasks on one client, a server running at most 8
 /// handlers at once that answer after random pauses (so replies come back

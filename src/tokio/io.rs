@@ -127,64 +127,52 @@ async_end!(
     Way::Socket
 );
 
-impl AsyncRead for PipeReader {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.0.poll_read(cx, buf)
-    }
+macro_rules! async_read {
+    ($($t:ty),*) => {$(
+        impl AsyncRead for $t {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                self.0.poll_read(cx, buf)
+            }
+        }
+    )*};
 }
+async_read!(PipeReader, Socket);
 
-impl AsyncRead for Socket {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.0.poll_read(cx, buf)
-    }
+/// `AsyncWrite` for an end whose `poll_shutdown` is `$shutdown(&self)`.
+macro_rules! async_write {
+    ($t:ty, $shutdown:expr) => {
+        impl AsyncWrite for $t {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                data: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.0.poll_write(cx, data)
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let shutdown: fn(&$t) -> io::Result<()> = $shutdown;
+                Poll::Ready(shutdown(&self))
+            }
+        }
+    };
 }
-
-impl AsyncWrite for PipeWriter {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.0.poll_write(cx, data)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// Nothing to do: the reader sees the end when every write end is
-    /// closed (drop this one).
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Socket {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.0.poll_write(cx, data)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// Shuts the writing direction down: the peer reads the end of stream.
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(sys::shutdown(self.as_fd(), std::net::Shutdown::Write))
-    }
-}
+// A pipe has nothing to shut down: the reader sees the end when every
+// write end is closed (drop this one).
+async_write!(PipeWriter, |_| Ok(()));
+// A socket's writing direction is shut down: the peer reads the end.
+async_write!(Socket, |s| sys::shutdown(
+    s.as_fd(),
+    std::net::Shutdown::Write
+));
 
 impl crate::PipeReader {
     /// This read end, awaitable (feature `tokio`; inside a runtime).

@@ -636,6 +636,17 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// The next message, or `Pending`; see [`recv`](Duplex::recv). For one
     /// task at a time, as [`Receiver::poll_recv`].
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<In, RecvError>> {
+        let take = || self.rx.inner.recv_wait(Wait::Never);
+        self.poll_take(cx, &take)
+    }
+
+    /// A receive step of this duplex: meanwhile it finishes a frame of
+    /// ours the kernel took in part (the peer may wait for it).
+    fn poll_take<R>(
+        &self,
+        cx: &mut Context<'_>,
+        take: &dyn Fn() -> Result<R>,
+    ) -> Poll<Result<R, RecvError>> {
         let core = self.tx.core();
         let flush = || {
             if core.has_pending() {
@@ -644,8 +655,7 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
                 Ok(true)
             }
         };
-        let take = || self.rx.inner.recv_wait(Wait::Never);
-        poll_take(&self.rx.waker, cx, &self.rx.inner, &take, Some(&flush)).map_err(RecvError::new)
+        poll_take(&self.rx.waker, cx, &self.rx.inner, take, Some(&flush)).map_err(RecvError::new)
     }
 
     /// Sends `value` with descriptors attached. See
@@ -659,18 +669,8 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// [`Receiver::recv_with_fds`].
     pub async fn recv_with_fds(&self) -> Result<(In, Vec<OwnedFd>), RecvError> {
         let _turn = self.rx.waker.reading.lock().await;
-        let core = self.tx.core();
-        let flush = || {
-            if core.has_pending() {
-                core.flush_some()
-            } else {
-                Ok(true)
-            }
-        };
         let take = || self.rx.inner.recv_with_fds_wait(Wait::Never);
-        poll_fn(|cx| poll_take(&self.rx.waker, cx, &self.rx.inner, &take, Some(&flush)))
-            .await
-            .map_err(RecvError::new)
+        poll_fn(|cx| self.poll_take(cx, &take)).await
     }
 
     /// Sends `request` and waits for one reply.

@@ -226,3 +226,34 @@ impl<T: std::os::fd::AsFd> FdCopy for T {
         self.as_fd().try_clone_to_owned().unwrap()
     }
 }
+
+/// A multi-threaded tokio runtime with two workers, its I/O and time
+/// drivers on: what the async tests run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The transports of the conformance suites (blocking and async).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum T {
+    Pipe,
+    Stream,
+    Datagram,
+    SeqPacket,
+    UnixPath,
+    Shm,
+    Tcp,
+}
+
+impl T {
+    pub fn carries_fds(self) -> bool {
+        !matches!(self, T::Pipe | T::Shm | T::Tcp)
+    }
+    pub fn has_eof(self) -> bool {
+        self != T::Datagram
+    }
+}
