@@ -258,9 +258,11 @@ async fn pause(dice: &mut Dice) {
 }
 
 /// Cancellation: `recv` and `send` futures raced against short timers in
-/// `select!` (10,000 rounds per transport). A cancelled `send` wrote
-/// nothing, a cancelled `recv` took nothing: the receiver gets exactly the
-/// messages whose send completed, whole and in order, and every end stays
+/// `select!` (10,000 rounds per transport). A cancelled `recv` took
+/// nothing; a cancelled `send` either wrote nothing (the message never
+/// arrives) or had started its frame (it is finished before the next one,
+/// and arrives whole): the receiver gets every completed send, in order,
+/// each once, never a torn or interleaved message, and every end stays
 /// usable.
 fn cancelled_by_timers(t: T) {
     checked(120, move || {
@@ -301,10 +303,20 @@ fn cancelled_by_timers(t: T) {
                     }
                 }
                 let (tx, sent) = sending.await.unwrap();
-                assert_eq!(got, sent, "{t:?}: received exactly what was sent");
+                // Every completed send arrived; a send dropped after part
+                // of its frame went is finished before the next frame, so
+                // it arrives too (whole: `number_of` checked each); one
+                // dropped before that never does. In order, no duplicate.
+                assert!(got.windows(2).all(|w| w[0] < w[1]), "{t:?}: in order, once each");
+                let (sent_set, got_set): (std::collections::HashSet<_>, std::collections::HashSet<_>) =
+                    (sent.iter().collect(), got.iter().collect());
+                let extra = got_set.difference(&sent_set).count();
+                assert!(sent_set.is_subset(&got_set), "{t:?}: a completed send was lost");
                 assert!(
-                    !sent.is_empty() && sent.len() < rounds as usize,
-                    "{t:?}: both outcomes raced"
+                    !sent.is_empty() && got.len() < rounds as usize,
+                    "{t:?}: both outcomes raced ({} sent, {} delivered, {extra} of them after a cancel)",
+                    sent.len(),
+                    got.len()
                 );
                 // Still usable both ways.
                 tx.send(numbered(7, 10)).await.unwrap();
@@ -380,16 +392,14 @@ fn futures_dropped_mid_frame_on_ten_mib_lose_nothing() {
         });
         rt.block_on(async {
             let a = a.into_async().unwrap();
-            // Accepted with most of the frame still to write.
-            a.send(numbered(1, big)).await.unwrap();
-            let mut dropped = 0;
+            // The reader sleeps: the send is dropped with most of its
+            // frame still to write, then flushes are, until it is read.
+            let send = tokio::time::timeout(Duration::from_millis(1), a.send(numbered(1, big)));
+            assert!(send.await.is_err(), "the send was dropped mid-frame");
             while tokio::time::timeout(Duration::from_millis(1), a.flush())
                 .await
                 .is_err()
-            {
-                dropped += 1;
-            }
-            assert!(dropped > 0, "the flush was dropped mid-frame at least once");
+            {}
             a.send(numbered(2, 10)).await.unwrap();
             a.flush().await.unwrap();
             assert_eq!(reading.join().unwrap(), (1, big + 4, 2));

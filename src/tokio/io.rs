@@ -33,6 +33,13 @@ struct Io {
 impl Io {
     fn new(fd: OwnedFd, want: Want, way: Way) -> Result<Io> {
         super::in_runtime()?;
+        // A pipe is read and written plainly, O_NONBLOCK (see
+        // `Conn::for_async`): an `EAGAIN` that does not mean "no data" or
+        // "no room" would wait for an edge that never comes.
+        if let Way::Pipe = way {
+            sys::set_nonblocking(fd.as_fd(), true)
+                .map_err(|e| Error::io("preparing a pipe end for the runtime", e))?;
+        }
         let fd = sys::reactor::register(fd, want)
             .map_err(|e| Error::io("registering a descriptor with the tokio reactor", e))?;
         Ok(Io { fd, way })
@@ -43,7 +50,7 @@ impl Io {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
             let read = guard.try_io(|fd| match self.way {
-                Way::Pipe => sys::read_nowait(fd.as_fd(), unfilled),
+                Way::Pipe => sys::read(fd.as_fd(), unfilled),
                 Way::Socket => sys::recv_bytes(fd.as_fd(), unfilled, true).map(|r| r.len),
             });
             match read {
@@ -63,7 +70,7 @@ impl Io {
         loop {
             let mut guard = ready!(self.fd.poll_write_ready(cx))?;
             let wrote = guard.try_io(|fd| match self.way {
-                Way::Pipe => sys::pipe_write(fd.as_fd(), &bufs, true),
+                Way::Pipe => sys::pipe_write(fd.as_fd(), &bufs, false),
                 Way::Socket => sys::send(fd.as_fd(), &bufs, &[], true),
             });
             if let Ok(r) = wrote {
@@ -86,9 +93,11 @@ macro_rules! async_end {
             }
 
             /// Back to a blocking end (its descriptor is checked again, as
-            /// `from_fd` does).
+            /// `from_fd` does, and in blocking mode again).
             pub fn into_blocking(self) -> Result<$from> {
-                <$from>::from_fd(self.0.fd.into_inner())
+                let fd = self.0.fd.into_inner();
+                sys::set_nonblocking(fd.as_fd(), false)
+                    .and_then(|()| <$from>::from_fd(fd))
                     .map_err(|e| Error::io("taking the descriptor back", e))
             }
         }

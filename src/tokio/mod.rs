@@ -43,18 +43,23 @@
 //! |---|---|
 //! | `recv()` waits | nothing was taken: the next `recv` gets the next message (bytes of a frame that arrived in part stay buffered for it) |
 //! | `send(v)` waits for room | nothing of `v` was written; `v` is dropped |
-//! | `flush()` waits | the frame stays pending; the next `send`, `flush` or `close` finishes it first |
+//! | `send(v)` writes the rest of its frame | the frame stays pending; the next `send`, `flush` or `close` finishes it first (never a frame torn or interleaved) |
+//! | `flush()` waits | as above |
 //!
 //! Any number of tasks may share an end (`&self` methods): they take turns
 //! per direction, fairly, and a turn given up by a dropped future passes on.
 //! The `poll_*` methods and the `Stream`/`Sink` impls serve one task at a
 //! time, as tokio's own `poll_*` methods do.
 //!
-//! A `send` resolves once the message is accepted: when the kernel took
-//! only part of its frame, the rest is written before the next frame, by
-//! `flush().await`, or when the sender is dropped (then on tokio's
-//! blocking pool, within the channel's linger, never on the runtime
-//! thread).
+//! A `send` resolves once its whole frame is written, as a blocking send
+//! returns (a peer that waits for the last bytes of a frame must get them
+//! even if this end's next step is a receive elsewhere); on failure the
+//! value comes back in the error. A frame left half-written by a dropped
+//! future is written before the next frame, by `flush().await`, or when
+//! the sender is dropped (then on tokio's blocking pool, within the
+//! channel's linger, never on the runtime thread). The `Sink`'s
+//! `start_send` hands the message over once there is room; its
+//! `poll_flush` writes the rest.
 
 use std::future::poll_fn;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -143,6 +148,9 @@ impl Waker {
         read: Option<BorrowedFd<'_>>,
         write: Option<BorrowedFd<'_>>,
     ) -> Result<Waker> {
+        in_runtime()?;
+        conn.for_async()
+            .map_err(|e| Error::io("preparing a pipe end for the runtime", e))?;
         let room = matches!((read, write), (Some(r), Some(w)) if r.as_raw_fd() == w.as_raw_fd());
         let read_want = if room {
             Want::READABLE | Want::WRITABLE
@@ -403,24 +411,28 @@ impl<T: Serialize> Sender<T> {
     /// comes back in the error. Cancel-safe: a `send` dropped while it
     /// waits wrote nothing.
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
-        let _turn = self.waker.writing.lock().await;
-        let mut value = Some(value);
-        poll_fn(|cx| poll_give(self.tx(), &self.waker, cx, &mut value)).await
+        send_whole(self.tx(), &self.waker, &value, &[])
+            .await
+            .map_err(|e| SendError::new(value, e))
     }
 
     /// Sends `*value` without giving it up, waiting while the channel is
     /// full: one buffer sent again and again without a copy per message.
     /// Cancel-safe as [`send`](Sender::send).
     pub async fn send_ref(&self, value: &T) -> Result<()> {
-        let _turn = self.waker.writing.lock().await;
-        poll_fn(|cx| poll_give_ref(self.tx(), &self.waker, cx, value, &[])).await
+        send_whole(self.tx(), &self.waker, value, &[]).await
     }
 
     /// Sends `value` with descriptors attached (Unix sockets only), as
-    /// [`crate::Sender::send_with_fds`]; `value` is dropped on failure.
-    pub async fn send_with_fds(&self, value: T, fds: &[BorrowedFd<'_>]) -> Result<()> {
-        let _turn = self.waker.writing.lock().await;
-        poll_fn(|cx| poll_give_ref(self.tx(), &self.waker, cx, &value, fds)).await
+    /// [`crate::Sender::send_with_fds`].
+    pub async fn send_with_fds(
+        &self,
+        value: T,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), SendError<T>> {
+        send_whole(self.tx(), &self.waker, &value, fds)
+            .await
+            .map_err(|e| SendError::new(value, e))
     }
 
     /// Writes the rest of a frame the kernel took in part.
@@ -512,6 +524,26 @@ fn poll_give<T: Serialize>(
             Poll::Ready(Err(SendError::new(value, e)))
         }
     }
+}
+
+/// A whole send: the writing turn, the frame accepted when there is room,
+/// then written to its end (a frame the kernel took in part is finished
+/// here, as a blocking send does: a peer waiting for its last bytes would
+/// otherwise wait for ever if this end's next step is a receive on another
+/// descriptor). Dropped on the way, it leaves a half-written frame
+/// pending, finished before the next one.
+async fn send_whole<T: Serialize>(
+    tx: &crate::Sender<T>,
+    waker: &Waker,
+    value: &T,
+    fds: &[BorrowedFd<'_>],
+) -> Result<()> {
+    let _turn = waker.writing.lock().await;
+    poll_fn(|cx| poll_give_ref(tx, waker, cx, value, fds)).await?;
+    if tx.core().has_pending() {
+        poll_fn(|cx| poll_flush(tx, waker, cx)).await?;
+    }
+    Ok(())
 }
 
 /// Sends `*value` when there is room.
@@ -614,15 +646,14 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
 
     /// Sends, waiting while the channel is full. See [`Sender::send`].
     pub async fn send(&self, value: Out) -> Result<(), SendError<Out>> {
-        let _turn = self.rx.waker.writing.lock().await;
-        let mut value = Some(value);
-        poll_fn(|cx| poll_give(&self.tx, &self.rx.waker, cx, &mut value)).await
+        send_whole(&self.tx, &self.rx.waker, &value, &[])
+            .await
+            .map_err(|e| SendError::new(value, e))
     }
 
     /// Sends `*value` without giving it up. See [`Sender::send_ref`].
     pub async fn send_ref(&self, value: &Out) -> Result<()> {
-        let _turn = self.rx.waker.writing.lock().await;
-        poll_fn(|cx| poll_give_ref(&self.tx, &self.rx.waker, cx, value, &[])).await
+        send_whole(&self.tx, &self.rx.waker, value, &[]).await
     }
 
     /// Waits for the next message, meanwhile finishing a frame of ours the
@@ -660,9 +691,14 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
 
     /// Sends `value` with descriptors attached. See
     /// [`Sender::send_with_fds`].
-    pub async fn send_with_fds(&self, value: Out, fds: &[BorrowedFd<'_>]) -> Result<()> {
-        let _turn = self.rx.waker.writing.lock().await;
-        poll_fn(|cx| poll_give_ref(&self.tx, &self.rx.waker, cx, &value, fds)).await
+    pub async fn send_with_fds(
+        &self,
+        value: Out,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), SendError<Out>> {
+        send_whole(&self.tx, &self.rx.waker, &value, fds)
+            .await
+            .map_err(|e| SendError::new(value, e))
     }
 
     /// Awaits a message and its descriptors. See

@@ -130,6 +130,13 @@ pub(crate) struct Conn {
     /// When the connection was made: times kept in atomics (a ring's last
     /// liveness check, a TCP peer's last sign of life) count from it.
     epoch: Instant,
+    /// A pipe end made `O_NONBLOCK` for an async end: its tries are plain
+    /// reads and writes, whose `EAGAIN` means "no data" or "no room". An
+    /// `RWF_NOWAIT` try may also give up where it would merely have to wait
+    /// inside the kernel (the pipe's lock, on kernels that honour the flag
+    /// there): harmless before a level-triggered poll, a lost wake-up under
+    /// an edge-triggered reactor that saw no change.
+    plain_nonblocking: std::sync::atomic::AtomicBool,
 }
 
 /// What a wait for readiness ended with.
@@ -220,7 +227,28 @@ impl Conn {
             peer: OnceLock::new(),
             shared,
             epoch: Instant::now(),
+            plain_nonblocking: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Readies this end for an async runtime: a pipe end turns `O_NONBLOCK`
+    /// and is tried with plain reads and writes from now on (see
+    /// `plain_nonblocking`); its blocking paths wait in poll(2) instead of
+    /// the read or write itself, as before Linux 5.8. Sockets and shared
+    /// memory need nothing.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn for_async(&self) -> io::Result<()> {
+        if matches!(self.flavor, Flavor::Pipe) {
+            sys::set_nonblocking(self.fd.as_fd(), true)?;
+            self.plain_nonblocking
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn plain(&self) -> bool {
+        self.plain_nonblocking
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The rings, if this is a shared-memory end.
@@ -295,7 +323,7 @@ impl Conn {
         let bufs = [IoSlice::new(bytes)];
         match &self.flavor {
             Flavor::Shm(rings) => self.shm_write(rings, bytes),
-            Flavor::Pipe => sys::pipe_write(self.fd.as_fd(), &bufs, nonblocking),
+            Flavor::Pipe => sys::pipe_write(self.fd.as_fd(), &bufs, nonblocking && !self.plain()),
             Flavor::Datagram | Flavor::SeqPacket if large::must_go_out_of_line(bytes) => {
                 large::send(self.fd.as_fd(), bytes, fds)
             }
@@ -317,7 +345,7 @@ impl Conn {
     pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>], block: bool) -> io::Result<usize> {
         let nonblocking = !(block && self.peer.get().is_none());
         match &self.flavor {
-            Flavor::Pipe => sys::pipe_write(self.fd.as_fd(), bufs, nonblocking),
+            Flavor::Pipe => sys::pipe_write(self.fd.as_fd(), bufs, nonblocking && !self.plain()),
             Flavor::Stream => sys::send(self.fd.as_fd(), bufs, &[], nonblocking),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -340,7 +368,9 @@ impl Conn {
         let block = block && self.peer.get().is_none();
         match &self.flavor {
             // A pipe's read end stays blocking (see `new`).
-            Flavor::Pipe if block => sys::read(self.fd.as_fd(), buf).map(sys::Received::plain),
+            Flavor::Pipe if block || self.plain() => {
+                sys::read(self.fd.as_fd(), buf).map(sys::Received::plain)
+            }
             Flavor::Pipe => sys::read_nowait(self.fd.as_fd(), buf).map(sys::Received::plain),
             Flavor::Stream | Flavor::Datagram | Flavor::SeqPacket => {
                 sys::recv(self.fd.as_fd(), buf, fds, !block)
