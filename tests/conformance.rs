@@ -13,33 +13,6 @@ use procwire::{
 };
 use util::{T, checked, pattern};
 
-/// Two connected sockets through a Unix socket path (the path is gone once
-/// they are connected).
-fn unix_path_pair() -> (procwire::Socket, procwire::Socket) {
-    let dir = tempfile::Builder::new()
-        .prefix("pw")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let path = dir.path().join("s");
-    let listener = procwire::UnixListener::bind(&path).unwrap();
-    let client = procwire::Socket::connect(&path).unwrap();
-    let server = listener.accept().unwrap();
-    (client, server)
-}
-
-/// A `tcp://` connection on loopback: the client's and the server's ends.
-fn tcp_pair(
-    opts: &procwire::Net,
-) -> (
-    procwire::Duplex<ByteBuf, ByteBuf>,
-    procwire::Duplex<ByteBuf, ByteBuf>,
-) {
-    let listener = opts.listen("tcp://127.0.0.1:0").unwrap();
-    let client = opts.connect(&listener.endpoint().to_string()).unwrap();
-    let server = listener.accept().unwrap();
-    (client, server)
-}
-
 /// The suite's maximum frame: room for the 10 MiB message every transport
 /// must carry, and a limit low enough to test refusals quickly.
 const MAX_FRAME: usize = 16 << 20;
@@ -61,7 +34,7 @@ fn make_with(t: T, opts: &Options) -> (Sender<ByteBuf>, Receiver<ByteBuf>) {
             .unwrap(),
         T::Shm => Shm::new().options(opts.clone()).channel().unwrap(),
         T::UnixPath => {
-            let (client, server) = unix_path_pair();
+            let (client, server) = util::unix_path_pair();
             (
                 opts.sender_from(client).unwrap(),
                 opts.receiver_from(server).unwrap(),
@@ -71,7 +44,7 @@ fn make_with(t: T, opts: &Options) -> (Sender<ByteBuf>, Receiver<ByteBuf>) {
             // One way, as the others: the unused halves are dropped, which
             // tells each side that no heartbeat will come that way.
             let opts = procwire::Net::new().options(opts.clone()).no_key();
-            let (client, server) = tcp_pair(&opts);
+            let (client, server) = util::tcp_pair(&opts);
             (client.split().0, server.split().1)
         }
     }
@@ -338,7 +311,7 @@ fn partial_frame_survives_timeout(t: T) {
                 (opts().receiver_from(a).unwrap(), Box::new(b), None)
             }
             T::UnixPath => {
-                let (client, server) = unix_path_pair();
+                let (client, server) = util::unix_path_pair();
                 (
                     opts().receiver_from(server).unwrap(),
                     Box::new(client),
@@ -363,50 +336,6 @@ fn partial_frame_survives_timeout(t: T) {
     });
 }
 
-/// Both ends of a two-way conversation on `t`, as (sender, receiver)
-/// halves: one socket (or ring pair) in both directions, or for a pipe,
-/// one pipe each way.
-type Halves = (Sender<ByteBuf>, Receiver<ByteBuf>);
-
-fn make_two_way(t: T) -> (Halves, Halves) {
-    let o = opts();
-    let pair = |kind| {
-        let (a, b) = SocketPair::new(kind)
-            .options(o.clone())
-            .duplex::<ByteBuf, ByteBuf>()
-            .unwrap();
-        (a.split(), b.split())
-    };
-    match t {
-        T::Pipe => {
-            let (tx1, rx1) = make(T::Pipe);
-            let (tx2, rx2) = make(T::Pipe);
-            ((tx1, rx2), (tx2, rx1))
-        }
-        T::Stream => pair(Kind::Stream),
-        T::Datagram => pair(Kind::Datagram),
-        T::SeqPacket => pair(Kind::SeqPacket),
-        T::Shm => {
-            let (a, b) = Shm::new()
-                .options(o.clone())
-                .duplex::<ByteBuf, ByteBuf>()
-                .unwrap();
-            (a.split(), b.split())
-        }
-        T::UnixPath => {
-            let (client, server) = unix_path_pair();
-            let a = o.duplex_from::<ByteBuf, ByteBuf>(client).unwrap();
-            let b = o.duplex_from::<ByteBuf, ByteBuf>(server).unwrap();
-            (a.split(), b.split())
-        }
-        T::Tcp => {
-            let o = procwire::Net::new().options(o.clone()).no_key();
-            let (a, b) = tcp_pair(&o);
-            (a.split(), b.split())
-        }
-    }
-}
-
 /// The peer answers request 1, then closes with request 2 unread: the
 /// answer still arrives, and only then the end. (On SEQPACKET the kernel
 /// reports the reset before the queued answer; on TCP a close with unread
@@ -416,7 +345,7 @@ fn answer_survives_close(t: T) {
     let rounds = if util::stress() > 1 { 1000 } else { 100 };
     checked(120, move || {
         for round in 0..rounds {
-            let ((a_tx, a_rx), (b_tx, b_rx)) = make_two_way(t);
+            let ((a_tx, a_rx), (b_tx, b_rx)) = util::two_way(t, &opts());
             a_tx.send(ByteBuf::from(pattern(round, 1))).unwrap();
             a_tx.send(ByteBuf::from(pattern(round, 2))).unwrap();
             let got = b_rx.recv().unwrap().into_vec();

@@ -12,56 +12,15 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use procwire::tokio as aio;
-use procwire::{ByteBuf, ErrorKind, Kind, Options, Shm, SocketPair};
+use procwire::{ByteBuf, ErrorKind, Options};
 use util::{T, checked, pattern};
 
-type Halves = (procwire::Sender<ByteBuf>, procwire::Receiver<ByteBuf>);
+use util::Halves;
 
 /// Both ends of a two-way conversation on `t`, blocking (made async inside
 /// the runtime).
 fn two_way(t: T) -> (Halves, Halves) {
-    let o = Options::new().max_frame(16 << 20);
-    let pair = |kind| {
-        let (a, b) = SocketPair::new(kind)
-            .options(o.clone())
-            .duplex::<ByteBuf, ByteBuf>()
-            .unwrap();
-        (a.split(), b.split())
-    };
-    match t {
-        T::Pipe => {
-            let (tx1, rx1) = procwire::Pipe::new().options(o.clone()).channel().unwrap();
-            let (tx2, rx2) = procwire::Pipe::new().options(o.clone()).channel().unwrap();
-            ((tx1, rx2), (tx2, rx1))
-        }
-        T::Stream => pair(Kind::Stream),
-        T::Datagram => pair(Kind::Datagram),
-        T::SeqPacket => pair(Kind::SeqPacket),
-        T::Shm => {
-            let (a, b) = Shm::new()
-                .options(o.clone())
-                .duplex::<ByteBuf, ByteBuf>()
-                .unwrap();
-            (a.split(), b.split())
-        }
-        T::UnixPath | T::Tcp => {
-            let dir = tempfile::Builder::new()
-                .prefix("pw")
-                .tempdir_in("/tmp")
-                .unwrap();
-            let net = procwire::Net::new().options(o.clone()).no_key();
-            let addr = match t {
-                T::UnixPath => format!("unix:{}", dir.path().join("s").display()),
-                _ => "tcp://127.0.0.1:0".into(),
-            };
-            let listener = net.listen(&addr).unwrap();
-            let addr = listener.endpoint().to_string();
-            let accepting =
-                std::thread::spawn(move || listener.accept::<ByteBuf, ByteBuf>().unwrap());
-            let a = net.connect::<ByteBuf, ByteBuf>(&addr).unwrap();
-            (a.split(), accepting.join().unwrap().split())
-        }
-    }
+    util::two_way(t, &Options::new().max_frame(16 << 20))
 }
 
 type Async = (aio::Sender<ByteBuf>, aio::Receiver<ByteBuf>);

@@ -257,3 +257,80 @@ impl T {
         self != T::Datagram
     }
 }
+
+/// Two connected sockets through a Unix socket path (the path is gone once
+/// they are connected).
+pub fn unix_path_pair() -> (procwire::Socket, procwire::Socket) {
+    let dir = tempfile::Builder::new()
+        .prefix("pw")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let path = dir.path().join("s");
+    let listener = procwire::UnixListener::bind(&path).unwrap();
+    let client = procwire::Socket::connect(&path).unwrap();
+    let server = listener.accept().unwrap();
+    (client, server)
+}
+
+/// A `tcp://` connection on loopback: the client's and the server's ends.
+pub fn tcp_pair(
+    opts: &procwire::Net,
+) -> (
+    procwire::Duplex<procwire::ByteBuf, procwire::ByteBuf>,
+    procwire::Duplex<procwire::ByteBuf, procwire::ByteBuf>,
+) {
+    let listener = opts.listen("tcp://127.0.0.1:0").unwrap();
+    let client = opts.connect(&listener.endpoint().to_string()).unwrap();
+    let server = listener.accept().unwrap();
+    (client, server)
+}
+
+/// Both ends of a two-way conversation on `t`, as (sender, receiver)
+/// halves: one socket (or ring pair) in both directions, or for a pipe,
+/// one pipe each way.
+pub type Halves = (
+    procwire::Sender<procwire::ByteBuf>,
+    procwire::Receiver<procwire::ByteBuf>,
+);
+
+pub fn two_way(t: T, o: &procwire::Options) -> (Halves, Halves) {
+    let pair = |kind| {
+        let (a, b) = procwire::SocketPair::new(kind)
+            .options(o.clone())
+            .duplex::<procwire::ByteBuf, procwire::ByteBuf>()
+            .unwrap();
+        (a.split(), b.split())
+    };
+    match t {
+        T::Pipe => {
+            let pipe = || procwire::Pipe::new().options(o.clone()).channel().unwrap();
+            let ((tx1, rx1), (tx2, rx2)) = (pipe(), pipe());
+            ((tx1, rx2), (tx2, rx1))
+        }
+        T::Stream => pair(procwire::Kind::Stream),
+        T::Datagram => pair(procwire::Kind::Datagram),
+        T::SeqPacket => pair(procwire::Kind::SeqPacket),
+        T::Shm => {
+            let (a, b) = procwire::Shm::new()
+                .options(o.clone())
+                .duplex::<procwire::ByteBuf, procwire::ByteBuf>()
+                .unwrap();
+            (a.split(), b.split())
+        }
+        T::UnixPath => {
+            let (client, server) = unix_path_pair();
+            let a = o
+                .duplex_from::<procwire::ByteBuf, procwire::ByteBuf>(client)
+                .unwrap();
+            let b = o
+                .duplex_from::<procwire::ByteBuf, procwire::ByteBuf>(server)
+                .unwrap();
+            (a.split(), b.split())
+        }
+        T::Tcp => {
+            let o = procwire::Net::new().options(o.clone()).no_key();
+            let (a, b) = tcp_pair(&o);
+            (a.split(), b.split())
+        }
+    }
+}
