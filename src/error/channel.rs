@@ -280,16 +280,6 @@ macro_rules! send_with_unit {
                 }
             }
 
-            /// The message that was not sent, and why.
-            #[allow(dead_code)] // (used for TrySendError, with feature `tokio`)
-            pub(crate) fn into_parts(self) -> (T, Error) {
-                let kind = self.plain_kind();
-                match self {
-                    $t::$unit(v) => (v, Error::new(kind, $what)),
-                    $t::Disconnected(v, e) | $t::Other(v, e) => (v, e),
-                }
-            }
-
             #[doc = $is_doc]
             pub fn $is(&self) -> bool {
                 matches!(self, $t::$unit(_))

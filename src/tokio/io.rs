@@ -40,8 +40,7 @@ impl Io {
             sys::set_nonblocking(fd.as_fd(), true)
                 .map_err(|e| Error::io("preparing a pipe end for the runtime", e))?;
         }
-        let fd = sys::reactor::register(fd, want)
-            .map_err(|e| Error::io("registering a descriptor with the tokio reactor", e))?;
+        let Registered(fd) = Registered::own(fd, want)?;
         Ok(Io { fd, way })
     }
 

@@ -104,14 +104,20 @@ fn in_runtime() -> Result<()> {
 }
 
 impl Registered {
+    /// A duplicate of `fd`, registered.
     fn new(fd: BorrowedFd<'_>, want: Want) -> Result<Registered> {
-        in_runtime()?;
         let dup = fd
             .try_clone_to_owned()
             .map_err(|e| Error::io("duplicating a descriptor for the tokio reactor", e))?;
-        crate::sys::reactor::register(dup, want)
+        Registered::own(dup, want)
+    }
+
+    /// `fd` itself, registered.
+    fn own(fd: OwnedFd, want: Want) -> Result<Registered> {
+        in_runtime()?;
+        crate::sys::reactor::register(fd, want)
             .map(Registered)
-            .map_err(|e| Error::io("registering a channel with the tokio reactor", e))
+            .map_err(|e| Error::io("registering a descriptor with the tokio reactor", e))
     }
 }
 
@@ -383,9 +389,41 @@ fn stream_item<T>(item: Result<T, RecvError>, done: &mut bool) -> Option<Result<
     }
 }
 
+/// A blocking sender held by an async end. Dropped with a frame still
+/// half-written (a send or flush cancelled mid-frame), it leaves the
+/// blocking drop's linger to tokio's blocking pool, never to a runtime
+/// thread.
+struct Held<T>(Option<crate::Sender<T>>);
+
+impl<T> Held<T> {
+    fn get(&self) -> &crate::Sender<T> {
+        self.0.as_ref().expect("present until taken")
+    }
+
+    fn take(mut self) -> crate::Sender<T> {
+        self.0.take().expect("present until taken")
+    }
+}
+
+impl<T> Drop for Held<T> {
+    fn drop(&mut self) {
+        let Some(tx) = self.0.take() else {
+            return;
+        };
+        if tx.core().has_pending()
+            && let Ok(rt) = ::tokio::runtime::Handle::try_current()
+        {
+            // The last hold on the sending core goes there.
+            let core = Arc::clone(tx.core());
+            drop(tx);
+            rt.spawn_blocking(move || drop(core));
+        }
+    }
+}
+
 /// The sending end of a channel, awaitable. See the [module docs](self).
 pub struct Sender<T> {
-    inner: Option<crate::Sender<T>>,
+    inner: Held<T>,
     waker: Waker,
     /// The [`Sink`](futures_sink::Sink)'s one-message buffer.
     slot: Option<T>,
@@ -396,20 +434,21 @@ impl<T: Serialize> Sender<T> {
     pub fn new(tx: crate::Sender<T>) -> Result<Sender<T>> {
         let waker = Waker::new(tx.core().conn(), None, Some(tx.as_fd()))?;
         Ok(Sender {
-            inner: Some(tx),
+            inner: Held(Some(tx)),
             waker,
             slot: None,
         })
     }
 
     fn tx(&self) -> &crate::Sender<T> {
-        self.inner.as_ref().expect("present until drop")
+        self.inner.get()
     }
 
-    /// Sends `value`, waiting while the channel is full. Resolves when the
-    /// message is accepted (see the module docs); on failure the value
-    /// comes back in the error. Cancel-safe: a `send` dropped while it
-    /// waits wrote nothing.
+    /// Sends `value`, waiting while the channel is full; resolves once its
+    /// whole frame is written (see the module docs). On failure the value
+    /// comes back in the error. Dropped while it waits for room, it wrote
+    /// nothing; dropped after its frame started, the frame is finished
+    /// before the next one.
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
         send_whole(self.tx(), &self.waker, &value, &[])
             .await
@@ -443,9 +482,9 @@ impl<T: Serialize> Sender<T> {
 
     /// Back to a blocking sender (a message the [`Sink`](futures_sink::Sink)
     /// still buffers is sent first, waiting as a blocking send does).
-    pub fn into_blocking(mut self) -> Result<crate::Sender<T>, SendError<T>> {
-        let tx = self.inner.take().expect("present until drop");
-        if let Some(v) = self.slot.take() {
+    pub fn into_blocking(self) -> Result<crate::Sender<T>, SendError<T>> {
+        let tx = self.inner.take();
+        if let Some(v) = self.slot {
             tx.send(v)?;
         }
         Ok(tx)
@@ -487,41 +526,6 @@ fn poll_room<R>(
                 }
                 return Poll::Pending;
             }
-        }
-    }
-}
-
-/// Sends the value in `slot` (taking it) when there is room; on failure
-/// the value comes back in the error.
-fn poll_give<T: Serialize>(
-    tx: &crate::Sender<T>,
-    waker: &Waker,
-    cx: &mut Context<'_>,
-    slot: &mut Option<T>,
-) -> Poll<Result<(), SendError<T>>> {
-    if slot.is_none() {
-        return Poll::Ready(Ok(()));
-    }
-    let step = || {
-        let value = slot.take()?;
-        match tx.try_send(value) {
-            Ok(()) => Some(Ok(())),
-            Err(e) if e.is_full() => {
-                *slot = Some(e.into_inner());
-                None
-            }
-            Err(e) => {
-                let (value, why) = e.into_parts();
-                *slot = Some(value);
-                Some(Err(why))
-            }
-        }
-    };
-    match ready!(poll_room(tx.core(), waker, cx, step)) {
-        Ok(()) => Poll::Ready(Ok(())),
-        Err(e) => {
-            let value = slot.take().expect("the value is put back on failure");
-            Poll::Ready(Err(SendError::new(value, e)))
         }
     }
 }
@@ -570,7 +574,21 @@ fn poll_flush<T>(tx: &crate::Sender<T>, waker: &Waker, cx: &mut Context<'_>) -> 
     })
 }
 
-// The buffered message is never pinned (it is moved into `try_send`).
+impl<T: Serialize> Sender<T> {
+    /// Hands the [`Sink`](futures_sink::Sink)'s buffered message over once
+    /// there is room; failed, it is dropped (the protocol cannot hand it
+    /// back).
+    fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let Some(value) = &self.slot else {
+            return Poll::Ready(Ok(()));
+        };
+        let done = ready!(poll_give_ref(self.tx(), &self.waker, cx, value, &[]));
+        self.slot = None;
+        Poll::Ready(done)
+    }
+}
+
+// The buffered message is never pinned.
 impl<T> Unpin for Sender<T> {}
 
 impl<T: Serialize> futures_sink::Sink<T> for Sender<T> {
@@ -581,9 +599,7 @@ impl<T: Serialize> futures_sink::Sink<T> for Sender<T> {
 
     /// Room for one message: the one buffered before is sent first.
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let this = self.get_mut();
-        let tx = this.inner.as_ref().expect("present until drop");
-        poll_give(tx, &this.waker, cx, &mut this.slot).map_err(SendError::into_error)
+        self.get_mut().poll_slot(cx)
     }
 
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<(), Self::Error> {
@@ -595,9 +611,8 @@ impl<T: Serialize> futures_sink::Sink<T> for Sender<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
-        let tx = this.inner.as_ref().expect("present until drop");
-        ready!(poll_give(tx, &this.waker, cx, &mut this.slot)).map_err(SendError::into_error)?;
-        poll_flush(tx, &this.waker, cx)
+        ready!(this.poll_slot(cx))?;
+        poll_flush(this.tx(), &this.waker, cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -605,27 +620,9 @@ impl<T: Serialize> futures_sink::Sink<T> for Sender<T> {
     }
 }
 
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        let Some(tx) = self.inner.take() else {
-            return;
-        };
-        // A frame left half-written (a cancelled flush) is finished within
-        // the linger by the blocking drop: off the runtime's threads.
-        if tx.core().has_pending()
-            && let Ok(rt) = ::tokio::runtime::Handle::try_current()
-        {
-            // The last hold on the sending core goes there.
-            let core = Arc::clone(tx.core());
-            drop(tx);
-            rt.spawn_blocking(move || drop(core));
-        }
-    }
-}
-
 /// A two-way channel, awaitable. See the [module docs](self).
 pub struct Duplex<Out, In> {
-    tx: crate::Sender<Out>,
+    tx: Held<Out>,
     rx: Receiver<In>,
 }
 
@@ -635,7 +632,7 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         let (tx, rx) = d.split();
         let waker = Waker::new(rx.core().conn(), Some(rx.as_fd()), Some(tx.as_fd()))?;
         Ok(Duplex {
-            tx,
+            tx: Held(Some(tx)),
             rx: Receiver {
                 inner: rx,
                 waker,
@@ -646,14 +643,14 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
 
     /// Sends, waiting while the channel is full. See [`Sender::send`].
     pub async fn send(&self, value: Out) -> Result<(), SendError<Out>> {
-        send_whole(&self.tx, &self.rx.waker, &value, &[])
+        send_whole(self.tx.get(), &self.rx.waker, &value, &[])
             .await
             .map_err(|e| SendError::new(value, e))
     }
 
     /// Sends `*value` without giving it up. See [`Sender::send_ref`].
     pub async fn send_ref(&self, value: &Out) -> Result<()> {
-        send_whole(&self.tx, &self.rx.waker, value, &[]).await
+        send_whole(self.tx.get(), &self.rx.waker, value, &[]).await
     }
 
     /// Waits for the next message, meanwhile finishing a frame of ours the
@@ -678,7 +675,7 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         cx: &mut Context<'_>,
         take: &dyn Fn() -> Result<R>,
     ) -> Poll<Result<R, RecvError>> {
-        let core = self.tx.core();
+        let core = self.tx.get().core();
         let flush = || {
             if core.has_pending() {
                 core.flush_some()
@@ -696,7 +693,7 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         value: Out,
         fds: &[BorrowedFd<'_>],
     ) -> Result<(), SendError<Out>> {
-        send_whole(&self.tx, &self.rx.waker, &value, fds)
+        send_whole(self.tx.get(), &self.rx.waker, &value, fds)
             .await
             .map_err(|e| SendError::new(value, e))
     }
@@ -718,12 +715,12 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// Writes the rest of a frame the kernel took in part.
     pub async fn flush(&self) -> Result<()> {
         let _turn = self.rx.waker.writing.lock().await;
-        poll_fn(|cx| poll_flush(&self.tx, &self.rx.waker, cx)).await
+        poll_fn(|cx| poll_flush(self.tx.get(), &self.rx.waker, cx)).await
     }
 
     /// Back to a blocking duplex.
     pub fn into_blocking(self) -> crate::Duplex<Out, In> {
-        crate::Duplex::from_halves(self.tx, self.rx.inner)
+        crate::Duplex::from_halves(self.tx.take(), self.rx.inner)
     }
 }
 
