@@ -79,10 +79,6 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<Resp>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Calls with `req` and awaits the reply. Cancel-safe: dropped, it
     /// leaves the channel and the other calls as they were.
     pub async fn call(&self, req: Req) -> Result<Resp> {
@@ -158,16 +154,18 @@ struct Leave<'a, Req, Resp> {
 
 impl<Req, Resp> Drop for Leave<'_, Req, Resp> {
     fn drop(&mut self) {
-        let mut st = self
-            .client
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut st = self.client.lock();
         st.waiting.remove(&self.id);
         st.replies.remove(&self.id);
         if let Some(w) = st.waiting.values_mut().find_map(Option::take) {
             w.wake();
         }
+    }
+}
+
+impl<Req, Resp> Client<Req, Resp> {
+    fn lock(&self) -> MutexGuard<'_, State<Resp>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
