@@ -74,9 +74,11 @@ use crate::{Duplex, UnixListener};
 pub mod auth;
 #[cfg(all(feature = "tcp", not(feature = "unstable")))]
 pub(crate) mod auth;
+#[cfg(feature = "tcp")]
+pub(crate) mod handshakes;
 mod net;
 #[cfg(feature = "tcp")]
-mod tcp;
+pub(crate) mod tcp;
 pub use net::{Key, Net, Retry};
 
 /// A parsed address (see the [module docs](self)).
@@ -227,7 +229,7 @@ pub struct Listener {
 }
 
 #[derive(Debug)]
-enum Inner {
+pub(crate) enum Inner {
     Unix(UnixListener),
     #[cfg(feature = "tcp")]
     Tcp(tcp::TcpAcceptor),
@@ -298,15 +300,15 @@ impl Listener {
         }
     }
 
-    /// The Unix listener inside (`None` on `tcp://`), and the settings of
-    /// the channels it makes.
+    /// What listens, and the settings of the channels it makes.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn unix(&self) -> (Option<&UnixListener>, &Net) {
-        match &self.inner {
-            Inner::Unix(l) => (Some(l), &self.net),
-            #[cfg(feature = "tcp")]
-            Inner::Tcp(_) => (None, &self.net),
-        }
+    pub(crate) fn into_parts(self) -> (Inner, Net) {
+        (self.inner, self.net)
+    }
+
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn from_parts(inner: Inner, net: Net) -> Listener {
+        Listener { inner, net }
     }
 
     /// The address peers connect to (with the port the system chose, if it
@@ -320,8 +322,19 @@ impl Listener {
     }
 }
 
-#[cfg_attr(all(feature = "tcp", feature = "zmq"), allow(dead_code))]
-fn needs_remote(e: &Endpoint) -> Error {
+/// Why `addr` (`e`) gives no channel from `listen` or `connect`: ZeroMQ
+/// sockets are opened with their own module, and a build may lack a
+/// feature.
+pub(crate) fn no_channel(addr: &str, e: &Endpoint) -> Error {
+    if cfg!(feature = "zmq") && matches!(e, Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_)) {
+        return Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "`{addr}`: ZeroMQ endpoints have no listen, accept or connect of their own; \
+                 open a socket with procwire::zmq"
+            ),
+        );
+    }
     let feature = match e {
         Endpoint::Tcp(_) => "tcp",
         _ => "zmq",
@@ -358,18 +371,7 @@ impl Net {
             ),
             #[cfg(feature = "tcp")]
             Endpoint::Tcp(hp) => Inner::Tcp(tcp::TcpAcceptor::bind(hp, self)?),
-            #[cfg(feature = "zmq")]
-            Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    format!(
-                        "`{addr}`: ZeroMQ endpoints have no accept; open a socket with \
-                         procwire::zmq"
-                    ),
-                ));
-            }
-            #[cfg(not(all(feature = "tcp", feature = "zmq")))]
-            e => return Err(needs_remote(e)),
+            e => return Err(no_channel(addr, e)),
         };
         Ok(Listener {
             inner,
@@ -392,13 +394,7 @@ impl Net {
             }
             #[cfg(feature = "tcp")]
             Endpoint::Tcp(hp) => tcp::connect_tcp(hp, self),
-            #[cfg(feature = "zmq")]
-            Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("`{addr}`: open ZeroMQ sockets with procwire::zmq"),
-            )),
-            #[cfg(not(all(feature = "tcp", feature = "zmq")))]
-            e => Err(needs_remote(e)),
+            e => Err(no_channel(addr, e)),
         }
     }
 }

@@ -268,6 +268,12 @@ impl Net {
         self
     }
 
+    /// Whether the key is read from the environment (maybe a file).
+    #[cfg(all(feature = "tcp", feature = "tokio"))]
+    pub(crate) fn key_from_env(&self) -> bool {
+        matches!(self.key, KeyChoice::FromEnv)
+    }
+
     #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub(crate) fn resolve_key(&self) -> Result<Option<Key>> {
         match &self.key {

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::auth::{self, MAX_HANDSHAKE_FRAME};
+use super::handshakes::Handshakes;
 use super::{Endpoint, HostPort, Key, Net};
 use crate::Duplex;
 use crate::channel::SendCore;
@@ -23,13 +24,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sys::{self, Interest};
 use crate::transport::Conn;
 
-/// Handshakes in progress at once, at most (see `pending_cap`).
-const MAX_PENDING: usize = 1024;
 /// Authenticated connections waiting for `accept`; beyond this new ones
 /// are closed.
 const QUEUE: usize = 128;
 
-fn millis(d: Duration) -> u32 {
+pub(crate) fn millis(d: Duration) -> u32 {
     d.as_millis().clamp(1, u128::from(u32::MAX)) as u32
 }
 
@@ -38,7 +37,7 @@ fn refused(what: &str, why: impl std::fmt::Display) -> Error {
 }
 
 /// The addresses `hp` names.
-fn resolve(hp: &HostPort) -> Result<Vec<SocketAddr>> {
+pub(crate) fn resolve(hp: &HostPort) -> Result<Vec<SocketAddr>> {
     let addrs: Vec<SocketAddr> = (hp.host.as_str(), hp.port)
         .to_socket_addrs()
         .map_err(|e| Error::io(&format!("resolving {hp}"), e))?
@@ -53,7 +52,7 @@ fn resolve(hp: &HostPort) -> Result<Vec<SocketAddr>> {
 }
 
 /// The policy: without a key, only loopback.
-fn allowed(addr: &SocketAddr, key: Option<&Key>, what: &str) -> Result<()> {
+pub(crate) fn allowed(addr: &SocketAddr, key: Option<&Key>, what: &str) -> Result<()> {
     if key.is_none() && !addr.ip().is_loopback() {
         return Err(refused(
             what,
@@ -67,7 +66,7 @@ fn allowed(addr: &SocketAddr, key: Option<&Key>, what: &str) -> Result<()> {
 }
 
 /// One handshake frame, framed as every other (wire format section 2).
-fn frame(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
     let mut w = crate::frame::FrameWriter::new(Vec::with_capacity(4 + payload.len()));
     // Our own payloads, at most a few dozen bytes, into memory: cannot fail.
     w.send(payload).expect("a handshake frame fits");
@@ -78,25 +77,31 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len)?;
-    let len = u32::from_be_bytes(len) as usize;
+    let mut buf = vec![0u8; frame_len(len)?];
+    s.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// The length a handshake frame's prefix announces, if it is allowed.
+pub(crate) fn frame_len(prefix: [u8; 4]) -> io::Result<usize> {
+    let len = u32::from_be_bytes(prefix) as usize;
     if len > MAX_HANDSHAKE_FRAME {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("a handshake frame of {len} bytes (at most {MAX_HANDSHAKE_FRAME})"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    s.read_exact(&mut buf)?;
-    Ok(buf)
+    Ok(len)
 }
 
-/// Turns an authenticated stream into a channel, with its watcher.
-fn channel<Out, In>(
+/// Turns an authenticated stream (blocking) into a channel, and the
+/// watcher its driver must run.
+pub(crate) fn connection<Out, In>(
     stream: TcpStream,
     ok: auth::Accepted,
     client: bool,
     net: &Net,
-) -> Result<Duplex<Out, In>>
+) -> Result<(Duplex<Out, In>, Watch)>
 where
     Out: Serialize + DeserializeOwned,
     In: Serialize + DeserializeOwned,
@@ -113,12 +118,40 @@ where
         session,
     ));
     let duplex: Duplex<Out, In> = net.options.duplex_on(Arc::clone(&conn))?;
-    watch(
-        Arc::downgrade(duplex.sender().core()),
-        Arc::downgrade(&conn),
-        net.heartbeat,
-        peer_heartbeat,
-    );
+    let watch = Watch {
+        send: Arc::downgrade(duplex.sender().core()),
+        conn: Arc::downgrade(&conn),
+        ours: net.heartbeat,
+        tick: (net.heartbeat.min(peer_heartbeat) / 4).max(Duration::from_millis(1)),
+        queued: 0,
+        next_beat: Instant::now(),
+    };
+    Ok((duplex, watch))
+}
+
+/// Turns an authenticated stream into a channel, with its watcher thread.
+fn channel<Out, In>(
+    stream: TcpStream,
+    ok: auth::Accepted,
+    client: bool,
+    net: &Net,
+) -> Result<Duplex<Out, In>>
+where
+    Out: Serialize + DeserializeOwned,
+    In: Serialize + DeserializeOwned,
+{
+    let (duplex, mut watch) = connection(stream, ok, client, net)?;
+    let spawned = std::thread::Builder::new()
+        .name("procwire-heartbeat".into())
+        .spawn(move || {
+            while {
+                std::thread::sleep(watch.tick());
+                watch.look()
+            } {}
+        });
+    // Without a thread there are no heartbeats: the peer will call this end
+    // silent, which is the truth about it.
+    drop(spawned);
     Ok(duplex)
 }
 
@@ -126,28 +159,38 @@ where
 /// every quarter of the peer's interval that it has not been silent for
 /// 2¾ of them, so that a frozen or vanished peer is reported within three
 /// of its intervals. It ends when the connection's last end is dropped.
-fn watch(send: Weak<SendCore>, conn: Weak<Conn>, ours: Duration, theirs: Duration) {
-    let tick = (ours.min(theirs) / 4).max(Duration::from_millis(1));
-    let spawned = std::thread::Builder::new()
-        .name("procwire-heartbeat".into())
-        .spawn(move || {
-            let mut queued = 0;
-            let mut next_beat = Instant::now();
-            loop {
-                std::thread::sleep(tick);
-                let Some(conn) = conn.upgrade() else { return };
-                if Instant::now() >= next_beat {
-                    if let Some(s) = send.upgrade() {
-                        s.heartbeat();
-                    }
-                    next_beat = Instant::now() + ours;
-                }
-                conn.check_silence(&mut queued);
+/// Its driver calls [`look`](Watch::look) every [`tick`](Watch::tick).
+#[derive(Debug)]
+pub(crate) struct Watch {
+    send: Weak<SendCore>,
+    conn: Weak<Conn>,
+    ours: Duration,
+    tick: Duration,
+    queued: u64,
+    next_beat: Instant,
+}
+
+impl Watch {
+    /// How long to sleep between looks.
+    pub(crate) fn tick(&self) -> Duration {
+        self.tick
+    }
+
+    /// Sends a heartbeat if one is due and checks the peer's silence,
+    /// never blocking; `false` once the connection is gone (stop).
+    pub(crate) fn look(&mut self) -> bool {
+        let Some(conn) = self.conn.upgrade() else {
+            return false;
+        };
+        if Instant::now() >= self.next_beat {
+            if let Some(s) = self.send.upgrade() {
+                s.heartbeat();
             }
-        });
-    // Without a thread there are no heartbeats: the peer will call this end
-    // silent, which is the truth about it.
-    drop(spawned);
+            self.next_beat = Instant::now() + self.ours;
+        }
+        conn.check_silence(&mut self.queued);
+        true
+    }
 }
 
 /// Connects to `hp`: TCP with a deadline and the options' retries, then the
@@ -183,6 +226,37 @@ where
     ))
 }
 
+/// What an I/O failure during the client's handshake means.
+pub(crate) fn handshake_error(what: &str, net: &Net, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "{what}: the server did not complete the handshake within {:?}",
+                net.handshake_timeout
+            ),
+        ),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => Error::io_as(
+            ErrorKind::Disconnected,
+            &format!(
+                "{what}: the server closed the connection during the handshake without \
+                 refusing it (overloaded, or not a procwire endpoint)"
+            ),
+            e,
+        ),
+        _ => Error::io(what, e),
+    }
+}
+
+/// What the server's reply to our HELLO means when it does not complete
+/// the handshake.
+pub(crate) fn reply_error(what: &str, r: auth::Refused) -> Error {
+    match r {
+        auth::Refused::ByServer(_) | auth::Refused::KeyMismatch { .. } => refused(what, r),
+        r => Error::new(ErrorKind::Decode, format!("{what}: {r}")),
+    }
+}
+
 /// The client's handshake. Only the server's explicit refusal is
 /// [`ErrorKind::Refused`], which a caller should not retry; a connection
 /// dropped or cut during the handshake (a server under a flood, say) is an
@@ -198,23 +272,7 @@ where
     Out: Serialize + DeserializeOwned,
     In: Serialize + DeserializeOwned,
 {
-    let io_err = |e: io::Error| match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::new(
-            ErrorKind::Timeout,
-            format!(
-                "{what}: the server did not complete the handshake within {:?}",
-                net.handshake_timeout
-            ),
-        ),
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => Error::io_as(
-            ErrorKind::Disconnected,
-            &format!(
-                "{what}: the server closed the connection during the handshake without                  refusing it (overloaded, or not a procwire endpoint)"
-            ),
-            e,
-        ),
-        _ => Error::io(what, e),
-    };
+    let io_err = |e: io::Error| handshake_error(what, net, e);
     s.set_nodelay(true).map_err(io_err)?;
     s.set_read_timeout(Some(net.handshake_timeout))
         .map_err(io_err)?;
@@ -223,125 +281,86 @@ where
     let (client, hello) = auth::Client::new(key.map(Key::bytes), millis(net.heartbeat));
     s.write_all(&frame(&hello)).map_err(io_err)?;
     let reply = read_frame(&mut s).map_err(io_err)?;
-    let (ok, confirm) = client.finish(&reply).map_err(|r| match r {
-        auth::Refused::ByServer(_) | auth::Refused::KeyMismatch { .. } => refused(what, r),
-        r => Error::new(ErrorKind::Decode, format!("{what}: {r}")),
-    })?;
+    let (ok, confirm) = client.finish(&reply).map_err(|r| reply_error(what, r))?;
     s.write_all(&frame(&confirm)).map_err(io_err)?;
     s.set_read_timeout(None).map_err(io_err)?;
     s.set_write_timeout(None).map_err(io_err)?;
     channel(s, ok, true, net)
 }
 
-/// A connection whose handshake is under way: reading the client's HELLO,
-/// then (after the reply) its CONFIRM.
-struct Pending {
-    stream: TcpStream,
-    peer: std::net::IpAddr,
-    buf: Vec<u8>,
-    replied: Option<auth::Replied>,
-    deadline: Instant,
-}
-
-/// What a pending handshake did with the bytes that came.
-enum Step {
-    More,
-    Done(auth::Accepted),
-    Drop,
-}
-
-impl Pending {
-    /// Reads what there is of the next handshake frame; a whole one goes
-    /// to `server` (the HELLO) or to the reply's state (the CONFIRM).
-    fn step(&mut self, server: &auth::Server) -> Step {
-        loop {
-            let want = if self.buf.len() < 4 {
-                4
-            } else {
-                let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
-                if len > MAX_HANDSHAKE_FRAME {
-                    // A 1 GiB claim before authentication: nothing allocated.
-                    return Step::Drop;
-                }
-                4 + len
-            };
-            if self.buf.len() == want {
-                let msg = std::mem::take(&mut self.buf);
-                let msg = &msg[4..];
-                let Some(replied) = self.replied.take() else {
-                    match server.answer(msg) {
-                        Ok((reply, replied)) => {
-                            // A fresh socket's buffer takes the reply whole.
-                            let reply = frame(&reply);
-                            if !(&self.stream).write(&reply).is_ok_and(|n| n == reply.len()) {
-                                return Step::Drop;
-                            }
-                            self.replied = Some(replied);
-                            continue;
-                        }
-                        Err((_, refusal)) => {
-                            // An explicit refusal tells a client with the
-                            // wrong key (or none) to stop trying.
-                            if let Some(r) = refusal {
-                                let _ = (&self.stream).write(&frame(&r));
-                            }
-                            return Step::Drop;
-                        }
-                    }
-                };
-                return match replied.confirm(msg) {
-                    Ok(ok) => Step::Done(ok),
-                    Err(_) => Step::Drop,
-                };
-            }
-            let mut chunk = [0u8; 4 + MAX_HANDSHAKE_FRAME];
-            match self.stream.read(&mut chunk[..want - self.buf.len()]) {
-                Ok(0) => return Step::Drop,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::More,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Step::Drop,
-            }
-        }
-    }
-
-    /// Whether the client has sent nothing yet: the first to go when the
-    /// listener is full.
-    fn silent(&self) -> bool {
-        self.buf.is_empty() && self.replied.is_none()
-    }
-}
-
-/// A `tcp://` listener (see [`Listener`](crate::Listener)).
+/// A `tcp://` listener (see [`Listener`](crate::Listener)): its
+/// handshakes run in a thread of its own.
 #[derive(Debug)]
 pub(crate) struct TcpAcceptor {
     local: SocketAddr,
-    queue: Mutex<Receiver<(TcpStream, auth::Accepted)>>,
+    queue: Mutex<Receiver<Accepted>>,
     /// Dropping it (the write end of a pipe) stops the thread.
     stop: Option<OwnedFd>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Handshakes<()>>>,
+}
+
+/// A connection whose handshake is complete, waiting for `accept`.
+pub(crate) type Accepted = (TcpStream, auth::Accepted);
+
+/// The listening socket for `hp` (non-blocking), its handshakes to be
+/// answered with `key`; the key is resolved by the caller (it may read a
+/// file).
+pub(crate) fn bind(
+    hp: &HostPort,
+    addrs: &[SocketAddr],
+    key: Option<&Key>,
+    net: &Net,
+) -> Result<Handshakes<()>> {
+    let what = format!("listening at tcp://{hp}");
+    for a in addrs {
+        allowed(a, key, &what)?;
+    }
+    let listener = TcpListener::bind(addrs).map_err(|e| Error::io(&what, e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io(&what, e))?;
+    Ok(Handshakes::new(
+        listener,
+        key,
+        net.heartbeat,
+        net.handshake_timeout,
+    ))
+}
+
+/// The endpoint a listening socket has (with the port the system chose).
+pub(crate) fn local_endpoint(local: SocketAddr) -> Endpoint {
+    Endpoint::Tcp(HostPort {
+        host: local.ip().to_string(),
+        port: local.port(),
+    })
 }
 
 impl TcpAcceptor {
     pub(crate) fn bind(hp: &HostPort, net: &Net) -> Result<TcpAcceptor> {
         let key = net.resolve_key()?;
-        let what = format!("listening at tcp://{hp}");
-        let addrs = resolve(hp)?;
-        for a in &addrs {
-            allowed(a, key.as_ref(), &what)?;
-        }
-        let listener = TcpListener::bind(&addrs[..]).map_err(|e| Error::io(&what, e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| Error::io(&what, e))?;
-        let local = listener.local_addr().map_err(|e| Error::io(&what, e))?;
-        let (stop_r, stop_w) = sys::pipe().map_err(|e| Error::io(&what, e))?;
+        let handshakes = bind(hp, &resolve(hp)?, key.as_ref(), net)?;
+        TcpAcceptor::resume(handshakes, Vec::new())
+    }
+
+    /// A thread for `handshakes`, with connections already accepted.
+    pub(crate) fn resume(
+        handshakes: Handshakes<()>,
+        accepted: Vec<Accepted>,
+    ) -> Result<TcpAcceptor> {
+        let what = "starting a tcp:// listener's handshake thread";
+        let local = handshakes
+            .listener()
+            .local_addr()
+            .map_err(|e| Error::io(what, e))?;
+        let (stop_r, stop_w) = sys::pipe().map_err(|e| Error::io(what, e))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-        let settings = (key, net.heartbeat, net.handshake_timeout);
+        for a in accepted {
+            let _ = tx.try_send(a);
+        }
         let thread = std::thread::Builder::new()
             .name("procwire-accept".into())
-            .spawn(move || serve(listener, stop_r, tx, settings))
-            .map_err(|e| Error::io(&what, e))?;
+            .spawn(move || serve(handshakes, stop_r, tx))
+            .map_err(|e| Error::io(what, e))?;
         Ok(TcpAcceptor {
             local,
             queue: Mutex::new(rx),
@@ -350,11 +369,23 @@ impl TcpAcceptor {
         })
     }
 
+    /// Stops the thread: the handshakes under way, and the connections
+    /// accepted but not yet taken, for another driver.
+    pub(crate) fn stop(mut self) -> Result<(Handshakes<()>, Vec<Accepted>)> {
+        self.stop.take();
+        let thread = self.thread.take().expect("present until stopped");
+        let handshakes = thread
+            .join()
+            .map_err(|_| Error::new(ErrorKind::Io, "the listener's handshake thread panicked"))?;
+        let queue = self
+            .queue
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok((handshakes, queue.try_iter().collect()))
+    }
+
     pub(crate) fn endpoint(&self) -> Endpoint {
-        Endpoint::Tcp(HostPort {
-            host: self.local.ip().to_string(),
-            port: self.local.port(),
-        })
+        local_endpoint(self.local)
     }
 
     pub(crate) fn accept<Out, In>(
@@ -399,124 +430,41 @@ impl Drop for TcpAcceptor {
     }
 }
 
-/// How many handshakes may be under way at once: well below this
-/// process's descriptor limit, so that a flood cannot take every
-/// descriptor (and `accept` itself keeps working).
-fn pending_cap() -> usize {
-    (sys::fd_limit() / 4).clamp(16, MAX_PENDING)
-}
-
-/// How many of them one source address may hold.
-const PER_SOURCE: usize = 32;
-
-/// Makes room for a handshake from `from`: when its source holds its
-/// share, or the listener is full, the connection that goes is one that
-/// has sent nothing yet (the oldest such), from that source if it is the
-/// one over its share; a connection that has spoken is never dropped for a
-/// newcomer. `false`: no room (the newcomer goes).
-fn make_room(pending: &mut Vec<Pending>, from: std::net::IpAddr, cap: usize) -> bool {
-    let same = pending.iter().filter(|p| p.peer == from).count();
-    let victim = if same >= PER_SOURCE {
-        pending.iter().position(|p| p.peer == from && p.silent())
-    } else if pending.len() >= cap {
-        pending.iter().position(Pending::silent)
-    } else {
-        return true;
-    };
-    match victim {
-        Some(i) => {
-            pending.remove(i);
-            true
-        }
-        None => false,
-    }
-}
-
 /// The handshake thread: accepts, answers HELLOs and checks CONFIRMs as
 /// their bytes arrive, all connections in one poll(2), each under its
-/// deadline.
-fn serve(
-    listener: TcpListener,
-    stop: OwnedFd,
-    ready: SyncSender<(TcpStream, auth::Accepted)>,
-    (key, heartbeat, timeout): (Option<Key>, Duration, Duration),
-) {
-    let server = auth::Server::new(key.as_ref().map(Key::bytes), millis(heartbeat));
-    let cap = pending_cap();
-    let mut pending: Vec<Pending> = Vec::new();
-    // Out of descriptors: stop accepting for a while instead of spinning
-    // on a listener that stays readable.
-    let mut paused_until: Option<Instant> = None;
-    let mut pause = Duration::from_millis(10);
+/// deadline, until `stop` reads the end of the pipe (or nobody takes
+/// connections any more); then hands the handshakes back.
+fn serve(mut hs: Handshakes<()>, stop: OwnedFd, ready: SyncSender<Accepted>) -> Handshakes<()> {
     loop {
-        let now = Instant::now();
-        let listening = paused_until.is_none_or(|t| now >= t);
+        let listening = hs.listening(Instant::now());
         let mut fds = vec![(stop.as_fd(), Interest::Read)];
         if listening {
-            fds.push((listener.as_fd(), Interest::Read));
+            fds.push((hs.listener().as_fd(), Interest::Read));
         }
         let first = fds.len();
-        fds.extend(pending.iter().map(|p| (p.stream.as_fd(), Interest::Read)));
-        let deadline = pending.iter().map(|p| p.deadline).chain(paused_until).min();
+        fds.extend(hs.streams().map(|s| (s.as_fd(), Interest::Read)));
         let mut hit = vec![false; fds.len()];
-        if sys::poll(&fds, deadline, &mut hit).is_err() {
+        if sys::poll(&fds, hs.deadline(), &mut hit).is_err() {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
         drop(fds);
         if hit[0] {
-            return; // the listener was dropped
+            return hs; // the listener was dropped or stopped
         }
-        let now = Instant::now();
-        let mut keep = Vec::with_capacity(pending.len());
-        for (mut p, hit) in pending.drain(..).zip(hit[first..].iter().copied()) {
-            if !hit {
-                if now < p.deadline {
-                    keep.push(p);
-                }
-                continue;
-            }
-            match p.step(&server) {
-                Step::More if now < p.deadline => keep.push(p),
-                Step::More | Step::Drop => {}
-                Step::Done(ok) => {
-                    if p.stream.set_nonblocking(false).is_ok() {
-                        match ready.try_send((p.stream, ok)) {
-                            Ok(()) | Err(TrySendError::Full(_)) => {}
-                            Err(TrySendError::Disconnected(_)) => return,
-                        }
-                    }
-                }
-            }
-        }
-        pending = keep;
-        if listening && hit[1] {
-            paused_until = None;
-            loop {
-                let (stream, from) = match listener.accept() {
-                    Ok(got) => got,
-                    Err(e) if sys::is_out_of_fds(&e) => {
-                        paused_until = Some(Instant::now() + pause);
-                        pause = (pause * 2).min(Duration::from_secs(1));
-                        break;
-                    }
-                    Err(_) => break,
-                };
-                pause = Duration::from_millis(10);
-                if !(stream.set_nonblocking(true).is_ok() && stream.set_nodelay(true).is_ok()) {
-                    continue;
-                }
-                if !make_room(&mut pending, from.ip(), cap) {
-                    continue;
-                }
-                pending.push(Pending {
-                    stream,
-                    peer: from.ip(),
-                    buf: Vec::new(),
-                    replied: None,
-                    deadline: Instant::now() + timeout,
-                });
-            }
+        let go_on = hs.advance(
+            listening && hit[1],
+            |i, ()| hit[first + i],
+            |_| Some(()),
+            |stream, ok| {
+                !matches!(
+                    ready.try_send((stream, ok)),
+                    Err(TrySendError::Disconnected(_))
+                )
+            },
+        );
+        if !go_on {
+            return hs;
         }
     }
 }

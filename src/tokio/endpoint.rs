@@ -1,8 +1,9 @@
-//! Endpoints by address, awaited: [`Listener::accept`] and [`connect`] on
-//! `unix:` paths, giving awaitable duplexes with the [`Net`]'s options.
-//! `tcp://` and ZeroMQ are refused with a clear error for now (their
-//! handshakes and heartbeats run on threads of their own: use the blocking
-//! `Net::listen`/`connect` inside `spawn_blocking`, then `into_async`).
+//! Endpoints by address, awaited: [`listen`], [`Listener::accept`] and
+//! [`connect`] on `unix:` paths and `tcp://` (its handshakes answered by a
+//! task, each connection's heartbeats sent and checked by a task: no
+//! thread per listener or connection), giving awaitable duplexes with the
+//! [`Net`]'s options. ZeroMQ sockets are opened with `procwire::zmq`, as
+//! on blocking ends.
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -11,9 +12,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Duplex, Registered};
-use crate::endpoint::Endpoint;
-use crate::error::{Error, ErrorKind, Result};
-use crate::{Net, sys};
+use crate::endpoint::{Endpoint, Inner};
+use crate::error::{Error, Result};
+use crate::{Net, UnixListener, sys};
 
 /// A listener whose `accept` is awaited. See the module docs.
 ///
@@ -23,7 +24,7 @@ use crate::{Net, sys};
 /// let dir = tempfile::tempdir()?;
 /// let addr = format!("unix:{}", dir.path().join("s").display());
 /// let net = procwire::Net::new();
-/// let listener = net.listen(&addr)?.into_async()?;
+/// let listener = procwire::tokio::listen(&addr, &net).await?;
 /// let client = procwire::tokio::connect::<String, String>(&addr, &net).await?;
 /// let server = listener.accept::<String, String>().await?;
 /// client.send("ping".into()).await?;
@@ -33,111 +34,171 @@ use crate::{Net, sys};
 /// ```
 #[derive(Debug)]
 pub struct Listener {
-    inner: crate::Listener,
-    ready: Registered,
-    turn: ::tokio::sync::Mutex<()>,
+    kind: Kind,
+    net: Net,
 }
 
-impl crate::Listener {
-    /// This listener, awaited (feature `tokio`; inside a runtime; `unix:`
-    /// only, see [`crate::tokio`]'s endpoint notes).
-    pub fn into_async(self) -> Result<Listener> {
-        let (unix, _) = self.unix();
-        let Some(l) = unix else {
-            return Err(not_yet(&self.endpoint()));
-        };
-        let ready = Registered::new(l.as_fd(), Want::READABLE)?;
-        Ok(Listener {
-            inner: self,
-            ready,
+#[derive(Debug)]
+enum Kind {
+    Unix {
+        listener: UnixListener,
+        ready: Registered,
+        turn: ::tokio::sync::Mutex<()>,
+    },
+    #[cfg(feature = "tcp")]
+    Tcp(super::tcp::Acceptor),
+}
+
+impl Kind {
+    fn unix(listener: UnixListener) -> Result<Kind> {
+        Ok(Kind::Unix {
+            ready: Registered::new(listener.as_fd(), Want::READABLE)?,
+            listener,
             turn: ::tokio::sync::Mutex::new(()),
         })
     }
 }
 
+impl crate::Listener {
+    /// This listener, awaited (feature `tokio`; inside a runtime). A
+    /// `tcp://` listener's handshake thread stops and its task takes over
+    /// the handshakes under way and the connections not yet accepted.
+    pub fn into_async(self) -> Result<Listener> {
+        let (inner, net) = self.into_parts();
+        let kind = match inner {
+            Inner::Unix(l) => Kind::unix(l)?,
+            #[cfg(feature = "tcp")]
+            Inner::Tcp(t) => {
+                super::in_runtime()?;
+                let (handshakes, accepted) = t.stop()?;
+                Kind::Tcp(super::tcp::Acceptor::resume(handshakes, accepted)?)
+            }
+        };
+        Ok(Listener { kind, net })
+    }
+}
+
+/// Listens at `addr` (`unix:` or `tcp://`) with `net`'s settings, as
+/// [`Net::listen`] does, without blocking the runtime (a `tcp://` key file
+/// is read and the host looked up off its threads).
+pub async fn listen(addr: &str, net: &Net) -> Result<Listener> {
+    let endpoint: Endpoint = addr.parse()?;
+    let kind = match &endpoint {
+        #[cfg(feature = "tcp")]
+        Endpoint::Tcp(hp) => Kind::Tcp(super::tcp::Acceptor::bind(hp, net).await?),
+        // Binding a Unix socket does not wait.
+        _ => return net.listen(addr)?.into_async(),
+    };
+    Ok(Listener {
+        kind,
+        net: net.clone(),
+    })
+}
+
 impl Listener {
-    /// Awaits the next peer and gives an awaitable channel to it. Tasks
-    /// take turns; cancel-safe (a dropped accept took no connection).
+    /// Awaits the next peer (on `tcp://`, one that has passed the
+    /// handshake) and gives an awaitable channel to it. Tasks take turns;
+    /// cancel-safe (a dropped accept took no connection).
     pub async fn accept<Out, In>(&self) -> Result<Duplex<Out, In>>
     where
         Out: Serialize + DeserializeOwned,
         In: Serialize + DeserializeOwned,
     {
-        let _turn = self.turn.lock().await;
-        let (Some(l), net) = self.inner.unix() else {
-            unreachable!("made from a unix listener");
-        };
-        loop {
-            let mut guard = self
-                .ready
-                .0
-                .readable()
-                .await
-                .map_err(|e| Error::io("waiting for a connection", e))?;
-            // The listening socket stays blocking: accept only what is
-            // there now (readiness may be stale).
-            let got = guard.try_io(|fd| {
-                let mut ready = [false];
-                if sys::poll(
-                    &[(fd.as_fd(), sys::Interest::Read)],
-                    Some(std::time::Instant::now()),
-                    &mut ready,
-                )? {
-                    l.accept()
-                } else {
-                    Err(std::io::ErrorKind::WouldBlock.into())
-                }
-            });
-            if let Ok(accepted) = got {
-                let s = accepted.map_err(|e| Error::io("accepting a connection", e))?;
-                return net.options.duplex_from(s)?.into_async();
+        match &self.kind {
+            Kind::Unix {
+                listener,
+                ready,
+                turn,
+            } => {
+                let _turn = turn.lock().await;
+                let s = accept_unix(listener, ready).await?;
+                self.net.options.duplex_from(s)?.into_async()
             }
+            #[cfg(feature = "tcp")]
+            Kind::Tcp(t) => t.accept(&self.net).await,
         }
     }
 
     /// The address peers connect to.
     pub fn endpoint(&self) -> Endpoint {
-        self.inner.endpoint()
+        match &self.kind {
+            Kind::Unix { listener, .. } => Endpoint::Unix(listener.path().to_path_buf()),
+            #[cfg(feature = "tcp")]
+            Kind::Tcp(t) => t.endpoint(),
+        }
     }
 
-    /// Back to the blocking listener.
-    pub fn into_blocking(self) -> crate::Listener {
-        self.inner
+    /// Back to the blocking listener (a `tcp://` one gets its handshake
+    /// thread back, with the handshakes under way).
+    pub fn into_blocking(self) -> Result<crate::Listener> {
+        let inner = match self.kind {
+            Kind::Unix { listener, .. } => Inner::Unix(listener),
+            #[cfg(feature = "tcp")]
+            Kind::Tcp(t) => {
+                let (handshakes, accepted) = t.stop();
+                Inner::Tcp(crate::endpoint::tcp::TcpAcceptor::resume(
+                    handshakes, accepted,
+                )?)
+            }
+        };
+        Ok(crate::Listener::from_parts(inner, self.net))
     }
 }
 
-/// Connects to `addr` (`unix:`) and gives an awaitable channel, with
-/// `net`'s options. A listener whose backlog is full is waited for, not a
-/// blocked thread.
+/// The next connection on a Unix listener, awaited.
+async fn accept_unix(l: &UnixListener, ready: &Registered) -> Result<crate::Socket> {
+    loop {
+        let mut guard = ready
+            .0
+            .readable()
+            .await
+            .map_err(|e| Error::io("waiting for a connection", e))?;
+        // The listening socket stays blocking: accept only what is there
+        // now (readiness may be stale).
+        let got = guard.try_io(|fd| {
+            let mut ready = [false];
+            if sys::poll(
+                &[(fd.as_fd(), sys::Interest::Read)],
+                Some(std::time::Instant::now()),
+                &mut ready,
+            )? {
+                l.accept()
+            } else {
+                Err(std::io::ErrorKind::WouldBlock.into())
+            }
+        });
+        if let Ok(accepted) = got {
+            return accepted.map_err(|e| Error::io("accepting a connection", e));
+        }
+    }
+}
+
+/// Connects to `addr` (`unix:` or `tcp://`) and gives an awaitable channel,
+/// with `net`'s settings (on `tcp://` its connect deadline, retries, key
+/// and handshake deadline, as [`Net::connect`]). A Unix listener whose
+/// backlog is full is waited for, not a blocked thread.
 pub async fn connect<Out, In>(addr: &str, net: &Net) -> Result<Duplex<Out, In>>
 where
     Out: Serialize + DeserializeOwned,
     In: Serialize + DeserializeOwned,
 {
     let endpoint: Endpoint = addr.parse()?;
-    let Endpoint::Unix(path) = &endpoint else {
-        return Err(not_yet(&endpoint));
-    };
-    let what = || format!("connecting to {addr}");
-    let s = ::tokio::net::UnixStream::connect(path)
-        .await
-        .and_then(|s| s.into_std())
-        .and_then(|s| {
-            // procwire's ends are in blocking mode (see `crate::tokio`).
-            s.set_nonblocking(false)?;
-            crate::Socket::from_fd(OwnedFd::from(s))
-        })
-        .map_err(|e| Error::io(&what(), e))?;
-    net.options.duplex_from(s)?.into_async()
-}
-
-fn not_yet(endpoint: &Endpoint) -> Error {
-    Error::new(
-        ErrorKind::Unsupported,
-        format!(
-            "`{endpoint}`: only unix: endpoints are awaitable yet; for tcp:// call the blocking \
-             Net::listen/accept/connect in tokio::task::spawn_blocking and make the channel \
-             async with into_async; for ZeroMQ use procwire::zmq"
-        ),
-    )
+    match &endpoint {
+        Endpoint::Unix(path) => {
+            let what = || format!("connecting to {addr}");
+            let s = ::tokio::net::UnixStream::connect(path)
+                .await
+                .and_then(|s| s.into_std())
+                .and_then(|s| {
+                    // procwire's ends are in blocking mode (see `crate::tokio`).
+                    s.set_nonblocking(false)?;
+                    crate::Socket::from_fd(OwnedFd::from(s))
+                })
+                .map_err(|e| Error::io(&what(), e))?;
+            net.options.duplex_from(s)?.into_async()
+        }
+        #[cfg(feature = "tcp")]
+        Endpoint::Tcp(hp) => super::tcp::connect(hp, net).await,
+        e => Err(crate::endpoint::no_channel(addr, e)),
+    }
 }

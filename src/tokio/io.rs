@@ -239,3 +239,46 @@ impl crate::Child {
         self.wait()
     }
 }
+
+impl crate::Command {
+    /// [`channel`](crate::Command::channel), awaitable (feature `tokio`;
+    /// inside a runtime). The child's supervision starts at `spawn`, as on
+    /// a blocking channel: its exit then ends any wait on the channel.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> procwire::Result<()> {
+    /// let mut cmd = procwire::Command::new("sh");
+    /// cmd.args(["-c", "exit 7"]);
+    /// let ch = cmd.channel_async::<String, String>()?;
+    /// let mut child = cmd.spawn()?;
+    /// let e = ch.recv().await.unwrap_err(); // it exited without a word
+    /// assert!(e.is_disconnected(), "{e}");
+    /// assert_eq!(child.wait_async().await?.code(), Some(7));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn channel_async<Out, In>(&mut self) -> Result<super::Duplex<Out, In>>
+    where
+        Out: serde::Serialize,
+        In: serde::de::DeserializeOwned,
+    {
+        self.channel()?.into_async()
+    }
+}
+
+impl<A, Out, In> crate::Task<A, Out, In>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned,
+    Out: serde::Serialize + serde::de::DeserializeOwned,
+    In: serde::Serialize + serde::de::DeserializeOwned,
+{
+    /// [`spawn`](crate::Task::spawn), with the channel awaitable (feature
+    /// `tokio`; inside a runtime). The child is started on the calling
+    /// thread, as `tokio::process::Command::spawn` starts one (a fork, or
+    /// a short request to the task server).
+    pub fn spawn_async(self) -> Result<(crate::Child, super::Duplex<In, Out>)> {
+        let (child, ch) = self.spawn()?;
+        Ok((child, ch.into_async()?))
+    }
+}

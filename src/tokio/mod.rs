@@ -60,6 +60,26 @@
 //! channel's linger, never on the runtime thread). The `Sink`'s
 //! `start_send` hands the message over once there is room; its
 //! `poll_flush` writes the rest.
+//!
+//! # Endpoints and children
+//!
+//! [`listen`], [`Listener::accept`] and [`connect`] open `unix:` and
+//! `tcp://` endpoints on the runtime. A `tcp://` endpoint keeps every
+//! promise of the blocking one ([`crate::endpoint`]: the key policy, the
+//! authenticated and encrypted session, connect and handshake deadlines,
+//! retries, heartbeats and the bound on reporting a silent peer), with no
+//! thread: one task answers a listener's handshakes (a flood of idle
+//! connections holds up no real one) and one task per connection sends
+//! its heartbeats and checks the peer's. A blocking [`crate::Listener`]
+//! turns async and back ([`crate::Listener::into_async`],
+//! [`Listener::into_blocking`]) keeping the handshakes under way and the
+//! connections not yet accepted. A `tcp://` end dropped while the peer has
+//! not acknowledged what it sent lingers (as a blocking one does) on the
+//! blocking pool. ZeroMQ sockets are blocking only (`procwire::zmq`).
+//!
+//! [`Command::channel_async`](crate::Command::channel_async) and
+//! [`Task::spawn_async`](crate::Task::spawn_async) hand out awaitable
+//! channels to a child directly; supervision starts when the child does.
 
 use std::future::poll_fn;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -77,7 +97,9 @@ mod endpoint;
 mod io;
 mod pool;
 pub mod rpc;
-pub use endpoint::{Listener, connect};
+#[cfg(feature = "tcp")]
+mod tcp;
+pub use endpoint::{Listener, connect, listen};
 pub use io::{PipeReader, PipeWriter, Socket};
 pub use pool::{Map, Pool};
 
@@ -138,8 +160,10 @@ struct Waker {
     /// Whether `read` also reports room.
     room: bool,
     write: Option<Registered>,
-    /// The child's pidfd, once per direction.
-    peer: [Option<Registered>; 2],
+    /// The child's pidfd, once per direction, registered when a wait first
+    /// asks (the child may be attached after the end turned async: a
+    /// `Command`'s channel is made before the spawn).
+    peer: [std::sync::OnceLock<Registered>; 2],
     conn: Arc<Conn>,
     reading: ::tokio::sync::Mutex<()>,
     writing: ::tokio::sync::Mutex<()>,
@@ -163,17 +187,13 @@ impl Waker {
         } else {
             Want::READABLE
         };
-        let pidfd = |used: bool| match conn.peer() {
-            Some(p) if used => Registered::new(p.pidfd(), Want::READABLE).map(Some),
-            _ => Ok(None),
-        };
         Ok(Waker {
             read: read.map(|fd| Registered::new(fd, read_want)).transpose()?,
             room,
             write: write
                 .map(|fd| Registered::new(fd, Want::WRITABLE))
                 .transpose()?,
-            peer: [pidfd(read.is_some())?, pidfd(write.is_some())?],
+            peer: Default::default(),
             conn: Arc::clone(conn),
             reading: ::tokio::sync::Mutex::new(()),
             writing: ::tokio::sync::Mutex::new(()),
@@ -204,10 +224,20 @@ impl Waker {
     /// Whether the supervised child has exited (its pidfd is readable),
     /// asked by the `dir` side.
     fn peer_gone(&self, cx: &mut Context<'_>, dir: usize) -> bool {
-        match &self.peer[dir] {
-            Some(Registered(pidfd)) => pidfd.poll_read_ready(cx).is_ready(),
-            None => false,
-        }
+        let Some(p) = self.conn.peer() else {
+            return false;
+        };
+        let registered = match self.peer[dir].get() {
+            Some(r) => r,
+            None => match Registered::new(p.pidfd(), Want::READABLE) {
+                // One task waits per direction (the turns): no race to set.
+                Ok(r) => self.peer[dir].get_or_init(|| r),
+                // Out of descriptors: the wait still ends when the
+                // child's end of the channel closes with it.
+                Err(_) => return false,
+            },
+        };
+        registered.0.poll_read_ready(cx).is_ready()
     }
 
     /// The error a wait that the child's exit ended gets.

@@ -151,6 +151,9 @@ impl Drop for Conn {
     /// runs out, whichever is first. What the peer sends after that draws a
     /// reset, which tells it that nobody reads here. On loopback, or with
     /// a peer that reads, this returns at once.
+    ///
+    /// On a tokio runtime's thread (feature `tokio`) the waiting goes to
+    /// the runtime's blocking pool, on a duplicate of the descriptor.
     fn drop(&mut self) {
         let Some(l) = self.liveness() else { return };
         if self.shared.is_shared() {
@@ -159,38 +162,57 @@ impl Drop for Conn {
         let fd = self.fd.as_fd();
         let _ = sys::shutdown(fd, std::net::Shutdown::Write);
         let deadline = Instant::now() + l.linger;
-        let mut sink = [0u8; 4096];
-        loop {
-            // Drain: input left unread at close(2) is what sends the reset.
-            loop {
-                match sys::recv_bytes(fd, &mut sink, true) {
-                    Ok(r) if r.len > 0 => {}
-                    _ => break,
-                }
-            }
-            match sys::sockio::unsent_bytes(fd) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            // The peer is done sending (its FIN) or gone (a reset): no
-            // input can come that would make our close a reset, and a
-            // plain close lets the kernel go on delivering what is queued.
-            // (After a reset the count never falls: without this, the
-            // drop would wait out the whole linger.)
-            if matches!(sys::hung_up(fd), Ok(true)) {
-                return;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            // Acknowledgements make no descriptor ready: look again within
-            // a millisecond, or at once when input comes.
-            let mut ready = [false];
-            let tick = (now + Duration::from_millis(1)).min(deadline);
-            if sys::poll(&[(fd, Interest::Read)], Some(tick), &mut ready).is_err() {
-                return;
-            }
+        if acknowledged(fd) {
+            return;
+        }
+        #[cfg(feature = "tokio")]
+        if let Ok(rt) = ::tokio::runtime::Handle::try_current()
+            && let Ok(dup) = fd.try_clone_to_owned()
+        {
+            rt.spawn_blocking(move || linger(dup.as_fd(), deadline));
+            return;
+        }
+        linger(fd, deadline);
+    }
+}
+
+/// Drains the input there is (input left unread at close(2) is what sends
+/// the reset) and tells whether closing now loses nothing: everything we
+/// sent, FIN included, is acknowledged, or the peer is done sending (its
+/// FIN) or gone (a reset), so no input can come that would make our close
+/// a reset, and a plain close lets the kernel go on delivering what is
+/// queued. (After a reset the count never falls: without that, the close
+/// would wait out the whole linger.)
+fn acknowledged(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut sink = [0u8; 4096];
+    loop {
+        match sys::recv_bytes(fd, &mut sink, true) {
+            Ok(r) if r.len > 0 => {}
+            _ => break,
+        }
+    }
+    match sys::sockio::unsent_bytes(fd) {
+        Ok(0) | Err(_) => true,
+        Ok(_) => matches!(sys::hung_up(fd), Ok(true)),
+    }
+}
+
+/// Waits until closing `fd` loses nothing, or `deadline`.
+fn linger(fd: std::os::fd::BorrowedFd<'_>, deadline: Instant) {
+    loop {
+        if acknowledged(fd) {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        // Acknowledgements make no descriptor ready: look again within
+        // a millisecond, or at once when input comes.
+        let mut ready = [false];
+        let tick = (now + Duration::from_millis(1)).min(deadline);
+        if sys::poll(&[(fd, Interest::Read)], Some(tick), &mut ready).is_err() {
+            return;
         }
     }
 }
