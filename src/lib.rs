@@ -168,9 +168,12 @@
 //! `PipeWriter` or stream `Socket`), and a child's exit
 //! (`Child::wait_async`), and the worker pool (`procwire::tokio::Pool`:
 //! `call(..).await`, `submit` whose handle is a future, `map` as a
-//! `Stream`), and `unix:` endpoints (`Listener::into_async`, `accept`,
-//! `procwire::tokio::connect`). Not yet (issue 15, continuing): `tcp://`
-//! endpoints (their handshake and heartbeats run on threads) and ZeroMQ.
+//! `Stream`), `unix:` and `tcp://` endpoints (`procwire::tokio::listen`,
+//! `accept`, `procwire::tokio::connect`: a listener's handshakes and each
+//! connection's heartbeats are tasks, no thread), a child's channel
+//! (`Command::channel_async`, `task(..).spawn_async()`), and ZeroMQ
+//! (`procwire::tokio::zmq`: the `zeromq` socket on your runtime, no
+//! bridge).
 //!
 //! # Hazards, and what procwire does about them
 //!

@@ -2,8 +2,8 @@
 //! [`connect`] on `unix:` paths and `tcp://` (its handshakes answered by a
 //! task, each connection's heartbeats sent and checked by a task: no
 //! thread per listener or connection), giving awaitable duplexes with the
-//! [`Net`]'s options. ZeroMQ sockets are opened with `procwire::zmq`, as
-//! on blocking ends.
+//! [`Net`]'s options. ZeroMQ sockets have no listen, accept or connect by
+//! address; they are opened with `procwire::tokio::zmq` (feature `zmq`).
 
 use std::os::fd::{AsFd, OwnedFd};
 

@@ -75,7 +75,9 @@
 //! [`Listener::into_blocking`]) keeping the handshakes under way and the
 //! connections not yet accepted. A `tcp://` end dropped while the peer has
 //! not acknowledged what it sent lingers (as a blocking one does) on the
-//! blocking pool. ZeroMQ sockets are blocking only (`procwire::zmq`).
+//! blocking pool. ZeroMQ sockets (feature `zmq`) are awaited through
+//! [`zmq`]: the `zeromq` crate's socket on your runtime, with
+//! no bridge and no thread of procwire's.
 //!
 //! [`Command::channel_async`](crate::Command::channel_async) and
 //! [`Task::spawn_async`](crate::Task::spawn_async) hand out awaitable
@@ -99,6 +101,9 @@ mod pool;
 pub mod rpc;
 #[cfg(feature = "tcp")]
 mod tcp;
+#[cfg(feature = "zmq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "zmq")))]
+pub mod zmq;
 pub use endpoint::{Listener, connect, listen};
 pub use io::{PipeReader, PipeWriter, Socket};
 pub use pool::{Map, Pool};

@@ -153,11 +153,13 @@ fn is_pipe(fd: &OwnedFd) -> Result<bool> {
 
 /// The transports with an async row, and the raw tokio baseline of each:
 /// the same descriptor kind, except shared memory, against a stream
-/// socket (the "≤ 0.8x raw tokio `UnixStream`").
+/// socket (the "≤ 0.8x raw tokio `UnixStream`"), and ZeroMQ,
+/// against the zeromq crate's socket driven directly.
 pub(super) fn raw_of(t: Transport) -> Option<Transport> {
     match t {
         Transport::Pipe | Transport::Stream | Transport::Seqpacket | Transport::Dgram => Some(t),
         Transport::Shm => Some(Transport::Stream),
+        Transport::Zmq => Some(Transport::Zmq),
         _ => None,
     }
 }

@@ -24,6 +24,13 @@ pub(super) enum Link {
     RawZmq(tokio::runtime::Runtime, RefCell<zeromq::DealerSocket>),
     /// An awaitable end, procwire's or raw tokio's (`bench --async`).
     Async(Box<super::asynch::AsyncLink>),
+    /// procwire's awaitable ZeroMQ DEALER, on a runtime of its own.
+    AsyncZmq(
+        Box<(
+            tokio::runtime::Runtime,
+            procwire::tokio::zmq::Channel<ByteBuf, ByteBuf>,
+        )>,
+    ),
 }
 
 impl Inherit for Link {
@@ -49,7 +56,7 @@ impl Inherit for Link {
                 }
             }
             // Network links are never forked: their peers connect.
-            Link::Zmq(_) | Link::RawZmq(..) => {}
+            Link::Zmq(_) | Link::RawZmq(..) | Link::AsyncZmq(_) => {}
         }
     }
 
@@ -69,7 +76,8 @@ impl Inherit for Link {
             | Link::RawMessage(_)
             | Link::RawRing(..)
             | Link::Zmq(_)
-            | Link::RawZmq(..) => {}
+            | Link::RawZmq(..)
+            | Link::AsyncZmq(_) => {}
         }
     }
 }
@@ -172,6 +180,7 @@ impl Link {
             Link::RawRing(tx, _) => tx.borrow_mut().send(msg),
             Link::Zmq(c) => c.duplex().send_ref(msg)?,
             Link::Async(a) => a.send(msg)?,
+            Link::AsyncZmq(z) => z.0.block_on(z.1.send_ref(msg))?,
             Link::RawZmq(rt, sock) => {
                 use zeromq::SocketSend;
                 let m = zeromq::ZmqMessage::from(msg.to_vec());
@@ -210,6 +219,10 @@ impl Link {
                 anyhow::ensure!(n == buf.len(), "wrong size");
             }
             Link::Async(a) => a.recv(buf)?,
+            Link::AsyncZmq(z) => {
+                let m = z.0.block_on(z.1.recv())?;
+                anyhow::ensure!(m.len() == buf.len(), "wrong size");
+            }
             Link::Zmq(c) => {
                 let m = c.recv()?;
                 anyhow::ensure!(m.len() == buf.len(), "wrong size");

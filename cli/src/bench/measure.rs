@@ -263,6 +263,20 @@ fn start_peer(side: Side, size: usize, role: Role, cpu: Option<usize>) -> Result
             let _hello = c.recv_timeout(timeout)?;
             (Link::Zmq(c), peer)
         }
+        Side::Async(Transport::Zmq) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let c = rt.block_on(procwire::tokio::zmq::bind(
+                procwire::zmq::Kind::Dealer,
+                "zmq+tcp://127.0.0.1:0",
+                &procwire::Net::new(),
+            ))?;
+            let peer = spawn("async-zmq", &c.endpoint().to_string())?;
+            rt.block_on(async { tokio::time::timeout(timeout, c.recv()).await })
+                .context("the async ZeroMQ peer did not say hello")??;
+            (Link::AsyncZmq(Box::new((rt, c))), peer)
+        }
         Side::Raw(Transport::Zmq) => {
             use zeromq::{Socket, SocketRecv};
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -345,6 +359,18 @@ pub fn peer(args: &[String]) -> Result<()> {
             )?;
             c.duplex().send_ref(&hello)?;
             Link::Zmq(c)
+        }
+        "async-zmq" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let c = rt.block_on(procwire::tokio::zmq::connect(
+                procwire::zmq::Kind::Dealer,
+                endpoint,
+                &procwire::Net::new(),
+            ))?;
+            rt.block_on(c.send_ref(&hello))?;
+            Link::AsyncZmq(Box::new((rt, c)))
         }
         "raw-zmq" => {
             use zeromq::{Socket, SocketSend};

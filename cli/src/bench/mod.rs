@@ -176,7 +176,7 @@ enum Side {
 
 impl Side {
     fn remote(self) -> bool {
-        matches!(self, Side::Wire(t) | Side::Raw(t) if t.remote())
+        matches!(self, Side::Wire(t) | Side::Raw(t) | Side::Async(t) if t.remote())
     }
 
     fn name(self) -> String {
@@ -285,6 +285,12 @@ fn cases(cfg: &Config) -> Vec<Case> {
             let Some(raw) = asynch::raw_of(t) else {
                 continue;
             };
+            // ZeroMQ's baseline is the zeromq crate driven directly (on a
+            // runtime already): the raw side of its blocking row.
+            let base = match t {
+                Transport::Zmq => Side::Raw(Transport::Zmq),
+                _ => Side::RawAsync(raw),
+            };
             for &size in cfg
                 .sizes
                 .iter()
@@ -292,7 +298,7 @@ fn cases(cfg: &Config) -> Vec<Case> {
             {
                 out.push(Case {
                     t,
-                    base: Side::RawAsync(raw),
+                    base,
                     size,
                     pin: Pin::Same,
                     asynch: true,

@@ -10,7 +10,7 @@ use super::router::{pack, unpack};
 use crate::frame::FrameDecoder;
 
 /// The socket itself, by kind.
-pub(super) enum Zsock {
+pub(crate) enum Zsock {
     Req(zeromq::ReqSocket),
     Rep(zeromq::RepSocket),
     Push(zeromq::PushSocket),
@@ -20,7 +20,7 @@ pub(super) enum Zsock {
 }
 
 impl Zsock {
-    fn new(kind: Kind) -> Zsock {
+    pub(crate) fn new(kind: Kind) -> Zsock {
         match kind {
             Kind::Req => Zsock::Req(zeromq::ReqSocket::new()),
             Kind::Rep => Zsock::Rep(zeromq::RepSocket::new()),
@@ -31,7 +31,7 @@ impl Zsock {
         }
     }
 
-    pub(super) async fn bind_or_connect(
+    pub(crate) async fn bind_or_connect(
         &mut self,
         addr: &str,
         bind: bool,
@@ -129,7 +129,7 @@ impl LinkWriter {
 
 /// One payload frame out of a ZeroMQ message: a single frame, or an empty
 /// delimiter and a frame (what a REP or ROUTER peer sends to a DEALER).
-fn single(m: ZmqMessage) -> std::result::Result<Bytes, String> {
+pub(crate) fn single(m: ZmqMessage) -> std::result::Result<Bytes, String> {
     let mut frames = m.into_vec();
     if frames.len() == 2 && frames[0].is_empty() {
         frames.remove(0);
@@ -145,7 +145,7 @@ fn single(m: ZmqMessage) -> std::result::Result<Bytes, String> {
 
 /// An error of one peer (it died mid-frame, sent garbage, its connection
 /// broke): the socket lives on with its other peers.
-fn peer_failed(e: &zeromq::ZmqError) -> bool {
+pub(crate) fn peer_failed(e: &zeromq::ZmqError) -> bool {
     matches!(e, zeromq::ZmqError::Codec(_) | zeromq::ZmqError::Network(_))
 }
 

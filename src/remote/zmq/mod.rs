@@ -53,7 +53,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-mod bridge;
+pub(crate) mod bridge;
 mod router;
 pub use router::{Peer, Router};
 
@@ -144,7 +144,7 @@ impl Drop for Held {
     }
 }
 
-fn zmq_error(what: &str, e: impl std::fmt::Display) -> Error {
+pub(crate) fn zmq_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Io, format!("{what}: {e}"))
 }
 
@@ -326,7 +326,7 @@ where
 
 /// The address in the `zeromq` crate's syntax, after procwire's policy:
 /// loopback only unless forced; a stale `ipc` socket file removed.
-fn zmq_address(endpoint: &Endpoint, net: &Net, bind: bool) -> Result<String> {
+pub(crate) fn zmq_address(endpoint: &Endpoint, net: &Net, bind: bool) -> Result<String> {
     match endpoint {
         Endpoint::ZmqTcp(hp) => {
             if bind && !net.public_zmq {
@@ -471,7 +471,7 @@ where
     })
 }
 
-fn parse_zmq_endpoint(s: &str) -> Option<Endpoint> {
+pub(crate) fn parse_zmq_endpoint(s: &str) -> Option<Endpoint> {
     if let Some(rest) = s.strip_prefix("tcp://") {
         format!("zmq+tcp://{rest}").parse().ok()
     } else {

@@ -34,6 +34,19 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The peer of a message whose frames before the payload are
+    /// `envelope`.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn new(envelope: Vec<Vec<u8>>) -> Peer {
+        Peer { envelope }
+    }
+
+    /// The frames before the payload.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn envelope(&self) -> &[Vec<u8>] {
+        &self.envelope
+    }
+
     /// The peer's routing identity (chosen by ZeroMQ unless the peer set
     /// one).
     pub fn identity(&self) -> &[u8] {

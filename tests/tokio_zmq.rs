@@ -1,0 +1,384 @@
+//! Issue 15, ZeroMQ awaited (`procwire::tokio::zmq`): the `zeromq` socket
+//! on the caller's runtime, no bridge and no thread of procwire's; against
+//! libzmq (pyzmq, installed by scripts/test) too. Each test runs under a
+//! deadline with the descriptors counted before and after.
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use procwire::tokio::zmq;
+use procwire::zmq::Kind;
+use procwire::{CodecKind, ErrorKind, Net};
+use util::{checked, python, runtime, wait_std};
+
+fn opts() -> Net {
+    Net::new().codec(CodecKind::MsgPack)
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap_or_default())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+/// REQ/REP, PUSH/PULL and DEALER/ROUTER, both ends awaited on one
+/// current-thread runtime (a blocking call would hang it, and the deadline
+/// fail), over TCP and ipc: every message arrives, in order where ZeroMQ
+/// orders, and procwire starts no thread (the blocking sockets' runtime
+/// thread is `procwire-zmq`).
+#[test]
+fn every_socket_kind_is_awaited_on_the_callers_runtime_with_no_thread_of_procwires() {
+    checked(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let before = thread_names().len();
+        current_thread().block_on(async {
+            for ipc in [false, true] {
+                // One address per socket: a dropped socket's listener
+                // closes when the runtime next runs its tasks.
+                let place = |name: &str| match ipc {
+                    false => "zmq+tcp://127.0.0.1:0".to_string(),
+                    true => format!("zmq+ipc://{}", dir.path().join(name).display()),
+                };
+                // REQ/REP.
+                let rep = zmq::bind::<String, String>(Kind::Rep, &place("rep"), &opts())
+                    .await
+                    .unwrap();
+                let addr = rep.endpoint().to_string();
+                let req = zmq::connect::<String, String>(Kind::Req, &addr, &opts())
+                    .await
+                    .unwrap();
+                let server = tokio::spawn(async move {
+                    for _ in 0..200 {
+                        let job = rep.recv().await.unwrap();
+                        rep.send(format!("{job} accomplished!")).await.unwrap();
+                    }
+                });
+                for i in 0..200 {
+                    assert_eq!(
+                        req.request(format!("job {i}")).await.unwrap(),
+                        format!("job {i} accomplished!")
+                    );
+                }
+                server.await.unwrap();
+                drop(req);
+
+                // PUSH/PULL, in order.
+                let pull = zmq::bind::<(), u64>(Kind::Pull, &place("pull"), &opts())
+                    .await
+                    .unwrap();
+                let addr = pull.endpoint().to_string();
+                let push = zmq::connect::<u64, ()>(Kind::Push, &addr, &opts())
+                    .await
+                    .unwrap();
+                let pushing = tokio::spawn(async move {
+                    for i in 0..2_000u64 {
+                        push.send(i).await.unwrap();
+                    }
+                    push
+                });
+                for i in 0..2_000u64 {
+                    assert_eq!(pull.recv().await.unwrap(), i);
+                }
+                drop(pushing.await.unwrap());
+
+                // DEALER/ROUTER: sends and receives at once on the dealer.
+                let router = zmq::bind_router::<String, String>(&place("router"), &opts())
+                    .await
+                    .unwrap();
+                let addr = router.endpoint().to_string();
+                let dealer = std::sync::Arc::new(
+                    zmq::connect::<String, String>(Kind::Dealer, &addr, &opts())
+                        .await
+                        .unwrap(),
+                );
+                let serving = tokio::spawn(async move {
+                    for _ in 0..300 {
+                        let (peer, job) = router.recv().await.unwrap();
+                        router
+                            .send(&peer, &format!("{job} accomplished!"))
+                            .await
+                            .unwrap();
+                    }
+                });
+                let receiving = {
+                    let dealer = std::sync::Arc::clone(&dealer);
+                    tokio::spawn(async move {
+                        let mut got = Vec::new();
+                        for _ in 0..300 {
+                            got.push(dealer.recv().await.unwrap());
+                        }
+                        got
+                    })
+                };
+                for i in 0..300 {
+                    dealer.send(format!("job {i}")).await.unwrap();
+                }
+                let mut got = receiving.await.unwrap();
+                got.sort();
+                let mut want: Vec<String> =
+                    (0..300).map(|i| format!("job {i} accomplished!")).collect();
+                want.sort();
+                assert_eq!(got, want);
+                serving.await.unwrap();
+                assert!(
+                    !thread_names().iter().any(|n| n.starts_with("procwire")),
+                    "{:?}",
+                    thread_names()
+                );
+            }
+        });
+        assert_eq!(thread_names().len(), before, "{:?}", thread_names());
+    });
+}
+
+/// Starts the pyzmq peer in `mode`; if it binds, returns the address it
+/// printed (its first line).
+fn pyzmq(mode: &str, how: &str, addr: &str, n: usize) -> (Child, Option<String>) {
+    let mut child = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/zmq_peer.py"
+        ))
+        .args([mode, how, addr, &n.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bound = (how == "bind").then(|| {
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim().to_string()
+    });
+    (child, bound)
+}
+
+/// Waits for the peer and returns the rest of its output.
+fn finish(mut child: Child) -> String {
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let status = wait_std(&mut child, 30);
+    assert!(status.success(), "the pyzmq peer failed: {status}, {out}");
+    out
+}
+
+/// Awaited sockets and libzmq peers, each way: an async REQ asks a pyzmq
+/// REP, an async ROUTER serves two pyzmq DEALERs (two identities), an
+/// async PUSH feeds a pyzmq PULL.
+#[test]
+fn awaited_sockets_speak_to_libzmq() {
+    checked(90, || {
+        let rt = runtime();
+        let (child, bound) = pyzmq("rep", "bind", "tcp://127.0.0.1:*", 100);
+        rt.block_on(async {
+            let addr = format!("zmq+{}", bound.unwrap());
+            let req = zmq::connect::<String, String>(Kind::Req, &addr, &opts())
+                .await
+                .unwrap();
+            for i in 0..100 {
+                assert_eq!(
+                    req.request(format!("job {i}")).await.unwrap(),
+                    format!("job {i} accomplished!")
+                );
+            }
+        });
+        assert!(finish(child).contains("served 100"));
+
+        let router = rt.block_on(async {
+            zmq::bind_router::<String, String>("zmq+tcp://127.0.0.1:0", &opts())
+                .await
+                .unwrap()
+        });
+        let libzmq = router
+            .endpoint()
+            .to_string()
+            .trim_start_matches("zmq+")
+            .to_string();
+        let a = pyzmq("dealer", "connect", &libzmq, 50).0;
+        let b = pyzmq("dealer", "connect", &libzmq, 50).0;
+        let peers = rt.block_on(async {
+            let mut peers = std::collections::HashSet::new();
+            for _ in 0..100 {
+                let (peer, job) = router.recv().await.unwrap();
+                peers.insert(peer.identity().to_vec());
+                router
+                    .send(&peer, &format!("{job} accomplished!"))
+                    .await
+                    .unwrap();
+            }
+            peers
+        });
+        assert_eq!(peers.len(), 2, "two dealers, two identities");
+        assert!(finish(a).contains("dealt 50"));
+        assert!(finish(b).contains("dealt 50"));
+        drop(router);
+
+        let (child, bound) = pyzmq("pull", "bind", "tcp://127.0.0.1:*", 1000);
+        rt.block_on(async {
+            let addr = format!("zmq+{}", bound.unwrap());
+            let push = zmq::connect::<u64, ()>(Kind::Push, &addr, &opts())
+                .await
+                .unwrap();
+            for i in 0..1000u64 {
+                push.send(i).await.unwrap();
+            }
+            // Dropped inside the runtime, whose tasks hand the rest over.
+            tokio::time::timeout(Duration::from_secs(20), async {
+                while !child_done(&child) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("the pyzmq PULL got everything");
+        });
+        let out = finish(child);
+        assert!(out.contains(&format!("sum {}", 999 * 1000 / 2)), "{out}");
+    });
+}
+
+/// Whether the child has exited (without reaping it).
+fn child_done(child: &Child) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    stat.rsplit_once(") ")
+        .is_none_or(|(_, rest)| rest.starts_with('Z'))
+}
+
+/// Cancellation: a `recv` raced against short random timers 10,000 times
+/// (PUSH to PULL, and DEALER to ROUTER), hundreds of them dropped while
+/// waiting, never loses or repeats a message.
+#[test]
+fn receives_cancelled_by_timers_lose_nothing() {
+    checked(120, || {
+        runtime().block_on(async {
+            let pull = zmq::bind::<(), u64>(Kind::Pull, "zmq+tcp://127.0.0.1:0", &opts())
+                .await
+                .unwrap();
+            let push = zmq::connect::<u64, ()>(Kind::Push, &pull.endpoint().to_string(), &opts())
+                .await
+                .unwrap();
+            let router = zmq::bind_router::<(), u64>("zmq+tcp://127.0.0.1:0", &opts())
+                .await
+                .unwrap();
+            let dealer =
+                zmq::connect::<u64, ()>(Kind::Dealer, &router.endpoint().to_string(), &opts())
+                    .await
+                    .unwrap();
+            const N: u64 = 10_000;
+            let sending = tokio::spawn(async move {
+                for i in 0..N {
+                    push.send(i).await.unwrap();
+                    dealer.send(i).await.unwrap();
+                    // Paced now and then, so that the receiver finds
+                    // nothing and its timer wins.
+                    if i % 50 == 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                (push, dealer)
+            });
+            let mut seed = 0x9e37_79b9_u64;
+            let mut roll = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % 100
+            };
+            // The race: a timer, or a future ready on its second poll (so a
+            // receive that finds nothing at once is dropped).
+            let mut pause = move || {
+                let r = roll();
+                async move {
+                    if r < 50 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_micros(r)).await;
+                    }
+                }
+            };
+            let (mut next_pull, mut next_router, mut cancelled) = (0u64, 0u64, 0u32);
+            while next_pull < N || next_router < N {
+                if next_pull < N {
+                    tokio::select! {
+                        m = pull.recv() => {
+                            assert_eq!(m.unwrap(), next_pull);
+                            next_pull += 1;
+                        }
+                        () = pause() => cancelled += 1,
+                    }
+                }
+                if next_router < N {
+                    tokio::select! {
+                        m = router.recv() => {
+                            assert_eq!(m.unwrap().1, next_router);
+                            next_router += 1;
+                        }
+                        () = pause() => cancelled += 1,
+                    }
+                }
+            }
+            println!("{cancelled} receives cancelled by their timer");
+            assert!(cancelled >= 100, "only {cancelled} receives were cancelled");
+            drop(sending.await.unwrap());
+        });
+    });
+}
+
+/// Bad input and misuse are errors, and the socket goes on: a message over
+/// the receiver's maximum, one in another codec, a PULL that sends, a PUSH
+/// that receives; a ROUTER through `bind`; a public bind refused.
+#[test]
+fn bad_messages_and_misuse_are_errors_and_the_socket_goes_on() {
+    checked(60, || {
+        runtime().block_on(async {
+            let small = opts().max_frame(64);
+            let pull = zmq::bind::<(), String>(Kind::Pull, "zmq+tcp://127.0.0.1:0", &small)
+                .await
+                .unwrap();
+            let addr = pull.endpoint().to_string();
+            let push = zmq::connect::<String, ()>(Kind::Push, &addr, &opts())
+                .await
+                .unwrap();
+            let json =
+                zmq::connect::<u64, ()>(Kind::Push, &addr, &Net::new().codec(CodecKind::Json))
+                    .await
+                    .unwrap();
+            push.send("x".repeat(1000)).await.unwrap();
+            let e = pull.recv().await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::FrameTooLarge, "{e}");
+            assert!(e.to_string().contains("maximum of 64"), "{e}");
+            push.send("fits".into()).await.unwrap();
+            assert_eq!(pull.recv().await.unwrap(), "fits");
+            json.send(12345).await.unwrap();
+            let e = pull.recv().await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Decode, "{e}");
+            push.send("still".into()).await.unwrap();
+            assert_eq!(pull.recv().await.unwrap(), "still");
+
+            let e = pull.send(()).await.unwrap_err();
+            assert_eq!(e.error().kind(), ErrorKind::Unsupported, "{e}");
+            let e = push.recv().await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+            let e = zmq::bind::<(), ()>(Kind::Router, "zmq+tcp://127.0.0.1:0", &opts())
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+            let e = zmq::bind::<(), ()>(Kind::Pull, "zmq+tcp://0.0.0.0:0", &opts())
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+        });
+    });
+}
