@@ -218,3 +218,35 @@ fn async_rows_stand_beside_the_blocking_ones_against_raw_tokio() {
         find(t);
     }
 }
+
+/// With `--remote`, ZeroMQ's async row: procwire's awaited socket against
+/// the zeromq crate's socket driven directly, beside the bridged blocking
+/// row, from one run.
+#[test]
+fn the_async_zeromq_row_stands_against_the_zeromq_crate() {
+    let out = bench(&[
+        "--quick",
+        "--json",
+        "--async",
+        "--remote",
+        "--transports",
+        "zmq",
+        "--sizes",
+        "64",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    for t in ["zmq", "async-zmq"] {
+        let r = rows
+            .iter()
+            .find(|r| r["transport"] == t)
+            .unwrap_or_else(|| panic!("no {t} row in {rows:?}"));
+        assert_eq!(r["baseline"], "raw zeromq", "{r}");
+        assert!(r["median_ns"].as_u64().unwrap() > 0, "{r}");
+    }
+}
