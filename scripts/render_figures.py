@@ -200,6 +200,7 @@ def render_targets():
     ring_lent = row(borrow, "shm", MiB, "same", "raw ring futex")
     shm1 = row(bench, "shm", 64, "same", "raw seqpacket")
     zmq = row(remote, "zmq", 64, "same")
+    azmq = row(remote, "async-zmq", 64, "same")
     extra_calls = {
         s["transport"]: sum(s["procwire"].values()) / max(1, sum(s["raw"].values()))
         for s in syscalls
@@ -236,7 +237,7 @@ def render_targets():
         slot_row(),
         f"| shm 1 MiB ≥ 0.85x the raw two-copy ring (two copies: `recv_with`) | {x(ring_lent['throughput_ratio'])} with `recv_with` (`bench --borrow`); {x(ring['throughput_ratio'])} with `recv` (a third copy, into the new `ByteBuf`) | {verdict(ring_lent['throughput_ratio'], 0.85, False)} |",
         f"| shm 64 B round trip ≤ 0.5x raw SEQPACKET, one CPU | {x(shm1['ratio'])} | {verdict(shm1['ratio'], 0.5)} |",
-        f"| ZeroMQ 64 B ≤ 1.3x the raw zeromq crate | {x(zmq['ratio'])} | {verdict(zmq['ratio'], 1.3)} |",
+        f"| ZeroMQ 64 B ≤ 1.3x the raw zeromq crate | blocking (the bridge) {x(zmq['ratio'])}; awaited (`procwire::tokio::zmq`, no bridge) {x(azmq['ratio'])} | {verdict(zmq['ratio'], 1.3)} (blocking) |",
         "| at or below ipc-channel (within 2%) on every shared row | "
         + "; ".join(f"{c}: {x(p['ratio'])} vs {x(i['ratio'])}" for c, (p, i) in ipc.items())
         + f" | {verdict(worst_ipc, 1.02)} (worst) |",
@@ -299,7 +300,10 @@ def render_remote_note():
         f"authenticated (a ChaCha20-Poly1305 record each way, through snow and ring; framing, "
         f"codec and heartbeats besides); at 1 MiB the cipher dominates: {big['throughput_mib_s']:.0f} MiB/s "
         f"one way against raw TCP's {big['baseline_throughput_mib_s']:.0f} MiB/s, plaintext that nobody checks. "
-        f"procwire's ZeroMQ is {x(zmq['ratio'])} raw `zeromq` at 64 B"
+        f"procwire's blocking ZeroMQ is {x(zmq['ratio'])} raw `zeromq` at 64 B (a bridge task and a "
+        f"stream pair between the channel and the socket, a hop each way), the awaited one "
+        f"(`procwire::tokio::zmq`: the socket's own futures on the caller's runtime) "
+        f"{x(row(remote, 'async-zmq', 64, 'same')['ratio'])}"
     )
 
 
