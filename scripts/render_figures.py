@@ -153,7 +153,7 @@ def render_measured():
         f"| 64 B round trip, procwire shm vs iceoryx2 0.10, two CPUs busy polling / one CPU blocking | "
         f"{us(pw_busy['median_ns'])} vs {us(ice_busy['median_ns'])} / {us(pw_wait['median_ns'])} vs {us(ice_wait['median_ns'])} | `benchmarks/compare` |",
         f"| 64 B round trip on loopback, procwire `tcp://` vs a raw TCP socket / procwire ZeroMQ vs raw `zeromq` | "
-        f"**{x(tcp['ratio'])}** / **{x(zmq['ratio'])}** (a bridge hop each way) | `procwire bench --remote --transports tcp,zmq` |",
+        f"**{x(tcp['ratio'])}** / **{x(zmq['ratio'])}** (a bridge hop each way) | `procwire bench --remote --async --transports tcp,zmq` |",
         f"| system calls per round trip, procwire / raw (strace, both processes) | "
         + ", ".join(f"{c['transport']} {x(sum(c['procwire'].values()) / max(1, sum(c['raw'].values())))}" for c in syscalls if c["exact"])
         + " | `scripts/syscalls` |",
