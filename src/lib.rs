@@ -262,6 +262,8 @@ compile_error!(
 );
 
 mod awaited;
+#[cfg(any(feature = "zmq", feature = "nats"))]
+mod background;
 #[cfg(feature = "baseline")]
 #[cfg_attr(docsrs, doc(cfg(feature = "baseline")))]
 pub mod baseline;
@@ -277,6 +279,9 @@ pub mod frame;
 #[cfg_attr(docsrs, doc(cfg(feature = "unstable")))]
 pub mod fuzz;
 mod handover;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats;
 mod pipe;
 pub mod pool;
 mod process;

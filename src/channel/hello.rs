@@ -75,7 +75,7 @@ impl Hello {
                 ErrorKind::InvalidInput,
                 format!(
                     "the peer speaks wire format version {}, this end version {}: the older \
-                     side needs upgrading (docs/wire-format.md §14)",
+                     side needs upgrading (docs/wire-format.md §15)",
                     theirs.procwire, self.procwire
                 ),
             ));

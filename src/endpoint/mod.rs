@@ -79,6 +79,8 @@ pub(crate) mod handshakes;
 mod net;
 #[cfg(feature = "tcp")]
 pub(crate) mod tcp;
+#[cfg(feature = "nats")]
+pub(crate) use net::secret_file;
 pub use net::{Key, Net, Retry};
 
 /// A parsed address (see the [module docs](self)).
@@ -104,6 +106,58 @@ pub enum Endpoint {
     ZmqTcp(HostPort),
     /// `zmq+ipc://PATH`
     ZmqIpc(PathBuf),
+    /// `nats://HOST:PORT/SUBJECT`
+    Nats(NatsAddr),
+}
+
+/// A NATS server and a subject on it (`nats://HOST:PORT/SUBJECT`).
+///
+/// # Examples
+///
+/// ```
+/// let e: procwire::Endpoint = "nats://127.0.0.1:4222/jobs.resize".parse()?;
+/// let procwire::Endpoint::Nats(n) = e else { unreachable!() };
+/// assert_eq!((n.server.port, n.subject.as_str()), (4222, "jobs.resize"));
+/// assert!("nats://127.0.0.1:4222/jobs.*".parse::<procwire::Endpoint>().is_err()); // no wildcards
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsAddr {
+    /// The server (an empty host is loopback).
+    pub server: HostPort,
+    /// The subject: dot-separated tokens, without wildcards.
+    pub subject: String,
+}
+
+impl NatsAddr {
+    fn parse(rest: &str, whole: &str) -> Result<NatsAddr> {
+        let bad = |why: &str| Error::new(ErrorKind::InvalidInput, format!("`{whole}`: {why}"));
+        let (server, subject) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("no /SUBJECT after the server"))?;
+        let server = HostPort::parse(server, whole)?;
+        let token_ok = |t: &str| {
+            !t.is_empty()
+                && !t
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '*' | '>'))
+        };
+        if !subject.split('.').all(token_ok) {
+            return Err(bad(
+                "a subject is dot-separated tokens, none empty, without spaces or the wildcards * and >",
+            ));
+        }
+        Ok(NatsAddr {
+            server,
+            subject: subject.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for NatsAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "nats://{}/{}", self.server, self.subject)
+    }
 }
 
 /// A host and a port; an empty host is loopback.
@@ -180,12 +234,14 @@ impl FromStr for Endpoint {
             Ok(Endpoint::ZmqTcp(HostPort::parse(hp, s)?))
         } else if let Some(p) = s.strip_prefix("zmq+ipc://") {
             Ok(Endpoint::ZmqIpc(path(p)?))
+        } else if let Some(rest) = s.strip_prefix("nats://") {
+            Ok(Endpoint::Nats(NatsAddr::parse(rest, s)?))
         } else {
             Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
                     "`{s}` is not an endpoint: write unix:PATH, tcp://HOST:PORT, \
-                     zmq+tcp://HOST:PORT or zmq+ipc://PATH"
+                     zmq+tcp://HOST:PORT, zmq+ipc://PATH or nats://HOST:PORT/SUBJECT"
                 ),
             ))
         }
@@ -199,6 +255,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Tcp(hp) => write!(f, "tcp://{hp}"),
             Endpoint::ZmqTcp(hp) => write!(f, "zmq+tcp://{hp}"),
             Endpoint::ZmqIpc(p) => write!(f, "zmq+ipc://{}", p.display()),
+            Endpoint::Nats(n) => n.fmt(f),
         }
     }
 }
@@ -323,8 +380,8 @@ impl Listener {
 }
 
 /// Why `addr` (`e`) gives no channel from `listen` or `connect`: ZeroMQ
-/// sockets are opened with their own module, and a build may lack a
-/// feature.
+/// sockets and NATS subjects are opened with their own modules, and a
+/// build may lack a feature.
 pub(crate) fn no_channel(addr: &str, e: &Endpoint) -> Error {
     if cfg!(feature = "zmq") && matches!(e, Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_)) {
         return Error::new(
@@ -335,8 +392,18 @@ pub(crate) fn no_channel(addr: &str, e: &Endpoint) -> Error {
             ),
         );
     }
+    if cfg!(feature = "nats") && matches!(e, Endpoint::Nats(_)) {
+        return Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "`{addr}`: a NATS subject has no listen, accept or connect; open its ends \
+                 with procwire::nats"
+            ),
+        );
+    }
     let feature = match e {
         Endpoint::Tcp(_) => "tcp",
+        Endpoint::Nats(_) => "nats",
         _ => "zmq",
     };
     Error::new(

@@ -18,6 +18,31 @@ use crate::Options;
 #[derive(Clone)]
 pub struct Key(Arc<[u8]>);
 
+/// The bytes of the secret file `file` that the variable `var` names (one
+/// trailing newline ignored), refused if its group or others may read it,
+/// with the fix in the message (as ssh refuses a loose private key).
+pub(crate) fn secret_file(var: &str, file: &std::ffi::OsStr) -> Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = file.to_string_lossy();
+    let meta =
+        std::fs::metadata(file).map_err(|e| Error::io(&format!("reading {var} ({shown})"), e))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "{var} ({shown}) may be read by others (mode {mode:03o}): run `chmod 600 {shown}`"
+            ),
+        ));
+    }
+    let mut bytes =
+        std::fs::read(file).map_err(|e| Error::io(&format!("reading {var} ({shown})"), e))?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
 impl Key {
     /// The least a key may hold.
     pub const MIN_LEN: usize = 16;
@@ -59,29 +84,7 @@ impl Key {
     /// ```
     pub fn from_env() -> Result<Option<Key>> {
         if let Some(file) = std::env::var_os("PROCWIRE_KEY_FILE") {
-            use std::os::unix::fs::PermissionsExt;
-            let shown = file.to_string_lossy();
-            let meta = std::fs::metadata(&file)
-                .map_err(|e| Error::io(&format!("reading PROCWIRE_KEY_FILE ({shown})"), e))?;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(Error::new(
-                    ErrorKind::Refused,
-                    format!(
-                        "PROCWIRE_KEY_FILE ({shown}) may be read by others (mode {mode:03o}): \
-                         run `chmod 600 {shown}`"
-                    ),
-                ));
-            }
-            let mut bytes = std::fs::read(&file).map_err(|e| {
-                Error::io(
-                    &format!("reading PROCWIRE_KEY_FILE ({})", file.to_string_lossy()),
-                    e,
-                )
-            })?;
-            if bytes.last() == Some(&b'\n') {
-                bytes.pop();
-            }
+            let bytes = secret_file("PROCWIRE_KEY_FILE", &file)?;
             return Key::new(bytes)
                 .map(Some)
                 .map_err(|e| e.because("in PROCWIRE_KEY_FILE"));

