@@ -139,7 +139,7 @@ fn child() {
         "serve" | "slow" => {
             let slow = util::role() == "slow";
             let me = std::process::id();
-            ctl.send("serving".into()).unwrap();
+            let mut told = false;
             nats::serve(
                 &addr,
                 &net,
@@ -149,7 +149,14 @@ fn child() {
                     }
                     Ok::<_, String>((n * 2, me))
                 },
-                || matches!(ctl.try_recv(), Err(e) if e.is_disconnected()),
+                || {
+                    // Asked first once subscribed: say so then.
+                    if !told {
+                        told = true;
+                        ctl.send("serving".into()).unwrap();
+                    }
+                    matches!(ctl.try_recv(), Err(e) if e.is_disconnected())
+                },
             )
             .unwrap();
         }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod nats_pool;
 mod oneshot;
 mod pool;
 
@@ -142,6 +143,24 @@ enum Command {
         /// refused. The key comes from PROCWIRE_KEY_FILE (mode 600).
         #[arg(long)]
         no_key: bool,
+        /// With --listen nats://…: continue the run under that name (the
+        /// pool was stopped or killed): what was answered is printed, not
+        /// recomputed; what is queued is not published again.
+        #[arg(long, requires = "listen")]
+        resume: bool,
+        /// With --listen nats://…: how long a task may go without a sign
+        /// from the worker holding it before it goes to another (workers
+        /// extend it while they work).
+        #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs, allow_negative_numbers = true)]
+        ack_wait: Duration,
+        /// With --listen nats://…: deliveries a task may have before it is
+        /// reported failed (its workers kept dying on it).
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        max_deliver: u32,
+        /// With --listen nats://…: copies of the run's streams the cluster
+        /// keeps (a 3-node cluster survives a node with 3).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        replicas: usize,
         /// The worker command and its arguments.
         #[arg(last = true, required_unless_present = "listen")]
         command: Vec<String>,
@@ -290,6 +309,10 @@ fn run() -> anyhow::Result<ExitCode> {
             listen,
             heartbeat,
             no_key,
+            resume,
+            ack_wait,
+            max_deliver,
+            replicas,
             command,
         } => {
             let jobs =
@@ -318,9 +341,33 @@ fn run() -> anyhow::Result<ExitCode> {
                 command,
             };
             match listen {
+                Some(at) if at.starts_with("nats://") => nats_pool::run(
+                    cfg,
+                    &at,
+                    procwire::nats::pool::PoolOptions {
+                        resume,
+                        ack_wait,
+                        max_deliver,
+                        task_timeout: None,
+                        replicas,
+                    },
+                ),
+                Some(_) if resume => Err(Usage(
+                    "--resume is for a durable pool (--listen nats://HOST:PORT/NAME)".into(),
+                )
+                .into()),
                 Some(at) => pool::run_remote(cfg, &at, heartbeat, no_key),
                 None => pool::run(cfg),
             }
+        }
+        Command::Worker {
+            connect,
+            framed,
+            reconnect_for,
+            command,
+            ..
+        } if connect.starts_with("nats://") => {
+            nats_pool::worker(&connect, framed, reconnect_for, command)
         }
         Command::Worker {
             connect,

@@ -302,7 +302,7 @@ impl Link<Task, ByteBuf> for Cmds {
 
 /// Writes one task's answer line, or reports its failure on stderr (a failed
 /// task prints no stdout line).
-fn emit(line: u64, r: procwire::Result<ByteBuf>, out: &mut dyn Write) -> io::Result<()> {
+pub fn emit(line: u64, r: procwire::Result<ByteBuf>, out: &mut dyn Write) -> io::Result<()> {
     match r {
         Ok(bytes) => {
             let mut bytes = bytes.into_vec();
@@ -480,6 +480,57 @@ pub fn run_remote(cfg: Config, at: &str, heartbeat: Duration, no_key: bool) -> R
     Ok(exit_for(failed))
 }
 
+/// One persistent command a worker runs its tasks on, started when the
+/// first task comes and again after it dies (the task it died on, or took
+/// too long on, is reported failed).
+pub struct Runner {
+    cmds: Cmds,
+    current: Option<Box<dyn Worker<Task, ByteBuf>>>,
+}
+
+impl Runner {
+    pub fn new(command: Vec<String>, framed: bool) -> Runner {
+        Runner {
+            cmds: Cmds {
+                command,
+                framed,
+                watch: Arc::new(Watch {
+                    quiet: Duration::from_secs(5),
+                    ..Watch::default()
+                }),
+            },
+            current: None,
+        }
+    }
+
+    /// Runs one task, within `timeout` if given.
+    pub fn run(
+        &mut self,
+        payload: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let w = match self.current.as_mut() {
+            Some(w) => w,
+            None => self
+                .current
+                .insert(self.cmds.start().map_err(|e| e.to_string())?),
+        };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let answer = w
+            .send(&(0, ByteBuf::from(payload)))
+            .and_then(|()| w.recv(deadline));
+        match answer {
+            Ok(out) => Ok(out.into_vec()),
+            Err(why) => {
+                if let Some(dead) = self.current.take() {
+                    dead.retire(true);
+                }
+                Err(why.to_string())
+            }
+        }
+    }
+}
+
 /// `procwire worker`: runs `command` persistently for a remote pool,
 /// restarting it after it dies (the task it died on is reported failed).
 pub fn worker(
@@ -496,33 +547,8 @@ pub fn worker(
         reconnect_for,
         beat: heartbeat,
     };
-    let mut current: Option<Box<dyn Worker<Task, ByteBuf>>> = None;
-    let cmds = Cmds {
-        command,
-        framed,
-        watch: Arc::new(Watch {
-            quiet: Duration::from_secs(5),
-            ..Watch::default()
-        }),
-    };
-    work(at, &wo, |payload| {
-        let w = match current.as_mut() {
-            Some(w) => w,
-            None => current.insert(cmds.start().map_err(|e| e.to_string())?),
-        };
-        let answer = w
-            .send(&(0, ByteBuf::from(payload)))
-            .and_then(|()| w.recv(None));
-        match answer {
-            Ok(out) => Ok(out.into_vec()),
-            Err(why) => {
-                if let Some(dead) = current.take() {
-                    dead.retire(true);
-                }
-                Err(why.to_string())
-            }
-        }
-    })
-    .with_context(|| format!("working for the pool at {at}"))?;
+    let mut runner = Runner::new(command, framed);
+    work(at, &wo, |payload| runner.run(payload, None))
+        .with_context(|| format!("working for the pool at {at}"))?;
     Ok(ExitCode::SUCCESS)
 }

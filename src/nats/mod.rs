@@ -77,6 +77,7 @@
 
 mod channel;
 mod connect;
+pub mod pool;
 mod rpc;
 
 pub use channel::{Receiver, Sender, receiver, sender};

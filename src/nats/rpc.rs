@@ -18,7 +18,8 @@ pub(crate) const QUEUE: &str = "procwire";
 
 /// Serves the calls on `addr` (`nats://HOST:PORT/SUBJECT`), one at a time,
 /// until the connection to the server is lost for good (an error) or
-/// `stop` returns `true` (checked at least every 100 ms). Every server of
+/// `stop` returns `true` (asked at least every 100 ms, the first time once
+/// the subscription is in place: from then on, calls reach this server). Every server of
 /// the subject joins one queue group: each call goes to one of them. A
 /// call's payload is the request in `net`'s codec; the reply is
 /// `Result<Resp, String>` in it (`{"Ok": …}` or `{"Err": "…"}` in JSON),
