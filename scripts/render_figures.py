@@ -138,6 +138,8 @@ def render_measured():
         f"| GNU `parallel -j 2` vs one-shot `procwire pool -j 2`, the same jobs | "
         f"{pool['true_parallel_s']:.2f} s vs {pool['true_pool_s']:.2f} s: **{pool['true_parallel_s'] / pool['true_pool_s']:.1f}x** slower on 1,000 `true`; "
         f"**{pool['hash_parallel_s'] / pool['hash_pool_s']:.1f}x** on hashing | `scripts/bench-pool` |",
+        f"| the same 400 tasks, 2 line workers, pool over `tcp://` / the durable pool over `nats://` (JetStream on a local server) | "
+        f"{400 / pool['tcp_s']:.0f} / {400 / pool['nats_s']:.0f} tasks/s (nats:// {x(pool['nats_s'] / pool['tcp_s'])} the time of tcp://) | `scripts/bench-pool` |",
         f"| spawn to first reply: fork / fork server / re-exec / `Command` + `cat` | "
         f"{us(spawn('fork'))} / {us(spawn('fork_server'))} / {us(spawn('reexec'))} / {us(spawn('std_command_pipe_cat'))} | `cargo bench --bench spawn` |",
         f"| one RPC call / one `Pool::call` vs a raw socket round trip (pinned) | "
