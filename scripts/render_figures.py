@@ -155,7 +155,7 @@ def render_measured():
         f"| 64 B round trip, procwire shm vs iceoryx2 0.10, two CPUs busy polling / one CPU blocking | "
         f"{us(pw_busy['median_ns'])} vs {us(ice_busy['median_ns'])} / {us(pw_wait['median_ns'])} vs {us(ice_wait['median_ns'])} | `benchmarks/compare` |",
         f"| 64 B round trip on loopback, procwire `tcp://` vs a raw TCP socket / procwire ZeroMQ vs raw `zeromq` | "
-        f"**{x(tcp['ratio'])}** / **{x(zmq['ratio'])}** (a bridge hop each way) | `procwire bench --remote --async --transports tcp,zmq` |",
+        f"**{x(tcp['ratio'])}** / **{x(zmq['ratio'])}** (a bridge hop each way) | `procwire bench --remote --async --transports tcp,zmq,nats` |",
         f"| system calls per round trip, procwire / raw (strace, both processes) | "
         + ", ".join(f"{c['transport']} {x(sum(c['procwire'].values()) / max(1, sum(c['raw'].values())))}" for c in syscalls if c["exact"])
         + " | `scripts/syscalls` |",
@@ -239,6 +239,7 @@ def render_targets():
         slot_row(),
         f"| shm 1 MiB ≥ 0.85x the raw two-copy ring (two copies: `recv_with`) | {x(ring_lent['throughput_ratio'])} with `recv_with` (`bench --borrow`); {x(ring['throughput_ratio'])} with `recv` (a third copy, into the new `ByteBuf`) | {verdict(ring_lent['throughput_ratio'], 0.85, False)} |",
         f"| shm 64 B round trip ≤ 0.5x raw SEQPACKET, one CPU | {x(shm1['ratio'])} | {verdict(shm1['ratio'], 0.5)} |",
+        f"| NATS RPC round trip ≤ 1.3x raw async-nats request/reply, 64 B (issue 17) | {x(row(remote, 'nats', 64, 'same')['ratio'])} | {verdict(row(remote, 'nats', 64, 'same')['ratio'], 1.3)} |",
         f"| ZeroMQ 64 B ≤ 1.3x the raw zeromq crate | blocking (the bridge) {x(zmq['ratio'])}; awaited (`procwire::tokio::zmq`, no bridge) {x(azmq['ratio'])} | {verdict(zmq['ratio'], 1.3)} (blocking) |",
         "| at or below ipc-channel (within 2%) on every shared row | "
         + "; ".join(f"{c}: {x(p['ratio'])} vs {x(i['ratio'])}" for c, (p, i) in ipc.items())

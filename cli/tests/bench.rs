@@ -250,3 +250,34 @@ fn the_async_zeromq_row_stands_against_the_zeromq_crate() {
         assert!(r["median_ns"].as_u64().unwrap() > 0, "{r}");
     }
 }
+
+/// With `--remote`, the NATS rows: procwire's RPC over NATS against raw
+/// async-nats request/reply through the same server, which the run starts
+/// (from the project's venv) and stops.
+#[test]
+fn the_nats_rows_stand_against_raw_async_nats() {
+    let out = bench(&[
+        "--quick",
+        "--json",
+        "--remote",
+        "--transports",
+        "nats",
+        "--sizes",
+        "64",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["transport"] == "nats")
+        .unwrap_or_else(|| panic!("no nats row in {rows}"));
+    assert_eq!(r["baseline"], "raw async-nats", "{r}");
+    assert!(r["median_ns"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["baseline_median_ns"].as_u64().unwrap() > 0, "{r}");
+}

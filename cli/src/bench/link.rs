@@ -24,6 +24,8 @@ pub(super) enum Link {
     RawZmq(tokio::runtime::Runtime, RefCell<zeromq::DealerSocket>),
     /// An awaitable end, procwire's or raw tokio's (`bench --async`).
     Async(Box<super::asynch::AsyncLink>),
+    /// RPC calls through a NATS server, procwire's or raw async-nats.
+    Nats(Box<super::nats::Rpc>),
     /// procwire's awaitable ZeroMQ DEALER, on a runtime of its own.
     AsyncZmq(
         Box<(
@@ -56,7 +58,7 @@ impl Inherit for Link {
                 }
             }
             // Network links are never forked: their peers connect.
-            Link::Zmq(_) | Link::RawZmq(..) | Link::AsyncZmq(_) => {}
+            Link::Zmq(_) | Link::RawZmq(..) | Link::AsyncZmq(_) | Link::Nats(_) => {}
         }
     }
 
@@ -77,7 +79,8 @@ impl Inherit for Link {
             | Link::RawRing(..)
             | Link::Zmq(_)
             | Link::RawZmq(..)
-            | Link::AsyncZmq(_) => {}
+            | Link::AsyncZmq(_)
+            | Link::Nats(_) => {}
         }
     }
 }
@@ -181,6 +184,7 @@ impl Link {
             Link::Zmq(c) => c.duplex().send_ref(msg)?,
             Link::Async(a) => a.send(msg)?,
             Link::AsyncZmq(z) => z.0.block_on(z.1.send_ref(msg))?,
+            Link::Nats(n) => n.send(msg)?,
             Link::RawZmq(rt, sock) => {
                 use zeromq::SocketSend;
                 let m = zeromq::ZmqMessage::from(msg.to_vec());
@@ -219,6 +223,7 @@ impl Link {
                 anyhow::ensure!(n == buf.len(), "wrong size");
             }
             Link::Async(a) => a.recv(buf)?,
+            Link::Nats(n) => n.recv(buf)?,
             Link::AsyncZmq(z) => {
                 let m = z.0.block_on(z.1.recv())?;
                 anyhow::ensure!(m.len() == buf.len(), "wrong size");

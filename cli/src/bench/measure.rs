@@ -263,6 +263,13 @@ fn start_peer(side: Side, size: usize, role: Role, cpu: Option<usize>) -> Result
             let _hello = c.recv_timeout(timeout)?;
             (Link::Zmq(c), peer)
         }
+        Side::Wire(Transport::Nats) | Side::Raw(Transport::Nats) => {
+            let raw = matches!(side, Side::Raw(_));
+            let at = super::nats::addr()?;
+            let peer = spawn(if raw { "raw-nats" } else { "nats" }, &at)?;
+            let rpc = super::nats::Rpc::connect(&at, raw, size)?;
+            (Link::Nats(Box::new(rpc)), peer)
+        }
         Side::Async(Transport::Zmq) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -341,6 +348,14 @@ pub fn peer(args: &[String]) -> Result<()> {
         set.set(cpu);
         rustix::thread::sched_setaffinity(None, &set)
             .map_err(|e| anyhow::anyhow!("pinning the peer to CPU {cpu}: {e}"))?;
+    }
+    if let Some(raw) = match kind.as_str() {
+        "nats" => Some(false),
+        "raw-nats" => Some(true),
+        _ => None,
+    } {
+        // A service, not a link: it answers every call until killed.
+        return super::nats::serve(endpoint, raw);
     }
     let hello = ByteBuf::from(vec![0u8; size]);
     let link = match kind.as_str() {

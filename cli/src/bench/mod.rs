@@ -24,6 +24,7 @@ use serde::Serialize;
 mod asynch;
 mod link;
 mod measure;
+mod nats;
 
 use link::Link;
 use measure::{Measured, measure};
@@ -89,6 +90,10 @@ pub enum Transport {
     Tcp,
     /// procwire over ZeroMQ DEALER sockets on loopback TCP; with `--remote`.
     Zmq,
+    /// procwire RPC calls through a NATS server on loopback (started from
+    /// `PROCWIRE_NATS_SERVER`, `nats-server` on the PATH or the project's
+    /// `.venv`), against raw async-nats requests; with `--remote`.
+    Nats,
 }
 
 impl Transport {
@@ -104,7 +109,7 @@ impl Transport {
     ];
 
     /// The network transports `--remote` adds.
-    pub const REMOTE: [Transport; 2] = [Transport::Tcp, Transport::Zmq];
+    pub const REMOTE: [Transport; 3] = [Transport::Tcp, Transport::Zmq, Transport::Nats];
 
     fn name(self) -> &'static str {
         match self {
@@ -118,11 +123,12 @@ impl Transport {
             Transport::ShmFutex => "shm-futex",
             Transport::Tcp => "tcp",
             Transport::Zmq => "zmq",
+            Transport::Nats => "nats",
         }
     }
 
     fn remote(self) -> bool {
-        matches!(self, Transport::Tcp | Transport::Zmq)
+        matches!(self, Transport::Tcp | Transport::Zmq | Transport::Nats)
     }
 
     /// How a shared-memory transport waits.
@@ -156,6 +162,8 @@ impl Transport {
             // default) less overhead. (procwire sends larger messages out of
             // line, which has no raw counterpart to compare with here.)
             Transport::Seqpacket | Transport::Dgram => size <= 200_000,
+            // A NATS server's default max_payload is 1 MiB, with headers.
+            Transport::Nats => size <= 512 << 10,
             _ => true,
         }
     }
@@ -183,6 +191,7 @@ impl Side {
         match self {
             Side::Wire(t) => t.name().into(),
             Side::Raw(Transport::Zmq) => "raw zeromq".into(),
+            Side::Raw(Transport::Nats) => "raw async-nats".into(),
             Side::Raw(t) => format!("raw {}", t.name()),
             Side::Ring(w) => format!("raw ring {}", format!("{w:?}").to_lowercase()),
             Side::Async(t) => format!("async-{}", t.name()),
@@ -431,6 +440,14 @@ fn slot_floor(quick: bool) -> Option<u64> {
 
 /// Runs the benchmark and prints the table (or JSON).
 pub fn run(cfg: Config) -> Result<()> {
+    // The NATS rows' server, if one was started, stops with the run.
+    struct StopNats;
+    impl Drop for StopNats {
+        fn drop(&mut self) {
+            nats::stop();
+        }
+    }
+    let _stop_nats = StopNats;
     link::set_borrowing(cfg.borrow);
     let cases = cases(&cfg);
     let bar = if std::io::stderr().is_terminal() {
