@@ -160,6 +160,19 @@ fn child() {
             )
             .unwrap();
         }
+        "pool-worker" => {
+            ctl.send("working".into()).unwrap();
+            let opts = nats::pool::WorkOptions::default();
+            nats::pool::work_with(&addr, &net, &opts, |x: u64| {
+                // Slow enough that a kill finds tasks held.
+                std::thread::sleep(Duration::from_millis(1));
+                match x {
+                    13 => Err("unlucky".to_string()),
+                    x => Ok(x * x),
+                }
+            })
+            .unwrap();
+        }
         r => panic!("unknown role {r}"),
     }
 }
@@ -304,5 +317,58 @@ fn a_server_killed_mid_call_is_an_error_by_the_deadline() {
             "no later than its deadline"
         );
         wait_deadline(&mut child, 10);
+    });
+}
+
+/// The one pool engine on NATS (`Pool::nats`): `map` over 2,000 tasks on
+/// two worker processes, one of them SIGKILLed mid-run: every result
+/// comes, in order, correct (the killed worker's tasks were given to the
+/// other by the server after the 2 s acknowledgement deadline), a
+/// handler's error fails only its task, and `shutdown` ends the run: the
+/// surviving worker exits by itself.
+#[test]
+fn the_pool_engine_maps_tasks_on_nats_workers_one_killed() {
+    checked(90, || {
+        let server = NatsServer::start("");
+        let addr = server.addr("engine");
+        let opts = nats::pool::PoolOptions {
+            ack_wait: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let pool = procwire::Pool::<u64, u64>::nats(&addr, &Net::new(), &opts)
+            .unwrap()
+            .workers(16)
+            .build()
+            .unwrap();
+        let (mut doomed, _ctl_a, said) = spawn("pool-worker", &addr, &[]);
+        assert_eq!(said, "working");
+        let (mut survivor, ctl_b, said) = spawn("pool-worker", &addr, &[]);
+        assert_eq!(said, "working");
+        let killer = doomed.killer();
+        let mut killed = false;
+        let mut got = Vec::new();
+        for (i, r) in pool.map(0..2_000u64).enumerate() {
+            if i == 500 && !killed {
+                killer.kill().unwrap();
+                killed = true;
+            }
+            got.push(r);
+        }
+        assert_eq!(got.len(), 2_000);
+        for (i, r) in got.into_iter().enumerate() {
+            let i = i as u64;
+            match r {
+                Ok(v) => assert_eq!(v, i * i),
+                Err(e) => {
+                    assert_eq!(i, 13, "{e}");
+                    assert_eq!(e.kind(), ErrorKind::Remote, "{e}");
+                }
+            }
+        }
+        pool.shutdown().unwrap();
+        wait_deadline(&mut doomed, 10);
+        let status = wait_deadline(&mut survivor, 30);
+        assert!(status.success(), "the worker ends with the run: {status:?}");
+        drop(ctl_b);
     });
 }

@@ -24,7 +24,7 @@ const AHEAD: u64 = 4096;
 pub fn run(cfg: pool::Config, at: &str, mut opts: PoolOptions) -> Result<ExitCode> {
     opts.task_timeout = cfg.timeout;
     let net = procwire::Net::new();
-    let mut pool =
+    let pool =
         DurablePool::open(at, &net, &opts).with_context(|| format!("opening the pool at {at}"))?;
     eprintln!(
         "procwire pool: tasks at {at}{}",

@@ -69,6 +69,18 @@
 //! # }
 //! ```
 //!
+//! # A durable pool
+//!
+//! [`pool`] keeps a pool's tasks and answers on JetStream, so that the
+//! process that feeds it can die and be run again, workers join from any
+//! machine, and a worker that dies or freezes has its task given to
+//! another: [`pool::DurablePool`] (publish each task once, collect the
+//! answers; `resume` continues a run), [`pool::work`] and
+//! [`pool::work_with`] (a worker), and [`Pool::nats`](crate::Pool::nats),
+//! the one pool engine (`call`, `submit`, `map`) on it. On the command
+//! line: `procwire pool --listen nats://HOST:PORT/NAME [--resume]` and
+//! `procwire worker --connect nats://HOST:PORT/NAME -- CMD`.
+//!
 //! The subjects, streams, consumers and payloads are in the wire format
 //! (`docs/wire-format.md`, "NATS"), so a client in any language can be a
 //! peer. The connections run on procwire's background runtime (one thread,
@@ -77,6 +89,7 @@
 
 mod channel;
 mod connect;
+mod engine;
 pub mod pool;
 mod rpc;
 

@@ -124,8 +124,8 @@ pub struct DurablePool {
     js: jetstream::Context,
     names: Names,
     tasks: stream::Stream,
-    answers: consumer::pull::Ordered,
-    seen: HashSet<u64>,
+    /// The answers as they come, and the tasks they answered.
+    answers: std::sync::Mutex<(consumer::pull::Ordered, HashSet<u64>)>,
     opts: PoolOptions,
 }
 
@@ -235,8 +235,7 @@ impl DurablePool {
             js,
             names,
             tasks,
-            answers,
-            seen: HashSet::new(),
+            answers: std::sync::Mutex::new((answers, HashSet::new())),
             opts: opts.clone(),
         })
     }
@@ -244,7 +243,7 @@ impl DurablePool {
     /// Publishes task `n` (from 1) with `input`, once: if the run already
     /// has task `n` (resumed), nothing is published, and an input other
     /// than the one it had is refused.
-    pub fn submit(&mut self, n: u64, input: &[u8]) -> Result<()> {
+    pub fn submit(&self, n: u64, input: &[u8]) -> Result<()> {
         self.conn.check_payload(input.len() + 256)?;
         let hash = fnv64(input);
         let mut headers = HeaderMap::new();
@@ -301,12 +300,15 @@ impl DurablePool {
 
     /// The next answer that has come (each task's once), waiting at most
     /// `wait`.
-    pub fn next_answer(&mut self, wait: Duration) -> Result<Option<Answer>> {
+    pub fn next_answer(&self, wait: Duration) -> Result<Option<Answer>> {
         let what = format!("collecting answers of `{}`", self.names.name);
+        let mut answers = self
+            .answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (answers, seen) = &mut *answers;
         loop {
-            let got = self
-                .conn
-                .drive(Some(Instant::now() + wait), self.answers.next());
+            let got = self.conn.drive(Some(Instant::now() + wait), answers.next());
             let m = match got {
                 None => return Ok(None),
                 Some(None) => {
@@ -320,7 +322,7 @@ impl DurablePool {
             let Some(task) = number(m.subject.as_str()) else {
                 continue;
             };
-            if !self.seen.insert(task) {
+            if !seen.insert(task) {
                 continue;
             }
             let failed = m
@@ -338,7 +340,7 @@ impl DurablePool {
 
     /// Ends the run: its streams are deleted, so that the name can serve
     /// another run, and its workers stop. Call it once every answer is in.
-    pub fn finish(self) -> Result<()> {
+    pub fn finish(&self) -> Result<()> {
         let what = format!("ending the run `{}`", self.names.name);
         let js = &self.js;
         let names = &self.names;
@@ -576,4 +578,31 @@ fn return_answer(
     };
     conn.drive(Some(Instant::now() + Duration::from_secs(30)), done)
         .ok_or_else(|| Error::new(ErrorKind::Timeout, format!("{what}: answering timed out")))?
+}
+
+/// [`work`], typed: each task decoded from, and each answer encoded with,
+/// `net`'s codec (the pool's must match); the handler's `Err` is the
+/// task's failure.
+pub fn work_with<Req, Resp>(
+    addr: &str,
+    net: &Net,
+    opts: &WorkOptions,
+    mut handler: impl FnMut(Req) -> std::result::Result<Resp, String>,
+) -> Result<()>
+where
+    Req: serde::de::DeserializeOwned,
+    Resp: serde::Serialize,
+{
+    let codec = net.options.codec_kind();
+    work(addr, net, opts, |payload, _| {
+        let req: Req = codec
+            .decode(&payload)
+            .map_err(|e| format!("a task that does not decode: {e}"))?;
+        let resp = handler(req)?;
+        let mut out = Vec::new();
+        codec
+            .encode(&resp, &mut out)
+            .map_err(|e| format!("an answer that cannot be encoded: {e}"))?;
+        Ok(out)
+    })
 }

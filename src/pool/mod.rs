@@ -222,7 +222,7 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
         PoolBuilder::new(Source::Link(Arc::new(link)))
     }
 
-    #[cfg(feature = "remote")]
+    #[cfg(any(feature = "remote", feature = "nats"))]
     pub(crate) fn remote_with(
         link: Arc<dyn Link<Req, Resp>>,
         endpoint: crate::Endpoint,
