@@ -246,10 +246,41 @@ fn wrong_credentials_are_refused_while_a_correct_client_is_served() {
         drop(ctl);
         wait_deadline(&mut child, 10);
 
-        // The right client's message is there, and only it.
+        // Without credentials, this process is refused too.
         let net = Net::new();
         let err = nats::receiver::<String>(&addr, &net).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+    });
+}
+
+/// A token from `PROCWIRE_NATS_TOKEN_FILE`: the right one is served, a
+/// wrong one refused with the server's answer.
+#[test]
+fn a_token_file_is_the_credential_and_a_wrong_token_is_refused() {
+    checked(60, || {
+        let server = NatsServer::start("authorization { token: \"t0ken-of-the-test\" }");
+        let addr = server.addr("tokened");
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            p
+        };
+        let right = file("right", "t0ken-of-the-test\n");
+        let wrong = file("wrong", "not-the-token\n");
+        let (mut child, ctl, said) = spawn("send", &addr, &[("PROCWIRE_NATS_TOKEN_FILE", &right)]);
+        assert_eq!(said, "sent");
+        drop(ctl);
+        wait_deadline(&mut child, 10);
+        let (mut child, ctl, said) = spawn("send", &addr, &[("PROCWIRE_NATS_TOKEN_FILE", &wrong)]);
+        assert!(said.starts_with("Refused"), "{said}");
+        assert!(
+            said.to_lowercase().contains("authorization violation"),
+            "{said}"
+        );
+        drop(ctl);
+        wait_deadline(&mut child, 10);
     });
 }
 
