@@ -156,8 +156,10 @@ inherit_tuple!(A, B, C, D);
 /// Only a single-threaded process can fork safely (the child would inherit
 /// locks held by threads that do not exist in it): with more than one
 /// thread this returns an [`ErrorKind::Unsupported`] error. Multi-threaded
-/// programs use [`Command`](crate::Command) (and, with a later release, the
-/// fork server); [`fork_unchecked`] is for callers who know the rule.
+/// programs use [`Command`](crate::Command), or [`task`](crate::task),
+/// which forks from the fork server that [`init`](crate::init) (or
+/// `init_before_main!`) starts while the program is still single-threaded;
+/// [`fork_unchecked`] is for callers who know the rule.
 ///
 /// # Examples
 ///
