@@ -152,6 +152,28 @@ fn framed_workers_in_python_with_the_reference_peer() {
     );
 }
 
+/// The same with the Ruby peer (`peers/ruby/procwire.rb`, `Procwire.work`):
+/// an empty task and one of 100 KiB come back whole, in order.
+#[test]
+fn framed_workers_in_ruby_with_the_reference_peer() {
+    let peer = concat!(env!("CARGO_MANIFEST_DIR"), "/../peers/ruby/procwire");
+    let worker =
+        format!("require_relative {peer:?}\nProcwire.work {{ |t| t.upcase + ' (ruby)' }}\n");
+    let big = "x".repeat(100 << 10);
+    let out = pool(
+        &["-j", "2", "--framed", "--", "ruby", "-e", &worker],
+        &format!("heavy lifting\n\n{big}\nfeather\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!(
+            "HEAVY LIFTING (ruby)\n (ruby)\n{} (ruby)\nFEATHER (ruby)\n",
+            big.to_uppercase()
+        )
+    );
+}
+
 #[test]
 fn a_command_that_cannot_start_is_an_error() {
     let out = pool(&["-j", "2", "--", "/nonexistent/worker"], "1\n");
