@@ -270,6 +270,7 @@ pub mod baseline;
 pub mod bytes;
 mod channel;
 pub mod codec;
+pub mod doctor;
 pub mod endpoint;
 mod ends;
 mod error;

@@ -187,6 +187,15 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Check what procwire relies on here (kernel features and limits, the
+    /// fork server, network namespaces) and say what each missing one
+    /// costs. Exits 1 when something procwire cannot work without is
+    /// missing.
+    Doctor {
+        /// Print the checks as JSON (an array of objects).
+        #[arg(long)]
+        json: bool,
+    },
     /// A demo child process (started by `demo` itself).
     #[command(name = "__child", hide = true)]
     Child { role: String },
@@ -289,6 +298,7 @@ fn run() -> anyhow::Result<ExitCode> {
             },
         })
         .map(|()| ExitCode::SUCCESS),
+        Command::Doctor { json } => doctor(json),
         Command::Child { role } => demo::child(&role).map(|()| ExitCode::SUCCESS),
         Command::BenchPeer { args } => bench::peer(&args).map(|()| ExitCode::SUCCESS),
         Command::Roundtrips { args } => bench::roundtrips(&args).map(|()| ExitCode::SUCCESS),
@@ -377,5 +387,74 @@ fn run() -> anyhow::Result<ExitCode> {
             no_key,
             command,
         } => pool::worker(&connect, framed, heartbeat, reconnect_for, no_key, command),
+    }
+}
+
+/// `procwire doctor`: the library's checks, and the fork server started
+/// and used once (the one check that needs this program).
+fn doctor(json: bool) -> anyhow::Result<ExitCode> {
+    let mut checks = procwire::doctor::checks();
+    let fork_server = (|| -> procwire::Result<()> {
+        procwire::init()?;
+        let (mut child, ch) = procwire::task(doctor_task, ())
+            .via(procwire::How::Server)
+            .spawn()?;
+        let answer = ch.request(20)?;
+        drop(ch);
+        child.wait()?;
+        if answer == 21 {
+            Ok(())
+        } else {
+            Err(procwire::Error::new(
+                procwire::ErrorKind::Decode,
+                "a wrong answer",
+            ))
+        }
+    })();
+    checks.push(procwire::doctor::Check {
+        name: "fork server",
+        ok: fork_server.is_ok(),
+        required: false,
+        found: match &fork_server {
+            Ok(()) => "started, ran a task".into(),
+            Err(e) => e.to_string(),
+        },
+        without: "procwire::task forks from the calling process (single-threaded ones only) or \
+                  re-executes the program",
+    });
+    let failed = checks.iter().any(|c| c.required && !c.ok);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        println!("{:<30} {:<8} found; and without it", "check", "result");
+        for c in &checks {
+            let result = match (c.ok, c.required) {
+                (true, _) => "ok",
+                (false, true) => "MISSING",
+                (false, false) => "missing",
+            };
+            println!("{:<30} {:<8} {}", c.name, result, c.found);
+            if !c.ok {
+                println!("{:<30} {:<8} without it: {}", "", "", c.without);
+            }
+        }
+        if failed {
+            println!("\nprocwire cannot work here: see MISSING above");
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The fork server's check: one task, one answer.
+fn doctor_task((): (), ch: procwire::Duplex<u32, u32>) {
+    for n in ch.iter() {
+        let Ok(n) = n else { return };
+        if ch.send(n + 1).is_err() {
+            return;
+        }
     }
 }

@@ -11,6 +11,7 @@
 pub(crate) mod inherit;
 pub(crate) mod lock;
 mod poll;
+pub(crate) mod probe;
 pub(crate) mod process;
 #[cfg(feature = "tokio")]
 pub(crate) mod reactor;

@@ -1,0 +1,63 @@
+//! `procwire doctor`: every check there, each with what was found; exit 0
+//! here, and 1 (with the check named) when something procwire cannot work
+//! without is missing: a descriptor limit of 100.
+
+use std::process::Command;
+
+fn doctor(prefix: &str) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("{prefix} exec \"$0\" doctor --json"))
+        .arg(env!("CARGO_BIN_EXE_procwire"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn doctor_checks_what_procwire_relies_on_and_fails_without_what_it_needs() {
+    let out = doctor("");
+    assert!(out.status.success(), "{out:?}");
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = checks.as_array().unwrap();
+    for name in [
+        "kernel",
+        "/proc",
+        "RLIMIT_NOFILE",
+        "pidfd_open",
+        "SO_PEERPIDFD",
+        "memfd with seals",
+        "close_range",
+        "futex",
+        "preadv2 RWF_NOWAIT on pipes",
+        "pipe-max-size",
+        "socket buffers",
+        "network namespaces",
+        "fork server",
+    ] {
+        let c = checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} check"));
+        assert!(!c["found"].as_str().unwrap().is_empty(), "{c}");
+        assert!(!c["without"].as_str().unwrap().is_empty(), "{c}");
+    }
+    // This machine runs the whole test suite: pidfds and the fork server
+    // are there.
+    for name in ["pidfd_open", "fork server", "/proc"] {
+        let c = checks.iter().find(|c| c["name"] == name).unwrap();
+        assert_eq!(c["ok"], true, "{c}");
+    }
+
+    let out = doctor("ulimit -n 100;");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let limit = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "RLIMIT_NOFILE")
+        .unwrap();
+    assert_eq!(limit["ok"], false, "{limit}");
+    assert_eq!(limit["required"], true, "{limit}");
+    assert!(limit["found"].as_str().unwrap().contains("100"), "{limit}");
+}
