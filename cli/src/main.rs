@@ -5,6 +5,7 @@ mod demo;
 mod nats_pool;
 mod oneshot;
 mod pool;
+mod wire;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -187,6 +188,43 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Print the messages that arrive at ENDPOINT as JSON lines (msgpack or
+    /// json codec), until the peer closes the channel; with --send, send
+    /// each JSON line of stdin instead.
+    Cat {
+        /// unix:PATH or tcp://HOST:PORT.
+        endpoint: String,
+        /// Wait for one peer at ENDPOINT instead of connecting to it.
+        #[arg(long)]
+        listen: bool,
+        /// Send stdin's JSON lines instead of printing what arrives.
+        #[arg(long)]
+        send: bool,
+        /// The channel's codec: msgpack or json.
+        #[arg(long, default_value = "msgpack")]
+        codec: String,
+        /// tcp:// without a key (loopback only).
+        #[arg(long)]
+        no_key: bool,
+    },
+    /// Make one RPC call (wire format section 8) with REQUEST (JSON) as its
+    /// body and print the reply as JSON; a handler's error goes to stderr
+    /// and the exit status is 1.
+    Call {
+        /// unix:PATH or tcp://HOST:PORT.
+        endpoint: String,
+        /// The request, as JSON.
+        request: String,
+        /// How long to wait for the reply.
+        #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs, allow_negative_numbers = true)]
+        timeout: Duration,
+        /// The channel's codec: msgpack or json.
+        #[arg(long, default_value = "msgpack")]
+        codec: String,
+        /// tcp:// without a key (loopback only).
+        #[arg(long)]
+        no_key: bool,
+    },
     /// Check what procwire relies on here (kernel features and limits, the
     /// fork server, network namespaces) and say what each missing one
     /// costs. Exits 1 when something procwire cannot work without is
@@ -299,6 +337,20 @@ fn run() -> anyhow::Result<ExitCode> {
         })
         .map(|()| ExitCode::SUCCESS),
         Command::Doctor { json } => doctor(json),
+        Command::Cat {
+            endpoint,
+            listen,
+            send,
+            codec,
+            no_key,
+        } => wire::cat(&endpoint, listen, send, wire::codec(&codec)?, no_key),
+        Command::Call {
+            endpoint,
+            request,
+            timeout,
+            codec,
+            no_key,
+        } => wire::call(&endpoint, &request, timeout, wire::codec(&codec)?, no_key),
         Command::Child { role } => demo::child(&role).map(|()| ExitCode::SUCCESS),
         Command::BenchPeer { args } => bench::peer(&args).map(|()| ExitCode::SUCCESS),
         Command::Roundtrips { args } => bench::roundtrips(&args).map(|()| ExitCode::SUCCESS),

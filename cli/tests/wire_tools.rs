@@ -1,0 +1,132 @@
+//! `procwire cat` and `procwire call` against procwire ends in this test:
+//! messages printed as JSON lines (a byte string as numbers), JSON lines
+//! sent as messages in msgpack and json, an RPC call's reply printed and a
+//! handler's error as exit status 1.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use procwire::{ByteBuf, CodecKind, Net, rpc};
+use serde::{Deserialize, Serialize};
+
+fn procwire_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_procwire"))
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Job {
+    name: String,
+    weight: u32,
+    tags: Vec<String>,
+    blob: ByteBuf,
+}
+
+#[test]
+fn cat_prints_what_arrives_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("unix:{}", dir.path().join("s").display());
+    let net = Net::new().codec(CodecKind::MsgPack);
+    let listener = net.listen(&addr).unwrap();
+    let cat = procwire_cmd()
+        .args(["cat", &addr])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ch: procwire::Duplex<Job, ()> = listener.accept_timeout(Duration::from_secs(10)).unwrap();
+    ch.send(Job {
+        name: "Heavy lifting".into(),
+        weight: 9,
+        tags: vec!["lesson".into()],
+        blob: ByteBuf::from(vec![1, 2, 255]),
+    })
+    .unwrap();
+    drop(ch);
+    let out = cat.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\"blob\":[1,2,255],\"name\":\"Heavy lifting\",\"tags\":[\"lesson\"],\"weight\":9}\n"
+    );
+}
+
+#[test]
+fn cat_send_turns_json_lines_into_messages_in_either_codec() {
+    for (codec, name) in [(CodecKind::MsgPack, "msgpack"), (CodecKind::Json, "json")] {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("unix:{}", dir.path().join("s").display());
+        let listener = Net::new().codec(codec).listen(&addr).unwrap();
+        let mut cat = procwire_cmd()
+            .args(["cat", "--send", "--codec", name, &addr])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ch: procwire::Duplex<(), Job> =
+            listener.accept_timeout(Duration::from_secs(10)).unwrap();
+        cat.stdin
+            .take()
+            .unwrap()
+            .write_all(b"{\"name\":\"Feather lifting\",\"weight\":1,\"tags\":[],\"blob\":[7]}\n\n{\"name\":\"x\",\"weight\":2,\"tags\":[\"a\",\"b\"],\"blob\":[]}\n")
+            .unwrap();
+        assert_eq!(
+            ch.recv().unwrap(),
+            Job {
+                name: "Feather lifting".into(),
+                weight: 1,
+                tags: vec![],
+                blob: ByteBuf::from(vec![7]),
+            }
+        );
+        assert_eq!(ch.recv().unwrap().tags, ["a", "b"]);
+        assert!(ch.recv().unwrap_err().is_disconnected());
+        assert!(cat.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn call_prints_the_reply_and_fails_with_the_handlers_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("unix:{}", dir.path().join("s").display());
+    let listener = Net::new().codec(CodecKind::MsgPack).listen(&addr).unwrap();
+    let server = std::thread::spawn(move || {
+        for _ in 0..3 {
+            let end: rpc::ServerEnd<Vec<i64>, i64> = listener.accept().unwrap();
+            rpc::serve(end, |xs: Vec<i64>| {
+                if xs.is_empty() {
+                    Err("nothing to add".to_string())
+                } else {
+                    Ok(xs.iter().sum())
+                }
+            })
+            .unwrap();
+        }
+    });
+    let out = procwire_cmd()
+        .args(["call", &addr, "[1, 2, 39]"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "42\n");
+    let out = procwire_cmd().args(["call", &addr, "[]"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to add"),
+        "{out:?}"
+    );
+    // A request that is not JSON is a usage error, before any connection.
+    let out = procwire_cmd()
+        .args(["call", &addr, "[1,"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not JSON"),
+        "{out:?}"
+    );
+    let out = procwire_cmd()
+        .args(["call", &addr, "[5]"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "5\n");
+    server.join().unwrap();
+}
