@@ -76,8 +76,40 @@ where
     Options::new().codec(codec).duplex_from(fd)
 }
 
+/// The socket the parent handed this process, raw (a stream, SEQPACKET or
+/// datagram Unix socket), and the codec its messages are in: for tools
+/// that relay a channel byte for byte (`procwire tap`) rather than speak
+/// on it. Succeeds once per process, and not after [`from_env`].
+pub fn socket_from_env() -> Result<(crate::Socket, CodecKind)> {
+    let (fd, codec) = take_env_as(|kind| match kind {
+        FdKind::Socket(_) => Ok(()),
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "it is {other:?}, not a socket (a shared-memory channel has no socket to                  relay)"
+            ),
+        )),
+    })?;
+    let socket = crate::Socket::from_fd(fd)
+        .map_err(|e| Error::io_as(ErrorKind::InvalidInput, ENV_FD, e))?;
+    Ok((socket, codec))
+}
+
 /// Checks the `PROCWIRE_*` variables and adopts the descriptor (once).
 pub(crate) fn take_env() -> Result<(std::os::fd::OwnedFd, CodecKind)> {
+    take_env_as(|kind| match kind {
+        FdKind::Socket(SockType::Stream) => Ok(()),
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {other:?}, not a stream socket"),
+        )),
+    })
+}
+
+/// [`take_env`], with `accept` judging what the descriptor is.
+fn take_env_as(
+    accept: impl FnOnce(FdKind) -> std::io::Result<()>,
+) -> Result<(std::os::fd::OwnedFd, CodecKind)> {
     let version = var(ENV_VERSION)?;
     if version != WIRE_VERSION.to_string() {
         return Err(Error::new(
@@ -102,12 +134,9 @@ pub(crate) fn take_env() -> Result<(std::os::fd::OwnedFd, CodecKind)> {
             format!("the {ENV_FD} channel was already taken by an earlier from_env call"),
         ));
     }
-    let fd = sys::inherit::adopt(number, |fd| match sys::fd_kind(fd)? {
-        FdKind::Socket(SockType::Stream) => sys::set_cloexec(fd),
-        other => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("it is {other:?}, not a stream socket"),
-        )),
+    let fd = sys::inherit::adopt(number, |fd| {
+        accept(sys::fd_kind(fd)?)?;
+        sys::set_cloexec(fd)
     })
     .map_err(|e| {
         TAKEN.store(false, Ordering::SeqCst);

@@ -313,7 +313,9 @@ pub use error::{
     TryRecvError, TrySendError,
 };
 pub use fd::Fd;
-pub use handover::{ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env};
+pub use handover::{
+    ENV_CODEC, ENV_FD, ENV_VERSION, WIRE_VERSION, child_env, from_env, socket_from_env,
+};
 pub use pipe::{PipeReader, PipeWriter, pipe};
 pub use pool::{Pool, PoolBuilder, TaskHandle};
 pub use process::{

@@ -5,6 +5,7 @@ mod demo;
 mod nats_pool;
 mod oneshot;
 mod pool;
+mod tap;
 mod wire;
 
 use std::io::{self, Write};
@@ -188,6 +189,29 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Sit in the middle of a channel and print every message (direction,
+    /// time, size, payload as JSON for msgpack and json, hex otherwise),
+    /// passing bytes and descriptors through unchanged. Run in place of
+    /// CMD by a procwire parent (`procwire tap -- CMD`; exits as CMD
+    /// does), or between two unix: endpoints (--listen A --connect B).
+    Tap {
+        /// Print to FILE instead of stderr.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        /// Proxy: accept one connection at this unix: endpoint…
+        #[arg(long, value_name = "ENDPOINT", requires = "connect")]
+        listen: Option<String>,
+        /// …and relay it to this one.
+        #[arg(long, value_name = "ENDPOINT", requires = "listen")]
+        connect: Option<String>,
+        /// Proxy: the codec to show payloads in (a command's comes from its
+        /// parent).
+        #[arg(long, default_value = "postcard")]
+        codec: String,
+        /// The command a procwire parent meant to start.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Print the messages that arrive at ENDPOINT as JSON lines (msgpack or
     /// json codec), until the peer closes the channel; with --send, send
     /// each JSON line of stdin instead.
@@ -337,6 +361,16 @@ fn run() -> anyhow::Result<ExitCode> {
         })
         .map(|()| ExitCode::SUCCESS),
         Command::Doctor { json } => doctor(json),
+        Command::Tap {
+            out,
+            listen,
+            connect,
+            codec,
+            command,
+        } => match (listen, connect) {
+            (Some(l), Some(c)) => tap::run_proxy(out.as_deref(), &l, &c, codec.parse()?),
+            _ => tap::run_command(out.as_deref(), &command),
+        },
         Command::Cat {
             endpoint,
             listen,
