@@ -90,8 +90,8 @@ pub fn socket_from_env() -> Result<(crate::Socket, CodecKind)> {
             ),
         )),
     })?;
-    let socket = crate::Socket::from_fd(fd)
-        .map_err(|e| Error::io_as(ErrorKind::InvalidInput, ENV_FD, e))?;
+    let socket =
+        crate::Socket::from_fd(fd).map_err(|e| Error::io_as(ErrorKind::InvalidInput, ENV_FD, e))?;
     Ok((socket, codec))
 }
 

@@ -212,3 +212,44 @@ fn a_seqpacket_channel_passes_the_tap_with_its_out_of_line_messages() {
         "{log:.400}"
     );
 }
+
+/// The proxy: one connection at unix:A relayed to unix:B, each message
+/// shown as JSON (json codec), the conversation unchanged.
+#[test]
+fn the_proxy_relays_one_connection_between_unix_endpoints_and_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let net = procwire::Net::new().codec(procwire::CodecKind::Json);
+    let server = net.listen(&format!("unix:{}", b.display())).unwrap();
+    let log = dir.path().join("tap.log");
+    let mut tap = std::process::Command::new(env!("CARGO_BIN_EXE_procwire"))
+        .args(["tap", "--codec", "json", "--out"])
+        .arg(&log)
+        .arg("--listen")
+        .arg(format!("unix:{}", a.display()))
+        .arg("--connect")
+        .arg(format!("unix:{}", b.display()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let client: procwire::Duplex<Vec<u32>, String> = loop {
+        match net.connect(&format!("unix:{}", a.display())) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let served: procwire::Duplex<String, Vec<u32>> =
+        server.accept_timeout(Duration::from_secs(10)).unwrap();
+    client.send(vec![1, 2, 3]).unwrap();
+    let got = served.recv().unwrap();
+    served
+        .send(format!("sum {}", got.iter().sum::<u32>()))
+        .unwrap();
+    assert_eq!(client.recv().unwrap(), "sum 6");
+    drop((client, served));
+    assert!(tap.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("→ connect 7 B [1,2,3]"), "{log}");
+    assert!(log.contains("← connect 7 B \"sum 6\""), "{log}");
+}
