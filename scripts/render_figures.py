@@ -306,7 +306,8 @@ def render_remote_note():
         f"procwire's blocking ZeroMQ is {x(zmq['ratio'])} raw `zeromq` at 64 B (a bridge task and a "
         f"stream pair between the channel and the socket, a hop each way), the awaited one "
         f"(`procwire::tokio::zmq`: the socket's own futures on the caller's runtime) "
-        f"{x(row(remote, 'async-zmq', 64, 'same')['ratio'])}"
+        f"{x(row(remote, 'async-zmq', 64, 'same')['ratio'])}; procwire's RPC over NATS "
+        f"{x(row(remote, 'nats', 64, 'same')['ratio'])} raw async-nats request/reply at 64 B"
     )
 
 

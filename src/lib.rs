@@ -46,7 +46,8 @@
 //! | descriptors in messages | [`Fd`], and channel ends inside messages ([`fd`]) |
 //! | endpoints by address | [`listen`] / [`connect`] ([`endpoint`]): `unix:PATH`; with feature `tcp`, authenticated `tcp://HOST:PORT` with heartbeats |
 //! | async (feature `tokio`) | `tokio`: every channel end awaitable (`recv().await`, `send(v).await`, `Stream`/`Sink`), on the runtime's reactor, cancel-safe, with supervision; async RPC and pool, `AsyncRead`/`AsyncWrite` pipes and stream sockets, `Child::wait_async`; see [Async](#async) |
-//! | across machines | `zmq` (feature `zmq`): channels over ZeroMQ REQ/REP, PUSH/PULL, DEALER/ROUTER; `Pool::remote` and `remote::pool` (feature `remote` = `tcp` + `zmq`): the same pool, with workers that connect from anywhere |
+//! | across machines | `zmq` (feature `zmq`): channels over ZeroMQ REQ/REP, PUSH/PULL, DEALER/ROUTER; `Pool::remote` and `remote::pool` (feature `remote` = `tcp` + `zmq`): the same pool, with workers that connect from anywhere; `nats` (feature `nats`): channels over a NATS subject on JetStream (no silent loss), RPC services in a queue group, a durable pool (`nats::pool`, `Pool::nats`) |
+//! | diagnosis | [`doctor`]: what this machine offers procwire (pidfds, sealed memfds, `close_range`, limits), and what a missing piece costs; the CLI's `procwire doctor`, `tap`, `cat` and `call` |
 //! | hostile conditions (feature `unstable`, not covered by semver) | `fuzz`: entry points for fuzzing every decoder; `testing::SignalStorm` |
 //!
 //! Every descriptor procwire creates is close-on-exec from birth, every
