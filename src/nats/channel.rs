@@ -3,7 +3,9 @@
 //! and acknowledges it (confirmed by the server) before handing it over,
 //! so nothing is lost to an absent or slow receiver, a reconnect or a
 //! receiver that dies holding an unacknowledged message (it is delivered
-//! again).
+//! again). The steps are async functions, shared by the blocking ends
+//! (driven on the caller's thread) and the awaited ones
+//! (`procwire::tokio::nats`).
 
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
@@ -46,6 +48,9 @@ pub(crate) const CONSUMER: &str = "procwire";
 /// before it is delivered again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a send waits for the server to store a message, by default.
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn js_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Io, format!("{what}: {e}"))
 }
@@ -53,32 +58,147 @@ fn js_error(what: &str, e: impl std::fmt::Display) -> Error {
 /// The channel's stream, made if absent: work-queue retention (a message
 /// goes once acknowledged), kept on file, new messages refused (never old
 /// ones dropped) should a limit set on the server be reached.
-fn open_stream(conn: &Conn, deadline: Instant) -> Result<(jetstream::Context, stream::Stream)> {
-    // The context starts its acknowledgement task on the runtime.
-    let js = {
-        let _context = conn.enter();
-        jetstream::new(conn.client.clone())
-    };
+pub(crate) async fn open_stream(conn: &Conn, js: &jetstream::Context) -> Result<stream::Stream> {
     let subject = conn.addr.subject.clone();
     let config = stream::Config {
         name: stream_name(&subject),
-        subjects: vec![subject.clone()],
+        subjects: vec![subject],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         discard: stream::DiscardPolicy::New,
         ..Default::default()
     };
-    let what = format!("opening the JetStream stream for {}", conn.addr);
-    let got = conn
-        .drive(Some(deadline), js.get_or_create_stream(config))
-        .ok_or_else(|| Error::new(ErrorKind::Timeout, format!("{what}: timed out")))?
-        .map_err(|e| {
-            js_error(
-                &what,
-                format!("{e} (is JetStream enabled on the server? `nats-server -js`)"),
-            )
-        })?;
-    Ok((js, got))
+    js.get_or_create_stream(config).await.map_err(|e| {
+        js_error(
+            &format!("opening the JetStream stream for {}", conn.addr),
+            format!("{e} (is JetStream enabled on the server? `nats-server -js`)"),
+        )
+    })
+}
+
+/// The channel's durable consumer, made if absent.
+pub(crate) async fn open_consumer(
+    conn: &Conn,
+    stream: &stream::Stream,
+) -> Result<consumer::Consumer<consumer::pull::Config>> {
+    let config = consumer::pull::Config {
+        durable_name: Some(CONSUMER.into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        ..Default::default()
+    };
+    stream
+        .get_or_create_consumer(CONSUMER, config)
+        .await
+        .map_err(|e| js_error(&format!("opening the consumer of {}", conn.addr), e))
+}
+
+/// Publishes one payload to the channel's subject and waits until the
+/// server has stored it.
+pub(crate) async fn publish(conn: &Conn, js: &jetstream::Context, payload: Vec<u8>) -> Result<()> {
+    let what = || format!("sending to {}", conn.addr);
+    let ack = js
+        .publish(conn.addr.subject.clone(), payload.into())
+        .await
+        .map_err(|e| js_error(&what(), e))?;
+    ack.await.map(drop).map_err(|e| js_error(&what(), e))
+}
+
+/// The error of a send the server did not confirm in time.
+pub(crate) fn not_confirmed(conn: &Conn, timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "sending to {}: the server did not confirm within {timeout:?} (it may still store it)",
+            conn.addr
+        ),
+    )
+}
+
+/// A channel's receiving side: its consumer; the fetch under way, which
+/// runs as a task of the connection's runtime so that a receive dropped
+/// while it waits leaves it to the next receive (a message the server
+/// handed over is never dropped with a cancelled future, which would hold
+/// it back until its acknowledgement deadline and reorder the channel);
+/// and the message taken whose acknowledgement was not yet confirmed.
+pub(crate) struct Pull {
+    consumer: consumer::Consumer<consumer::pull::Config>,
+    state: tokio::sync::Mutex<PullState>,
+}
+
+type Fetched = Result<Option<jetstream::Message>>;
+
+#[derive(Default)]
+struct PullState {
+    fetching: Option<tokio::task::JoinHandle<Fetched>>,
+    taken: Option<jetstream::Message>,
+}
+
+/// Asks the server for one message, waiting at most `wait` for one.
+async fn fetch_one(
+    consumer: consumer::Consumer<consumer::pull::Config>,
+    wait: Duration,
+    what: String,
+) -> Fetched {
+    let mut batch = match wait.is_zero() {
+        true => consumer.fetch().max_messages(1).messages().await,
+        // The server needs a millisecond at least.
+        false => {
+            consumer
+                .batch()
+                .max_messages(1)
+                .expires(wait.max(Duration::from_millis(1)))
+                .messages()
+                .await
+        }
+    }
+    .map_err(|e| js_error(&what, e))?;
+    match batch.next().await {
+        None => Ok(None),
+        Some(m) => m.map(Some).map_err(|e| js_error(&what, e)),
+    }
+}
+
+impl Pull {
+    pub(crate) fn new(consumer: consumer::Consumer<consumer::pull::Config>) -> Pull {
+        Pull {
+            consumer,
+            state: tokio::sync::Mutex::new(PullState::default()),
+        }
+    }
+
+    /// The next message's payload, waiting at most `wait` for one
+    /// (`None`); acknowledged (and the acknowledgement confirmed) before
+    /// it is given. Receives take turns; each step is cancel-safe.
+    pub(crate) async fn next(&self, conn: &Conn, wait: Duration) -> Result<Option<bytes::Bytes>> {
+        let what = || format!("receiving from {}", conn.addr);
+        let mut st = self.state.lock().await;
+        if st.taken.is_none() {
+            let fetching = st.fetching.get_or_insert_with(|| {
+                conn.handle()
+                    .spawn(fetch_one(self.consumer.clone(), wait, what()))
+            });
+            let got = fetching.await;
+            st.fetching = None;
+            match got.map_err(|e| js_error(&what(), e))?? {
+                Some(m) => st.taken = Some(m),
+                None => return Ok(None),
+            }
+        }
+        let m = st.taken.as_ref().expect("taken above");
+        m.double_ack_with(jetstream::AckKind::Ack)
+            .await
+            .map_err(|e| js_error(&format!("{}: acknowledging", what()), e))?;
+        Ok(st.taken.take().map(|m| m.payload.clone()))
+    }
+}
+
+impl Drop for Pull {
+    fn drop(&mut self) {
+        if let Some(f) = self.state.get_mut().fetching.take() {
+            f.abort();
+        }
+    }
 }
 
 /// The sending end of a channel over a NATS subject. See the [module
@@ -99,15 +219,28 @@ impl<T> std::fmt::Debug for Sender<T> {
     }
 }
 
+/// What a step that timed out while opening an end says.
+fn opening_timed_out(conn: &Conn) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("opening {}: the server did not answer in time", conn.addr),
+    )
+}
+
 /// The sending end of the channel at `addr` (`nats://HOST:PORT/SUBJECT`),
 /// with `net`'s codec, limits and connect deadline.
 pub fn sender<T: Serialize>(addr: &str, net: &Net) -> Result<Sender<T>> {
     let conn = Conn::open(addr, net)?;
-    let (js, _) = open_stream(&conn, Instant::now() + net.connect_timeout)?;
+    let js = conn.jetstream();
+    conn.drive(
+        Some(Instant::now() + net.connect_timeout),
+        open_stream(&conn, &js),
+    )
+    .ok_or_else(|| opening_timed_out(&conn))??;
     Ok(Sender {
         conn,
         js,
-        timeout: Duration::from_secs(10),
+        timeout: SEND_TIMEOUT,
         _marker: PhantomData,
     })
 }
@@ -130,29 +263,12 @@ impl<T: Serialize> Sender<T> {
     /// Sends `*value` without giving it up. See [`send`](Sender::send).
     pub fn send_ref(&self, value: &T) -> Result<()> {
         let payload = self.conn.encode(value)?;
-        let what = || format!("sending to {}", self.conn.addr);
-        let subject = self.conn.addr.subject.clone();
-        let stored = async {
-            let ack = self
-                .js
-                .publish(subject, payload.into())
-                .await
-                .map_err(|e| js_error(&what(), e))?;
-            ack.await.map_err(|e| js_error(&what(), e))
-        };
         self.conn
-            .drive(Some(Instant::now() + self.timeout), stored)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "{}: the server did not confirm within {:?} (it may still store it)",
-                        what(),
-                        self.timeout
-                    ),
-                )
-            })?
-            .map(drop)
+            .drive(
+                Some(Instant::now() + self.timeout),
+                publish(&self.conn, &self.js, payload),
+            )
+            .ok_or_else(|| not_confirmed(&self.conn, self.timeout))?
     }
 }
 
@@ -160,7 +276,7 @@ impl<T: Serialize> Sender<T> {
 /// docs](crate::nats).
 pub struct Receiver<T> {
     conn: Conn,
-    consumer: consumer::Consumer<consumer::pull::Config>,
+    pull: Pull,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -176,33 +292,18 @@ impl<T> std::fmt::Debug for Receiver<T> {
 /// consumer, shared by every receiver of it (each message goes to one).
 pub fn receiver<T: DeserializeOwned>(addr: &str, net: &Net) -> Result<Receiver<T>> {
     let conn = Conn::open(addr, net)?;
-    let deadline = Instant::now() + net.connect_timeout;
-    let (_, stream) = open_stream(&conn, deadline)?;
-    let config = consumer::pull::Config {
-        durable_name: Some(CONSUMER.into()),
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
-        ..Default::default()
-    };
-    let what = format!("opening the consumer of {}", conn.addr);
+    let js = conn.jetstream();
     let consumer = conn
-        .drive(
-            Some(deadline),
-            stream.get_or_create_consumer(CONSUMER, config),
-        )
-        .ok_or_else(|| Error::new(ErrorKind::Timeout, format!("{what}: timed out")))?
-        .map_err(|e| js_error(&what, e))?;
+        .drive(Some(Instant::now() + net.connect_timeout), async {
+            let stream = open_stream(&conn, &js).await?;
+            open_consumer(&conn, &stream).await
+        })
+        .ok_or_else(|| opening_timed_out(&conn))??;
     Ok(Receiver {
         conn,
-        consumer,
+        pull: Pull::new(consumer),
         _marker: PhantomData,
     })
-}
-
-/// What one wait for a message gave.
-enum Got<T> {
-    Message(T),
-    Nothing,
 }
 
 impl<T: DeserializeOwned> Receiver<T> {
@@ -211,8 +312,8 @@ impl<T: DeserializeOwned> Receiver<T> {
     pub fn recv(&self) -> Result<T, RecvError> {
         loop {
             match self.next(Duration::from_secs(5)) {
-                Ok(Got::Message(v)) => return Ok(v),
-                Ok(Got::Nothing) => continue,
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => continue,
                 Err(e) => return Err(RecvError::new(e)),
             }
         }
@@ -224,9 +325,9 @@ impl<T: DeserializeOwned> Receiver<T> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next(left) {
-                Ok(Got::Message(v)) => return Ok(v),
-                Ok(Got::Nothing) if Instant::now() < deadline => continue,
-                Ok(Got::Nothing) => {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) if Instant::now() < deadline => continue,
+                Ok(None) => {
                     return Err(RecvTimeoutError::new(Error::new(
                         ErrorKind::Timeout,
                         format!("no message on {} within {timeout:?}", self.conn.addr),
@@ -240,8 +341,8 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// The next message if one is stored now.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
         match self.next(Duration::ZERO) {
-            Ok(Got::Message(v)) => Ok(v),
-            Ok(Got::Nothing) => Err(TryRecvError::new(Error::new(
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(TryRecvError::new(Error::new(
                 ErrorKind::Empty,
                 format!("no message on {} now", self.conn.addr),
             ))),
@@ -249,47 +350,25 @@ impl<T: DeserializeOwned> Receiver<T> {
         }
     }
 
-    /// Asks the server for one message, waiting at most `wait` for one to
-    /// come; acknowledges it (and waits for the server to confirm) before
-    /// decoding it. A message that does not decode is acknowledged too (it
-    /// would fail again) and is the error.
-    fn next(&self, wait: Duration) -> Result<Got<T>> {
-        let what = || format!("receiving from {}", self.conn.addr);
-        let fetch = async {
-            let mut batch = match wait.is_zero() {
-                true => self.consumer.fetch().max_messages(1).messages().await,
-                // The server needs a millisecond at least.
-                false => {
-                    self.consumer
-                        .batch()
-                        .max_messages(1)
-                        .expires(wait.max(Duration::from_millis(1)))
-                        .messages()
-                        .await
-                }
-            }
-            .map_err(|e| js_error(&what(), e))?;
-            let Some(m) = batch.next().await else {
-                return Ok(None);
-            };
-            let m = m.map_err(|e| js_error(&what(), e))?;
-            m.double_ack_with(jetstream::AckKind::Ack)
-                .await
-                .map_err(|e| js_error(&format!("{}: acknowledging", what()), e))?;
-            Ok::<_, Error>(Some(m.payload.clone()))
-        };
+    /// One message, waiting at most `wait`; a message that does not decode
+    /// is acknowledged too (it would fail again) and is the error.
+    fn next(&self, wait: Duration) -> Result<Option<T>> {
         // The server answers a pull by its expiry; the margin covers the
-        // round trip. Dropped past it, nothing was acknowledged.
+        // round trip. Dropped past it, a message taken stays for the next
+        // receive.
         let limit = Instant::now() + wait + Duration::from_secs(5);
-        let got = self.conn.drive(Some(limit), fetch).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Disconnected,
-                format!("{}: the server stopped answering", what()),
-            )
-        })??;
-        match got {
-            None => Ok(Got::Nothing),
-            Some(payload) => Ok(Got::Message(self.conn.decode(&payload)?)),
-        }
+        let got = self
+            .conn
+            .drive(Some(limit), self.pull.next(&self.conn, wait))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Disconnected,
+                    format!(
+                        "receiving from {}: the server stopped answering",
+                        self.conn.addr
+                    ),
+                )
+            })??;
+        got.map(|payload| self.conn.decode(&payload)).transpose()
     }
 }

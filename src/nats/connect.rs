@@ -57,6 +57,40 @@ fn options() -> Result<async_nats::ConnectOptions> {
     Ok(opts)
 }
 
+/// The NATS address `addr` names.
+fn parse(addr: &str) -> Result<NatsAddr> {
+    match addr.parse()? {
+        Endpoint::Nats(a) => Ok(a),
+        _ => Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("`{addr}` is not a NATS address (nats://HOST:PORT/SUBJECT)"),
+        )),
+    }
+}
+
+/// Connects to `addr`'s server with `opts`.
+async fn connect(
+    addr: &NatsAddr,
+    opts: async_nats::ConnectOptions,
+    net: &Net,
+) -> Result<async_nats::Client> {
+    let server = addr.server.to_string();
+    opts.connection_timeout(net.connect_timeout)
+        .connect(server.clone())
+        .await
+        .map_err(|e| connect_error(&server, e))
+}
+
+fn connect_timeout(addr: &NatsAddr, net: &Net) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "connecting to nats://{}: no answer within {:?}",
+            addr.server, net.connect_timeout
+        ),
+    )
+}
+
 /// What a connection failure means.
 fn connect_error(server: &str, e: async_nats::ConnectError) -> Error {
     use async_nats::ConnectErrorKind as K;
@@ -98,51 +132,72 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     /// Connects to the server `addr` names, within `net`'s connect
-    /// deadline, with the environment's credentials.
+    /// deadline, with the environment's credentials; the connection lives
+    /// on procwire's background runtime.
     pub(crate) fn open(addr: &str, net: &Net) -> Result<Conn> {
-        let Endpoint::Nats(addr) = addr.parse()? else {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("`{addr}` is not a NATS address (nats://HOST:PORT/SUBJECT)"),
-            ));
-        };
-        let opts = options()?.connection_timeout(net.connect_timeout);
+        let addr = parse(addr)?;
+        let opts = options()?;
         let rt = background::runtime()?;
-        let server = addr.server.to_string();
         let deadline = Instant::now() + net.connect_timeout + Duration::from_secs(1);
-        let client = background::drive(&rt, Some(deadline), opts.connect(server.clone()))
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "connecting to nats://{server}: no answer within {:?}",
-                        net.connect_timeout
-                    ),
-                )
-            })?
-            .map_err(|e| connect_error(&server, e))?;
-        Ok(Conn {
+        let client = background::drive(&rt, Some(deadline), connect(&addr, opts, net))
+            .unwrap_or_else(|| Err(connect_timeout(&addr, net)))?;
+        Ok(Conn::with(client, addr, net, Some(rt)))
+    }
+
+    /// [`open`](Conn::open), awaited: the connection lives on the caller's
+    /// runtime (the credential files are read off its threads).
+    #[cfg(feature = "tokio")]
+    pub(crate) async fn open_async(addr: &str, net: &Net) -> Result<Conn> {
+        let addr = parse(addr)?;
+        let opts = tokio::task::spawn_blocking(options)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("reading the credentials: {e}")))??;
+        let limit = net.connect_timeout + Duration::from_secs(1);
+        let client = tokio::time::timeout(limit, connect(&addr, opts, net))
+            .await
+            .unwrap_or_else(|_| Err(connect_timeout(&addr, net)))?;
+        Ok(Conn::with(client, addr, net, None))
+    }
+
+    fn with(
+        client: async_nats::Client,
+        addr: NatsAddr,
+        net: &Net,
+        rt: Option<Arc<tokio::runtime::Runtime>>,
+    ) -> Conn {
+        Conn {
             client,
             addr,
             codec: net.options.codec_kind(),
             max: net.options.max_frame_len(),
-            rt: Some(rt),
-        })
+            rt,
+        }
     }
 
-    /// This thread in the background runtime's context (for what spawns a
-    /// task there when made).
-    pub(crate) fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
-        self.rt.as_ref().expect("held until dropped").enter()
+    /// The runtime the connection lives on: procwire's background one for
+    /// a blocking end, the caller's for an awaited one.
+    pub(crate) fn handle(&self) -> tokio::runtime::Handle {
+        match &self.rt {
+            Some(rt) => rt.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
     }
 
-    /// Runs `fut` on this thread, within `deadline`.
+    /// A JetStream context on this connection (it starts a task of its own
+    /// on the connection's runtime).
+    pub(crate) fn jetstream(&self) -> async_nats::jetstream::Context {
+        let _context = self.handle().enter();
+        async_nats::jetstream::new(self.client.clone())
+    }
+
+    /// Runs `fut` on this thread, within `deadline` (a blocking end's: in
+    /// the background runtime's context).
     pub(crate) fn drive<F: std::future::Future>(
         &self,
         deadline: Option<Instant>,
         fut: F,
     ) -> Option<F::Output> {
-        background::drive(self.rt.as_ref().expect("held until dropped"), deadline, fut)
+        background::drive(self.rt.as_ref().expect("a blocking end"), deadline, fut)
     }
 
     /// The server's limit on one message, checked before sending one of

@@ -81,17 +81,20 @@
 //! line: `procwire pool --listen nats://HOST:PORT/NAME [--resume]` and
 //! `procwire worker --connect nats://HOST:PORT/NAME -- CMD`.
 //!
+//! Awaited ends (features `nats` and `tokio`) are in `procwire::tokio::nats`:
+//! the same steps, on the caller's runtime.
+//!
 //! The subjects, streams, consumers and payloads are in the wire format
 //! (`docs/wire-format.md`, "NATS"), so a client in any language can be a
 //! peer. The connections run on procwire's background runtime (one thread,
 //! `procwire-net`, while any NATS or ZeroMQ end lives); each call runs on
 //! the caller's thread.
 
-mod channel;
-mod connect;
+pub(crate) mod channel;
+pub(crate) mod connect;
 mod engine;
 pub mod pool;
-mod rpc;
+pub(crate) mod rpc;
 
 pub use channel::{Receiver, Sender, receiver, sender};
 pub use connect::{CA_FILE, CREDS_FILE, TOKEN_FILE, USER_FILE};

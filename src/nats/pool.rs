@@ -159,10 +159,7 @@ impl DurablePool {
     pub fn open(addr: &str, net: &Net, opts: &PoolOptions) -> Result<DurablePool> {
         let conn = Conn::open(addr, net)?;
         let names = Names::of(&conn.addr.subject);
-        let js = {
-            let _context = conn.enter();
-            jetstream::new(conn.client.clone())
-        };
+        let js = conn.jetstream();
         let deadline = Some(Instant::now() + net.connect_timeout * 2);
         let what = format!("opening the pool at {}", conn.addr);
         let timed_out = || Error::new(ErrorKind::Timeout, format!("{what}: timed out"));
@@ -390,10 +387,7 @@ pub fn work(
 ) -> Result<()> {
     let conn = Conn::open(addr, net)?;
     let names = Names::of(&conn.addr.subject);
-    let js = {
-        let _context = conn.enter();
-        jetstream::new(conn.client.clone())
-    };
+    let js = conn.jetstream();
     let what = format!("working for {}", conn.addr);
     // The pool makes the streams: wait for them.
     let give_up = Instant::now() + opts.wait_for_pool;
@@ -414,10 +408,7 @@ pub fn work(
         }
     };
     let ack_wait = workers.cached_info().config.ack_wait;
-    let rt_handle = {
-        let _context = conn.enter();
-        tokio::runtime::Handle::current()
-    };
+    let rt_handle = conn.handle();
     // Since when the server has failed us (it may come back, or another
     // node of its cluster answer): past `wait_for_pool`, give up.
     let mut outage = Outage {

@@ -38,26 +38,11 @@ where
 {
     let conn = Conn::open(addr, net)?;
     let what = format!("serving {}", conn.addr);
-    let subject = conn.addr.subject.clone();
     let mut calls = conn
-        .drive(
-            Some(Instant::now() + net.connect_timeout),
-            conn.client.queue_subscribe(subject, QUEUE.into()),
-        )
-        .ok_or_else(|| Error::new(ErrorKind::Timeout, format!("{what}: subscribing timed out")))?
-        .map_err(|e| Error::new(ErrorKind::Io, format!("{what}: {e}")))?;
-    // The subscription is in place once the server has seen it.
-    conn.drive(
-        Some(Instant::now() + net.connect_timeout),
-        conn.client.flush(),
-    )
-    .ok_or_else(|| {
-        Error::new(
-            ErrorKind::Timeout,
-            format!("{what}: the server did not answer"),
-        )
-    })?
-    .map_err(|e| Error::new(ErrorKind::Io, format!("{what}: {e}")))?;
+        .drive(Some(Instant::now() + net.connect_timeout), subscribe(&conn))
+        .ok_or_else(|| {
+            Error::new(ErrorKind::Timeout, format!("{what}: subscribing timed out"))
+        })??;
     loop {
         if stop() {
             return Ok(());
@@ -75,16 +60,7 @@ where
         let Some(reply_to) = call.reply else {
             continue; // a publish, not a request: nobody to answer
         };
-        let body: std::result::Result<Resp, String> = match conn.decode::<Req>(&call.payload) {
-            Ok(req) => handler(req).map_err(|e| e.to_string()),
-            Err(e) => Err(format!("a request that does not decode: {e}")),
-        };
-        let payload = match conn.encode(&body) {
-            Ok(p) => p,
-            Err(e) => conn.encode(&Err::<Resp, String>(format!(
-                "a reply that cannot be sent: {e}"
-            )))?,
-        };
+        let payload = answer(&conn, &call.payload, &mut handler)?;
         conn.drive(
             Some(Instant::now() + net.connect_timeout),
             conn.client.publish(reply_to, payload.into()),
@@ -137,31 +113,89 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
 
     /// [`call`](Client::call) with its own deadline.
     pub fn call_timeout(&self, req: Req, timeout: Duration) -> Result<Resp> {
-        use async_nats::RequestErrorKind as K;
         let payload = self.conn.encode(&req)?;
-        let addr = &self.conn.addr;
-        let request = async_nats::client::Request::new()
-            .payload(payload.into())
-            .timeout(Some(timeout));
         let answer = self
             .conn
             .drive(
                 Some(Instant::now() + timeout + Duration::from_secs(1)),
-                self.conn.client.send_request(addr.subject.clone(), request),
+                call(&self.conn, payload, timeout),
             )
-            .unwrap_or_else(|| Err(K::TimedOut.into()))
-            .map_err(|e| match e.kind() {
-                K::TimedOut => Error::new(
-                    ErrorKind::Timeout,
-                    format!("calling {addr}: no reply within {timeout:?}"),
-                ),
-                K::NoResponders => Error::new(
-                    ErrorKind::Disconnected,
-                    format!("calling {addr}: no server serves this subject"),
-                ),
-                _ => Error::new(ErrorKind::Io, format!("calling {addr}: {e}")),
-            })?;
-        let body: std::result::Result<Resp, String> = self.conn.decode(&answer.payload)?;
-        body.map_err(|m| Error::new(ErrorKind::Remote, m))
+            .unwrap_or_else(|| Err(timed_out(&self.conn, timeout)))?;
+        reply(&self.conn, &answer)
     }
+}
+
+fn timed_out(conn: &Conn, timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("calling {}: no reply within {timeout:?}", conn.addr),
+    )
+}
+
+/// One call: a NATS request with `payload` under `timeout`; the reply's
+/// payload.
+pub(crate) async fn call(conn: &Conn, payload: Vec<u8>, timeout: Duration) -> Result<bytes::Bytes> {
+    use async_nats::RequestErrorKind as K;
+    let addr = &conn.addr;
+    let request = async_nats::client::Request::new()
+        .payload(payload.into())
+        .timeout(Some(timeout));
+    conn.client
+        .send_request(addr.subject.clone(), request)
+        .await
+        .map(|m| m.payload)
+        .map_err(|e| match e.kind() {
+            K::TimedOut => timed_out(conn, timeout),
+            K::NoResponders => Error::new(
+                ErrorKind::Disconnected,
+                format!("calling {addr}: no server serves this subject"),
+            ),
+            _ => Error::new(ErrorKind::Io, format!("calling {addr}: {e}")),
+        })
+}
+
+/// A reply's payload: the response, or the handler's error as
+/// [`ErrorKind::Remote`].
+pub(crate) fn reply<Resp: DeserializeOwned>(conn: &Conn, payload: &[u8]) -> Result<Resp> {
+    let body: std::result::Result<Resp, String> = conn.decode(payload)?;
+    body.map_err(|m| Error::new(ErrorKind::Remote, m))
+}
+
+/// The reply to one call's request payload, from `handler`.
+pub(crate) fn answer<Req, Resp, E>(
+    conn: &Conn,
+    request: &[u8],
+    handler: &mut impl FnMut(Req) -> std::result::Result<Resp, E>,
+) -> Result<Vec<u8>>
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    E: std::fmt::Display,
+{
+    let body: std::result::Result<Resp, String> = match conn.decode::<Req>(request) {
+        Ok(req) => handler(req).map_err(|e| e.to_string()),
+        Err(e) => Err(format!("a request that does not decode: {e}")),
+    };
+    match conn.encode(&body) {
+        Ok(p) => Ok(p),
+        Err(e) => conn.encode(&Err::<Resp, String>(format!(
+            "a reply that cannot be sent: {e}"
+        ))),
+    }
+}
+
+/// Subscribes to the service's subject in its queue group, the
+/// subscription in place (seen by the server) when this returns.
+pub(crate) async fn subscribe(conn: &Conn) -> Result<async_nats::Subscriber> {
+    let what = format!("serving {}", conn.addr);
+    let calls = conn
+        .client
+        .queue_subscribe(conn.addr.subject.clone(), QUEUE.into())
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("{what}: {e}")))?;
+    conn.client
+        .flush()
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("{what}: {e}")))?;
+    Ok(calls)
 }

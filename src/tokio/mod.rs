@@ -97,6 +97,9 @@ use serde::de::DeserializeOwned;
 
 mod endpoint;
 mod io;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats;
 mod pool;
 pub mod rpc;
 #[cfg(feature = "tcp")]

@@ -1,0 +1,226 @@
+//! NATS, awaited (features `tokio` and `nats`): the same channels and RPC
+//! services as [`crate::nats`], the same subjects, streams and payloads,
+//! with the client's connection on *your* runtime (no thread of
+//! procwire's) and each step awaited.
+//!
+//! Cancellation: a `recv` dropped at any point loses no message: one taken
+//! from the server whose acknowledgement was not yet confirmed is kept by
+//! the receiver and handed over by its next `recv` (a receiver dropped
+//! with one lets the server deliver it again after 30 s). A `send` dropped
+//! before it resolves may or may not have been stored, as one that times
+//! out. A `call` dropped leaves nothing behind.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> procwire::Result<()> {
+//! use procwire::tokio::nats;
+//! let net = procwire::Net::new();
+//! let tx = nats::sender::<String>("nats://127.0.0.1:4222/jobs", &net).await?;
+//! let rx = nats::receiver::<String>("nats://127.0.0.1:4222/jobs", &net).await?;
+//! tx.send("Heavy lifting".into()).await?;
+//! assert_eq!(rx.recv().await?, "Heavy lifting");
+//! # Ok(())
+//! # }
+//! ```
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Net;
+use crate::error::{Error, ErrorKind, RecvError, Result, SendError};
+use crate::nats::channel::{self, Pull};
+use crate::nats::connect::Conn;
+use crate::nats::rpc;
+
+/// Bounds a step of opening an end by the connect deadline.
+async fn opening<T>(conn: &Conn, net: &Net, step: impl Future<Output = Result<T>>) -> Result<T> {
+    ::tokio::time::timeout(net.connect_timeout, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Timeout,
+                format!("opening {}: the server did not answer in time", conn.addr),
+            ))
+        })
+}
+
+/// The sending end of a channel over a NATS subject, awaited.
+pub struct Sender<T> {
+    conn: Conn,
+    js: jetstream::Context,
+    timeout: Duration,
+    _marker: PhantomData<fn(T)>,
+}
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("tokio::nats::Sender")
+            .field("addr", &self.conn.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sending end of the channel at `addr`, as [`crate::nats::sender`].
+pub async fn sender<T: Serialize>(addr: &str, net: &Net) -> Result<Sender<T>> {
+    let conn = Conn::open_async(addr, net).await?;
+    let js = conn.jetstream();
+    opening(&conn, net, channel::open_stream(&conn, &js)).await?;
+    Ok(Sender {
+        conn,
+        js,
+        timeout: channel::SEND_TIMEOUT,
+        _marker: PhantomData,
+    })
+}
+
+impl<T: Serialize> Sender<T> {
+    /// How long a send waits for the server to store a message (10 s
+    /// unless set).
+    pub fn timeout(mut self, timeout: Duration) -> Sender<T> {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends `value`, resolving once the server has stored it; on failure
+    /// it comes back in the error.
+    pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
+        match self.send_ref(&value).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(SendError::new(value, e)),
+        }
+    }
+
+    /// Sends `*value` without giving it up.
+    pub async fn send_ref(&self, value: &T) -> Result<()> {
+        let payload = self.conn.encode(value)?;
+        ::tokio::time::timeout(
+            self.timeout,
+            channel::publish(&self.conn, &self.js, payload),
+        )
+        .await
+        .unwrap_or_else(|_| Err(channel::not_confirmed(&self.conn, self.timeout)))
+    }
+}
+
+/// The receiving end of a channel over a NATS subject, awaited.
+pub struct Receiver<T> {
+    conn: Conn,
+    pull: Pull,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("tokio::nats::Receiver")
+            .field("addr", &self.conn.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The receiving end of the channel at `addr`, as [`crate::nats::receiver`].
+pub async fn receiver<T: DeserializeOwned>(addr: &str, net: &Net) -> Result<Receiver<T>> {
+    let conn = Conn::open_async(addr, net).await?;
+    let js = conn.jetstream();
+    let consumer = opening(&conn, net, async {
+        let stream = channel::open_stream(&conn, &js).await?;
+        channel::open_consumer(&conn, &stream).await
+    })
+    .await?;
+    Ok(Receiver {
+        conn,
+        pull: Pull::new(consumer),
+        _marker: PhantomData,
+    })
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
+    /// Waits for the next message (timeouts through `tokio::time`).
+    /// Cancel-safe: see the [module docs](self).
+    pub async fn recv(&self) -> Result<T, RecvError> {
+        loop {
+            match self.pull.next(&self.conn, Duration::from_secs(5)).await {
+                Ok(Some(payload)) => return self.conn.decode(&payload).map_err(RecvError::new),
+                Ok(None) => continue,
+                Err(e) => return Err(RecvError::new(e)),
+            }
+        }
+    }
+}
+
+/// The calling side of a service on a subject, awaited: any number of
+/// calls in flight (each its own NATS request).
+pub struct Client<Req, Resp> {
+    conn: Conn,
+    timeout: Duration,
+    _marker: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp> std::fmt::Debug for Client<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("tokio::nats::Client")
+            .field("addr", &self.conn.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
+    /// A client of the service at `addr`; calls wait 30 s for their reply
+    /// unless [`timeout`](Client::timeout) says otherwise.
+    pub async fn connect(addr: &str, net: &Net) -> Result<Client<Req, Resp>> {
+        Ok(Client {
+            conn: Conn::open_async(addr, net).await?,
+            timeout: Duration::from_secs(30),
+            _marker: PhantomData,
+        })
+    }
+
+    /// The deadline of each call.
+    pub fn timeout(mut self, timeout: Duration) -> Client<Req, Resp> {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Calls the service, as [`crate::nats::Client::call`].
+    pub async fn call(&self, req: Req) -> Result<Resp> {
+        let payload = self.conn.encode(&req)?;
+        let answer = rpc::call(&self.conn, payload, self.timeout).await?;
+        rpc::reply(&self.conn, &answer)
+    }
+}
+
+/// Serves the calls on `addr` in the subject's queue group, one at a time,
+/// as [`crate::nats::serve`]: until the connection is lost for good (an
+/// error), or the future is dropped (an abort, a `select!`).
+pub async fn serve<Req, Resp, E>(
+    addr: &str,
+    net: &Net,
+    mut handler: impl FnMut(Req) -> std::result::Result<Resp, E>,
+) -> Result<()>
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    E: std::fmt::Display,
+{
+    let conn = Conn::open_async(addr, net).await?;
+    let what = format!("serving {}", conn.addr);
+    let mut calls = opening(&conn, net, rpc::subscribe(&conn)).await?;
+    while let Some(call) = calls.next().await {
+        let Some(reply_to) = call.reply else {
+            continue;
+        };
+        let payload = rpc::answer(&conn, &call.payload, &mut handler)?;
+        conn.client
+            .publish(reply_to, payload.into())
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("{what}: {e}")))?;
+    }
+    Err(Error::new(
+        ErrorKind::Disconnected,
+        format!("{what}: the connection to the server is closed"),
+    ))
+}
