@@ -403,3 +403,87 @@ fn the_pool_engine_maps_tasks_on_nats_workers_one_killed() {
         drop(ctl_b);
     });
 }
+
+/// A server that requires TLS (a certificate for 127.0.0.1 from a CA made
+/// here with openssl): a client given the CA in `PROCWIRE_NATS_CA_FILE`
+/// connects and its message goes through; one without it is refused by
+/// the certificate check.
+#[test]
+fn tls_is_used_when_the_server_requires_it_with_the_ca_from_the_environment() {
+    checked(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl is missing: run scripts/test (it installs it)");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=procwire test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        std::fs::write(p("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.cnf",
+            "-out",
+            "server.pem",
+        ]);
+        let server = NatsServer::start(&format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+            p("server.pem").display(),
+            p("server.key").display()
+        ));
+        let addr = server.addr("secure");
+        let ca = p("ca.pem");
+        let (mut child, ctl, said) = spawn("send", &addr, &[("PROCWIRE_NATS_CA_FILE", &ca)]);
+        assert_eq!(said, "sent");
+        drop(ctl);
+        wait_deadline(&mut child, 10);
+        let (mut child, ctl, said) = spawn("send", &addr, &[]);
+        assert_ne!(said, "sent");
+        assert!(
+            said.to_lowercase().contains("tls") || said.contains("certificate"),
+            "{said}"
+        );
+        drop(ctl);
+        wait_deadline(&mut child, 10);
+    });
+}
