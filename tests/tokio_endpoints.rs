@@ -346,3 +346,40 @@ fn lesson_worker((): (), ch: Duplex<String, String>) {
         ch.send(format!("{} accomplished!", job.unwrap())).unwrap();
     }
 }
+
+/// A supervised child that exits (closing its end as it goes): the
+/// pending `recv().await` ends with its exit status, which the runtime's
+/// reactor waited for (the receive step itself does not wait: a
+/// current-thread runtime runs other tasks meanwhile).
+#[test]
+fn an_async_end_of_stream_carries_the_childs_exit_status() {
+    checked(20, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let mut cmd = procwire::Command::new("sh");
+                cmd.args(["-c", "sleep 0.2; exit 5"]);
+                let ch = cmd.channel_async::<String, String>().unwrap();
+                let mut child = cmd.spawn().unwrap();
+                let ticking = tokio::spawn(async {
+                    let mut n = 0u32;
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        n += 1;
+                        if n == 10 {
+                            return n;
+                        }
+                    }
+                });
+                let e = ch.recv().await.unwrap_err();
+                let status = e
+                    .exit_status()
+                    .unwrap_or_else(|| panic!("no exit status in: {e}"));
+                assert_eq!(status.code(), Some(5), "{e}");
+                assert_eq!(ticking.await.unwrap(), 10);
+                assert_eq!(child.wait_async().await.unwrap().code(), Some(5));
+            });
+    });
+}

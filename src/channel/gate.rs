@@ -25,6 +25,17 @@ pub(crate) enum Wait {
 }
 
 impl Wait {
+    /// How long, at most, to wait for a supervised child's exit status to
+    /// name the cause of an end of stream: `usual`, except in a step that
+    /// must not wait (a try, or an async end's step, whose wait the
+    /// runtime's reactor does instead).
+    pub(crate) fn fate_within(self, usual: std::time::Duration) -> std::time::Duration {
+        match self {
+            Wait::Never => std::time::Duration::ZERO,
+            _ => usual,
+        }
+    }
+
     /// Until `deadline`, or as long as it takes without one.
     pub(crate) fn until(deadline: Option<Instant>) -> Wait {
         deadline.map_or(Wait::Block, Wait::Until)

@@ -199,7 +199,9 @@ impl RecvCore {
             if let Some(len) = read(inc)? {
                 return f(&inc.datagram[..len], Vec::new());
             }
-            return Err(self.conn.add_peer_fate(ended, Duration::from_millis(100)));
+            return Err(self
+                .conn
+                .add_peer_fate(ended, wait.fate_within(Duration::from_millis(100))));
         }
     }
 
@@ -221,7 +223,7 @@ impl RecvCore {
                 return f(inc.frames.payload(&frame), fds);
             }
             if inc.eof {
-                return Err(self.end_of_stream(inc));
+                return Err(self.end_of_stream(inc, wait));
             }
             let start = inc.frames.stream_offset();
             let mut fds = Vec::new();
@@ -251,19 +253,22 @@ impl RecvCore {
 
     /// Clean end of stream is `Disconnected`; one inside a frame is reported
     /// once as `UnexpectedEof`, and the partial frame dropped.
-    fn end_of_stream(&self, inc: &mut Incoming) -> Error {
+    fn end_of_stream(&self, inc: &mut Incoming, wait: Wait) -> Error {
         if inc.frames.at_boundary() {
             let e = Error::disconnected("the sender is gone and every message has been received");
             // A supervised child that closed the stream is usually exiting:
             // give its status a moment to appear.
-            return self.conn.add_peer_fate(e, Duration::from_millis(100));
+            return self
+                .conn
+                .add_peer_fate(e, wait.fate_within(Duration::from_millis(100)));
         }
         let e = inc.frames.eof_error();
         inc.frames.reset();
         inc.batches.clear();
         // Death mid-frame: name the cause (the pidfd turns readable just
         // after the dying process's descriptors are closed).
-        self.conn.add_peer_fate(e, Duration::from_secs(1))
+        self.conn
+            .add_peer_fate(e, wait.fate_within(Duration::from_secs(1)))
     }
 
     fn recv_datagram<R>(

@@ -248,6 +248,42 @@ impl Waker {
         registered.0.poll_read_ready(cx).is_ready()
     }
 
+    /// After an end of stream or a broken pipe on a supervised end, waits
+    /// a moment on the reactor (not the thread) for the child's exit, and
+    /// names it in the error, as a blocking end does (its step took no
+    /// time for it). Cancel-safe: the end of stream stays for the next
+    /// step.
+    async fn with_fate<R>(&self, r: Result<R>, dir: usize) -> Result<R> {
+        let e = match r {
+            Err(e)
+                if e.exit_status().is_none()
+                    && self.conn.peer().is_some()
+                    && matches!(
+                        e.kind(),
+                        ErrorKind::Disconnected | ErrorKind::UnexpectedEof | ErrorKind::Io
+                    ) =>
+            {
+                e
+            }
+            other => return other,
+        };
+        // A death mid-frame: the pidfd turns readable just after the dying
+        // process's descriptors close.
+        let within = match e.kind() {
+            ErrorKind::UnexpectedEof => std::time::Duration::from_secs(1),
+            _ => std::time::Duration::from_millis(100),
+        };
+        let _ = ::tokio::time::timeout(
+            within,
+            poll_fn(|cx| match self.peer_gone(cx, dir) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }),
+        )
+        .await;
+        Err(self.conn.add_peer_fate(e, std::time::Duration::ZERO))
+    }
+
     /// The error a wait that the child's exit ended gets.
     fn peer_exited(&self) -> Error {
         match self.conn.peer() {
@@ -282,7 +318,9 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// Cancel-safe: a dropped `recv` took nothing.
     pub async fn recv(&self) -> Result<T, RecvError> {
         let _turn = self.waker.reading.lock().await;
-        poll_fn(|cx| self.poll_recv(cx)).await
+        let take = || self.inner.recv_wait(Wait::Never);
+        let r = poll_fn(|cx| poll_take(&self.waker, cx, &self.inner, &take, None)).await;
+        self.waker.with_fate(r, READ).await.map_err(RecvError::new)
     }
 
     /// Awaits the next message and the descriptors sent with it, as
@@ -290,9 +328,8 @@ impl<T: DeserializeOwned> Receiver<T> {
     pub async fn recv_with_fds(&self) -> Result<(T, Vec<OwnedFd>), RecvError> {
         let _turn = self.waker.reading.lock().await;
         let take = || self.inner.recv_with_fds_wait(Wait::Never);
-        poll_fn(|cx| poll_take(&self.waker, cx, &self.inner, &take, None))
-            .await
-            .map_err(RecvError::new)
+        let r = poll_fn(|cx| poll_take(&self.waker, cx, &self.inner, &take, None)).await;
+        self.waker.with_fate(r, READ).await.map_err(RecvError::new)
     }
 
     /// Takes a message if a complete one is there, without waiting.
@@ -581,11 +618,15 @@ async fn send_whole<T: Serialize>(
     fds: &[BorrowedFd<'_>],
 ) -> Result<()> {
     let _turn = waker.writing.lock().await;
-    poll_fn(|cx| poll_give_ref(tx, waker, cx, value, fds)).await?;
-    if tx.core().has_pending() {
-        poll_fn(|cx| poll_flush(tx, waker, cx)).await?;
+    let sent = async {
+        poll_fn(|cx| poll_give_ref(tx, waker, cx, value, fds)).await?;
+        if tx.core().has_pending() {
+            poll_fn(|cx| poll_flush(tx, waker, cx)).await?;
+        }
+        Ok(())
     }
-    Ok(())
+    .await;
+    waker.with_fate(sent, WRITE).await
 }
 
 /// Sends `*value` when there is room.
@@ -696,7 +737,9 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// Cancel-safe.
     pub async fn recv(&self) -> Result<In, RecvError> {
         let _turn = self.rx.waker.reading.lock().await;
-        poll_fn(|cx| self.poll_recv(cx)).await
+        let take = || self.rx.inner.recv_wait(Wait::Never);
+        let r = poll_fn(|cx| self.poll_take(cx, &take)).await;
+        self.with_fate(r).await
     }
 
     /// The next message, or `Pending`; see [`recv`](Duplex::recv). For one
@@ -741,7 +784,17 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     pub async fn recv_with_fds(&self) -> Result<(In, Vec<OwnedFd>), RecvError> {
         let _turn = self.rx.waker.reading.lock().await;
         let take = || self.rx.inner.recv_with_fds_wait(Wait::Never);
-        poll_fn(|cx| self.poll_take(cx, &take)).await
+        let r = poll_fn(|cx| self.poll_take(cx, &take)).await;
+        self.with_fate(r).await
+    }
+
+    async fn with_fate<R>(&self, r: Result<R, RecvError>) -> Result<R, RecvError> {
+        let r = r.map_err(RecvError::into_error);
+        self.rx
+            .waker
+            .with_fate(r, READ)
+            .await
+            .map_err(RecvError::new)
     }
 
     /// Sends `request` and waits for one reply.

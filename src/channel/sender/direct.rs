@@ -97,7 +97,7 @@ impl Direct<'_> {
                     }
                 }
                 Err(e) => {
-                    *failed = Some(core.write_error(e));
+                    *failed = Some(core.write_error(e, Wait::Block));
                     return Err(io::Error::other("the write failed"));
                 }
             }
@@ -225,7 +225,7 @@ fn into_ring(
                 Ok(false) => return Some(Err(super::not_now(wait))),
                 Err(e) => return Some(Err(e)),
             },
-            Err(e) => return Some(Err(core.write_error(e))),
+            Err(e) => return Some(Err(core.write_error(e, wait))),
         }
     }
 }

@@ -212,7 +212,7 @@ impl SendCore {
                 Err(e) => {
                     out.discard();
                     self.pending.store(false, Ordering::Relaxed);
-                    return Err(self.write_error(e));
+                    return Err(self.write_error(e, wait));
                 }
             }
         }
@@ -256,7 +256,7 @@ impl SendCore {
         }
     }
 
-    fn write_error(&self, e: io::Error) -> Error {
+    fn write_error(&self, e: io::Error, wait: Wait) -> Error {
         if sys::is_disconnect(&e) && self.conn.own_write_shut() {
             return Error::io(
                 "this end's socket was shut down for writing in this process or another \
@@ -270,7 +270,7 @@ impl SendCore {
             let err = Error::io("the receiver is gone", e);
             return self
                 .conn
-                .add_peer_fate(err, std::time::Duration::from_millis(100));
+                .add_peer_fate(err, wait.fate_within(std::time::Duration::from_millis(100)));
         }
         Error::io(&self.context(), e)
     }
