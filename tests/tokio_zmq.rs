@@ -5,14 +5,12 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use procwire::tokio::zmq;
 use procwire::zmq::Kind;
 use procwire::{CodecKind, ErrorKind, Net};
-use util::{checked, python, runtime, wait_std};
+use util::{checked, finish, pyzmq, runtime};
 
 fn opts() -> Net {
     Net::new().codec(CodecKind::MsgPack)
@@ -144,37 +142,6 @@ fn every_socket_kind_is_awaited_on_the_callers_runtime_with_no_thread_of_procwir
     });
 }
 
-/// Starts the pyzmq peer in `mode`; if it binds, returns the address it
-/// printed (its first line).
-fn pyzmq(mode: &str, how: &str, addr: &str, n: usize) -> (Child, Option<String>) {
-    let mut child = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/zmq_peer.py"
-        ))
-        .args([mode, how, addr, &n.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let bound = (how == "bind").then(|| {
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        line.trim().to_string()
-    });
-    (child, bound)
-}
-
-/// Waits for the peer and returns the rest of its output.
-fn finish(mut child: Child) -> String {
-    let mut out = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
-    let status = wait_std(&mut child, 30);
-    assert!(status.success(), "the pyzmq peer failed: {status}, {out}");
-    out
-}
-
 /// Awaited sockets and libzmq peers, each way: an async REQ asks a pyzmq
 /// REP, an async ROUTER serves two pyzmq DEALERs (two identities), an
 /// async PUSH feeds a pyzmq PULL.
@@ -250,7 +217,7 @@ fn awaited_sockets_speak_to_libzmq() {
 }
 
 /// Whether the child has exited (without reaping it).
-fn child_done(child: &Child) -> bool {
+fn child_done(child: &std::process::Child) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
     stat.rsplit_once(") ")
         .is_none_or(|(_, rest)| rest.starts_with('Z'))

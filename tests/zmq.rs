@@ -5,47 +5,14 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use procwire::zmq::{self, Kind};
 use procwire::{CodecKind, ErrorKind, Net};
-use util::{checked, python, wait_std};
+use util::{checked, finish, pyzmq};
 
 fn opts() -> Net {
     Net::new().codec(CodecKind::MsgPack)
-}
-
-/// Starts the pyzmq peer in `mode`; if it binds, returns the address it
-/// printed (its first line).
-fn pyzmq(mode: &str, how: &str, addr: &str, n: usize) -> (Child, Option<String>) {
-    let mut child = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/zmq_peer.py"
-        ))
-        .args([mode, how, addr, &n.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let bound = (how == "bind").then(|| {
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        line.trim().to_string()
-    });
-    (child, bound)
-}
-
-/// Waits for the peer and returns the rest of its output.
-fn finish(mut child: Child) -> String {
-    let mut out = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
-    let status = wait_std(&mut child, 30);
-    assert!(status.success(), "the pyzmq peer failed: {status}, {out}");
-    out
 }
 
 fn zmq_addr(libzmq: &str) -> String {

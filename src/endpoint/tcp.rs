@@ -38,8 +38,15 @@ fn refused(what: &str, why: impl std::fmt::Display) -> Error {
 
 /// The addresses `hp` names.
 pub(crate) fn resolve(hp: &HostPort) -> Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = (hp.host.as_str(), hp.port)
-        .to_socket_addrs()
+    resolved(hp, (hp.host.as_str(), hp.port).to_socket_addrs())
+}
+
+/// What a lookup of `hp` found: an error, or no address, is an error.
+pub(crate) fn resolved(
+    hp: &HostPort,
+    found: io::Result<impl Iterator<Item = SocketAddr>>,
+) -> Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = found
         .map_err(|e| Error::io(&format!("resolving {hp}"), e))?
         .collect();
     if addrs.is_empty() {

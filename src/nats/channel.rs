@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::connect::Conn;
+use super::connect::{Conn, debug_by_addr};
 use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, SendError};
 use crate::{Net, TryRecvError};
 
@@ -211,13 +211,7 @@ pub struct Sender<T> {
     _marker: PhantomData<fn(T)>,
 }
 
-impl<T> std::fmt::Debug for Sender<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("nats::Sender")
-            .field("addr", &self.conn.addr)
-            .finish_non_exhaustive()
-    }
-}
+debug_by_addr!("nats::Sender", Sender<T>);
 
 /// What a step that timed out while opening an end says.
 fn opening_timed_out(conn: &Conn) -> Error {
@@ -280,13 +274,7 @@ pub struct Receiver<T> {
     _marker: PhantomData<fn() -> T>,
 }
 
-impl<T> std::fmt::Debug for Receiver<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("nats::Receiver")
-            .field("addr", &self.conn.addr)
-            .finish_non_exhaustive()
-    }
-}
+debug_by_addr!("nats::Receiver", Receiver<T>);
 
 /// The receiving end of the channel at `addr`: the channel's durable
 /// consumer, shared by every receiver of it (each message goes to one).

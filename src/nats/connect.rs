@@ -112,6 +112,20 @@ fn connect_error(server: &str, e: async_nats::ConnectError) -> Error {
     )
 }
 
+/// `Debug` for an end of a NATS subject: its type's name and its address.
+macro_rules! debug_by_addr {
+    ($name:literal, $ty:ident < $($g:ident),* >) => {
+        impl<$($g),*> std::fmt::Debug for $ty<$($g),*> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct($name)
+                    .field("addr", &self.conn.addr)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+pub(crate) use debug_by_addr;
+
 /// A connection to the server of a `nats://` address, and the background
 /// runtime it lives on (let go when the last connection is dropped).
 pub(crate) struct Conn {

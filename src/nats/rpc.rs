@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::connect::Conn;
+use super::connect::{Conn, debug_by_addr};
 use crate::Net;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -77,13 +77,7 @@ pub struct Client<Req, Resp> {
     _marker: PhantomData<fn(Req) -> Resp>,
 }
 
-impl<Req, Resp> std::fmt::Debug for Client<Req, Resp> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("nats::Client")
-            .field("addr", &self.conn.addr)
-            .finish_non_exhaustive()
-    }
-}
+debug_by_addr!("nats::Client", Client<Req, Resp>);
 
 impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
     /// A client of the service at `addr`; [`call`](Client::call) waits 30

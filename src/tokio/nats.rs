@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use crate::Net;
 use crate::error::{Error, ErrorKind, RecvError, Result, SendError};
 use crate::nats::channel::{self, Pull};
-use crate::nats::connect::Conn;
+use crate::nats::connect::{Conn, debug_by_addr};
 use crate::nats::rpc;
 
 /// Bounds a step of opening an end by the connect deadline.
@@ -57,13 +57,7 @@ pub struct Sender<T> {
     _marker: PhantomData<fn(T)>,
 }
 
-impl<T> std::fmt::Debug for Sender<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("tokio::nats::Sender")
-            .field("addr", &self.conn.addr)
-            .finish_non_exhaustive()
-    }
-}
+debug_by_addr!("tokio::nats::Sender", Sender<T>);
 
 /// The sending end of the channel at `addr`, as [`crate::nats::sender`].
 pub async fn sender<T: Serialize>(addr: &str, net: &Net) -> Result<Sender<T>> {
@@ -114,13 +108,7 @@ pub struct Receiver<T> {
     _marker: PhantomData<fn() -> T>,
 }
 
-impl<T> std::fmt::Debug for Receiver<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("tokio::nats::Receiver")
-            .field("addr", &self.conn.addr)
-            .finish_non_exhaustive()
-    }
-}
+debug_by_addr!("tokio::nats::Receiver", Receiver<T>);
 
 /// The receiving end of the channel at `addr`, as [`crate::nats::receiver`].
 pub async fn receiver<T: DeserializeOwned>(addr: &str, net: &Net) -> Result<Receiver<T>> {
@@ -160,13 +148,7 @@ pub struct Client<Req, Resp> {
     _marker: PhantomData<fn(Req) -> Resp>,
 }
 
-impl<Req, Resp> std::fmt::Debug for Client<Req, Resp> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("tokio::nats::Client")
-            .field("addr", &self.conn.addr)
-            .finish_non_exhaustive()
-    }
-}
+debug_by_addr!("tokio::nats::Client", Client<Req, Resp>);
 
 impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
     /// A client of the service at `addr`; calls wait 30 s for their reply

@@ -44,17 +44,10 @@ async fn key(net: &Net) -> Result<Option<Key>> {
 
 /// The addresses `hp` names, looked up without blocking the runtime.
 async fn resolve(hp: &HostPort) -> Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = ::tokio::net::lookup_host((hp.host.as_str(), hp.port))
-        .await
-        .map_err(|e| Error::io(&format!("resolving {hp}"), e))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!("{hp} resolves to no address"),
-        ));
-    }
-    Ok(addrs)
+    tcp::resolved(
+        hp,
+        ::tokio::net::lookup_host((hp.host.as_str(), hp.port)).await,
+    )
 }
 
 /// Runs a connection's watcher as a task until the connection is gone.

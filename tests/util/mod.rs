@@ -335,6 +335,40 @@ pub fn two_way(t: T, o: &procwire::Options) -> (Halves, Halves) {
     }
 }
 
+/// Starts the pyzmq (libzmq) peer of the ZeroMQ tests
+/// (`tests/python/zmq_peer.py`) in `mode`; if it binds, returns the
+/// address it printed (its first line).
+pub fn pyzmq(mode: &str, how: &str, addr: &str, n: usize) -> (Child, Option<String>) {
+    let mut child = std::process::Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/zmq_peer.py"
+        ))
+        .args([mode, how, addr, &n.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bound = (how == "bind").then(|| {
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        line.trim().to_string()
+    });
+    (child, bound)
+}
+
+/// Waits for the peer and returns the rest of its output.
+pub fn finish(mut child: Child) -> String {
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let status = wait_std(&mut child, 30);
+    assert!(status.success(), "the pyzmq peer failed: {status}, {out}");
+    out
+}
+
 pub mod nats;
 #[allow(unused_imports)]
 pub use nats::NatsServer;
