@@ -8,7 +8,8 @@
 //!                                                      # Ruby parent, Rust child
 //! ```
 //!
-//! SCENARIO: `sharing_pipe` (the child writes ten lines into a pipe the
+//! SCENARIO: `first_pipe` (a plain pipe: the child writes a sentence, the
+//! parent reads to the end of the stream), `sharing_pipe` (the child writes ten lines into a pipe the
 //! parent reads to its end), `heavy_lifting` (the socket pair's worker:
 //! instructions one way, "… accomplished!" back), `rpc` (calls and
 //! replies, an error among them). Each parent prints what it got and exits
@@ -46,6 +47,23 @@ fn check(ok: bool, what: &str) -> procwire::Result<()> {
 fn parent(scenario: &str) -> procwire::Result<()> {
     let mut cmd = ruby(scenario);
     match scenario {
+        "first_pipe" => {
+            // A plain pipe, bytes and no frames: the child writes into it
+            // and closes it (it exits); read to the end of the stream.
+            let (mut reader, writer) = procwire::pipe()?;
+            cmd.stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+                writer,
+            )));
+            let mut child = cmd.spawn()?;
+            drop(cmd); // our copy of the write end, or the end never comes
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut reader, &mut text)?;
+            println!("{text}");
+            check(
+                child.wait()?.success() && text == "Into the pipe I go...",
+                "the child's words",
+            )
+        }
         "sharing_pipe" => {
             // The child writes into the pipe (its stdout), this process
             // reads. The write end must be closed here once the child has
@@ -113,6 +131,13 @@ fn parent(scenario: &str) -> procwire::Result<()> {
 
 fn child(scenario: &str) -> procwire::Result<()> {
     match scenario {
+        "first_pipe" => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(b"Into the pipe I go...")?;
+            out.flush()?;
+            Ok(())
+        }
         "sharing_pipe" => {
             // Its stdout is the parent's pipe.
             let out = std::io::stdout().as_fd().try_clone_to_owned()?;

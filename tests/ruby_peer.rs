@@ -71,6 +71,7 @@ fn run(mut cmd: Command) -> (bool, String) {
 /// What each scenario's parent prints, whichever side it is.
 fn expected(scenario: &str) -> Vec<String> {
     match scenario {
+        "first_pipe" => vec!["Into the pipe I go...".to_string()],
         "sharing_pipe" => vec!["Another one bites the dust".to_string(); 10],
         "heavy_lifting" => vec![
             "Heavy lifting accomplished!".to_string(),
@@ -88,7 +89,7 @@ fn expected(scenario: &str) -> Vec<String> {
 #[test]
 fn the_lessons_examples_run_with_a_ruby_side_both_ways() {
     checked(120, || {
-        for scenario in ["sharing_pipe", "heavy_lifting", "rpc"] {
+        for scenario in ["first_pipe", "sharing_pipe", "heavy_lifting", "rpc"] {
             let mut rust_parent = Command::new(lesson_bin());
             rust_parent.args([scenario, "parent"]);
             let mut ruby_parent = ruby();
