@@ -239,7 +239,7 @@ def render_targets():
         slot_row(),
         f"| shm 1 MiB ≥ 0.85x the raw two-copy ring (two copies: `recv_with`) | {x(ring_lent['throughput_ratio'])} with `recv_with` (`bench --borrow`); {x(ring['throughput_ratio'])} with `recv` (a third copy, into the new `ByteBuf`) | {verdict(ring_lent['throughput_ratio'], 0.85, False)} |",
         f"| shm 64 B round trip ≤ 0.5x raw SEQPACKET, one CPU | {x(shm1['ratio'])} | {verdict(shm1['ratio'], 0.5)} |",
-        f"| NATS RPC round trip ≤ 1.3x raw async-nats request/reply, 64 B (issue 17) | {x(row(remote, 'nats', 64, 'same')['ratio'])} | {verdict(row(remote, 'nats', 64, 'same')['ratio'], 1.3)} |",
+        f"| NATS RPC round trip ≤ 1.3x raw async-nats request/reply, 64 B (issue 17) | blocking (`nats::Client`) {x(row(remote, 'nats', 64, 'same')['ratio'])}; awaited (`tokio::nats::Client`) {x(row(remote, 'async-nats', 64, 'same')['ratio'])} | {verdict(row(remote, 'nats', 64, 'same')['ratio'], 1.3)} (blocking) |",
         f"| ZeroMQ 64 B ≤ 1.3x the raw zeromq crate | blocking (the bridge) {x(zmq['ratio'])}; awaited (`procwire::tokio::zmq`, no bridge) {x(azmq['ratio'])} | {verdict(zmq['ratio'], 1.3)} (blocking) |",
         "| at or below ipc-channel (within 2%) on every shared row | "
         + "; ".join(f"{c}: {x(p['ratio'])} vs {x(i['ratio'])}" for c, (p, i) in ipc.items())
@@ -307,7 +307,8 @@ def render_remote_note():
         f"stream pair between the channel and the socket, a hop each way), the awaited one "
         f"(`procwire::tokio::zmq`: the socket's own futures on the caller's runtime) "
         f"{x(row(remote, 'async-zmq', 64, 'same')['ratio'])}; procwire's RPC over NATS "
-        f"{x(row(remote, 'nats', 64, 'same')['ratio'])} raw async-nats request/reply at 64 B"
+        f"{x(row(remote, 'nats', 64, 'same')['ratio'])} raw async-nats request/reply at 64 B, "
+        f"awaited {x(row(remote, 'async-nats', 64, 'same')['ratio'])}"
     )
 
 

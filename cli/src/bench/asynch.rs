@@ -159,7 +159,7 @@ pub(super) fn raw_of(t: Transport) -> Option<Transport> {
     match t {
         Transport::Pipe | Transport::Stream | Transport::Seqpacket | Transport::Dgram => Some(t),
         Transport::Shm => Some(Transport::Stream),
-        Transport::Zmq => Some(Transport::Zmq),
+        Transport::Zmq | Transport::Nats => Some(t),
         _ => None,
     }
 }

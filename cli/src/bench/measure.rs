@@ -263,11 +263,16 @@ fn start_peer(side: Side, size: usize, role: Role, cpu: Option<usize>) -> Result
             let _hello = c.recv_timeout(timeout)?;
             (Link::Zmq(c), peer)
         }
-        Side::Wire(Transport::Nats) | Side::Raw(Transport::Nats) => {
-            let raw = matches!(side, Side::Raw(_));
+        Side::Wire(Transport::Nats) | Side::Raw(Transport::Nats) | Side::Async(Transport::Nats) => {
+            use super::nats::Flavor;
+            let flavor = match side {
+                Side::Raw(_) => Flavor::Raw,
+                Side::Async(_) => Flavor::Async,
+                _ => Flavor::Wire,
+            };
             let at = super::nats::addr()?;
-            let peer = spawn(if raw { "raw-nats" } else { "nats" }, &at)?;
-            let rpc = super::nats::Rpc::connect(&at, raw, size)?;
+            let peer = spawn(flavor.peer(), &at)?;
+            let rpc = super::nats::Rpc::connect(&at, flavor, size)?;
             (Link::Nats(Box::new(rpc)), peer)
         }
         Side::Async(Transport::Zmq) => {
@@ -349,13 +354,9 @@ pub fn peer(args: &[String]) -> Result<()> {
         rustix::thread::sched_setaffinity(None, &set)
             .map_err(|e| anyhow::anyhow!("pinning the peer to CPU {cpu}: {e}"))?;
     }
-    if let Some(raw) = match kind.as_str() {
-        "nats" => Some(false),
-        "raw-nats" => Some(true),
-        _ => None,
-    } {
+    if let Some(flavor) = super::nats::Flavor::of_peer(kind) {
         // A service, not a link: it answers every call until killed.
-        return super::nats::serve(endpoint, raw);
+        return super::nats::serve(endpoint, flavor);
     }
     let hello = ByteBuf::from(vec![0u8; size]);
     let link = match kind.as_str() {

@@ -297,7 +297,7 @@ fn cases(cfg: &Config) -> Vec<Case> {
             // ZeroMQ's baseline is the zeromq crate driven directly (on a
             // runtime already): the raw side of its blocking row.
             let base = match t {
-                Transport::Zmq => Side::Raw(Transport::Zmq),
+                Transport::Zmq | Transport::Nats => Side::Raw(t),
                 _ => Side::RawAsync(raw),
             };
             for &size in cfg

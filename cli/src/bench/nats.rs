@@ -79,6 +79,12 @@ pub(super) fn stop() {
 /// the receive that follows.
 pub(super) enum Rpc {
     Wire(procwire::nats::Client<ByteBuf, ByteBuf>, Cell<usize>),
+    /// procwire's awaited client, on a current-thread runtime of its own.
+    Async {
+        rt: tokio::runtime::Runtime,
+        client: procwire::tokio::nats::Client<ByteBuf, ByteBuf>,
+        last: Cell<usize>,
+    },
     Raw {
         rt: tokio::runtime::Runtime,
         client: async_nats::Client,
@@ -89,8 +95,21 @@ pub(super) enum Rpc {
 
 impl Rpc {
     /// The calling side (`raw`: async-nats itself), once the peer answers.
-    pub(super) fn connect(addr: &str, raw: bool, size: usize) -> Result<Rpc> {
-        let rpc = if raw {
+    pub(super) fn connect(addr: &str, side: Flavor, size: usize) -> Result<Rpc> {
+        let rpc = if side == Flavor::Async {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let client = rt.block_on(procwire::tokio::nats::Client::connect(
+                addr,
+                &procwire::Net::new(),
+            ))?;
+            Rpc::Async {
+                rt,
+                client: client.timeout(Duration::from_secs(10)),
+                last: Cell::new(0),
+            }
+        } else if side == Flavor::Raw {
             let (server, subject) = split(addr)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -122,6 +141,9 @@ impl Rpc {
     pub(super) fn send(&self, msg: &ByteBuf) -> Result<()> {
         match self {
             Rpc::Wire(c, last) => last.set(c.call(msg.clone())?.len()),
+            Rpc::Async { rt, client, last } => {
+                last.set(rt.block_on(client.call(msg.clone()))?.len());
+            }
             Rpc::Raw {
                 rt,
                 client,
@@ -142,7 +164,7 @@ impl Rpc {
     }
 
     pub(super) fn recv(&self, buf: &mut [u8]) -> Result<()> {
-        let (Rpc::Wire(_, last) | Rpc::Raw { last, .. }) = self;
+        let (Rpc::Wire(_, last) | Rpc::Raw { last, .. } | Rpc::Async { last, .. }) = self;
         anyhow::ensure!(last.get() == buf.len(), "wrong size");
         Ok(())
     }
@@ -154,17 +176,50 @@ fn split(addr: &str) -> Result<(&str, &str)> {
         .context("nats://HOST:PORT/SUBJECT")
 }
 
+/// Which side of a NATS row: procwire's blocking ends, its awaited ones,
+/// or async-nats itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Flavor {
+    Wire,
+    Async,
+    Raw,
+}
+
+impl Flavor {
+    /// The peer kind `__bench-peer` takes for this side.
+    pub(super) fn peer(self) -> &'static str {
+        match self {
+            Flavor::Wire => "nats",
+            Flavor::Async => "async-nats",
+            Flavor::Raw => "raw-nats",
+        }
+    }
+
+    pub(super) fn of_peer(kind: &str) -> Option<Flavor> {
+        [Flavor::Wire, Flavor::Async, Flavor::Raw]
+            .into_iter()
+            .find(|f| f.peer() == kind)
+    }
+}
+
 /// The peer process: serves the calls at `addr` until killed, echoing each
-/// request (`raw`: with async-nats itself).
-pub(super) fn serve(addr: &str, raw: bool) -> Result<()> {
-    if !raw {
-        procwire::nats::serve(
-            addr,
-            &procwire::Net::new(),
-            |b: ByteBuf| Ok::<_, String>(b),
-            || false,
-        )?;
-        return Ok(());
+/// request (with procwire's blocking or awaited service, or async-nats).
+pub(super) fn serve(addr: &str, side: Flavor) -> Result<()> {
+    let net = procwire::Net::new();
+    let echo = |b: ByteBuf| Ok::<_, String>(b);
+    match side {
+        Flavor::Wire => {
+            procwire::nats::serve(addr, &net, echo, || false)?;
+            return Ok(());
+        }
+        Flavor::Async => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(procwire::tokio::nats::serve(addr, &net, echo))?;
+            return Ok(());
+        }
+        Flavor::Raw => {}
     }
     let (server, subject) = split(addr)?;
     let rt = tokio::runtime::Builder::new_current_thread()
