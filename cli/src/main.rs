@@ -193,12 +193,14 @@ enum Command {
     /// time, size, payload as JSON for msgpack and json, hex otherwise),
     /// passing bytes and descriptors through unchanged. Run in place of
     /// CMD by a procwire parent (`procwire tap -- CMD`; exits as CMD
-    /// does), or between two unix: endpoints (--listen A --connect B).
+    /// does), or between two endpoints (--listen A --connect B): unix:
+    /// ones byte for byte, tcp:// ones message by message (the tap holds
+    /// the key: PROCWIRE_KEY_FILE).
     Tap {
         /// Print to FILE instead of stderr.
         #[arg(long, value_name = "FILE")]
         out: Option<std::path::PathBuf>,
-        /// Proxy: accept one connection at this unix: endpoint…
+        /// Proxy: accept one connection at this endpoint (unix: or tcp://)…
         #[arg(long, value_name = "ENDPOINT", requires = "connect")]
         listen: Option<String>,
         /// …and relay it to this one.

@@ -250,34 +250,62 @@ pub fn run_command(out: Option<&std::path::Path>, command: &[String]) -> Result<
     ))
 }
 
-/// `procwire tap --listen unix:A --connect unix:B`: one connection at A,
-/// relayed to a connection to B, until both ends close.
+/// `procwire tap --listen A --connect B`: one connection at A, relayed to
+/// a connection to B, until both ends close. Between two `unix:` endpoints
+/// the relay is of bytes and descriptors, exact. With a `tcp://` one, whose
+/// session is encrypted end to end, the tap is a party to each session
+/// (with the key of the environment, as any procwire end) and relays the
+/// messages, each whole and unchanged.
 pub fn run_proxy(
     out: Option<&std::path::Path>,
     listen: &str,
     connect: &str,
     codec: CodecKind,
 ) -> Result<ExitCode> {
-    let path = |e: &str| -> Result<std::path::PathBuf> {
-        match e.parse()? {
-            procwire::Endpoint::Unix(p) => Ok(p),
-            other => bail!(
-                "`{other}`: the proxy relays unix: endpoints (a tcp:// session is encrypted \
-                 end to end: there is nothing to show in the middle)"
-            ),
-        }
-    };
-    let (at, to) = (path(listen)?, path(connect)?);
-    let listener =
-        procwire::UnixListener::bind(&at).with_context(|| format!("listening at {listen}"))?;
-    eprintln!("procwire tap: listening at {listen}");
-    let a = listener.accept()?;
-    let b = Socket::connect(&to).with_context(|| format!("connecting to {connect}"))?;
     let show = Arc::new(Show {
         out: Mutex::new(output(out)?),
         start: Instant::now(),
         codec,
     });
-    both_ways(a, b, ["→ connect", "← connect"], show)?;
+    let (from, to): (procwire::Endpoint, procwire::Endpoint) = (listen.parse()?, connect.parse()?);
+    if let (procwire::Endpoint::Unix(at), procwire::Endpoint::Unix(to)) = (&from, &to) {
+        let listener =
+            procwire::UnixListener::bind(at).with_context(|| format!("listening at {listen}"))?;
+        eprintln!("procwire tap: listening at {listen}");
+        let a = listener.accept()?;
+        let b = Socket::connect(to).with_context(|| format!("connecting to {connect}"))?;
+        both_ways(a, b, ["→ connect", "← connect"], show)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Messages, each as the raw bytes of its payload.
+    let net = procwire::Net::new().codec(CodecKind::Raw);
+    let listener = net
+        .listen(listen)
+        .with_context(|| format!("listening at {listen}"))?;
+    eprintln!("procwire tap: listening at {}", listener.endpoint());
+    let a: procwire::Duplex<procwire::ByteBuf, procwire::ByteBuf> = listener.accept()?;
+    let b: procwire::Duplex<procwire::ByteBuf, procwire::ByteBuf> = net
+        .connect(connect)
+        .with_context(|| format!("connecting to {connect}"))?;
+    let (a_tx, a_rx) = a.split();
+    let (b_tx, b_rx) = b.split();
+    let relay = |rx: procwire::Receiver<procwire::ByteBuf>,
+                 tx: procwire::Sender<procwire::ByteBuf>,
+                 dir: &'static str,
+                 show: Arc<Show>| {
+        move || {
+            for m in rx.iter() {
+                let Ok(m) = m else { break };
+                show.message(dir, &m, 0);
+                if tx.send(m).is_err() {
+                    break;
+                }
+            }
+            show.line(dir, "end of stream");
+        }
+    };
+    let there = std::thread::spawn(relay(a_rx, b_tx, "→ connect", Arc::clone(&show)));
+    relay(b_rx, a_tx, "← connect", show)();
+    let _ = there.join();
     Ok(ExitCode::SUCCESS)
 }

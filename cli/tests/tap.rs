@@ -253,3 +253,57 @@ fn the_proxy_relays_one_connection_between_unix_endpoints_and_shows_it() {
     assert!(log.contains("→ connect 7 B [1,2,3]"), "{log}");
     assert!(log.contains("← connect 7 B \"sum 6\""), "{log}");
 }
+
+/// Between `tcp://` endpoints the tap is a party to each encrypted
+/// session (the key from its environment) and relays the messages whole.
+#[test]
+fn the_proxy_relays_messages_between_tcp_endpoints_holding_the_key() {
+    const KEY: &str = "a key for the tap's tcp test, long enough";
+    let dir = tempfile::tempdir().unwrap();
+    let key = procwire::Key::new(KEY.as_bytes().to_vec()).unwrap();
+    let net = procwire::Net::new()
+        .key(key)
+        .codec(procwire::CodecKind::MsgPack);
+    let server = net.listen("tcp://127.0.0.1:0").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let front = format!("tcp://127.0.0.1:{port}");
+    let log = dir.path().join("tap.log");
+    let mut tap = std::process::Command::new(env!("CARGO_BIN_EXE_procwire"))
+        .args(["tap", "--codec", "msgpack", "--out"])
+        .arg(&log)
+        .args([
+            "--listen",
+            &front,
+            "--connect",
+            &server.endpoint().to_string(),
+        ])
+        .env("PROCWIRE_KEY", KEY)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let client: procwire::Duplex<String, String> = loop {
+        match net.connect(&front) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let served: procwire::Duplex<String, String> =
+        server.accept_timeout(Duration::from_secs(10)).unwrap();
+    client.send("Heavy lifting".into()).unwrap();
+    let job = served.recv().unwrap();
+    served.send(format!("{job} accomplished!")).unwrap();
+    assert_eq!(client.recv().unwrap(), "Heavy lifting accomplished!");
+    drop((client, served));
+    assert!(tap.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("→ connect 14 B \"Heavy lifting\""), "{log}");
+    assert!(
+        log.contains("← connect 28 B \"Heavy lifting accomplished!\""),
+        "{log}"
+    );
+}
