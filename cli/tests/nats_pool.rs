@@ -197,7 +197,7 @@ fn a_pool_killed_at_half_and_resumed_loses_none_repeats_none_recomputes_none() {
 fn a_node_of_a_three_node_cluster_killed_mid_run_loses_nothing() {
     let mut nodes = NatsServer::cluster(3);
     let dir = tempfile::tempdir().unwrap();
-    let input = input(dir.path(), 3_000);
+    let input = input(dir.path(), 1_500);
     let pool = pool(
         &nodes[0].addr("clustered"),
         &input,
@@ -207,10 +207,10 @@ fn a_node_of_a_three_node_cluster_killed_mid_run_loses_nothing() {
         worker(&nodes[1].addr("clustered"), None),
         worker(&nodes[2].addr("clustered"), None),
     ];
-    let mut got = pool.take(1_000, 60);
+    let mut got = pool.take(500, 40);
     nodes[2].kill();
-    got.extend(pool.take(2_000, 90));
-    assert_eq!(got, expected(1, 3_000));
+    got.extend(pool.take(1_000, 40));
+    assert_eq!(got, expected(1, 1_500));
     let (status, err) = pool.finish(60);
     assert!(status.success(), "{err}");
     drop(workers);

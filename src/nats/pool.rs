@@ -253,9 +253,9 @@ impl DurablePool {
         let what = format!("publishing task {n} of `{}`", self.names.name);
         let js = &self.js;
         let tasks = &self.tasks;
-        let published = async {
+        let published = || async {
             let stored = match js
-                .publish_with_headers(subject.clone(), headers, input.to_vec().into())
+                .publish_with_headers(subject.clone(), headers.clone(), input.to_vec().into())
                 .await
             {
                 Ok(ack) => ack.await,
@@ -278,10 +278,10 @@ impl DurablePool {
                 Err(e) => Err(io(&what, e)),
             }
         };
-        let had = self
-            .conn
-            .drive(Some(Instant::now() + Duration::from_secs(30)), published)
-            .ok_or_else(|| Error::new(ErrorKind::Timeout, format!("{what}: timed out")))??;
+        // A cluster electing a new leader (a node lost) answers nothing
+        // for a while: publish again, which the one-message-per-subject
+        // rule makes safe (a copy already stored is refused, and checked).
+        let had = self.retrying(&what, published)?;
         match had {
             Some(h) if h != hash => Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -341,18 +341,45 @@ impl DurablePool {
         let what = format!("ending the run `{}`", self.names.name);
         let js = &self.js;
         let names = &self.names;
-        let gone = async {
-            js.delete_stream(&names.tasks_stream)
-                .await
-                .map_err(|e| io(&what, e))?;
-            js.delete_stream(&names.answers_stream)
-                .await
-                .map_err(|e| io(&what, e))?;
+        let gone = || async {
+            for stream in [&names.tasks_stream, &names.answers_stream] {
+                match js.delete_stream(stream).await {
+                    Ok(_) => {}
+                    // Gone already (an earlier attempt's answer was lost).
+                    Err(e) if e.to_string().contains("not found") => {}
+                    Err(e) => return Err(io(&what, e)),
+                }
+            }
             Ok::<_, Error>(())
         };
-        self.conn
-            .drive(Some(Instant::now() + Duration::from_secs(30)), gone)
-            .ok_or_else(|| Error::new(ErrorKind::Timeout, format!("{what}: timed out")))?
+        self.retrying(&what, gone)
+    }
+
+    /// Runs the step `attempt` makes until it succeeds, fails for a reason
+    /// other than the server (an `InvalidInput`), or a minute has passed:
+    /// a cluster that lost a node answers nothing while it elects new
+    /// leaders.
+    fn retrying<T, F: std::future::Future<Output = Result<T>>>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.conn.drive(Some(deadline), attempt()) {
+                Some(Ok(v)) => return Ok(v),
+                Some(Err(e))
+                    if e.kind() != ErrorKind::InvalidInput && Instant::now() < deadline =>
+                {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(Error::new(ErrorKind::Timeout, format!("{what}: timed out")));
+                }
+            }
+        }
     }
 }
 
