@@ -154,8 +154,9 @@ def render_measured():
         f"| typed 64 B round trip vs the same raw transport, one CPU | {typed}; ipc-channel {x(ipc['ratio'])} and procwire {x(pw_struct['ratio'])} on a 64 B struct over SEQPACKET vs plain send/recv | `procwire bench`, `benchmarks/compare` |",
         f"| 64 B round trip, procwire shm vs iceoryx2 0.10, two CPUs busy polling / one CPU blocking | "
         f"{us(pw_busy['median_ns'])} vs {us(ice_busy['median_ns'])} / {us(pw_wait['median_ns'])} vs {us(ice_wait['median_ns'])} | `benchmarks/compare` |",
-        f"| 64 B round trip on loopback, procwire `tcp://` vs a raw TCP socket / procwire ZeroMQ vs raw `zeromq` | "
-        f"**{x(tcp['ratio'])}** / **{x(zmq['ratio'])}** (a bridge hop each way) | `procwire bench --remote --async --transports tcp,zmq,nats` |",
+        f"| 64 B round trip on loopback, procwire `tcp://` vs a raw TCP socket / procwire ZeroMQ vs raw `zeromq` / procwire RPC over NATS vs raw async-nats | "
+        f"**{x(tcp['ratio'])}** / **{x(zmq['ratio'])}** (a bridge hop each way; awaited, no bridge: {x(row(remote, 'async-zmq', 64, 'same')['ratio'])}) / "
+        f"**{x(row(remote, 'nats', 64, 'same')['ratio'])}** (awaited: {x(row(remote, 'async-nats', 64, 'same')['ratio'])}) | `procwire bench --remote --async --transports tcp,zmq,nats` |",
         f"| system calls per round trip, procwire / raw (strace, both processes) | "
         + ", ".join(f"{c['transport']} {x(sum(c['procwire'].values()) / max(1, sum(c['raw'].values())))}" for c in syscalls if c["exact"])
         + " | `scripts/syscalls` |",
