@@ -142,14 +142,15 @@ fn relay(from: &Socket, to: &Socket, dir: &str, show: &Show) -> io::Result<()> {
             let _ = to.shutdown(std::net::Shutdown::Write);
             return Ok(());
         }
+        // Shown first, then passed on: the line is written before the
+        // other side can act on what it says.
         if stream {
+            frames.feed(&buf[..n], fds.len(), dir, show);
             let mut sent = to.send_with_fds(&buf[..n], &borrowed)?;
             while sent < n {
                 sent += to.send(&buf[sent..n])?;
             }
-            frames.feed(&buf[..n], fds.len(), dir, show);
         } else {
-            to.send_with_fds(&buf[..n], &borrowed)?;
             let m = &buf[..n];
             if n == 12 && m.starts_with(&OUT_OF_LINE) {
                 let len = u32::from_be_bytes([m[8], m[9], m[10], m[11]]);
@@ -160,6 +161,7 @@ fn relay(from: &Socket, to: &Socket, dir: &str, show: &Show) -> io::Result<()> {
             } else {
                 show.message(dir, m, fds.len());
             }
+            to.send_with_fds(m, &borrowed)?;
         }
         // Ours are closed here: the peer has its own copies.
         drop(borrowed);

@@ -17,6 +17,27 @@ fn bench(args: &[&str]) -> std::process::Output {
         .expect("procwire bench ran past 120 s")
 }
 
+/// Runs `procwire bench ARGS --json`, which must succeed: its rows.
+fn json_rows(args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = bench(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows.as_array().expect("an array").clone()
+}
+
+/// The row of `transport`, which must be there.
+fn row<'a>(rows: &'a [serde_json::Value], transport: &str) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r["transport"] == transport)
+        .unwrap_or_else(|| panic!("no {transport} row in {rows:?}"))
+}
+
 #[test]
 fn json_is_one_array_with_every_field_and_a_baseline_per_row() {
     let out = bench(&["--quick", "--json", "--sizes", "64,4096"]);
@@ -176,27 +197,15 @@ fn a_failed_pin_is_an_error_not_a_mislabelled_row() {
 /// (a stream socket for shared memory), beside the blocking rows.
 #[test]
 fn async_rows_stand_beside_the_blocking_ones_against_raw_tokio() {
-    let out = bench(&[
+    let rows = json_rows(&[
         "--quick",
-        "--json",
         "--async",
         "--transports",
         "pipe,dgram,shm",
         "--sizes",
         "64",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = rows.as_array().unwrap();
-    let find = |t: &str| {
-        rows.iter()
-            .find(|r| r["transport"] == t)
-            .unwrap_or_else(|| panic!("no {t} row in {rows:?}"))
-    };
+    let find = |t: &str| row(&rows, t);
     for (t, base) in [
         ("async-pipe", "raw tokio pipe"),
         ("async-dgram", "raw tokio dgram"),
@@ -224,9 +233,8 @@ fn async_rows_stand_beside_the_blocking_ones_against_raw_tokio() {
 /// row, from one run.
 #[test]
 fn the_async_zeromq_row_stands_against_the_zeromq_crate() {
-    let out = bench(&[
+    let rows = json_rows(&[
         "--quick",
-        "--json",
         "--async",
         "--remote",
         "--transports",
@@ -234,18 +242,8 @@ fn the_async_zeromq_row_stands_against_the_zeromq_crate() {
         "--sizes",
         "64",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = rows.as_array().unwrap();
     for t in ["zmq", "async-zmq"] {
-        let r = rows
-            .iter()
-            .find(|r| r["transport"] == t)
-            .unwrap_or_else(|| panic!("no {t} row in {rows:?}"));
+        let r = row(&rows, t);
         assert_eq!(r["baseline"], "raw zeromq", "{r}");
         assert!(r["median_ns"].as_u64().unwrap() > 0, "{r}");
     }
@@ -256,27 +254,15 @@ fn the_async_zeromq_row_stands_against_the_zeromq_crate() {
 /// (from the project's venv) and stops.
 #[test]
 fn the_nats_rows_stand_against_raw_async_nats() {
-    let out = bench(&[
+    let rows = json_rows(&[
         "--quick",
-        "--json",
         "--remote",
         "--transports",
         "nats",
         "--sizes",
         "64",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let r = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["transport"] == "nats")
-        .unwrap_or_else(|| panic!("no nats row in {rows}"));
+    let r = row(&rows, "nats");
     assert_eq!(r["baseline"], "raw async-nats", "{r}");
     assert!(r["median_ns"].as_u64().unwrap() > 0, "{r}");
     assert!(r["baseline_median_ns"].as_u64().unwrap() > 0, "{r}");

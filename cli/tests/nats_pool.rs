@@ -7,13 +7,16 @@
 #[path = "../../tests/util/nats.rs"]
 mod nats_util;
 
+mod util;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nats_util::{NatsServer, venv_bin};
+use util::{Reaped, signal};
 
 /// Each task: the line with "!" appended; around answers 2,000 and 4,000
 /// each takes 5 ms, so that a signal there finds the worker holding a
@@ -21,23 +24,6 @@ use nats_util::{NatsServer, venv_bin};
 /// computations, counted).
 const BANG: &str = "while read l; do case $l in 199[0-9]|20[0-4][0-9]|399[0-9]|40[0-4][0-9]) \
                     sleep 0.005;; esac; [ -n \"$LOG\" ] && echo \"$l\" >> \"$LOG\"; echo \"$l!\"; done";
-
-/// Kills and reaps on drop: no process outlives a test, pass or fail.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = signal(&self.0, "CONT");
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(c: &Child, sig: &str) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill")
-        .args([&format!("-{sig}"), &c.id().to_string()])
-        .status()
-}
 
 /// A running pool: each stdout line as it comes, and its stderr.
 struct Pool {

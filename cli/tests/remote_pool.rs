@@ -3,10 +3,14 @@
 //! makes itself, over TCP and ZeroMQ, with a worker SIGKILLed and one
 //! SIGSTOPped mid-run; every task answered exactly once, in order.
 
+mod util;
+
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use util::{Reaped, signal};
 
 const KEY: &str = "a key for the remote pool tests, long enough";
 /// Each task: the line with "!" appended.
@@ -34,23 +38,6 @@ fn procwire(prefix: &[String]) -> Command {
     };
     cmd.env("PROCWIRE_KEY", KEY);
     cmd
-}
-
-/// Kills and reaps on drop: no process outlives a test, pass or fail.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = signal(&self.0, "CONT");
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(c: &Child, sig: &str) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill")
-        .args([&format!("-{sig}"), &c.id().to_string()])
-        .status()
 }
 
 /// A running pool: its endpoint, and each stdout line as it comes.
