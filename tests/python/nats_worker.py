@@ -28,6 +28,13 @@ async def main():
     nc = await nats.connect(server)
     js = nc.jetstream()
     tasks = stream_name(name) + "_TASKS"
+    # The pool makes the streams and the consumer: wait for them.
+    for _ in range(200):
+        try:
+            await js.consumer_info(tasks, "workers")
+            break
+        except Exception:
+            await asyncio.sleep(0.1)
     sub = await js.pull_subscribe_bind("workers", tasks)
     answered = 0
     while True:
