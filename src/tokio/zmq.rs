@@ -149,6 +149,27 @@ impl Socket {
     }
 }
 
+/// A socket opened, with the channel settings its messages go by: what a
+/// [`Channel`] and a [`Router`] both hold.
+struct Opened {
+    socket: Socket,
+    codec: CodecKind,
+    max: usize,
+    endpoint: Endpoint,
+}
+
+impl Opened {
+    async fn new(kind: Kind, addr: &str, net: &Net, bind: bool) -> Result<Opened> {
+        let (socket, endpoint) = Socket::open(kind, addr, net, bind).await?;
+        Ok(Opened {
+            socket,
+            codec: net.options.codec_kind(),
+            max: net.options.max_frame_len(),
+            endpoint,
+        })
+    }
+}
+
 /// Encodes `value` with `codec`, as one ZeroMQ frame.
 fn encode<T: Serialize>(codec: CodecKind, value: &T) -> Result<Vec<u8>> {
     let mut payload = Vec::new();
@@ -172,17 +193,14 @@ fn decode<T: DeserializeOwned>(codec: CodecKind, max: usize, payload: &[u8]) -> 
 
 /// A ZeroMQ socket as an awaitable channel. See the [module docs](self).
 pub struct Channel<Out, In> {
-    socket: Socket,
-    codec: CodecKind,
-    max: usize,
-    endpoint: Endpoint,
+    open: Opened,
     _marker: PhantomData<fn(Out) -> In>,
 }
 
 impl<Out, In> std::fmt::Debug for Channel<Out, In> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("tokio::zmq::Channel")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.open.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -199,18 +217,18 @@ impl<Out: Serialize, In: DeserializeOwned> Channel<Out, In> {
 
     /// Sends `*value` without giving it up.
     pub async fn send_ref(&self, value: &Out) -> Result<()> {
-        let payload = encode(self.codec, value)?;
-        self.socket.send(ZmqMessage::from(payload)).await
+        let payload = encode(self.open.codec, value)?;
+        self.open.socket.send(ZmqMessage::from(payload)).await
     }
 
     /// Waits for the next message. A multipart message (procwire carries
     /// one payload frame per message) or one over the channel's maximum is
     /// an error, and the socket goes on.
     pub async fn recv(&self) -> Result<In, RecvError> {
-        let m = self.socket.recv().await.map_err(RecvError::new)?;
+        let m = self.open.socket.recv().await.map_err(RecvError::new)?;
         let payload =
             single(m).map_err(|why| RecvError::new(Error::new(ErrorKind::Decode, why)))?;
-        decode(self.codec, self.max, &payload).map_err(RecvError::new)
+        decode(self.open.codec, self.open.max, &payload).map_err(RecvError::new)
     }
 
     /// Sends `value` and waits for the next message (a REQ's turn).
@@ -222,7 +240,7 @@ impl<Out: Serialize, In: DeserializeOwned> Channel<Out, In> {
     /// The address the socket is bound or connected to (with the port the
     /// system chose, if it was 0).
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        &self.open.endpoint
     }
 }
 
@@ -233,12 +251,8 @@ async fn open<Out, In>(kind: Kind, addr: &str, net: &Net, bind: bool) -> Result<
             "a ROUTER gives each message with its sender: use zmq::bind_router or connect_router",
         ));
     }
-    let (socket, endpoint) = Socket::open(kind, addr, net, bind).await?;
     Ok(Channel {
-        socket,
-        codec: net.options.codec_kind(),
-        max: net.options.max_frame_len(),
-        endpoint,
+        open: Opened::new(kind, addr, net, bind).await?,
         _marker: PhantomData,
     })
 }
@@ -257,17 +271,14 @@ pub async fn connect<Out, In>(kind: Kind, addr: &str, net: &Net) -> Result<Chann
 /// A ROUTER socket, awaited: receives `(Peer, In)`, replies to a chosen
 /// peer.
 pub struct Router<Out, In> {
-    socket: Socket,
-    codec: CodecKind,
-    max: usize,
-    endpoint: Endpoint,
+    open: Opened,
     _marker: PhantomData<fn(Out) -> In>,
 }
 
 impl<Out, In> std::fmt::Debug for Router<Out, In> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("tokio::zmq::Router")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.open.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -275,7 +286,7 @@ impl<Out, In> std::fmt::Debug for Router<Out, In> {
 impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
     /// Waits for the next message and who sent it.
     pub async fn recv(&self) -> Result<(Peer, In), RecvError> {
-        let m = self.socket.recv().await.map_err(RecvError::new)?;
+        let m = self.open.socket.recv().await.map_err(RecvError::new)?;
         let mut frames = m.into_vec();
         let payload = frames.pop().ok_or_else(|| {
             RecvError::new(Error::new(
@@ -283,7 +294,7 @@ impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
                 "a ROUTER message without a payload frame",
             ))
         })?;
-        let value = decode(self.codec, self.max, &payload).map_err(RecvError::new)?;
+        let value = decode(self.open.codec, self.open.max, &payload).map_err(RecvError::new)?;
         let envelope = frames.into_iter().map(|f| f.to_vec()).collect();
         Ok((Peer::new(envelope), value))
     }
@@ -296,28 +307,24 @@ impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
             .iter()
             .map(|f| bytes::Bytes::copy_from_slice(f))
             .collect();
-        frames.push(encode(self.codec, value)?.into());
+        frames.push(encode(self.open.codec, value)?.into());
         let m = ZmqMessage::try_from(frames)
             .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("an empty message: {e:?}")))?;
         // Only a peer that is gone fails a ROUTER's send, as on the
         // blocking ROUTER.
-        let _ = self.socket.send(m).await;
+        let _ = self.open.socket.send(m).await;
         Ok(())
     }
 
     /// The address the socket is bound or connected to.
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        &self.open.endpoint
     }
 }
 
 async fn router<Out, In>(addr: &str, net: &Net, bind: bool) -> Result<Router<Out, In>> {
-    let (socket, endpoint) = Socket::open(Kind::Router, addr, net, bind).await?;
     Ok(Router {
-        socket,
-        codec: net.options.codec_kind(),
-        max: net.options.max_frame_len(),
-        endpoint,
+        open: Opened::new(Kind::Router, addr, net, bind).await?,
         _marker: PhantomData,
     })
 }
