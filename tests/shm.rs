@@ -355,3 +355,39 @@ fn shared_memory_ends_have_descriptors_a_poller_can_wait_on() {
         }
     });
 }
+
+/// A send whose message the reader took reports success, even when the
+/// reader closes its end at once (it used to check the reader's life after
+/// publishing, and fail a message already delivered). On one CPU the futex
+/// wake hands the CPU to the reader, which takes the message and closes
+/// before the sender goes on: the window is hit every time.
+#[test]
+fn a_send_the_reader_took_succeeds_though_the_reader_closes_at_once() {
+    checked(120, || {
+        let mut cpu = rustix::thread::CpuSet::new();
+        cpu.set(rustix::thread::sched_getcpu());
+        rustix::thread::sched_setaffinity(None, &cpu).unwrap();
+        let mut failed = 0;
+        for i in 0..1000u32 {
+            let (mine, theirs) = Shm::new()
+                .wait(ShmWait::Futex)
+                .duplex::<u32, u32>()
+                .unwrap();
+            let sender = std::thread::spawn(move || {
+                // Past the at-most-once-a-millisecond liveness check's pause.
+                std::thread::sleep(Duration::from_millis(2));
+                theirs.send(i)
+            });
+            assert_eq!(mine.recv().unwrap(), i);
+            drop(mine);
+            if let Err(e) = sender.join().unwrap() {
+                failed += 1;
+                eprintln!("{e}");
+            }
+        }
+        assert_eq!(
+            failed, 0,
+            "sends of messages the reader took reported failure"
+        );
+    });
+}

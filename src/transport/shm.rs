@@ -229,11 +229,15 @@ impl Conn {
             drop(w);
             return self.write_out_of_line(bytes);
         }
+        // A reader that closed is seen at once (a flag in the ring); one
+        // that was killed, through the side socket: checked at most once a
+        // millisecond, since it costs a system call, and before the message
+        // is published, never after: a reader that takes it and closes at
+        // once has it, and the send succeeded.
+        if self.reader_died() {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
         match w.try_write(bytes) {
-            // A reader that closed is seen at once (a flag in the ring); one
-            // that was killed, through the side socket: checked at most once
-            // a millisecond, since it costs a system call.
-            Ok(true) if self.reader_died() => Err(io::ErrorKind::BrokenPipe.into()),
             Ok(true) => Ok(bytes.len()),
             Ok(false) if !self.peer_alive() => Err(io::ErrorKind::BrokenPipe.into()),
             Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
@@ -266,10 +270,10 @@ impl Conn {
         if len > w.max_message() {
             return Ok(None);
         }
+        if self.reader_died() {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
         match w.try_write_with(len, fill) {
-            Ok(Some((Ok(()), Equal))) if self.reader_died() => {
-                Err(io::ErrorKind::BrokenPipe.into())
-            }
             Ok(Some((Ok(()), Equal))) => Ok(Some(Ok(()))),
             Ok(Some((Ok(()), _) | (Err(_), Greater))) => Ok(Some(Err(differently()))),
             Ok(Some((Err(e), _))) => Ok(Some(Err(e))),
