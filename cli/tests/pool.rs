@@ -236,6 +236,30 @@ fn a_worker_that_prints_two_lines_per_input_is_caught_and_the_status_says_so() {
     }
 }
 
+/// A worker started to replace a lost one ends as the first ones do at
+/// the end of the run: its input closed, it finishes (here, a goodbye
+/// written after a pause) and exits. It used to be killed the moment the
+/// pool thread that started it ended (Linux sends the parent-death signal
+/// when the *thread* that started a child exits), before the pool closed
+/// its input: its last output was lost, and the check that a worker
+/// printed no more lines than it was given saw nothing.
+#[test]
+fn a_replacement_worker_finishes_at_the_end_as_the_first_ones_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let bye = dir.path().join("bye");
+    let script = format!(
+        "while read l; do [ \"$l\" = crash ] && exit 3; echo a$l; done; sleep 0.3; echo bye >> {}",
+        bye.display()
+    );
+    let out = pool(&["-j", "1", "--", "sh", "-c", &script], "crash\n2\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a2\n", "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&bye).unwrap_or_default(),
+        "bye\n",
+        "the replacement worker did not finish: {out:?}"
+    );
+}
+
 #[test]
 fn a_silent_worker_draws_one_hint_about_buffering_and_python_flushes_by_default() {
     // A worker that never answers: the hint comes once, then the timeout.

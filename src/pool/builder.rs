@@ -161,6 +161,9 @@ impl<Req: Message + Clone, Resp: Message> PoolBuilder<Req, Resp> {
         };
         let arrives = link.arrives();
         let workers = self.workers;
+        let spawner = (!arrives)
+            .then(|| spawner::Spawner::new(Arc::clone(&link)))
+            .transpose()?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
@@ -191,6 +194,7 @@ impl<Req: Message + Clone, Resp: Message> PoolBuilder<Req, Resp> {
             lost_in_a_row: AtomicU64::new(0),
             gave_up: Mutex::new(None),
             drivers: Mutex::new(Vec::new()),
+            spawner,
         });
         let mut pool = Pool {
             shared: Arc::clone(&shared),

@@ -60,6 +60,9 @@ pub(super) struct Shared<Req, Resp> {
     pub(super) gave_up: Mutex<Option<Error>>,
     /// Driver threads, for a pool whose workers arrive (one per worker).
     pub(super) drivers: Mutex<Vec<JoinHandle<()>>>,
+    /// Starts the workers of a pool that starts them (`None`: they
+    /// arrive). Last, so that its thread outlives the workers in `slots`.
+    pub(super) spawner: Option<spawner::Spawner<Req, Resp>>,
 }
 
 pub(super) struct Live {
@@ -147,7 +150,11 @@ impl<Req: Send + Clone + 'static, Resp: Send + 'static> Shared<Req, Resp> {
     }
 
     pub(super) fn start_worker(&self) -> Result<Held<Req, Resp>> {
-        Ok(self.admit(self.link.start()?))
+        let worker = match &self.spawner {
+            Some(s) => s.start()?,
+            None => self.link.start()?,
+        };
+        Ok(self.admit(worker))
     }
 
     /// Ends a worker: see [`Worker::retire`].

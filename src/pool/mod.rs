@@ -73,6 +73,7 @@ mod builder;
 mod engine;
 mod handle;
 mod link;
+mod spawner;
 
 pub use builder::PoolBuilder;
 use builder::Source;
