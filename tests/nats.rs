@@ -206,12 +206,7 @@ fn wrong_credentials_are_refused_while_a_correct_client_is_served() {
         let server = NatsServer::start("authorization { user: worker, password: \"s3cret-pass\" }");
         let addr = server.addr("guarded");
         let dir = tempfile::tempdir().unwrap();
-        let file = |name: &str, text: &str, mode: u32| {
-            let p = dir.path().join(name);
-            std::fs::write(&p, text).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-            p
-        };
+        let file = |name: &str, text: &str, mode: u32| secret(&dir, name, text, mode);
         let right = file("right", "worker:s3cret-pass\n", 0o600);
         let wrong = file("wrong", "worker:guess\n", 0o600);
         let loose = file("loose", "worker:s3cret-pass\n", 0o644);
@@ -261,12 +256,7 @@ fn a_token_file_is_the_credential_and_a_wrong_token_is_refused() {
         let server = NatsServer::start("authorization { token: \"t0ken-of-the-test\" }");
         let addr = server.addr("tokened");
         let dir = tempfile::tempdir().unwrap();
-        let file = |name: &str, text: &str| {
-            let p = dir.path().join(name);
-            std::fs::write(&p, text).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-            p
-        };
+        let file = |name: &str, text: &str| secret(&dir, name, text, 0o600);
         let right = file("right", "t0ken-of-the-test\n");
         let wrong = file("wrong", "not-the-token\n");
         let (mut child, ctl, said) = spawn("send", &addr, &[("PROCWIRE_NATS_TOKEN_FILE", &right)]);
@@ -282,6 +272,55 @@ fn a_token_file_is_the_credential_and_a_wrong_token_is_refused() {
         drop(ctl);
         wait_deadline(&mut child, 10);
     });
+}
+
+/// A `.creds` file (a user's JWT and nkey seed, as `nsc` writes them) from
+/// `PROCWIRE_NATS_CREDS` against a server in operator mode: a user of the
+/// server's account is served; a user signed by an account it does not
+/// know is refused with the server's answer; a file others may read, or
+/// one that is no `.creds` file, is refused before any connection.
+#[test]
+fn a_creds_file_is_the_credential_and_a_user_of_an_unknown_account_is_refused() {
+    checked(60, || {
+        let (server, user, stranger) = NatsServer::with_operator();
+        let addr = server.addr("credentialed");
+        let dir = tempfile::tempdir().unwrap();
+        let right = secret(&dir, "right.creds", &user, 0o600);
+        let foreign = secret(&dir, "foreign.creds", &stranger, 0o600);
+        let loose = secret(&dir, "loose.creds", &user, 0o644);
+        let garbage = secret(&dir, "garbage.creds", "worker:s3cret-pass\n", 0o600);
+        let run = |file: &std::path::Path| {
+            let (mut child, ctl, said) = spawn("send", &addr, &[("PROCWIRE_NATS_CREDS", file)]);
+            drop(ctl);
+            wait_deadline(&mut child, 10);
+            said
+        };
+        assert_eq!(run(&right), "sent");
+        let said = run(&foreign);
+        assert!(said.starts_with("Refused"), "{said}");
+        assert!(
+            said.to_lowercase().contains("authorization violation"),
+            "{said}"
+        );
+        let said = run(&loose);
+        assert!(
+            said.starts_with("Refused") && said.contains("chmod 600"),
+            "{said}"
+        );
+        let said = run(&garbage);
+        assert!(said.contains("not a .creds file"), "{said}");
+        // Without credentials, this process is refused too.
+        let e = nats::receiver::<String>(&addr, &Net::new()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+    });
+}
+
+/// `text` in `dir/name` with permissions `mode`.
+fn secret(dir: &tempfile::TempDir, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    p
 }
 
 /// One service in two processes behind one subject: 10,000 calls, each

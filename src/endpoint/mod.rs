@@ -79,9 +79,9 @@ pub(crate) mod handshakes;
 mod net;
 #[cfg(feature = "tcp")]
 pub(crate) mod tcp;
-#[cfg(feature = "nats")]
-pub(crate) use net::secret_file;
 pub use net::{Key, Net, Retry};
+#[cfg(feature = "nats")]
+pub(crate) use net::{secret_file, secret_file_whole};
 
 /// A parsed address (see the [module docs](self)).
 ///

@@ -22,6 +22,16 @@ pub struct Key(Arc<[u8]>);
 /// trailing newline ignored), refused if its group or others may read it,
 /// with the fix in the message (as ssh refuses a loose private key).
 pub(crate) fn secret_file(var: &str, file: &std::ffi::OsStr) -> Result<Vec<u8>> {
+    let mut bytes = secret_file_whole(var, file)?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
+/// [`secret_file`] as it is, its last newline kept (a NATS `.creds` file's
+/// parser wants the newline that ends its last line).
+pub(crate) fn secret_file_whole(var: &str, file: &std::ffi::OsStr) -> Result<Vec<u8>> {
     use std::os::unix::fs::PermissionsExt;
     let shown = file.to_string_lossy();
     let meta =
@@ -35,12 +45,7 @@ pub(crate) fn secret_file(var: &str, file: &std::ffi::OsStr) -> Result<Vec<u8>> 
             ),
         ));
     }
-    let mut bytes =
-        std::fs::read(file).map_err(|e| Error::io(&format!("reading {var} ({shown})"), e))?;
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
-    }
-    Ok(bytes)
+    std::fs::read(file).map_err(|e| Error::io(&format!("reading {var} ({shown})"), e))
 }
 
 impl Key {

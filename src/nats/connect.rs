@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::background;
-use crate::endpoint::{Endpoint, NatsAddr, secret_file};
+use crate::endpoint::{Endpoint, NatsAddr, secret_file, secret_file_whole};
 use crate::error::{Error, ErrorKind, Result};
 use crate::{CodecKind, Net};
 
@@ -25,12 +25,15 @@ pub const CA_FILE: &str = "PROCWIRE_NATS_CA_FILE";
 /// The connection options the environment asks for.
 fn options() -> Result<async_nats::ConnectOptions> {
     let mut opts = async_nats::ConnectOptions::new().name("procwire");
-    let text = |var: &str, file: &std::ffi::OsStr| -> Result<String> {
-        String::from_utf8(secret_file(var, file)?)
+    let utf8 = |var: &str, bytes: Vec<u8>| -> Result<String> {
+        String::from_utf8(bytes)
             .map_err(|_| Error::new(ErrorKind::InvalidInput, format!("{var}: not UTF-8 text")))
     };
+    let text = |var: &str, file: &std::ffi::OsStr| utf8(var, secret_file(var, file)?);
     if let Some(f) = std::env::var_os(CREDS_FILE) {
-        opts = opts.credentials(&text(CREDS_FILE, &f)?).map_err(|e| {
+        // Whole: the parser wants the newline that ends the seed's block.
+        let creds = utf8(CREDS_FILE, secret_file_whole(CREDS_FILE, &f)?)?;
+        opts = opts.credentials(&creds).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidInput,
                 format!(

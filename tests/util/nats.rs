@@ -43,6 +43,8 @@ pub struct NatsServer {
     child: Child,
     pub port: u16,
     _dir: tempfile::TempDir,
+    /// What the configuration names (an operator's JWT), if anything.
+    _files: Option<tempfile::TempDir>,
 }
 
 impl NatsServer {
@@ -79,6 +81,7 @@ impl NatsServer {
             child,
             port,
             _dir: dir,
+            _files: None,
         };
         server.wait_ready(false);
         server
@@ -95,6 +98,80 @@ impl NatsServer {
             assert!(Instant::now() < deadline, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// A server in operator mode, the decentralized JWT authentication
+    /// that `nsc` sets up: an operator, a system account and one account
+    /// with JetStream, preloaded in a memory resolver. Returns it with the
+    /// `.creds` text of a user of that account, and of a user signed by an
+    /// account the server does not know.
+    pub fn with_operator() -> (NatsServer, String, String) {
+        use nkeys::KeyPair;
+        let operator = KeyPair::new_operator();
+        let system = KeyPair::new_account();
+        let account = KeyPair::new_account();
+        let stranger = KeyPair::new_account();
+        // JetStream for the account, never for the system account.
+        let account_jwt = |key: &KeyPair, name: &str, jetstream: bool| {
+            let mut limits = serde_json::json!({
+                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                "wildcards": true, "conn": -1, "leaf": -1,
+            });
+            if jetstream {
+                for k in ["mem_storage", "disk_storage", "streams", "consumer"] {
+                    limits[k] = (-1).into();
+                }
+            }
+            jwt(
+                &operator,
+                &key.public_key(),
+                name,
+                serde_json::json!({
+                    "type": "account", "version": 2, "limits": limits,
+                    "default_permissions": { "pub": {}, "sub": {} },
+                }),
+            )
+        };
+        let creds = |signer: &KeyPair| {
+            let user = KeyPair::new_user();
+            let token = jwt(
+                signer,
+                &user.public_key(),
+                "tester",
+                serde_json::json!({
+                    "type": "user", "version": 2, "pub": {}, "sub": {},
+                    "subs": -1, "data": -1, "payload": -1,
+                }),
+            );
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                user.seed().unwrap()
+            )
+        };
+        let op_jwt = jwt(
+            &operator,
+            &operator.public_key(),
+            "procwire-test",
+            serde_json::json!({
+                "type": "operator", "version": 2, "system_account": system.public_key(),
+            }),
+        );
+        let files = tempfile::tempdir().unwrap();
+        let op_file = files.path().join("operator.jwt");
+        std::fs::write(&op_file, op_jwt).unwrap();
+        let config = format!(
+            "operator: \"{}\"\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: \"{sys_jwt}\"\n  {acc}: \"{acc_jwt}\"\n}}",
+            op_file.display(),
+            sys = system.public_key(),
+            sys_jwt = account_jwt(&system, "SYS", false),
+            acc = account.public_key(),
+            acc_jwt = account_jwt(&account, "work", true),
+        );
+        let mut server = NatsServer::with_config(free_port(), &config);
+        server._files = Some(files);
+        (server, creds(&account), creds(&stranger))
     }
 
     /// `n` servers in one cluster, each with JetStream, on free loopback
@@ -191,4 +268,26 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A NATS JWT (version 2): `claims` under `nats`, about `subject`, signed
+/// by `issuer` (an Ed25519 nkey) over the encoded header and body.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, claims: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = serde_json::json!({
+        "jti": format!("{name}-{subject}"), "iat": iat, "iss": issuer.public_key(),
+        "name": name, "sub": subject, "nats": claims,
+    });
+    let signed = format!(
+        "{}.{}",
+        b64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
+        b64.encode(body.to_string())
+    );
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64.encode(signature))
 }
