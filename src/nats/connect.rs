@@ -169,6 +169,19 @@ impl Conn {
         let opts = tokio::task::spawn_blocking(options)
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("reading the credentials: {e}")))??;
+        Conn::opened(addr, opts, net).await
+    }
+
+    /// [`open`](Conn::open) on `rt`, a runtime of the caller's own that
+    /// this thread drives: the connection lives there.
+    pub(crate) fn open_on(rt: &tokio::runtime::Runtime, addr: &str, net: &Net) -> Result<Conn> {
+        let addr = parse(addr)?;
+        let opts = options()?;
+        rt.block_on(Conn::opened(addr, opts, net))
+    }
+
+    /// Connects within `net`'s deadline, on the current runtime.
+    async fn opened(addr: NatsAddr, opts: async_nats::ConnectOptions, net: &Net) -> Result<Conn> {
         let limit = net.connect_timeout + Duration::from_secs(1);
         let client = tokio::time::timeout(limit, connect(&addr, opts, net))
             .await

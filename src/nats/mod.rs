@@ -86,9 +86,10 @@
 //!
 //! The subjects, streams, consumers and payloads are in the wire format
 //! (`docs/wire-format.md`, "NATS"), so a client in any language can be a
-//! peer. The connections run on procwire's background runtime (one thread,
-//! `procwire-net`, while any NATS or ZeroMQ end lives); each call runs on
-//! the caller's thread.
+//! peer. The connections of channels and clients run on procwire's
+//! background runtime (one thread, `procwire-net`, while any NATS or
+//! ZeroMQ end lives), each call on the caller's thread; [`serve`] runs its
+//! connection on its own thread, between calls.
 
 pub(crate) mod channel;
 pub(crate) mod connect;

@@ -25,31 +25,70 @@ pub(crate) const QUEUE: &str = "procwire";
 /// `Result<Resp, String>` in it (`{"Ok": …}` or `{"Err": "…"}` in JSON),
 /// the handler's error by its message; a request that does not decode is
 /// answered with an `Err` that says so.
+///
+/// The connection runs on this thread, between calls (a runtime of its
+/// own, not procwire's background one): a call reaches the handler, and
+/// its reply the server, with no hand-off to another thread. While the
+/// handler runs, the connection waits: a handler that runs past the
+/// server's allowance for unanswered pings (two of them, two minutes
+/// apart, by default) loses the connection; the client then reconnects,
+/// and calls sent to this server in the meantime end at their callers'
+/// deadlines.
 pub fn serve<Req, Resp, E>(
     addr: &str,
     net: &Net,
-    mut handler: impl FnMut(Req) -> std::result::Result<Resp, E>,
-    mut stop: impl FnMut() -> bool,
+    handler: impl FnMut(Req) -> std::result::Result<Resp, E>,
+    stop: impl FnMut() -> bool,
 ) -> Result<()>
 where
     Req: DeserializeOwned,
     Resp: Serialize,
     E: std::fmt::Display,
 {
-    let conn = Conn::open(addr, net)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("serving {addr}: a runtime: {e}")))?;
+    let conn = Conn::open_on(&rt, addr, net)?;
+    rt.block_on(serve_on(&conn, net, handler, Some(stop)))
+}
+
+/// Serves the calls on `conn`'s subject in its queue group, one at a time,
+/// until the connection is lost for good (an error) or `stop` (when given)
+/// returns `true`: asked once the subscription is in place, then at least
+/// every 100 ms.
+pub(crate) async fn serve_on<Req, Resp, E>(
+    conn: &Conn,
+    net: &Net,
+    mut handler: impl FnMut(Req) -> std::result::Result<Resp, E>,
+    mut stop: Option<impl FnMut() -> bool>,
+) -> Result<()>
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    E: std::fmt::Display,
+{
     let what = format!("serving {}", conn.addr);
-    let mut calls = conn
-        .drive(Some(Instant::now() + net.connect_timeout), subscribe(&conn))
-        .ok_or_else(|| {
-            Error::new(ErrorKind::Timeout, format!("{what}: subscribing timed out"))
-        })??;
+    let mut calls = tokio::time::timeout(net.connect_timeout, subscribe(conn))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Timeout,
+                format!("{what}: subscribing timed out"),
+            ))
+        })?;
     loop {
-        if stop() {
-            return Ok(());
-        }
-        let tick = Instant::now() + Duration::from_millis(100);
-        let Some(next) = conn.drive(Some(tick), calls.next()) else {
-            continue;
+        let next = match stop.as_mut() {
+            None => calls.next().await,
+            Some(stop) => {
+                if stop() {
+                    return Ok(());
+                }
+                match tokio::time::timeout(Duration::from_millis(100), calls.next()).await {
+                    Ok(next) => next,
+                    Err(_) => continue,
+                }
+            }
         };
         let Some(call) = next else {
             return Err(Error::new(
@@ -60,13 +99,11 @@ where
         let Some(reply_to) = call.reply else {
             continue; // a publish, not a request: nobody to answer
         };
-        let payload = answer(&conn, &call.payload, &mut handler)?;
-        conn.drive(
-            Some(Instant::now() + net.connect_timeout),
-            conn.client.publish(reply_to, payload.into()),
-        )
-        .ok_or_else(|| Error::new(ErrorKind::Timeout, format!("{what}: replying timed out")))?
-        .map_err(|e| Error::new(ErrorKind::Io, format!("{what}: {e}")))?;
+        let payload = answer(conn, &call.payload, &mut handler)?;
+        conn.client
+            .publish(reply_to, payload.into())
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("{what}: {e}")))?;
     }
 }
 

@@ -27,7 +27,6 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -181,7 +180,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
 pub async fn serve<Req, Resp, E>(
     addr: &str,
     net: &Net,
-    mut handler: impl FnMut(Req) -> std::result::Result<Resp, E>,
+    handler: impl FnMut(Req) -> std::result::Result<Resp, E>,
 ) -> Result<()>
 where
     Req: DeserializeOwned,
@@ -189,20 +188,5 @@ where
     E: std::fmt::Display,
 {
     let conn = Conn::open_async(addr, net).await?;
-    let what = format!("serving {}", conn.addr);
-    let mut calls = opening(&conn, net, rpc::subscribe(&conn)).await?;
-    while let Some(call) = calls.next().await {
-        let Some(reply_to) = call.reply else {
-            continue;
-        };
-        let payload = rpc::answer(&conn, &call.payload, &mut handler)?;
-        conn.client
-            .publish(reply_to, payload.into())
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("{what}: {e}")))?;
-    }
-    Err(Error::new(
-        ErrorKind::Disconnected,
-        format!("{what}: the connection to the server is closed"),
-    ))
+    rpc::serve_on(&conn, net, handler, None::<fn() -> bool>).await
 }
