@@ -127,7 +127,7 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
 
     #[inline]
     fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(bytes);
+        crate::bytes::extend(self.0, bytes);
         Ok(())
     }
 

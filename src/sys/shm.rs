@@ -153,9 +153,7 @@ impl Region {
         }
         // SAFETY: the destination span is inside the mapping (checked) and
         // cannot overlap `data`, which is private memory of this process.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len());
-        }
+        unsafe { copy(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
         true
     }
 
@@ -171,14 +169,31 @@ impl Region {
         }
         // SAFETY: the source span is inside the mapping (checked) and cannot
         // overlap `out`, which is private memory of this process.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.ptr.as_ptr().add(offset),
-                out.as_mut_ptr(),
-                out.len(),
-            );
-        }
+        unsafe { copy(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
         true
+    }
+}
+
+/// `copy_nonoverlapping`, in pieces where one `memcpy` would be
+/// [`aliased`](crate::bytes::aliased).
+///
+/// # Safety
+/// As `copy_nonoverlapping`: `src` readable and `dst` writable for `len`
+/// bytes, the two spans apart.
+#[inline]
+unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
+    use crate::bytes::{PIECE, aliased};
+    if !aliased(dst as usize, src as usize, len) {
+        // SAFETY: the caller's promise.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+        return;
+    }
+    let mut at = 0;
+    while at < len {
+        let n = PIECE.min(len - at);
+        // SAFETY: `at + n <= len`: inside both spans the caller vouches for.
+        unsafe { std::ptr::copy_nonoverlapping(src.add(at), dst.add(at), n) };
+        at += n;
     }
 }
 

@@ -117,7 +117,7 @@ impl Write for Direct<'_> {
         };
         self.room = room;
         if data.len() < CHUNK {
-            self.pending.extend_from_slice(data);
+            crate::bytes::extend(self.pending, data);
         } else {
             self.put(data)?;
         }

@@ -36,7 +36,7 @@ pub(super) struct Encoded<'a>(pub(super) &'a [u8]);
 
 impl Payload for Encoded<'_> {
     fn fill(&self, _: CodecKind, out: &mut Vec<u8>) -> Result<()> {
-        out.extend_from_slice(self.0);
+        crate::bytes::extend(out, self.0);
         Ok(())
     }
 
