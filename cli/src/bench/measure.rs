@@ -60,27 +60,55 @@ pub(super) struct Measured {
     pub(super) throughput_mib_s: f64,
 }
 
-/// The median of `rounds` measurements of `side` (each statistic on its
-/// own): one slow round on a noisy machine does not decide a row.
-pub(super) fn measure(side: Side, size: usize, pin: Pin, quick: bool) -> Result<Measured> {
-    let (rounds, budget) = if quick {
+/// How many rounds a measurement takes, and how long each lasts.
+fn plan(quick: bool) -> (usize, Duration) {
+    if quick {
         (1, Duration::from_millis(30))
     } else {
-        (3, Duration::from_millis(100))
-    };
-    let all = (0..rounds)
-        .map(|_| measure_once(side, size, pin, budget))
-        .collect::<Result<Vec<_>>>()?;
+        (5, Duration::from_millis(60))
+    }
+}
+
+/// Each statistic's median over the rounds: one slow round on a noisy
+/// machine does not decide a row.
+fn median(all: &[Measured]) -> Measured {
     let mid = |f: &dyn Fn(&Measured) -> f64| {
         let mut v: Vec<f64> = all.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    Ok(Measured {
+    Measured {
         median_ns: mid(&|m| m.median_ns as f64) as u64,
         p99_ns: mid(&|m| m.p99_ns as f64) as u64,
         throughput_mib_s: mid(&|m| m.throughput_mib_s),
-    })
+    }
+}
+
+/// The median of the rounds of `side` (see [`plan`]).
+pub(super) fn measure(side: Side, size: usize, pin: Pin, quick: bool) -> Result<Measured> {
+    let (rounds, budget) = plan(quick);
+    let all = (0..rounds)
+        .map(|_| measure_once(side, size, pin, budget))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(median(&all))
+}
+
+/// [`measure`] of two sides, their rounds taken in turn, so that a slow
+/// spell of the machine falls on both rather than on one side's rounds.
+pub(super) fn measure_pair(
+    a: Side,
+    b: Side,
+    size: usize,
+    pin: Pin,
+    quick: bool,
+) -> Result<(Measured, Measured)> {
+    let (rounds, budget) = plan(quick);
+    let (mut of_a, mut of_b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        of_a.push(measure_once(a, size, pin, budget)?);
+        of_b.push(measure_once(b, size, pin, budget)?);
+    }
+    Ok((median(&of_a), median(&of_b)))
 }
 
 /// One round: round trips for `budget`, then a one-way stream for about as

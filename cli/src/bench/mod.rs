@@ -27,7 +27,7 @@ mod measure;
 mod nats;
 
 use link::Link;
-use measure::{Measured, measure};
+use measure::{Measured, measure, measure_pair};
 pub use measure::{peer, roundtrips};
 
 /// What `procwire bench` was asked to measure.
@@ -492,14 +492,29 @@ pub fn run(cfg: Config) -> Result<()> {
     // A measurement serves every row that needs it (shared memory at the
     // largest size has two baselines).
     let mut done: HashMap<(Side, usize, Pin), Measured> = HashMap::new();
-    let mut get = |side: Side, size: usize, pin: Pin| -> Result<Measured> {
-        if let Some(m) = done.get(&(side, size, pin)) {
-            return Ok(*m);
-        }
-        let m = measure(side, size, pin, cfg.quick)
-            .with_context(|| format!("{} at {size} bytes, pin {}", side.name(), pin.name()))?;
-        done.insert((side, size, pin), m);
-        Ok(m)
+    let what = |side: Side, size: usize, pin: Pin| {
+        format!("{} at {size} bytes, pin {}", side.name(), pin.name())
+    };
+    // The baseline and procwire at one size: their rounds in turn when
+    // neither was measured yet.
+    let mut get = |base: Side, wire: Side, size: usize, pin: Pin| -> Result<(Measured, Measured)> {
+        let known = (done.get(&(base, size, pin)), done.get(&(wire, size, pin)));
+        let (b, w) = match known {
+            (Some(b), Some(w)) => (*b, *w),
+            (Some(b), None) => (
+                *b,
+                measure(wire, size, pin, cfg.quick).with_context(|| what(wire, size, pin))?,
+            ),
+            (None, Some(w)) => (
+                measure(base, size, pin, cfg.quick).with_context(|| what(base, size, pin))?,
+                *w,
+            ),
+            (None, None) => measure_pair(base, wire, size, pin, cfg.quick)
+                .with_context(|| format!("{} and {}", what(base, size, pin), wire.name()))?,
+        };
+        done.insert((base, size, pin), b);
+        done.insert((wire, size, pin), w);
+        Ok((b, w))
     };
     let mut rows = Vec::new();
     for c in &cases {
@@ -509,9 +524,8 @@ pub fn run(cfg: Config) -> Result<()> {
             human_size(c.size),
             c.pin.name()
         ));
-        // The same size, the baseline and procwire back to back.
-        let base = get(c.base, c.size, c.pin)?;
-        let wire = get(c.side(), c.size, c.pin)?;
+        // The same size, the baseline and procwire in turn.
+        let (base, wire) = get(c.base, c.side(), c.size, c.pin)?;
         if !cfg.json && !std::io::stderr().is_terminal() {
             eprintln!(
                 "measured {} {} {}",
