@@ -159,3 +159,54 @@ fn receives_cancelled_by_timers_lose_and_repeat_nothing() {
         });
     });
 }
+
+/// The blocking `nats::serve`, called on a runtime's thread (where it
+/// cannot run a runtime of its own: `block_on` there panics), serves a
+/// call and stops when asked, its connection on procwire's background
+/// runtime; off a runtime it runs its own.
+#[test]
+fn the_blocking_serve_works_on_a_runtime_thread_and_off_one() {
+    checked(60, || {
+        let server = NatsServer::start("");
+        let addr = server.addr("blocking.serve");
+        let net = Net::new();
+        for on_a_runtime in [true, false] {
+            let (addr2, net2) = (addr.clone(), net.clone());
+            let served = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let seen = std::sync::Arc::clone(&served);
+            let serving = std::thread::spawn(move || {
+                let run = || {
+                    nats::serve(
+                        &addr2,
+                        &net2,
+                        |x: u32| {
+                            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            Ok::<_, String>(x + 1)
+                        },
+                        || seen.load(std::sync::atomic::Ordering::SeqCst) > 0,
+                    )
+                };
+                if on_a_runtime {
+                    current_thread().block_on(async { run() })
+                } else {
+                    run()
+                }
+            });
+            let client = nats::Client::<u32, u32>::connect(&addr, &net).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let answer = loop {
+                match client.call_timeout(41, Duration::from_secs(2)) {
+                    Ok(a) => break a,
+                    // Not subscribed yet: no server serves the subject.
+                    Err(e) if e.is_disconnected() && std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            assert_eq!(answer, 42);
+            serving.join().unwrap().unwrap();
+            assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
+    });
+}

@@ -45,6 +45,15 @@ where
     Resp: Serialize,
     E: std::fmt::Display,
 {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // Called on a runtime's thread, which cannot run a runtime of its
+        // own: the connection goes on procwire's background runtime, and
+        // the loop runs here (as every blocking end does).
+        let conn = Conn::open(addr, net)?;
+        return conn
+            .drive(None, serve_on(&conn, net, handler, Some(stop)))
+            .unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "serving ended without a result")));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -82,6 +91,9 @@ where
             None => calls.next().await,
             Some(stop) => {
                 if stop() {
+                    // The replies given so far leave before the connection
+                    // goes (they wait in the client's queue otherwise).
+                    let _ = tokio::time::timeout(net.connect_timeout, conn.client.flush()).await;
                     return Ok(());
                 }
                 match tokio::time::timeout(Duration::from_millis(100), calls.next()).await {
