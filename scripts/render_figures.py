@@ -192,7 +192,7 @@ def slot_row():
 def render_targets():
     """The core-speed issue's targets, each against the figures of this run."""
     t64 = {t: row(bench, t, 64, "same")["ratio"] for t in ("stream", "dgram", "seqpacket", "pipe")}
-    t64["tcp (keyless)"] = row(remote, "tcp", 64, "same")["ratio"]
+    t64["tcp (no key, still encrypted)"] = row(remote, "tcp", 64, "same")["ratio"]
     p99 = {t: row(bench, t, 64, "same") for t in ("stream", "dgram", "seqpacket", "pipe")}
     p99 = {t: r["p99_ns"] / r["baseline_p99_ns"] for t, r in p99.items()}
     t4k = {t: row(bench, t, 4 * KiB, "same")["ratio"] for t in ("stream", "dgram", "seqpacket", "pipe")}

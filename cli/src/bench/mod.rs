@@ -86,7 +86,7 @@ pub enum Transport {
     ShmYield,
     /// Shared memory, always sleeping on a futex.
     ShmFutex,
-    /// procwire over TCP on loopback (no key); with `--remote`.
+    /// procwire over TCP on loopback (no key; its frames still encrypted); with `--remote`.
     Tcp,
     /// procwire over ZeroMQ DEALER sockets on loopback TCP; with `--remote`.
     Zmq,
