@@ -51,7 +51,9 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How long a send waits for the server to store a message, by default.
 pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn js_error(what: &str, e: impl std::fmt::Display) -> Error {
+/// An error of the server's (or of the client talking to it), with what
+/// was being done.
+pub(crate) fn js_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Io, format!("{what}: {e}"))
 }
 
@@ -135,7 +137,7 @@ struct PullState {
 }
 
 /// Asks the server for one message, waiting at most `wait` for one.
-async fn fetch_one(
+pub(crate) async fn fetch_one(
     consumer: consumer::Consumer<consumer::pull::Config>,
     wait: Duration,
     what: String,

@@ -12,6 +12,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 
+use super::channel::js_error;
 use super::connect::Conn;
 use crate::Net;
 use crate::error::{Error, ErrorKind, Result};
@@ -67,10 +68,6 @@ impl Names {
 /// The task number at the end of a subject.
 fn number(subject: &str) -> Option<u64> {
     subject.rsplit('.').next()?.parse().ok()
-}
-
-fn io(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Io, format!("{what}: {e}"))
 }
 
 /// Whether a publish was refused because its subject already holds its one
@@ -202,15 +199,15 @@ impl DurablePool {
             let tasks = js
                 .get_or_create_stream(tasks_cfg)
                 .await
-                .map_err(|e| io(&what, e))?;
+                .map_err(|e| js_error(&what, e))?;
             let answers = js
                 .get_or_create_stream(answers_cfg)
                 .await
-                .map_err(|e| io(&what, e))?;
+                .map_err(|e| js_error(&what, e))?;
             tasks
                 .get_or_create_consumer::<consumer::pull::Config>(WORKERS, workers)
                 .await
-                .map_err(|e| io(&what, e))?;
+                .map_err(|e| js_error(&what, e))?;
             // Every answer there is, from the first: on a resumed run, the
             // ones given before come again.
             let ordered = answers
@@ -219,10 +216,10 @@ impl DurablePool {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| io(&what, e))?
+                .map_err(|e| js_error(&what, e))?
                 .messages()
                 .await
-                .map_err(|e| io(&what, e))?;
+                .map_err(|e| js_error(&what, e))?;
             Ok::<_, Error>((tasks, ordered))
         };
         let (tasks, answers) = conn.drive(deadline, made).ok_or_else(timed_out)??;
@@ -266,7 +263,7 @@ impl DurablePool {
                     let had = tasks
                         .get_last_raw_message_by_subject(&subject)
                         .await
-                        .map_err(|e| io(&what, e))?;
+                        .map_err(|e| js_error(&what, e))?;
                     Ok(Some(
                         had.headers
                             .get(INPUT_HASH)
@@ -274,7 +271,7 @@ impl DurablePool {
                             .unwrap_or_default(),
                     ))
                 }
-                Err(e) => Err(io(&what, e)),
+                Err(e) => Err(js_error(&what, e)),
             }
         };
         // A cluster electing a new leader (a node lost) answers nothing
@@ -313,7 +310,7 @@ impl DurablePool {
                         format!("{what}: the answers stream ended"),
                     ));
                 }
-                Some(Some(m)) => m.map_err(|e| io(&what, e))?,
+                Some(Some(m)) => m.map_err(|e| js_error(&what, e))?,
             };
             let Some(task) = number(m.subject.as_str()) else {
                 continue;
@@ -346,7 +343,7 @@ impl DurablePool {
                     Ok(_) => {}
                     // Gone already (an earlier attempt's answer was lost).
                     Err(e) if e.to_string().contains("not found") => {}
-                    Err(e) => return Err(io(&what, e)),
+                    Err(e) => return Err(js_error(&what, e)),
                 }
             }
             Ok::<_, Error>(())

@@ -7,13 +7,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer};
-use futures_util::StreamExt;
 
-use super::{
-    FAILED, INPUT_HASH, MAX_DELIVER, Names, TIMEOUT_MS, WORKERS, already_there, io, number,
-};
+use super::{FAILED, INPUT_HASH, MAX_DELIVER, Names, TIMEOUT_MS, WORKERS, already_there, number};
 use crate::Net;
 use crate::error::{Error, ErrorKind, Result};
+use crate::nats::channel::{fetch_one, js_error};
 use crate::nats::connect::Conn;
 
 /// How a worker runs.
@@ -55,10 +53,10 @@ pub fn work(
         let got = conn.drive(Some(Instant::now() + Duration::from_secs(10)), async {
             js.get_stream(&names.tasks_stream)
                 .await
-                .map_err(|e| io(&what, e))?
+                .map_err(|e| js_error(&what, e))?
                 .get_consumer(WORKERS)
                 .await
-                .map_err(|e| io(&what, e))
+                .map_err(|e| js_error(&what, e))
         });
         match got {
             Some(Ok(c)) => break c,
@@ -76,19 +74,10 @@ pub fn work(
         limit: opts.wait_for_pool,
     };
     loop {
-        let pulled = conn.drive(Some(Instant::now() + Duration::from_secs(15)), async {
-            let mut batch = workers
-                .batch()
-                .max_messages(1)
-                .expires(Duration::from_secs(5))
-                .messages()
-                .await
-                .map_err(|e| io(&what, e))?;
-            match batch.next().await {
-                None => Ok(None),
-                Some(m) => m.map(Some).map_err(|e| io(&what, e)),
-            }
-        });
+        let pulled = conn.drive(
+            Some(Instant::now() + Duration::from_secs(15)),
+            fetch_one(workers.clone(), Duration::from_secs(5), what.clone()),
+        );
         let task = match pulled {
             Some(Ok(Some(m))) => m,
             Some(Ok(None)) => {
@@ -221,11 +210,11 @@ fn return_answer(
         match stored {
             Ok(()) => {}
             Err(e) if already_there(&e) => {}
-            Err(e) => return Err(io(what, e)),
+            Err(e) => return Err(js_error(what, e)),
         }
         task.double_ack_with(jetstream::AckKind::Ack)
             .await
-            .map_err(|e| io(what, e))
+            .map_err(|e| js_error(what, e))
     };
     conn.drive(Some(Instant::now() + Duration::from_secs(30)), done)
         .ok_or_else(|| Error::new(ErrorKind::Timeout, format!("{what}: answering timed out")))?
