@@ -8,6 +8,7 @@
 //!
 //! Each wrapper names its man page under `# References`.
 
+mod clock;
 pub(crate) mod inherit;
 pub(crate) mod lock;
 mod poll;
@@ -23,6 +24,7 @@ pub(crate) mod sockio;
 pub(crate) mod storm;
 mod unix_path;
 
+pub(crate) use clock::coarse_ns;
 pub(crate) use poll::{Interest, hung_up, poll};
 pub(crate) use unix_path::{accept, unix_connect, unix_listen};
 

@@ -127,9 +127,6 @@ pub(crate) struct Conn {
     peer: OnceLock<Arc<dyn Watched>>,
     /// Whether a copy of this end went elsewhere (see [`crate::ends`]).
     shared: crate::ends::Shared,
-    /// When the connection was made: times kept in atomics (a ring's last
-    /// liveness check, a TCP peer's last sign of life) count from it.
-    epoch: Instant,
     /// A pipe end made `O_NONBLOCK` for an async end: its tries are plain
     /// reads and writes, whose `EAGAIN` means "no data" or "no room". An
     /// `RWF_NOWAIT` try may also give up where it would merely have to wait
@@ -226,7 +223,6 @@ impl Conn {
             flavor,
             peer: OnceLock::new(),
             shared,
-            epoch: Instant::now(),
             plain_nonblocking: std::sync::atomic::AtomicBool::new(false),
         }
     }

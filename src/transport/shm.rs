@@ -35,8 +35,8 @@ pub(super) struct ShmRings {
     /// reading ring's `data` eventfd and the side socket's hang-up, so that
     /// a vanished writer wakes a poller too.
     pub(super) rx_ready: Option<OwnedFd>,
-    /// When the writer last checked that its reader lives (nanoseconds
-    /// since the connection's epoch).
+    /// When the writer last checked that its reader lives
+    /// ([`sys::coarse_ns`]).
     checked_alive: std::sync::atomic::AtomicU64,
 }
 
@@ -148,11 +148,11 @@ impl Conn {
     }
 
     /// Whether a shared-memory reader's process is gone, checked at most
-    /// once a millisecond.
+    /// once a millisecond (on the coarse clock: once a tick, 1 to 4 ms).
     pub(super) fn reader_died(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let Some(s) = self.rings() else { return false };
-        let now = self.epoch.elapsed().as_nanos() as u64;
+        let now = sys::coarse_ns();
         if now.saturating_sub(s.checked_alive.load(Relaxed)) < 1_000_000 {
             return false;
         }

@@ -19,7 +19,7 @@ pub(crate) struct Liveness {
     /// The peer's heartbeat interval: silence for three of them ends the
     /// connection.
     pub(crate) interval: Duration,
-    /// Nanoseconds since the connection's epoch.
+    /// When bytes last came from the peer ([`sys::coarse_ns`]).
     last_heard: std::sync::atomic::AtomicU64,
     /// The peer ended its sending side: no more heartbeats will come.
     ended: std::sync::atomic::AtomicBool,
@@ -47,7 +47,7 @@ impl Conn {
             Flavor::Tcp(Liveness {
                 linger,
                 interval,
-                last_heard: std::sync::atomic::AtomicU64::new(0),
+                last_heard: std::sync::atomic::AtomicU64::new(sys::coarse_ns()),
                 ended: std::sync::atomic::AtomicBool::new(false),
                 silent: std::sync::atomic::AtomicBool::new(false),
                 session,
@@ -96,8 +96,7 @@ impl Conn {
     pub(super) fn heard(&self, got: &io::Result<sys::Received>) {
         use std::sync::atomic::Ordering::Relaxed;
         if let (Some(l), Ok(r)) = (self.liveness(), got) {
-            l.last_heard
-                .store(self.epoch.elapsed().as_nanos() as u64, Relaxed);
+            l.last_heard.store(sys::coarse_ns(), Relaxed);
             if r.len == 0 {
                 l.ended.store(true, Relaxed);
             }
@@ -117,7 +116,7 @@ impl Conn {
         let Some(l) = self.liveness() else {
             return;
         };
-        let now = self.epoch.elapsed().as_nanos() as u64;
+        let now = sys::coarse_ns();
         // The peer shut down its sending side (or the connection broke):
         // no heartbeat will come, whether or not anyone reads here.
         if matches!(sys::hung_up(self.fd.as_fd()), Ok(true)) {
