@@ -88,6 +88,15 @@ fn pad8(n: usize) -> usize {
     (n + 7) & !7
 }
 
+/// Where position `pos` lies in a data area of `cap` bytes, a power of two
+/// (`capacity_for`, `check_header`): a mask, where `%` would divide (some
+/// 40 cycles on x86, three times a message).
+#[inline]
+fn at(pos: u64, cap: usize) -> usize {
+    debug_assert!(cap.is_power_of_two());
+    (pos & (cap as u64 - 1)) as usize
+}
+
 /// The region size for a data area of `capacity` bytes (a power of two).
 pub(crate) fn region_len(capacity: usize) -> usize {
     DATA + capacity
@@ -249,7 +258,7 @@ impl Writer {
         if head > self.tail || used > self.cap as u64 {
             return false; // try_write will report the corruption
         }
-        let off = (self.tail % self.cap as u64) as usize;
+        let off = at(self.tail, self.cap);
         let to_end = self.cap - off;
         let needed = if bytes <= to_end {
             bytes
@@ -282,7 +291,7 @@ impl Writer {
         if self.region.u32_at(OFF_READER_GONE).load(Ordering::Acquire) != 0 {
             return Err(RingError::ReaderGone);
         }
-        let off = (self.tail % self.cap as u64) as usize;
+        let off = at(self.tail, self.cap);
         let record = RECORD_HEADER + pad8(payload);
         let to_end = self.cap - off;
         let needed = if record <= to_end {
@@ -438,7 +447,7 @@ impl Reader {
             if avail == 0 {
                 return Ok(None);
             }
-            let off = (self.head % self.cap as u64) as usize;
+            let off = at(self.head, self.cap);
             let to_end = self.cap - off;
             if avail < RECORD_HEADER as u64 || to_end < RECORD_HEADER {
                 return Err(RingError::Corrupt("a record header is cut off".into()));
