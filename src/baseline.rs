@@ -159,8 +159,12 @@ impl RawWriter {
         region.write(DATA + at, &(msg.len() as u64).to_le_bytes());
         copy_in(region, self.cap, (at + 8) % self.cap, msg);
         self.tail = tail.wrapping_add(need);
-        region.u64_at(OFF_TAIL).store(self.tail, Ordering::SeqCst);
-        wake(region, OFF_DATA_SEQ, OFF_READER_WAITING);
+        if self.wait == ShmWait::Spin {
+            region.u64_at(OFF_TAIL).store(self.tail, Ordering::Release);
+        } else {
+            region.u64_at(OFF_TAIL).store(self.tail, Ordering::SeqCst);
+            wake(region, OFF_DATA_SEQ, OFF_READER_WAITING);
+        }
     }
 }
 
@@ -180,8 +184,12 @@ impl RawReader {
         let take = len.min(out.len());
         copy_out(region, self.cap, (at + 8) % self.cap, &mut out[..take]);
         self.head = head.wrapping_add(record_len(len) as u64);
-        region.u64_at(OFF_HEAD).store(self.head, Ordering::SeqCst);
-        wake(region, OFF_SPACE_SEQ, OFF_WRITER_WAITING);
+        if self.wait == ShmWait::Spin {
+            region.u64_at(OFF_HEAD).store(self.head, Ordering::Release);
+        } else {
+            region.u64_at(OFF_HEAD).store(self.head, Ordering::SeqCst);
+            wake(region, OFF_SPACE_SEQ, OFF_WRITER_WAITING);
+        }
         take
     }
 }
