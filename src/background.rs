@@ -1,6 +1,7 @@
 //! procwire's background runtime: the one tokio runtime (one worker
-//! thread, `procwire-net`) on which the network clients that need one run
-//! their connections (ZeroMQ sockets, NATS clients), started by the first
+//! thread, `procwire-net`) on which the NATS clients run their
+//! connections (a blocking ZeroMQ socket has a runtime of its own,
+//! `remote::zmq::driven`, driven by its callers), started by the first
 //! and stopped when the last is dropped, so that a process done with them
 //! keeps no thread and no descriptor; and [`drive`], which runs one of
 //! their futures on the calling thread, with a deadline, from any thread

@@ -263,7 +263,7 @@ compile_error!(
 );
 
 mod awaited;
-#[cfg(any(feature = "zmq", feature = "nats"))]
+#[cfg(feature = "nats")]
 mod background;
 #[cfg(feature = "baseline")]
 #[cfg_attr(docsrs, doc(cfg(feature = "baseline")))]

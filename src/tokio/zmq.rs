@@ -30,166 +30,17 @@
 
 use std::marker::PhantomData;
 
-use ::tokio::sync::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use zeromq::{SocketRecv, SocketSend, ZmqError, ZmqMessage};
+use zeromq::ZmqMessage;
 
+use crate::Net;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, RecvError, Result, SendError};
-use crate::remote::zmq::bridge::{Zsock, peer_failed, single};
-use crate::remote::zmq::{parse_zmq_endpoint, zmq_address, zmq_error};
+use crate::remote::zmq::bridge::single;
+use crate::remote::zmq::router::{from_peer, to_peer};
+use crate::remote::zmq::socket::{Opened, decode, encode};
 use crate::zmq::{Kind, Peer};
-use crate::{CodecKind, Net};
-
-/// The socket, as its sends and receives are awaited.
-enum Socket {
-    /// REQ and REP take turns, PUSH only sends, PULL only receives: one
-    /// lock.
-    Whole(Mutex<Zsock>),
-    /// A DEALER or ROUTER sends and receives at once.
-    Split {
-        tx: Mutex<Box<dyn SocketSend + Send>>,
-        rx: Mutex<Box<dyn SocketRecv + Send>>,
-    },
-}
-
-fn z(e: ZmqError) -> Error {
-    match e {
-        ZmqError::NoMessage => Error::new(ErrorKind::Disconnected, "the ZeroMQ socket is closed"),
-        e => zmq_error("ZeroMQ", e),
-    }
-}
-
-impl Socket {
-    async fn open(kind: Kind, addr: &str, net: &Net, bind: bool) -> Result<(Socket, Endpoint)> {
-        let endpoint: Endpoint = addr.parse()?;
-        // The policy looks the host up, and an ipc bind looks at the file
-        // system: off the runtime's threads.
-        let zaddr = {
-            let (endpoint, net) = (endpoint.clone(), net.clone());
-            ::tokio::task::spawn_blocking(move || zmq_address(&endpoint, &net, bind))
-                .await
-                .map_err(|e| Error::new(ErrorKind::Io, format!("checking {addr}: {e}")))??
-        };
-        let what = format!(
-            "{} ZeroMQ {kind:?} at {addr}",
-            if bind { "binding" } else { "connecting" }
-        );
-        let mut sock = Zsock::new(kind);
-        let bound = ::tokio::time::timeout(net.connect_timeout, sock.bind_or_connect(&zaddr, bind))
-            .await
-            .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what}: timed out")))?
-            .map_err(|e| zmq_error(&what, e))?;
-        let endpoint = bound
-            .and_then(|b| parse_zmq_endpoint(&b))
-            .unwrap_or(endpoint);
-        let socket = match sock {
-            Zsock::Dealer(s) => {
-                let (tx, rx) = s.split();
-                Socket::Split {
-                    tx: Mutex::new(Box::new(tx)),
-                    rx: Mutex::new(Box::new(rx)),
-                }
-            }
-            Zsock::Router(s) => {
-                let (tx, rx) = s.split();
-                Socket::Split {
-                    tx: Mutex::new(Box::new(tx)),
-                    rx: Mutex::new(Box::new(rx)),
-                }
-            }
-            whole => Socket::Whole(Mutex::new(whole)),
-        };
-        Ok((socket, endpoint))
-    }
-
-    async fn send(&self, m: ZmqMessage) -> Result<()> {
-        match self {
-            Socket::Split { tx, .. } => tx.lock().await.send(m).await.map_err(z),
-            Socket::Whole(s) => match &mut *s.lock().await {
-                Zsock::Req(s) => s.send(m).await.map_err(z),
-                Zsock::Rep(s) => s.send(m).await.map_err(z),
-                Zsock::Push(s) => s.send(m).await.map_err(z),
-                Zsock::Pull(_) => Err(Error::new(
-                    ErrorKind::Unsupported,
-                    "a PULL socket cannot send",
-                )),
-                Zsock::Dealer(_) | Zsock::Router(_) => unreachable!("split when opened"),
-            },
-        }
-    }
-
-    /// The next message; a peer's failure (it died mid-frame, sent
-    /// garbage) is skipped as the blocking socket skips it, except on a
-    /// REQ, whose one peer it is.
-    async fn recv(&self) -> Result<ZmqMessage> {
-        loop {
-            let got = match self {
-                Socket::Split { rx, .. } => rx.lock().await.recv().await,
-                Socket::Whole(s) => match &mut *s.lock().await {
-                    Zsock::Req(s) => return s.recv().await.map_err(z),
-                    Zsock::Rep(s) => s.recv().await,
-                    Zsock::Pull(s) => s.recv().await,
-                    Zsock::Push(_) => {
-                        return Err(Error::new(
-                            ErrorKind::Unsupported,
-                            "a PUSH socket cannot receive",
-                        ));
-                    }
-                    Zsock::Dealer(_) | Zsock::Router(_) => unreachable!("split when opened"),
-                },
-            };
-            match got {
-                Ok(m) => return Ok(m),
-                Err(e) if peer_failed(&e) => continue,
-                Err(e) => return Err(z(e)),
-            }
-        }
-    }
-}
-
-/// A socket opened, with the channel settings its messages go by: what a
-/// [`Channel`] and a [`Router`] both hold.
-struct Opened {
-    socket: Socket,
-    codec: CodecKind,
-    max: usize,
-    endpoint: Endpoint,
-}
-
-impl Opened {
-    async fn new(kind: Kind, addr: &str, net: &Net, bind: bool) -> Result<Opened> {
-        let (socket, endpoint) = Socket::open(kind, addr, net, bind).await?;
-        Ok(Opened {
-            socket,
-            codec: net.options.codec_kind(),
-            max: net.options.max_frame_len(),
-            endpoint,
-        })
-    }
-}
-
-/// Encodes `value` with `codec`, as one ZeroMQ frame.
-fn encode<T: Serialize>(codec: CodecKind, value: &T) -> Result<Vec<u8>> {
-    let mut payload = Vec::new();
-    codec.encode(value, &mut payload)?;
-    Ok(payload)
-}
-
-/// A payload within the channel's maximum, decoded.
-fn decode<T: DeserializeOwned>(codec: CodecKind, max: usize, payload: &[u8]) -> Result<T> {
-    if payload.len() > max {
-        return Err(Error::new(
-            ErrorKind::FrameTooLarge,
-            format!(
-                "a ZeroMQ message of {} bytes, over this channel's maximum of {max}",
-                payload.len()
-            ),
-        ));
-    }
-    codec.decode(payload)
-}
 
 /// A ZeroMQ socket as an awaitable channel. See the [module docs](self).
 pub struct Channel<Out, In> {
@@ -252,7 +103,7 @@ async fn open<Out, In>(kind: Kind, addr: &str, net: &Net, bind: bool) -> Result<
         ));
     }
     Ok(Channel {
-        open: Opened::new(kind, addr, net, bind).await?,
+        open: Opened::new_async(kind, addr, net, bind).await?,
         _marker: PhantomData,
     })
 }
@@ -287,29 +138,13 @@ impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
     /// Waits for the next message and who sent it.
     pub async fn recv(&self) -> Result<(Peer, In), RecvError> {
         let m = self.open.socket.recv().await.map_err(RecvError::new)?;
-        let mut frames = m.into_vec();
-        let payload = frames.pop().ok_or_else(|| {
-            RecvError::new(Error::new(
-                ErrorKind::Decode,
-                "a ROUTER message without a payload frame",
-            ))
-        })?;
-        let value = decode(self.open.codec, self.open.max, &payload).map_err(RecvError::new)?;
-        let envelope = frames.into_iter().map(|f| f.to_vec()).collect();
-        Ok((Peer::new(envelope), value))
+        from_peer(&self.open, m).map_err(RecvError::new)
     }
 
     /// Sends `value` to `peer`. A message to a peer that is gone is
     /// dropped, as libzmq's ROUTER drops it: a reply is no delivery receipt.
     pub async fn send(&self, peer: &Peer, value: &Out) -> Result<()> {
-        let mut frames: Vec<bytes::Bytes> = peer
-            .envelope()
-            .iter()
-            .map(|f| bytes::Bytes::copy_from_slice(f))
-            .collect();
-        frames.push(encode(self.open.codec, value)?.into());
-        let m = ZmqMessage::try_from(frames)
-            .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("an empty message: {e:?}")))?;
+        let m = to_peer(&self.open, peer, value)?;
         // Only a peer that is gone fails a ROUTER's send, as on the
         // blocking ROUTER.
         let _ = self.open.socket.send(m).await;
@@ -324,7 +159,7 @@ impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
 
 async fn router<Out, In>(addr: &str, net: &Net, bind: bool) -> Result<Router<Out, In>> {
     Ok(Router {
-        open: Opened::new(Kind::Router, addr, net, bind).await?,
+        open: Opened::new_async(Kind::Router, addr, net, bind).await?,
         _marker: PhantomData,
     })
 }

@@ -181,7 +181,7 @@ impl Link {
             Link::Wire(d) => d.send_ref(msg)?,
             Link::WirePipes(tx, _) => tx.send_ref(msg)?,
             Link::RawRing(tx, _) => tx.borrow_mut().send(msg),
-            Link::Zmq(c) => c.duplex().send_ref(msg)?,
+            Link::Zmq(c) => c.send_ref(msg)?,
             Link::Async(a) => a.send(msg)?,
             Link::AsyncZmq(z) => z.0.block_on(z.1.send_ref(msg))?,
             Link::Nats(n) => n.send(msg)?,

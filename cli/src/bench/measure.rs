@@ -401,7 +401,7 @@ pub fn peer(args: &[String]) -> Result<()> {
                 endpoint,
                 &procwire::Net::new(),
             )?;
-            c.duplex().send_ref(&hello)?;
+            c.send_ref(&hello)?;
             Link::Zmq(c)
         }
         "async-zmq" => {

@@ -3,10 +3,10 @@
 //! socket pair), and the socket itself, by kind.
 
 use bytes::Bytes;
-use zeromq::{Socket as _, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{Socket as _, ZmqMessage};
 
 use super::Kind;
-use super::router::{pack, unpack};
+use super::socket::Socket;
 use crate::frame::FrameDecoder;
 
 /// The socket itself, by kind.
@@ -53,14 +53,6 @@ impl Zsock {
             Zsock::Dealer(s) => go!(s),
             Zsock::Router(s) => go!(s),
         }
-    }
-}
-
-impl Zsock {
-    /// A socket created inside the runtime (the crate spawns tasks).
-    pub(super) fn new_in(rt: &tokio::runtime::Runtime, kind: Kind) -> Zsock {
-        let _guard = rt.enter();
-        Zsock::new(kind)
     }
 }
 
@@ -160,36 +152,35 @@ async fn closed_while_sending() -> std::result::Result<(), String> {
     std::future::pending().await
 }
 
-/// Carries messages between the socket and the application's channel
-/// until the application closes its end (or something fails: the reason
-/// is kept for the application's next error).
+/// Carries messages between the socket (of `kind`, not ROUTER) and the
+/// application's channel until the application closes its end (or
+/// something fails: the reason is kept for the application's next error).
+/// The socket is shared with the channel's own calls, which take turns
+/// with this task for each send and receive.
 pub(super) async fn carry(
-    sock: Zsock,
+    socket: &Socket,
+    kind: Kind,
     link: &mut Link,
     out: &LinkWriter,
 ) -> std::result::Result<(), String> {
-    let z = |e: zeromq::ZmqError| format!("ZeroMQ: {e}");
-    match sock {
-        Zsock::Req(mut s) => loop {
+    let z = |e: crate::Error| e.to_string();
+    match kind {
+        Kind::Req => loop {
             let Some(p) = link.next().await? else {
                 return Ok(());
             };
-            s.send(msg(p)).await.map_err(z)?;
+            socket.send(msg(p)).await.map_err(z)?;
             tokio::select! {
-                m = s.recv() => out.put(&single(m.map_err(z)?)?).await?,
+                m = socket.recv() => out.put(&single(m.map_err(z)?)?).await?,
                 p = link.next() => return match p? {
                     None => Ok(()),
                     Some(_) => Err("a REQ sent again before its reply came".into()),
                 },
             }
         },
-        Zsock::Rep(mut s) => loop {
+        Kind::Rep => loop {
             tokio::select! {
-                m = s.recv() => match m {
-                    Ok(m) => out.put(&single(m)?).await?,
-                    Err(e) if peer_failed(&e) => continue,
-                    Err(e) => return Err(z(e)),
-                },
+                m = socket.recv() => out.put(&single(m.map_err(z)?)?).await?,
                 p = link.next() => return match p? {
                     None => Ok(()),
                     Some(_) => Err("a REP sent a reply before a request came".into()),
@@ -198,81 +189,35 @@ pub(super) async fn carry(
             let Some(p) = link.next().await? else {
                 return Ok(());
             };
-            s.send(msg(p)).await.map_err(z)?;
+            socket.send(msg(p)).await.map_err(z)?;
         },
-        Zsock::Push(mut s) => loop {
+        Kind::Push => loop {
             let Some(p) = link.next().await? else {
                 return Ok(());
             };
-            s.send(msg(p)).await.map_err(z)?;
+            socket.send(msg(p)).await.map_err(z)?;
         },
-        Zsock::Pull(mut s) => loop {
+        Kind::Pull => loop {
             tokio::select! {
-                m = s.recv() => match m {
-                    Ok(m) => out.put(&single(m)?).await?,
-                    Err(e) if peer_failed(&e) => {}
-                    Err(e) => return Err(z(e)),
-                },
+                m = socket.recv() => out.put(&single(m.map_err(z)?)?).await?,
                 p = link.next() => return match p? {
                     None => Ok(()),
                     Some(_) => Err("a PULL socket cannot send".into()),
                 },
             }
         },
-        Zsock::Dealer(s) => {
-            let (mut tx, mut rx) = s.split();
+        Kind::Dealer => {
             let inbound = async {
                 loop {
-                    match rx.recv().await {
-                        Ok(m) => {
-                            if out.put(&single(m)?).await.is_err() {
-                                return closed_while_sending().await;
-                            }
-                        }
-                        Err(e) if peer_failed(&e) => {}
-                        Err(e) => return Err(z(e)),
-                    }
-                }
-            };
-            let outbound = async {
-                while let Some(p) = link.next().await? {
-                    tx.send(msg(p)).await.map_err(z)?;
-                }
-                Ok::<(), String>(())
-            };
-            tokio::select! {
-                r = inbound => r,
-                r = outbound => r,
-            }
-        }
-        Zsock::Router(s) => {
-            let (mut tx, mut rx) = s.split();
-            let inbound = async {
-                loop {
-                    let m = match rx.recv().await {
-                        Ok(m) => m.into_vec(),
-                        Err(e) if peer_failed(&e) => continue,
-                        Err(e) => return Err(z(e)),
-                    };
-                    let frames: Vec<&[u8]> = m.iter().map(|b| b.as_ref()).collect();
-                    if out.put(&pack(&frames)).await.is_err() {
+                    let m = socket.recv().await.map_err(z)?;
+                    if out.put(&single(m)?).await.is_err() {
                         return closed_while_sending().await;
                     }
                 }
             };
             let outbound = async {
                 while let Some(p) = link.next().await? {
-                    let frames = unpack(&p).ok_or("a garbled ROUTER message from procwire")?;
-                    let m = ZmqMessage::try_from(
-                        frames
-                            .iter()
-                            .map(|f| Bytes::copy_from_slice(f))
-                            .collect::<Vec<_>>(),
-                    )
-                    .map_err(|e| format!("an empty ROUTER message: {e:?}"))?;
-                    // Only a peer that is gone fails a ROUTER's send: the
-                    // message is dropped, as libzmq's ROUTER drops it.
-                    let _ = tx.send(m).await;
+                    socket.send(msg(p)).await.map_err(z)?;
                 }
                 Ok::<(), String>(())
             };
@@ -281,5 +226,6 @@ pub(super) async fn carry(
                 r = outbound => r,
             }
         }
+        Kind::Router => Err("a ROUTER is not bridged: it has no duplex".into()),
     }
 }

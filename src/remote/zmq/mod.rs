@@ -25,12 +25,21 @@
 //! # }
 //! ```
 //!
-//! How it works: a socket lives on procwire's background runtime (one
-//! worker thread, `procwire-net`, for every ZeroMQ socket and NATS client
-//! of the process); a task
-//! carries messages between it and one end of a stream socket pair whose
-//! other end is an ordinary procwire channel. So everything a channel does
-//! (deadlines, `try_recv`, codecs, [`Select`](crate::Select)) works here.
+//! How it works: each socket has a tokio runtime of its own (current-thread).
+//! A `send` or `recv` drives it on the caller's thread, so a message goes
+//! between the caller and the kernel with no other thread in between, as
+//! with the `zeromq` crate driven by hand; between calls a thread of the
+//! socket's (`procwire-zmq`) drives it, so that peers are accepted and what
+//! was sent is written while the application does something else, and
+//! hands it back when a call comes (only after 1 ms without calls: calls
+//! in quick succession never wait for it). A blocking call made on a thread
+//! of a tokio runtime, where driving another runtime would panic, runs on a
+//! thread of its own instead. Deadlines (`recv_timeout`) are the runtime's
+//! timers. For [`Select`](crate::Select), `try_recv` or [`rpc`](crate::rpc),
+//! [`Channel::duplex`] turns the socket into an ordinary procwire channel:
+//! a task carries its messages to and from one end of a stream socket pair
+//! (two hand-overs a message more, from then on). Dropping a socket lets
+//! what was sent on it be written, for up to 5 seconds.
 //!
 //! Two limits of the `zeromq` crate:
 //! - it reserves memory for whatever frame length a peer declares, before
@@ -48,21 +57,26 @@
 //! with an error that says which.
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use zeromq::ZmqMessage;
 
 pub(crate) mod bridge;
-mod router;
+mod driven;
+pub(crate) mod router;
+pub(crate) mod socket;
 pub use router::{Peer, Router};
 
-use bridge::{Link, Zsock, carry};
+use bridge::{Link, carry};
+use driven::Driven;
+use socket::{Opened, Socket, decode, encode};
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, SendError};
-use crate::{ByteBuf, CodecKind, Duplex, Kind as SocketKind, Net, Options};
+use crate::{Duplex, Kind as SocketKind, Net, Options};
 
 /// A ZeroMQ socket type.
 ///
@@ -96,33 +110,6 @@ pub enum Kind {
     Router,
 }
 
-/// How long dropping a socket waits for what was sent on it to be handed
-/// to ZeroMQ.
-const LINGER: Duration = Duration::from_secs(5);
-
-/// A socket's hold on the runtime and its bridge task. Dropped after the
-/// channel (whose end of stream ends the task): waits up to [`LINGER`] for
-/// the task to hand over what was sent, then lets the runtime go if this
-/// was its last socket.
-#[derive(Debug)]
-struct Held {
-    rt: Option<Arc<tokio::runtime::Runtime>>,
-    done: Mutex<std::sync::mpsc::Receiver<()>>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let done = self
-            .done
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = done.recv_timeout(LINGER);
-        if let Some(rt) = self.rt.take() {
-            crate::background::release(rt);
-        }
-    }
-}
-
 pub(crate) fn zmq_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Io, format!("{what}: {e}"))
 }
@@ -146,11 +133,22 @@ pub(crate) fn zmq_error(what: &str, e: impl std::fmt::Display) -> Error {
 /// # Ok::<(), procwire::Error>(())
 /// ```
 pub struct Channel<Out, In> {
-    // Dropped in this order: the channel's end of stream ends the bridge.
+    // Dropped in this order: the bridge's channel first (its end of stream
+    // ends the bridge), then the socket, then the runtime, which lets what
+    // was sent be written.
+    bridged: OnceLock<Box<Bridged<Out, In>>>,
+    open: Arc<Opened>,
+    kind: Kind,
+    /// The options the bridge's channel is made with.
+    options: Options,
+    driven: Driven,
+}
+
+/// A channel's bridge (made by [`Channel::duplex`]) and what its task left
+/// behind.
+struct Bridged<Out, In> {
     duplex: Duplex<Out, In>,
-    endpoint: Endpoint,
     bridge: Arc<Bridge>,
-    _held: Held,
 }
 
 /// What the task that carries a socket's messages left behind.
@@ -177,24 +175,51 @@ impl<Out: Serialize + DeserializeOwned, In: Serialize + DeserializeOwned> Channe
     /// Sends one message (one frame). On failure the message comes back
     /// inside the error, as from [`Sender::send`](crate::Sender::send).
     pub fn send(&self, value: Out) -> Result<(), SendError<Out>> {
-        self.duplex.send(value).map_err(|e| {
-            let (value, why) = e.into_parts();
-            SendError::new(value, self.bridge.explain(why))
-        })
+        match self.send_ref(&value) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(SendError::new(value, e)),
+        }
     }
 
-    /// Waits for the next message.
+    /// Sends `*value` without giving it up.
+    pub fn send_ref(&self, value: &Out) -> Result<()> {
+        if let Some(b) = self.bridged.get() {
+            return b.duplex.send_ref(value).map_err(|e| b.bridge.explain(e));
+        }
+        let payload = encode(self.open.codec, value)?;
+        self.driven
+            .run(self.open.socket.send(ZmqMessage::from(payload)))?
+    }
+
+    /// Waits for the next message. A multipart message (procwire carries
+    /// one payload frame per message) or one over the channel's maximum is
+    /// an error, and the socket goes on.
     pub fn recv(&self) -> Result<In, RecvError> {
-        self.duplex
-            .recv()
-            .map_err(|e| RecvError::new(self.bridge.explain(e.into_error())))
+        if let Some(b) = self.bridged.get() {
+            return b
+                .duplex
+                .recv()
+                .map_err(|e| RecvError::new(b.bridge.explain(e.into_error())));
+        }
+        self.take(None).map_err(RecvError::new)
     }
 
     /// Waits at most `timeout` for the next message.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<In, RecvTimeoutError> {
-        self.duplex
-            .recv_timeout(timeout)
-            .map_err(|e| RecvTimeoutError::new(self.bridge.explain(e.into_error())))
+        if let Some(b) = self.bridged.get() {
+            return b
+                .duplex
+                .recv_timeout(timeout)
+                .map_err(|e| RecvTimeoutError::new(b.bridge.explain(e.into_error())));
+        }
+        self.take(Some(timeout)).map_err(RecvTimeoutError::new)
+    }
+
+    /// The next message off the socket, on this thread.
+    fn take(&self, timeout: Option<Duration>) -> Result<In> {
+        let m = self.driven.run(receive(&self.open.socket, timeout))??;
+        let payload = bridge::single(m).map_err(|why| Error::new(ErrorKind::Decode, why))?;
+        decode(self.open.codec, self.open.max, &payload)
     }
 
     /// Sends `value` and waits for the next message (a REQ's turn).
@@ -206,21 +231,103 @@ impl<Out: Serialize + DeserializeOwned, In: Serialize + DeserializeOwned> Channe
     /// The address the socket is bound or connected to (with the port the
     /// system chose, if it was 0).
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        &self.open.endpoint
     }
 
-    /// The underlying channel (for [`rpc`](crate::rpc) or
-    /// [`Select`](crate::Select)); errors it returns lack the bridge's
-    /// explanation.
-    pub fn duplex(&self) -> &Duplex<Out, In> {
-        &self.duplex
+    /// The socket as an ordinary procwire channel (for [`rpc`](crate::rpc),
+    /// [`Select`](crate::Select), `try_recv`, descriptors' errors): made on
+    /// the first call, by a task on the socket's runtime that carries its
+    /// messages to and from a stream socket pair. From then on every
+    /// message of this channel goes that way, two hand-overs more than a
+    /// plain `send` or `recv` makes; errors the duplex returns lack the
+    /// bridge's explanation, which this channel's own methods add.
+    ///
+    /// # Errors
+    ///
+    /// If the socket pair cannot be made (descriptors exhausted).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::zmq::{self, Kind};
+    /// use std::time::Duration;
+    ///
+    /// let net = procwire::Net::new();
+    /// let pull = zmq::bind::<(), u32>(Kind::Pull, "zmq+tcp://127.0.0.1:0", &net)?;
+    /// let push = zmq::connect::<u32, ()>(Kind::Push, &pull.endpoint().to_string(), &net)?;
+    /// let mut sel = procwire::Select::new();
+    /// let i = sel.recv(pull.duplex()?.receiver());
+    /// push.send(7).map_err(|e| e.into_error())?;
+    /// assert_eq!(sel.ready_timeout(Duration::from_secs(10))?, i);
+    /// assert_eq!(pull.recv_timeout(Duration::from_secs(10))?, 7);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn duplex(&self) -> Result<&Duplex<Out, In>> {
+        if let Some(b) = self.bridged.get() {
+            return Ok(&b.duplex);
+        }
+        let made = self.bridge()?;
+        // Two threads may both have made one: the first to land is kept,
+        // the other's end of stream ends its task.
+        Ok(&self.bridged.get_or_init(|| Box::new(made)).duplex)
+    }
+
+    fn bridge(&self) -> Result<Bridged<Out, In>> {
+        let what = "bridging a ZeroMQ socket to a procwire channel";
+        let (ours, theirs) =
+            crate::socket::socket_pair(SocketKind::Stream).map_err(|e| Error::io(what, e))?;
+        let duplex: Duplex<Out, In> = self.options.duplex_from(ours)?;
+        let theirs = std::os::unix::net::UnixStream::from(OwnedFd::from(theirs));
+        theirs
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(what, e))?;
+        let bridge = Arc::new(Bridge::default());
+        let (report, open, kind) = (Arc::clone(&bridge), Arc::clone(&self.open), self.kind);
+        let max = self.options.max_frame_len();
+        self.driven.spawn(async move {
+            let link = match tokio::net::UnixStream::from_std(theirs) {
+                Ok(l) => l,
+                Err(e) => {
+                    *report
+                        .error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(format!("{what}: {e}"));
+                    return;
+                }
+            };
+            let (mut link, out) = Link::new(link, max);
+            if let Err(why) = carry(&open.socket, kind, &mut link, &out).await {
+                *report
+                    .error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+            }
+            // Only now does the application see the end: its error can say
+            // why.
+            drop((link, out));
+        });
+        Ok(Bridged { duplex, bridge })
+    }
+}
+
+/// The next message off `socket`, within `timeout` if one is given.
+async fn receive(socket: &Socket, timeout: Option<Duration>) -> Result<ZmqMessage> {
+    match timeout {
+        None => socket.recv().await,
+        Some(t) => tokio::time::timeout(t, socket.recv()).await.map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!("no ZeroMQ message came within {t:?}"),
+            )
+        })?,
     }
 }
 
 impl<Out, In> std::fmt::Debug for Channel<Out, In> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("zmq::Channel")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.open.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -271,14 +378,10 @@ pub fn connect_router<Out: Serialize, In: DeserializeOwned>(
 }
 
 fn router<Out, In>(addr: &str, net: &Net, bind: bool) -> Result<Router<Out, In>> {
-    let raw = net.options.clone().codec(CodecKind::Raw);
-    let s = start(Kind::Router, addr, &raw, net, bind)?;
+    let (open, driven) = opened(Kind::Router, addr, net, bind)?;
     Ok(Router {
-        duplex: s.duplex,
-        codec: net.options.codec_kind(),
-        endpoint: s.endpoint,
-        bridge: s.bridge,
-        _held: s.held,
+        open,
+        driven,
         _marker: std::marker::PhantomData,
     })
 }
@@ -294,13 +397,28 @@ where
             "a ROUTER gives each message with its sender: use zmq::bind_router or connect_router",
         ));
     }
-    let s = start(kind, addr, &net.options, net, bind)?;
+    let (open, driven) = opened(kind, addr, net, bind)?;
     Ok(Channel {
-        duplex: s.duplex,
-        endpoint: s.endpoint,
-        bridge: s.bridge,
-        _held: s.held,
+        bridged: OnceLock::new(),
+        open: Arc::new(open),
+        kind,
+        options: net.options.clone(),
+        driven,
     })
+}
+
+/// A socket of `kind` opened on a runtime of its own (the policy checked
+/// on this thread first).
+fn opened(kind: Kind, addr: &str, net: &Net, bind: bool) -> Result<(Opened, Driven)> {
+    let endpoint: Endpoint = addr.parse()?;
+    let zaddr = zmq_address(&endpoint, net, bind)?;
+    let linger = match kind {
+        Kind::Pull => Duration::ZERO,
+        _ => driven::LINGER,
+    };
+    let driven = Driven::new(linger)?;
+    let open = driven.run(Opened::new(kind, addr, &zaddr, net, bind))??;
+    Ok((open, driven))
 }
 
 /// The address in the `zeromq` crate's syntax, after procwire's policy:
@@ -360,94 +478,6 @@ fn remove_stale(path: &std::path::Path) -> Result<()> {
         Err(_) => std::fs::remove_file(path)
             .map_err(|e| Error::io(&format!("removing the stale socket {}", path.display()), e)),
     }
-}
-
-/// A socket opened and its bridge running.
-struct Started<Out, In> {
-    duplex: Duplex<Out, In>,
-    endpoint: Endpoint,
-    bridge: Arc<Bridge>,
-    held: Held,
-}
-
-/// Opens the socket on the runtime and starts the task that carries its
-/// messages to the procwire channel it returns.
-fn start<Out, In>(
-    kind: Kind,
-    addr: &str,
-    link_opts: &Options,
-    net: &Net,
-    bind: bool,
-) -> Result<Started<Out, In>>
-where
-    Out: Serialize + DeserializeOwned,
-    In: Serialize + DeserializeOwned,
-{
-    let endpoint: Endpoint = addr.parse()?;
-    let zaddr = zmq_address(&endpoint, net, bind)?;
-    let rt = crate::background::runtime()?;
-    let what = format!(
-        "{} ZeroMQ {kind:?} at {addr}",
-        if bind { "binding" } else { "connecting" }
-    );
-    let mut sock = Zsock::new_in(&rt, kind);
-    let (ours, theirs) =
-        crate::socket::socket_pair(SocketKind::Stream).map_err(|e| Error::io(&what, e))?;
-    let duplex: Duplex<Out, In> = link_opts.duplex_from(ours)?;
-    let theirs = std::os::unix::net::UnixStream::from(OwnedFd::from(theirs));
-    theirs
-        .set_nonblocking(true)
-        .map_err(|e| Error::io(&what, e))?;
-    let bridge = Arc::new(Bridge::default());
-    let report = Arc::clone(&bridge);
-    let max = link_opts.max_frame_len();
-    let link = {
-        let _guard = rt.enter();
-        tokio::net::UnixStream::from_std(theirs).map_err(|e| Error::io(&what, e))?
-    };
-    let (done_tx, done) = std::sync::mpsc::channel();
-    // The bind or connect runs on procwire's runtime, its outcome comes
-    // back over a plain channel: `Runtime::block_on` would panic when the
-    // caller is itself inside a tokio runtime.
-    let (bound_tx, bound_rx) = std::sync::mpsc::sync_channel(1);
-    let limit = net.connect_timeout;
-    rt.spawn(async move {
-        let bound = tokio::time::timeout(limit, sock.bind_or_connect(&zaddr, bind)).await;
-        let ok = matches!(bound, Ok(Ok(_)));
-        let _ = bound_tx.send(bound.map(|r| r.map_err(|e| e.to_string())));
-        if !ok {
-            return;
-        }
-        let (mut link, out) = Link::new(link, max);
-        if let Err(why) = carry(sock, &mut link, &out).await {
-            *report
-                .error
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
-        }
-        // Only now does the application see the end: its error can say why.
-        drop((link, out));
-        let _ = done_tx.send(());
-    });
-    let bound = bound_rx
-        .recv_timeout(limit + Duration::from_secs(5))
-        .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what}: timed out")))?
-        .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what}: timed out")))?
-        .map_err(|e| zmq_error(&what, e))?;
-    let endpoint = match bound {
-        Some(b) => parse_zmq_endpoint(&b).unwrap_or(endpoint),
-        None => endpoint,
-    };
-    let held = Held {
-        rt: Some(rt),
-        done: Mutex::new(done),
-    };
-    Ok(Started {
-        duplex,
-        endpoint,
-        bridge,
-        held,
-    })
 }
 
 pub(crate) fn parse_zmq_endpoint(s: &str) -> Option<Endpoint> {

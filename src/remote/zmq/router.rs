@@ -6,7 +6,7 @@ use super::*;
 impl<Out, In> std::fmt::Debug for Router<Out, In> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("zmq::Router")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.open.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -34,19 +34,6 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// The peer of a message whose frames before the payload are
-    /// `envelope`.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn new(envelope: Vec<Vec<u8>>) -> Peer {
-        Peer { envelope }
-    }
-
-    /// The frames before the payload.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn envelope(&self) -> &[Vec<u8>] {
-        &self.envelope
-    }
-
     /// The peer's routing identity (chosen by ZeroMQ unless the peer set
     /// one).
     pub fn identity(&self) -> &[u8] {
@@ -71,96 +58,68 @@ impl Peer {
 /// # Ok::<(), procwire::Error>(())
 /// ```
 pub struct Router<Out, In> {
-    pub(super) duplex: Duplex<ByteBuf, ByteBuf>,
-    pub(super) codec: CodecKind,
-    pub(super) endpoint: Endpoint,
-    pub(super) bridge: Arc<Bridge>,
-    pub(super) _held: Held,
+    pub(super) open: Opened,
+    pub(super) driven: Driven,
     pub(super) _marker: std::marker::PhantomData<fn(Out) -> In>,
-}
-
-/// The link's framing of a ROUTER message: frame count, then each frame as
-/// a 4-byte big-endian length and its bytes (the last is the payload).
-pub(super) fn pack(frames: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + frames.iter().map(|f| 4 + f.len()).sum::<usize>());
-    out.extend_from_slice(&(frames.len() as u32).to_be_bytes());
-    for f in frames {
-        out.extend_from_slice(&(f.len() as u32).to_be_bytes());
-        out.extend_from_slice(f);
-    }
-    out
-}
-
-pub(super) fn unpack(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let (a, b) = (bytes.len() >= n).then(|| bytes.split_at(n))?;
-        bytes = b;
-        Some(a)
-    };
-    let count = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-    let mut frames = Vec::with_capacity(count.min(64));
-    for _ in 0..count {
-        let len = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-        frames.push(take(len)?);
-    }
-    Some(frames)
 }
 
 impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
     /// Waits for the next message and who sent it.
     pub fn recv(&self) -> Result<(Peer, In), RecvError> {
-        let raw = self
-            .duplex
-            .recv()
-            .map_err(|e| RecvError::new(self.bridge.explain(e.into_error())))?;
-        self.unwrap(raw).map_err(RecvError::new)
+        self.take(None).map_err(RecvError::new)
     }
 
     /// Like [`recv`](Router::recv), for at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<(Peer, In), RecvTimeoutError> {
-        let raw = self
-            .duplex
-            .recv_timeout(timeout)
-            .map_err(|e| RecvTimeoutError::new(self.bridge.explain(e.into_error())))?;
-        self.unwrap(raw).map_err(RecvTimeoutError::new)
+        self.take(Some(timeout)).map_err(RecvTimeoutError::new)
     }
 
-    fn unwrap(&self, raw: ByteBuf) -> Result<(Peer, In)> {
-        let frames = unpack(&raw).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Decode,
-                "a garbled message from the ROUTER bridge",
-            )
-        })?;
-        let (payload, envelope) = frames.split_last().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Decode,
-                "a ROUTER message without a payload frame",
-            )
-        })?;
-        let value = self.codec.decode(payload)?;
-        Ok((
-            Peer {
-                envelope: envelope.iter().map(|f| f.to_vec()).collect(),
-            },
-            value,
-        ))
+    fn take(&self, timeout: Option<Duration>) -> Result<(Peer, In)> {
+        let m = self.driven.run(receive(&self.open.socket, timeout))??;
+        from_peer(&self.open, m)
     }
 
     /// Sends `value` to `peer`. A message to a peer that is gone is
     /// dropped, as libzmq's ROUTER drops it: a reply is no delivery receipt.
     pub fn send(&self, peer: &Peer, value: &Out) -> Result<()> {
-        let mut payload = Vec::new();
-        self.codec.encode(value, &mut payload)?;
-        let mut frames: Vec<&[u8]> = peer.envelope.iter().map(Vec::as_slice).collect();
-        frames.push(&payload);
-        self.duplex
-            .send(ByteBuf::from(pack(&frames)))
-            .map_err(|e| self.bridge.explain(e.into_error()))
+        let m = to_peer(&self.open, peer, value)?;
+        // Only a peer that is gone fails a ROUTER's send.
+        let _ = self.driven.run(self.open.socket.send(m))?;
+        Ok(())
     }
 
     /// The address the socket is bound or connected to.
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        &self.open.endpoint
     }
+}
+
+/// A ROUTER's message: the envelope (who sent it) and the payload decoded.
+pub(crate) fn from_peer<In: DeserializeOwned>(open: &Opened, m: ZmqMessage) -> Result<(Peer, In)> {
+    let mut frames = m.into_vec();
+    let payload = frames.pop().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Decode,
+            "a ROUTER message without a payload frame",
+        )
+    })?;
+    let value = decode(open.codec, open.max, &payload)?;
+    let envelope = frames.into_iter().map(|f| f.to_vec()).collect();
+    Ok((Peer { envelope }, value))
+}
+
+/// `value` encoded behind `peer`'s envelope: a ROUTER's message to it.
+pub(crate) fn to_peer<Out: Serialize>(
+    open: &Opened,
+    peer: &Peer,
+    value: &Out,
+) -> Result<ZmqMessage> {
+    let mut frames: Vec<bytes::Bytes> = peer
+        .envelope
+        .iter()
+        .map(|f| bytes::Bytes::copy_from_slice(f))
+        .collect();
+    frames.push(encode(open.codec, value)?.into());
+    ZmqMessage::try_from(frames)
+        .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("an empty message: {e:?}")))
 }
