@@ -11,8 +11,10 @@
 //! caller's `block_on` takes the runtime). The driver takes the runtime
 //! back only once no call has run for [`IDLE`], so that calls in quick
 //! succession never wake it: a tight request/reply loop makes no hand-over
-//! at all. The driver looks at the clock every [`IDLE`] while calls go on
-//! (no call ever has to wake it).
+//! at all. While a call is under way the driver sleeps until the last call
+//! ends (which wakes it), then waits [`IDLE`] before it looks again,
+//! however many calls come and go meanwhile: at most two wake-ups of the
+//! driver per [`IDLE`], and none during a long call.
 
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -20,7 +22,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::sys;
 
 /// How long the runtime must have gone without a call before the driver
 /// thread drives it.
@@ -45,10 +46,14 @@ struct Shared {
 struct State {
     /// Calls under way on callers' threads.
     calls: usize,
-    /// When the last call ended ([`sys::coarse_ns`]).
-    last: u64,
+    /// When the last call ended (the precise clock: the coarse one lags
+    /// by up to a tick, 4 ms, and would let the driver take the runtime
+    /// between calls in quick succession).
+    last: Option<Instant>,
     /// The driver thread is inside `block_on`.
     driving: bool,
+    /// The driver thread waits, with no timeout, for the calls to end.
+    asleep: bool,
     /// The socket is being dropped.
     closing: bool,
 }
@@ -124,7 +129,11 @@ impl Driven {
             fn drop(&mut self) {
                 let mut st = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
                 st.calls -= 1;
-                st.last = sys::coarse_ns();
+                st.last = Some(Instant::now());
+                if st.calls == 0 && st.asleep {
+                    st.asleep = false;
+                    self.0.wake.notify_one();
+                }
             }
         }
         {
@@ -164,16 +173,30 @@ fn drive(shared: &Shared) {
                     linger(shared);
                     return;
                 }
-                let quiet = Duration::from_nanos(sys::coarse_ns().saturating_sub(st.last));
+                let quiet = st.last.map_or(IDLE, |l| l.elapsed());
                 if st.calls == 0 && quiet >= IDLE {
                     break;
                 }
-                let wait = if st.calls == 0 { IDLE - quiet } else { IDLE };
-                st = shared
-                    .wake
-                    .wait_timeout(st, wait)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
+                if st.calls == 0 {
+                    st = shared
+                        .wake
+                        .wait_timeout(st, IDLE - quiet)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                } else {
+                    // The last call to end wakes it; then it looks again
+                    // only after IDLE, however many calls come and go.
+                    st.asleep = true;
+                    st = shared.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+                    st.asleep = false;
+                    if !st.closing {
+                        st = shared
+                            .wake
+                            .wait_timeout(st, IDLE)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    }
+                }
             }
             st.driving = true;
         }
