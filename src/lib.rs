@@ -169,9 +169,11 @@
 //! `PipeWriter` or stream `Socket`), and a child's exit
 //! (`Child::wait_async`), and the worker pool (`procwire::tokio::Pool`:
 //! `call(..).await`, `submit` whose handle is a future, `map` as a
-//! `Stream`), `unix:` and `tcp://` endpoints (`procwire::tokio::listen`,
-//! `accept`, `procwire::tokio::connect`: a listener's handshakes and each
-//! connection's heartbeats are tasks, no thread), a child's channel
+//! `Stream`), `unix:`, `tcp://` and ZeroMQ endpoints
+//! (`procwire::tokio::listen`, `accept`, `procwire::tokio::connect`: a
+//! listener's handshakes and each connection's heartbeats are tasks, a
+//! ZeroMQ listener is a ROUTER whose peers are accepted, no thread), a
+//! child's channel
 //! (`Command::channel_async`, `task(..).spawn_async()`), and ZeroMQ
 //! (`procwire::tokio::zmq`: the `zeromq` socket on your runtime, no
 //! bridge).

@@ -349,3 +349,108 @@ fn bad_messages_and_misuse_are_errors_and_the_socket_goes_on() {
         });
     });
 }
+
+/// Issue 15, item 5: ZeroMQ through `procwire::tokio::listen`, `accept`
+/// and `connect`. A ROUTER listens and each peer it hears from is a
+/// connection of its own (three procwire DEALERs, a pyzmq DEALER and a
+/// pyzmq REQ here), answered on its own duplex; a procwire DEALER connects
+/// to a pyzmq ROUTER. On one current-thread runtime, no thread of
+/// procwire's; descriptors counted by `checked`.
+#[test]
+fn zmq_endpoints_listen_accept_and_connect() {
+    checked(60, || {
+        let before = thread_names();
+        current_thread().block_on(async {
+            let net = opts();
+            let listener = procwire::tokio::listen("zmq+tcp://127.0.0.1:0", &net)
+                .await
+                .unwrap();
+            let addr = listener.endpoint().to_string();
+            assert!(addr.starts_with("zmq+tcp://127.0.0.1:"), "{addr}");
+            let mut clients = Vec::new();
+            for i in 0..3u32 {
+                let c = procwire::tokio::connect::<u32, u32>(&addr, &net)
+                    .await
+                    .unwrap();
+                c.send(i).await.unwrap();
+                clients.push(c);
+            }
+            let mut servers = Vec::new();
+            for _ in 0..3 {
+                let s = listener.accept::<u32, u32>().await.unwrap();
+                let i = s.recv().await.unwrap();
+                s.send(i * 10).await.unwrap();
+                s.send(i * 10 + 1).await.unwrap();
+                servers.push((i, s));
+            }
+            let mut seen: Vec<u32> = servers.iter().map(|(i, _)| *i).collect();
+            seen.sort_unstable();
+            assert_eq!(seen, [0, 1, 2], "one accept per peer");
+            for (i, c) in (0u32..).zip(&clients) {
+                assert_eq!(c.recv().await.unwrap(), i * 10);
+                assert_eq!(c.recv().await.unwrap(), i * 10 + 1);
+            }
+            // A peer's next message goes to its duplex, not a new accept.
+            clients[1].send(99).await.unwrap();
+            let (_, one) = servers.iter().find(|(i, _)| *i == 1).unwrap();
+            assert_eq!(one.recv().await.unwrap(), 99);
+            let none =
+                tokio::time::timeout(Duration::from_millis(100), listener.accept::<u32, u32>())
+                    .await;
+            assert!(none.is_err(), "no new peer, no accept");
+            // A peer that comes and goes leaves no descriptor behind, while
+            // the listener lives on.
+            let fds = util::fd_count();
+            let c = procwire::tokio::connect::<u32, u32>(&addr, &net)
+                .await
+                .unwrap();
+            c.send(5).await.unwrap();
+            let s = listener.accept::<u32, u32>().await.unwrap();
+            assert_eq!(s.recv().await.unwrap(), 5);
+            assert!(util::fd_count() > fds);
+            drop((c, s));
+            let settle = tokio::time::Instant::now() + Duration::from_secs(5);
+            while util::fd_count() != fds && tokio::time::Instant::now() < settle {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(util::fd_count(), fds, "{:#?}", util::fd_list());
+
+            // libzmq peers: a DEALER (its jobs answered in any order) and a
+            // REQ (behind its delimiter) to the listener.
+            for (mode, n) in [("dealer", 20), ("req", 5)] {
+                let (child, _) = pyzmq(mode, "connect", addr.trim_start_matches("zmq+"), n);
+                let peer = listener.accept::<String, String>().await.unwrap();
+                for _ in 0..n {
+                    let job = peer.recv().await.unwrap();
+                    peer.send(format!("{job} accomplished!")).await.unwrap();
+                }
+                let out = tokio::task::spawn_blocking(move || finish(child))
+                    .await
+                    .unwrap();
+                assert!(out.contains(&format!(" {n}")), "{out}");
+            }
+            // A procwire DEALER connected to a libzmq ROUTER.
+            let (child, bound) = pyzmq("router", "bind", "tcp://127.0.0.1:*", 3);
+            let to = format!("zmq+{}", bound.unwrap());
+            let c = procwire::tokio::connect::<String, String>(&to, &net)
+                .await
+                .unwrap();
+            for i in 0..3 {
+                c.send(format!("ask {i}")).await.unwrap();
+                assert_eq!(c.recv().await.unwrap(), format!("ask {i} accomplished!"));
+            }
+            let out = tokio::task::spawn_blocking(move || finish(child))
+                .await
+                .unwrap();
+            assert!(out.contains("routed 3"), "{out}");
+            // A ZeroMQ listener has no blocking form.
+            let e = listener.into_blocking().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unsupported);
+        });
+        let mine: Vec<String> = thread_names()
+            .into_iter()
+            .filter(|n| n.starts_with("procwire") && !before.contains(n))
+            .collect();
+        assert!(mine.is_empty(), "procwire started threads: {mine:?}");
+    });
+}

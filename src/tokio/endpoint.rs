@@ -1,9 +1,10 @@
 //! Endpoints by address, awaited: [`listen`], [`Listener::accept`] and
-//! [`connect`] on `unix:` paths and `tcp://` (its handshakes answered by a
+//! [`connect`] on `unix:` paths, `tcp://` (its handshakes answered by a
 //! task, each connection's heartbeats sent and checked by a task: no
-//! thread per listener or connection), giving awaitable duplexes with the
-//! [`Net`]'s options. ZeroMQ sockets have no listen, accept or connect by
-//! address; they are opened with `procwire::tokio::zmq` (feature `zmq`).
+//! thread per listener or connection) and, with feature `zmq`,
+//! `zmq+tcp://` and `zmq+ipc://` (a DEALER connects; a ROUTER listens and
+//! each peer it hears from is a connection to accept; each carried by a
+//! task), giving awaitable duplexes with the [`Net`]'s options.
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -47,6 +48,8 @@ enum Kind {
     },
     #[cfg(feature = "tcp")]
     Tcp(super::tcp::Acceptor),
+    #[cfg(feature = "zmq")]
+    Zmq(super::zmq_link::Acceptor),
 }
 
 impl Kind {
@@ -78,14 +81,43 @@ impl crate::Listener {
     }
 }
 
-/// Listens at `addr` (`unix:` or `tcp://`) with `net`'s settings, as
-/// [`Net::listen`] does, without blocking the runtime (a `tcp://` key file
-/// is read and the host looked up off its threads).
+/// Listens at `addr` (`unix:`, `tcp://`, `zmq+tcp://` or `zmq+ipc://`)
+/// with `net`'s settings, as [`Net::listen`] does, without blocking the
+/// runtime (a `tcp://` key file is read and the host looked up off its
+/// threads). On ZeroMQ, see
+/// [the module docs](crate::tokio#endpoints-and-children).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> procwire::Result<()> {
+/// # #[cfg(feature = "zmq")] {
+/// let net = procwire::Net::new();
+/// let listener = procwire::tokio::listen("zmq+tcp://127.0.0.1:0", &net).await?;
+/// let addr = listener.endpoint().to_string();
+/// let a = procwire::tokio::connect::<String, String>(&addr, &net).await?;
+/// let b = procwire::tokio::connect::<String, String>(&addr, &net).await?;
+/// a.send("from a".into()).await?;
+/// b.send("from b".into()).await?;
+/// for _ in 0..2 {
+///     let peer = listener.accept::<String, String>().await?;
+///     let said = peer.recv().await?;
+///     peer.send(format!("{said}, answered")).await?;
+/// }
+/// assert_eq!(a.recv().await?, "from a, answered");
+/// assert_eq!(b.recv().await?, "from b, answered");
+/// # }
+/// # Ok(())
+/// # }
+/// ```
 pub async fn listen(addr: &str, net: &Net) -> Result<Listener> {
     let endpoint: Endpoint = addr.parse()?;
     let kind = match &endpoint {
         #[cfg(feature = "tcp")]
         Endpoint::Tcp(hp) => Kind::Tcp(super::tcp::Acceptor::bind(hp, net).await?),
+        #[cfg(feature = "zmq")]
+        Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
+            Kind::Zmq(super::zmq_link::listen(addr, net).await?)
+        }
         // Binding a Unix socket does not wait.
         _ => return net.listen(addr)?.into_async(),
     };
@@ -116,6 +148,8 @@ impl Listener {
             }
             #[cfg(feature = "tcp")]
             Kind::Tcp(t) => t.accept(&self.net).await,
+            #[cfg(feature = "zmq")]
+            Kind::Zmq(z) => z.accept(&self.net).await,
         }
     }
 
@@ -125,13 +159,25 @@ impl Listener {
             Kind::Unix { listener, .. } => Endpoint::Unix(listener.path().to_path_buf()),
             #[cfg(feature = "tcp")]
             Kind::Tcp(t) => t.endpoint(),
+            #[cfg(feature = "zmq")]
+            Kind::Zmq(z) => z.endpoint(),
         }
     }
 
     /// Back to the blocking listener (a `tcp://` one gets its handshake
-    /// thread back, with the handshakes under way).
+    /// thread back, with the handshakes under way). A ZeroMQ listener has
+    /// no blocking form (`procwire::zmq::bind_router` is the blocking
+    /// ROUTER): an error, and the listener is gone.
     pub fn into_blocking(self) -> Result<crate::Listener> {
         let inner = match self.kind {
+            #[cfg(feature = "zmq")]
+            Kind::Zmq(_) => {
+                return Err(Error::new(
+                    crate::ErrorKind::Unsupported,
+                    "a ZeroMQ listener has no blocking form: procwire::zmq::bind_router is the \
+                     blocking ROUTER",
+                ));
+            }
             Kind::Unix { listener, .. } => Inner::Unix(listener),
             #[cfg(feature = "tcp")]
             Kind::Tcp(t) => {
@@ -173,10 +219,13 @@ async fn accept_unix(l: &UnixListener, ready: &Registered) -> Result<crate::Sock
     }
 }
 
-/// Connects to `addr` (`unix:` or `tcp://`) and gives an awaitable channel,
-/// with `net`'s settings (on `tcp://` its connect deadline, retries, key
-/// and handshake deadline, as [`Net::connect`]). A Unix listener whose
-/// backlog is full is waited for, not a blocked thread.
+/// Connects to `addr` (`unix:`, `tcp://`, `zmq+tcp://` or `zmq+ipc://`)
+/// and gives an awaitable channel, with `net`'s settings (on `tcp://` its
+/// connect deadline, retries, key and handshake deadline, as
+/// [`Net::connect`]; on ZeroMQ a DEALER, see
+/// [the module docs](crate::tokio#endpoints-and-children)). A
+/// Unix listener whose backlog is full is waited for, not a blocked
+/// thread.
 pub async fn connect<Out, In>(addr: &str, net: &Net) -> Result<Duplex<Out, In>>
 where
     Out: Serialize + DeserializeOwned,
@@ -199,6 +248,8 @@ where
         }
         #[cfg(feature = "tcp")]
         Endpoint::Tcp(hp) => super::tcp::connect(hp, net).await,
+        #[cfg(feature = "zmq")]
+        Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => super::zmq_link::connect(addr, net).await,
         e => Err(crate::endpoint::no_channel(addr, e)),
     }
 }

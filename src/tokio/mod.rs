@@ -63,8 +63,9 @@
 //!
 //! # Endpoints and children
 //!
-//! [`listen`], [`Listener::accept`] and [`connect`] open `unix:` and
-//! `tcp://` endpoints on the runtime. A `tcp://` endpoint keeps every
+//! [`listen`], [`Listener::accept`] and [`connect`] open `unix:`,
+//! `tcp://` and (feature `zmq`) `zmq+tcp://` and `zmq+ipc://` endpoints on
+//! the runtime. A `tcp://` endpoint keeps every
 //! promise of the blocking one ([`crate::endpoint`]: the key policy, the
 //! authenticated and encrypted session, connect and handshake deadlines,
 //! retries, heartbeats and the bound on reporting a silent peer), with no
@@ -75,9 +76,12 @@
 //! [`Listener::into_blocking`]) keeping the handshakes under way and the
 //! connections not yet accepted. A `tcp://` end dropped while the peer has
 //! not acknowledged what it sent lingers (as a blocking one does) on the
-//! blocking pool. ZeroMQ sockets (feature `zmq`) are awaited through
-//! [`zmq`]: the `zeromq` crate's socket on your runtime, with
-//! no bridge and no thread of procwire's.
+//! blocking pool. On ZeroMQ, `connect` is a DEALER and a listener a
+//! ROUTER whose every peer is a connection to accept, each carried to its
+//! duplex by a task (two hand-overs a message); the sockets themselves,
+//! of every kind and without that carrying, are awaited through [`zmq`]:
+//! the `zeromq` crate's socket on your runtime, with no thread of
+//! procwire's.
 //!
 //! [`Command::channel_async`](crate::Command::channel_async) and
 //! [`Task::spawn_async`](crate::Task::spawn_async) hand out awaitable
@@ -107,6 +111,8 @@ mod tcp;
 #[cfg(feature = "zmq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "zmq")))]
 pub mod zmq;
+#[cfg(feature = "zmq")]
+mod zmq_link;
 pub use endpoint::{Listener, connect, listen};
 pub use io::{PipeReader, PipeWriter, Socket};
 pub use pool::{Map, Pool};

@@ -57,18 +57,27 @@ impl Zsock {
 }
 
 /// The bridge's end of the stream pair: procwire frames in.
-pub(super) struct Link {
+pub(crate) struct Link {
     rx: tokio::net::unix::OwnedReadHalf,
     frames: FrameDecoder,
 }
 
 /// The bridge's end of the stream pair: procwire frames out.
-pub(super) struct LinkWriter {
+pub(crate) struct LinkWriter {
     tx: tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>,
 }
 
 impl Link {
-    pub(super) fn new(stream: tokio::net::UnixStream, max: usize) -> (Link, LinkWriter) {
+    /// The bridge's end of a [`pair`], on the runtime this runs on, for
+    /// frames of at most `max` bytes.
+    pub(crate) fn open(
+        theirs: std::os::unix::net::UnixStream,
+        max: usize,
+    ) -> std::io::Result<(Link, LinkWriter)> {
+        Ok(Link::new(tokio::net::UnixStream::from_std(theirs)?, max))
+    }
+
+    fn new(stream: tokio::net::UnixStream, max: usize) -> (Link, LinkWriter) {
         let (rx, tx) = stream.into_split();
         (
             Link {
@@ -83,7 +92,7 @@ impl Link {
 
     /// The next payload the application sent; `None` when it closed its
     /// end. Cancel-safe: bytes read stay in the decoder.
-    async fn next(&mut self) -> std::result::Result<Option<Vec<u8>>, String> {
+    pub(crate) async fn next(&mut self) -> std::result::Result<Option<Vec<u8>>, String> {
         loop {
             match self.frames.next_payload() {
                 Ok(Some(p)) => return Ok(Some(p.to_vec())),
@@ -108,7 +117,7 @@ impl Link {
 
 impl LinkWriter {
     /// Hands one payload to the application, as a frame.
-    async fn put(&self, payload: &[u8]) -> std::result::Result<(), String> {
+    pub(crate) async fn put(&self, payload: &[u8]) -> std::result::Result<(), String> {
         use tokio::io::AsyncWriteExt;
         let mut tx = self.tx.lock().await;
         let gone = |e: std::io::Error| format!("the application's end is gone: {e}");
@@ -117,6 +126,16 @@ impl LinkWriter {
             .map_err(gone)?;
         tx.write_all(payload).await.map_err(gone)
     }
+}
+
+/// A stream socket pair for a bridge: the application's end (a procwire
+/// socket, for a channel made with `Options::duplex_from`) and the
+/// bridge's (non-blocking, for [`Link::open`]).
+pub(crate) fn pair() -> std::io::Result<(crate::Socket, std::os::unix::net::UnixStream)> {
+    let (ours, theirs) = crate::socket::socket_pair(crate::Kind::Stream)?;
+    let theirs = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(theirs));
+    theirs.set_nonblocking(true)?;
+    Ok((ours, theirs))
 }
 
 /// One payload frame out of a ZeroMQ message: a single frame, or an empty
@@ -157,7 +176,7 @@ async fn closed_while_sending() -> std::result::Result<(), String> {
 /// something fails: the reason is kept for the application's next error).
 /// The socket is shared with the channel's own calls, which take turns
 /// with this task for each send and receive.
-pub(super) async fn carry(
+pub(crate) async fn carry(
     socket: &Socket,
     kind: Kind,
     link: &mut Link,

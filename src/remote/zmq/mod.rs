@@ -56,7 +56,6 @@
 //! expected, or a peer that breaks the REQ/REP turn-taking ends the channel
 //! with an error that says which.
 
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -76,7 +75,7 @@ use socket::{Opened, Socket, decode, encode};
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, SendError};
-use crate::{Duplex, Kind as SocketKind, Net, Options};
+use crate::{Duplex, Net, Options};
 
 /// A ZeroMQ socket type.
 ///
@@ -274,38 +273,29 @@ impl<Out: Serialize + DeserializeOwned, In: Serialize + DeserializeOwned> Channe
 
     fn bridge(&self) -> Result<Bridged<Out, In>> {
         let what = "bridging a ZeroMQ socket to a procwire channel";
-        let (ours, theirs) =
-            crate::socket::socket_pair(SocketKind::Stream).map_err(|e| Error::io(what, e))?;
+        let (ours, theirs) = bridge::pair().map_err(|e| Error::io(what, e))?;
         let duplex: Duplex<Out, In> = self.options.duplex_from(ours)?;
-        let theirs = std::os::unix::net::UnixStream::from(OwnedFd::from(theirs));
-        theirs
-            .set_nonblocking(true)
-            .map_err(|e| Error::io(what, e))?;
         let bridge = Arc::new(Bridge::default());
         let (report, open, kind) = (Arc::clone(&bridge), Arc::clone(&self.open), self.kind);
         let max = self.options.max_frame_len();
         self.driven.spawn(async move {
-            let link = match tokio::net::UnixStream::from_std(theirs) {
-                Ok(l) => l,
-                Err(e) => {
-                    *report
-                        .error
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        Some(format!("{what}: {e}"));
-                    return;
-                }
-            };
-            let (mut link, out) = Link::new(link, max);
-            if let Err(why) = carry(&open.socket, kind, &mut link, &out).await {
+            let keep = |why: String| {
                 *report
                     .error
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+            };
+            match Link::open(theirs, max) {
+                Ok((mut link, out)) => {
+                    if let Err(why) = carry(&open.socket, kind, &mut link, &out).await {
+                        keep(why);
+                    }
+                    // Only now does the application see the end: its error
+                    // can say why.
+                    drop((link, out));
+                }
+                Err(e) => keep(format!("{what}: {e}")),
             }
-            // Only now does the application see the end: its error can say
-            // why.
-            drop((link, out));
         });
         Ok(Bridged { duplex, bridge })
     }
