@@ -76,19 +76,22 @@ const YIELDS: u32 = 16;
 const SWITCHED: Duration = Duration::from_micros(2);
 /// A sleeper wakes this often to check that the peer lives.
 const TICK: Duration = Duration::from_millis(10);
-/// A fixed spinning or yielding wait checks its deadline and its peer this
-/// often.
+/// A fixed spinning or yielding wait checks its peer this often (on the
+/// coarse clock: at the first tick after it).
 const BUSY_CHECK: Duration = Duration::from_millis(1);
 
 /// The fixed busy strategies: poll `ready`, between polls spinning or
-/// yielding, checking deadline and peer every [`BUSY_CHECK`].
+/// yielding; every 64 polls, check the deadline if there is one (the
+/// precise clock) and, every [`BUSY_CHECK`], the peer. The clock read per
+/// wait is the coarse one (`sys::coarse_ns`): a message that comes within
+/// the first polls costs no `Instant::now`.
 fn busy_wait(
     yielding: bool,
     ready: &dyn Fn() -> bool,
     deadline: Option<Instant>,
     alive: &dyn Fn() -> bool,
 ) -> Waited {
-    let mut checked = Instant::now();
+    let mut checked = crate::sys::coarse_ns();
     loop {
         for _ in 0..64 {
             if ready() {
@@ -100,11 +103,11 @@ fn busy_wait(
                 std::hint::spin_loop();
             }
         }
-        let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Waited::TimedOut;
         }
-        if now.duration_since(checked) >= BUSY_CHECK {
+        let now = crate::sys::coarse_ns();
+        if now.saturating_sub(checked) >= BUSY_CHECK.as_nanos() as u64 {
             checked = now;
             if !alive() {
                 return if ready() {
