@@ -416,8 +416,8 @@ fn fds_lost() -> Error {
 
 fn nothing_yet(wait: Wait) -> Error {
     match wait {
-        Wait::Never => Error::new(ErrorKind::Empty, "no complete message has arrived yet"),
-        Wait::Until(_) | Wait::Block => Error::new(
+        Wait::Never => Error::fixed(ErrorKind::Empty, "no complete message has arrived yet"),
+        Wait::Until(_) | Wait::Block => Error::fixed(
             ErrorKind::Timeout,
             "no complete message arrived before the deadline",
         ),

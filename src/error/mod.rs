@@ -113,7 +113,9 @@ pub struct Error(Box<Inner>);
 /// success path of every send and receive moves it.
 struct Inner {
     kind: ErrorKind,
-    message: String,
+    /// Borrowed for the fixed messages of the common, expected errors (a
+    /// `try_recv` that finds nothing: no allocation for the text).
+    message: std::borrow::Cow<'static, str>,
     source: Option<io::Error>,
     status: Option<std::process::ExitStatus>,
 }
@@ -134,7 +136,17 @@ impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
         Error(Box::new(Inner {
             kind,
-            message: message.into(),
+            message: std::borrow::Cow::Owned(message.into()),
+            source: None,
+            status: None,
+        }))
+    }
+
+    /// An error of `kind` with a fixed message (not copied).
+    pub(crate) fn fixed(kind: ErrorKind, message: &'static str) -> Error {
+        Error(Box::new(Inner {
+            kind,
+            message: std::borrow::Cow::Borrowed(message),
             source: None,
             status: None,
         }))
@@ -156,7 +168,7 @@ impl Error {
         };
         Error(Box::new(Inner {
             kind,
-            message: context.to_owned(),
+            message: std::borrow::Cow::Owned(context.to_owned()),
             source: Some(e),
             status: None,
         }))
@@ -166,7 +178,7 @@ impl Error {
     pub(crate) fn io_as(kind: ErrorKind, context: &str, e: io::Error) -> Error {
         Error(Box::new(Inner {
             kind,
-            message: context.to_owned(),
+            message: std::borrow::Cow::Owned(context.to_owned()),
             source: Some(e),
             status: None,
         }))
@@ -188,7 +200,7 @@ impl Error {
 
     /// Adds to the message what happened to the peer process.
     pub(crate) fn because(mut self, why: &str) -> Error {
-        self.0.message = format!("{}: {why}", self.0.message);
+        self.0.message = format!("{}: {why}", self.0.message).into();
         self
     }
 

@@ -351,11 +351,11 @@ impl Drop for SendCore {
 
 fn not_now(wait: Wait) -> Error {
     match wait {
-        Wait::Never => Error::new(
+        Wait::Never => Error::fixed(
             ErrorKind::Full,
             "the channel is full (the receiver has not read what was sent); nothing was written",
         ),
-        Wait::Until(_) | Wait::Block => Error::new(
+        Wait::Until(_) | Wait::Block => Error::fixed(
             ErrorKind::Timeout,
             "the receiver did not make room before the deadline; nothing was written",
         ),
