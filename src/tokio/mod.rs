@@ -108,6 +108,7 @@ mod pool;
 pub mod rpc;
 #[cfg(feature = "tcp")]
 mod tcp;
+mod turn;
 #[cfg(feature = "zmq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "zmq")))]
 pub mod zmq;
@@ -179,8 +180,8 @@ struct Waker {
     /// `Command`'s channel is made before the spawn).
     peer: [std::sync::OnceLock<Registered>; 2],
     conn: Arc<Conn>,
-    reading: ::tokio::sync::Mutex<()>,
-    writing: ::tokio::sync::Mutex<()>,
+    reading: turn::Turn,
+    writing: turn::Turn,
 }
 
 const READ: usize = 0;
@@ -209,8 +210,8 @@ impl Waker {
                 .transpose()?,
             peer: Default::default(),
             conn: Arc::clone(conn),
-            reading: ::tokio::sync::Mutex::new(()),
-            writing: ::tokio::sync::Mutex::new(()),
+            reading: turn::Turn::default(),
+            writing: turn::Turn::default(),
         })
     }
 
