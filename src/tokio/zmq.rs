@@ -37,9 +37,8 @@ use zeromq::ZmqMessage;
 use crate::Net;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, RecvError, Result, SendError};
-use crate::remote::zmq::bridge::single;
 use crate::remote::zmq::router::{from_peer, to_peer};
-use crate::remote::zmq::socket::{Opened, decode, encode};
+use crate::remote::zmq::socket::{Opened, encode};
 use crate::zmq::{Kind, Peer};
 
 /// A ZeroMQ socket as an awaitable channel. See the [module docs](self).
@@ -77,9 +76,7 @@ impl<Out: Serialize, In: DeserializeOwned> Channel<Out, In> {
     /// an error, and the socket goes on.
     pub async fn recv(&self) -> Result<In, RecvError> {
         let m = self.open.socket.recv().await.map_err(RecvError::new)?;
-        let payload =
-            single(m).map_err(|why| RecvError::new(Error::new(ErrorKind::Decode, why)))?;
-        decode(self.open.codec, self.open.max, &payload).map_err(RecvError::new)
+        self.open.payload(m).map_err(RecvError::new)
     }
 
     /// Sends `value` and waits for the next message (a REQ's turn).

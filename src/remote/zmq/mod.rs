@@ -217,8 +217,7 @@ impl<Out: Serialize + DeserializeOwned, In: Serialize + DeserializeOwned> Channe
     /// The next message off the socket, on this thread.
     fn take(&self, timeout: Option<Duration>) -> Result<In> {
         let m = self.driven.run(receive(&self.open.socket, timeout))??;
-        let payload = bridge::single(m).map_err(|why| Error::new(ErrorKind::Decode, why))?;
-        decode(self.open.codec, self.open.max, &payload)
+        self.open.payload(m)
     }
 
     /// Sends `value` and waits for the next message (a REQ's turn).

@@ -168,6 +168,16 @@ impl Opened {
     }
 }
 
+impl Opened {
+    /// A message's one payload frame, decoded: a multipart message
+    /// (procwire carries one payload frame per message) or one over the
+    /// maximum is an error.
+    pub(crate) fn payload<In: DeserializeOwned>(&self, m: ZmqMessage) -> Result<In> {
+        let payload = super::bridge::single(m).map_err(|why| Error::new(ErrorKind::Decode, why))?;
+        decode(self.codec, self.max, &payload)
+    }
+}
+
 /// Encodes `value` with `codec`, as one ZeroMQ frame.
 pub(crate) fn encode<T: Serialize + ?Sized>(codec: CodecKind, value: &T) -> Result<Vec<u8>> {
     let mut payload = Vec::new();
