@@ -20,12 +20,14 @@ pub(crate) mod ready;
 pub(crate) mod shm;
 pub(crate) mod signal;
 pub(crate) mod sockio;
+mod sockmsg;
 #[cfg(feature = "unstable")]
 pub(crate) mod storm;
 mod unix_path;
 
 pub(crate) use clock::coarse_ns;
 pub(crate) use poll::{Interest, hung_up, poll};
+pub(crate) use sockmsg::recv;
 pub(crate) use unix_path::{accept, unix_connect, unix_listen};
 
 use std::io::{self, IoSlice, IoSliceMut};
@@ -36,8 +38,8 @@ use std::path::Path;
 use rustix::fs::{FileType, OFlags};
 use rustix::io::{Errno, FdFlags, ReadWriteFlags};
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown, SocketFlags, SocketType,
+    AddressFamily, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown,
+    SocketFlags, SocketType,
 };
 
 /// The most descriptors one `SCM_RIGHTS` message may carry (`SCM_MAX_FD` in
@@ -271,6 +273,9 @@ pub(crate) fn send(
         flags |= SendFlags::DONTWAIT;
     }
     if fds.is_empty() {
+        if let [one] = bufs {
+            return retry(|| rustix::net::send(fd, one, flags));
+        }
         let mut control = SendAncillaryBuffer::default();
         return retry(|| rustix::net::sendmsg(fd, bufs, &mut control, flags));
     }
@@ -315,48 +320,6 @@ impl Received {
             fds_lost: false,
         }
     }
-}
-
-/// Receives bytes from a socket, adopting every descriptor that came with
-/// them into `fds_out` at once (close-on-exec, `MSG_CMSG_CLOEXEC`).
-///
-/// Truncated control data (`MSG_CTRUNC`) is reported in
-/// [`Received::fds_lost`]; the descriptors that did arrive are closed, and the
-/// bytes are still returned (on a stream they must not be lost).
-///
-/// # References
-/// - recvmsg(2), unix(7) (`SCM_RIGHTS`), cmsg(3)
-pub(crate) fn recv(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    fds_out: &mut Vec<OwnedFd>,
-    nonblocking: bool,
-) -> io::Result<Received> {
-    let mut flags = RecvFlags::CMSG_CLOEXEC | RecvFlags::TRUNC;
-    if nonblocking {
-        flags |= RecvFlags::DONTWAIT;
-    }
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = retry(|| rustix::net::recvmsg(fd, &mut iov, &mut control, flags))?;
-    let first_new = fds_out.len();
-    for cmsg in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(received) = cmsg {
-            fds_out.extend(received);
-        }
-    }
-    let fds_lost = msg.flags.contains(ReturnFlags::CTRUNC);
-    if fds_lost {
-        // Dropping them closes the descriptors that did arrive.
-        fds_out.truncate(first_new);
-    }
-    let len = msg.bytes.min(buf.len());
-    Ok(Received {
-        len,
-        full_len: msg.bytes,
-        fds_lost,
-    })
 }
 
 /// Receives bytes from a socket that carries neither descriptors nor
