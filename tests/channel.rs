@@ -382,6 +382,51 @@ fn select_on_an_empty_set_agrees_and_closed_receivers_can_be_removed() {
     });
 }
 
+/// A message the receiver read ahead of the one it returned (both came in
+/// one read) is ready for `Select` though its descriptor is not readable;
+/// so is one read ahead by a receive whose decoding panicked.
+#[test]
+fn select_sees_a_message_read_ahead() {
+    checked(20, || {
+        let (tx, rx) = channel::<u32>().unwrap();
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        assert_eq!(
+            rx.recv().unwrap(),
+            1,
+            "reads both frames, returns the first"
+        );
+        let mut sel = procwire::Select::new();
+        let i = sel.recv(&rx);
+        assert_eq!(sel.ready_timeout(Duration::from_secs(5)).unwrap(), i);
+        assert_eq!(rx.try_recv().unwrap(), 2);
+        assert_eq!(sel.try_ready(), None, "nothing left");
+
+        /// Panics when it decodes 13.
+        #[derive(Debug, PartialEq)]
+        struct Picky(u32);
+        impl<'de> serde::Deserialize<'de> for Picky {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Picky, D::Error> {
+                let v = u32::deserialize(d)?;
+                assert_ne!(v, 13, "a Deserialize impl that panics");
+                Ok(Picky(v))
+            }
+        }
+        let (tx, rx) = channel::<u32>().unwrap();
+        let rx = Options::new()
+            .receiver_from::<Picky>(rx.into_fd().unwrap())
+            .unwrap();
+        tx.send(13).unwrap();
+        tx.send(14).unwrap();
+        let rx = std::panic::AssertUnwindSafe(rx);
+        assert!(std::panic::catch_unwind(|| rx.recv()).is_err());
+        let mut sel = procwire::Select::new();
+        let i = sel.recv(&*rx);
+        assert_eq!(sel.ready_timeout(Duration::from_secs(5)).unwrap(), i);
+        assert_eq!(rx.try_recv().unwrap(), Picky(14));
+    });
+}
+
 /// Issue 12, item 5: the hello carries names the program declares, and a
 /// peer of another wire format version is refused with both versions named.
 #[test]

@@ -5,11 +5,12 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::gate::{Gate, Wait};
+use super::gate::{Gate, Pass, Wait};
 use crate::codec::CodecKind;
 use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, TryRecvError};
 use crate::frame::{Frame, FrameDecoder};
@@ -59,6 +60,27 @@ pub(crate) struct RecvCore {
     /// up to `max_frame` that a peer with the same send buffer can send.
     datagram_buffer: usize,
     incoming: Gate<Incoming>,
+    /// Whether `incoming` held a whole frame, or the end, when its gate was
+    /// last left: what [`buffered`](RecvCore::buffered) reads without taking
+    /// the gate (an awaited receive asks before every wait).
+    ahead: AtomicBool,
+}
+
+/// The pass through a receiver's gate, which on leaving records what
+/// `ahead` says (on unwinding too: a decode that panics leaves a message
+/// read ahead behind it).
+struct Leaving<'a> {
+    pass: Pass<'a, Incoming>,
+    ahead: &'a AtomicBool,
+}
+
+impl Drop for Leaving<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let inc = &*self.pass;
+        self.ahead
+            .store(inc.eof || inc.frames.has_frame(), Ordering::Release);
+    }
 }
 
 /// Descriptors that arrived with the stream bytes `start..end`.
@@ -125,6 +147,7 @@ impl RecvCore {
                 datagram: Vec::new(),
                 eof: false,
             }),
+            ahead: AtomicBool::new(false),
         })
     }
 
@@ -134,7 +157,7 @@ impl RecvCore {
 
     /// Takes the next message and hands its payload and descriptors to `f`.
     fn recv<R>(&self, wait: Wait, f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>) -> Result<R> {
-        let Some(mut pass) = self.incoming.enter(wait) else {
+        let Some(pass) = self.incoming.enter(wait) else {
             if self.incoming.held_here() {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
@@ -145,7 +168,11 @@ impl RecvCore {
             }
             return Err(nothing_yet(wait));
         };
-        let inc = &mut *pass;
+        let mut leaving = Leaving {
+            pass,
+            ahead: &self.ahead,
+        };
+        let inc = &mut *leaving.pass;
         match self.conn.transport() {
             Transport::Shm => self.recv_shm(inc, wait, f),
             t if t.framed() => self.recv_frame(inc, wait, f),
@@ -364,10 +391,7 @@ impl RecvCore {
     /// Whether a message (or an end) can be taken without reading the
     /// descriptor: something poll(2) cannot see.
     pub(crate) fn buffered(&self) -> bool {
-        self.incoming
-            .peek(|inc| inc.eof || inc.frames.has_frame())
-            .unwrap_or(false)
-            || self.conn.session_read_ahead()
+        self.ahead.load(Ordering::Acquire) || self.conn.session_read_ahead()
     }
 
     pub(crate) fn conn(&self) -> &Arc<Conn> {

@@ -1,10 +1,12 @@
 //! Every system call procwire makes, in one place.
 //!
 //! The rest of the crate talks to the kernel only through these functions.
-//! They are thin, safe wrappers over [`rustix`]; the two leaf modules that need
-//! `libc` ([`signal`] for the SIGPIPE guard, [`inherit`] for adopting an
-//! inherited descriptor) hold the crate's only `unsafe` code. Another Unix
-//! port replaces this module and nothing else.
+//! They are thin, safe wrappers over [`rustix`]; the leaf modules that need
+//! `libc` where rustix has no wrapper, or none cheap enough for every
+//! message ([`signal`] for the SIGPIPE guard, [`inherit`] for adopting an
+//! inherited descriptor, `sockmsg` for a socket's receive, and a few more),
+//! hold the crate's only `unsafe` code, each with a `# Safety` paragraph.
+//! Another Unix port replaces this module and nothing else.
 //!
 //! Each wrapper names its man page under `# References`.
 
