@@ -703,3 +703,54 @@ fn tasks_sharing_an_end_across_threads_never_stall() {
         }
     });
 }
+
+/// Read system calls this thread has made (`syscr` in
+/// `/proc/thread-self/io`: read(2) and its kin, not recvmsg(2)).
+fn reads_by_this_thread() -> u64 {
+    let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscr: "))
+        .expect("syscr in /proc/thread-self/io")
+        .parse()
+        .unwrap()
+}
+
+/// An awaited receive whose read found the pipe empty clears its
+/// readiness, as tokio's `poll_read` does after a short read: the next
+/// receive waits for the next message rather than trying a read that
+/// finds nothing. Messages that come one at a time, each a little after
+/// the receive began to wait, cost one read each (a try first would make
+/// it two).
+#[test]
+fn an_awaited_receive_makes_one_read_per_message_that_comes_alone() {
+    checked(60, || {
+        const N: u64 = 200;
+        let (tx, rx) = procwire::channel::<u64>().unwrap();
+        let (ack_tx, ack_rx) = procwire::channel::<u64>().unwrap();
+        let peer = std::thread::spawn(move || {
+            for i in 0..N {
+                std::thread::sleep(Duration::from_millis(1));
+                tx.send(i).unwrap();
+                assert_eq!(ack_rx.recv().unwrap(), i);
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let reads = rt.block_on(async {
+            let rx = rx.into_async().unwrap();
+            let before = reads_by_this_thread();
+            for i in 0..N {
+                assert_eq!(rx.recv().await.unwrap(), i);
+                ack_tx.send(i).unwrap();
+            }
+            reads_by_this_thread() - before
+        });
+        peer.join().unwrap();
+        assert!(
+            reads <= N + N / 10,
+            "{reads} reads for {N} messages that came one at a time"
+        );
+    });
+}

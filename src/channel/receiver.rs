@@ -5,7 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -60,26 +60,35 @@ pub(crate) struct RecvCore {
     /// up to `max_frame` that a peer with the same send buffer can send.
     datagram_buffer: usize,
     incoming: Gate<Incoming>,
-    /// Whether `incoming` held a whole frame, or the end, when its gate was
-    /// last left: what [`buffered`](RecvCore::buffered) reads without taking
-    /// the gate (an awaited receive asks before every wait).
-    ahead: AtomicBool,
+    /// What `incoming` said when its gate was last left ([`AHEAD`],
+    /// [`DRAINED`]): what [`buffered`](RecvCore::buffered) and
+    /// [`drained`](RecvCore::drained) read without taking the gate (an
+    /// awaited receive asks before every wait).
+    said: AtomicU8,
 }
 
+/// A whole frame, or the end, is held in the receiver.
+const AHEAD: u8 = 1;
+/// The last receive read from its descriptor and left it empty.
+const DRAINED: u8 = 2;
+
 /// The pass through a receiver's gate, which on leaving records what
-/// `ahead` says (on unwinding too: a decode that panics leaves a message
+/// `said` says (on unwinding too: a decode that panics leaves a message
 /// read ahead behind it).
 struct Leaving<'a> {
     pass: Pass<'a, Incoming>,
-    ahead: &'a AtomicBool,
+    said: &'a AtomicU8,
 }
 
 impl Drop for Leaving<'_> {
     #[inline]
     fn drop(&mut self) {
         let inc = &*self.pass;
-        self.ahead
-            .store(inc.eof || inc.frames.has_frame(), Ordering::Release);
+        let ahead = inc.eof || inc.frames.has_frame();
+        self.said.store(
+            u8::from(ahead) | u8::from(inc.drained) << 1,
+            Ordering::Release,
+        );
     }
 }
 
@@ -103,6 +112,11 @@ struct Incoming {
     batches: VecDeque<FdBatch>,
     datagram: Vec<u8>,
     eof: bool,
+    /// This receive, one that does not block (an awaited one), read from
+    /// the descriptor, and the read found it empty before the buffer was
+    /// full (a pipe or a stream socket, and no descriptors arrived, at
+    /// which the kernel ends a read early).
+    drained: bool,
 }
 
 impl Incoming {
@@ -146,8 +160,9 @@ impl RecvCore {
                 batches: VecDeque::new(),
                 datagram: Vec::new(),
                 eof: false,
+                drained: false,
             }),
-            ahead: AtomicBool::new(false),
+            said: AtomicU8::new(0),
         })
     }
 
@@ -170,9 +185,10 @@ impl RecvCore {
         };
         let mut leaving = Leaving {
             pass,
-            ahead: &self.ahead,
+            said: &self.said,
         };
         let inc = &mut *leaving.pass;
+        inc.drained = false;
         match self.conn.transport() {
             Transport::Shm => self.recv_shm(inc, wait, f),
             t if t.framed() => self.recv_frame(inc, wait, f),
@@ -255,10 +271,18 @@ impl RecvCore {
             let start = inc.frames.stream_offset();
             let mut fds = Vec::new();
             let block = matches!(wait, Wait::Block);
-            match self.conn.read(inc.frames.spare(), &mut fds, block) {
+            let spare = inc.frames.spare();
+            let asked = spare.len();
+            match self.conn.read(spare, &mut fds, block) {
                 Ok(r) if r.len == 0 => inc.eof = true,
                 Ok(r) => {
                     inc.frames.filled(r.len);
+                    // (Asked only by an awaited receive, which never blocks.)
+                    inc.drained = !block
+                        && r.len < asked
+                        && fds.is_empty()
+                        && !r.fds_lost
+                        && matches!(self.conn.transport(), Transport::Pipe | Transport::Stream);
                     if !fds.is_empty() || r.fds_lost {
                         inc.batches.push_back(FdBatch {
                             start,
@@ -391,7 +415,16 @@ impl RecvCore {
     /// Whether a message (or an end) can be taken without reading the
     /// descriptor: something poll(2) cannot see.
     pub(crate) fn buffered(&self) -> bool {
-        self.ahead.load(Ordering::Acquire) || self.conn.session_read_ahead()
+        self.said.load(Ordering::Acquire) & AHEAD != 0 || self.conn.session_read_ahead()
+    }
+
+    /// Whether the last receive read from the descriptor and found it empty
+    /// (see `Incoming::drained`): readiness seen before that read is spent,
+    /// so an awaited receive may clear it rather than try a read that would
+    /// find nothing (as tokio's own `poll_read` does after a short read).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn drained(&self) -> bool {
+        self.said.load(Ordering::Acquire) & DRAINED != 0
     }
 
     pub(crate) fn conn(&self) -> &Arc<Conn> {

@@ -437,7 +437,15 @@ fn poll_take<T: DeserializeOwned, R>(
             // Cleared only now: readiness that comes after the try is kept
             // (tokio's tick), and wakes this task again.
             Err(e) if e.kind() == ErrorKind::Empty => guard.clear_ready(),
-            other => return Poll::Ready(other),
+            other => {
+                // A read that found the descriptor empty spent the
+                // readiness too: the next receive waits for new readiness
+                // instead of trying a read that finds nothing.
+                if other.is_ok() && rx.core().drained() {
+                    guard.clear_ready();
+                }
+                return Poll::Ready(other);
+            }
         }
     }
 }
