@@ -66,7 +66,7 @@ pub(crate) struct SendCore {
     /// the gate (a duplex's receive asks before every wait). Written only
     /// by the gate's holder.
     pending: AtomicBool,
-    /// Whether the last frame was large (`direct::LARGE` or more): the next
+    /// Whether the last frame was large (`direct::large` or more): the next
     /// blocking send then tries to write its big slices without a copy.
     large: AtomicBool,
 }
@@ -122,8 +122,10 @@ impl SendCore {
             out.encode(framed, self.max_frame, |buf| payload.fill(codec, buf))
         });
         encoded?;
-        self.large
-            .store(out.len() >= direct::LARGE, Ordering::Relaxed);
+        self.large.store(
+            out.len() >= direct::large(self.conn.transport()),
+            Ordering::Relaxed,
+        );
         if (!fds.is_empty() || !typed.is_empty()) && !self.conn.carries_fds() {
             out.discard();
             return Err(Error::new(
