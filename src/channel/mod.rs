@@ -12,7 +12,7 @@ mod hello;
 mod receiver;
 mod select;
 mod sender;
-#[cfg(feature = "tcp")]
+#[cfg(any(feature = "tcp", feature = "tokio"))]
 pub(crate) use sender::SendCore;
 
 use serde::Serialize;

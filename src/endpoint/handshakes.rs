@@ -176,6 +176,7 @@ impl<W> Handshakes<W> {
 
     /// The same handshakes for another driver, each with what `waiter`
     /// makes for its stream (one it cannot make for is dropped).
+    #[cfg(feature = "tokio")]
     pub(crate) fn rewait<V>(
         self,
         mut waiter: impl FnMut(&TcpStream) -> Option<V>,

@@ -378,6 +378,7 @@ impl TcpAcceptor {
 
     /// Stops the thread: the handshakes under way, and the connections
     /// accepted but not yet taken, for another driver.
+    #[cfg(feature = "tokio")]
     pub(crate) fn stop(mut self) -> Result<(Handshakes<()>, Vec<Accepted>)> {
         self.stop.take();
         let thread = self.thread.take().expect("present until stopped");

@@ -110,21 +110,27 @@ impl crate::Listener {
 /// # }
 /// ```
 pub async fn listen(addr: &str, net: &Net) -> Result<Listener> {
-    let endpoint: Endpoint = addr.parse()?;
-    let kind = match &endpoint {
-        #[cfg(feature = "tcp")]
-        Endpoint::Tcp(hp) => Kind::Tcp(super::tcp::Acceptor::bind(hp, net).await?),
-        #[cfg(feature = "zmq")]
-        Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
-            Kind::Zmq(super::zmq_link::listen(addr, net).await?)
-        }
-        // Binding a Unix socket does not wait.
-        _ => return net.listen(addr)?.into_async(),
-    };
-    Ok(Listener {
-        kind,
-        net: net.clone(),
-    })
+    #[cfg(any(feature = "tcp", feature = "zmq"))]
+    {
+        let endpoint: Endpoint = addr.parse()?;
+        let kind = match &endpoint {
+            #[cfg(feature = "tcp")]
+            Endpoint::Tcp(hp) => Kind::Tcp(super::tcp::Acceptor::bind(hp, net).await?),
+            #[cfg(feature = "zmq")]
+            Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
+                Kind::Zmq(super::zmq_link::listen(addr, net).await?)
+            }
+            // Binding a Unix socket does not wait.
+            _ => return net.listen(addr)?.into_async(),
+        };
+        Ok(Listener {
+            kind,
+            net: net.clone(),
+        })
+    }
+    // Only Unix sockets: binding one does not wait.
+    #[cfg(not(any(feature = "tcp", feature = "zmq")))]
+    net.listen(addr)?.into_async()
 }
 
 impl Listener {
