@@ -754,3 +754,49 @@ fn an_awaited_receive_makes_one_read_per_message_that_comes_alone() {
         );
     });
 }
+
+/// The awaited borrowing receive (`recv_with`) on every transport: each
+/// message is looked at in the receive buffer, a `ByteBuf` decoded as a
+/// borrowed `&[u8]`. The receive is awaited before the message is sent, so
+/// the tries that find nothing must leave the closure for the one that
+/// finds the message; sizes from 64 B to 1 MiB.
+#[test]
+fn recv_with_is_awaited_and_borrows_the_message_on_every_transport() {
+    checked(120, || {
+        for t in ALL {
+            let (btx, brx) = blocking_pair(t);
+            const SIZES: [usize; 3] = [64, 4096, 1 << 20];
+            let sender = std::thread::spawn(move || {
+                for (i, len) in SIZES.into_iter().enumerate() {
+                    std::thread::sleep(Duration::from_millis(30));
+                    let m = numbered(i as u32, len);
+                    match &btx {
+                        BTx::S(s) => s.send(m).unwrap(),
+                        BTx::D(d) => d.send(m).unwrap(),
+                    }
+                }
+                btx
+            });
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let rx = Rx::new(brx);
+                for (i, len) in SIZES.into_iter().enumerate() {
+                    let look = |m: procwire::Received<'_>| {
+                        let bytes: &[u8] = m.decode()?;
+                        Ok::<_, procwire::Error>((number_of(bytes), bytes.len()))
+                    };
+                    let seen = match &rx {
+                        Rx::R(r) => r.recv_with(look).await,
+                        Rx::D(d) => d.recv_with(look).await,
+                    };
+                    assert_eq!(seen.unwrap().unwrap(), (i as u32, len + 4), "{t:?}");
+                }
+                drop(rx);
+            });
+            drop(sender.join().unwrap());
+        }
+    });
+}

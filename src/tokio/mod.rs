@@ -339,6 +339,39 @@ impl<T: DeserializeOwned> Receiver<T> {
         self.waker.with_fate(r, READ).await.map_err(RecvError::new)
     }
 
+    /// Awaits the next message and hands `f` a view of it in the receive
+    /// buffer, as [`crate::Receiver::recv_with`]: nothing is allocated for
+    /// the message, however large. What `f` returns is returned.
+    /// Cancel-safe: `f` runs in the poll that takes the message, and a
+    /// dropped `recv_with` took nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = procwire::channel::<(u32, String)>()?;
+    /// let rx = rx.into_async()?;
+    /// tx.send((7, "a long text".to_string()))?;
+    /// // The text is looked at where it arrived: no String is made.
+    /// let len = rx
+    ///     .recv_with(|m| m.decode::<(u32, &str)>().map(|(_, s)| s.len()))
+    ///     .await??;
+    /// assert_eq!(len, 11);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn recv_with<R>(
+        &self,
+        f: impl FnOnce(crate::Received<'_>) -> R,
+    ) -> Result<R, RecvError> {
+        let _turn = self.waker.reading.lock().await;
+        let f = Lent::new(f);
+        let take = || self.inner.recv_with_wait(Wait::Never, |m| f.run(m));
+        let r = poll_fn(|cx| poll_take(&self.waker, cx, &self.inner, &take, None)).await;
+        self.waker.with_fate(r, READ).await.map_err(RecvError::new)
+    }
+
     /// Takes a message if a complete one is there, without waiting.
     pub fn try_recv(&self) -> Result<T, crate::TryRecvError> {
         self.inner.try_recv()
@@ -356,6 +389,28 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// Back to a blocking receiver.
     pub fn into_blocking(self) -> crate::Receiver<T> {
         self.inner
+    }
+}
+
+/// The closure of a borrowing receive, lent to each try of it: a try that
+/// finds nothing leaves it for the next, and the one that takes a message
+/// runs it (after which the receive is over: no try comes again).
+struct Lent<F>(std::cell::Cell<Option<F>>);
+
+impl<F> Lent<F> {
+    fn new(f: F) -> Lent<F> {
+        Lent(std::cell::Cell::new(Some(f)))
+    }
+
+    fn run<R>(&self, m: crate::Received<'_>) -> R
+    where
+        F: FnOnce(crate::Received<'_>) -> R,
+    {
+        let f = self
+            .0
+            .take()
+            .expect("a borrowing receive takes one message, then stops trying");
+        f(m)
     }
 }
 
@@ -753,6 +808,20 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     pub async fn recv(&self) -> Result<In, RecvError> {
         let _turn = self.rx.waker.reading.lock().await;
         let take = || self.rx.inner.recv_wait(Wait::Never);
+        let r = poll_fn(|cx| self.poll_take(cx, &take)).await;
+        self.with_fate(r).await
+    }
+
+    /// Awaits the next message and hands `f` a view of it in the receive
+    /// buffer; see [`Receiver::recv_with`]. Meanwhile it finishes a frame
+    /// of ours the kernel took in part. Cancel-safe.
+    pub async fn recv_with<R>(
+        &self,
+        f: impl FnOnce(crate::Received<'_>) -> R,
+    ) -> Result<R, RecvError> {
+        let _turn = self.rx.waker.reading.lock().await;
+        let f = Lent::new(f);
+        let take = || self.rx.inner.recv_with_wait(Wait::Never, |m| f.run(m));
         let r = poll_fn(|cx| self.poll_take(cx, &take)).await;
         self.with_fate(r).await
     }
