@@ -41,7 +41,7 @@
 //!
 //! | future dropped while… | what happened |
 //! |---|---|
-//! | `recv()` waits | nothing was taken: the next `recv` gets the next message (bytes of a frame that arrived in part stay buffered for it) |
+//! | `recv()` or `recv_with(f)` waits | nothing was taken (`f` has not run): the next `recv` gets the next message (bytes of a frame that arrived in part stay buffered for it) |
 //! | `send(v)` waits for room | nothing of `v` was written; `v` is dropped |
 //! | `send(v)` writes the rest of its frame | the frame stays pending; the next `send`, `flush` or `close` finishes it first (never a frame torn or interleaved) |
 //! | `flush()` waits | as above |
