@@ -165,11 +165,7 @@ pub(super) fn send(
     let mut count = Count(0);
     let (counted, fds) = crate::fd::collecting(0, || payload.write_to(core.codec, &mut count));
     let len = count.0;
-    if counted.is_err()
-        || !fds.is_empty()
-        || len < large(core.conn.transport())
-        || len > core.max_frame
-    {
+    if counted.is_err() || !fds.is_empty() || len < core.large_from || len > core.max_frame {
         return None;
     }
     if core.conn.transport() == Transport::Shm {

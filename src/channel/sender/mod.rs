@@ -66,9 +66,12 @@ pub(crate) struct SendCore {
     /// the gate (a duplex's receive asks before every wait). Written only
     /// by the gate's holder.
     pending: AtomicBool,
-    /// Whether the last frame was large (`direct::large` or more): the next
-    /// blocking send then tries to write its big slices without a copy.
+    /// Whether the last frame was large (`large_from` bytes or more): the
+    /// next blocking send then tries to write its big slices without a copy.
     large: AtomicBool,
+    /// Where a frame on this transport counts as large
+    /// ([`direct::large`]).
+    large_from: usize,
 }
 
 impl SendCore {
@@ -79,13 +82,14 @@ impl SendCore {
         linger: Duration,
     ) -> SendCore {
         SendCore {
-            conn,
             codec,
             max_frame,
             linger,
             out: Gate::new(Outgoing::default()),
             pending: AtomicBool::new(false),
             large: AtomicBool::new(false),
+            large_from: direct::large(conn.transport()),
+            conn,
         }
     }
 
@@ -122,10 +126,8 @@ impl SendCore {
             out.encode(framed, self.max_frame, |buf| payload.fill(codec, buf))
         });
         encoded?;
-        self.large.store(
-            out.len() >= direct::large(self.conn.transport()),
-            Ordering::Relaxed,
-        );
+        self.large
+            .store(out.len() >= self.large_from, Ordering::Relaxed);
         if (!fds.is_empty() || !typed.is_empty()) && !self.conn.carries_fds() {
             out.discard();
             return Err(Error::new(
