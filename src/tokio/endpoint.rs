@@ -110,27 +110,20 @@ impl crate::Listener {
 /// # }
 /// ```
 pub async fn listen(addr: &str, net: &Net) -> Result<Listener> {
-    #[cfg(any(feature = "tcp", feature = "zmq"))]
-    {
-        let endpoint: Endpoint = addr.parse()?;
-        let kind = match &endpoint {
-            #[cfg(feature = "tcp")]
-            Endpoint::Tcp(hp) => Kind::Tcp(super::tcp::Acceptor::bind(hp, net).await?),
-            #[cfg(feature = "zmq")]
-            Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
-                Kind::Zmq(super::zmq_link::listen(addr, net).await?)
-            }
-            // Binding a Unix socket does not wait.
-            _ => return net.listen(addr)?.into_async(),
-        };
-        Ok(Listener {
-            kind,
+    match addr.parse::<Endpoint>()? {
+        #[cfg(feature = "tcp")]
+        Endpoint::Tcp(hp) => Ok(Listener {
+            kind: Kind::Tcp(super::tcp::Acceptor::bind(&hp, net).await?),
             net: net.clone(),
-        })
+        }),
+        #[cfg(feature = "zmq")]
+        Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => Ok(Listener {
+            kind: Kind::Zmq(super::zmq_link::listen(addr, net).await?),
+            net: net.clone(),
+        }),
+        // Binding a Unix socket does not wait.
+        _ => net.listen(addr)?.into_async(),
     }
-    // Only Unix sockets: binding one does not wait.
-    #[cfg(not(any(feature = "tcp", feature = "zmq")))]
-    net.listen(addr)?.into_async()
 }
 
 impl Listener {
