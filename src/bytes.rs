@@ -174,6 +174,7 @@ impl<'de> Visitor<'de> for BytesVisitor {
         f.write_str("a byte string")
     }
 
+    #[inline]
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
         let mut out = Vec::with_capacity(v.len());
         extend(&mut out, v);

@@ -1,18 +1,21 @@
-//! Once buffers are warm, sending and receiving allocate nothing: proved with
-//! a counting global allocator.
+//! Once buffers are warm, sending and receiving allocate nothing, and a large
+//! byte string is received into its own buffer, not copied there from the
+//! receive buffer: proved with a counting global allocator.
 
 mod util;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use procwire::{CodecKind, Kind, Options, Receiver, Sender, SocketPair};
+use procwire::{ByteBuf, CodecKind, Kind, Options, Receiver, Sender, SocketPair};
 use serde::{Deserialize, Serialize};
 
 struct Counting;
 
 thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// Bytes asked for by this thread's allocations and reallocations.
+    static BYTES: Cell<u64> = const { Cell::new(0) };
 }
 
 // SAFETY: forwards every call to the system allocator unchanged; counting a
@@ -21,6 +24,7 @@ thread_local! {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.with(|a| a.set(a.get() + 1));
+        BYTES.with(|b| b.set(b.get() + layout.size() as u64));
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
         unsafe { System.alloc(layout) }
     }
@@ -30,6 +34,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.with(|a| a.set(a.get() + 1));
+        BYTES.with(|b| b.set(b.get() + new_size as u64));
         // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -40,6 +45,10 @@ static GLOBAL: Counting = Counting;
 
 fn allocations() -> u64 {
     ALLOCATIONS.with(|a| a.get())
+}
+
+fn bytes_allocated() -> u64 {
+    BYTES.with(|b| b.get())
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -98,4 +107,70 @@ fn the_counter_sees_allocations() {
     let v = std::hint::black_box(vec![1u8; 100]);
     drop(v);
     assert_eq!(allocations() - before, 1);
+}
+
+/// Receives `n` messages of a `len`-byte string at the end of `make`'s
+/// value on a fresh channel, and returns the bytes the receiving thread
+/// allocated meanwhile.
+fn bytes_to_receive<T>(pipe: bool, n: usize, make: fn(usize) -> T) -> u64
+where
+    T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug + Send + 'static,
+{
+    let (tx, rx) = if pipe {
+        procwire::Pipe::new().channel::<T>().unwrap()
+    } else {
+        SocketPair::new(Kind::Stream).channel::<T>().unwrap()
+    };
+    // Larger than a pipe or a socket buffer holds: the receive reads the
+    // message as it comes.
+    let sender = std::thread::spawn(move || {
+        for i in 0..n {
+            tx.send(make(i)).unwrap();
+        }
+    });
+    let before = bytes_allocated();
+    let mut got = Vec::new();
+    for _ in 0..n {
+        got.push(rx.recv().unwrap());
+    }
+    let used = bytes_allocated() - before;
+    sender.join().unwrap();
+    for (i, g) in got.iter().enumerate() {
+        assert!(*g == make(i), "message {i} differs");
+    }
+    used
+}
+
+#[test]
+fn a_large_byte_string_is_received_into_its_own_buffer() {
+    const LEN: usize = 1 << 20;
+    // Without it, the receive buffer grows to hold the frame (some 2 MiB
+    // of allocations while doubling) and each message is copied out into
+    // a buffer of its own: over 5 MiB for three.
+    let bound = 3 * LEN as u64 + (64 << 10);
+    util::checked(60, move || {
+        for pipe in [true, false] {
+            let used = bytes_to_receive(pipe, 3, |i| ByteBuf::from(vec![i as u8; LEN]));
+            assert!(
+                used <= bound,
+                "pipe {pipe}: {used} bytes allocated for 3 x 1 MiB"
+            );
+            let used = bytes_to_receive(pipe, 3, |i| {
+                (
+                    i as u32,
+                    "a name".to_string(),
+                    Some(ByteBuf::from(vec![i as u8; LEN])),
+                )
+            });
+            assert!(
+                used <= bound,
+                "pipe {pipe}: {used} bytes allocated for 3 x 1 MiB in a tuple"
+            );
+            let used = bytes_to_receive(pipe, 3, |i| "é".repeat(LEN / 2) + &i.to_string());
+            assert!(
+                used <= bound,
+                "pipe {pipe}: {used} bytes allocated for 3 x 1 MiB of text"
+            );
+        }
+    });
 }

@@ -1,12 +1,15 @@
 //! A large message's send writes its big byte slices from the caller's
 //! memory (`channel/sender/direct.rs`): the same bytes on the wire as the
 //! buffered path, every codec, and a value that encodes differently the
-//! second time cannot tear the stream.
+//! second time cannot tear the stream. A large message that ends in a byte
+//! string is received into that string's own buffer (`codec/split.rs`):
+//! the same values, at any depth, through timeouts, a borrowing receive
+//! and a peer that goes away mid-frame.
 
 mod util;
 
 use std::cell::Cell;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
@@ -233,6 +236,155 @@ fn over_shared_memory_a_value_that_encodes_differently_leaves_nothing_in_the_rin
         let got = reader.join().unwrap();
         for g in got {
             assert_eq!(g.unwrap(), (BIG, 1000), "only whole records were published");
+        }
+    });
+}
+
+/// A pipe or a stream socket: the raw writing end, and a receiver of `T`
+/// on the other.
+fn raw_writer<T: serde::de::DeserializeOwned>(
+    pipe: bool,
+) -> (std::fs::File, procwire::Receiver<T>) {
+    let (w, r): (OwnedFd, OwnedFd) = if pipe {
+        let (r, w) = procwire::pipe().unwrap();
+        (w.into(), r.into())
+    } else {
+        let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
+        (a.into(), b.into())
+    };
+    (w.into(), Options::new().receiver_from::<T>(r).unwrap())
+}
+
+fn frame_of<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut payload = Vec::new();
+    CodecKind::Postcard.encode(value, &mut payload).unwrap();
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum Record {
+    Note(String),
+    Blob {
+        id: u32,
+        tags: Vec<String>,
+        data: Option<ByteBuf>,
+    },
+}
+
+#[test]
+fn large_messages_that_end_in_a_byte_string_arrive_whole_at_any_depth() {
+    checked(60, || {
+        for pipe in [true, false] {
+            // Around the size from which the string gets its own buffer.
+            for len in [(32 << 10) - 1, 32 << 10, BIG] {
+                let (w, rx) = raw_writer::<Record>(pipe);
+                let records = vec![
+                    Record::Blob {
+                        id: 7,
+                        tags: vec!["a".into(), "bc".into()],
+                        data: Some(ByteBuf::from(pattern(1, len))),
+                    },
+                    Record::Note("n".repeat(len)),
+                    Record::Blob {
+                        id: u32::MAX,
+                        tags: vec![],
+                        data: None,
+                    },
+                    Record::Blob {
+                        id: 0,
+                        tags: vec!["x".repeat(40)],
+                        data: Some(ByteBuf::from(pattern(2, len + 1))),
+                    },
+                ];
+                let frames: Vec<u8> = records.iter().flat_map(frame_of).collect();
+                let writer = std::thread::spawn(move || {
+                    let mut w = w;
+                    w.write_all(&frames).unwrap();
+                });
+                for r in &records {
+                    assert!(rx.recv().unwrap() == *r, "pipe {pipe}, {len}");
+                }
+                writer.join().unwrap();
+                assert!(rx.recv().unwrap_err().is_disconnected());
+                // A sequence of bytes is written like a byte string: the
+                // guess is wrong, and the value still right.
+                let (mut w, rx) = raw_writer::<(u8, Vec<u8>)>(pipe);
+                let v = (3u8, pattern(4, len));
+                let frame = frame_of(&v);
+                let writer = std::thread::spawn(move || w.write_all(&frame).unwrap());
+                assert_eq!(rx.recv().unwrap(), v, "pipe {pipe}, {len}");
+                writer.join().unwrap();
+            }
+        }
+    });
+}
+
+#[test]
+fn a_large_message_read_into_its_own_buffer_survives_timeouts_and_any_receive_finishes_it() {
+    checked(60, || {
+        for pipe in [true, false] {
+            for borrow in [false, true] {
+                let (mut w, rx) = raw_writer::<ByteBuf>(pipe);
+                let msg = ByteBuf::from(pattern(9, 1 << 20));
+                let frame = frame_of(&msg);
+                let next = frame_of(&ByteBuf::from(b"next".to_vec()));
+                w.write_all(&frame[..20_000]).unwrap();
+                let short = Duration::from_millis(30);
+                let e = rx.recv_timeout(short).unwrap_err();
+                assert!(e.is_timeout(), "{e}");
+                w.write_all(&frame[20_000..40_000]).unwrap();
+                let e = rx.recv_timeout(short).unwrap_err();
+                assert!(e.is_timeout(), "{e}");
+                let rest = frame[40_000..].to_vec();
+                let writer = std::thread::spawn(move || {
+                    w.write_all(&rest).unwrap();
+                    w.write_all(&next).unwrap();
+                });
+                if borrow {
+                    let same = rx
+                        .recv_with(|m| m.decode::<&[u8]>().map(|b| b == &msg[..]))
+                        .unwrap()
+                        .unwrap();
+                    assert!(same, "pipe {pipe}: the borrowed bytes differ");
+                } else {
+                    assert!(rx.recv().unwrap() == msg, "pipe {pipe}: the bytes differ");
+                }
+                assert_eq!(&rx.recv().unwrap()[..], b"next");
+                writer.join().unwrap();
+            }
+        }
+    });
+}
+
+#[test]
+fn a_peer_gone_in_the_middle_of_a_large_message_is_an_unexpected_end() {
+    checked(60, || {
+        for pipe in [true, false] {
+            let frame = frame_of(&ByteBuf::from(pattern(1, 1 << 20)));
+            let short = Duration::from_millis(30);
+            // Mid-frame, the receiver cannot travel: the bytes it holds
+            // would be lost.
+            let (mut w, rx) = raw_writer::<ByteBuf>(pipe);
+            w.write_all(&frame[..30_000]).unwrap();
+            assert!(rx.recv_timeout(short).unwrap_err().is_timeout());
+            let e = rx.into_fd().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+            // The peer goes away with the rest unsent.
+            let (mut w, rx) = raw_writer::<ByteBuf>(pipe);
+            w.write_all(&frame[..30_000]).unwrap();
+            assert!(rx.recv_timeout(short).unwrap_err().is_timeout());
+            w.write_all(&frame[30_000..60_000]).unwrap();
+            drop(w);
+            let e = rx.recv().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::UnexpectedEof, "pipe {pipe}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("middle of a frame") && text.contains("arrived"),
+                "{text}"
+            );
+            assert!(rx.recv().unwrap_err().is_disconnected());
         }
     });
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::gate::{Gate, Pass, Wait};
-use crate::codec::CodecKind;
+use crate::codec::{CodecKind, split};
 use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, TryRecvError};
 use crate::frame::{Frame, FrameDecoder};
 use crate::sys::{self, Interest};
@@ -117,9 +117,129 @@ struct Incoming {
     /// full (a pipe or a stream socket, and no descriptors arrived, at
     /// which the kernel ends a read early).
     drained: bool,
+    /// A large frame whose trailing byte string is being read into its own
+    /// buffer; the decoder holds the frame's first bytes meanwhile.
+    direct: Option<Direct>,
+}
+
+/// A large frame read straight into the buffer of its trailing byte string
+/// (see `codec::split`): postcard only, on pipes and stream sockets.
+struct Direct {
+    /// The frame's payload length.
+    len: usize,
+    /// Where the string's length prefix starts in the payload, and where
+    /// its bytes start.
+    claim_at: usize,
+    tail_at: usize,
+    /// The string's bytes so far, in an allocation of its final size.
+    tail: Vec<u8>,
+    tail_len: usize,
+    /// Bytes read into `tail` (rather than copied from the decoder).
+    read: u64,
+}
+
+impl Direct {
+    /// Reads more of the string; returns what the read did and how much it
+    /// asked for.
+    #[cold]
+    #[inline(never)]
+    fn read_from(
+        &mut self,
+        conn: &Conn,
+        fds: &mut Vec<OwnedFd>,
+        block: bool,
+    ) -> (std::io::Result<sys::Received>, usize) {
+        let asked = self.tail_len - self.tail.len();
+        let read = conn.read_spare(&mut self.tail, asked, fds, block);
+        if let Ok(r) = &read {
+            self.read += r.len as u64;
+        }
+        (read, asked)
+    }
+
+    /// Starts one if the frame the decoder is assembling is large and ends
+    /// with a byte string (by its first bytes: `codec::split::guess`).
+    #[cold]
+    #[inline(never)]
+    fn begin(frames: &FrameDecoder) -> Option<Direct> {
+        let (len, got) = frames.partial()?;
+        let (claim_at, tail_at) = split::guess(got, len)?;
+        let tail_len = len - tail_at;
+        let mut tail = Vec::with_capacity(tail_len);
+        tail.extend_from_slice(&got[tail_at..]);
+        Some(Direct {
+            len,
+            claim_at,
+            tail_at,
+            tail,
+            tail_len,
+            read: 0,
+        })
+    }
+}
+
+/// A large payload in two pieces: its first bytes, up to the trailing byte
+/// string's length prefix at `claim_at`, and that string, read into its own
+/// buffer (see `codec::split`).
+pub(crate) struct Split<'a> {
+    head: &'a [u8],
+    claim_at: usize,
+    tail: Vec<u8>,
+}
+
+impl Split<'_> {
+    /// Decodes it, handing the string its buffer. (Apart from the decode
+    /// of every other message, which stays inlined.)
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn decode<T: DeserializeOwned>(self, codec: CodecKind) -> Result<T> {
+        match codec {
+            CodecKind::Postcard => split::decode(self.head, self.claim_at, self.tail),
+            _ => codec.decode(&self.whole()),
+        }
+    }
+
+    /// Puts it back together, for a receive that lends it in one piece.
+    #[cold]
+    fn whole(self) -> Vec<u8> {
+        let mut whole = Vec::with_capacity(self.head.len() + self.tail.len());
+        whole.extend_from_slice(self.head);
+        whole.extend_from_slice(&self.tail);
+        whole
+    }
+}
+
+/// What takes a [`Split`] payload.
+type TakeSplit<R> = fn(Split<'_>, Vec<OwnedFd>) -> Result<R>;
+
+/// For a receive that takes every payload in one piece.
+fn one_piece<R>() -> Option<TakeSplit<R>> {
+    None
 }
 
 impl Incoming {
+    /// The large frame read into its string's own buffer, if all of it has
+    /// arrived, with its descriptors.
+    #[cold]
+    #[inline(never)]
+    fn direct_done(&mut self) -> Result<Option<(Split<'_>, Vec<OwnedFd>)>> {
+        let Some(d) = self.direct.take_if(|d| d.tail.len() == d.tail_len) else {
+            return Ok(None);
+        };
+        let frame = self.frames.take_partial(d.len);
+        let fds = if self.batches.is_empty() {
+            Vec::new()
+        } else {
+            self.fds_for(&frame)?
+        };
+        let payload = Split {
+            head: &self.frames.payload(&frame)[..d.tail_at],
+            claim_at: d.claim_at,
+            tail: d.tail,
+        };
+        Ok(Some((payload, fds)))
+    }
+
     /// The descriptors that belong to `frame`; an error if some were lost.
     fn fds_for(&mut self, frame: &Frame) -> Result<Vec<OwnedFd>> {
         while let Some(b) = self.batches.front() {
@@ -161,6 +281,7 @@ impl RecvCore {
                 datagram: Vec::new(),
                 eof: false,
                 drained: false,
+                direct: None,
             }),
             said: AtomicU8::new(0),
         })
@@ -170,8 +291,15 @@ impl RecvCore {
         format!("receiving on a {}", self.conn.transport().name())
     }
 
-    /// Takes the next message and hands its payload and descriptors to `f`.
-    fn recv<R>(&self, wait: Wait, f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>) -> Result<R> {
+    /// Takes the next message and hands its payload and descriptors to `f`,
+    /// or a large one in two pieces to `split` if there is one (which saves
+    /// a copy when it decodes an owned value).
+    fn recv<R>(
+        &self,
+        wait: Wait,
+        f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+        split: Option<impl FnOnce(Split<'_>, Vec<OwnedFd>) -> Result<R>>,
+    ) -> Result<R> {
         let Some(pass) = self.incoming.enter(wait) else {
             if self.incoming.held_here() {
                 return Err(Error::new(
@@ -191,7 +319,14 @@ impl RecvCore {
         inc.drained = false;
         match self.conn.transport() {
             Transport::Shm => self.recv_shm(inc, wait, f),
-            t if t.framed() => self.recv_frame(inc, wait, f),
+            t if t.framed() => {
+                // (One call: two would keep it from being inlined.)
+                let split = split.filter(|_| {
+                    matches!(t, Transport::Pipe | Transport::Stream)
+                        && self.codec == CodecKind::Postcard
+                });
+                self.recv_frame(inc, wait, f, split)
+            }
             _ => self.recv_datagram(inc, wait, f),
         }
     }
@@ -253,30 +388,59 @@ impl RecvCore {
         inc: &mut Incoming,
         wait: Wait,
         f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+        split: Option<impl FnOnce(Split<'_>, Vec<OwnedFd>) -> Result<R>>,
     ) -> Result<R> {
         loop {
-            if inc.frames.may_have_frame()
-                && let Some(frame) = inc.frames.next_frame()?
-            {
-                let fds = if inc.batches.is_empty() {
-                    Vec::new()
-                } else {
-                    inc.fds_for(&frame)?
-                };
-                return f(inc.frames.payload(&frame), fds);
+            if inc.direct.is_some() {
+                if let Some((payload, fds)) = inc.direct_done()? {
+                    return match split {
+                        Some(split) => split(payload, fds),
+                        None => f(&payload.whole(), fds),
+                    };
+                }
+            } else if inc.frames.may_have_frame() {
+                if let Some(frame) = inc.frames.next_frame()? {
+                    let fds = if inc.batches.is_empty() {
+                        Vec::new()
+                    } else {
+                        inc.fds_for(&frame)?
+                    };
+                    return f(inc.frames.payload(&frame), fds);
+                }
+                // A large frame that ends with a byte string is read
+                // into that string's own buffer from here on.
+                if split.is_some() && inc.batches.is_empty() && !inc.eof {
+                    inc.direct = Direct::begin(&inc.frames);
+                    if inc.direct.is_some() {
+                        continue;
+                    }
+                }
             }
             if inc.eof {
                 return Err(self.end_of_stream(inc, wait));
             }
-            let start = inc.frames.stream_offset();
             let mut fds = Vec::new();
             let block = matches!(wait, Wait::Block);
-            let spare = inc.frames.spare();
-            let asked = spare.len();
-            match self.conn.read(spare, &mut fds, block) {
+            let (start, read, asked) = match &mut inc.direct {
+                Some(d) => {
+                    let start = inc.frames.stream_offset() + d.read;
+                    let (read, asked) = d.read_from(&self.conn, &mut fds, block);
+                    (start, read, asked)
+                }
+                None => {
+                    let start = inc.frames.stream_offset();
+                    let spare = inc.frames.spare();
+                    let asked = spare.len();
+                    let read = self.conn.read(spare, &mut fds, block);
+                    if let Ok(r) = &read {
+                        inc.frames.filled(r.len);
+                    }
+                    (start, read, asked)
+                }
+            };
+            match read {
                 Ok(r) if r.len == 0 => inc.eof = true,
                 Ok(r) => {
-                    inc.frames.filled(r.len);
                     // (Asked only by an awaited receive, which never blocks.)
                     inc.drained = !block
                         && r.len < asked
@@ -305,6 +469,22 @@ impl RecvCore {
     /// Clean end of stream is `Disconnected`; one inside a frame is reported
     /// once as `UnexpectedEof`, and the partial frame dropped.
     fn end_of_stream(&self, inc: &mut Incoming, wait: Wait) -> Error {
+        if let Some(d) = inc.direct.take() {
+            let arrived = d.tail_at + d.tail.len();
+            inc.frames.reset();
+            inc.batches.clear();
+            let e = Error::new(
+                ErrorKind::UnexpectedEof,
+                format!(
+                    "peer closed the stream in the middle of a frame: {} of {} arrived",
+                    crate::error::human(arrived as u64),
+                    crate::error::human(d.len as u64)
+                ),
+            );
+            return self
+                .conn
+                .add_peer_fate(e, wait.fate_within(Duration::from_secs(1)));
+        }
         if inc.frames.at_boundary() {
             let e = Error::disconnected("the sender is gone and every message has been received");
             // A supervised child that closed the stream is usually exiting:
@@ -438,7 +618,7 @@ impl RecvCore {
     pub(crate) fn check_nothing_buffered(&self) -> Result<()> {
         let clean = self
             .incoming
-            .peek(|inc| inc.frames.at_boundary() && inc.batches.is_empty());
+            .peek(|inc| inc.frames.at_boundary() && inc.batches.is_empty() && inc.direct.is_none());
         match clean {
             Some(true) => Ok(()),
             Some(false) => Err(Error::new(
@@ -491,8 +671,11 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     pub(crate) fn recv_with_fds_wait(&self, wait: Wait) -> Result<(T, Vec<OwnedFd>)> {
         let codec = self.core.codec;
-        self.core
-            .recv(wait, |payload, fds| Ok((codec.decode(payload)?, fds)))
+        self.core.recv(
+            wait,
+            |payload, fds| Ok((codec.decode(payload)?, fds)),
+            Some(|split: Split<'_>, fds| Ok((split.decode(codec)?, fds))),
+        )
     }
 
     /// Receives with `wait`, reporting the one `Error` (each public method
@@ -501,9 +684,11 @@ impl<T: DeserializeOwned> Receiver<T> {
         let codec = self.core.codec;
         // `Fd`s in the message take theirs; other descriptors sent with it
         // are closed.
-        self.core.recv(wait, |payload, fds| {
-            crate::fd::providing(fds, || codec.decode(payload)).0
-        })
+        self.core.recv(
+            wait,
+            |payload, fds| crate::fd::providing(fds, || codec.decode(payload)).0,
+            Some(|split: Split<'_>, fds| crate::fd::providing(fds, || split.decode(codec)).0),
+        )
     }
 
     /// Waits for the next message.
@@ -549,7 +734,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// The next message's payload bytes, undecoded, passed to `f`.
     pub fn recv_raw<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
         self.core
-            .recv(Wait::Block, |payload, _| Ok(f(payload)))
+            .recv(Wait::Block, |payload, _| Ok(f(payload)), one_piece())
             .map_err(RecvError::new)
     }
 

@@ -4,22 +4,25 @@
 //! a hostile 300,000-deep payload overflows the stack and aborts the process.
 //! [`Limited`] wraps a deserializer and counts the levels (sequences, maps,
 //! enums, options and newtypes) on the way down, failing with an error past
-//! the limit. Everything else is forwarded unchanged.
+//! the limit. Everything else is forwarded unchanged, except that a byte
+//! string or a string may be handed a large payload's tail read into its own
+//! allocation ([`split`]).
 
 use std::fmt;
 
+use super::split::{self, Claim};
 use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 
 /// A deserializer that fails when nesting goes deeper than its budget.
-pub(crate) struct Limited<D> {
+pub(crate) struct Limited<D, const CLAIMS: bool = false> {
     de: D,
     left: usize,
 }
 
-impl<D> Limited<D> {
-    pub(crate) fn new(de: D, depth: usize) -> Limited<D> {
+impl<D, const CLAIMS: bool> Limited<D, CLAIMS> {
+    pub(crate) fn new(de: D, depth: usize) -> Limited<D, CLAIMS> {
         Limited { de, left: depth }
     }
 }
@@ -33,12 +36,12 @@ fn descend<E: de::Error>(left: usize) -> Result<usize, E> {
 macro_rules! forward {
     ($($method:ident($($arg:ident: $ty:ty),*);)*) => {$(
         fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
-            self.de.$method($($arg,)* Wrap { inner: visitor, left: self.left })
+            self.de.$method($($arg,)* Wrap::<_, CLAIMS> { inner: visitor, left: self.left })
         }
     )*};
 }
 
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
+impl<'de, D: Deserializer<'de>, const CLAIMS: bool> Deserializer<'de> for Limited<D, CLAIMS> {
     type Error = D::Error;
 
     forward! {
@@ -46,7 +49,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
         deserialize_i32(); deserialize_i64(); deserialize_i128(); deserialize_u8();
         deserialize_u16(); deserialize_u32(); deserialize_u64(); deserialize_u128();
         deserialize_f32(); deserialize_f64(); deserialize_char(); deserialize_str();
-        deserialize_string(); deserialize_bytes(); deserialize_byte_buf();
+        deserialize_bytes();
         deserialize_option(); deserialize_unit();
         deserialize_unit_struct(name: &'static str);
         deserialize_newtype_struct(name: &'static str);
@@ -58,13 +61,37 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
         deserialize_identifier(); deserialize_ignored_any();
     }
 
+    #[inline]
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        match split::claim::<_, CLAIMS>(self.de) {
+            Claim::Taken(tail) => visitor.visit_byte_buf(tail?),
+            Claim::NotOurs(de) => de.deserialize_byte_buf(Wrap::<_, CLAIMS> {
+                inner: visitor,
+                left: self.left,
+            }),
+        }
+    }
+
+    #[inline]
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        match split::claim::<_, CLAIMS>(self.de) {
+            Claim::Taken(tail) => visitor.visit_string(String::from_utf8(tail?).map_err(|_| {
+                super::custom_error::<D::Error>("a string that is not UTF-8".to_string())
+            })?),
+            Claim::NotOurs(de) => de.deserialize_string(Wrap::<_, CLAIMS> {
+                inner: visitor,
+                left: self.left,
+            }),
+        }
+    }
+
     fn is_human_readable(&self) -> bool {
         self.de.is_human_readable()
     }
 }
 
 /// A visitor that hands its nested parts a budget one level smaller.
-struct Wrap<T> {
+struct Wrap<T, const CLAIMS: bool> {
     inner: T,
     left: usize,
 }
@@ -77,7 +104,7 @@ macro_rules! visit {
     )*};
 }
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
+impl<'de, V: Visitor<'de>, const CLAIMS: bool> Visitor<'de> for Wrap<V, CLAIMS> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -102,49 +129,51 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
         let left = descend(self.left)?;
-        self.inner.visit_some(Limited { de: d, left })
+        self.inner.visit_some(Limited::<_, CLAIMS> { de: d, left })
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
         let left = descend(self.left)?;
-        self.inner.visit_newtype_struct(Limited { de: d, left })
+        self.inner
+            .visit_newtype_struct(Limited::<_, CLAIMS> { de: d, left })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
         let left = descend(self.left)?;
-        self.inner.visit_seq(Wrap { inner: seq, left })
+        self.inner.visit_seq(Wrap::<_, CLAIMS> { inner: seq, left })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         let left = descend(self.left)?;
-        self.inner.visit_map(Wrap { inner: map, left })
+        self.inner.visit_map(Wrap::<_, CLAIMS> { inner: map, left })
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
         let left = descend(self.left)?;
-        self.inner.visit_enum(Wrap { inner: data, left })
+        self.inner
+            .visit_enum(Wrap::<_, CLAIMS> { inner: data, left })
     }
 }
 
-impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Wrap<S> {
+impl<'de, S: DeserializeSeed<'de>, const CLAIMS: bool> DeserializeSeed<'de> for Wrap<S, CLAIMS> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
-        self.inner.deserialize(Limited {
+        self.inner.deserialize(Limited::<_, CLAIMS> {
             de: d,
             left: self.left,
         })
     }
 }
 
-impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<A> {
+impl<'de, A: SeqAccess<'de>, const CLAIMS: bool> SeqAccess<'de> for Wrap<A, CLAIMS> {
     type Error = A::Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, A::Error> {
-        self.inner.next_element_seed(Wrap {
+        self.inner.next_element_seed(Wrap::<_, CLAIMS> {
             inner: seed,
             left: self.left,
         })
@@ -155,21 +184,21 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<A> {
     }
 }
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<A> {
+impl<'de, A: MapAccess<'de>, const CLAIMS: bool> MapAccess<'de> for Wrap<A, CLAIMS> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
-        self.inner.next_key_seed(Wrap {
+        self.inner.next_key_seed(Wrap::<_, CLAIMS> {
             inner: seed,
             left: self.left,
         })
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
-        self.inner.next_value_seed(Wrap {
+        self.inner.next_value_seed(Wrap::<_, CLAIMS> {
             inner: seed,
             left: self.left,
         })
@@ -180,19 +209,21 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<A> {
     }
 }
 
-impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for Wrap<A> {
+impl<'de, A: EnumAccess<'de>, const CLAIMS: bool> EnumAccess<'de> for Wrap<A, CLAIMS> {
     type Error = A::Error;
-    type Variant = Wrap<A::Variant>;
+    type Variant = Wrap<A::Variant, CLAIMS>;
 
     fn variant_seed<T: DeserializeSeed<'de>>(
         self,
         seed: T,
-    ) -> Result<(T::Value, Wrap<A::Variant>), A::Error> {
+    ) -> Result<(T::Value, Wrap<A::Variant, CLAIMS>), A::Error> {
         let left = self.left;
-        let (value, variant) = self.inner.variant_seed(Wrap { inner: seed, left })?;
+        let (value, variant) = self
+            .inner
+            .variant_seed(Wrap::<_, CLAIMS> { inner: seed, left })?;
         Ok((
             value,
-            Wrap {
+            Wrap::<_, CLAIMS> {
                 inner: variant,
                 left,
             },
@@ -200,7 +231,7 @@ impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for Wrap<A> {
     }
 }
 
-impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<A> {
+impl<'de, A: VariantAccess<'de>, const CLAIMS: bool> VariantAccess<'de> for Wrap<A, CLAIMS> {
     type Error = A::Error;
 
     fn unit_variant(self) -> Result<(), A::Error> {
@@ -208,7 +239,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<A> {
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
-        self.inner.newtype_variant_seed(Wrap {
+        self.inner.newtype_variant_seed(Wrap::<_, CLAIMS> {
             inner: seed,
             left: self.left,
         })
@@ -217,7 +248,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<A> {
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
         self.inner.tuple_variant(
             len,
-            Wrap {
+            Wrap::<_, CLAIMS> {
                 inner: visitor,
                 left: self.left,
             },
@@ -231,7 +262,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<A> {
     ) -> Result<V::Value, A::Error> {
         self.inner.struct_variant(
             fields,
-            Wrap {
+            Wrap::<_, CLAIMS> {
                 inner: visitor,
                 left: self.left,
             },

@@ -21,6 +21,7 @@
 
 mod depth;
 mod raw;
+pub(crate) mod split;
 
 use std::fmt;
 use std::str::FromStr;
@@ -143,15 +144,17 @@ impl Codec for Postcard {
         postcard::serialize_with_flavor(value, Append(out)).map_err(|e| encode_error(Self::NAME, e))
     }
 
+    #[inline(always)]
     fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
         let mut de = postcard::Deserializer::from_bytes(bytes);
         CUSTOM.with(|c| c.borrow_mut().take());
-        let value = T::deserialize(depth::Limited::new(&mut de, MAX_DEPTH)).map_err(|e| {
-            match CUSTOM.with(|c| c.borrow_mut().take()) {
-                Some(message) => decode_error(Self::NAME, bytes.len(), message),
-                None => decode_error(Self::NAME, bytes.len(), e),
-            }
-        })?;
+        let value =
+            T::deserialize(depth::Limited::<_, false>::new(&mut de, MAX_DEPTH)).map_err(|e| {
+                match CUSTOM.with(|c| c.borrow_mut().take()) {
+                    Some(message) => decode_error(Self::NAME, bytes.len(), message),
+                    None => decode_error(Self::NAME, bytes.len(), e),
+                }
+            })?;
         let rest = de
             .finalize()
             .map_err(|e| decode_error(Self::NAME, bytes.len(), e))?;

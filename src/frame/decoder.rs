@@ -148,6 +148,40 @@ impl FrameDecoder {
         }))
     }
 
+    /// The frame being assembled, if its length prefix is buffered and
+    /// its payload is not all there: its length, and the payload bytes
+    /// buffered so far.
+    pub(crate) fn partial(&self) -> Option<(usize, &[u8])> {
+        let avail = self.end - self.start;
+        if self.skip > 0 || self.heartbeats || avail < HEADER_LEN {
+            return None;
+        }
+        let len = self.claimed_len();
+        if len > self.max as u64 || avail as u64 >= HEADER_LEN as u64 + len {
+            return None;
+        }
+        Some((len as usize, &self.buf[self.start + HEADER_LEN..self.end]))
+    }
+
+    /// Takes the [`partial`](FrameDecoder::partial) frame of payload length
+    /// `len`, whose remaining bytes were read elsewhere: the next byte
+    /// to arrive is the one after it. The frame's `range` covers the payload
+    /// bytes that were buffered here (valid until the next
+    /// [`spare`](FrameDecoder::spare)).
+    pub(crate) fn take_partial(&mut self, len: usize) -> Frame {
+        let stream_start = self.base + self.start as u64;
+        let stream_end = stream_start + (HEADER_LEN + len) as u64;
+        let range = self.start + HEADER_LEN..self.end;
+        self.base = stream_end;
+        self.start = 0;
+        self.end = 0;
+        Frame {
+            range,
+            stream_start,
+            stream_end,
+        }
+    }
+
     pub(crate) fn payload(&self, frame: &Frame) -> &[u8] {
         &self.buf[frame.range.clone()]
     }

@@ -4,8 +4,9 @@
 //! They are thin, safe wrappers over [`rustix`]; the leaf modules that need
 //! `libc` where rustix has no wrapper, or none cheap enough for every
 //! message ([`signal`] for the SIGPIPE guard, [`inherit`] for adopting an
-//! inherited descriptor, `sockmsg` for a socket's receive, and a few more),
-//! hold the crate's only `unsafe` code, each with a `# Safety` paragraph.
+//! inherited descriptor, `sockmsg` for a socket's receive, `spare` for
+//! reads into memory not yet written, and a few more), hold the crate's
+//! only `unsafe` code, each with a `# Safety` paragraph.
 //! Another Unix port replaces this module and nothing else.
 //!
 //! Each wrapper names its man page under `# References`.
@@ -23,6 +24,7 @@ pub(crate) mod shm;
 pub(crate) mod signal;
 pub(crate) mod sockio;
 mod sockmsg;
+mod spare;
 #[cfg(feature = "unstable")]
 pub(crate) mod storm;
 mod unix_path;
@@ -30,6 +32,7 @@ mod unix_path;
 pub(crate) use clock::coarse_ns;
 pub(crate) use poll::{Interest, hung_up, poll};
 pub(crate) use sockmsg::recv;
+pub(crate) use spare::{Source, read_spare};
 pub(crate) use unix_path::{accept, unix_connect, unix_listen};
 
 use std::io::{self, IoSlice, IoSliceMut};
@@ -189,7 +192,7 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 static NOWAIT_UNSUPPORTED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
-fn nowait_refused(e: &io::Error) -> bool {
+pub(super) fn nowait_refused(e: &io::Error) -> bool {
     use std::sync::atomic::Ordering;
     let refused = e.raw_os_error() == Some(Errno::OPNOTSUPP.raw_os_error());
     if refused {
@@ -198,7 +201,7 @@ fn nowait_refused(e: &io::Error) -> bool {
     refused
 }
 
-fn nowait_supported() -> bool {
+pub(super) fn nowait_supported() -> bool {
     !NOWAIT_UNSUPPORTED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -433,7 +436,7 @@ pub(crate) fn unlink(path: &Path) -> io::Result<()> {
 /// Runs a system call again when a signal interrupted it (`EINTR`), so that a
 /// caller never sees `Interrupted`.
 #[inline]
-fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> io::Result<T> {
+pub(super) fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> io::Result<T> {
     loop {
         match f() {
             Err(Errno::INTR) => continue,

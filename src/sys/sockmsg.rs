@@ -43,9 +43,28 @@ struct Control([MaybeUninit<u8>; rustix::cmsg_space!(ScmRights(MAX_FDS))]);
 ///
 /// # References
 /// - recvmsg(2), unix(7) (`SCM_RIGHTS`), cmsg(3)
+#[inline]
 pub(crate) fn recv(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
+    fds_out: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<Received> {
+    // SAFETY: `recv_into` only lets the kernel store bytes into the buffer,
+    // never an uninitialized one.
+    recv_into(
+        fd,
+        unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) },
+        fds_out,
+        nonblocking,
+    )
+}
+
+/// [`recv`] into memory not yet written: on success the first
+/// [`Received::len`] bytes of `buf` are initialized.
+pub(crate) fn recv_into(
+    fd: BorrowedFd<'_>,
+    buf: &mut [MaybeUninit<u8>],
     fds_out: &mut Vec<OwnedFd>,
     nonblocking: bool,
 ) -> io::Result<Received> {

@@ -380,6 +380,36 @@ impl Conn {
         }
     }
 
+    /// [`read`](Conn::read) of at most `max` bytes into `v`'s spare
+    /// capacity, appended to `v`: a large message's bytes read straight
+    /// into the allocation that becomes its buffer. Pipes and stream
+    /// sockets only.
+    pub(crate) fn read_spare(
+        &self,
+        v: &mut Vec<u8>,
+        max: usize,
+        fds: &mut Vec<OwnedFd>,
+        block: bool,
+    ) -> io::Result<sys::Received> {
+        let block = block && self.peer.get().is_none();
+        let from = match &self.flavor {
+            Flavor::Pipe => sys::Source::Pipe {
+                nowait: !block && !self.plain(),
+            },
+            Flavor::Stream => sys::Source::Socket {
+                fds,
+                nonblocking: !block,
+            },
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "only a pipe or a stream socket reads into a message's own buffer",
+                ));
+            }
+        };
+        sys::read_spare(self.fd.as_fd(), v, max, from)
+    }
+
     /// Whether descriptors can travel on this transport.
     pub(crate) fn carries_fds(&self) -> bool {
         !matches!(

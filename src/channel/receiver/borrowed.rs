@@ -93,12 +93,16 @@ impl<T> Receiver<T> {
         f: impl FnOnce(Received<'_>) -> R,
     ) -> Result<R> {
         let codec = self.core.codec;
-        self.core.recv(wait, |payload, fds| {
-            Ok(f(Received {
-                payload,
-                codec,
-                fds,
-            }))
-        })
+        self.core.recv(
+            wait,
+            |payload, fds| {
+                Ok(f(Received {
+                    payload,
+                    codec,
+                    fds,
+                }))
+            },
+            super::one_piece(),
+        )
     }
 }
