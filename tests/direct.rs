@@ -388,3 +388,50 @@ fn a_peer_gone_in_the_middle_of_a_large_message_is_an_unexpected_end() {
         }
     });
 }
+
+#[test]
+fn over_shared_memory_large_messages_that_end_in_a_byte_string_arrive_whole() {
+    checked(60, || {
+        for len in [(32 << 10) - 1, 32 << 10, BIG] {
+            let (tx, rx) = procwire::Shm::new()
+                .capacity(4 << 20)
+                .channel::<Record>()
+                .unwrap();
+            let records = vec![
+                Record::Blob {
+                    id: 7,
+                    tags: vec!["a".into()],
+                    data: Some(ByteBuf::from(pattern(1, len))),
+                },
+                Record::Note("n".repeat(len)),
+                Record::Blob {
+                    id: 1,
+                    tags: vec![],
+                    data: None,
+                },
+            ];
+            for r in &records {
+                tx.send_ref(r).unwrap();
+                assert!(rx.recv().unwrap() == *r, "{len}");
+            }
+            // The guess is wrong for a sequence of bytes; the value right.
+            let (tx, rx) = procwire::Shm::new()
+                .capacity(4 << 20)
+                .channel::<Vec<u8>>()
+                .unwrap();
+            tx.send(pattern(5, len)).unwrap();
+            assert_eq!(rx.recv().unwrap(), pattern(5, len), "{len}");
+            // A borrowing receive sees the message in one piece.
+            let (tx, rx) = procwire::Shm::new()
+                .capacity(4 << 20)
+                .channel::<ByteBuf>()
+                .unwrap();
+            tx.send(ByteBuf::from(pattern(6, len))).unwrap();
+            let same = rx
+                .recv_with(|m| m.decode::<&[u8]>().map(|b| b == &pattern(6, len)[..]))
+                .unwrap()
+                .unwrap();
+            assert!(same, "{len}");
+        }
+    });
+}

@@ -14,6 +14,7 @@ use super::gate::{Gate, Pass, Wait};
 use crate::codec::{CodecKind, split};
 use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, TryRecvError};
 use crate::frame::{Frame, FrameDecoder};
+use crate::shm::Record as ShmRecord;
 use crate::sys::{self, Interest};
 use crate::transport::{
     Conn, INLINE_MAX, OUT_OF_LINE_MARKER, Transport, Waited, receive_out_of_line,
@@ -317,14 +318,14 @@ impl RecvCore {
         };
         let inc = &mut *leaving.pass;
         inc.drained = false;
+        // Large postcard messages may come in two pieces over pipes, stream
+        // sockets and shared memory.
+        let split = split.filter(|_| self.codec == CodecKind::Postcard);
         match self.conn.transport() {
-            Transport::Shm => self.recv_shm(inc, wait, f),
+            Transport::Shm => self.recv_shm(inc, wait, f, split),
             t if t.framed() => {
                 // (One call: two would keep it from being inlined.)
-                let split = split.filter(|_| {
-                    matches!(t, Transport::Pipe | Transport::Stream)
-                        && self.codec == CodecKind::Postcard
-                });
+                let split = split.filter(|_| matches!(t, Transport::Pipe | Transport::Stream));
                 self.recv_frame(inc, wait, f, split)
             }
             _ => self.recv_datagram(inc, wait, f),
@@ -336,24 +337,25 @@ impl RecvCore {
         inc: &mut Incoming,
         wait: Wait,
         f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+        split: Option<impl FnOnce(Split<'_>, Vec<OwnedFd>) -> Result<R>>,
     ) -> Result<R> {
         let read = |inc: &mut Incoming| {
             self.conn
-                .shm_read(&mut inc.datagram, self.max_frame)
+                .shm_read(&mut inc.datagram, self.max_frame, split.is_some())
                 .map_err(|e| Error::io(&self.context(), e))
         };
-        loop {
-            if let Some(len) = read(inc)? {
-                return f(&inc.datagram[..len], Vec::new());
+        let record = loop {
+            if let Some(record) = read(inc)? {
+                break record;
             }
             // A try_recv that finds nothing is followed by a wait on the
             // readiness descriptor (Select, epoll): arm it, then look once
             // more, since a message may have come before the arming.
             if matches!(wait, Wait::Never)
                 && self.conn.arm_read()
-                && let Some(len) = read(inc)?
+                && let Some(record) = read(inc)?
             {
-                return f(&inc.datagram[..len], Vec::new());
+                break record;
             }
             let ended = if self.conn.shm_writer_closed() {
                 Error::disconnected("the sender is gone and every message has been received")
@@ -374,12 +376,32 @@ impl RecvCore {
                 }
             };
             // A message published just before the end is still delivered.
-            if let Some(len) = read(inc)? {
-                return f(&inc.datagram[..len], Vec::new());
+            if let Some(record) = read(inc)? {
+                break record;
             }
             return Err(self
                 .conn
                 .add_peer_fate(ended, wait.fate_within(Duration::from_millis(100))));
+        };
+        match record {
+            ShmRecord::Split {
+                head,
+                claim_at,
+                tail,
+            } => {
+                let payload = Split {
+                    head: &inc.datagram[..head],
+                    claim_at,
+                    tail,
+                };
+                match split {
+                    Some(split) => split(payload, Vec::new()),
+                    None => f(&payload.whole(), Vec::new()),
+                }
+            }
+            ShmRecord::Inline(len) | ShmRecord::OutOfLine(len) => {
+                f(&inc.datagram[..len], Vec::new())
+            }
         }
     }
 

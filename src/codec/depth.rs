@@ -63,25 +63,43 @@ impl<'de, D: Deserializer<'de>, const CLAIMS: bool> Deserializer<'de> for Limite
 
     #[inline]
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        match split::claim::<_, CLAIMS>(self.de) {
-            Claim::Taken(tail) => visitor.visit_byte_buf(tail?),
-            Claim::NotOurs(de) => de.deserialize_byte_buf(Wrap::<_, CLAIMS> {
+        let left = self.left;
+        if CLAIMS {
+            match split::claim(self.de) {
+                Claim::Taken(tail) => visitor.visit_byte_buf(tail?),
+                Claim::NotOurs(de) => de.deserialize_byte_buf(Wrap::<_, CLAIMS> {
+                    inner: visitor,
+                    left,
+                }),
+            }
+        } else {
+            self.de.deserialize_byte_buf(Wrap::<_, CLAIMS> {
                 inner: visitor,
-                left: self.left,
-            }),
+                left,
+            })
         }
     }
 
     #[inline]
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        match split::claim::<_, CLAIMS>(self.de) {
-            Claim::Taken(tail) => visitor.visit_string(String::from_utf8(tail?).map_err(|_| {
-                super::custom_error::<D::Error>("a string that is not UTF-8".to_string())
-            })?),
-            Claim::NotOurs(de) => de.deserialize_string(Wrap::<_, CLAIMS> {
+        let left = self.left;
+        if CLAIMS {
+            match split::claim(self.de) {
+                Claim::Taken(tail) => {
+                    visitor.visit_string(String::from_utf8(tail?).map_err(|_| {
+                        super::custom_error::<D::Error>("a string that is not UTF-8".to_string())
+                    })?)
+                }
+                Claim::NotOurs(de) => de.deserialize_string(Wrap::<_, CLAIMS> {
+                    inner: visitor,
+                    left,
+                }),
+            }
+        } else {
+            self.de.deserialize_string(Wrap::<_, CLAIMS> {
                 inner: visitor,
-                left: self.left,
-            }),
+                left,
+            })
         }
     }
 

@@ -92,20 +92,11 @@ pub(super) enum Claim<D, E> {
 
 /// Hands the tail to the byte string about to be decoded, if it is the one
 /// the tail belongs to: called by [`depth::Limited`] before it forwards a
-/// `deserialize_byte_buf` or a `deserialize_string`. Only a split decode's
-/// deserializers (`CLAIMS`) look; every other decode compiles to nothing
-/// here.
-#[inline(always)]
-pub(super) fn claim<'de, D: Deserializer<'de>, const CLAIMS: bool>(de: D) -> Claim<D, D::Error> {
-    if !CLAIMS {
-        return Claim::NotOurs(de);
-    }
-    claim_slow(de)
-}
-
+/// `deserialize_byte_buf` or a `deserialize_string`, in a split decode only
+/// (`Limited`'s `CLAIMS`: every other decode does not look).
 #[cold]
 #[inline(never)]
-fn claim_slow<'de, D: Deserializer<'de>>(de: D) -> Claim<D, D::Error> {
+pub(super) fn claim<'de, D: Deserializer<'de>>(de: D) -> Claim<D, D::Error> {
     let Some(donor) = DONOR.with(|d| d.borrow().clone()) else {
         return Claim::NotOurs(de);
     };

@@ -30,8 +30,11 @@ pub(crate) fn fuzz_read(data: &[u8]) {
     let mut r = Reader::new(region, cap, ShmWait::Adaptive, efds);
     let mut out = Vec::new();
     for _ in 0..64 {
-        match r.try_read(&mut out) {
+        match r.try_read(&mut out, true) {
             Ok(Some(Record::Inline(n))) => assert!(n <= cap && n <= out.len()),
+            Ok(Some(Record::Split { head, tail, .. })) => {
+                assert!(head <= out.len() && head + tail.len() <= cap)
+            }
             Ok(Some(Record::OutOfLine(_))) => {}
             Ok(None) | Err(_) => break,
         }

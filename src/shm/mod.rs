@@ -35,6 +35,7 @@ use std::time::Instant;
 
 use std::os::fd::{AsFd, OwnedFd};
 
+use crate::codec;
 use crate::sys::ready;
 
 mod slot;
@@ -431,8 +432,15 @@ impl Reader {
     /// Takes the next message into `out` (resized to fit); `Ok(None)` if
     /// there is none now. An out-of-line message comes back as
     /// [`Record::OutOfLine`]: its payload is in the next memfd of the side
-    /// socket.
-    pub(crate) fn try_read(&mut self, out: &mut Vec<u8>) -> Result<Option<Record>, RingError> {
+    /// socket. With `split`, a large message that ends in a byte string
+    /// comes back as [`Record::Split`], that string copied out of the ring
+    /// into a buffer of its own (`codec::split`).
+    #[inline]
+    pub(crate) fn try_read(
+        &mut self,
+        out: &mut Vec<u8>,
+        split: bool,
+    ) -> Result<Option<Record>, RingError> {
         // A wrap marker is followed by a record, so this loop runs twice at
         // most; the bound keeps a hostile ring from spinning it.
         for _ in 0..2 {
@@ -490,19 +498,59 @@ impl Reader {
                     "a record of {len} bytes does not fit what was published"
                 )));
             }
+            let at = DATA + off + RECORD_HEADER;
+            if split
+                && len >= codec::split::TAIL_MIN
+                && let Some(found) = self.read_split(at, len, out)
+            {
+                self.consumed(record);
+                return Ok(Some(found));
+            }
             if out.len() < len {
                 out.resize(len, 0);
             }
-            self.region
-                .read(DATA + off + RECORD_HEADER, &mut out[..len]);
-            self.head += record as u64;
-            self.region
-                .u64_at(OFF_HEAD)
-                .store(self.head, Ordering::SeqCst);
-            self.moved();
+            self.region.read(at, &mut out[..len]);
+            self.consumed(record);
             return Ok(Some(Record::Inline(len)));
         }
         Err(RingError::Corrupt("two wrap markers in a row".into()))
+    }
+
+    /// Frees the `record` bytes just read for the writer.
+    #[inline(always)]
+    fn consumed(&mut self, record: usize) {
+        self.head += record as u64;
+        self.region
+            .u64_at(OFF_HEAD)
+            .store(self.head, Ordering::SeqCst);
+        self.moved();
+    }
+
+    /// The `len`-byte record payload at `at` as a [`Record::Split`], if it
+    /// ends in a byte string (by its first bytes: `codec::split::guess`).
+    #[cold]
+    #[inline(never)]
+    fn read_split(&self, at: usize, len: usize, out: &mut Vec<u8>) -> Option<Record> {
+        let mut first = [0u8; 80];
+        let first = &mut first[..len.min(80)];
+        self.region.read(at, first);
+        let (claim_at, tail_at) = codec::split::guess(first, len)?;
+        if out.len() < tail_at {
+            out.resize(tail_at, 0);
+        }
+        self.region.read(at, &mut out[..tail_at]);
+        let mut tail = Vec::new();
+        if !self
+            .region
+            .read_into_spare(at + tail_at, len - tail_at, &mut tail)
+        {
+            return None;
+        }
+        Some(Record::Split {
+            head: tail_at,
+            claim_at,
+            tail,
+        })
     }
 
     /// Whether a message is waiting (for `Select`'s first look, before
@@ -583,6 +631,14 @@ pub(crate) enum Record {
     Inline(usize),
     /// A message of this many bytes in the next memfd of the side socket.
     OutOfLine(usize),
+    /// A large message in two pieces: its first `head` bytes in the
+    /// caller's buffer, up to the trailing byte string's length prefix at
+    /// `claim_at`, and that string in `tail`.
+    Split {
+        head: usize,
+        claim_at: usize,
+        tail: Vec<u8>,
+    },
 }
 
 #[cfg(any(test, feature = "unstable"))]

@@ -23,12 +23,12 @@ fn messages_of_every_size_wrap_around_intact() {
         let len = (round * 37) % (w.max_message() + 1);
         let msg: Vec<u8> = (0..len).map(|i| (i + round) as u8).collect();
         assert!(w.try_write(&msg).unwrap(), "round {round}");
-        let Some(Record::Inline(n)) = r.try_read(&mut out).unwrap() else {
+        let Some(Record::Inline(n)) = r.try_read(&mut out, false).unwrap() else {
             panic!("expected an inline record");
         };
         assert_eq!(&out[..n], &msg[..]);
     }
-    assert_eq!(r.try_read(&mut out).unwrap(), None);
+    assert_eq!(r.try_read(&mut out, false).unwrap(), None);
 }
 
 #[test]
@@ -45,7 +45,10 @@ fn a_full_ring_says_so_and_a_too_large_message_is_refused() {
     ));
     let mut out = Vec::new();
     for _ in 0..sent {
-        assert_eq!(r.try_read(&mut out).unwrap(), Some(Record::Inline(100)));
+        assert_eq!(
+            r.try_read(&mut out, false).unwrap(),
+            Some(Record::Inline(100))
+        );
     }
     assert!(w.try_write(&[1; 100]).unwrap());
     r.close();
@@ -74,7 +77,7 @@ fn a_scribbled_ring_is_an_error_never_a_crash() {
         let at = (next() % 4096) as usize & !7;
         let bytes = next().to_le_bytes();
         scribble(r.region(), tail, head, at, &bytes);
-        match r.try_read(&mut out) {
+        match r.try_read(&mut out, false) {
             Ok(_) => {}
             Err(RingError::Corrupt(_)) => errors += 1,
             Err(e) => panic!("unexpected {e:?}"),

@@ -112,6 +112,7 @@ impl Region {
         &self.fd
     }
 
+    #[inline(always)]
     fn check(&self, offset: usize, len: usize, align: usize) {
         // Offsets of atomics are procwire's own constants: a bad one is a bug
         // here, not peer input.
@@ -170,6 +171,31 @@ impl Region {
         // SAFETY: the source span is inside the mapping (checked) and cannot
         // overlap `out`, which is private memory of this process.
         unsafe { copy(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
+        true
+    }
+
+    /// Copies `len` bytes out of the region at `offset` into `out`'s spare
+    /// capacity (reserved here) and appends them: memory written once, by
+    /// the copy. Nothing is read if the span is not inside the region.
+    pub(crate) fn read_into_spare(&self, offset: usize, len: usize, out: &mut Vec<u8>) -> bool {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        out.reserve(len);
+        let spare = out.spare_capacity_mut();
+        // SAFETY: the source span is inside the mapping (checked); the
+        // destination is `len` bytes of `out`'s spare capacity (reserved),
+        // private memory of this process, so the two cannot overlap. After
+        // the copy those bytes are initialized, and the length covers no
+        // more than them.
+        unsafe {
+            copy(
+                self.ptr.as_ptr().add(offset),
+                spare.as_mut_ptr().cast(),
+                len,
+            );
+            out.set_len(out.len() + len);
+        }
         true
     }
 }

@@ -160,17 +160,23 @@ impl Conn {
         !self.peer_alive()
     }
 
-    /// Takes the next shared-memory message into `out`; `Ok(None)` if none
-    /// is there, `Err(UnexpectedEof)`-free: the caller decides about ends.
-    pub(crate) fn shm_read(&self, out: &mut Vec<u8>, limit: usize) -> io::Result<Option<usize>> {
+    /// Takes the next shared-memory message into `out` (as
+    /// [`Record::Inline`](shm::Record::Inline), or with `split` perhaps as a
+    /// [`Record::Split`](shm::Record::Split)); `Ok(None)` if none is there,
+    /// `Err(UnexpectedEof)`-free: the caller decides about ends.
+    pub(crate) fn shm_read(
+        &self,
+        out: &mut Vec<u8>,
+        limit: usize,
+        split: bool,
+    ) -> io::Result<Option<shm::Record>> {
         let rx = self.shm_rx()?;
-        let record = ring(rx).try_read(out).map_err(ring_error)?;
+        let record = ring(rx).try_read(out, split).map_err(ring_error)?;
         match record {
-            None => Ok(None),
-            Some(shm::Record::Inline(len)) => Ok(Some(len)),
-            Some(shm::Record::OutOfLine(len)) => {
-                self.receive_out_of_line(out, len, limit).map(Some)
-            }
+            Some(shm::Record::OutOfLine(len)) => self
+                .receive_out_of_line(out, len, limit)
+                .map(|len| Some(shm::Record::Inline(len))),
+            other => Ok(other),
         }
     }
 
