@@ -130,10 +130,14 @@
 //! shared-memory ring), as plain `write` and `read` calls copy it:
 //! [`Receiver::recv_with`] hands over a [`Received`] view that decodes into
 //! borrowing types (`&[u8]` for a [`ByteBuf`], `&str`) in the receive
-//! buffer, and after a frame of 4 KiB or more a blocking send writes the
-//! value's large byte slices from the caller's memory (on a pipe or stream
-//! socket) or encodes it straight into the ring. A plain [`Receiver::recv`]
-//! adds one copy, into the new value it returns.
+//! buffer, and a large blocking send writes the value's large byte slices
+//! from the caller's memory (on a pipe or stream socket, after a frame of
+//! 16 KiB or more) or encodes it straight into the ring (from 4 KiB). A
+//! plain [`Receiver::recv`] of a large postcard message that ends in a byte
+//! string (a [`ByteBuf`], a `#[serde(with = "procwire::bytes")]` field, a
+//! `String`), at any depth, reads that string straight into the buffer the
+//! returned value owns: no more copies than `recv_with`. Any other value
+//! is decoded out of the receive buffer, one copy more.
 //!
 //! # Async
 //!

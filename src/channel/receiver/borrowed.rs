@@ -57,7 +57,9 @@ impl<T> Receiver<T> {
     /// Waits for the next message and hands `f` a view of it in the
     /// receive buffer ([`Received`]): nothing is allocated for the message,
     /// however large (except that a message sent out of line over a
-    /// datagram socket is first read out of its memfd). What `f` returns is
+    /// datagram socket is first read out of its memfd, and that a large one
+    /// a timed-out [`recv`](Receiver::recv) had begun to read into its byte
+    /// string's own buffer is put back together). What `f` returns is
     /// returned.
     ///
     /// # Examples
