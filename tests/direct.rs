@@ -160,17 +160,8 @@ impl Serialize for Flaky {
 fn a_value_that_encodes_differently_twice_is_an_error_and_the_stream_stays_whole() {
     checked(60, || {
         for pipe in [true, false] {
-            let (w, r): (OwnedFd, OwnedFd) = if pipe {
-                let (r, w) = procwire::pipe().unwrap();
-                (w.into(), r.into())
-            } else {
-                let (a, b) = procwire::socket_pair(Kind::Stream).unwrap();
-                (a.into(), b.into())
-            };
+            let (w, rx) = raw_writer::<(ByteBuf, ByteBuf)>(pipe);
             let tx = Options::new().sender_from::<Flaky>(w).unwrap();
-            let rx = Options::new()
-                .receiver_from::<(ByteBuf, ByteBuf)>(r)
-                .unwrap();
             let reader = std::thread::spawn(move || {
                 let mut got = Vec::new();
                 for _ in 0..4 {

@@ -384,18 +384,22 @@ fn futures_dropped_mid_frame_on_ten_mib_lose_nothing() {
         let (a, b) = SocketPair::new(Kind::Stream)
             .duplex::<Bytes, Bytes>()
             .unwrap();
+        // The reader starts only once the send was dropped (a reader that
+        // merely slept could start first on a busy machine, and keep up).
+        let (go, wait_go) = std::sync::mpsc::channel::<()>();
         let reading = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
+            wait_go.recv().unwrap();
             let one = b.recv().unwrap();
             let two = b.recv().unwrap();
             (number_of(&one), one.len(), number_of(&two))
         });
         rt.block_on(async {
             let a = a.into_async().unwrap();
-            // The reader sleeps: the send is dropped with most of its
-            // frame still to write, then flushes are, until it is read.
+            // Nobody reads yet: the send is dropped with most of its frame
+            // still to write, then flushes are, until it is read.
             let send = tokio::time::timeout(Duration::from_millis(1), a.send(numbered(1, big)));
             assert!(send.await.is_err(), "the send was dropped mid-frame");
+            go.send(()).unwrap();
             while tokio::time::timeout(Duration::from_millis(1), a.flush())
                 .await
                 .is_err()

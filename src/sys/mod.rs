@@ -221,6 +221,13 @@ pub(crate) fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usiz
             r => return r,
         }
     }
+    readable_now(fd)?;
+    read(fd, buf)
+}
+
+/// `Err(WouldBlock)` unless `fd` is readable now: how a read without
+/// waiting is made on a kernel that refuses `RWF_NOWAIT` on a pipe.
+pub(super) fn readable_now(fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut ready = [false];
     if !poll(
         &[(fd, Interest::Read)],
@@ -229,7 +236,7 @@ pub(crate) fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usiz
     )? {
         return Err(io::ErrorKind::WouldBlock.into());
     }
-    read(fd, buf)
+    Ok(())
 }
 
 /// Writes to a pipe without letting `SIGPIPE` kill the process: a closed

@@ -18,7 +18,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use super::{Interest, Received, nowait_refused, nowait_supported, poll, retry, sockmsg};
+use super::{Received, nowait_refused, nowait_supported, readable_now, retry, sockmsg};
 
 /// Where [`read_spare`] reads from.
 pub(crate) enum Source<'a> {
@@ -84,13 +84,6 @@ fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>]) -> io::Result<us
             }
         }
     }
-    let mut ready = [false];
-    if !poll(
-        &[(fd, Interest::Read)],
-        Some(std::time::Instant::now()),
-        &mut ready,
-    )? {
-        return Err(io::ErrorKind::WouldBlock.into());
-    }
+    readable_now(fd)?;
     read(fd, buf)
 }
