@@ -4,7 +4,8 @@
 //! second time cannot tear the stream. A large message that ends in a byte
 //! string is received into that string's own buffer (`codec/split.rs`):
 //! the same values, at any depth, through timeouts, a borrowing receive
-//! and a peer that goes away mid-frame.
+//! and a peer that goes away mid-frame, over byte streams, shared memory
+//! and datagrams, inline and out of line.
 
 mod util;
 
@@ -380,49 +381,55 @@ fn a_peer_gone_in_the_middle_of_a_large_message_is_an_unexpected_end() {
     });
 }
 
+/// A channel over shared memory (`ring` bytes: a message over half of it
+/// travels out of line, in a memfd) or over a SEQPACKET socket (`None`:
+/// over 256 KiB out of line).
+fn message_channel<T: Serialize + serde::de::DeserializeOwned>(
+    ring: Option<usize>,
+) -> (procwire::Sender<T>, procwire::Receiver<T>) {
+    match ring {
+        Some(bytes) => procwire::Shm::new().capacity(bytes).channel::<T>(),
+        None => procwire::SocketPair::new(Kind::SeqPacket).channel::<T>(),
+    }
+    .unwrap()
+}
+
 #[test]
-fn over_shared_memory_large_messages_that_end_in_a_byte_string_arrive_whole() {
+fn over_shared_memory_and_datagrams_large_messages_that_end_in_a_byte_string_arrive_whole() {
     checked(60, || {
-        for len in [(32 << 10) - 1, 32 << 10, BIG] {
-            let (tx, rx) = procwire::Shm::new()
-                .capacity(4 << 20)
-                .channel::<Record>()
-                .unwrap();
-            let records = vec![
-                Record::Blob {
-                    id: 7,
-                    tags: vec!["a".into()],
-                    data: Some(ByteBuf::from(pattern(1, len))),
-                },
-                Record::Note("n".repeat(len)),
-                Record::Blob {
-                    id: 1,
-                    tags: vec![],
-                    data: None,
-                },
-            ];
-            for r in &records {
-                tx.send_ref(r).unwrap();
-                assert!(rx.recv().unwrap() == *r, "{len}");
+        for ring in [Some(4 << 20), Some(64 << 10), None] {
+            for len in [(32 << 10) - 1, 32 << 10, BIG] {
+                let (tx, rx) = message_channel::<Record>(ring);
+                let records = vec![
+                    Record::Blob {
+                        id: 7,
+                        tags: vec!["a".into()],
+                        data: Some(ByteBuf::from(pattern(1, len))),
+                    },
+                    Record::Note("n".repeat(len)),
+                    Record::Blob {
+                        id: 1,
+                        tags: vec![],
+                        data: None,
+                    },
+                ];
+                for r in &records {
+                    tx.send_ref(r).unwrap();
+                    assert!(rx.recv().unwrap() == *r, "{ring:?}, {len}");
+                }
+                // The guess is wrong for a sequence of bytes; the value right.
+                let (tx, rx) = message_channel::<Vec<u8>>(ring);
+                tx.send(pattern(5, len)).unwrap();
+                assert_eq!(rx.recv().unwrap(), pattern(5, len), "{ring:?}, {len}");
+                // A borrowing receive sees the message in one piece.
+                let (tx, rx) = message_channel::<ByteBuf>(ring);
+                tx.send(ByteBuf::from(pattern(6, len))).unwrap();
+                let same = rx
+                    .recv_with(|m| m.decode::<&[u8]>().map(|b| b == &pattern(6, len)[..]))
+                    .unwrap()
+                    .unwrap();
+                assert!(same, "{ring:?}, {len}");
             }
-            // The guess is wrong for a sequence of bytes; the value right.
-            let (tx, rx) = procwire::Shm::new()
-                .capacity(4 << 20)
-                .channel::<Vec<u8>>()
-                .unwrap();
-            tx.send(pattern(5, len)).unwrap();
-            assert_eq!(rx.recv().unwrap(), pattern(5, len), "{len}");
-            // A borrowing receive sees the message in one piece.
-            let (tx, rx) = procwire::Shm::new()
-                .capacity(4 << 20)
-                .channel::<ByteBuf>()
-                .unwrap();
-            tx.send(ByteBuf::from(pattern(6, len))).unwrap();
-            let same = rx
-                .recv_with(|m| m.decode::<&[u8]>().map(|b| b == &pattern(6, len)[..]))
-                .unwrap()
-                .unwrap();
-            assert!(same, "{len}");
         }
     });
 }

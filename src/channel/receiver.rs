@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::gate::{Gate, Pass, Wait};
-use crate::codec::{CodecKind, split};
+use crate::codec::CodecKind;
+use crate::codec::split::{self, Pieces};
 use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, TryRecvError};
 use crate::frame::{Frame, FrameDecoder};
 use crate::shm::Record as ShmRecord;
@@ -188,7 +189,30 @@ pub(crate) struct Split<'a> {
     tail: Vec<u8>,
 }
 
-impl Split<'_> {
+impl<'a> Split<'a> {
+    /// The pieces read into `buf` and their own buffer.
+    fn of(buf: &'a [u8], pieces: Pieces) -> Split<'a> {
+        Split {
+            head: &buf[..pieces.head],
+            claim_at: pieces.claim_at,
+            tail: pieces.tail,
+        }
+    }
+
+    /// Hands it to `split`, or put back together to `f`.
+    #[cold]
+    fn take<R>(
+        self,
+        fds: Vec<OwnedFd>,
+        f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+        split: Option<impl FnOnce(Split<'_>, Vec<OwnedFd>) -> Result<R>>,
+    ) -> Result<R> {
+        match split {
+            Some(split) => split(self, fds),
+            None => f(&self.whole(), fds),
+        }
+    }
+
     /// Decodes it, handing the string its buffer. (Apart from the decode
     /// of every other message, which stays inlined.)
     #[cold]
@@ -328,7 +352,7 @@ impl RecvCore {
                 let split = split.filter(|_| matches!(t, Transport::Pipe | Transport::Stream));
                 self.recv_frame(inc, wait, f, split)
             }
-            _ => self.recv_datagram(inc, wait, f),
+            _ => self.recv_datagram(inc, wait, f, split),
         }
     }
 
@@ -384,21 +408,7 @@ impl RecvCore {
                 .add_peer_fate(ended, wait.fate_within(Duration::from_millis(100))));
         };
         match record {
-            ShmRecord::Split {
-                head,
-                claim_at,
-                tail,
-            } => {
-                let payload = Split {
-                    head: &inc.datagram[..head],
-                    claim_at,
-                    tail,
-                };
-                match split {
-                    Some(split) => split(payload, Vec::new()),
-                    None => f(&payload.whole(), Vec::new()),
-                }
-            }
+            ShmRecord::Split(pieces) => Split::of(&inc.datagram, pieces).take(Vec::new(), f, split),
             ShmRecord::Inline(len) | ShmRecord::OutOfLine(len) => {
                 f(&inc.datagram[..len], Vec::new())
             }
@@ -415,10 +425,7 @@ impl RecvCore {
         loop {
             if inc.direct.is_some() {
                 if let Some((payload, fds)) = inc.direct_done()? {
-                    return match split {
-                        Some(split) => split(payload, fds),
-                        None => f(&payload.whole(), fds),
-                    };
+                    return payload.take(fds, f, split);
                 }
             } else if inc.frames.may_have_frame() {
                 if let Some(frame) = inc.frames.next_frame()? {
@@ -529,6 +536,7 @@ impl RecvCore {
         inc: &mut Incoming,
         wait: Wait,
         f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+        split: Option<impl FnOnce(Split<'_>, Vec<OwnedFd>) -> Result<R>>,
     ) -> Result<R> {
         // One recvmsg into a buffer that holds any datagram up to the
         // receive limit; MSG_TRUNC reports the real length of a longer one,
@@ -584,8 +592,18 @@ impl RecvCore {
                     }
                     let payload = &inc.datagram[..r.len];
                     if payload.starts_with(&OUT_OF_LINE_MARKER) {
-                        let (whole, fds) = receive_out_of_line(payload, fds, self.max_frame)?;
-                        return f(&whole, fds);
+                        let mut out = Vec::new();
+                        let (pieces, len, fds) = receive_out_of_line(
+                            payload,
+                            fds,
+                            self.max_frame,
+                            &mut out,
+                            split.is_some(),
+                        )?;
+                        return match pieces {
+                            Some(pieces) => Split::of(&out, pieces).take(fds, f, split),
+                            None => f(&out[..len], fds),
+                        };
                     }
                     return f(payload, fds);
                 }

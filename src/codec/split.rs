@@ -60,6 +60,16 @@ pub(crate) fn guess(prefix: &[u8], len: usize) -> Option<(usize, usize)> {
     None
 }
 
+/// A large payload read in two pieces: its first `head` bytes in the
+/// reader's buffer, ending with the length prefix (at `claim_at`) of the
+/// byte string that runs to the payload's end, and that string in `tail`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Pieces {
+    pub head: usize,
+    pub claim_at: usize,
+    pub tail: Vec<u8>,
+}
+
 /// What the head's decoder and the claiming deserializer share.
 struct Donor {
     /// Where the claimed string's length prefix starts in the payload.

@@ -32,8 +32,8 @@ pub(crate) fn fuzz_read(data: &[u8]) {
     for _ in 0..64 {
         match r.try_read(&mut out, true) {
             Ok(Some(Record::Inline(n))) => assert!(n <= cap && n <= out.len()),
-            Ok(Some(Record::Split { head, tail, .. })) => {
-                assert!(head <= out.len() && head + tail.len() <= cap)
+            Ok(Some(Record::Split(p))) => {
+                assert!(p.head <= out.len() && p.head + p.tail.len() <= cap)
             }
             Ok(Some(Record::OutOfLine(_))) => {}
             Ok(None) | Err(_) => break,

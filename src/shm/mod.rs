@@ -546,11 +546,11 @@ impl Reader {
         {
             return None;
         }
-        Some(Record::Split {
+        Some(Record::Split(codec::split::Pieces {
             head: tail_at,
             claim_at,
             tail,
-        })
+        }))
     }
 
     /// Whether a message is waiting (for `Select`'s first look, before
@@ -631,14 +631,8 @@ pub(crate) enum Record {
     Inline(usize),
     /// A message of this many bytes in the next memfd of the side socket.
     OutOfLine(usize),
-    /// A large message in two pieces: its first `head` bytes in the
-    /// caller's buffer, up to the trailing byte string's length prefix at
-    /// `claim_at`, and that string in `tail`.
-    Split {
-        head: usize,
-        claim_at: usize,
-        tail: Vec<u8>,
-    },
+    /// A large message in two pieces, the first in the caller's buffer.
+    Split(codec::split::Pieces),
 }
 
 #[cfg(any(test, feature = "unstable"))]

@@ -32,7 +32,7 @@ mod unix_path;
 pub(crate) use clock::coarse_ns;
 pub(crate) use poll::{Interest, hung_up, poll};
 pub(crate) use sockmsg::recv;
-pub(crate) use spare::{Source, read_spare};
+pub(crate) use spare::{Source, pread_spare, read_spare};
 pub(crate) use unix_path::{accept, unix_connect, unix_listen};
 
 use std::io::{self, IoSlice, IoSliceMut};

@@ -256,12 +256,12 @@ pub(crate) fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Reads a memfd received from a peer into `out`: only if it is sealed
-/// against resizing and writing and exactly `out.len()` bytes long.
+/// Checks a memfd received from a peer before it is read: it must be
+/// sealed against resizing and writing, and exactly `len` bytes long.
 ///
 /// # References
-/// - fcntl(2) (`F_GET_SEALS`), fstat(2), pread(2)
-pub(crate) fn read_memfd(fd: &OwnedFd, out: &mut [u8]) -> io::Result<()> {
+/// - fcntl(2) (`F_GET_SEALS`), fstat(2)
+pub(crate) fn check_memfd(fd: &OwnedFd, len: usize) -> io::Result<()> {
     let seals = rustix::fs::fcntl_get_seals(fd).map_err(|e| match e {
         rustix::io::Errno::INVAL => io::Error::new(
             io::ErrorKind::InvalidData,
@@ -276,22 +276,27 @@ pub(crate) fn read_memfd(fd: &OwnedFd, out: &mut [u8]) -> io::Result<()> {
         ));
     }
     let size = rustix::fs::fstat(fd).map_err(io)?.st_size;
-    if size != out.len() as i64 {
+    if size != len as i64 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "the message's memfd has {size} bytes, not the {} announced",
-                out.len()
-            ),
+            format!("the message's memfd has {size} bytes, not the {len} announced"),
         ));
     }
-    let mut at = 0;
-    while at < out.len() {
-        let n = rustix::io::pread(fd, &mut out[at..], at as u64).map_err(io)?;
+    Ok(())
+}
+
+/// Reads `out.len()` bytes of a [checked](check_memfd) memfd from `at`.
+///
+/// # References
+/// - pread(2)
+pub(crate) fn pread_exact(fd: &OwnedFd, at: usize, out: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < out.len() {
+        let n = rustix::io::pread(fd, &mut out[done..], (at + done) as u64).map_err(io)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        at += n;
+        done += n;
     }
     Ok(())
 }

@@ -87,3 +87,33 @@ fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>]) -> io::Result<us
     readable_now(fd)?;
     read(fd, buf)
 }
+
+/// Reads `len` bytes of a file from offset `at` into `v`'s spare capacity
+/// (reserved here) and appends them to `v`: a large message's byte string
+/// out of a memfd, into the buffer it will own.
+///
+/// # References
+/// - pread(2)
+pub(crate) fn pread_spare(
+    fd: BorrowedFd<'_>,
+    at: usize,
+    len: usize,
+    v: &mut Vec<u8>,
+) -> io::Result<()> {
+    v.reserve(len);
+    let mut done = 0;
+    while done < len {
+        let spare = &mut v.spare_capacity_mut()[..len - done];
+        let offset = (at + done) as u64;
+        let n = retry(|| rustix::io::pread(fd, &mut *spare, offset).map(|(got, _)| got.len()))?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = n.min(len - done);
+        // SAFETY: the kernel stored `n` bytes at the start of the spare
+        // capacity (see the module's safety paragraph).
+        unsafe { v.set_len(v.len() + n) };
+        done += n;
+    }
+    Ok(())
+}

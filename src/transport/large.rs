@@ -14,6 +14,7 @@
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use crate::codec::{self, split::Pieces};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
@@ -72,13 +73,17 @@ pub(crate) fn send(
 
 /// The payload an announcement stands for, read from its memfd (only if
 /// sealed and exactly as long as announced, and at most `max` bytes: checked
-/// before anything is allocated for it), and the message's own descriptors.
-/// Length 0 is the empty message, which comes without a memfd.
+/// before anything is allocated for it) into `out`, and the message's own
+/// descriptors. Length 0 is the empty message, which comes without a memfd.
+/// With `split`, a large payload that ends in a byte string may come in two
+/// pieces ([`read_memfd`]).
 pub(crate) fn receive(
     announcement: &[u8],
     mut fds: Vec<OwnedFd>,
     max: usize,
-) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    out: &mut Vec<u8>,
+    split: bool,
+) -> Result<(Option<Pieces>, usize, Vec<OwnedFd>)> {
     let bad = |what: String| {
         Error::new(
             ErrorKind::Decode,
@@ -93,7 +98,7 @@ pub(crate) fn receive(
     };
     let len = u32::from_be_bytes(len) as usize;
     if len == 0 {
-        return Ok((Vec::new(), fds));
+        return Ok((None, 0, fds));
     }
     if fds.is_empty() {
         return Err(bad("the announcement came without its memfd".into()));
@@ -106,7 +111,42 @@ pub(crate) fn receive(
             "the message was discarded; raise the receiver's `max_frame`",
         ));
     }
-    let mut out = vec![0; len];
-    sys::shm::read_memfd(&memfd, &mut out).map_err(|e| bad(e.to_string()))?;
-    Ok((out, fds))
+    let pieces = read_memfd(&memfd, len, out, split).map_err(|e| bad(e.to_string()))?;
+    Ok((pieces, len, fds))
+}
+
+/// Reads the `len`-byte payload of a memfd received from a peer (only if
+/// sealed and exactly that long) into `out`, or, with `split`, a large
+/// one that ends in a byte string as [`Pieces`]: its first bytes into
+/// `out`, the string into a buffer of its own (`codec::split`).
+pub(crate) fn read_memfd(
+    memfd: &OwnedFd,
+    len: usize,
+    out: &mut Vec<u8>,
+    split: bool,
+) -> io::Result<Option<Pieces>> {
+    sys::shm::check_memfd(memfd, len)?;
+    let mut first = [0u8; 80];
+    let first = &mut first[..len.min(80)];
+    let guessed = if split && len >= codec::split::TAIL_MIN {
+        sys::shm::pread_exact(memfd, 0, first)?;
+        codec::split::guess(first, len)
+    } else {
+        None
+    };
+    let head = guessed.map_or(len, |(_, tail_at)| tail_at);
+    if out.len() < head {
+        out.resize(head, 0);
+    }
+    sys::shm::pread_exact(memfd, 0, &mut out[..head])?;
+    let Some((claim_at, tail_at)) = guessed else {
+        return Ok(None);
+    };
+    let mut tail = Vec::new();
+    sys::pread_spare(memfd.as_fd(), tail_at, len - tail_at, &mut tail)?;
+    Ok(Some(Pieces {
+        head: tail_at,
+        claim_at,
+        tail,
+    }))
 }

@@ -173,22 +173,24 @@ impl Conn {
         let rx = self.shm_rx()?;
         let record = ring(rx).try_read(out, split).map_err(ring_error)?;
         match record {
-            Some(shm::Record::OutOfLine(len)) => self
-                .receive_out_of_line(out, len, limit)
-                .map(|len| Some(shm::Record::Inline(len))),
+            Some(shm::Record::OutOfLine(len)) => {
+                self.receive_out_of_line(out, len, limit, split).map(Some)
+            }
             other => Ok(other),
         }
     }
 
     /// The payload of an out-of-line record: the memfd the writer sent over
     /// the side socket just before publishing it, read (only if sealed and
-    /// exactly `len` bytes long) into `out`.
+    /// exactly `len` bytes long) into `out`, or in two pieces
+    /// ([`read_memfd`](super::large::read_memfd)).
     fn receive_out_of_line(
         &self,
         out: &mut Vec<u8>,
         len: usize,
         limit: usize,
-    ) -> io::Result<usize> {
+        split: bool,
+    ) -> io::Result<shm::Record> {
         let mut fds = Vec::new();
         let mut byte = [0u8; 1];
         let got = sys::recv(self.fd.as_fd(), &mut byte, &mut fds, true);
@@ -209,11 +211,10 @@ impl Conn {
                 format!("an out-of-line message of {len} bytes exceeds the {limit}-byte limit"),
             ));
         }
-        if out.len() < len {
-            out.resize(len, 0);
-        }
-        sys::shm::read_memfd(&fd, &mut out[..len])?;
-        Ok(len)
+        Ok(match super::large::read_memfd(&fd, len, out, split)? {
+            Some(pieces) => shm::Record::Split(pieces),
+            None => shm::Record::Inline(len),
+        })
     }
 
     /// Writes one message into the ring (or out of line, if larger than the
