@@ -15,6 +15,11 @@
 //! `ByteBuf` (or a field marked `#[serde(with = "procwire::bytes")]`, or
 //! `serde_bytes::ByteBuf`), through `visit_string` to a `String`.
 //!
+//! The tail's buffer is reserved at the size the length prefix announces
+//! (never above the receiver's maximum frame) and written only as bytes
+//! arrive, so a peer that announces much and sends little costs address
+//! space, not memory (`tests/bad_input.rs`).
+//!
 //! A guess can be wrong: a large `Vec<u8>` (a sequence of bytes, not a byte
 //! string) is written exactly like a `ByteBuf`. When decoding then needs a
 //! tail byte the ordinary way, the head's decoder stops, and the payload is

@@ -13,7 +13,10 @@
 //! Two properties hold on every path:
 //! - the length is checked against the maximum frame size **before** anything
 //!   is allocated for it, and the receive buffer grows only as bytes actually
-//!   arrive, so a lying length prefix costs nothing;
+//!   arrive, so a lying length prefix costs nothing (the one buffer reserved
+//!   at a size the peer announced, a large trailing byte string's own, is
+//!   capped by that maximum and only written as bytes arrive: address space,
+//!   not memory, until then);
 //! - a frame goes out in one `write` once the buffers are warm, and no
 //!   allocation happens per message.
 //!
