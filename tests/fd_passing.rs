@@ -292,3 +292,44 @@ fn a_receiver_holding_read_ahead_bytes_is_not_sent() {
         }
     });
 }
+
+/// A large message with descriptors in it, of a shape the receiver may read
+/// in two pieces (a byte string, or a sequence of bytes written the same
+/// way, at its end): each descriptor and every byte arrive, on a stream
+/// socket and over SEQPACKET (there out of line, in a memfd).
+#[test]
+fn large_messages_with_descriptors_arrive_whole() {
+    #[derive(Serialize, Deserialize)]
+    struct Big<B> {
+        file: Fd,
+        data: B,
+    }
+    fn check<B>(kind: Kind, data: B)
+    where
+        B: Serialize + for<'de> Deserialize<'de> + PartialEq + Clone + Send + 'static,
+    {
+        let (tx, rx) = SocketPair::new(kind).channel::<Big<B>>().unwrap();
+        let want = data.clone();
+        // Larger than a socket buffer: the send finishes as it is read.
+        let sending = std::thread::spawn(move || {
+            let file = Fd::from(std::os::fd::OwnedFd::from(file_with("attached")));
+            tx.send(Big { file, data }).unwrap();
+        });
+        let got = rx.recv().unwrap();
+        sending.join().unwrap();
+        assert!(got.data == want, "{kind:?}: the bytes differ");
+        let mut text = String::new();
+        std::fs::File::from(std::os::fd::OwnedFd::from(got.file))
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "attached", "{kind:?}");
+    }
+    checked(60, || {
+        let before = fd_count();
+        for kind in [Kind::Stream, Kind::SeqPacket] {
+            check(kind, vec![7u8; 1 << 20]);
+            check(kind, procwire::ByteBuf::from(vec![8u8; 1 << 20]));
+        }
+        assert_eq!(fd_count(), before, "descriptors leaked");
+    });
+}

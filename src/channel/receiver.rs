@@ -199,7 +199,10 @@ impl<'a> Split<'a> {
         }
     }
 
-    /// Hands it to `split`, or put back together to `f`.
+    /// Hands it to `split`, or put back together to `f`: also when
+    /// descriptors came with it, since a guess that proves wrong decodes
+    /// the message a second time, and the first decode may have taken
+    /// them.
     #[cold]
     fn take<R>(
         self,
@@ -208,8 +211,8 @@ impl<'a> Split<'a> {
         split: Option<impl FnOnce(Split<'_>, Vec<OwnedFd>) -> Result<R>>,
     ) -> Result<R> {
         match split {
-            Some(split) => split(self, fds),
-            None => f(&self.whole(), fds),
+            Some(split) if fds.is_empty() => split(self, fds),
+            _ => f(&self.whole(), fds),
         }
     }
 
