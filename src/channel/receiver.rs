@@ -129,14 +129,12 @@ struct Incoming {
 struct Direct {
     /// The frame's payload length.
     len: usize,
-    /// Where the string's length prefix starts in the payload, and where
-    /// its bytes start.
-    claim_at: usize,
-    tail_at: usize,
-    /// The string's bytes so far, in an allocation of its final size.
-    tail: Vec<u8>,
+    /// Where the string starts (`head`: the decoder holds the payload's
+    /// first bytes), and its bytes so far, in an allocation of its final
+    /// size, `tail_len`.
+    pieces: Pieces,
     tail_len: usize,
-    /// Bytes read into `tail` (rather than copied from the decoder).
+    /// Bytes read into the tail (rather than copied from the decoder).
     read: u64,
 }
 
@@ -151,8 +149,8 @@ impl Direct {
         fds: &mut Vec<OwnedFd>,
         block: bool,
     ) -> (std::io::Result<sys::Received>, usize) {
-        let asked = self.tail_len - self.tail.len();
-        let read = conn.read_spare(&mut self.tail, asked, fds, block);
+        let asked = self.tail_len - self.pieces.tail.len();
+        let read = conn.read_spare(&mut self.pieces.tail, asked, fds, block);
         if let Ok(r) = &read {
             self.read += r.len as u64;
         }
@@ -171,9 +169,11 @@ impl Direct {
         tail.extend_from_slice(&got[tail_at..]);
         Some(Direct {
             len,
-            claim_at,
-            tail_at,
-            tail,
+            pieces: Pieces {
+                head: tail_at,
+                claim_at,
+                tail,
+            },
             tail_len,
             read: 0,
         })
@@ -230,10 +230,7 @@ impl<'a> Split<'a> {
     /// Puts it back together, for a receive that lends it in one piece.
     #[cold]
     fn whole(self) -> Vec<u8> {
-        let mut whole = Vec::with_capacity(self.head.len() + self.tail.len());
-        whole.extend_from_slice(self.head);
-        whole.extend_from_slice(&self.tail);
-        whole
+        split::joined(self.head, &self.tail)
     }
 }
 
@@ -251,7 +248,7 @@ impl Incoming {
     #[cold]
     #[inline(never)]
     fn direct_done(&mut self) -> Result<Option<(Split<'_>, Vec<OwnedFd>)>> {
-        let Some(d) = self.direct.take_if(|d| d.tail.len() == d.tail_len) else {
+        let Some(d) = self.direct.take_if(|d| d.pieces.tail.len() == d.tail_len) else {
             return Ok(None);
         };
         let frame = self.frames.take_partial(d.len);
@@ -260,12 +257,10 @@ impl Incoming {
         } else {
             self.fds_for(&frame)?
         };
-        let payload = Split {
-            head: &self.frames.payload(&frame)[..d.tail_at],
-            claim_at: d.claim_at,
-            tail: d.tail,
-        };
-        Ok(Some((payload, fds)))
+        Ok(Some((
+            Split::of(self.frames.payload(&frame), d.pieces),
+            fds,
+        )))
     }
 
     /// The descriptors that belong to `frame`; an error if some were lost.
@@ -502,7 +497,7 @@ impl RecvCore {
     /// once as `UnexpectedEof`, and the partial frame dropped.
     fn end_of_stream(&self, inc: &mut Incoming, wait: Wait) -> Error {
         if let Some(d) = inc.direct.take() {
-            let arrived = d.tail_at + d.tail.len();
+            let arrived = d.pieces.head + d.pieces.tail.len();
             inc.frames.reset();
             inc.batches.clear();
             let e = Error::new(

@@ -75,6 +75,14 @@ pub(crate) struct Pieces {
     pub tail: Vec<u8>,
 }
 
+/// A payload's two pieces put back together.
+pub(crate) fn joined(head: &[u8], tail: &[u8]) -> Vec<u8> {
+    let mut whole = Vec::with_capacity(head.len() + tail.len());
+    whole.extend_from_slice(head);
+    whole.extend_from_slice(tail);
+    whole
+}
+
 /// What the head's decoder and the claiming deserializer share.
 struct Donor {
     /// Where the claimed string's length prefix starts in the payload.
@@ -238,10 +246,7 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
         // The guess was wrong (a sequence of bytes, not a byte string):
         // decode the payload put back together.
         let tail = donor.tail.take().unwrap_or_default();
-        let mut whole = Vec::with_capacity(len);
-        whole.extend_from_slice(head);
-        whole.extend_from_slice(&tail);
-        return Postcard::decode(&whole);
+        return Postcard::decode(&joined(head, &tail));
     }
     match decoded {
         Ok((value, Ok(0))) => Ok(value),
