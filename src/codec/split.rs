@@ -24,7 +24,14 @@
 //! string) is written exactly like a `ByteBuf`. When decoding then needs a
 //! tail byte the ordinary way, the head's decoder stops, and the payload is
 //! decoded again from head and tail put back together: the copy the
-//! guess tried to save, nothing lost.
+//! guess tried to save, nothing lost, though `Deserialize` has run twice,
+//! the first time on the head only. A message that came with descriptors
+//! is therefore never split: that first run could take its `Fd`s.
+//!
+//! The receivers that split: pipes and stream sockets (the rest of the
+//! frame read into the tail), shared memory (the string copied out of the
+//! ring into it), and messages sent out of line in a memfd (read into it
+//! with `pread`); postcard only.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -109,7 +116,7 @@ thread_local! {
 pub(super) enum Claim<D, E> {
     /// The string about to be decoded is the tail's: here it is.
     Taken(std::result::Result<Vec<u8>, E>),
-    /// It is not (the usual case: no split decode runs on this thread).
+    /// It is not: another string of the value, decoded the usual way.
     NotOurs(D),
 }
 
