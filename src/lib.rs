@@ -137,7 +137,11 @@
 //! string (a [`ByteBuf`], a `#[serde(with = "procwire::bytes")]` field, a
 //! `String`), at any depth, reads that string straight into the buffer the
 //! returned value owns: no more copies than `recv_with`. Any other value
-//! is decoded out of the receive buffer, one copy more.
+//! is decoded out of the receive buffer, one copy more. (Which string that
+//! is, is read off the message's first bytes; a value whose bytes only look
+//! like one, such as a large `Vec<u8>`, is decoded a second time from the
+//! whole message, so a `Deserialize` impl with side effects may see a first,
+//! partial run. A message that carries descriptors is always decoded once.)
 //!
 //! # Async
 //!
