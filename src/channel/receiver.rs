@@ -496,22 +496,9 @@ impl RecvCore {
     /// Clean end of stream is `Disconnected`; one inside a frame is reported
     /// once as `UnexpectedEof`, and the partial frame dropped.
     fn end_of_stream(&self, inc: &mut Incoming, wait: Wait) -> Error {
-        if let Some(d) = inc.direct.take() {
-            let arrived = d.pieces.head + d.pieces.tail.len();
-            inc.frames.reset();
-            inc.batches.clear();
-            let e = Error::new(
-                ErrorKind::UnexpectedEof,
-                format!(
-                    "peer closed the stream in the middle of a frame: {} of {} arrived",
-                    crate::error::human(arrived as u64),
-                    crate::error::human(d.len as u64)
-                ),
-            );
-            return self
-                .conn
-                .add_peer_fate(e, wait.fate_within(Duration::from_secs(1)));
-        }
+        // (A frame read into its string's own buffer keeps its first bytes
+        // in the decoder: never at a boundary.)
+        let read_elsewhere = inc.direct.take().map_or(0, |d| d.read);
         if inc.frames.at_boundary() {
             let e = Error::disconnected("the sender is gone and every message has been received");
             // A supervised child that closed the stream is usually exiting:
@@ -520,7 +507,7 @@ impl RecvCore {
                 .conn
                 .add_peer_fate(e, wait.fate_within(Duration::from_millis(100)));
         }
-        let e = inc.frames.eof_error();
+        let e = inc.frames.eof_error(read_elsewhere);
         inc.frames.reset();
         inc.batches.clear();
         // Death mid-frame: name the cause (the pidfd turns readable just

@@ -280,7 +280,9 @@ impl FrameDecoder {
     }
 
     /// The error for an end of stream that is not at a frame boundary.
-    pub(crate) fn eof_error(&self) -> Error {
+    /// `read_elsewhere`: bytes of the frame read past the decoder (into a
+    /// byte string's own buffer), which arrived too.
+    pub(crate) fn eof_error(&self, read_elsewhere: u64) -> Error {
         let avail = (self.end - self.start) as u64;
         let msg = if self.skip > 0 {
             format!(
@@ -292,7 +294,7 @@ impl FrameDecoder {
         } else {
             format!(
                 "peer closed the stream in the middle of a frame: {} of {} arrived",
-                human(avail - HEADER_LEN as u64),
+                human(avail - HEADER_LEN as u64 + read_elsewhere),
                 human(self.claimed_len())
             )
         };

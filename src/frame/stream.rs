@@ -189,7 +189,7 @@ impl<R: Read> FrameReader<R> {
                 if self.dec.at_boundary() {
                     return Ok(None);
                 }
-                return Err(self.dec.eof_error());
+                return Err(self.dec.eof_error(0));
             }
             self.dec.filled(n);
         }
