@@ -63,48 +63,59 @@ impl<'de, D: Deserializer<'de>, const CLAIMS: bool> Deserializer<'de> for Limite
 
     #[inline]
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        let left = self.left;
-        if CLAIMS {
-            match split::claim(self.de) {
-                Claim::Taken(tail) => visitor.visit_byte_buf(tail?),
-                Claim::NotOurs(de) => de.deserialize_byte_buf(Wrap::<_, CLAIMS> {
-                    inner: visitor,
-                    left,
-                }),
-            }
-        } else {
-            self.de.deserialize_byte_buf(Wrap::<_, CLAIMS> {
-                inner: visitor,
-                left,
-            })
-        }
+        self.claim_or_forward(
+            visitor,
+            |v, tail| v.visit_byte_buf(tail),
+            |de, wrapped| de.deserialize_byte_buf(wrapped),
+        )
     }
 
     #[inline]
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        let left = self.left;
-        if CLAIMS {
-            match split::claim(self.de) {
-                Claim::Taken(tail) => {
-                    visitor.visit_string(String::from_utf8(tail?).map_err(|_| {
-                        super::custom_error::<D::Error>("a string that is not UTF-8".to_string())
-                    })?)
-                }
-                Claim::NotOurs(de) => de.deserialize_string(Wrap::<_, CLAIMS> {
-                    inner: visitor,
-                    left,
-                }),
-            }
-        } else {
-            self.de.deserialize_string(Wrap::<_, CLAIMS> {
-                inner: visitor,
-                left,
-            })
-        }
+        self.claim_or_forward(
+            visitor,
+            |v, tail| {
+                let text = String::from_utf8(tail).map_err(|_| {
+                    super::custom_error::<D::Error>("a string that is not UTF-8".to_string())
+                })?;
+                v.visit_string(text)
+            },
+            |de, wrapped| de.deserialize_string(wrapped),
+        )
     }
 
     fn is_human_readable(&self) -> bool {
         self.de.is_human_readable()
+    }
+}
+
+impl<'de, D: Deserializer<'de>, const CLAIMS: bool> Limited<D, CLAIMS> {
+    /// A string about to be decoded: in a split decode (`CLAIMS`), hands it
+    /// the tail if it is the one the tail belongs to (`take`); otherwise
+    /// forwards the request, as for every other type (`forward`).
+    #[inline]
+    fn claim_or_forward<V: Visitor<'de>>(
+        self,
+        visitor: V,
+        take: impl FnOnce(V, Vec<u8>) -> Result<V::Value, D::Error>,
+        forward: impl FnOnce(D, Wrap<V, CLAIMS>) -> Result<V::Value, D::Error>,
+    ) -> Result<V::Value, D::Error> {
+        let left = self.left;
+        let de = if CLAIMS {
+            match split::claim(self.de) {
+                Claim::Taken(tail) => return take(visitor, tail?),
+                Claim::NotOurs(de) => de,
+            }
+        } else {
+            self.de
+        };
+        forward(
+            de,
+            Wrap::<_, CLAIMS> {
+                inner: visitor,
+                left,
+            },
+        )
     }
 }
 
