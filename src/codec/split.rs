@@ -51,6 +51,10 @@ pub(crate) const TAIL_MIN: usize = 32 << 10;
 /// for: past the fields a message usually puts before its bulk.
 const LOOK: usize = 64;
 
+/// The first bytes of a payload that [`guess`] needs to see: a length
+/// prefix (at most 10 bytes) starting anywhere it looks.
+pub(crate) const FIRST: usize = LOOK + 10;
+
 /// Where a trailing byte string's length prefix starts in a payload of
 /// `len` bytes whose first bytes are `prefix`, and where the string itself
 /// starts (after the prefix): the first place where a postcard length
@@ -278,7 +282,7 @@ mod tests {
     use serde::Deserialize;
     use serde::de::DeserializeOwned;
 
-    use super::{TAIL_MIN, decode, guess};
+    use super::{FIRST, TAIL_MIN, decode, guess};
     use crate::ByteBuf;
     use crate::codec::{Codec, Postcard};
 
@@ -293,7 +297,7 @@ mod tests {
     /// decode gives what decoding the whole gives: the same value, or an
     /// error for both.
     fn same_as_whole<T: DeserializeOwned + PartialEq + std::fmt::Debug>(payload: &[u8]) -> bool {
-        let Some((claim_at, tail_at)) = guess(&payload[..payload.len().min(80)], payload.len())
+        let Some((claim_at, tail_at)) = guess(&payload[..payload.len().min(FIRST)], payload.len())
         else {
             return false;
         };

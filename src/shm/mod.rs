@@ -531,8 +531,8 @@ impl Reader {
     #[cold]
     #[inline(never)]
     fn read_split(&self, at: usize, len: usize, out: &mut Vec<u8>) -> Option<Record> {
-        let mut first = [0u8; 80];
-        let first = &mut first[..len.min(80)];
+        let mut first = [0u8; codec::split::FIRST];
+        let first = &mut first[..len.min(codec::split::FIRST)];
         self.region.read(at, first);
         let (claim_at, tail_at) = codec::split::guess(first, len)?;
         if out.len() < tail_at {

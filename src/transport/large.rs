@@ -126,8 +126,8 @@ pub(crate) fn read_memfd(
     split: bool,
 ) -> io::Result<Option<Pieces>> {
     sys::shm::check_memfd(memfd, len)?;
-    let mut first = [0u8; 80];
-    let first = &mut first[..len.min(80)];
+    let mut first = [0u8; codec::split::FIRST];
+    let first = &mut first[..len.min(codec::split::FIRST)];
     let guessed = if split && len >= codec::split::TAIL_MIN {
         sys::shm::pread_exact(memfd, 0, first)?;
         codec::split::guess(first, len)
