@@ -265,6 +265,11 @@ pub(crate) fn pipe_write(
         if nonblocking {
             set_nonblocking(fd, true)?;
         }
+        // One buffer (a whole small frame) is write(2), as a plain program's
+        // is: the kernel then copies no iovec array in.
+        if let [one] = bufs {
+            return retry(|| rustix::io::write(fd, one));
+        }
         retry(|| rustix::io::writev(fd, bufs))
     })
 }
