@@ -104,7 +104,32 @@ impl FrameDecoder {
         Ok(self.next_frame()?.map(|f| &self.buf[f.range]))
     }
 
+    /// The next complete frame, if the buffer holds one. Inlined: one
+    /// small frame after another is the common case, and it needs a few
+    /// comparisons only.
+    #[inline]
     pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>> {
+        let avail = self.end - self.start;
+        if self.skip == 0 && !self.heartbeats && avail >= HEADER_LEN {
+            let len = self.claimed_len();
+            let total = HEADER_LEN as u64 + len;
+            if len <= self.max as u64 && avail as u64 >= total {
+                let (at, total) = (self.start, total as usize);
+                self.start += total;
+                return Ok(Some(Frame {
+                    range: at + HEADER_LEN..at + total,
+                    stream_start: self.base + at as u64,
+                    stream_end: self.base + (at + total) as u64,
+                }));
+            }
+        }
+        self.next_frame_slow()
+    }
+
+    /// [`next_frame`](FrameDecoder::next_frame) past its common case: bytes
+    /// to skip, heartbeats, a frame too large or not all there.
+    #[inline(never)]
+    fn next_frame_slow(&mut self) -> Result<Option<Frame>> {
         if self.skip > 0 {
             let drop = self.skip.min((self.end - self.start) as u64) as usize;
             self.start += drop;
@@ -182,10 +207,12 @@ impl FrameDecoder {
         }
     }
 
+    #[inline]
     pub(crate) fn payload(&self, frame: &Frame) -> &[u8] {
         &self.buf[frame.range.clone()]
     }
 
+    #[inline]
     fn claimed_len(&self) -> u64 {
         let mut h = [0u8; HEADER_LEN];
         h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
@@ -270,6 +297,7 @@ impl FrameDecoder {
     }
 
     /// Whether a complete frame is buffered (so a reader need not wait).
+    #[inline]
     pub(crate) fn has_frame(&self) -> bool {
         let avail = self.end - self.start;
         if self.skip > 0 || avail < HEADER_LEN {

@@ -137,6 +137,7 @@ impl Outgoing {
     }
 
     /// Records that `n` more bytes were written.
+    #[inline]
     pub(crate) fn advance(&mut self, n: usize) {
         self.sent = (self.sent + n).min(self.buf.len());
         if self.sent == self.buf.len() {

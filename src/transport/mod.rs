@@ -256,6 +256,7 @@ impl Conn {
     }
 
     /// The heartbeat record and session, if this is a TCP connection.
+    #[inline]
     fn liveness(&self) -> Option<&Liveness> {
         match &self.flavor {
             Flavor::Tcp(l) => Some(l),

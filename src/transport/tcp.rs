@@ -57,6 +57,7 @@ impl Conn {
 
     /// The session that seals what this end sends (a `tcp://` end).
     #[cfg(feature = "tcp")]
+    #[inline]
     pub(crate) fn session(&self) -> Option<&super::Session> {
         self.liveness().map(|l| &l.session)
     }

@@ -162,7 +162,7 @@ impl SendCore {
     }
 
     /// Seals the encoded frame, on a connection with an encrypted session.
-    #[inline]
+    #[inline(always)]
     fn seal(&self, out: &mut Outgoing) -> Result<()> {
         #[cfg(feature = "tcp")]
         if let Some(s) = self.conn.session() {
@@ -198,7 +198,7 @@ impl SendCore {
 
     /// Writes the pending frame, `fds` with its first bytes. `Ok(false)` when
     /// the wait ran out first; the progress made is kept.
-    #[inline]
+    #[inline(always)]
     fn pump(&self, out: &mut Outgoing, wait: Wait, mut fds: &[BorrowedFd<'_>]) -> Result<bool> {
         let block = matches!(wait, Wait::Block);
         while out.is_pending() {
