@@ -62,6 +62,11 @@ enum Command {
         /// `recv` (an owned `ByteBuf` per message).
         #[arg(long)]
         borrow: bool,
+        /// procwire's socket channels are built without descriptors
+        /// (`Options::descriptors(false)`): each receive is recv(2), as
+        /// raw's, instead of recvmsg(2) with room for descriptors.
+        #[arg(long = "no-fds")]
+        no_fds: bool,
         /// Add the `async-<transport>` rows (pipe, stream, seqpacket,
         /// dgram, shm; one CPU): procwire's awaitable ends (feature
         /// `tokio`) against raw tokio I/O on the same kind of descriptor
@@ -341,9 +346,11 @@ fn run() -> anyhow::Result<ExitCode> {
             sizes,
             remote,
             borrow,
+            no_fds,
             asynch,
         } => bench::run(bench::Config {
             borrow,
+            no_fds,
             asynch,
             quick,
             json,

@@ -49,6 +49,7 @@ pub struct Options {
     linger: Duration,
     /// Set by [`SocketPair::send_buffer`].
     send_buffer: Option<usize>,
+    descriptors: bool,
 }
 
 /// How long dropping an end may wait, by default, for the peer to take what
@@ -87,6 +88,7 @@ impl Options {
             max_frame: DEFAULT_MAX_FRAME,
             linger: DEFAULT_LINGER,
             send_buffer: None,
+            descriptors: true,
         }
     }
 
@@ -132,6 +134,50 @@ impl Options {
     /// ```
     pub fn linger(mut self, linger: Duration) -> Options {
         self.linger = linger;
+        self
+    }
+
+    /// Whether descriptors ([`Fd`](crate::Fd)s and channel ends inside
+    /// messages, [`send_with_fds`](Sender::send_with_fds)) may travel on the
+    /// channel (default `true`; only Unix sockets carry them).
+    ///
+    /// With `false`, a channel that sends none receives each message with
+    /// recv(2) or read(2), as a plain program would, instead of recvmsg(2)
+    /// with room for descriptors: on Linux 6.18 here recvmsg(2) costs some
+    /// 250 ns a message more (`docs/performance.md`). The receiving socket
+    /// refuses descriptors in the kernel (`SO_PASSRIGHTS`, Linux 6.16 and
+    /// later), so a peer that sends some anyway gets `EPERM` from its
+    /// sendmsg(2) (a procwire peer: an error that says why), and none is
+    /// ever lost unseen. On an older kernel the receive stays recvmsg(2) and
+    /// a message that comes with descriptors fails with
+    /// [`ErrorKind::Truncated`](crate::ErrorKind::Truncated), its
+    /// descriptors closed. Sending a descriptor from such an end is an
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) error, and
+    /// so is a message that a datagram socket would carry out of line in a
+    /// memfd (over 256 KiB): use a stream socket for those. Pipes, shared
+    /// memory and TCP carry no descriptors either way. An end sent to
+    /// another process inside a message keeps the refusal in its socket but
+    /// is received there with recvmsg(2).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::{ErrorKind, Fd, Kind, SocketPair};
+    ///
+    /// let (tx, rx) = SocketPair::new(Kind::SeqPacket)
+    ///     .descriptors(false)
+    ///     .channel::<Vec<u8>>()?;
+    /// tx.send(b"no descriptors here".to_vec())?;
+    /// assert_eq!(rx.recv()?, b"no descriptors here");
+    ///
+    /// let (ftx, _frx) = SocketPair::new(Kind::Stream).descriptors(false).channel::<Fd>()?;
+    /// let null = std::os::fd::OwnedFd::from(std::fs::File::open("/dev/null")?);
+    /// let err = ftx.send(Fd::from(null)).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Unsupported);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn descriptors(mut self, carried: bool) -> Options {
+        self.descriptors = carried;
         self
     }
 
@@ -205,7 +251,10 @@ impl Options {
 
     fn conn(&self, fd: OwnedFd, usage: Use) -> Result<Arc<Conn>> {
         check_max(self.max_frame)?;
-        let conn = Conn::new(fd, usage)?;
+        let mut conn = Conn::new(fd, usage)?;
+        if !self.descriptors {
+            conn.refuse_descriptors(usage)?;
+        }
         if let Some(bytes) = self.send_buffer {
             conn.set_send_buffer(bytes)?;
         }
@@ -264,7 +313,14 @@ macro_rules! channel_settings {
             self
         }
 
-        /// All three at once: codec, maximum frame and linger.
+        /// Whether descriptors may travel
+        /// ([`Options::descriptors`](crate::Options::descriptors)).
+        pub fn descriptors(mut self, carried: bool) -> $builder {
+            self.options = self.options.descriptors(carried);
+            self
+        }
+
+        /// All at once: codec, maximum frame, linger and descriptors.
         pub fn options(mut self, options: $crate::Options) -> $builder {
             self.options = options;
             self

@@ -671,8 +671,9 @@ fn fds_lost() -> Error {
     Error::new(
         ErrorKind::Truncated,
         "descriptors sent with a message did not all arrive (MSG_CTRUNC: this process \
-         reached RLIMIT_NOFILE, or more than 253 were sent); the message was discarded and \
-         the descriptors that did arrive were closed",
+         reached RLIMIT_NOFILE, or more than 253 were sent), or came to an end built with \
+         Options::descriptors(false); the message was discarded and the descriptors that did \
+         arrive were closed",
     )
 }
 

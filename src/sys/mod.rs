@@ -31,7 +31,7 @@ mod unix_path;
 
 pub(crate) use clock::coarse_ns;
 pub(crate) use poll::{Interest, hung_up, poll};
-pub(crate) use sockmsg::recv;
+pub(crate) use sockmsg::{recv, refuse_rights};
 pub(crate) use spare::{Source, pread_spare, read_spare};
 pub(crate) use unix_path::{accept, unix_connect, unix_listen};
 
@@ -312,7 +312,17 @@ pub(crate) fn send(
             "descriptors do not fit the control buffer",
         ));
     }
-    retry(|| rustix::net::sendmsg(fd, bufs, &mut control, flags))
+    retry(|| rustix::net::sendmsg(fd, bufs, &mut control, flags)).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EPERM) {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the receiving socket refuses descriptors (SO_PASSRIGHTS is off: its end was \
+                 built with Options::descriptors(false)); nothing of the message was sent",
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// The outcome of one [`recv`].
@@ -357,6 +367,36 @@ pub(crate) fn recv_bytes(
     };
     let n = retry(|| rustix::net::recv(fd, &mut *buf, flags).map(|(n, _)| n))?;
     Ok(Received::plain(n))
+}
+
+/// Receives from a Unix socket that refuses descriptors
+/// ([`refuse_rights`](sockmsg::refuse_rights)): recv(2), no control
+/// buffer, as a plain program's receive. On a datagram socket `MSG_TRUNC`
+/// gives the real length of a datagram longer than `buf`.
+///
+/// # References
+/// - recv(2) (`MSG_TRUNC`: "UNIX datagram as well as sequenced-packet
+///   (since Linux 3.4) sockets: return the real length")
+#[inline]
+pub(crate) fn recv_refusing(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    nonblocking: bool,
+    datagram: bool,
+) -> io::Result<Received> {
+    let mut flags = RecvFlags::empty();
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    if datagram {
+        flags |= RecvFlags::TRUNC;
+    }
+    let (len, full_len) = retry(|| rustix::net::recv(fd, &mut *buf, flags))?;
+    Ok(Received {
+        len,
+        full_len,
+        fds_lost: false,
+    })
 }
 
 /// The largest datagram this socket can send: its `SO_SNDBUF` less the

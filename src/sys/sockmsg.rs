@@ -20,6 +20,9 @@
 //! kernel reports, and every descriptor number found in an `SCM_RIGHTS`
 //! message is wrapped in an `OwnedFd` at once: the kernel installed it in
 //! this process's table for us, so nothing else owns it.
+//!
+//! [`refuse_rights`] passes `setsockopt(2)` a pointer to a local `c_int`
+//! and its size, which the kernel only reads during the call.
 
 #![allow(unsafe_code)]
 
@@ -147,5 +150,41 @@ fn adopt(msg: &libc::msghdr, fds_out: &mut Vec<OwnedFd>) {
         }
         // SAFETY: as for CMSG_FIRSTHDR.
         cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
+    }
+}
+
+/// `SO_PASSRIGHTS` (Linux 6.16, `include/uapi/asm-generic/socket.h`; the
+/// same number on every architecture that defines it), which `libc` does
+/// not name yet.
+const SO_PASSRIGHTS: libc::c_int = 83;
+
+/// Makes a Unix socket refuse descriptors: the kernel then fails a peer's
+/// `sendmsg(2)` with `SCM_RIGHTS` to it with `EPERM`, so none can arrive
+/// and a receive needs no control buffer. `Ok(false)` on a kernel without
+/// the option (before 6.16), where descriptors still arrive.
+///
+/// # References
+/// - socket(7) (`SO_PASSRIGHTS`), unix(7); Linux commit 77cbe1a6d873
+///   ("af_unix: Introduce SO_PASSRIGHTS")
+pub(crate) fn refuse_rights(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let off: libc::c_int = 0;
+    // SAFETY: `off` is a valid c_int for the call's duration, and its size
+    // is the length passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            (&raw const off).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOPROTOOPT | libc::EINVAL) => Ok(false),
+        _ => Err(e),
     }
 }

@@ -134,6 +134,24 @@ pub(crate) struct Conn {
     /// there): harmless before a level-triggered poll, a lost wake-up under
     /// an edge-triggered reactor that saw no change.
     plain_nonblocking: std::sync::atomic::AtomicBool,
+    /// Whether this end refuses descriptors ([`Conn::refuse_descriptors`]).
+    refusal: Refusal,
+}
+
+/// Whether a Unix socket end takes descriptors
+/// ([`Options::descriptors`](crate::Options::descriptors)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Descriptors travel both ways (the default): a receive is recvmsg(2)
+    /// with a control buffer.
+    None,
+    /// The kernel refuses descriptors sent to this socket (`SO_PASSRIGHTS`
+    /// off): a receive is recv(2), and none are sent from here either.
+    Kernel,
+    /// A kernel without `SO_PASSRIGHTS`: a receive stays recvmsg(2), and a
+    /// message that comes with descriptors fails (they are closed); none
+    /// are sent from here.
+    Checked,
 }
 
 /// What a wait for readiness ended with.
@@ -224,7 +242,30 @@ impl Conn {
             peer: OnceLock::new(),
             shared,
             plain_nonblocking: std::sync::atomic::AtomicBool::new(false),
+            refusal: Refusal::None,
         }
+    }
+
+    /// Makes this end carry no descriptors: a socket it receives on refuses
+    /// them in the kernel where it can (`SO_PASSRIGHTS`, Linux 6.16), so
+    /// that its receives need no control buffer; sends of descriptors from
+    /// it are refused. Pipes, shared memory and TCP carry none already
+    /// (shared memory's own side socket keeps passing its memfds).
+    pub(crate) fn refuse_descriptors(&mut self, usage: Use) -> Result<()> {
+        if !matches!(
+            self.flavor,
+            Flavor::Stream | Flavor::Datagram | Flavor::SeqPacket
+        ) {
+            return Ok(());
+        }
+        self.refusal = Refusal::Checked;
+        if usage != Use::Send
+            && sys::refuse_rights(self.fd.as_fd())
+                .map_err(|e| Error::io("refusing descriptors on the socket", e))?
+        {
+            self.refusal = Refusal::Kernel;
+        }
+        Ok(())
     }
 
     /// Readies this end for an async runtime: a pipe end turns `O_NONBLOCK`
@@ -322,18 +363,38 @@ impl Conn {
             Flavor::Shm(rings) => self.shm_write(rings, bytes),
             Flavor::Pipe => sys::pipe_write(self.fd.as_fd(), &bufs, nonblocking && !self.plain()),
             Flavor::Datagram | Flavor::SeqPacket if large::must_go_out_of_line(bytes) => {
-                large::send(self.fd.as_fd(), bytes, fds)
+                self.send_out_of_line(bytes, fds)
             }
             Flavor::Datagram | Flavor::SeqPacket => {
                 match sys::send(self.fd.as_fd(), &bufs, fds, nonblocking) {
                     // More than the socket's buffer lets one datagram hold.
-                    Err(e) if sys::is_msgsize(&e) => large::send(self.fd.as_fd(), bytes, fds),
+                    Err(e) if sys::is_msgsize(&e) => self.send_out_of_line(bytes, fds),
                     r => r,
                 }
             }
             Flavor::Stream => sys::send(self.fd.as_fd(), &bufs, fds, nonblocking),
             Flavor::Tcp(_) => sys::send(self.fd.as_fd(), &bufs, fds, true),
         }
+    }
+
+    /// Sends a message that one datagram cannot carry as it is, in a memfd
+    /// of its own (`large`): not from an end that carries no descriptors.
+    #[cold]
+    fn send_out_of_line(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        if self.refusal != Refusal::None && !bytes.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a message of {} travels out of line, in a memfd of its own (over {} on a \
+                     datagram socket, or starting with the out-of-line marker), which a channel \
+                     built with Options::descriptors(false) cannot carry; use a stream socket \
+                     or allow descriptors",
+                    crate::error::human(bytes.len() as u64),
+                    crate::error::human(large::INLINE_MAX as u64)
+                ),
+            ));
+        }
+        large::send(self.fd.as_fd(), bytes, fds)
     }
 
     /// Writes the start of `bufs` on a byte stream (a frame written in
@@ -369,9 +430,18 @@ impl Conn {
                 sys::read(self.fd.as_fd(), buf).map(sys::Received::plain)
             }
             Flavor::Pipe => sys::read_nowait(self.fd.as_fd(), buf).map(sys::Received::plain),
-            Flavor::Stream | Flavor::Datagram | Flavor::SeqPacket => {
-                sys::recv(self.fd.as_fd(), buf, fds, !block)
-            }
+            Flavor::Stream | Flavor::Datagram | Flavor::SeqPacket => match self.refusal {
+                Refusal::Kernel => sys::recv_refusing(
+                    self.fd.as_fd(),
+                    buf,
+                    !block,
+                    !matches!(self.flavor, Flavor::Stream),
+                ),
+                Refusal::None => sys::recv(self.fd.as_fd(), buf, fds, !block),
+                Refusal::Checked => {
+                    sys::recv(self.fd.as_fd(), buf, fds, !block).map(|r| self.refused(r, fds))
+                }
+            },
             Flavor::Tcp(l) => self.tcp_read(l, buf, block),
             // (The channel layer takes a ring's records with `shm_read`.)
             Flavor::Shm(_) => Err(io::Error::new(
@@ -408,15 +478,39 @@ impl Conn {
                 ));
             }
         };
-        sys::read_spare(self.fd.as_fd(), v, max, from)
+        let r = sys::read_spare(self.fd.as_fd(), v, max, from)?;
+        Ok(self.refused(r, fds))
+    }
+
+    /// What a receive on an end that refuses descriptors but could not
+    /// have the kernel refuse them ([`Refusal::Checked`]) makes of
+    /// descriptors that came anyway: closed, and counted as lost, which
+    /// fails the message they came with.
+    #[inline]
+    fn refused(&self, mut r: sys::Received, fds: &mut Vec<OwnedFd>) -> sys::Received {
+        if self.refusal == Refusal::Checked && !fds.is_empty() {
+            fds.clear();
+            r.fds_lost = true;
+        }
+        r
     }
 
     /// Whether descriptors can travel on this transport.
     pub(crate) fn carries_fds(&self) -> bool {
-        !matches!(
-            self.transport(),
-            Transport::Pipe | Transport::Shm | Transport::Tcp
-        )
+        self.refusal == Refusal::None
+            && !matches!(
+                self.transport(),
+                Transport::Pipe | Transport::Shm | Transport::Tcp
+            )
+    }
+
+    /// Why [`carries_fds`](Conn::carries_fds) says no.
+    pub(crate) fn why_no_fds(&self) -> &'static str {
+        if self.refusal == Refusal::None {
+            "descriptors can only travel over Unix sockets, not over a pipe"
+        } else {
+            "this channel carries no descriptors (built with Options::descriptors(false))"
+        }
     }
 
     /// Watches `peer`: waits on this channel end from now on also end when
@@ -555,5 +649,47 @@ impl Conn {
 impl AsFd for Conn {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    /// An end that refuses descriptors on a kernel without `SO_PASSRIGHTS`
+    /// ([`Refusal::Checked`], which this kernel may not need): descriptors
+    /// that come anyway fail the message they came with and are closed,
+    /// and the next message arrives.
+    #[test]
+    fn descriptors_that_come_to_a_checked_refusal_fail_their_message() {
+        for (kind, first, second) in [
+            (crate::Kind::SeqPacket, &[3u8, 1, 2, 3][..], &[1u8, 9][..]),
+            (
+                crate::Kind::Stream,
+                &[0, 0, 0, 4, 3, 1, 2, 3][..],
+                &[0, 0, 0, 2, 1, 9][..],
+            ),
+        ] {
+            let (a, b) = crate::socket_pair(kind).unwrap();
+            let (a, b): (OwnedFd, OwnedFd) = (a.into(), b.into());
+            let mut conn = Conn::new(a, Use::Recv).unwrap();
+            conn.refusal = Refusal::Checked;
+            let rx = crate::Options::new()
+                .receiver_on::<Vec<u8>>(Arc::new(conn))
+                .unwrap();
+            let before = open_fds();
+            let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+            sys::send(b.as_fd(), &[IoSlice::new(first)], &[null.as_fd()], false).unwrap();
+            drop(null);
+            sys::send(b.as_fd(), &[IoSlice::new(second)], &[], false).unwrap();
+            let err = rx.recv().unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Truncated, "{kind:?}: {err}");
+            assert_eq!(rx.recv().unwrap(), vec![9], "{kind:?}");
+            assert_eq!(open_fds(), before, "{kind:?}: the descriptor was closed");
+        }
     }
 }

@@ -159,7 +159,7 @@ impl Link {
                 (Link::RawMessage(a.into()), Link::RawMessage(b.into()))
             }
             (_, true) => {
-                let (a, b) = SocketPair::new(kind).duplex()?;
+                let (a, b) = SocketPair::new(kind).descriptors(!no_fds()).duplex()?;
                 (Link::Wire(a), Link::Wire(b))
             }
         })
@@ -254,6 +254,18 @@ pub(super) fn set_borrowing(on: bool) {
 
 fn borrowing() -> bool {
     BORROW.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether procwire's socket channels carry no descriptors (`bench
+/// --no-fds`), set like [`BORROW`].
+static NO_FDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(super) fn set_no_fds(on: bool) {
+    NO_FDS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn no_fds() -> bool {
+    NO_FDS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A borrowed `ByteBuf`, looked at where it arrived: the raw baseline's

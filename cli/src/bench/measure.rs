@@ -439,16 +439,21 @@ pub fn peer(args: &[String]) -> Result<()> {
 /// `thread` the peer is a thread of this process, for callgrind, which
 /// counts the same user-space instructions either way but cannot follow
 /// procwire's fork (valgrind 3.19 lacks pidfd_open). With `borrow`,
-/// procwire receives with `recv_with` (as `bench --borrow`).
+/// procwire receives with `recv_with` (as `bench --borrow`); with `nofds`
+/// its socket channels carry no descriptors (as `bench --no-fds`).
 pub fn roundtrips(args: &[String]) -> Result<()> {
-    let usage = "__roundtrips raw|wire|async|rawasync TRANSPORT SIZE COUNT [thread] [borrow]";
+    let usage =
+        "__roundtrips raw|wire|async|rawasync TRANSPORT SIZE COUNT [thread] [borrow] [nofds]";
     let [side, transport, size, count, flags @ ..] = args else {
         anyhow::bail!("{usage}");
     };
     let thread = flags.iter().any(|f| f == "thread");
     super::link::set_borrowing(flags.iter().any(|f| f == "borrow"));
+    super::link::set_no_fds(flags.iter().any(|f| f == "nofds"));
     anyhow::ensure!(
-        flags.iter().all(|f| f == "thread" || f == "borrow"),
+        flags
+            .iter()
+            .all(|f| f == "thread" || f == "borrow" || f == "nofds"),
         "{usage}"
     );
     let t = <Transport as clap::ValueEnum>::from_str(transport, true)

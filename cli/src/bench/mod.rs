@@ -40,6 +40,9 @@ pub struct Config {
     pub sizes: Vec<usize>,
     /// procwire's receives borrow (`recv_with`) instead of owning.
     pub borrow: bool,
+    /// procwire's socket channels carry no descriptors
+    /// (`Options::descriptors(false)`).
+    pub no_fds: bool,
     /// Add the `async-<transport>` rows: procwire's awaitable ends against
     /// raw tokio I/O.
     pub asynch: bool,
@@ -479,6 +482,7 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     let _stop_nats = StopNats;
     link::set_borrowing(cfg.borrow);
+    link::set_no_fds(cfg.no_fds);
     let cases = cases(&cfg);
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(cases.len() as u64)

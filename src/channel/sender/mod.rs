@@ -130,10 +130,7 @@ impl SendCore {
             .store(out.len() >= self.large_from, Ordering::Relaxed);
         if (!fds.is_empty() || !typed.is_empty()) && !self.conn.carries_fds() {
             out.discard();
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "descriptors can only travel over Unix sockets, not over a pipe",
-            ));
+            return Err(Error::new(ErrorKind::Unsupported, self.conn.why_no_fds()));
         }
         self.seal(out)?;
         let all: Vec<BorrowedFd<'_>>;
