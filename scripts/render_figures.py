@@ -33,6 +33,7 @@ borrow = load("borrow.json")
 asynch = load("async.json")
 syscalls = load("syscalls.json")
 instructions = load("instructions.json")
+nofds = load("nofds.json")
 date = (FIG / "date").read_text().strip()
 kernel = (FIG / "kernel").read_text().strip()
 
@@ -196,6 +197,9 @@ def render_targets():
     p99 = {t: row(bench, t, 64, "same") for t in ("stream", "dgram", "seqpacket", "pipe")}
     p99 = {t: r["p99_ns"] / r["baseline_p99_ns"] for t, r in p99.items()}
     t4k = {t: row(bench, t, 4 * KiB, "same")["ratio"] for t in ("stream", "dgram", "seqpacket", "pipe")}
+    # The socket rows again with `Options::descriptors(false)` (`bench --no-fds`).
+    n64 = {t: row(nofds, t, 64, "same")["ratio"] for t in ("stream", "dgram", "seqpacket")}
+    n4k = {t: row(nofds, t, 4 * KiB, "same")["ratio"] for t in ("stream", "dgram", "seqpacket")}
     owned = {t: row(bench, t, MiB, "same")["throughput_ratio"] for t in ("stream", "pipe")}
     lent = {t: row(borrow, t, MiB, "same")["throughput_ratio"] for t in ("stream", "pipe")}
     spin = row(bench, "shm-spin", 64, "split")
@@ -231,9 +235,9 @@ def render_targets():
         "|---|---|---|",
         f"| system calls per message equal to raw's (hard gate) | {fmt(extra_calls)} (system calls per round trip, procwire / raw) | {verdict(max(extra_calls.values()), 1.01)} |",
         f"| ≤ 500 user-space instructions per small message over raw (hard gate) | {ins} with `recv`; {ins_lent} with `recv_with` | {verdict(max(extra_ins.values()), 500)} (worst) |",
-        f"| typed 64 B round trip ≤ 1.05x raw | {fmt(t64)} (one CPU) | {verdict(max(t64.values()), 1.05)} (worst) |",
+        f"| typed 64 B round trip ≤ 1.05x raw | {fmt(t64)} (one CPU); sockets built with `Options::descriptors(false)` (`bench --no-fds`, receiving with recv(2)): {fmt(n64)} | {verdict(max(t64.values()), 1.05)} (worst); without descriptors {verdict(max(n64.values()), 1.05)} (worst) |",
         f"| p99 ≤ 1.3x raw's p99 | {fmt(p99)} | {verdict(max(p99.values()), 1.3)} (worst) |",
-        f"| typed 4 KiB byte payload ≤ 1.08x raw | {fmt(t4k)} | {verdict(max(t4k.values()), 1.08)} (worst) |",
+        f"| typed 4 KiB byte payload ≤ 1.08x raw | {fmt(t4k)}; without descriptors {fmt(n4k)} | {verdict(max(t4k.values()), 1.08)} (worst); without descriptors {verdict(max(n4k.values()), 1.08)} (worst) |",
         f"| 1 MiB one way, borrowing receive ≥ 0.95x raw stream, ≥ 0.90x raw pipe | {fmt(lent)} (`bench --borrow`) | stream {verdict(lent['stream'], 0.95, False)}; pipe {verdict(lent['pipe'], 0.90, False)} |",
         f"| 1 MiB one way, owned `recv` ≥ 0.85x raw | {fmt(owned)} | {verdict(min(owned.values()), 0.85, False)} (worst) |",
         f"| shm spinning 64 B ≤ 1.3x the raw ring | {x(spin['ratio'])} ({us(spin['median_ns'])} vs {us(spin['baseline_median_ns'])}) | {verdict(spin['ratio'], 1.3)} |",
@@ -371,6 +375,8 @@ BLOCKS = {
     "targets": render_targets,
     "syscalls": lambda: (FIG / "syscalls.md").read_text().rstrip(),
     "instructions": lambda: (FIG / "instructions.md").read_text().rstrip(),
+    "nofds": lambda: fenced("nofds.txt"),
+    "syscalls-nofds": lambda: (FIG / "syscalls-nofds.md").read_text().rstrip(),
     "async": render_async,
     "async-targets": render_async_targets,
 }
