@@ -7,7 +7,7 @@
 
 mod build;
 mod duplex;
-mod gate;
+pub(crate) mod gate;
 mod hello;
 mod receiver;
 mod select;

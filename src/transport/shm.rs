@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::{Conn, Flavor, Waited};
+use crate::channel::gate::{Gate, Pass, Wait};
 use crate::error::Error;
 use crate::shm;
 use crate::sys::{self, Interest};
@@ -26,8 +27,8 @@ pub(crate) type ShmParts = (Option<RingParts>, Option<RingParts>, usize);
 /// absent on a one-way channel).
 #[derive(Debug)]
 pub(super) struct ShmRings {
-    pub(super) tx: Option<std::sync::Mutex<shm::Writer>>,
-    pub(super) rx: Option<std::sync::Mutex<shm::Reader>>,
+    pub(super) tx: Option<Gate<shm::Writer>>,
+    pub(super) rx: Option<Gate<shm::Reader>>,
     /// The writing ring's `space` eventfd (a copy, reachable without the
     /// lock): the sender's readiness descriptor.
     pub(super) tx_space: Option<OwnedFd>,
@@ -40,8 +41,15 @@ pub(super) struct ShmRings {
     checked_alive: std::sync::atomic::AtomicU64,
 }
 
-pub(super) fn ring<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Takes a ring's lock: the gate every channel end uses (one word taken by
+/// a compare-and-swap; `std::sync::Mutex`, with its poisoning, cost a
+/// message some 30 more instructions at each ring). No ring operation
+/// calls out of this module while it holds one, so a thread never finds
+/// the lock held by itself.
+#[inline]
+pub(super) fn ring<T>(m: &Gate<T>) -> Pass<'_, T> {
+    m.enter(Wait::Block)
+        .expect("a shared-memory ring is never locked twice by one thread")
 }
 
 pub(super) fn ring_error(e: shm::RingError) -> io::Error {
@@ -73,8 +81,8 @@ impl Conn {
             None => None,
         };
         let rings = ShmRings {
-            tx: tx.map(std::sync::Mutex::new),
-            rx: rx.map(std::sync::Mutex::new),
+            tx: tx.map(Gate::new),
+            rx: rx.map(Gate::new),
             tx_space,
             rx_ready,
             checked_alive: std::sync::atomic::AtomicU64::new(0),
@@ -328,13 +336,13 @@ impl Conn {
             .is_some_and(|rx| ring(rx).writer_closed())
     }
 
-    pub(super) fn shm_rx(&self) -> io::Result<&std::sync::Mutex<shm::Reader>> {
+    pub(super) fn shm_rx(&self) -> io::Result<&Gate<shm::Reader>> {
         self.rings()
             .and_then(|s| s.rx.as_ref())
             .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "this end does not receive"))
     }
 
-    pub(super) fn shm_tx(&self) -> io::Result<&std::sync::Mutex<shm::Writer>> {
+    pub(super) fn shm_tx(&self) -> io::Result<&Gate<shm::Writer>> {
         self.rings()
             .and_then(|s| s.tx.as_ref())
             .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "this end does not send"))
