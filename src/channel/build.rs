@@ -155,9 +155,11 @@ impl Options {
     /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) error, and
     /// so is a message that a datagram socket would carry out of line in a
     /// memfd (over 256 KiB): use a stream socket for those. Pipes, shared
-    /// memory and TCP carry no descriptors either way. An end sent to
-    /// another process inside a message keeps the refusal in its socket but
-    /// is received there with recvmsg(2).
+    /// memory and TCP carry no descriptors either way. The refusal belongs
+    /// to this end's socket: the other end (a spawned child's, or one that
+    /// travelled inside a message) receives with recvmsg(2) unless it is
+    /// built with `descriptors(false)` too, and its sends of descriptors
+    /// to this end fail as a foreign peer's do.
     ///
     /// # Examples
     ///
