@@ -190,6 +190,20 @@ def slot_row():
             f"threads spinning on a sequence word and the payload in the next cache line) | {judged} |")
 
 
+def spin_verdict(ratio):
+    """The spinning target, unless the run caught the VM's slow phase: then
+    both rings wait out the same extra cross-CPU delay, which dilutes their
+    ratio toward 1, and the raw ring shows it against the one-slot floor
+    (a few times it, where a fast phase gives 1.5 to 2)."""
+    m = re.search(r"floor: .*?: ([0-9.]+) µs a round trip; the raw ring spin: ([0-9.]+) µs",
+                  (FIG / "bench.txt").read_text())
+    slow = m and float(m.group(2)) > 3 * float(m.group(1))
+    if slow:
+        return (f"not judged: the raw ring ran at {float(m.group(2)) / float(m.group(1)):.1f}x the one-slot floor "
+                "in this run, this VM's slow phase, which adds the same delay to both rings")
+    return verdict(ratio, 1.3)
+
+
 def render_targets():
     """The core-speed issue's targets, each against the figures of this run."""
     t64 = {t: row(bench, t, 64, "same")["ratio"] for t in ("stream", "dgram", "seqpacket", "pipe")}
@@ -240,7 +254,7 @@ def render_targets():
         f"| typed 4 KiB byte payload ≤ 1.08x raw | {fmt(t4k)}; without descriptors {fmt(n4k)} | {verdict(max(t4k.values()), 1.08)} (worst); without descriptors {verdict(max(n4k.values()), 1.08)} (worst) |",
         f"| 1 MiB one way, borrowing receive ≥ 0.95x raw stream, ≥ 0.90x raw pipe | {fmt(lent)} (`bench --borrow`) | stream {verdict(lent['stream'], 0.95, False)}; pipe {verdict(lent['pipe'], 0.90, False)} |",
         f"| 1 MiB one way, owned `recv` ≥ 0.85x raw | {fmt(owned)} | {verdict(min(owned.values()), 0.85, False)} (worst) |",
-        f"| shm spinning 64 B ≤ 1.3x the raw ring | {x(spin['ratio'])} ({us(spin['median_ns'])} vs {us(spin['baseline_median_ns'])}) | {verdict(spin['ratio'], 1.3)} |",
+        f"| shm spinning 64 B ≤ 1.3x the raw ring | {x(spin['ratio'])} ({us(spin['median_ns'])} vs {us(spin['baseline_median_ns'])}) | {spin_verdict(spin['ratio'])} |",
         slot_row(),
         f"| shm 1 MiB ≥ 0.85x the raw two-copy ring | {x(ring_lent['throughput_ratio'])} with `recv_with` (`bench --borrow`); {x(ring['throughput_ratio'])} with `recv` (the byte string copied out of the ring into its own buffer) | {verdict(min(ring_lent['throughput_ratio'], ring['throughput_ratio']), 0.85, False)} (worst) |",
         f"| shm 64 B round trip ≤ 0.5x raw SEQPACKET, one CPU | {x(shm1['ratio'])} | {verdict(shm1['ratio'], 0.5)} |",
