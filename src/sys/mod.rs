@@ -316,8 +316,9 @@ pub(crate) fn send(
         if e.raw_os_error() == Some(libc::EPERM) {
             io::Error::new(
                 io::ErrorKind::PermissionDenied,
-                "the receiving socket refuses descriptors (SO_PASSRIGHTS is off: its end was \
-                 built with Options::descriptors(false)); nothing of the message was sent",
+                "the receiving socket refuses descriptors (EPERM: it has SO_PASSRIGHTS off, as \
+                 an end built with Options::descriptors(false) has, or a security module forbids \
+                 passing them); nothing of the message was sent",
             )
         } else {
             e

@@ -144,7 +144,7 @@ pub(crate) struct Conn {
 enum Refusal {
     /// Descriptors travel both ways (the default): a receive is recvmsg(2)
     /// with a control buffer.
-    None,
+    Off,
     /// The kernel refuses descriptors sent to this socket (`SO_PASSRIGHTS`
     /// off): a receive is recv(2), and none are sent from here either.
     Kernel,
@@ -242,7 +242,7 @@ impl Conn {
             peer: OnceLock::new(),
             shared,
             plain_nonblocking: std::sync::atomic::AtomicBool::new(false),
-            refusal: Refusal::None,
+            refusal: Refusal::Off,
         }
     }
 
@@ -381,7 +381,7 @@ impl Conn {
     /// of its own (`large`): not from an end that carries no descriptors.
     #[cold]
     fn send_out_of_line(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-        if self.refusal != Refusal::None && !bytes.is_empty() {
+        if self.refusal != Refusal::Off && !bytes.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -437,7 +437,7 @@ impl Conn {
                     !block,
                     !matches!(self.flavor, Flavor::Stream),
                 ),
-                Refusal::None => sys::recv(self.fd.as_fd(), buf, fds, !block),
+                Refusal::Off => sys::recv(self.fd.as_fd(), buf, fds, !block),
                 Refusal::Checked => {
                     sys::recv(self.fd.as_fd(), buf, fds, !block).map(|r| self.refused(r, fds))
                 }
@@ -497,7 +497,7 @@ impl Conn {
 
     /// Whether descriptors can travel on this transport.
     pub(crate) fn carries_fds(&self) -> bool {
-        self.refusal == Refusal::None
+        self.refusal == Refusal::Off
             && !matches!(
                 self.transport(),
                 Transport::Pipe | Transport::Shm | Transport::Tcp
@@ -506,7 +506,7 @@ impl Conn {
 
     /// Why [`carries_fds`](Conn::carries_fds) says no.
     pub(crate) fn why_no_fds(&self) -> &'static str {
-        if self.refusal == Refusal::None {
+        if self.refusal == Refusal::Off {
             "descriptors can only travel over Unix sockets, not over a pipe"
         } else {
             "this channel carries no descriptors (built with Options::descriptors(false))"
