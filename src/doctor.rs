@@ -102,6 +102,13 @@ pub fn checks() -> Vec<Check> {
             probe::peer_pidfd().and_then(|()| ok("Linux 6.5+")),
         ),
         check(
+            "SO_PASSRIGHTS",
+            false,
+            "a channel built with Options::descriptors(false) still receives with recvmsg(2), and \
+             a message that brings descriptors fails there instead of the peer's send",
+            probe::refuse_rights().and_then(|()| ok("Linux 6.16+")),
+        ),
+        check(
             "memfd with seals",
             false,
             "no shared-memory channels, and no message larger than one datagram on SEQPACKET or \

@@ -25,6 +25,7 @@ fn doctor_checks_what_procwire_relies_on_and_fails_without_what_it_needs() {
         "RLIMIT_NOFILE",
         "pidfd_open",
         "SO_PEERPIDFD",
+        "SO_PASSRIGHTS",
         "memfd with seals",
         "close_range",
         "futex",

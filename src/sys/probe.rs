@@ -4,11 +4,31 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// A pidfd for this process (pidfd_open(2), Linux 5.3).
 pub(crate) fn pidfd() -> io::Result<OwnedFd> {
     super::process::pidfd_open(std::process::id())
+}
+
+/// A Unix socket that refuses descriptors (`SO_PASSRIGHTS`, Linux 6.16):
+/// what `Options::descriptors(false)` asks of its receiving socket.
+pub(crate) fn refuse_rights() -> io::Result<()> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+    let (a, _b) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    if super::refuse_rights(a.as_fd())? {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "setsockopt(SO_PASSRIGHTS) is not known to this kernel (Linux 6.16+)",
+        ))
+    }
 }
 
 /// A peer's pidfd from a Unix socket (`SO_PEERPIDFD`, Linux 6.5).
