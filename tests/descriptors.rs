@@ -9,11 +9,19 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use procwire::{ErrorKind, Fd, Kind, Options, SocketPair};
+use procwire::{Duplex, ErrorKind, Fd, Kind, Options, SocketPair};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use util::checked;
 
 const KINDS: [Kind; 3] = [Kind::Stream, Kind::SeqPacket, Kind::Datagram];
+
+/// One end of a two-way channel of byte vectors.
+type Bytes = Duplex<Vec<u8>, Vec<u8>>;
+
+/// Two ends of `kind` that carry byte vectors and no descriptors.
+fn bytes_pair(kind: Kind) -> (Bytes, Bytes) {
+    SocketPair::new(kind).descriptors(false).duplex().unwrap()
+}
 
 fn devnull() -> OwnedFd {
     OwnedFd::from(std::fs::File::open("/dev/null").unwrap())
@@ -23,10 +31,7 @@ fn devnull() -> OwnedFd {
 fn a_channel_without_descriptors_carries_messages_on_every_socket_kind() {
     checked(60, || {
         for kind in KINDS {
-            let (a, b) = SocketPair::new(kind)
-                .descriptors(false)
-                .duplex::<Vec<u8>, Vec<u8>>()
-                .unwrap();
+            let (a, b) = bytes_pair(kind);
             // (Each fits the socket's buffer: one thread sends and receives.)
             for size in [0, 1, 64, 4096, 60_000] {
                 let msg: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
@@ -171,10 +176,7 @@ fn descriptors_sent_to_an_end_without_them_are_refused_never_lost_unseen() {
 fn awaited_ends_without_descriptors_carry_messages() {
     checked(30, || {
         for kind in KINDS {
-            let (a, b) = SocketPair::new(kind)
-                .descriptors(false)
-                .duplex::<Vec<u8>, Vec<u8>>()
-                .unwrap();
+            let (a, b) = bytes_pair(kind);
             util::runtime().block_on(async {
                 let (a, b) = (a.into_async().unwrap(), b.into_async().unwrap());
                 for size in [0, 64, 4096, 60_000] {
