@@ -322,24 +322,32 @@ struct RingsRepr {
     capacity: u64,
 }
 
-/// One ring: its memfd and its two readiness eventfds.
+/// One ring: its memfd, its two readiness eventfds, and the spill file
+/// of the end, if it has one (`shm`: large messages).
 #[derive(Serialize, Deserialize)]
 struct RingRepr {
     memfd: Fd,
     data: Fd,
     space: Fd,
+    spill: Option<Fd>,
 }
 
 impl RingRepr {
     fn into_parts(self) -> crate::transport::RingParts {
-        [self.memfd.0, self.data.0, self.space.0]
+        crate::transport::RingParts {
+            memfd: self.memfd.0,
+            data: self.data.0,
+            space: self.space.0,
+            spill: self.spill.map(|f| f.0),
+        }
     }
 
-    fn from_parts([memfd, data, space]: crate::transport::RingParts) -> RingRepr {
+    fn from_parts(p: crate::transport::RingParts) -> RingRepr {
         RingRepr {
-            memfd: Fd(memfd),
-            data: Fd(data),
-            space: Fd(space),
+            memfd: Fd(p.memfd),
+            data: Fd(p.data),
+            space: Fd(p.space),
+            spill: p.spill.map(Fd),
         }
     }
 }

@@ -505,8 +505,13 @@ impl SocketPair {
 /// through a side socket: at once by a waiting end, and by a sender within
 /// a millisecond (a message sent in that window is lost, like one in a
 /// socket buffer when its reader dies). A message larger than half the ring
-/// travels out of line, in a sealed memfd of its own: size the ring for the
-/// messages that matter.
+/// travels out of line, in the writer's *spill file*: a second shared
+/// memfd, made for the first such message and written again for the next
+/// ones (a larger one, or one sent while the reader has not yet read the
+/// last, gets a new file). Up to 64 MiB; a larger message goes in a sealed
+/// memfd of its own, whose pages are allocated and freed for it, several
+/// times slower. A spill file keeps the memory of the largest message it
+/// held until the channel closes.
 ///
 /// # Examples
 ///
@@ -545,7 +550,7 @@ impl Shm {
 
     /// The data area of each ring (default 1 MiB, rounded up to a power of
     /// two between 4 KiB and 1 GiB). Messages up to half of it travel in
-    /// the ring; larger ones out of line.
+    /// the ring; larger ones out of line, in a spill file (see [`Shm`]).
     pub fn capacity(mut self, bytes: usize) -> Shm {
         self.capacity = bytes;
         self

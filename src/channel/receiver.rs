@@ -407,7 +407,7 @@ impl RecvCore {
         };
         match record {
             ShmRecord::Split(pieces) => Split::of(&inc.datagram, pieces).take(Vec::new(), f, split),
-            ShmRecord::Inline(len) | ShmRecord::OutOfLine(len) => {
+            ShmRecord::Inline(len) | ShmRecord::OutOfLine(len, _) => {
                 f(&inc.datagram[..len], Vec::new())
             }
         }

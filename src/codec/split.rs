@@ -30,8 +30,8 @@
 //!
 //! The receivers that split: pipes and stream sockets (the rest of the
 //! frame read into the tail), shared memory (the string copied out of the
-//! ring into it), and messages sent out of line in a memfd (read into it
-//! with `pread`); postcard only.
+//! ring or its spill file into it), and messages sent out of line in a
+//! memfd (read into it with `pread`); postcard only.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

@@ -35,7 +35,7 @@ pub(crate) fn fuzz_read(data: &[u8]) {
             Ok(Some(Record::Split(p))) => {
                 assert!(p.head <= out.len() && p.head + p.tail.len() <= cap)
             }
-            Ok(Some(Record::OutOfLine(_))) => {}
+            Ok(Some(Record::OutOfLine(..))) => {}
             Ok(None) | Err(_) => break,
         }
         assert!(out.len() <= cap, "more than the ring holds");

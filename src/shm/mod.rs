@@ -6,10 +6,17 @@
 //! published by storing the new tail; a record that would cross the end of
 //! the data area is preceded by a wrap marker (`len = u32::MAX`). The largest
 //! message is half the data area less 8 bytes, so that any record fits once
-//! the ring has drained. A larger message travels out of line: in a sealed
-//! memfd sent over the side socket, announced by a payload-less record. That
-//! is slower than the ring (a memfd's pages are allocated and freed for each
-//! message): size the ring for the messages that matter.
+//! the ring has drained. A larger message travels out of line, in a memfd
+//! sent over the side socket and announced by a payload-less record. Up to
+//! [`SPILL_MAX`] bytes that memfd is the writer's *spill file*: sealed
+//! against resizing, mapped by both sides like the ring, and written again
+//! for the next large message that fits once the reader says (a count in
+//! the header) that it has read every one before; its pages are allocated
+//! once, not for every message (a fresh memfd per message made a large
+//! message some five times slower than the ring). A message that does not
+//! fit the spill file, or comes while the reader has a spilled one still
+//! to read, goes in a new spill file; above [`SPILL_MAX`], in a sealed
+//! one-off memfd read with pread.
 //!
 //! The peer is untrusted: each process keeps its own position (the producer
 //! its tail, the consumer its head) and only *reads* the other's from shared
@@ -46,7 +53,7 @@ pub use wait::ShmWait;
 pub(crate) use wait::Waited;
 use wait::{Spins, adaptive_wait};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"PWSHM002");
+const MAGIC: u64 = u64::from_le_bytes(*b"PWSHM003");
 const OFF_MAGIC: usize = 0;
 const OFF_CAP: usize = 8;
 const OFF_TAIL: usize = 64;
@@ -61,6 +68,13 @@ const OFF_WRITER_WAITING: usize = 260;
 const OFF_READER_GONE: usize = 264;
 /// The writer armed the `space` eventfd: drain it when room appears.
 const OFF_WRITER_POLLING: usize = 268;
+/// How many spilled messages ([`Outside::Spill`] and [`Outside::NewSpill`])
+/// the reader has read to the end: the writer writes its spill file again
+/// only when this has caught up with what it spilled.
+const OFF_SPILLS_READ: usize = 320;
+/// How many messages the writer spilled: where an end that travels to
+/// another process takes up the count.
+const OFF_SPILLED: usize = 384;
 /// Where the data area starts.
 pub(crate) const DATA: usize = 512;
 const RECORD_HEADER: usize = 8;
@@ -68,6 +82,17 @@ const WRAP: u32 = u32::MAX;
 /// A record flag: the payload is not in the ring but in a sealed memfd that
 /// travelled over the side socket just before the record was published.
 const OUT_OF_LINE: u32 = 1;
+/// A record flag: the payload is at the start of a memfd that travelled
+/// over the side socket just before the record was published, which is the
+/// writer's spill file from now on.
+const SPILL_NEW: u32 = 2;
+/// A record flag: the payload is at the start of the spill file.
+const SPILL: u32 = 3;
+
+/// The largest message that goes through the writer's spill file; larger
+/// ones go in a one-off memfd, so a channel that once sent a huge message
+/// does not keep its pages.
+pub(crate) const SPILL_MAX: usize = 64 << 20;
 
 /// The smallest and largest data areas accepted.
 pub(crate) const MIN_CAPACITY: usize = 4096;
@@ -177,6 +202,11 @@ pub(crate) struct Writer {
     full_at: Option<u64>,
     /// The reader's position as this writer last read it.
     seen_head: u64,
+    /// The memfd large messages are written into ([`SPILL_MAX`]), mapped,
+    /// once it has gone to the reader.
+    spill: Option<Region>,
+    /// Spilled messages published.
+    spilled: u64,
 }
 
 /// The consuming end of a ring.
@@ -187,12 +217,17 @@ pub(crate) struct Reader {
     head: u64,
     spins: Spins,
     efds: Efds,
+    /// The writer's spill file, mapped, once a record brought it.
+    spill: Option<Region>,
+    /// Spilled messages read to the end.
+    spills_read: u64,
 }
 
 impl Writer {
     pub(crate) fn new(region: Region, cap: usize, wait: ShmWait, efds: Efds) -> Writer {
         let tail = region.u64_at(OFF_TAIL).load(Ordering::Acquire);
         let seen_head = region.u64_at(OFF_HEAD).load(Ordering::Acquire);
+        let spilled = region.u64_at(OFF_SPILLED).load(Ordering::Acquire);
         Writer {
             region,
             cap,
@@ -201,6 +236,8 @@ impl Writer {
             efds,
             full_at: None,
             seen_head,
+            spill: None,
+            spilled,
         }
     }
 
@@ -269,10 +306,48 @@ impl Writer {
         needed <= self.cap - used as usize
     }
 
-    /// Publishes the record of an out-of-line message of `len` bytes (its
-    /// memfd was sent already); `Ok(false)` if the ring is full.
-    pub(crate) fn try_write_out_of_line(&mut self, len: u32) -> Result<bool, RingError> {
-        self.publish(&[], len, OUT_OF_LINE)
+    /// How many spilled messages the reader has read to the end.
+    fn spills_read(&self) -> u64 {
+        self.region.u64_at(OFF_SPILLS_READ).load(Ordering::Acquire)
+    }
+
+    /// Publishes the record of an out-of-line message of `len` bytes (in
+    /// the spill file, or in a memfd sent already); `Ok(false)` if the ring
+    /// is full. `new_spill` is the file sent with an [`Outside::NewSpill`]
+    /// record, kept as the spill file once the record is out.
+    pub(crate) fn try_write_out_of_line(
+        &mut self,
+        len: u32,
+        outside: Outside,
+        new_spill: Option<Region>,
+    ) -> Result<bool, RingError> {
+        let flags = match outside {
+            Outside::Once => OUT_OF_LINE,
+            Outside::NewSpill => SPILL_NEW,
+            Outside::Spill => SPILL,
+        };
+        let published = self.publish(&[], len, flags)?;
+        if published && outside != Outside::Once {
+            self.spilled += 1;
+            self.region
+                .u64_at(OFF_SPILLED)
+                .store(self.spilled, Ordering::Release);
+            if new_spill.is_some() {
+                self.spill = new_spill;
+            }
+        }
+        Ok(published)
+    }
+
+    /// The spill file, for an end that travels (its new holder writes it
+    /// as this one would have).
+    pub(crate) fn spill(&self) -> Option<&Region> {
+        self.spill.as_ref()
+    }
+
+    /// Takes up the spill file of an end that travelled here.
+    pub(crate) fn set_spill(&mut self, spill: Option<Region>) {
+        self.spill = spill;
     }
 
     fn publish(&mut self, payload: &[u8], len: u32, flags: u32) -> Result<bool, RingError> {
@@ -391,12 +466,66 @@ impl Reader {
     pub(crate) fn new(region: Region, cap: usize, wait: ShmWait, efds: Efds) -> Reader {
         let head = region.u64_at(OFF_HEAD).load(Ordering::Acquire);
         Reader {
+            spills_read: region.u64_at(OFF_SPILLS_READ).load(Ordering::Acquire),
             region,
             cap,
             head,
             spins: Spins::with(wait),
             efds,
+            spill: None,
         }
+    }
+
+    /// The writer's spill file, if one came.
+    pub(crate) fn spill(&self) -> Option<&Region> {
+        self.spill.as_ref()
+    }
+
+    /// Keeps the file an [`Outside::NewSpill`] record brought (or the one
+    /// an end that travelled here held).
+    pub(crate) fn set_spill(&mut self, spill: Option<Region>) {
+        self.spill = spill;
+    }
+
+    /// Copies the spilled message of `len` bytes out of the spill file, as
+    /// [`try_read`](Reader::try_read) copies one out of the ring.
+    pub(crate) fn read_spill(
+        &self,
+        len: usize,
+        out: &mut Vec<u8>,
+        split: bool,
+    ) -> Result<Record, RingError> {
+        let Some(spill) = &self.spill else {
+            return Err(RingError::Corrupt(
+                "a message in a spill file that never came".into(),
+            ));
+        };
+        if len > spill.len() {
+            return Err(RingError::Corrupt(format!(
+                "a spilled message of {len} bytes in a spill file of {}",
+                spill.len()
+            )));
+        }
+        if split
+            && len >= codec::split::TAIL_MIN
+            && let Some(found) = read_split(spill, 0, len, out)
+        {
+            return Ok(found);
+        }
+        if out.len() < len {
+            out.resize(len, 0);
+        }
+        spill.read(0, &mut out[..len]);
+        Ok(Record::Inline(len))
+    }
+
+    /// Done with a spilled message (read, or refused): the writer may
+    /// write its spill file again once it has heard this of every one.
+    pub(crate) fn spill_read(&mut self) {
+        self.spills_read += 1;
+        self.region
+            .u64_at(OFF_SPILLS_READ)
+            .store(self.spills_read, Ordering::Release);
     }
 
     pub(crate) fn efds(&self) -> &Efds {
@@ -473,7 +602,13 @@ impl Reader {
                 self.head += to_end as u64;
                 continue;
             }
-            if flags == OUT_OF_LINE {
+            let outside = match flags {
+                OUT_OF_LINE => Some(Outside::Once),
+                SPILL_NEW => Some(Outside::NewSpill),
+                SPILL => Some(Outside::Spill),
+                _ => None,
+            };
+            if let Some(outside) = outside {
                 if (RECORD_HEADER as u64) > avail {
                     return Err(RingError::Corrupt(
                         "an out-of-line record is cut off".into(),
@@ -484,7 +619,7 @@ impl Reader {
                     .u64_at(OFF_HEAD)
                     .store(self.head, Ordering::SeqCst);
                 self.moved();
-                return Ok(Some(Record::OutOfLine(len as usize)));
+                return Ok(Some(Record::OutOfLine(len as usize, outside)));
             }
             if flags != 0 {
                 return Err(RingError::Corrupt(format!(
@@ -501,7 +636,7 @@ impl Reader {
             let at = DATA + off + RECORD_HEADER;
             if split
                 && len >= codec::split::TAIL_MIN
-                && let Some(found) = self.read_split(at, len, out)
+                && let Some(found) = read_split(&self.region, at, len, out)
             {
                 self.consumed(record);
                 return Ok(Some(found));
@@ -524,33 +659,6 @@ impl Reader {
             .u64_at(OFF_HEAD)
             .store(self.head, Ordering::SeqCst);
         self.moved();
-    }
-
-    /// The `len`-byte record payload at `at` as a [`Record::Split`], if it
-    /// ends in a byte string (by its first bytes: `codec::split::guess`).
-    #[cold]
-    #[inline(never)]
-    fn read_split(&self, at: usize, len: usize, out: &mut Vec<u8>) -> Option<Record> {
-        let mut first = [0u8; codec::split::FIRST];
-        let first = &mut first[..len.min(codec::split::FIRST)];
-        self.region.read(at, first);
-        let (claim_at, tail_at) = codec::split::guess(first, len)?;
-        if out.len() < tail_at {
-            out.resize(tail_at, 0);
-        }
-        self.region.read(at, &mut out[..tail_at]);
-        let mut tail = Vec::new();
-        if !self
-            .region
-            .read_into_spare(at + tail_at, len - tail_at, &mut tail)
-        {
-            return None;
-        }
-        Some(Record::Split(codec::split::Pieces {
-            head: tail_at,
-            claim_at,
-            tail,
-        }))
     }
 
     /// Whether a message is waiting (for `Select`'s first look, before
@@ -629,10 +737,48 @@ fn signal_if_armed(region: &Region, polling: usize, signal: impl FnOnce()) {
 pub(crate) enum Record {
     /// A message of this many bytes, now in the caller's buffer.
     Inline(usize),
-    /// A message of this many bytes in the next memfd of the side socket.
-    OutOfLine(usize),
+    /// A message of this many bytes outside the ring, where [`Outside`]
+    /// says.
+    OutOfLine(usize, Outside),
     /// A large message in two pieces, the first in the caller's buffer.
     Split(codec::split::Pieces),
+}
+
+/// The `len`-byte payload at `at` in `region` (a ring or a spill file) as
+/// a [`Record::Split`], if it
+/// ends in a byte string (by its first bytes: `codec::split::guess`).
+#[cold]
+#[inline(never)]
+fn read_split(region: &Region, at: usize, len: usize, out: &mut Vec<u8>) -> Option<Record> {
+    let mut first = [0u8; codec::split::FIRST];
+    let first = &mut first[..len.min(codec::split::FIRST)];
+    region.read(at, first);
+    let (claim_at, tail_at) = codec::split::guess(first, len)?;
+    if out.len() < tail_at {
+        out.resize(tail_at, 0);
+    }
+    region.read(at, &mut out[..tail_at]);
+    let mut tail = Vec::new();
+    if !region.read_into_spare(at + tail_at, len - tail_at, &mut tail) {
+        return None;
+    }
+    Some(Record::Split(codec::split::Pieces {
+        head: tail_at,
+        claim_at,
+        tail,
+    }))
+}
+
+/// Where an out-of-line message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outside {
+    /// In the next memfd of the side socket, sealed, for this message only.
+    Once,
+    /// At the start of the next memfd of the side socket, which is the
+    /// writer's spill file from now on.
+    NewSpill,
+    /// At the start of the spill file.
+    Spill,
 }
 
 #[cfg(any(test, feature = "unstable"))]

@@ -1,7 +1,7 @@
 //! Writing a record in place: the codec encodes straight into the ring
 //! (`channel::sender::direct`), and the record is published only whole.
 
-use super::{DATA, RECORD_HEADER, RingError, Writer};
+use super::{DATA, Outside, RECORD_HEADER, RingError, Writer};
 use crate::sys::shm::Region;
 
 /// What [`Writer::try_write_with`]'s `fill` returned, and how much it
@@ -84,5 +84,43 @@ impl Writer {
             self.commit(at, needed, len as u32, 0);
         }
         Ok(Some((filled, written)))
+    }
+
+    /// Writes a message of `len` bytes (at most [`SPILL_MAX`](super::SPILL_MAX))
+    /// that `fill` writes in place into the spill file, if it is large
+    /// enough and the reader has read every message spilled into it
+    /// ([`Outside::Spill`]); else into a new spill file
+    /// ([`Outside::NewSpill`], returned: its memfd must reach the reader
+    /// before the record does). Nothing is published here:
+    /// [`try_write_out_of_line`](Writer::try_write_out_of_line) does that,
+    /// once `fill` returned `Ok` having written exactly `len` bytes.
+    pub(crate) fn spill_with<R, E>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut Slot<'_>) -> Result<R, E>,
+    ) -> std::io::Result<(Outside, Option<Region>, Filled<R, E>)> {
+        let read = self.spills_read();
+        let reuse = self
+            .spill
+            .as_ref()
+            .is_some_and(|s| read == self.spilled && len <= s.len());
+        let new = if reuse {
+            None
+        } else {
+            Some(Region::create(len.next_power_of_two())?)
+        };
+        let (outside, region) = match &new {
+            Some(r) => (Outside::NewSpill, r),
+            None => (Outside::Spill, self.spill.as_ref().expect("checked above")),
+        };
+        let mut slot = Slot {
+            region,
+            at: 0,
+            room: len,
+            overran: false,
+        };
+        let filled = fill(&mut slot);
+        let written = slot.written();
+        Ok((outside, new, (filled, written)))
     }
 }

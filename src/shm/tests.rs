@@ -88,3 +88,50 @@ fn a_scribbled_ring_is_an_error_never_a_crash() {
     }
     assert!(errors > 1000, "the fuzzer hit the checks {errors} times");
 }
+
+#[test]
+fn a_spilled_message_is_read_only_from_a_spill_file_that_holds_it() {
+    let (mut w, mut r) = pair(4096);
+    let mut out = Vec::new();
+    // A record that claims the spill file before any came: an error.
+    assert!(w.try_write_out_of_line(3000, Outside::Spill, None).unwrap());
+    assert_eq!(
+        r.try_read(&mut out, false).unwrap(),
+        Some(Record::OutOfLine(3000, Outside::Spill))
+    );
+    assert!(matches!(
+        r.read_spill(3000, &mut out, false),
+        Err(RingError::Corrupt(_))
+    ));
+    // A spill file of 4 KiB: a message it holds is read, one it does not
+    // (a lying length) is an error, never a read past the mapping.
+    let fill = |slot: &mut Slot<'_>| std::io::Write::write_all(slot, &[5; 3000]);
+    let (outside, new, (filled, written)) = w.spill_with(3000, fill).unwrap();
+    assert_eq!(outside, Outside::NewSpill);
+    assert!(filled.is_ok() && written.is_eq());
+    let new = new.unwrap();
+    r.set_spill(Some(
+        Region::open_whole(new.fd().try_clone().unwrap(), SPILL_MAX).unwrap(),
+    ));
+    assert!(w.try_write_out_of_line(3000, outside, Some(new)).unwrap());
+    assert_eq!(
+        r.try_read(&mut out, false).unwrap(),
+        Some(Record::OutOfLine(3000, Outside::NewSpill))
+    );
+    assert_eq!(
+        r.read_spill(3000, &mut out, false),
+        Ok(Record::Inline(3000))
+    );
+    assert_eq!(&out[..3000], &[5; 3000][..]);
+    assert!(matches!(
+        r.read_spill(4097, &mut out, false),
+        Err(RingError::Corrupt(_))
+    ));
+    // Not yet read to the end (as far as the writer knows): a new file.
+    let fill = |slot: &mut Slot<'_>| std::io::Write::write_all(slot, &[6; 100]);
+    assert_eq!(w.spill_with(100, fill).unwrap().0, Outside::NewSpill);
+    r.spill_read();
+    r.spill_read();
+    let fill = |slot: &mut Slot<'_>| std::io::Write::write_all(slot, &[7; 100]);
+    assert_eq!(w.spill_with(100, fill).unwrap().0, Outside::Spill);
+}

@@ -84,6 +84,20 @@ impl Region {
         Region::map(fd, len)
     }
 
+    /// Maps a region received from a peer whose size it does not announce
+    /// (a shared-memory ring's spill file): whole, if sealed against
+    /// resizing and at most `max` bytes long.
+    pub(crate) fn open_whole(fd: OwnedFd, max: usize) -> io::Result<Region> {
+        let size = rustix::fs::fstat(&fd).map_err(io)?.st_size;
+        match usize::try_from(size) {
+            Ok(len) if (1..=max).contains(&len) => Region::open(fd, len),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the shared-memory file has {size} bytes, not 1 to {max}"),
+            )),
+        }
+    }
+
     fn map(fd: OwnedFd, len: usize) -> io::Result<Region> {
         // SAFETY: a fresh shared mapping of `len` bytes of a file sealed at
         // (at least) that size; no existing memory is affected.

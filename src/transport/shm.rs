@@ -11,12 +11,28 @@ use crate::error::Error;
 use crate::shm;
 use crate::sys::{self, Interest};
 
-/// One ring of a shared-memory end as it travels: copies of its memfd and
-/// of its two readiness eventfds, in that order (opaque to the layers above).
-pub(crate) type RingParts = [OwnedFd; 3];
+/// One ring of a shared-memory end as it travels: copies of its memfd, of
+/// its two readiness eventfds and of this end's spill file, if it has one
+/// (opaque to the layers above).
+pub(crate) struct RingParts {
+    pub(crate) memfd: OwnedFd,
+    pub(crate) data: OwnedFd,
+    pub(crate) space: OwnedFd,
+    pub(crate) spill: Option<OwnedFd>,
+}
 
-fn ring_parts(memfd: OwnedFd, efds: shm::Efds) -> RingParts {
-    [memfd, efds.data, efds.space]
+fn ring_parts(
+    region: &sys::shm::Region,
+    efds: &shm::Efds,
+    spill: Option<&sys::shm::Region>,
+) -> io::Result<RingParts> {
+    let efds = efds.try_clone()?;
+    Ok(RingParts {
+        memfd: region.fd().try_clone()?,
+        data: efds.data,
+        space: efds.space,
+        spill: spill.map(|s| s.fd().try_clone()).transpose()?,
+    })
 }
 
 /// A shared-memory end as it travels: its writing and reading rings, and
@@ -178,27 +194,67 @@ impl Conn {
         limit: usize,
         split: bool,
     ) -> io::Result<Option<shm::Record>> {
-        let rx = self.shm_rx()?;
-        let record = ring(rx).try_read(out, split).map_err(ring_error)?;
+        let mut rx = ring(self.shm_rx()?);
+        let record = rx.try_read(out, split).map_err(ring_error)?;
         match record {
-            Some(shm::Record::OutOfLine(len)) => {
-                self.receive_out_of_line(out, len, limit, split).map(Some)
+            Some(shm::Record::OutOfLine(len, outside)) => {
+                let read = self.receive_out_of_line(&mut rx, out, len, limit, split, outside);
+                if outside != shm::Outside::Once {
+                    // Read or refused, the writer may write the file again.
+                    rx.spill_read();
+                }
+                read.map(Some)
             }
             other => Ok(other),
         }
     }
 
-    /// The payload of an out-of-line record: the memfd the writer sent over
-    /// the side socket just before publishing it, read (only if sealed and
-    /// exactly `len` bytes long) into `out`, or in two pieces
-    /// ([`read_memfd`](super::large::read_memfd)).
+    /// The payload of an out-of-line record (`outside` says where): the
+    /// memfd the writer sent over the side socket just before publishing
+    /// it, read (only if sealed and exactly `len` bytes long) into `out`,
+    /// or in two pieces ([`read_memfd`](super::large::read_memfd)); or the
+    /// start of the writer's spill file, which such a memfd may have
+    /// become.
     fn receive_out_of_line(
         &self,
+        rx: &mut shm::Reader,
         out: &mut Vec<u8>,
         len: usize,
         limit: usize,
         split: bool,
+        outside: shm::Outside,
     ) -> io::Result<shm::Record> {
+        let once = match outside {
+            shm::Outside::Once => Some(self.side_memfd()?),
+            shm::Outside::NewSpill => {
+                // The old spill file is done with: the writer moved on (and
+                // if the new one is refused, no later message is read from
+                // the old).
+                rx.set_spill(None);
+                let fd = self.side_memfd()?;
+                rx.set_spill(Some(sys::shm::Region::open_whole(fd, shm::SPILL_MAX)?));
+                None
+            }
+            shm::Outside::Spill => None,
+        };
+        if len > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("an out-of-line message of {len} bytes exceeds the {limit}-byte limit"),
+            ));
+        }
+        match once {
+            Some(fd) => Ok(match super::large::read_memfd(&fd, len, out, split)? {
+                Some(pieces) => shm::Record::Split(pieces),
+                None => shm::Record::Inline(len),
+            }),
+            None => rx.read_spill(len, out, split).map_err(ring_error),
+        }
+    }
+
+    /// The memfd the writer sent over the side socket with an out-of-line
+    /// record.
+    fn side_memfd(&self) -> io::Result<OwnedFd> {
         let mut fds = Vec::new();
         let mut byte = [0u8; 1];
         let got = sys::recv(self.fd.as_fd(), &mut byte, &mut fds, true);
@@ -207,21 +263,11 @@ impl Conn {
             Err(e) if sys::would_block(&e) => None,
             Err(e) => return Err(e),
         };
-        let fd = fd.ok_or_else(|| {
+        fd.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 "the shared-memory ring announced an out-of-line message that did not come",
             )
-        })?;
-        if len > limit {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("an out-of-line message of {len} bytes exceeds the {limit}-byte limit"),
-            ));
-        }
-        Ok(match super::large::read_memfd(&fd, len, out, split)? {
-            Some(pieces) => shm::Record::Split(pieces),
-            None => shm::Record::Inline(len),
         })
     }
 
@@ -265,9 +311,9 @@ impl Conn {
     /// `Ok(Some(r))` once `fill` ran: the message is published only if `r`
     /// is `Ok` and `fill` wrote exactly `len` bytes (else `Ok(Some(Err))`,
     /// nothing published, with `differently`'s error when the length was
-    /// not kept); `Ok(None)` if the ring carries no message of `len` bytes
-    /// inline (it travels out of line, copied); `WouldBlock` while the
-    /// ring is full.
+    /// not kept). A message too large for the ring goes into a spill file
+    /// (`shm`) the same way; `Ok(None)` if it is too large for that too (it
+    /// travels out of line, copied). `WouldBlock` while the ring is full.
     pub(crate) fn shm_write_with(
         &self,
         len: usize,
@@ -282,11 +328,26 @@ impl Conn {
         };
         use std::cmp::Ordering::{Equal, Greater};
         let mut w = ring(tx);
-        if len > w.max_message() {
+        if len > shm::SPILL_MAX {
             return Ok(None);
         }
         if self.reader_died() {
             return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if len > w.max_message() {
+            // Into a spill file (`shm`), once the record has room.
+            if !w.has_room(8) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let (outside, new_spill, filled) = w.spill_with(len, fill)?;
+            return match filled {
+                (Ok(()), Equal) => {
+                    self.publish_spilled(&mut w, len as u32, outside, new_spill)?;
+                    Ok(Some(Ok(())))
+                }
+                (Ok(()), _) | (Err(_), Greater) => Ok(Some(Err(differently()))),
+                (Err(e), _) => Ok(Some(Err(e))),
+            };
         }
         match w.try_write_with(len, fill) {
             Ok(Some((Ok(()), Equal))) => Ok(Some(Ok(()))),
@@ -309,11 +370,46 @@ impl Conn {
         if !tx.has_room(8) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
+        if bytes.len() <= shm::SPILL_MAX {
+            let copy = |slot: &mut shm::Slot<'_>| io::Write::write_all(slot, bytes);
+            let (outside, new_spill, (copied, _)) = tx.spill_with(bytes.len(), copy)?;
+            copied?;
+            return self.publish_spilled(&mut tx, len, outside, new_spill);
+        }
+        // Too large to keep: a sealed memfd of its own.
         let memfd = sys::shm::memfd_with(bytes)?;
-        let fds = [memfd.as_fd()];
-        sys::send(self.fd.as_fd(), &[IoSlice::new(&[0])], &fds, true)?;
-        match tx.try_write_out_of_line(len) {
+        sys::send(
+            self.fd.as_fd(),
+            &[IoSlice::new(&[0])],
+            &[memfd.as_fd()],
+            true,
+        )?;
+        match tx.try_write_out_of_line(len, shm::Outside::Once, None) {
             Ok(true) => Ok(bytes.len()),
+            Ok(false) => Err(io::Error::other("the ring lost room it had")),
+            Err(e) => Err(ring_error(e)),
+        }
+    }
+
+    /// Publishes a message written into a spill file (sending a new spill
+    /// file's memfd first), once the ring has room for its record.
+    fn publish_spilled(
+        &self,
+        tx: &mut shm::Writer,
+        len: u32,
+        outside: shm::Outside,
+        new_spill: Option<sys::shm::Region>,
+    ) -> io::Result<usize> {
+        if let Some(new) = &new_spill {
+            sys::send(
+                self.fd.as_fd(),
+                &[IoSlice::new(&[0])],
+                &[new.fd().as_fd()],
+                true,
+            )?;
+        }
+        match tx.try_write_out_of_line(len, outside, new_spill) {
+            Ok(true) => Ok(len as usize),
             Ok(false) => Err(io::Error::other("the ring lost room it had")),
             Err(e) => Err(ring_error(e)),
         }
@@ -354,17 +450,20 @@ impl Conn {
         let Some(s) = self.rings() else {
             return Ok(None);
         };
-        let parts = |region: &sys::shm::Region, efds: &shm::Efds| -> io::Result<_> {
-            let copies = ring_parts(region.fd().try_clone()?, efds.try_clone()?);
-            Ok((region.len() - shm::DATA, copies))
-        };
+        fn parts(
+            region: &sys::shm::Region,
+            efds: &shm::Efds,
+            spill: Option<&sys::shm::Region>,
+        ) -> io::Result<(usize, RingParts)> {
+            Ok((region.len() - shm::DATA, ring_parts(region, efds, spill)?))
+        }
         let tx = s.tx.as_ref().map(|tx| {
             let w = ring(tx);
-            parts(w.region(), w.efds())
+            parts(w.region(), w.efds(), w.spill())
         });
         let rx = s.rx.as_ref().map(|rx| {
             let r = ring(rx);
-            parts(r.region(), r.efds())
+            parts(r.region(), r.efds(), r.spill())
         });
         let (tx, rx) = (tx.transpose()?, rx.transpose()?);
         // Both rings of an end have the same capacity.
@@ -382,22 +481,31 @@ impl Conn {
     ) -> io::Result<Conn> {
         let cap = shm::capacity_for(cap);
         let len = shm::region_len(cap);
-        let open =
-            |[fd, data, space]: RingParts| -> io::Result<(sys::shm::Region, usize, shm::Efds)> {
-                let efds = shm::Efds { data, space };
-                let region = sys::shm::Region::open(fd, len)?;
-                let checked = shm::check_header(&region)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
-                Ok((region, checked, efds))
+        type Opened = (sys::shm::Region, usize, shm::Efds, Option<sys::shm::Region>);
+        let open = |p: RingParts| -> io::Result<Opened> {
+            let efds = shm::Efds {
+                data: p.data,
+                space: p.space,
             };
-        let tx = tx
-            .map(open)
-            .transpose()?
-            .map(|(r, c, e)| shm::Writer::new(r, c, shm::ShmWait::Adaptive, e));
-        let rx = rx
-            .map(open)
-            .transpose()?
-            .map(|(r, c, e)| shm::Reader::new(r, c, shm::ShmWait::Adaptive, e));
+            let region = sys::shm::Region::open(p.memfd, len)?;
+            let checked = shm::check_header(&region)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
+            let spill = p
+                .spill
+                .map(|fd| sys::shm::Region::open_whole(fd, shm::SPILL_MAX))
+                .transpose()?;
+            Ok((region, checked, efds, spill))
+        };
+        let tx = tx.map(open).transpose()?.map(|(r, c, e, spill)| {
+            let mut w = shm::Writer::new(r, c, shm::ShmWait::Adaptive, e);
+            w.set_spill(spill);
+            w
+        });
+        let rx = rx.map(open).transpose()?.map(|(r, c, e, spill)| {
+            let mut r = shm::Reader::new(r, c, shm::ShmWait::Adaptive, e);
+            r.set_spill(spill);
+            r
+        });
         Conn::shm(side, tx, rx)
     }
 

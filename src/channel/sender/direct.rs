@@ -216,8 +216,9 @@ pub(super) fn send(
 
 /// A shared-memory send: the message encoded straight into its record in
 /// the ring (a value that encodes differently the second time leaves
-/// nothing behind: a record is published only whole). `None` if it is too
-/// large for the ring (it then travels out of line).
+/// nothing behind: a record is published only whole), or into the ring's
+/// spill file if it is too large for the ring. `None` if it is too large
+/// for that too (it then travels out of line, copied).
 fn into_ring(
     core: &SendCore,
     wait: Wait,
