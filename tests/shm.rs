@@ -168,6 +168,12 @@ fn a_killed_reader_fails_the_next_send_even_with_room_in_the_ring() {
     });
 }
 
+/// Rings of 4 KiB, raw bytes: a message over 2,040 bytes does not fit and
+/// goes out of line (into the writer's spill file).
+fn small_rings() -> Shm {
+    Shm::new().codec(CodecKind::Raw).capacity(4096)
+}
+
 fn echo_bytes(_: (), ctl: Duplex<(), Duplex<ByteBuf, ByteBuf>>) {
     let ch = ctl.recv().unwrap();
     for m in ch.iter() {
@@ -178,12 +184,7 @@ fn echo_bytes(_: (), ctl: Duplex<(), Duplex<ByteBuf, ByteBuf>>) {
 #[test]
 fn messages_larger_than_the_ring_travel_out_of_line_between_processes() {
     checked(60, || {
-        // A 4 KiB ring carries at most 2,040 bytes inline.
-        let (mine, theirs) = Shm::new()
-            .codec(CodecKind::Raw)
-            .capacity(4096)
-            .duplex::<ByteBuf, ByteBuf>()
-            .unwrap();
+        let (mine, theirs) = small_rings().duplex::<ByteBuf, ByteBuf>().unwrap();
         let (mut child, ctl) = task(echo_bytes, ()).via(How::Server).spawn().unwrap();
         ctl.send(theirs).unwrap();
         let before = util::fd_count();
@@ -213,12 +214,7 @@ fn messages_larger_than_the_ring_travel_out_of_line_between_processes() {
 #[test]
 fn spilled_messages_queued_unread_each_arrive_intact() {
     checked(60, || {
-        // A 4 KiB ring carries 2,040 bytes inline: the rest is spilled.
-        let (tx, rx) = Shm::new()
-            .codec(CodecKind::Raw)
-            .capacity(4096)
-            .channel::<ByteBuf>()
-            .unwrap();
+        let (tx, rx) = small_rings().channel::<ByteBuf>().unwrap();
         let sizes = [3000usize, 2500, 9000, 100, 2041, 70_000, 5000];
         // Sent before any is read: the spill file the writer keeps must
         // not be written again while the reader has not read from it.
@@ -259,11 +255,7 @@ fn relays_bytes(_: (), ctl: Duplex<ByteBuf, Receiver<ByteBuf>>) {
 #[test]
 fn a_receiving_end_takes_its_spill_file_to_another_process() {
     checked(60, || {
-        let (tx, rx) = Shm::new()
-            .codec(CodecKind::Raw)
-            .capacity(4096)
-            .channel::<ByteBuf>()
-            .unwrap();
+        let (tx, rx) = small_rings().channel::<ByteBuf>().unwrap();
         let first = util::pattern(1, 3000);
         tx.send(ByteBuf::from(first.clone())).unwrap();
         assert!(rx.recv().unwrap().into_vec() == first);
