@@ -745,8 +745,8 @@ pub(crate) enum Record {
 }
 
 /// The `len`-byte payload at `at` in `region` (a ring or a spill file) as
-/// a [`Record::Split`], if it
-/// ends in a byte string (by its first bytes: `codec::split::guess`).
+/// a [`Record::Split`], if it ends in a byte string (by its first bytes:
+/// `codec::split::guess`).
 #[cold]
 #[inline(never)]
 fn read_split(region: &Region, at: usize, len: usize, out: &mut Vec<u8>) -> Option<Record> {

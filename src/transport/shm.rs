@@ -342,7 +342,7 @@ impl Conn {
             let (outside, new_spill, filled) = w.spill_with(len, fill)?;
             return match filled {
                 (Ok(()), Equal) => {
-                    self.publish_spilled(&mut w, len as u32, outside, new_spill)?;
+                    self.publish_out_of_line(&mut w, len as u32, outside, new_spill, None)?;
                     Ok(Some(Ok(())))
                 }
                 (Ok(()), _) | (Err(_), Greater) => Ok(Some(Err(differently()))),
@@ -374,39 +374,26 @@ impl Conn {
             let copy = |slot: &mut shm::Slot<'_>| io::Write::write_all(slot, bytes);
             let (outside, new_spill, (copied, _)) = tx.spill_with(bytes.len(), copy)?;
             copied?;
-            return self.publish_spilled(&mut tx, len, outside, new_spill);
+            return self.publish_out_of_line(&mut tx, len, outside, new_spill, None);
         }
         // Too large to keep: a sealed memfd of its own.
         let memfd = sys::shm::memfd_with(bytes)?;
-        sys::send(
-            self.fd.as_fd(),
-            &[IoSlice::new(&[0])],
-            &[memfd.as_fd()],
-            true,
-        )?;
-        match tx.try_write_out_of_line(len, shm::Outside::Once, None) {
-            Ok(true) => Ok(bytes.len()),
-            Ok(false) => Err(io::Error::other("the ring lost room it had")),
-            Err(e) => Err(ring_error(e)),
-        }
+        self.publish_out_of_line(&mut tx, len, shm::Outside::Once, None, Some(memfd))
     }
 
-    /// Publishes a message written into a spill file (sending a new spill
-    /// file's memfd first), once the ring has room for its record.
-    fn publish_spilled(
+    /// Publishes the record of a message written out of line, once the
+    /// ring has room for it, after the memfd it needs, if any, has gone
+    /// over the side socket: a new spill file's, or a one-off's.
+    fn publish_out_of_line(
         &self,
         tx: &mut shm::Writer,
         len: u32,
         outside: shm::Outside,
         new_spill: Option<sys::shm::Region>,
+        once: Option<OwnedFd>,
     ) -> io::Result<usize> {
-        if let Some(new) = &new_spill {
-            sys::send(
-                self.fd.as_fd(),
-                &[IoSlice::new(&[0])],
-                &[new.fd().as_fd()],
-                true,
-            )?;
+        if let Some(fd) = new_spill.as_ref().map(|r| r.fd()).or(once.as_ref()) {
+            sys::send(self.fd.as_fd(), &[IoSlice::new(&[0])], &[fd.as_fd()], true)?;
         }
         match tx.try_write_out_of_line(len, outside, new_spill) {
             Ok(true) => Ok(len as usize),
