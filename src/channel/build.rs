@@ -511,7 +511,7 @@ impl SocketPair {
 /// last, gets a new file). Up to 64 MiB; a larger message goes in a sealed
 /// memfd of its own, whose pages are allocated and freed for it, several
 /// times slower. A spill file keeps the memory of the largest message it
-/// held until the channel closes.
+/// held, and a descriptor in each process, until the channel closes.
 ///
 /// # Examples
 ///
