@@ -121,7 +121,8 @@ where
         "stream" => SocketPair::new(Kind::Stream).channel::<T>().unwrap(),
         // Larger than a datagram: out of line, in a memfd.
         "seqpacket" => SocketPair::new(Kind::SeqPacket).channel::<T>().unwrap(),
-        // Rings that do not hold a 1 MiB message: out of line, in a memfd.
+        // Rings that do not hold a 1 MiB message: out of line, in the
+        // writer's spill file.
         "small shm" => procwire::Shm::new()
             .capacity(1 << 20)
             .channel::<T>()

@@ -385,8 +385,8 @@ fn a_peer_gone_in_the_middle_of_a_large_message_is_an_unexpected_end() {
 }
 
 /// A channel over shared memory (`ring` bytes: a message over half of it
-/// travels out of line, in a memfd) or over a SEQPACKET socket (`None`:
-/// over 256 KiB out of line).
+/// travels out of line, in the writer's spill file) or over a SEQPACKET
+/// socket (`None`: over 256 KiB out of line, in a memfd).
 fn message_channel<T: Serialize + serde::de::DeserializeOwned>(
     ring: Option<usize>,
 ) -> (procwire::Sender<T>, procwire::Receiver<T>) {
