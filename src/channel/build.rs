@@ -391,6 +391,12 @@ impl Pipe {
 /// with an end of stream) or datagram. [`duplex`](crate::duplex) is
 /// `SocketPair::new(Kind::Stream).duplex()`.
 ///
+/// On seqpacket and datagram sockets a message over 256 KiB travels out of
+/// line, whole, in a sealed memfd of its own, whose pages the kernel
+/// allocates and frees for every message: a megabyte takes about four times
+/// as long as over a stream socket (`docs/performance.md`). For large
+/// messages, choose a stream, or shared memory.
+///
 /// # Examples
 ///
 /// ```
