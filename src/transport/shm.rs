@@ -335,19 +335,11 @@ impl Conn {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         if len > w.max_message() {
-            // Into a spill file (`shm`), once the record has room.
-            if !w.has_room(8) {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let (outside, new_spill, filled) = w.spill_with(len, fill)?;
-            return match filled {
-                (Ok(()), Equal) => {
-                    self.publish_out_of_line(&mut w, len as u32, outside, new_spill, None)?;
-                    Ok(Some(Ok(())))
-                }
-                (Ok(()), _) | (Err(_), Greater) => Ok(Some(Err(differently()))),
-                (Err(e), _) => Ok(Some(Err(e))),
-            };
+            return Ok(Some(match self.spill(&mut w, len, fill)? {
+                (Ok(()), Equal) => Ok(()),
+                (Ok(()), _) | (Err(_), Greater) => Err(differently()),
+                (Err(e), _) => Err(e),
+            }));
         }
         match w.try_write_with(len, fill) {
             Ok(Some((Ok(()), Equal))) => Ok(Some(Ok(()))),
@@ -359,10 +351,16 @@ impl Conn {
         }
     }
 
-    /// Sends a message too large for the ring: a sealed memfd over the side
-    /// socket, then a payload-less record that announces it.
+    /// Sends a message too large for the ring: into the spill file (see
+    /// [`spill`](Conn::spill)), or above the spill limit in a sealed memfd
+    /// of its own; then a payload-less record announces it.
     pub(super) fn write_out_of_line(&self, bytes: &[u8]) -> io::Result<usize> {
         let mut tx = ring(self.shm_tx()?);
+        if bytes.len() <= shm::SPILL_MAX {
+            let copy = |slot: &mut shm::Slot<'_>| io::Write::write_all(slot, bytes);
+            let (copied, _) = self.spill(&mut tx, bytes.len(), copy)?;
+            return copied.map(|()| bytes.len());
+        }
         let len = u32::try_from(bytes.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a message over 4 GiB"))?;
         // The record must fit before the memfd goes: the reader takes a
@@ -370,15 +368,31 @@ impl Conn {
         if !tx.has_room(8) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        if bytes.len() <= shm::SPILL_MAX {
-            let copy = |slot: &mut shm::Slot<'_>| io::Write::write_all(slot, bytes);
-            let (outside, new_spill, (copied, _)) = tx.spill_with(bytes.len(), copy)?;
-            copied?;
-            return self.publish_out_of_line(&mut tx, len, outside, new_spill, None);
-        }
-        // Too large to keep: a sealed memfd of its own.
         let memfd = sys::shm::memfd_with(bytes)?;
         self.publish_out_of_line(&mut tx, len, shm::Outside::Once, None, Some(memfd))
+    }
+
+    /// Writes a message of `len` bytes (at most [`shm::SPILL_MAX`]) that
+    /// `fill` writes in place into a spill file, once the ring has room for
+    /// the record that announces it, and publishes that record if `fill`
+    /// returned `Ok` having written exactly `len` bytes. What `fill`
+    /// returned and wrote comes back either way.
+    fn spill<E>(
+        &self,
+        tx: &mut shm::Writer,
+        len: usize,
+        fill: impl FnOnce(&mut shm::Slot<'_>) -> Result<(), E>,
+    ) -> io::Result<(Result<(), E>, std::cmp::Ordering)> {
+        // The record must fit before a new spill file's memfd goes: the
+        // reader takes a memfd only for a record it has seen.
+        if !tx.has_room(8) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let (outside, new_spill, filled) = tx.spill_with(len, fill)?;
+        if let (Ok(()), std::cmp::Ordering::Equal) = &filled {
+            self.publish_out_of_line(tx, len as u32, outside, new_spill, None)?;
+        }
+        Ok(filled)
     }
 
     /// Publishes the record of a message written out of line, once the
