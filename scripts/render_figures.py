@@ -173,14 +173,20 @@ def render_measured():
     return "\n".join(lines)
 
 
-def slot_row():
-    """The raw spinning ring against the one-slot ping-pong, from the
-    `floor:` line the same bench run printed."""
+def floor_line():
+    """The one-slot ping-pong, the raw spinning ring and their ratio, as
+    the `floor:` line of the bench run printed them."""
     m = re.search(r"floor: .*?: ([0-9.]+) µs a round trip; the raw ring spin: ([0-9.]+) µs \(([0-9.]+)x\)",
                   (FIG / "bench.txt").read_text())
     if not m:
         sys.exit("bench.txt has no floor: line (run with shm-spin)")
-    floor, ring, ratio = m.groups()
+    return m.groups()
+
+
+def slot_row():
+    """The raw spinning ring against the one-slot ping-pong, from the
+    `floor:` line the same bench run printed."""
+    floor, ring, ratio = floor_line()
     # A ring that does more than the one slot cannot be faster than it by
     # much: a ratio well under 1 means the machine changed speed between the
     # two measurements (this VM's two vCPUs are bimodal), not a met target.
@@ -195,11 +201,9 @@ def spin_verdict(ratio):
     both rings wait out the same extra cross-CPU delay, which dilutes their
     ratio toward 1, and the raw ring shows it against the one-slot floor
     (a few times it, where a fast phase gives 1.5 to 2)."""
-    m = re.search(r"floor: .*?: ([0-9.]+) µs a round trip; the raw ring spin: ([0-9.]+) µs",
-                  (FIG / "bench.txt").read_text())
-    slow = m and float(m.group(2)) > 3 * float(m.group(1))
-    if slow:
-        return (f"not judged: the raw ring ran at {float(m.group(2)) / float(m.group(1)):.1f}x the one-slot floor "
+    floor, ring, _ = (float(v) for v in floor_line())
+    if ring > 3 * floor:
+        return (f"not judged: the raw ring ran at {ring / floor:.1f}x the one-slot floor "
                 "in this run, this VM's slow phase, which adds the same delay to both rings")
     return verdict(ratio, 1.3)
 
