@@ -63,10 +63,19 @@ pub(crate) fn send(
     let memfd = (len > 0)
         .then(|| sys::shm::memfd_with(payload))
         .transpose()?;
-    let mut all = Vec::with_capacity(fds.len() + 1);
-    all.extend(memfd.as_ref().map(AsFd::as_fd));
-    all.extend_from_slice(fds);
-    let sent = sys::send(fd, &[IoSlice::new(&header)], &all, true)?;
+    // (The empty message allocates nothing: no list of descriptors unless
+    // a memfd leads it.)
+    let all: Vec<BorrowedFd<'_>>;
+    let all = match &memfd {
+        Some(m) => {
+            all = std::iter::once(m.as_fd())
+                .chain(fds.iter().copied())
+                .collect();
+            &all[..]
+        }
+        None => fds,
+    };
+    let sent = sys::send(fd, &[IoSlice::new(&header)], all, true)?;
     debug_assert_eq!(sent, HEADER, "a datagram is sent whole");
     Ok(payload.len())
 }
