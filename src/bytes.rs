@@ -161,6 +161,58 @@ impl<'de> Deserialize<'de> for ByteBuf {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ByteBuf, D::Error> {
         d.deserialize_byte_buf(BytesVisitor).map(ByteBuf)
     }
+
+    /// Takes the new bytes into the buffer already there, which keeps its
+    /// allocation when it has room ([`Receiver::recv_into`]).
+    ///
+    /// [`Receiver::recv_into`]: crate::Receiver::recv_into
+    fn deserialize_in_place<D: Deserializer<'de>>(
+        d: D,
+        place: &mut ByteBuf,
+    ) -> Result<(), D::Error> {
+        d.deserialize_byte_buf(BytesInPlace(&mut place.0))
+    }
+}
+
+/// [`BytesVisitor`] into a buffer that is there already: its contents are
+/// replaced, its allocation kept unless a byte string handed over whole
+/// (`visit_byte_buf`) comes in its own.
+struct BytesInPlace<'a>(&'a mut Vec<u8>);
+
+impl<'de> Visitor<'de> for BytesInPlace<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a byte string")
+    }
+
+    #[inline]
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
+        self.0.clear();
+        extend(self.0, v);
+        Ok(())
+    }
+
+    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<(), E> {
+        *self.0 = v;
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.visit_bytes(v.as_bytes())
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
+        self.visit_byte_buf(v.into_bytes())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.clear();
+        while let Some(b) = seq.next_element::<u8>()? {
+            self.0.push(b);
+        }
+        Ok(())
+    }
 }
 
 /// Accepts what a peer may send for a byte string: bytes, a string (JSON

@@ -246,3 +246,44 @@ proptest! {
         prop_assert_eq!(util::fd_count(), before, "descriptors leaked");
     }
 }
+
+type Mixed = (ByteBuf, String, Vec<u16>, Option<ByteBuf>);
+
+fn mixed() -> impl Strategy<Value = Mixed> {
+    (
+        prop::collection::vec(any::<u8>(), 0..300).prop_map(ByteBuf::from),
+        ".{0,40}",
+        prop::collection::vec(any::<u16>(), 0..20),
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..50).prop_map(ByteBuf::from)),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300 * util::stress()))]
+
+    /// Decoding into a value that holds anything at all gives what a
+    /// fresh decode gives, with every codec that carries the type; and a
+    /// payload cut short is a `Decode` error either way.
+    #[test]
+    fn decoding_in_place_gives_what_decoding_gives(prior in mixed(), value in mixed()) {
+        for codec in [CodecKind::Postcard, CodecKind::MsgPack, CodecKind::Json] {
+            let mut bytes = Vec::new();
+            codec.encode(&value, &mut bytes).unwrap();
+            let mut place = prior.clone();
+            codec.decode_in_place(&bytes, &mut place).unwrap();
+            prop_assert_eq!(&place, &value, "{}", codec);
+            let fresh: Mixed = codec.decode(&bytes).unwrap();
+            prop_assert_eq!(&fresh, &value, "{}", codec);
+            let cut = &bytes[..bytes.len() - 1];
+            let mut place = prior.clone();
+            let e = codec.decode_in_place(cut, &mut place).unwrap_err();
+            prop_assert_eq!(e.kind(), ErrorKind::Decode, "{}", codec);
+        }
+        // raw carries one byte string.
+        let mut bytes = Vec::new();
+        CodecKind::Raw.encode(&value.0, &mut bytes).unwrap();
+        let mut place = prior.0.clone();
+        CodecKind::Raw.decode_in_place(&bytes, &mut place).unwrap();
+        prop_assert_eq!(&place, &value.0);
+    }
+}

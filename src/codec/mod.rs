@@ -78,6 +78,20 @@ pub trait Codec {
 
     /// Decodes one value that must span all of `bytes`.
     fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T>;
+
+    /// Decodes one value that must span all of `bytes` into `place`,
+    /// reusing what `place` holds where its type can (serde's
+    /// `Deserialize::deserialize_in_place`: a [`ByteBuf`](crate::ByteBuf),
+    /// `String` or `Vec` keeps its allocation and takes the new contents;
+    /// other types are replaced whole). After an error `place` holds some
+    /// valid value, not necessarily the old one.
+    ///
+    /// The default replaces `place` with [`decode`](Codec::decode)'s value;
+    /// procwire's codecs decode in place.
+    fn decode_in_place<'de, T: Deserialize<'de>>(bytes: &'de [u8], place: &mut T) -> Result<()> {
+        *place = Self::decode(bytes)?;
+        Ok(())
+    }
 }
 
 fn encode_error(codec: &str, e: impl fmt::Display) -> Error {
@@ -148,25 +162,48 @@ impl Codec for Postcard {
     fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
         let mut de = postcard::Deserializer::from_bytes(bytes);
         CUSTOM.with(|c| c.borrow_mut().take());
-        let value =
-            T::deserialize(depth::Limited::<_, false>::new(&mut de, MAX_DEPTH)).map_err(|e| {
-                match CUSTOM.with(|c| c.borrow_mut().take()) {
-                    Some(message) => decode_error(Self::NAME, bytes.len(), message),
-                    None => decode_error(Self::NAME, bytes.len(), e),
-                }
-            })?;
-        let rest = de
-            .finalize()
-            .map_err(|e| decode_error(Self::NAME, bytes.len(), e))?;
-        if !rest.is_empty() {
-            return Err(decode_error(
-                Self::NAME,
-                bytes.len(),
-                format!("{} trailing bytes after the value", rest.len()),
-            ));
-        }
+        let value = T::deserialize(depth::Limited::<_, false>::new(&mut de, MAX_DEPTH))
+            .map_err(|e| postcard_error(bytes.len(), e))?;
+        postcard_end(de, bytes.len())?;
         Ok(value)
     }
+
+    fn decode_in_place<'de, T: Deserialize<'de>>(bytes: &'de [u8], place: &mut T) -> Result<()> {
+        let mut de = postcard::Deserializer::from_bytes(bytes);
+        CUSTOM.with(|c| c.borrow_mut().take());
+        T::deserialize_in_place(depth::Limited::<_, false>::new(&mut de, MAX_DEPTH), place)
+            .map_err(|e| postcard_error(bytes.len(), e))?;
+        postcard_end(de, bytes.len())
+    }
+}
+
+/// A postcard decode error, with the message procwire raised if it was
+/// one of its own (postcard keeps none of a custom error's text).
+#[cold]
+fn postcard_error(len: usize, e: postcard::Error) -> Error {
+    match CUSTOM.with(|c| c.borrow_mut().take()) {
+        Some(message) => decode_error(Postcard::NAME, len, message),
+        None => decode_error(Postcard::NAME, len, e),
+    }
+}
+
+/// Checks that the value spanned the whole payload.
+#[inline(always)]
+fn postcard_end<'de>(
+    de: postcard::Deserializer<'de, postcard::de_flavors::Slice<'de>>,
+    len: usize,
+) -> Result<()> {
+    let rest = de
+        .finalize()
+        .map_err(|e| decode_error(Postcard::NAME, len, e))?;
+    if !rest.is_empty() {
+        return Err(decode_error(
+            Postcard::NAME,
+            len,
+            format!("{} trailing bytes after the value", rest.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// MessagePack through rmp-serde, for peers in other languages: structs are
@@ -205,6 +242,13 @@ impl Codec for MsgPack {
         // the value ended, so trailing bytes are not detected for msgpack.
         T::deserialize(&mut de).map_err(|e| decode_error(Self::NAME, bytes.len(), e))
     }
+
+    fn decode_in_place<'de, T: Deserialize<'de>>(bytes: &'de [u8], place: &mut T) -> Result<()> {
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        de.set_max_depth(MAX_DEPTH);
+        T::deserialize_in_place(&mut de, place)
+            .map_err(|e| decode_error(Self::NAME, bytes.len(), e))
+    }
 }
 
 /// JSON through serde_json: readable on the wire.
@@ -235,6 +279,13 @@ impl Codec for Json {
     fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
         // serde_json refuses nesting deeper than 128 and trailing characters.
         serde_json::from_slice(bytes).map_err(|e| decode_error(Self::NAME, bytes.len(), e))
+    }
+
+    fn decode_in_place<'de, T: Deserialize<'de>>(bytes: &'de [u8], place: &mut T) -> Result<()> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        T::deserialize_in_place(&mut de, place)
+            .and_then(|()| de.end())
+            .map_err(|e| decode_error(Self::NAME, bytes.len(), e))
     }
 }
 
@@ -269,6 +320,11 @@ impl Codec for Raw {
 
     fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
         T::deserialize(raw::Deserializer { bytes })
+            .map_err(|e| decode_error(Self::NAME, bytes.len(), e))
+    }
+
+    fn decode_in_place<'de, T: Deserialize<'de>>(bytes: &'de [u8], place: &mut T) -> Result<()> {
+        T::deserialize_in_place(raw::Deserializer { bytes }, place)
             .map_err(|e| decode_error(Self::NAME, bytes.len(), e))
     }
 }
@@ -373,6 +429,22 @@ impl CodecKind {
             #[cfg(feature = "json")]
             CodecKind::Json => Json::decode(bytes),
             CodecKind::Raw => Raw::decode(bytes),
+        }
+    }
+
+    /// [`Codec::decode_in_place`] with this codec.
+    pub fn decode_in_place<'de, T: Deserialize<'de>>(
+        self,
+        bytes: &'de [u8],
+        place: &mut T,
+    ) -> Result<()> {
+        match self {
+            CodecKind::Postcard => Postcard::decode_in_place(bytes, place),
+            #[cfg(feature = "msgpack")]
+            CodecKind::MsgPack => MsgPack::decode_in_place(bytes, place),
+            #[cfg(feature = "json")]
+            CodecKind::Json => Json::decode_in_place(bytes, place),
+            CodecKind::Raw => Raw::decode_in_place(bytes, place),
         }
     }
 }
