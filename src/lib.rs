@@ -113,9 +113,9 @@
 //! | `send`, `send_with_fds` | [`SendError<T>`] | `Disconnected(T, Error)`, `Other(T, Error)` |
 //! | `try_send` | [`TrySendError<T>`] | `Full(T)`, `Disconnected(T, Error)`, `Other(T, Error)` |
 //! | `send_timeout`, `send_deadline` | [`SendTimeoutError<T>`] | `Timeout(T)`, `Disconnected(T, Error)`, `Other(T, Error)` |
-//! | `recv`, `recv_with_fds`, `recv_with`, `recv_raw`, iterators | [`RecvError`] | `Disconnected(Error)`, `Other(Error)` |
-//! | `try_recv` | [`TryRecvError`] | `Empty`, `Disconnected(Error)`, `Other(Error)` |
-//! | `recv_timeout`, `recv_deadline` | [`RecvTimeoutError`] | `Timeout`, `Disconnected(Error)`, `Other(Error)` |
+//! | `recv`, `recv_into`, `recv_with_fds`, `recv_with`, `recv_raw`, iterators | [`RecvError`] | `Disconnected(Error)`, `Other(Error)` |
+//! | `try_recv`, `try_recv_into` | [`TryRecvError`] | `Empty`, `Disconnected(Error)`, `Other(Error)` |
+//! | `recv_timeout`, `recv_deadline`, `recv_into_timeout` | [`RecvTimeoutError`] | `Timeout`, `Disconnected(Error)`, `Other(Error)` |
 //! | everything else (building channels, processes, RPC, pools, endpoints) | [`Error`] | [`Error::kind`] |
 //!
 //! `Disconnected` holds an [`Error`] that says how the peer went, with its
@@ -142,6 +142,12 @@
 //! like one, such as a large `Vec<u8>`, is decoded a second time from the
 //! whole message, so a `Deserialize` impl with side effects may see a first,
 //! partial run. A message that carries descriptors is always decoded once.)
+//!
+//! [`Receiver::recv_into`] decodes into a value the caller keeps, reusing
+//! what it holds (a [`ByteBuf`], `String` or `Vec` takes the new contents
+//! in its own allocation): a loop that receives owned messages into one
+//! value allocates nothing once that value has grown to the largest, as a
+//! loop of plain `read`s into one buffer allocates nothing.
 //!
 //! # Async
 //!

@@ -186,3 +186,82 @@ fn a_large_byte_string_is_received_into_its_own_buffer() {
         }
     });
 }
+
+/// Receives `msgs` with `recv_into`, all into one value, after a first
+/// message that makes it as large as any of them; returns the allocations
+/// made meanwhile, having checked every message.
+fn allocations_receiving_into<T>(tx: &Sender<T>, rx: &Receiver<T>, msgs: &[T]) -> u64
+where
+    T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug + Default,
+{
+    let mut place = T::default();
+    tx.send_ref(&msgs[0]).unwrap();
+    rx.recv_into(&mut place).unwrap();
+    assert_eq!(place, msgs[0]);
+    let before = allocations();
+    for round in 0..500 {
+        for m in msgs {
+            tx.send_ref(m).unwrap();
+            rx.recv_into(&mut place).unwrap();
+            if place != *m {
+                panic!("round {round}: {place:?} is not {m:?}");
+            }
+        }
+    }
+    allocations() - before
+}
+
+#[test]
+fn receiving_into_one_buffer_allocates_nothing_once_it_has_grown() {
+    // The sizes shrink and grow again: each message replaces the contents,
+    // none the allocation. (With `recv`, each would be a new allocation.)
+    let sizes = [3000usize, 10, 0, 1000, 2999];
+    let bytes: Vec<ByteBuf> = sizes
+        .iter()
+        .map(|&n| ByteBuf::from(util::pattern(n as u32, n)))
+        .collect();
+    let texts: Vec<(u32, String)> = sizes
+        .iter()
+        .map(|&n| (n as u32, "é".repeat(n / 2)))
+        .collect();
+    util::checked(120, move || {
+        let codecs = [
+            CodecKind::Postcard,
+            CodecKind::MsgPack,
+            CodecKind::Json,
+            CodecKind::Raw,
+        ];
+        for codec in codecs {
+            let opts = Options::new().codec(codec);
+            let pipe = || procwire::Pipe::new().options(opts.clone());
+            let socket = |kind| SocketPair::new(kind).options(opts.clone());
+            let shm = || procwire::Shm::new().options(opts.clone());
+            let (tx, rx) = pipe().channel().unwrap();
+            assert_eq!(
+                allocations_receiving_into(&tx, &rx, &bytes),
+                0,
+                "pipe, {codec}"
+            );
+            for kind in Kind::ALL {
+                let (tx, rx) = socket(kind).channel().unwrap();
+                let used = allocations_receiving_into(&tx, &rx, &bytes);
+                assert_eq!(used, 0, "{kind:?}, {codec}");
+            }
+            let (tx, rx) = shm().channel().unwrap();
+            assert_eq!(
+                allocations_receiving_into(&tx, &rx, &bytes),
+                0,
+                "shm, {codec}"
+            );
+            if codec == CodecKind::Raw {
+                continue; // (raw carries one string or byte string, no tuple)
+            }
+            let (tx, rx) = pipe().channel().unwrap();
+            let used = allocations_receiving_into(&tx, &rx, &texts);
+            assert_eq!(used, 0, "text on a pipe, {codec}");
+            let (tx, rx) = shm().channel().unwrap();
+            let used = allocations_receiving_into(&tx, &rx, &texts);
+            assert_eq!(used, 0, "text over shared memory, {codec}");
+        }
+    });
+}

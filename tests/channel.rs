@@ -544,3 +544,75 @@ fn channel_errors_have_crossbeams_shapes_and_hand_the_message_back() {
         assert_eq!(relay(&rx).unwrap_err().kind(), ErrorKind::Empty);
     });
 }
+
+#[test]
+fn recv_into_takes_each_message_and_leaves_the_value_alone_when_none_comes() {
+    checked(30, || {
+        let (tx, rx) = channel::<(u32, String)>().unwrap();
+        let mut place = (7, "kept".to_string());
+        // Nothing there: untouched.
+        let e = rx.try_recv_into(&mut place).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Empty);
+        let e = rx
+            .recv_into_timeout(&mut place, Duration::from_millis(20))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert_eq!(place, (7, "kept".to_string()));
+        tx.send((1, "one".into())).unwrap();
+        tx.send((2, "two".into())).unwrap();
+        rx.try_recv_into(&mut place).unwrap();
+        assert_eq!(place, (1, "one".to_string()));
+        rx.recv_into_timeout(&mut place, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(place, (2, "two".to_string()));
+        drop(tx);
+        assert!(rx.recv_into(&mut place).unwrap_err().is_disconnected());
+        assert_eq!(place, (2, "two".to_string()));
+
+        // A message that does not decode is a Decode error, and the next
+        // one arrives.
+        let (peer, rx) = util::json_text_peer(Kind::SeqPacket);
+        for text in ["1", r#""2""#, "3"] {
+            peer.send(text).unwrap();
+        }
+        let mut n = 0;
+        rx.recv_into(&mut n).unwrap();
+        assert_eq!(n, 1);
+        let e = rx.recv_into(&mut n).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Decode);
+        rx.recv_into(&mut n).unwrap();
+        assert_eq!(n, 3);
+    });
+}
+
+#[test]
+fn recv_into_takes_large_messages_whole_on_every_path() {
+    // 1 MiB: read straight into a buffer of its own on a pipe or stream
+    // (which replaces the one there), out of line on a SEQPACKET socket,
+    // out of the ring's spill file on shared memory.
+    checked(60, || {
+        let big = |i: u8| ByteBuf::from(util::pattern(u32::from(i), 1 << 20));
+        let ends: Vec<(Sender<ByteBuf>, Receiver<ByteBuf>)> = vec![
+            Pipe::new().channel().unwrap(),
+            SocketPair::new(Kind::Stream).channel().unwrap(),
+            SocketPair::new(Kind::SeqPacket).channel().unwrap(),
+            procwire::Shm::new().capacity(64 << 10).channel().unwrap(),
+        ];
+        for (tx, rx) in ends {
+            let sender = std::thread::spawn(move || {
+                for i in 0..3 {
+                    tx.send(big(i)).unwrap();
+                    tx.send(ByteBuf::from(vec![i; 10])).unwrap();
+                }
+            });
+            let mut buf = ByteBuf::from(vec![9u8; 100]);
+            for i in 0..3 {
+                rx.recv_into(&mut buf).unwrap();
+                assert!(buf == big(i), "message {i}");
+                rx.recv_into(&mut buf).unwrap();
+                assert_eq!(&buf[..], &[i; 10]);
+            }
+            sender.join().unwrap();
+        }
+    });
+}

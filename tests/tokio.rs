@@ -804,3 +804,59 @@ fn recv_with_is_awaited_and_borrows_the_message_on_every_transport() {
         }
     });
 }
+
+/// The awaited `recv_into` on every transport: each message lands in one
+/// `ByteBuf` kept across them, whole and in order, sizes from 64 B to
+/// 1 MiB; a `recv_into` cancelled by a timer before its message comes
+/// leaves the buffer as it was, and the next one takes the message.
+#[test]
+fn recv_into_is_awaited_into_one_buffer_and_a_cancelled_one_takes_nothing() {
+    checked(120, || {
+        for t in ALL {
+            let (btx, brx) = blocking_pair(t);
+            const SIZES: [usize; 4] = [4096, 64, 1 << 20, 100];
+            let sender = std::thread::spawn(move || {
+                for (i, len) in SIZES.into_iter().enumerate() {
+                    std::thread::sleep(Duration::from_millis(30));
+                    let m = numbered(i as u32, len);
+                    match &btx {
+                        BTx::S(s) => s.send(m).unwrap(),
+                        BTx::D(d) => d.send(m).unwrap(),
+                    }
+                }
+                btx
+            });
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let rx = Rx::new(brx);
+                let mut buf = Bytes::from(b"untouched".to_vec());
+                // Nothing comes within 1 ms: the receive is dropped.
+                let early = async {
+                    match &rx {
+                        Rx::R(r) => r.recv_into(&mut buf).await,
+                        Rx::D(d) => d.recv_into(&mut buf).await,
+                    }
+                };
+                let timer = tokio::time::sleep(Duration::from_millis(1));
+                tokio::select! {
+                    r = early => panic!("{t:?}: a message before any was sent: {r:?}"),
+                    () = timer => {}
+                }
+                assert_eq!(&buf[..], b"untouched", "{t:?}");
+                for (i, len) in SIZES.into_iter().enumerate() {
+                    let got = match &rx {
+                        Rx::R(r) => r.recv_into(&mut buf).await,
+                        Rx::D(d) => d.recv_into(&mut buf).await,
+                    };
+                    got.unwrap();
+                    assert_eq!((number_of(&buf), buf.len()), (i as u32, len + 4), "{t:?}");
+                }
+                drop(rx);
+            });
+            drop(sender.join().unwrap());
+        }
+    });
+}

@@ -121,6 +121,16 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
             .map_err(RecvTimeoutError::new)
     }
 
+    /// Waits for the next message and decodes it into `*place`, reusing
+    /// what it holds. See [`Receiver::recv_into`].
+    pub fn recv_into(&self, place: &mut In) -> Result<(), RecvError> {
+        let place = std::cell::RefCell::new(place);
+        self.recv_writing(Wait::Block, |w| {
+            self.rx.recv_into_wait(w, &mut place.borrow_mut())
+        })
+        .map_err(RecvError::new)
+    }
+
     /// Waits for a message and its descriptors. See
     /// [`Receiver::recv_with_fds`].
     pub fn recv_with_fds(&self) -> Result<(In, Vec<OwnedFd>), RecvError> {

@@ -757,6 +757,85 @@ impl<T: DeserializeOwned> Receiver<T> {
         self.recv_with_fds_wait(Wait::Block).map_err(RecvError::new)
     }
 
+    /// Waits for the next message and decodes it into `*place`, reusing
+    /// what `place` holds where its type can: a [`ByteBuf`](crate::ByteBuf),
+    /// `String` or `Vec` keeps its allocation and takes the new contents
+    /// (serde's `deserialize_in_place`; tuples, arrays and `Option`s of
+    /// them too), so a loop that receives into one buffer allocates nothing
+    /// once the buffer has grown to the largest message. Types without an
+    /// in-place decoding (a struct with `#[derive(Deserialize)]`, numbers)
+    /// are replaced whole, as [`recv`](Receiver::recv) would give them.
+    ///
+    /// A large postcard message ending in a byte string (one that
+    /// [`recv`](Receiver::recv) reads straight into a buffer of its own)
+    /// replaces `place` with that buffer: at that size a second copy would
+    /// cost more than the allocation saves.
+    ///
+    /// Errors are [`recv`](Receiver::recv)'s. When no message was taken
+    /// (disconnected, or an I/O error) `place` is untouched; after a
+    /// message that does not decode it holds some valid value, not
+    /// necessarily the old one, and the channel goes on with the next
+    /// message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use procwire::ByteBuf;
+    ///
+    /// let (tx, rx) = procwire::channel::<ByteBuf>()?;
+    /// tx.send(ByteBuf::from(vec![1u8; 1000]))?;
+    /// tx.send(ByteBuf::from(vec![2u8; 10]))?;
+    /// let mut buf = ByteBuf::default();
+    /// rx.recv_into(&mut buf)?;
+    /// assert_eq!(buf.len(), 1000);
+    /// let allocation = buf.as_ptr();
+    /// rx.recv_into(&mut buf)?;
+    /// assert_eq!(&buf[..], &[2u8; 10]);
+    /// assert_eq!(buf.as_ptr(), allocation); // the same buffer, refilled
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_into(&self, place: &mut T) -> Result<(), RecvError> {
+        self.recv_into_wait(Wait::Block, place)
+            .map_err(RecvError::new)
+    }
+
+    /// [`recv_into`](Receiver::recv_into) if a complete message is there;
+    /// [`TryRecvError::Empty`] (and `place` untouched) otherwise.
+    pub fn try_recv_into(&self, place: &mut T) -> Result<(), TryRecvError> {
+        self.recv_into_wait(Wait::Never, place)
+            .map_err(TryRecvError::new)
+    }
+
+    /// [`recv_into`](Receiver::recv_into), waiting at most `timeout`
+    /// ([`RecvTimeoutError::Timeout`], `place` untouched, if no complete
+    /// message came).
+    pub fn recv_into_timeout(
+        &self,
+        place: &mut T,
+        timeout: Duration,
+    ) -> Result<(), RecvTimeoutError> {
+        self.recv_into_wait(Wait::Until(Instant::now() + timeout), place)
+            .map_err(RecvTimeoutError::new)
+    }
+
+    pub(crate) fn recv_into_wait(&self, wait: Wait, place: &mut T) -> Result<()> {
+        let codec = self.core.codec;
+        // One of the two is called: each takes `place` from here.
+        let place = std::cell::Cell::new(Some(place));
+        let take = || place.take().expect("one receive path decodes the message");
+        self.core.recv(
+            wait,
+            |payload, fds| crate::fd::providing(fds, || codec.decode_in_place(payload, take())).0,
+            Some(|split: Split<'_>, fds| {
+                crate::fd::providing(fds, || {
+                    *take() = split.decode(codec)?;
+                    Ok(())
+                })
+                .0
+            }),
+        )
+    }
+
     /// The next message's payload bytes, undecoded, passed to `f`.
     pub fn recv_raw<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
         self.core

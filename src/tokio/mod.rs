@@ -372,6 +372,40 @@ impl<T: DeserializeOwned> Receiver<T> {
         self.waker.with_fate(r, READ).await.map_err(RecvError::new)
     }
 
+    /// Awaits the next message and decodes it into `*place`, reusing what
+    /// it holds, as [`crate::Receiver::recv_into`]. Cancel-safe: the
+    /// message is taken and decoded in one poll, and a dropped `recv_into`
+    /// took nothing and left `place` as it was.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use procwire::ByteBuf;
+    ///
+    /// let (tx, rx) = procwire::channel::<ByteBuf>()?;
+    /// let rx = rx.into_async()?;
+    /// let mut buf = ByteBuf::from(Vec::with_capacity(4096));
+    /// for n in [4096, 10] {
+    ///     tx.send(ByteBuf::from(vec![1u8; n]))?;
+    ///     rx.recv_into(&mut buf).await?;
+    ///     assert_eq!(buf.len(), n);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn recv_into(&self, place: &mut T) -> Result<(), RecvError> {
+        let _turn = self.waker.reading.lock().await;
+        let place = std::cell::RefCell::new(place);
+        let take = || {
+            self.inner
+                .recv_into_wait(Wait::Never, &mut place.borrow_mut())
+        };
+        let r = poll_fn(|cx| poll_take(&self.waker, cx, &self.inner, &take, None)).await;
+        self.waker.with_fate(r, READ).await.map_err(RecvError::new)
+    }
+
     /// Takes a message if a complete one is there, without waiting.
     pub fn try_recv(&self) -> Result<T, crate::TryRecvError> {
         self.inner.try_recv()
@@ -822,6 +856,21 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         let _turn = self.rx.waker.reading.lock().await;
         let f = Lent::new(f);
         let take = || self.rx.inner.recv_with_wait(Wait::Never, |m| f.run(m));
+        let r = poll_fn(|cx| self.poll_take(cx, &take)).await;
+        self.with_fate(r).await
+    }
+
+    /// Awaits the next message into `*place`, as
+    /// [`Receiver::recv_into`]; meanwhile it finishes a frame of ours the
+    /// kernel took in part. Cancel-safe.
+    pub async fn recv_into(&self, place: &mut In) -> Result<(), RecvError> {
+        let _turn = self.rx.waker.reading.lock().await;
+        let place = std::cell::RefCell::new(place);
+        let take = || {
+            self.rx
+                .inner
+                .recv_into_wait(Wait::Never, &mut place.borrow_mut())
+        };
         let r = poll_fn(|cx| self.poll_take(cx, &take)).await;
         self.with_fate(r).await
     }
