@@ -60,8 +60,13 @@ enum Command {
         /// procwire receives with `recv_with` (the message looked at in its
         /// receive buffer, where raw reads into the caller's) instead of
         /// `recv` (an owned `ByteBuf` per message).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "into")]
         borrow: bool,
+        /// procwire receives with `recv_into`, into one `ByteBuf` kept
+        /// across messages (as raw reads into one buffer), instead of
+        /// `recv` (an owned `ByteBuf` per message).
+        #[arg(long)]
+        into: bool,
         /// procwire's socket channels are built without descriptors
         /// (`Options::descriptors(false)`): each receive is recv(2), as
         /// raw's, instead of recvmsg(2) with room for descriptors.
@@ -346,10 +351,15 @@ fn run() -> anyhow::Result<ExitCode> {
             sizes,
             remote,
             borrow,
+            into,
             no_fds,
             asynch,
         } => bench::run(bench::Config {
-            borrow,
+            receive: match (borrow, into) {
+                (true, _) => bench::Receive::Borrowed,
+                (_, true) => bench::Receive::Into,
+                _ => bench::Receive::Owned,
+            },
             no_fds,
             asynch,
             quick,

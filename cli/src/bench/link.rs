@@ -208,8 +208,14 @@ impl Link {
             Link::RawMessage(fd) => {
                 rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty())?;
             }
-            Link::Wire(d) if borrowing() => d.receiver().recv_with(|m| look_at(m, buf))??,
-            Link::WirePipes(_, rx) if borrowing() => rx.recv_with(|m| look_at(m, buf))??,
+            Link::Wire(d) if receive() == Receive::Borrowed => {
+                d.receiver().recv_with(|m| look_at(m, buf))??
+            }
+            Link::WirePipes(_, rx) if receive() == Receive::Borrowed => {
+                rx.recv_with(|m| look_at(m, buf))??
+            }
+            Link::Wire(d) if receive() == Receive::Into => recv_into(d.receiver(), buf)?,
+            Link::WirePipes(_, rx) if receive() == Receive::Into => recv_into(rx, buf)?,
             Link::Wire(d) => {
                 let m = d.recv()?;
                 anyhow::ensure!(m.len() == buf.len(), "wrong size");
@@ -244,20 +250,51 @@ impl Link {
     }
 }
 
-/// Whether procwire's receives borrow (`bench --borrow`): set before any
-/// peer is forked, so that peers receive the same way.
-static BORROW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-pub(super) fn set_borrowing(on: bool) {
-    BORROW.store(on, std::sync::atomic::Ordering::Relaxed);
+/// How procwire's blocking ends receive a `ByteBuf`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receive {
+    /// `recv`: a new `ByteBuf` per message.
+    Owned = 0,
+    /// `recv_with` (`bench --borrow`): looked at in the receive buffer.
+    Borrowed = 1,
+    /// `recv_into` (`bench --into`): into one `ByteBuf` kept across
+    /// messages, as raw reads into one buffer.
+    Into = 2,
 }
 
-fn borrowing() -> bool {
-    BORROW.load(std::sync::atomic::Ordering::Relaxed)
+/// How procwire receives: set before any peer is forked, so that peers
+/// receive the same way.
+static RECEIVE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+pub(super) fn set_receive(how: Receive) {
+    RECEIVE.store(how as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn receive() -> Receive {
+    match RECEIVE.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Receive::Borrowed,
+        2 => Receive::Into,
+        _ => Receive::Owned,
+    }
+}
+
+thread_local! {
+    /// The buffer `Receive::Into` receives into, one per thread (each
+    /// thread of a run is one end).
+    static PLACE: RefCell<ByteBuf> = RefCell::new(ByteBuf::default());
+}
+
+/// Receives into this thread's [`PLACE`] and checks the size.
+fn recv_into(rx: &procwire::Receiver<ByteBuf>, buf: &[u8]) -> Result<()> {
+    PLACE.with_borrow_mut(|place| {
+        rx.recv_into(place)?;
+        anyhow::ensure!(place.len() == buf.len(), "wrong size");
+        Ok(())
+    })
 }
 
 /// Whether procwire's socket channels carry no descriptors (`bench
-/// --no-fds`), set like [`BORROW`].
+/// --no-fds`), set like [`RECEIVE`].
 static NO_FDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub(super) fn set_no_fds(on: bool) {

@@ -432,30 +432,38 @@ pub fn peer(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `procwire __roundtrips raw|wire TRANSPORT SIZE COUNT [thread] [borrow]`: exactly
+/// `procwire __roundtrips raw|wire TRANSPORT SIZE COUNT [thread] [borrow|into] [nofds]`: exactly
 /// COUNT round trips against an echoing peer, both processes on CPU 0, and
 /// nothing else; what `scripts/syscalls` and `scripts/instructions` count
 /// (they subtract a run with COUNT 0, which leaves the set-up out). With
 /// `thread` the peer is a thread of this process, for callgrind, which
 /// counts the same user-space instructions either way but cannot follow
 /// procwire's fork (valgrind 3.19 lacks pidfd_open). With `borrow`,
-/// procwire receives with `recv_with` (as `bench --borrow`); with `nofds`
+/// procwire receives with `recv_with` (as `bench --borrow`), with `into`
+/// with `recv_into` (as `bench --into`); with `nofds`
 /// its socket channels carry no descriptors (as `bench --no-fds`).
 pub fn roundtrips(args: &[String]) -> Result<()> {
-    let usage =
-        "__roundtrips raw|wire|async|rawasync TRANSPORT SIZE COUNT [thread] [borrow] [nofds]";
+    let usage = "__roundtrips raw|wire|async|rawasync TRANSPORT SIZE COUNT [thread] [borrow|into] \
+                 [nofds]";
     let [side, transport, size, count, flags @ ..] = args else {
         anyhow::bail!("{usage}");
     };
     let thread = flags.iter().any(|f| f == "thread");
-    super::link::set_borrowing(flags.iter().any(|f| f == "borrow"));
-    super::link::set_no_fds(flags.iter().any(|f| f == "nofds"));
+    use super::link::Receive;
+    let has = |flag: &str| flags.iter().any(|f| f == flag);
     anyhow::ensure!(
         flags
             .iter()
-            .all(|f| f == "thread" || f == "borrow" || f == "nofds"),
+            .all(|f| ["thread", "borrow", "into", "nofds"].contains(&f.as_str()))
+            && !(has("borrow") && has("into")),
         "{usage}"
     );
+    super::link::set_receive(match (has("borrow"), has("into")) {
+        (true, _) => Receive::Borrowed,
+        (_, true) => Receive::Into,
+        _ => Receive::Owned,
+    });
+    super::link::set_no_fds(has("nofds"));
     let t = <Transport as clap::ValueEnum>::from_str(transport, true)
         .map_err(|e| anyhow::anyhow!("{transport}: {e}"))?;
     let side = match (side.as_str(), t.wait()) {

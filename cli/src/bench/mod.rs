@@ -23,6 +23,7 @@ use serde::Serialize;
 
 mod asynch;
 mod link;
+pub use link::Receive;
 mod measure;
 mod nats;
 
@@ -38,8 +39,8 @@ pub struct Config {
     pub pin: Pin,
     pub transports: Vec<Transport>,
     pub sizes: Vec<usize>,
-    /// procwire's receives borrow (`recv_with`) instead of owning.
-    pub borrow: bool,
+    /// How procwire's ends receive: `recv`, `recv_with` or `recv_into`.
+    pub receive: Receive,
     /// procwire's socket channels carry no descriptors
     /// (`Options::descriptors(false)`).
     pub no_fds: bool,
@@ -481,7 +482,7 @@ pub fn run(cfg: Config) -> Result<()> {
         }
     }
     let _stop_nats = StopNats;
-    link::set_borrowing(cfg.borrow);
+    link::set_receive(cfg.receive);
     link::set_no_fds(cfg.no_fds);
     let cases = cases(&cfg);
     let bar = if std::io::stderr().is_terminal() {
