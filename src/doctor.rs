@@ -112,7 +112,7 @@ pub fn checks() -> Vec<Check> {
             "memfd with seals",
             false,
             "no shared-memory channels, and no message larger than one datagram on SEQPACKET or \
-             DGRAM sockets (they travel in a sealed memfd)",
+             DGRAM sockets (they travel in a memfd)",
             probe::sealed_memfd().and_then(|()| ok("memfd_create, F_ADD_SEALS")),
         ),
         check(

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `PROCWIRE_FD` | the number of an inherited `SOCK_STREAM` Unix socket |
 //! | `PROCWIRE_CODEC` | `postcard`, `msgpack`, `json` or `raw` |
-//! | `PROCWIRE_VERSION` | `3`; a peer refuses any other value |
+//! | `PROCWIRE_VERSION` | `4`; a peer refuses any other value |
 //!
 //! Any language can honour it; in Rust, [`from_env`] does. The parent's side
 //! is [`Command::channel`](crate::Command::channel).
@@ -31,7 +31,7 @@ pub const ENV_CODEC: &str = "PROCWIRE_CODEC";
 /// The variable naming the wire format version.
 pub const ENV_VERSION: &str = "PROCWIRE_VERSION";
 /// The wire format version this build speaks.
-pub const WIRE_VERSION: u32 = 3;
+pub const WIRE_VERSION: u32 = 4;
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
 

@@ -37,7 +37,7 @@
 //! | layer | items |
 //! |---|---|
 //! | primitives | [`pipe`] → [`PipeReader`] / [`PipeWriter`]; [`socket_pair`] → [`Socket`] of a [`Kind`]; [`UnixListener`] and [`Socket::connect`] by path; descriptors with [`Socket::send_with_fds`] |
-//! | framing | [`frame`]: wire format v3 over any `Read`/`Write` |
+//! | framing | [`frame`]: wire format v4 over any `Read`/`Write` |
 //! | codecs | [`codec`]: postcard (default), MessagePack, JSON, raw |
 //! | channels | [`channel`], [`duplex`], one builder per transport ([`Pipe`], [`SocketPair`], [`Shm`], [`Net`]) with the [`Options`] every channel has → [`Sender`], [`Receiver`], [`Duplex`]; [`Select`] (see [Making channels](#making-channels)) |
 //! | shared memory | [`Shm`]: the same channels over a ring in a sealed memfd, the fastest way between two local processes |
@@ -60,7 +60,7 @@
 //! |---|---|---|
 //! | one way, a stream of messages to one reader | [`channel`] (a pipe) | the lesson's pipe; the cheapest to set up; no descriptors in messages |
 //! | two ways, request and reply | [`duplex`] (a stream socket) | one socket both ways; any message size; descriptors can travel |
-//! | messages that stay whole even with several writer *processes* | `SocketPair::new(Kind::SeqPacket).duplex()` | each message is one atomic datagram (a large one travels in a sealed memfd of its own), and the end of the stream is still reported |
+//! | messages that stay whole even with several writer *processes* | `SocketPair::new(Kind::SeqPacket).duplex()` | each message is one atomic datagram (a large one travels in a memfd, the sender's spill file), and the end of the stream is still reported |
 //! | the lowest latency between two local processes | `Shm::new().duplex()` | a ring in shared memory: no system call per message while both sides are busy |
 //! | a child process born connected | [`Command::channel`] (any program), [`fork`] (a closure), [`task`] (a function) | the child finds its end through `PROCWIRE_FD`, and its death is an error on the channel |
 //! | many workers, one queue | [`Pool`] | crash-isolated worker processes, results in order or as they come |

@@ -409,6 +409,108 @@ fn a_bad_out_of_line_announcement_is_an_error_and_the_channel_goes_on() {
     });
 }
 
+/// The 13-byte announcement of a message in a spill file (wire format
+/// section 3, version 4) for `len` bytes.
+fn spill_announcement(len: u32) -> Vec<u8> {
+    [announcement(len), vec![1]].concat()
+}
+
+/// A spill file: `size` bytes, `payload` at offset 64, sealed with
+/// `seals`.
+fn spill_file(payload: &[u8], size: usize, seals: rustix::fs::SealFlags) -> std::os::fd::OwnedFd {
+    let mut bytes = vec![0u8; size];
+    bytes[64..64 + payload.len()].copy_from_slice(payload);
+    memfd(&bytes, seals)
+}
+
+/// The count of messages read that a spill file holds.
+fn count_read(fd: &std::os::fd::OwnedFd) -> u64 {
+    let mut count = [0u8; 8];
+    rustix::io::pread(fd, &mut count, 0).unwrap();
+    u64::from_le_bytes(count)
+}
+
+#[test]
+fn a_bad_spill_file_announcement_is_an_error_and_the_channel_goes_on() {
+    use rustix::fs::SealFlags;
+    use std::os::fd::AsFd;
+    checked(30, || {
+        let sized = SealFlags::SHRINK | SealFlags::GROW;
+        for kind in [Kind::SeqPacket, Kind::Datagram] {
+            let (a, peer) = procwire::socket_pair(kind).unwrap();
+            let rx: Receiver<ByteBuf> = Options::new()
+                .codec(CodecKind::Raw)
+                .max_frame(1 << 20)
+                .receiver_from(a)
+                .unwrap();
+            let file = tempfile::tempfile().unwrap();
+            let unsealed = spill_file(b"abcd", 68, SealFlags::empty());
+            let short = spill_file(b"abc", 67, sized);
+            let fine = spill_file(b"abcd", 68, sized);
+            let cases: Vec<(Vec<u8>, Vec<std::os::fd::BorrowedFd<'_>>, &str, ErrorKind)> = vec![
+                (
+                    spill_announcement(4),
+                    vec![],
+                    "without its memfd",
+                    ErrorKind::Decode,
+                ),
+                (
+                    [announcement(4), vec![2]].concat(),
+                    vec![fine.as_fd()],
+                    "ending in 1",
+                    ErrorKind::Decode,
+                ),
+                (
+                    spill_announcement(4),
+                    vec![file.as_fd()],
+                    "not a memfd",
+                    ErrorKind::Decode,
+                ),
+                (
+                    spill_announcement(4),
+                    vec![unsealed.as_fd()],
+                    "not sealed against resizing",
+                    ErrorKind::Decode,
+                ),
+                (
+                    spill_announcement(4),
+                    vec![short.as_fd()],
+                    "fewer than the 68 announced",
+                    ErrorKind::Decode,
+                ),
+                (
+                    spill_announcement(2 << 20),
+                    vec![fine.as_fd()],
+                    "exceeds",
+                    ErrorKind::FrameTooLarge,
+                ),
+            ];
+            for (bytes, fds, says, kind_of) in cases {
+                peer.send_with_fds(&bytes, &fds).unwrap();
+                let e = rx.recv_timeout(Duration::from_secs(5)).unwrap_err();
+                assert_eq!(e.kind(), kind_of, "{kind:?}: {e}");
+                assert!(e.to_string().contains(says), "{kind:?}: {e}");
+                peer.send(b"next").unwrap();
+                assert_eq!(&rx.recv().unwrap()[..], b"next");
+            }
+            // Refused or not, a spill file's message is counted as read,
+            // so that its sender may write the file again.
+            assert_eq!(count_read(&short), 1, "{kind:?}");
+            // (Nothing is written into a file that is not sealed as one.)
+            assert_eq!(count_read(&unsealed), 0, "{kind:?}");
+            assert_eq!(count_read(&fine), 1, "{kind:?}: the one too large");
+            // A well-formed one from a foreign peer is a message, counted.
+            let good = spill_file(b"whole", 1000, sized);
+            for n in 1..=3 {
+                peer.send_with_fds(&spill_announcement(5), &[good.as_fd()])
+                    .unwrap();
+                assert_eq!(&rx.recv().unwrap()[..], b"whole");
+                assert_eq!(count_read(&good), n, "{kind:?}");
+            }
+        }
+    });
+}
+
 /// Wire format version 3 (section 3): the empty message travels as an
 /// announcement of length 0 without a memfd, so that an empty SEQPACKET
 /// datagram is the end of stream and no message needs credentials

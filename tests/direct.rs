@@ -436,3 +436,103 @@ fn over_shared_memory_and_datagrams_large_messages_that_end_in_a_byte_string_arr
         }
     });
 }
+
+#[test]
+fn over_message_sockets_a_value_that_encodes_differently_announces_nothing() {
+    checked(60, || {
+        for kind in [Kind::SeqPacket, Kind::Datagram] {
+            let (tx, rx) = procwire::SocketPair::new(kind).channel::<Flaky>().unwrap();
+            let reader = std::thread::spawn(move || {
+                (0..3)
+                    .map(|_| rx.recv_timeout(Duration::from_secs(10)).map(|f| f.got))
+                    .collect::<Vec<_>>()
+            });
+            // Buffered first (nothing large came before), then encoded
+            // straight into the spill file.
+            tx.send(Flaky::new(0, false)).unwrap();
+            tx.send(Flaky::new(0, false)).unwrap();
+            for (step, first) in [(5000, true), (-50, false)] {
+                let e = tx.send(Flaky::new(step, first)).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Encode, "{kind:?}: {e}");
+                assert!(e.to_string().contains("differently"), "{kind:?}: {e}");
+            }
+            tx.send(Flaky::new(0, false)).unwrap();
+            for g in reader.join().unwrap() {
+                assert_eq!(
+                    g.unwrap(),
+                    (BIG, 1000),
+                    "{kind:?}: only whole messages were announced"
+                );
+            }
+        }
+    });
+}
+
+/// The inode of the one spill file this process holds open (a message
+/// socket sender's; receivers close theirs after each message), if one.
+fn spill_file_inode() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if target
+            .to_string_lossy()
+            .starts_with("/memfd:procwire-spill")
+        {
+            assert!(found.is_none(), "two spill files open");
+            found = Some(std::fs::metadata(entry.path()).unwrap().ino());
+        }
+    }
+    found
+}
+
+#[test]
+fn message_sockets_reuse_one_spill_file_and_never_overwrite_an_unread_message() {
+    checked(60, || {
+        let fds = util::fd_count();
+        for codec in CodecKind::ALL.iter().copied() {
+            for kind in [Kind::SeqPacket, Kind::Datagram] {
+                let (tx, rx) = procwire::SocketPair::new(kind)
+                    .options(Options::new().codec(codec))
+                    .channel::<String>()
+                    .unwrap();
+                let text = |i: usize, len: usize| format!("{i}:{}", "x".repeat(len));
+                // One at a time, read before the next: the same file,
+                // written again (the first is encoded into the frame
+                // buffer, the rest straight into the file).
+                tx.send(text(0, 1 << 20)).unwrap();
+                assert_eq!(rx.recv().unwrap(), text(0, 1 << 20));
+                let file = spill_file_inode().expect("a spill file");
+                for (i, len) in [300 << 10, 1 << 20, 700 << 10, 1 << 20]
+                    .into_iter()
+                    .enumerate()
+                {
+                    tx.send(text(i, len)).unwrap();
+                    assert_eq!(rx.recv().unwrap(), text(i, len), "{kind:?}, {codec}");
+                    assert_eq!(
+                        spill_file_inode(),
+                        Some(file),
+                        "{kind:?}, {codec}: a new file"
+                    );
+                }
+                // Several sent before any is read: none is written over.
+                let queued: Vec<String> = (0..5).map(|i| text(i, (1 << 20) - i * 1000)).collect();
+                for t in &queued {
+                    tx.send(t.clone()).unwrap();
+                }
+                for t in &queued {
+                    assert_eq!(&rx.recv().unwrap(), t, "{kind:?}, {codec}: overwritten");
+                }
+                // Larger than the file: a new one, and the message whole.
+                tx.send(text(9, 3 << 20)).unwrap();
+                assert_eq!(rx.recv().unwrap(), text(9, 3 << 20));
+            }
+        }
+        assert_eq!(
+            spill_file_inode(),
+            None,
+            "a spill file outlived its channel"
+        );
+        assert_eq!(util::fd_count(), fds);
+    });
+}

@@ -1,7 +1,7 @@
-"""procwire reference peer for Python: wire format v3 (docs/wire-format.md).
+"""procwire reference peer for Python: wire format v4 (docs/wire-format.md).
 
 It speaks stream sockets (sections 2, 6, 7, 8), which is what a procwire
-parent hands a child; versions 2 and 3 changed only message sockets (section 3).
+parent hands a child; versions 2, 3 and 4 changed only message sockets (section 3).
 
 Standard library plus ``msgpack`` (only for the ``msgpack`` codec).
 
@@ -18,7 +18,7 @@ import os
 import socket
 import struct
 
-VERSION = "3"
+VERSION = "4"
 DEFAULT_MAX_FRAME = 64 << 20
 _HEADER = struct.Struct(">I")  # 4-byte unsigned big-endian length
 

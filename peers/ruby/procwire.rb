@@ -1,4 +1,4 @@
-# procwire reference peer for Ruby: wire format v3 (docs/wire-format.md),
+# procwire reference peer for Ruby: wire format v4 (docs/wire-format.md),
 # written from that document alone.
 #
 # It speaks frames on byte streams (sections 2, 6, 7, 8): the stream socket
@@ -20,7 +20,7 @@ require "json"
 require "socket"
 
 module Procwire
-  VERSION = "3"
+  VERSION = "4"
   DEFAULT_MAX_FRAME = 64 << 20
   # The one reserved prefix (section 2): a heartbeat on tcp://, too large
   # everywhere else.

@@ -392,10 +392,13 @@ impl Pipe {
 /// `SocketPair::new(Kind::Stream).duplex()`.
 ///
 /// On seqpacket and datagram sockets a message over 256 KiB travels out of
-/// line, whole, in a sealed memfd of its own, whose pages the kernel
-/// allocates and frees for every message: a megabyte takes about four times
-/// as long as over a stream socket (`docs/performance.md`). For large
-/// messages, choose a stream, or shared memory.
+/// line, whole, in the sender's spill file: a memfd written again for each
+/// such message once the receiver has read the ones before, so that its
+/// pages are allocated once (up to 64 MiB; a larger message takes a sealed
+/// memfd of its own, whose pages the kernel allocates and frees for it).
+/// A megabyte takes 1.2 to 1.4 times as long as over a stream socket
+/// (`docs/performance.md`); shared memory is faster still. The spill file
+/// stays open (one descriptor) until the sending end closes.
 ///
 /// # Examples
 ///

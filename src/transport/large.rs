@@ -1,6 +1,6 @@
 //! Messages too large for one datagram, on SEQPACKET and DGRAM sockets
-//! (wire format section 3): the payload goes out of line, in a sealed memfd
-//! that travels with a 12-byte announcement, so the message still arrives
+//! (wire format section 3): the payload goes out of line, in a memfd that
+//! travels with a 12- or 13-byte announcement, so the message still arrives
 //! as one atomic datagram, whole or not at all, whatever its size. The same
 //! mechanism carries a shared-memory ring's oversized messages over its side
 //! socket (`shm.rs`).
@@ -10,9 +10,21 @@
 //! end of stream alike, so a procwire sender never sends an empty datagram,
 //! and the receiver needs no credentials on every message to tell them
 //! apart.
+//!
+//! Up to [`SPILL_MAX`] bytes (version 4), the memfd is the sender's *spill
+//! file* ([`Spill`]): sealed against resizing only, written again for the
+//! next large message once its receivers have counted, in the file's first
+//! word, every message spilled into it as read. Its pages are allocated
+//! once, where a fresh memfd per message allocated, and at its close freed,
+//! a megabyte of pages each time (most of a 1 MiB SEQPACKET message's
+//! time, by `perf`). The file still goes with every
+//! announcement: a message needs nothing its receiver kept from another,
+//! so a receiving end sent to another process, or shared by two, reads it
+//! as any other.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
 
 use crate::codec::{self, split::Pieces};
 use crate::error::{Error, ErrorKind, Result};
@@ -22,6 +34,19 @@ use crate::sys;
 pub(crate) const MARKER: [u8; 8] = *b"\xFFpwmemfd";
 /// The announcement: the marker, then the payload's length (u32, big-endian).
 const HEADER: usize = MARKER.len() + 4;
+/// A spill announcement: [`HEADER`], then [`KIND_SPILL`].
+const SPILL_HEADER: usize = HEADER + 1;
+/// The kind byte of an announcement whose memfd is a spill file.
+const KIND_SPILL: u8 = 1;
+/// Where a spill file's payload starts: after the count of messages read
+/// (u64, little-endian, at offset 0) and the rest of a cache line.
+const SPILL_AT: usize = 64;
+/// The largest message that goes in a spill file; a larger one gets a
+/// sealed memfd of its own, so that a spill file never holds more than
+/// this much memory between messages.
+pub(crate) const SPILL_MAX: usize = 64 << 20;
+/// The smallest spill file's payload area.
+const SPILL_MIN: usize = 512 << 10;
 /// The largest payload sent inline: a procwire receiver's datagram buffer
 /// holds this much (plus one byte to tell a longer datagram by MSG_TRUNC).
 pub(crate) const INLINE_MAX: usize = 256 << 10;
@@ -34,12 +59,170 @@ pub(crate) fn must_go_out_of_line(payload: &[u8]) -> bool {
     payload.len() > INLINE_MAX || payload.starts_with(&MARKER) || payload.is_empty()
 }
 
-/// Sends `payload` out of line on the message socket `fd`: a sealed memfd
-/// holding it goes first among the descriptors, the message's own after it.
+/// A message socket sender's spill file: its memfd, the size of its
+/// payload area, how many messages went into it, and the process that made
+/// it (a forked child that inherited the end makes its own rather than
+/// write into its parent's).
+#[derive(Debug)]
+pub(crate) struct Spill {
+    fd: OwnedFd,
+    capacity: usize,
+    spilled: u64,
+    pid: rustix::process::Pid,
+}
+
+impl Spill {
+    /// The spill file to write a `len`-byte message into: the one in
+    /// `slot` if it is this process's, large enough, and every message
+    /// spilled into it has been read; a new one otherwise.
+    fn ready(slot: &mut Option<Spill>, len: usize) -> io::Result<&mut Spill> {
+        let pid = rustix::process::getpid();
+        let reusable = |s: &Spill| {
+            let mut read = [0u8; 8];
+            s.pid == pid
+                && s.capacity >= len
+                && sys::shm::pread_exact(&s.fd, 0, &mut read).is_ok()
+                && u64::from_le_bytes(read) == s.spilled
+        };
+        if !slot.as_ref().is_some_and(reusable) {
+            let capacity = len.next_power_of_two().clamp(SPILL_MIN, SPILL_MAX);
+            let fd = sys::shm::sized_memfd("procwire-spill", SPILL_AT + capacity)?;
+            *slot = Some(Spill {
+                fd,
+                capacity,
+                spilled: 0,
+                pid,
+            });
+        }
+        Ok(slot.as_mut().expect("filled above"))
+    }
+}
+
+/// Encodes a `len`-byte message (over the inline limit, at most
+/// [`SPILL_MAX`]) straight into the spill file in `spill` with `fill`,
+/// which writes to the payload's start, then sends its announcement: the
+/// payload goes from the caller's memory into the file, with no frame
+/// buffer between. `Ok(Err)` if the value does not encode, or encodes to
+/// other than `len` bytes (`differently`): nothing is announced, and the
+/// bytes written are no message's. An error from the send (`WouldBlock`
+/// when the socket has no room) leaves nothing announced either.
+pub(crate) fn send_with(
+    fd: BorrowedFd<'_>,
+    spill: &Mutex<Option<Spill>>,
+    len: usize,
+    fill: impl FnOnce(&mut dyn io::Write) -> Result<()>,
+    differently: impl FnOnce() -> Error,
+) -> io::Result<Result<()>> {
+    let announced = u32::try_from(len)
+        .ok()
+        .filter(|_| len <= SPILL_MAX)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a spill file's message"))?;
+    let mut slot = spill.lock().unwrap_or_else(|p| p.into_inner());
+    let file = Spill::ready(&mut slot, len)?;
+    let mut w = PwriteAt {
+        fd: &file.fd,
+        at: SPILL_AT,
+        left: len,
+        pending: Vec::with_capacity(PIECE),
+        failed: None,
+    };
+    let filled = fill(&mut w);
+    let _ = w.put(None);
+    if let Some(e) = w.failed.take() {
+        return Err(e);
+    }
+    match filled {
+        Ok(()) if w.left == 0 => {}
+        Ok(()) => return Ok(Err(differently())),
+        Err(_) if w.left == usize::MAX => return Ok(Err(differently())),
+        Err(e) => return Ok(Err(e)),
+    }
+    let mut header = [0u8; SPILL_HEADER];
+    header[..MARKER.len()].copy_from_slice(&MARKER);
+    header[MARKER.len()..HEADER].copy_from_slice(&announced.to_be_bytes());
+    header[HEADER] = KIND_SPILL;
+    let sent = sys::send(fd, &[IoSlice::new(&header)], &[file.fd.as_fd()], true)?;
+    debug_assert_eq!(sent, SPILL_HEADER, "a datagram is sent whole");
+    file.spilled += 1;
+    Ok(Ok(()))
+}
+
+/// A slice at least this long is written into the spill file from where
+/// it lies; shorter ones are gathered first.
+const PIECE: usize = 2 << 10;
+
+/// Writes into a file from offset `at`, with pwrite(2): up to `left`
+/// bytes (past them, `left` becomes `usize::MAX` and the write fails).
+struct PwriteAt<'a> {
+    fd: &'a OwnedFd,
+    at: usize,
+    left: usize,
+    pending: Vec<u8>,
+    /// Why a pwrite failed.
+    failed: Option<io::Error>,
+}
+
+impl PwriteAt<'_> {
+    /// Writes `data` (the pending pieces if `None`) at the file's offset;
+    /// a failure is kept in `failed`, for the send to report as its own.
+    fn put(&mut self, data: Option<&[u8]>) -> io::Result<()> {
+        let r = match data {
+            Some(data) => {
+                self.at += data.len();
+                sys::shm::pwrite_all(self.fd, self.at - data.len(), data)
+            }
+            None => {
+                let r = sys::shm::pwrite_all(self.fd, self.at, &self.pending);
+                self.at += self.pending.len();
+                self.pending.clear();
+                r
+            }
+        };
+        r.map_err(|e| {
+            self.failed = Some(e);
+            io::Error::other("writing the spill file failed")
+        })
+    }
+}
+
+impl io::Write for PwriteAt<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let Some(left) = self
+            .left
+            .checked_sub(data.len())
+            .filter(|_| self.left != usize::MAX)
+        else {
+            self.left = usize::MAX;
+            return Err(io::Error::other(
+                "the value encoded to more bytes than it did a moment before",
+            ));
+        };
+        self.left = left;
+        if data.len() < PIECE {
+            crate::bytes::extend(&mut self.pending, data);
+            if self.pending.len() >= PIECE {
+                self.put(None)?;
+            }
+            return Ok(data.len());
+        }
+        self.put(None)?;
+        self.put(Some(data))?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends `payload` out of line on the message socket `fd`: a memfd holding
+/// it (the spill file in `spill` up to [`SPILL_MAX`], a sealed one of its
+/// own above) goes first among the descriptors, the message's own after it.
 pub(crate) fn send(
     fd: BorrowedFd<'_>,
     payload: &[u8],
     fds: &[BorrowedFd<'_>],
+    spill: &Mutex<Option<Spill>>,
 ) -> io::Result<usize> {
     if fds.len() >= sys::MAX_FDS {
         return Err(io::Error::new(
@@ -56,9 +239,26 @@ pub(crate) fn send(
         .ok()
         .filter(|&l| l != u32::MAX)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a message over 4 GiB"))?;
-    let mut header = [0u8; HEADER];
+    let mut header = [0u8; SPILL_HEADER];
     header[..MARKER.len()].copy_from_slice(&MARKER);
-    header[MARKER.len()..].copy_from_slice(&len.to_be_bytes());
+    header[MARKER.len()..HEADER].copy_from_slice(&len.to_be_bytes());
+    header[HEADER] = KIND_SPILL;
+    if (1..=SPILL_MAX).contains(&payload.len()) {
+        // (A poisoned lock only means a send panicked: the file's count
+        // still says whether it may be written.)
+        let mut slot = spill.lock().unwrap_or_else(|p| p.into_inner());
+        let file = Spill::ready(&mut slot, payload.len())?;
+        sys::shm::pwrite_all(&file.fd, SPILL_AT, payload)?;
+        let all: Vec<BorrowedFd<'_>> = std::iter::once(file.fd.as_fd())
+            .chain(fds.iter().copied())
+            .collect();
+        let sent = sys::send(fd, &[IoSlice::new(&header)], &all, true)?;
+        debug_assert_eq!(sent, SPILL_HEADER, "a datagram is sent whole");
+        // Counted once sent: a send that found no room is made again.
+        file.spilled += 1;
+        return Ok(payload.len());
+    }
+    let header = &header[..HEADER];
     // The empty message needs no memfd: its announcement is all of it.
     let memfd = (len > 0)
         .then(|| sys::shm::memfd_with(payload))
@@ -75,7 +275,7 @@ pub(crate) fn send(
         }
         None => fds,
     };
-    let sent = sys::send(fd, &[IoSlice::new(&header)], all, true)?;
+    let sent = sys::send(fd, &[IoSlice::new(header)], all, true)?;
     debug_assert_eq!(sent, HEADER, "a datagram is sent whole");
     Ok(payload.len())
 }
@@ -99,29 +299,64 @@ pub(crate) fn receive(
             format!("a malformed out-of-line message (wire format section 3): {what}"),
         )
     };
-    let Ok(len) = <[u8; 4]>::try_from(&announcement[MARKER.len().min(announcement.len())..]) else {
-        return Err(bad(format!(
-            "a datagram that starts with the marker must be {HEADER} bytes, not {}",
-            announcement.len()
-        )));
+    let spilled = match announcement.get(HEADER..) {
+        Some([]) => false,
+        Some([KIND_SPILL]) => true,
+        _ => {
+            return Err(bad(format!(
+                "a datagram that starts with the marker must be {HEADER} bytes, or \
+                 {SPILL_HEADER} ending in {KIND_SPILL}; this one has {} ({:02X?})",
+                announcement.len(),
+                &announcement[..announcement.len().min(16)]
+            )));
+        }
     };
-    let len = u32::from_be_bytes(len) as usize;
-    if len == 0 {
+    let len = u32::from_be_bytes(
+        announcement[MARKER.len()..HEADER]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    let len = len as usize;
+    if len == 0 && !spilled {
         return Ok((None, 0, fds));
     }
     if fds.is_empty() {
         return Err(bad("the announcement came without its memfd".into()));
     }
     let memfd = fds.remove(0);
-    if len > max {
-        return Err(Error::too_large(
+    let sealed = if spilled {
+        sys::shm::check_spill_seals(&memfd)
+    } else {
+        Ok(())
+    };
+    let read = if len > max {
+        Err(Error::too_large(
             len as u64,
             max,
             "the message was discarded; raise the receiver's `max_frame`",
-        ));
+        ))
+    } else if spilled {
+        sealed
+            .as_ref()
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()))
+            .and_then(|()| sys::shm::check_spill_size(&memfd, SPILL_AT + len))
+            .and_then(|()| read_memfd_at(&memfd, SPILL_AT, len, out, split))
+            .map_err(|e| bad(e.to_string()))
+    } else {
+        read_memfd(&memfd, len, out, split).map_err(|e| bad(e.to_string()))
+    };
+    if spilled && sealed.is_ok() {
+        // Read (or refused): the sender may write the file again once
+        // every message in it is counted. (Counts two readers make at
+        // once may lose one: the sender then makes a new file, no worse.
+        // Nothing is written into a descriptor that is no spill file.)
+        let mut count = [0u8; 8];
+        if sys::shm::pread_exact(&memfd, 0, &mut count).is_ok() {
+            let count = u64::from_le_bytes(count).wrapping_add(1);
+            let _ = sys::shm::pwrite_all(&memfd, 0, &count.to_le_bytes());
+        }
     }
-    let pieces = read_memfd(&memfd, len, out, split).map_err(|e| bad(e.to_string()))?;
-    Ok((pieces, len, fds))
+    Ok((read?, len, fds))
 }
 
 /// Reads the `len`-byte payload of a memfd received from a peer (only if
@@ -135,10 +370,21 @@ pub(crate) fn read_memfd(
     split: bool,
 ) -> io::Result<Option<Pieces>> {
     sys::shm::check_memfd(memfd, len)?;
+    read_memfd_at(memfd, 0, len, out, split)
+}
+
+/// [`read_memfd`] of a payload at offset `at` of a memfd already checked.
+fn read_memfd_at(
+    memfd: &OwnedFd,
+    at: usize,
+    len: usize,
+    out: &mut Vec<u8>,
+    split: bool,
+) -> io::Result<Option<Pieces>> {
     let mut first = [0u8; codec::split::FIRST];
     let first = &mut first[..len.min(codec::split::FIRST)];
     let guessed = if split && len >= codec::split::TAIL_MIN {
-        sys::shm::pread_exact(memfd, 0, first)?;
+        sys::shm::pread_exact(memfd, at, first)?;
         codec::split::guess(first, len)
     } else {
         None
@@ -147,12 +393,12 @@ pub(crate) fn read_memfd(
     if out.len() < head {
         out.resize(head, 0);
     }
-    sys::shm::pread_exact(memfd, 0, &mut out[..head])?;
+    sys::shm::pread_exact(memfd, at, &mut out[..head])?;
     let Some((claim_at, tail_at)) = guessed else {
         return Ok(None);
     };
     let mut tail = Vec::new();
-    sys::pread_spare(memfd.as_fd(), tail_at, len - tail_at, &mut tail)?;
+    sys::pread_spare(memfd.as_fd(), at + tail_at, len - tail_at, &mut tail)?;
     Ok(Some(Pieces {
         head: tail_at,
         claim_at,

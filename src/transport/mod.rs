@@ -46,7 +46,10 @@ pub(crate) trait Watched: Send + Sync + std::fmt::Debug {
     fn fate(&self, status: std::process::ExitStatus) -> String;
 }
 
-pub(crate) use large::{INLINE_MAX, MARKER as OUT_OF_LINE_MARKER, receive as receive_out_of_line};
+pub(crate) use large::{
+    INLINE_MAX, MARKER as OUT_OF_LINE_MARKER, SPILL_MAX as DATAGRAM_SPILL_MAX,
+    receive as receive_out_of_line,
+};
 #[cfg(feature = "tcp")]
 pub(crate) use session::Session;
 pub(crate) use shm::RingParts;
@@ -136,6 +139,9 @@ pub(crate) struct Conn {
     plain_nonblocking: std::sync::atomic::AtomicBool,
     /// Whether this end refuses descriptors ([`Conn::refuse_descriptors`]).
     refusal: Refusal,
+    /// A message socket's spill file for large messages (`large`), made
+    /// at the first.
+    spill: std::sync::Mutex<Option<large::Spill>>,
 }
 
 /// Whether a Unix socket end takes descriptors
@@ -243,6 +249,7 @@ impl Conn {
             shared,
             plain_nonblocking: std::sync::atomic::AtomicBool::new(false),
             refusal: Refusal::Off,
+            spill: std::sync::Mutex::new(None),
         }
     }
 
@@ -385,7 +392,7 @@ impl Conn {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "a message of {} travels out of line, in a memfd of its own (over {} on a \
+                    "a message of {} travels out of line, in a memfd (over {} on a \
                      datagram socket, or starting with the out-of-line marker), which a channel \
                      built with Options::descriptors(false) cannot carry; use a stream socket \
                      or allow descriptors",
@@ -394,7 +401,27 @@ impl Conn {
                 ),
             ));
         }
-        large::send(self.fd.as_fd(), bytes, fds)
+        large::send(self.fd.as_fd(), bytes, fds, &self.spill)
+    }
+
+    /// A large message (over the inline limit, up to the spill file's
+    /// largest) on a message socket, encoded by `fill` straight into the
+    /// sender's spill file and announced (`large::send_with`, whose
+    /// results these are). Never blocks: `WouldBlock` when the socket has
+    /// no room for the announcement.
+    pub(crate) fn spill_with(
+        &self,
+        len: usize,
+        fill: impl FnOnce(&mut dyn io::Write) -> Result<()>,
+        differently: impl FnOnce() -> Error,
+    ) -> io::Result<Result<()>> {
+        if !matches!(self.flavor, Flavor::Datagram | Flavor::SeqPacket) || !self.carries_fds() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "only a message socket that carries descriptors has a spill file",
+            ));
+        }
+        large::send_with(self.fd.as_fd(), &self.spill, len, fill, differently)
     }
 
     /// Writes the start of `bufs` on a byte stream (a frame written in

@@ -25,7 +25,7 @@ use crate::channel::gate::Wait;
 use crate::error::{Error, ErrorKind, Result};
 use crate::frame::Outgoing;
 use crate::sys;
-use crate::transport::Transport;
+use crate::transport::{DATAGRAM_SPILL_MAX, INLINE_MAX, Transport};
 
 /// How long a frame must be for this path on `transport`; a frame at least
 /// this long also makes the sender's next send try it.
@@ -43,6 +43,8 @@ use crate::transport::Transport;
 pub(super) fn large(transport: Transport) -> usize {
     match transport {
         Transport::Shm => 4 << 10,
+        // Only a message that travels out of line, in the spill file.
+        Transport::Datagram | Transport::SeqPacket => INLINE_MAX + 1,
         _ => 16 << 10,
     }
 }
@@ -168,8 +170,13 @@ pub(super) fn send(
     if counted.is_err() || !fds.is_empty() || len < core.large_from || len > core.max_frame {
         return None;
     }
-    if core.conn.transport() == Transport::Shm {
-        return into_ring(core, wait, payload, len);
+    match core.conn.transport() {
+        Transport::Shm => return into_ring(core, wait, payload, len),
+        Transport::Datagram | Transport::SeqPacket if len <= DATAGRAM_SPILL_MAX => {
+            return Some(into_spill_file(core, wait, payload, len));
+        }
+        Transport::Datagram | Transport::SeqPacket => return None,
+        _ => {}
     }
     let mut w = Direct {
         core,
@@ -243,6 +250,32 @@ fn into_ring(
                 Err(e) => return Some(Err(e)),
             },
             Err(e) => return Some(Err(core.write_error(e, wait))),
+        }
+    }
+}
+
+/// A message socket's send of a message that travels out of line: the
+/// value encoded straight into the sender's spill file, then announced
+/// (`transport::large`). A value that encodes differently the second time
+/// announces nothing.
+fn into_spill_file(core: &SendCore, wait: Wait, payload: &impl Payload, len: usize) -> Result<()> {
+    loop {
+        let fill = |w: &mut dyn io::Write| {
+            let (r, fds) = crate::fd::collecting(0, || payload.write_to(core.codec, w));
+            if fds.is_empty() {
+                r
+            } else {
+                Err(differently())
+            }
+        };
+        match core.conn.spill_with(len, fill, differently) {
+            Ok(r) => return r,
+            Err(e) if sys::would_block(&e) => match core.await_room(wait) {
+                Ok(true) => {}
+                Ok(false) => return Err(super::not_now(wait)),
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(core.write_error(e, wait)),
         }
     }
 }

@@ -113,7 +113,8 @@ impl SendCore {
             && match self.conn.transport() {
                 Transport::Pipe | Transport::Stream => matches!(wait, Wait::Block),
                 Transport::Shm => true,
-                _ => false,
+                Transport::Datagram | Transport::SeqPacket => self.conn.carries_fds(),
+                Transport::Tcp => false,
             }
             && let Some(sent) = direct::send(self, out, wait, payload)
         {
