@@ -28,8 +28,11 @@ use crate::wire::Any;
 /// tap never allocates what a peer claims).
 const SHOW_MAX: usize = 64 << 20;
 /// The 8-byte marker of a message sent out of line in a memfd (wire format
-/// section 3), followed by its length.
+/// section 3), followed by its length, and in a spill file's announcement
+/// (version 4) by the kind byte [`SPILL`].
 const OUT_OF_LINE: [u8; 8] = [0xFF, 0x70, 0x77, 0x6D, 0x65, 0x6D, 0x66, 0x64];
+/// The kind byte of a message in the sender's spill file.
+const SPILL: u8 = 1;
 
 /// Where the messages are printed, and how payloads are shown.
 struct Show {
@@ -152,11 +155,16 @@ fn relay(from: &Socket, to: &Socket, dir: &str, show: &Show) -> io::Result<()> {
             }
         } else {
             let m = &buf[..n];
-            if n == 12 && m.starts_with(&OUT_OF_LINE) {
+            let kind = match m.get(12..) {
+                Some([]) => Some("a memfd"),
+                Some([SPILL]) => Some("the sender's spill file"),
+                _ => None,
+            };
+            if let Some(kind) = kind.filter(|_| m.starts_with(&OUT_OF_LINE)) {
                 let len = u32::from_be_bytes([m[8], m[9], m[10], m[11]]);
                 show.line(
                     dir,
-                    &format!("{len} B out of line, in a memfd{}", fds_note(fds.len())),
+                    &format!("{len} B out of line, in {kind}{}", fds_note(fds.len())),
                 );
             } else {
                 show.message(dir, m, fds.len());

@@ -191,8 +191,8 @@ fn the_tap_ends_as_its_command_does_by_a_signal_too() {
 }
 
 /// On a SEQPACKET socket the tap relays whole datagrams, a message too
-/// large for one going out of line in a memfd (passed through like any
-/// descriptor): 2,000 mixed messages, the same checks.
+/// large for one going out of line in the sender's spill file (passed
+/// through like any descriptor): 2,000 mixed messages, the same checks.
 #[test]
 fn a_seqpacket_channel_passes_the_tap_with_its_out_of_line_messages() {
     let dir = tempfile::tempdir().unwrap();
@@ -207,7 +207,9 @@ fn a_seqpacket_channel_passes_the_tap_with_its_out_of_line_messages() {
     let log = std::fs::read_to_string(&out).unwrap();
     // Messages 0, 997 and 1994 are 1 MiB: out of line, each way.
     assert_eq!(
-        log.lines().filter(|l| l.contains("out of line")).count(),
+        log.lines()
+            .filter(|l| l.contains(" B out of line, in the sender's spill file +"))
+            .count(),
         6,
         "{log:.400}"
     );
