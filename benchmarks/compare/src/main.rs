@@ -426,6 +426,12 @@ fn main() {
     ));
     rows.push((
         "1 MiB bytes",
+        "procwire seqpacket (ByteBuf)",
+        procwire_bytes(1 << 20, Some(Kind::SeqPacket), 0),
+        raw1m,
+    ));
+    rows.push((
+        "1 MiB bytes",
         "procwire shm (ByteBuf)",
         procwire_bytes(1 << 20, None, 0),
         raw1m,
