@@ -96,6 +96,41 @@ impl Spill {
         }
         Ok(slot.as_mut().expect("filled above"))
     }
+
+    /// Sends the announcement of the `len`-byte message just written into
+    /// this file, the file first among the descriptors and `fds` after
+    /// it, and counts the message once it went (a send that found no room
+    /// is made again, writing the file again).
+    fn announce(&mut self, fd: BorrowedFd<'_>, len: u32, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let mut header = [0u8; SPILL_HEADER];
+        header[..HEADER].copy_from_slice(&announcement(len));
+        header[HEADER] = KIND_SPILL;
+        let all = led_by(self.fd.as_fd(), fds);
+        let sent = sys::send(fd, &[IoSlice::new(&header)], &all, true)?;
+        debug_assert_eq!(sent, SPILL_HEADER, "a datagram is sent whole");
+        self.spilled += 1;
+        Ok(())
+    }
+}
+
+/// The descriptors of a message out of line: its memfd first, then the
+/// message's own.
+fn led_by<'a>(memfd: BorrowedFd<'a>, fds: &[BorrowedFd<'a>]) -> Vec<BorrowedFd<'a>> {
+    std::iter::once(memfd).chain(fds.iter().copied()).collect()
+}
+
+/// The 12 bytes that announce a `len`-byte message out of line.
+fn announcement(len: u32) -> [u8; HEADER] {
+    let mut header = [0u8; HEADER];
+    header[..MARKER.len()].copy_from_slice(&MARKER);
+    header[MARKER.len()..].copy_from_slice(&len.to_be_bytes());
+    header
+}
+
+/// The spill file lock's content (a poisoned lock only means a send
+/// panicked: the file's count still says whether it may be written).
+fn spill_slot(spill: &Mutex<Option<Spill>>) -> std::sync::MutexGuard<'_, Option<Spill>> {
+    spill.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Encodes a `len`-byte message (over the inline limit, at most
@@ -117,7 +152,7 @@ pub(crate) fn send_with(
         .ok()
         .filter(|_| len <= SPILL_MAX)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a spill file's message"))?;
-    let mut slot = spill.lock().unwrap_or_else(|p| p.into_inner());
+    let mut slot = spill_slot(spill);
     let file = Spill::ready(&mut slot, len)?;
     let mut w = PwriteAt {
         fd: &file.fd,
@@ -137,13 +172,7 @@ pub(crate) fn send_with(
         Err(_) if w.left == usize::MAX => return Ok(Err(differently())),
         Err(e) => return Ok(Err(e)),
     }
-    let mut header = [0u8; SPILL_HEADER];
-    header[..MARKER.len()].copy_from_slice(&MARKER);
-    header[MARKER.len()..HEADER].copy_from_slice(&announced.to_be_bytes());
-    header[HEADER] = KIND_SPILL;
-    let sent = sys::send(fd, &[IoSlice::new(&header)], &[file.fd.as_fd()], true)?;
-    debug_assert_eq!(sent, SPILL_HEADER, "a datagram is sent whole");
-    file.spilled += 1;
+    file.announce(fd, announced, &[])?;
     Ok(Ok(()))
 }
 
@@ -239,26 +268,13 @@ pub(crate) fn send(
         .ok()
         .filter(|&l| l != u32::MAX)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a message over 4 GiB"))?;
-    let mut header = [0u8; SPILL_HEADER];
-    header[..MARKER.len()].copy_from_slice(&MARKER);
-    header[MARKER.len()..HEADER].copy_from_slice(&len.to_be_bytes());
-    header[HEADER] = KIND_SPILL;
     if (1..=SPILL_MAX).contains(&payload.len()) {
-        // (A poisoned lock only means a send panicked: the file's count
-        // still says whether it may be written.)
-        let mut slot = spill.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = spill_slot(spill);
         let file = Spill::ready(&mut slot, payload.len())?;
         sys::shm::pwrite_all(&file.fd, SPILL_AT, payload)?;
-        let all: Vec<BorrowedFd<'_>> = std::iter::once(file.fd.as_fd())
-            .chain(fds.iter().copied())
-            .collect();
-        let sent = sys::send(fd, &[IoSlice::new(&header)], &all, true)?;
-        debug_assert_eq!(sent, SPILL_HEADER, "a datagram is sent whole");
-        // Counted once sent: a send that found no room is made again.
-        file.spilled += 1;
+        file.announce(fd, len, fds)?;
         return Ok(payload.len());
     }
-    let header = &header[..HEADER];
     // The empty message needs no memfd: its announcement is all of it.
     let memfd = (len > 0)
         .then(|| sys::shm::memfd_with(payload))
@@ -268,14 +284,12 @@ pub(crate) fn send(
     let all: Vec<BorrowedFd<'_>>;
     let all = match &memfd {
         Some(m) => {
-            all = std::iter::once(m.as_fd())
-                .chain(fds.iter().copied())
-                .collect();
+            all = led_by(m.as_fd(), fds);
             &all[..]
         }
         None => fds,
     };
-    let sent = sys::send(fd, &[IoSlice::new(header)], all, true)?;
+    let sent = sys::send(fd, &[IoSlice::new(&announcement(len))], all, true)?;
     debug_assert_eq!(sent, HEADER, "a datagram is sent whole");
     Ok(payload.len())
 }
