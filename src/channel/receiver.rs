@@ -18,7 +18,7 @@ use crate::frame::{Frame, FrameDecoder};
 use crate::shm::Record as ShmRecord;
 use crate::sys::{self, Interest};
 use crate::transport::{
-    Conn, INLINE_MAX, OUT_OF_LINE_MARKER, Transport, Waited, receive_out_of_line,
+    Conn, INLINE_MAX, OUT_OF_LINE_MARKER, SpillMapping, Transport, Waited, receive_out_of_line,
 };
 
 mod borrowed;
@@ -122,6 +122,9 @@ struct Incoming {
     /// A large frame whose trailing byte string is being read into its own
     /// buffer; the decoder holds the frame's first bytes meanwhile.
     direct: Option<Direct>,
+    /// The mapping of the spill file the last large message on a message
+    /// socket came in (`transport::large`).
+    spill: Option<SpillMapping>,
 }
 
 /// A large frame read straight into the buffer of its trailing byte string
@@ -305,6 +308,7 @@ impl RecvCore {
                 eof: false,
                 drained: false,
                 direct: None,
+                spill: None,
             }),
             said: AtomicU8::new(0),
         })
@@ -584,6 +588,7 @@ impl RecvCore {
                             self.max_frame,
                             &mut out,
                             split.is_some(),
+                            &mut inc.spill,
                         )?;
                         return match pieces {
                             Some(pieces) => Split::of(&out, pieces).take(fds, f, split),

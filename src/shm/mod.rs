@@ -506,17 +506,10 @@ impl Reader {
                 spill.len()
             )));
         }
-        if split
-            && len >= codec::split::TAIL_MIN
-            && let Some(found) = read_split(spill, 0, len, out)
-        {
-            return Ok(found);
-        }
-        if out.len() < len {
-            out.resize(len, 0);
-        }
-        spill.read(0, &mut out[..len]);
-        Ok(Record::Inline(len))
+        Ok(match copy_out(spill, 0, len, out, split) {
+            Some(pieces) => Record::Split(pieces),
+            None => Record::Inline(len),
+        })
     }
 
     /// Done with a spilled message (read, or refused): the writer may
@@ -742,6 +735,31 @@ pub(crate) enum Record {
     OutOfLine(usize, Outside),
     /// A large message in two pieces, the first in the caller's buffer.
     Split(codec::split::Pieces),
+}
+
+/// Copies the `len`-byte payload at `at` in `region` (in range: checked
+/// by the caller) out of it: with `split`, a large one that ends in a byte
+/// string in two [`Pieces`](codec::split::Pieces) (its first bytes into
+/// `out`, the string into a buffer of its own); otherwise whole into
+/// `out` (`None`).
+pub(crate) fn copy_out(
+    region: &Region,
+    at: usize,
+    len: usize,
+    out: &mut Vec<u8>,
+    split: bool,
+) -> Option<codec::split::Pieces> {
+    if split
+        && len >= codec::split::TAIL_MIN
+        && let Some(Record::Split(pieces)) = read_split(region, at, len, out)
+    {
+        return Some(pieces);
+    }
+    if out.len() < len {
+        out.resize(len, 0);
+    }
+    region.read(at, &mut out[..len]);
+    None
 }
 
 /// The `len`-byte payload at `at` in `region` (a ring or a spill file) as

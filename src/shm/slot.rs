@@ -21,7 +21,18 @@ pub(crate) struct Slot<'a> {
     overran: bool,
 }
 
-impl Slot<'_> {
+impl<'a> Slot<'a> {
+    /// `room` bytes of `region` from `at`, to be written in place (a
+    /// message socket's spill file, `transport::large`).
+    pub(crate) fn new(region: &'a Region, at: usize, room: usize) -> Slot<'a> {
+        Slot {
+            region,
+            at,
+            room,
+            overran: false,
+        }
+    }
+
     /// What was written against the length reserved: `Equal` when exactly
     /// it, `Less` when short of it, `Greater` when a write tried to pass it.
     pub(crate) fn written(&self) -> std::cmp::Ordering {

@@ -54,7 +54,17 @@ impl Region {
     /// # References
     /// - memfd_create(2), ftruncate(2), fcntl(2) (`F_ADD_SEALS`), mmap(2)
     pub(crate) fn create(len: usize) -> io::Result<Region> {
-        Region::map(sized_memfd("procwire-shm", len)?, len)
+        Region::create_named("procwire-shm", len)
+    }
+
+    /// [`create`](Region::create), the memfd named `name` (as
+    /// `/proc/PID/fd` shows it).
+    pub(crate) fn create_named(name: &str, len: usize) -> io::Result<Region> {
+        let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+            .map_err(io)?;
+        rustix::fs::ftruncate(&fd, len as u64).map_err(io)?;
+        rustix::fs::fcntl_add_seals(&fd, SEALS).map_err(io)?;
+        Region::map(fd, len)
     }
 
     /// Maps a region received from a peer: only if it is sealed against
@@ -244,20 +254,6 @@ impl AsFd for Region {
     }
 }
 
-/// A memfd of `len` bytes (zeros), sealed against resizing but not
-/// writing: a ring, or a spill file written again for message after
-/// message.
-///
-/// # References
-/// - memfd_create(2), ftruncate(2), fcntl(2) (`F_ADD_SEALS`)
-pub(crate) fn sized_memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
-    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-        .map_err(io)?;
-    rustix::fs::ftruncate(&fd, len as u64).map_err(io)?;
-    rustix::fs::fcntl_add_seals(&fd, SEALS).map_err(io)?;
-    Ok(fd)
-}
-
 /// A sealed memfd holding `bytes`, written with pwrite(2): no mapping, so
 /// no page fault per page and no unmap (both dominate for a one-off copy).
 ///
@@ -269,21 +265,12 @@ pub(crate) fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
         MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
     )
     .map_err(io)?;
-    pwrite_all(&fd, 0, bytes)?;
+    let mut at = 0;
+    while at < bytes.len() {
+        at += rustix::io::pwrite(&fd, &bytes[at..], at as u64).map_err(io)?;
+    }
     rustix::fs::fcntl_add_seals(&fd, SEALS | SealFlags::WRITE).map_err(io)?;
     Ok(fd)
-}
-
-/// Writes all of `bytes` into `fd` from offset `at`.
-///
-/// # References
-/// - pwrite(2)
-pub(crate) fn pwrite_all(fd: &OwnedFd, at: usize, bytes: &[u8]) -> io::Result<()> {
-    let mut done = 0;
-    while done < bytes.len() {
-        done += rustix::io::pwrite(fd, &bytes[done..], (at + done) as u64).map_err(io)?;
-    }
-    Ok(())
 }
 
 /// Checks that a spill file received from a peer is a memfd sealed
@@ -303,22 +290,6 @@ pub(crate) fn check_spill_seals(fd: &OwnedFd) -> io::Result<()> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "the spill file is not sealed against resizing",
-        ));
-    }
-    Ok(())
-}
-
-/// Checks that a [sealed](check_spill_seals) spill file holds at least
-/// `len` bytes.
-///
-/// # References
-/// - fstat(2)
-pub(crate) fn check_spill_size(fd: &OwnedFd, len: usize) -> io::Result<()> {
-    let size = rustix::fs::fstat(fd).map_err(io)?.st_size;
-    if size < len as i64 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("the spill file has {size} bytes, fewer than the {len} announced"),
         ));
     }
     Ok(())

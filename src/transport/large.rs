@@ -22,13 +22,17 @@
 //! so a receiving end sent to another process, or shared by two, reads it
 //! as any other.
 
+use std::cmp::Ordering as CmpOrdering;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 use crate::codec::{self, split::Pieces};
 use crate::error::{Error, ErrorKind, Result};
+use crate::shm::Slot;
 use crate::sys;
+use crate::sys::shm::Region;
 
 /// The first eight bytes of an announcement: `0xFF` then `pwmemfd`.
 pub(crate) const MARKER: [u8; 8] = *b"\xFFpwmemfd";
@@ -59,13 +63,13 @@ pub(crate) fn must_go_out_of_line(payload: &[u8]) -> bool {
     payload.len() > INLINE_MAX || payload.starts_with(&MARKER) || payload.is_empty()
 }
 
-/// A message socket sender's spill file: its memfd, the size of its
-/// payload area, how many messages went into it, and the process that made
-/// it (a forked child that inherited the end makes its own rather than
-/// write into its parent's).
+/// A message socket sender's spill file, mapped: the size of its payload
+/// area, how many messages went into it, and the process that made it (a
+/// forked child that inherited the end makes its own rather than write
+/// into its parent's).
 #[derive(Debug)]
 pub(crate) struct Spill {
-    fd: OwnedFd,
+    region: Region,
     capacity: usize,
     spilled: u64,
     pid: rustix::process::Pid,
@@ -78,17 +82,14 @@ impl Spill {
     fn ready(slot: &mut Option<Spill>, len: usize) -> io::Result<&mut Spill> {
         let pid = rustix::process::getpid();
         let reusable = |s: &Spill| {
-            let mut read = [0u8; 8];
             s.pid == pid
                 && s.capacity >= len
-                && sys::shm::pread_exact(&s.fd, 0, &mut read).is_ok()
-                && u64::from_le_bytes(read) == s.spilled
+                && s.region.u64_at(0).load(Ordering::Acquire) == s.spilled
         };
         if !slot.as_ref().is_some_and(reusable) {
             let capacity = len.next_power_of_two().clamp(SPILL_MIN, SPILL_MAX);
-            let fd = sys::shm::sized_memfd("procwire-spill", SPILL_AT + capacity)?;
             *slot = Some(Spill {
-                fd,
+                region: Region::create_named("procwire-spill", SPILL_AT + capacity)?,
                 capacity,
                 spilled: 0,
                 pid,
@@ -105,12 +106,53 @@ impl Spill {
         let mut header = [0u8; SPILL_HEADER];
         header[..HEADER].copy_from_slice(&announcement(len));
         header[HEADER] = KIND_SPILL;
-        let all = led_by(self.fd.as_fd(), fds);
+        let all = led_by(self.region.fd().as_fd(), fds);
         let sent = sys::send(fd, &[IoSlice::new(&header)], &all, true)?;
         debug_assert_eq!(sent, SPILL_HEADER, "a datagram is sent whole");
         self.spilled += 1;
         Ok(())
     }
+}
+
+/// A receiver's mapping of the spill file it read from last, kept while
+/// the sender goes on sending that file (known by its device and inode:
+/// the mapping holds the file open, so they cannot be another's).
+#[derive(Debug)]
+pub(crate) struct Mapped {
+    id: (u64, u64),
+    region: Region,
+}
+
+/// The mapping of the spill file `memfd`: the one in `cache` if it is that
+/// file, otherwise a new one, which replaces it (only if sealed against
+/// resizing, and between [`SPILL_AT`] and `SPILL_AT + SPILL_MAX` bytes).
+fn mapped(cache: &mut Option<Mapped>, memfd: OwnedFd) -> io::Result<&Region> {
+    sys::shm::check_spill_seals(&memfd)?;
+    let st = rustix::fs::fstat(&memfd)?;
+    let id = (st.st_dev, st.st_ino);
+    if !cache
+        .as_ref()
+        .is_some_and(|m| m.id == id && m.region.len() as i64 == st.st_size)
+    {
+        let size = usize::try_from(st.st_size)
+            .ok()
+            .filter(|s| (SPILL_AT..=SPILL_AT + SPILL_MAX).contains(s))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the spill file has {} bytes, not {SPILL_AT} to {}",
+                        st.st_size,
+                        SPILL_AT + SPILL_MAX
+                    ),
+                )
+            })?;
+        *cache = Some(Mapped {
+            id,
+            region: Region::open(memfd, size)?,
+        });
+    }
+    Ok(&cache.as_ref().expect("filled above").region)
 }
 
 /// The descriptors of a message out of line: its memfd first, then the
@@ -154,94 +196,14 @@ pub(crate) fn send_with(
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a spill file's message"))?;
     let mut slot = spill_slot(spill);
     let file = Spill::ready(&mut slot, len)?;
-    let mut w = PwriteAt {
-        fd: &file.fd,
-        at: SPILL_AT,
-        left: len,
-        pending: Vec::with_capacity(PIECE),
-        failed: None,
-    };
-    let filled = fill(&mut w);
-    let _ = w.put(None);
-    if let Some(e) = w.failed.take() {
-        return Err(e);
-    }
-    match filled {
-        Ok(()) if w.left == 0 => {}
-        Ok(()) => return Ok(Err(differently())),
-        Err(_) if w.left == usize::MAX => return Ok(Err(differently())),
-        Err(e) => return Ok(Err(e)),
+    let mut w = Slot::new(&file.region, SPILL_AT, len);
+    match (fill(&mut w), w.written()) {
+        (Ok(()), CmpOrdering::Equal) => {}
+        (Ok(()), _) | (Err(_), CmpOrdering::Greater) => return Ok(Err(differently())),
+        (Err(e), _) => return Ok(Err(e)),
     }
     file.announce(fd, announced, &[])?;
     Ok(Ok(()))
-}
-
-/// A slice at least this long is written into the spill file from where
-/// it lies; shorter ones are gathered first.
-const PIECE: usize = 2 << 10;
-
-/// Writes into a file from offset `at`, with pwrite(2): up to `left`
-/// bytes (past them, `left` becomes `usize::MAX` and the write fails).
-struct PwriteAt<'a> {
-    fd: &'a OwnedFd,
-    at: usize,
-    left: usize,
-    pending: Vec<u8>,
-    /// Why a pwrite failed.
-    failed: Option<io::Error>,
-}
-
-impl PwriteAt<'_> {
-    /// Writes `data` (the pending pieces if `None`) at the file's offset;
-    /// a failure is kept in `failed`, for the send to report as its own.
-    fn put(&mut self, data: Option<&[u8]>) -> io::Result<()> {
-        let r = match data {
-            Some(data) => {
-                self.at += data.len();
-                sys::shm::pwrite_all(self.fd, self.at - data.len(), data)
-            }
-            None => {
-                let r = sys::shm::pwrite_all(self.fd, self.at, &self.pending);
-                self.at += self.pending.len();
-                self.pending.clear();
-                r
-            }
-        };
-        r.map_err(|e| {
-            self.failed = Some(e);
-            io::Error::other("writing the spill file failed")
-        })
-    }
-}
-
-impl io::Write for PwriteAt<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let Some(left) = self
-            .left
-            .checked_sub(data.len())
-            .filter(|_| self.left != usize::MAX)
-        else {
-            self.left = usize::MAX;
-            return Err(io::Error::other(
-                "the value encoded to more bytes than it did a moment before",
-            ));
-        };
-        self.left = left;
-        if data.len() < PIECE {
-            crate::bytes::extend(&mut self.pending, data);
-            if self.pending.len() >= PIECE {
-                self.put(None)?;
-            }
-            return Ok(data.len());
-        }
-        self.put(None)?;
-        self.put(Some(data))?;
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Sends `payload` out of line on the message socket `fd`: a memfd holding
@@ -271,7 +233,7 @@ pub(crate) fn send(
     if (1..=SPILL_MAX).contains(&payload.len()) {
         let mut slot = spill_slot(spill);
         let file = Spill::ready(&mut slot, payload.len())?;
-        sys::shm::pwrite_all(&file.fd, SPILL_AT, payload)?;
+        file.region.write(SPILL_AT, payload);
         file.announce(fd, len, fds)?;
         return Ok(payload.len());
     }
@@ -306,6 +268,7 @@ pub(crate) fn receive(
     max: usize,
     out: &mut Vec<u8>,
     split: bool,
+    cache: &mut Option<Mapped>,
 ) -> Result<(Option<Pieces>, usize, Vec<OwnedFd>)> {
     let bad = |what: String| {
         Error::new(
@@ -338,38 +301,35 @@ pub(crate) fn receive(
         return Err(bad("the announcement came without its memfd".into()));
     }
     let memfd = fds.remove(0);
-    let sealed = if spilled {
-        sys::shm::check_spill_seals(&memfd)
-    } else {
-        Ok(())
-    };
-    let read = if len > max {
-        Err(Error::too_large(
+    let too_large = || {
+        Error::too_large(
             len as u64,
             max,
             "the message was discarded; raise the receiver's `max_frame`",
-        ))
-    } else if spilled {
-        sealed
-            .as_ref()
-            .map_err(|e| io::Error::new(e.kind(), e.to_string()))
-            .and_then(|()| sys::shm::check_spill_size(&memfd, SPILL_AT + len))
-            .and_then(|()| read_memfd_at(&memfd, SPILL_AT, len, out, split))
-            .map_err(|e| bad(e.to_string()))
+        )
+    };
+    let read = if spilled {
+        let region = mapped(cache, memfd).map_err(|e| bad(e.to_string()))?;
+        let read = if len > max {
+            Err(too_large())
+        } else if region.len() < SPILL_AT + len {
+            Err(bad(format!(
+                "the spill file has {} bytes, fewer than the {} announced",
+                region.len(),
+                SPILL_AT + len
+            )))
+        } else {
+            Ok(crate::shm::copy_out(region, SPILL_AT, len, out, split))
+        };
+        // Read (or refused): the sender may write the file again once
+        // every message in it is counted.
+        region.u64_at(0).fetch_add(1, Ordering::Release);
+        read
+    } else if len > max {
+        Err(too_large())
     } else {
         read_memfd(&memfd, len, out, split).map_err(|e| bad(e.to_string()))
     };
-    if spilled && sealed.is_ok() {
-        // Read (or refused): the sender may write the file again once
-        // every message in it is counted. (Counts two readers make at
-        // once may lose one: the sender then makes a new file, no worse.
-        // Nothing is written into a descriptor that is no spill file.)
-        let mut count = [0u8; 8];
-        if sys::shm::pread_exact(&memfd, 0, &mut count).is_ok() {
-            let count = u64::from_le_bytes(count).wrapping_add(1);
-            let _ = sys::shm::pwrite_all(&memfd, 0, &count.to_le_bytes());
-        }
-    }
     Ok((read?, len, fds))
 }
 
@@ -384,21 +344,10 @@ pub(crate) fn read_memfd(
     split: bool,
 ) -> io::Result<Option<Pieces>> {
     sys::shm::check_memfd(memfd, len)?;
-    read_memfd_at(memfd, 0, len, out, split)
-}
-
-/// [`read_memfd`] of a payload at offset `at` of a memfd already checked.
-fn read_memfd_at(
-    memfd: &OwnedFd,
-    at: usize,
-    len: usize,
-    out: &mut Vec<u8>,
-    split: bool,
-) -> io::Result<Option<Pieces>> {
     let mut first = [0u8; codec::split::FIRST];
     let first = &mut first[..len.min(codec::split::FIRST)];
     let guessed = if split && len >= codec::split::TAIL_MIN {
-        sys::shm::pread_exact(memfd, at, first)?;
+        sys::shm::pread_exact(memfd, 0, first)?;
         codec::split::guess(first, len)
     } else {
         None
@@ -407,12 +356,12 @@ fn read_memfd_at(
     if out.len() < head {
         out.resize(head, 0);
     }
-    sys::shm::pread_exact(memfd, at, &mut out[..head])?;
+    sys::shm::pread_exact(memfd, 0, &mut out[..head])?;
     let Some((claim_at, tail_at)) = guessed else {
         return Ok(None);
     };
     let mut tail = Vec::new();
-    sys::pread_spare(memfd.as_fd(), at + tail_at, len - tail_at, &mut tail)?;
+    sys::pread_spare(memfd.as_fd(), tail_at, len - tail_at, &mut tail)?;
     Ok(Some(Pieces {
         head: tail_at,
         claim_at,
