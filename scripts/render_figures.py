@@ -244,8 +244,9 @@ def render_targets():
             cmp_row("4 KiB bytes", "procwire seqpacket (ByteBuf)"),
             cmp_row("4 KiB bytes", "ipc-channel (bytes channel)"),
         ),
+        # (SEQPACKET, as ipc-channel's own socket, on every row.)
         "1 MiB bytes": (
-            cmp_row("1 MiB bytes", "procwire stream (ByteBuf)"),
+            cmp_row("1 MiB bytes", "procwire seqpacket (ByteBuf)"),
             cmp_row("1 MiB bytes", "ipc-channel (bytes channel)"),
         ),
     }

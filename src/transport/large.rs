@@ -17,7 +17,9 @@
 //! word, every message spilled into it as read. Its pages are allocated
 //! once, where a fresh memfd per message allocated, and at its close freed,
 //! a megabyte of pages each time (most of a 1 MiB SEQPACKET message's
-//! time, by `perf`). The file still goes with every
+//! time, by `perf`). Both ends map it: the sender encodes into its
+//! mapping, and the receiver keeps a mapping of the file it last read from
+//! while the same file keeps coming. The file still goes with every
 //! announcement: a message needs nothing its receiver kept from another,
 //! so a receiving end sent to another process, or shared by two, reads it
 //! as any other.
