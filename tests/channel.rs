@@ -569,6 +569,28 @@ fn recv_into_takes_each_message_and_leaves_the_value_alone_when_none_comes() {
         assert!(rx.recv_into(&mut place).unwrap_err().is_disconnected());
         assert_eq!(place, (2, "two".to_string()));
 
+        // The same on a duplex.
+        let (a, b) = duplex::<(u32, String), (u32, String)>().unwrap();
+        let e = b.try_recv_into(&mut place).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Empty);
+        let e = b
+            .recv_into_timeout(&mut place, Duration::from_millis(20))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert_eq!(place, (2, "two".to_string()));
+        for n in 3..6 {
+            a.send((n, n.to_string())).unwrap();
+        }
+        b.try_recv_into(&mut place).unwrap();
+        assert_eq!(place, (3, "3".to_string()));
+        b.recv_into_timeout(&mut place, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(place, (4, "4".to_string()));
+        b.recv_into(&mut place).unwrap();
+        assert_eq!(place, (5, "5".to_string()));
+        drop(a);
+        assert!(b.recv_into(&mut place).unwrap_err().is_disconnected());
+
         // A message that does not decode is a Decode error, and the next
         // one arrives.
         let (peer, rx) = util::json_text_peer(Kind::SeqPacket);

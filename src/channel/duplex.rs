@@ -124,11 +124,30 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// Waits for the next message and decodes it into `*place`, reusing
     /// what it holds. See [`Receiver::recv_into`].
     pub fn recv_into(&self, place: &mut In) -> Result<(), RecvError> {
+        self.recv_into_writing(Wait::Block, place)
+            .map_err(RecvError::new)
+    }
+
+    /// [`recv_into`](Duplex::recv_into) if a message is complete. See
+    /// [`Receiver::try_recv_into`].
+    pub fn try_recv_into(&self, place: &mut In) -> Result<(), TryRecvError> {
+        self.rx.try_recv_into(place)
+    }
+
+    /// [`recv_into`](Duplex::recv_into), waiting at most `timeout`, as
+    /// [`recv_timeout`](Duplex::recv_timeout) does.
+    pub fn recv_into_timeout(
+        &self,
+        place: &mut In,
+        timeout: Duration,
+    ) -> Result<(), RecvTimeoutError> {
+        self.recv_into_writing(Wait::Until(Instant::now() + timeout), place)
+            .map_err(RecvTimeoutError::new)
+    }
+
+    fn recv_into_writing(&self, wait: Wait, place: &mut In) -> Result<()> {
         let place = std::cell::RefCell::new(place);
-        self.recv_writing(Wait::Block, |w| {
-            self.rx.recv_into_wait(w, &mut place.borrow_mut())
-        })
-        .map_err(RecvError::new)
+        self.recv_writing(wait, |w| self.rx.recv_into_wait(w, &mut place.borrow_mut()))
     }
 
     /// Waits for a message and its descriptors. See
