@@ -193,3 +193,49 @@ fn child() {
         other => panic!("unknown role {other}"),
     }
 }
+
+/// Sends 12 large messages of its own (over a datagram, so in its spill
+/// file) on the message-socket end it is handed, then says so.
+fn spills(_: (), ch: Duplex<(), procwire::Sender<procwire::ByteBuf>>) {
+    let tx = ch.recv().unwrap();
+    for i in 0..12u32 {
+        let len = (1 << 20) - i as usize * 4096;
+        tx.send(procwire::ByteBuf::from(util::pattern(i, len)))
+            .unwrap();
+    }
+    ch.send(()).unwrap();
+}
+
+/// A large message on a message socket from another process: the spill
+/// file is the child's, mapped by both processes, written again only once
+/// the parent has counted each message read, so every one arrives whole,
+/// whether the parent reads as they come or only after all were sent.
+#[test]
+fn a_child_sends_large_messages_through_its_spill_file_on_a_message_socket() {
+    checked(60, || {
+        for kind in [procwire::Kind::SeqPacket, procwire::Kind::Datagram] {
+            for read_late in [false, true] {
+                let (mut child, ch) = task(spills, ()).spawn().unwrap();
+                let (tx, rx) = procwire::SocketPair::new(kind)
+                    .channel::<procwire::ByteBuf>()
+                    .unwrap();
+                ch.send(tx).unwrap();
+                if read_late {
+                    ch.recv().unwrap();
+                }
+                for i in 0..12u32 {
+                    let got = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+                    let len = (1 << 20) - i as usize * 4096;
+                    assert!(
+                        got[..] == util::pattern(i, len)[..],
+                        "{kind:?}, message {i} differs"
+                    );
+                }
+                if !read_late {
+                    ch.recv().unwrap();
+                }
+                assert!(wait_deadline(&mut child, 20).success(), "{kind:?}");
+            }
+        }
+    });
+}
