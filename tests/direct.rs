@@ -536,3 +536,47 @@ fn message_sockets_reuse_one_spill_file_and_never_overwrite_an_unread_message() 
         assert_eq!(util::fd_count(), fds);
     });
 }
+
+#[test]
+fn clones_of_a_sender_share_its_spill_file_and_no_message_is_torn() {
+    // Four threads, one sender end: sends take turns, each spilled message
+    // written only into a file whose every message was read.
+    checked(60, || {
+        for kind in [Kind::SeqPacket, Kind::Datagram] {
+            let (tx, rx) = procwire::SocketPair::new(kind)
+                .channel::<(u32, ByteBuf)>()
+                .unwrap();
+            let senders: Vec<_> = (0..4u32)
+                .map(|t| {
+                    let tx = tx.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..10u32 {
+                            let n = t * 100 + i;
+                            let len = (300 << 10) + (n as usize % 7) * 100_000;
+                            tx.send((n, ByteBuf::from(pattern(n as u8, len)))).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            drop(tx);
+            let mut seen = Vec::new();
+            for _ in 0..40 {
+                let (n, bytes) = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+                let len = (300 << 10) + (n as usize % 7) * 100_000;
+                assert!(
+                    bytes[..] == pattern(n as u8, len)[..],
+                    "{kind:?}: message {n} torn"
+                );
+                seen.push(n);
+            }
+            for s in senders {
+                s.join().unwrap();
+            }
+            seen.sort_unstable();
+            let want: Vec<u32> = (0..4)
+                .flat_map(|t| (0..10).map(move |i| t * 100 + i))
+                .collect();
+            assert_eq!(seen, want, "{kind:?}");
+        }
+    });
+}
