@@ -336,6 +336,45 @@ fn memfd(bytes: &[u8], seals: rustix::fs::SealFlags) -> std::os::fd::OwnedFd {
     fd
 }
 
+/// A raw message socket of `kind`, and a receiver of byte strings (raw
+/// codec, at most 1 MiB) on its other end.
+fn raw_peer_and_receiver(kind: Kind) -> (procwire::Socket, Receiver<ByteBuf>) {
+    let (a, peer) = procwire::socket_pair(kind).unwrap();
+    let rx = Options::new()
+        .codec(CodecKind::Raw)
+        .max_frame(1 << 20)
+        .receiver_from(a)
+        .unwrap();
+    (peer, rx)
+}
+
+/// A datagram, its descriptors, what the receiver's error must say, and
+/// its kind.
+type BadCase<'a> = (
+    Vec<u8>,
+    Vec<std::os::fd::BorrowedFd<'a>>,
+    &'a str,
+    ErrorKind,
+);
+
+/// Sends each case from `peer`: `rx` reports it as said, and a good
+/// message after it arrives.
+fn each_refused(
+    peer: &procwire::Socket,
+    rx: &Receiver<ByteBuf>,
+    cases: Vec<BadCase<'_>>,
+    kind: Kind,
+) {
+    for (bytes, fds, says, kind_of) in cases {
+        peer.send_with_fds(&bytes, &fds).unwrap();
+        let e = rx.recv_timeout(Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.kind(), kind_of, "{kind:?}: {e}");
+        assert!(e.to_string().contains(says), "{kind:?}: {e}");
+        peer.send(b"next").unwrap();
+        assert_eq!(&rx.recv().unwrap()[..], b"next");
+    }
+}
+
 #[test]
 fn a_bad_out_of_line_announcement_is_an_error_and_the_channel_goes_on() {
     use rustix::fs::SealFlags;
@@ -343,17 +382,12 @@ fn a_bad_out_of_line_announcement_is_an_error_and_the_channel_goes_on() {
     checked(30, || {
         let sealed = SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE;
         for kind in [Kind::SeqPacket, Kind::Datagram] {
-            let (a, peer) = procwire::socket_pair(kind).unwrap();
-            let rx: Receiver<ByteBuf> = Options::new()
-                .codec(CodecKind::Raw)
-                .max_frame(1 << 20)
-                .receiver_from(a)
-                .unwrap();
+            let (peer, rx) = raw_peer_and_receiver(kind);
             let file = tempfile::tempfile().unwrap();
             let unsealed = memfd(b"abcd", SealFlags::empty());
             let short = memfd(b"abc", sealed);
             let huge = memfd(b"abcd", sealed);
-            let cases: Vec<(Vec<u8>, Vec<std::os::fd::BorrowedFd<'_>>, &str, ErrorKind)> = vec![
+            let cases: Vec<BadCase<'_>> = vec![
                 (
                     announcement(4),
                     vec![],
@@ -391,15 +425,7 @@ fn a_bad_out_of_line_announcement_is_an_error_and_the_channel_goes_on() {
                     ErrorKind::FrameTooLarge,
                 ),
             ];
-            for (bytes, fds, says, kind_of) in cases {
-                peer.send_with_fds(&bytes, &fds).unwrap();
-                let e = rx.recv_timeout(Duration::from_secs(5)).unwrap_err();
-                assert_eq!(e.kind(), kind_of, "{kind:?}: {e}");
-                assert!(e.to_string().contains(says), "{kind:?}: {e}");
-                // A good message after it arrives.
-                peer.send(b"next").unwrap();
-                assert_eq!(&rx.recv().unwrap()[..], b"next");
-            }
+            each_refused(&peer, &rx, cases, kind);
             // A well-formed announcement from a foreign peer is a message.
             let good = memfd(b"whole", sealed);
             peer.send_with_fds(&announcement(5), &[good.as_fd()])
@@ -437,17 +463,12 @@ fn a_bad_spill_file_announcement_is_an_error_and_the_channel_goes_on() {
     checked(30, || {
         let sized = SealFlags::SHRINK | SealFlags::GROW;
         for kind in [Kind::SeqPacket, Kind::Datagram] {
-            let (a, peer) = procwire::socket_pair(kind).unwrap();
-            let rx: Receiver<ByteBuf> = Options::new()
-                .codec(CodecKind::Raw)
-                .max_frame(1 << 20)
-                .receiver_from(a)
-                .unwrap();
+            let (peer, rx) = raw_peer_and_receiver(kind);
             let file = tempfile::tempfile().unwrap();
             let unsealed = spill_file(b"abcd", 68, SealFlags::empty());
             let short = spill_file(b"abc", 67, sized);
             let fine = spill_file(b"abcd", 68, sized);
-            let cases: Vec<(Vec<u8>, Vec<std::os::fd::BorrowedFd<'_>>, &str, ErrorKind)> = vec![
+            let cases: Vec<BadCase<'_>> = vec![
                 (
                     spill_announcement(4),
                     vec![],
@@ -485,14 +506,7 @@ fn a_bad_spill_file_announcement_is_an_error_and_the_channel_goes_on() {
                     ErrorKind::FrameTooLarge,
                 ),
             ];
-            for (bytes, fds, says, kind_of) in cases {
-                peer.send_with_fds(&bytes, &fds).unwrap();
-                let e = rx.recv_timeout(Duration::from_secs(5)).unwrap_err();
-                assert_eq!(e.kind(), kind_of, "{kind:?}: {e}");
-                assert!(e.to_string().contains(says), "{kind:?}: {e}");
-                peer.send(b"next").unwrap();
-                assert_eq!(&rx.recv().unwrap()[..], b"next");
-            }
+            each_refused(&peer, &rx, cases, kind);
             // Refused or not, a spill file's message is counted as read,
             // so that its sender may write the file again.
             assert_eq!(count_read(&short), 1, "{kind:?}");

@@ -204,31 +204,42 @@ fn a_value_that_encodes_differently_twice_is_an_error_and_the_stream_stays_whole
     });
 }
 
+/// Over a transport that writes a large message in place (a ring, a spill
+/// file): a value that encodes differently the second time, longer or
+/// shorter, is an `Encode` error that leaves nothing behind; the messages
+/// around it arrive whole.
+fn in_place_sends_publish_only_whole_messages(
+    (tx, rx): (procwire::Sender<Flaky>, procwire::Receiver<Flaky>),
+    what: &str,
+) {
+    let reader = std::thread::spawn(move || {
+        (0..3)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).map(|f| f.got))
+            .collect::<Vec<_>>()
+    });
+    // Buffered first (nothing large came before), then in place.
+    tx.send(Flaky::new(0, false)).unwrap();
+    tx.send(Flaky::new(0, false)).unwrap();
+    for (step, first) in [(5000, true), (-50, false)] {
+        let e = tx.send(Flaky::new(step, first)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Encode, "{what}: {e}");
+        assert!(e.to_string().contains("differently"), "{what}: {e}");
+    }
+    tx.send(Flaky::new(0, false)).unwrap();
+    for g in reader.join().unwrap() {
+        assert_eq!(
+            g.unwrap(),
+            (BIG, 1000),
+            "{what}: only whole messages were published"
+        );
+    }
+}
+
 #[test]
 fn over_shared_memory_a_value_that_encodes_differently_leaves_nothing_in_the_ring() {
     checked(60, || {
-        let (tx, rx) = procwire::Shm::new()
-            .capacity(4 << 20)
-            .channel::<Flaky>()
-            .unwrap();
-        let reader = std::thread::spawn(move || {
-            (0..3)
-                .map(|_| rx.recv_timeout(Duration::from_secs(10)).map(|f| f.got))
-                .collect::<Vec<_>>()
-        });
-        // Buffered first (nothing large came before), then in place.
-        tx.send(Flaky::new(0, false)).unwrap();
-        tx.send(Flaky::new(0, false)).unwrap();
-        for (step, first) in [(5000, true), (-50, false)] {
-            let e = tx.send(Flaky::new(step, first)).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::Encode, "{e}");
-            assert!(e.to_string().contains("differently"), "{e}");
-        }
-        tx.send(Flaky::new(0, false)).unwrap();
-        let got = reader.join().unwrap();
-        for g in got {
-            assert_eq!(g.unwrap(), (BIG, 1000), "only whole records were published");
-        }
+        let ends = procwire::Shm::new().capacity(4 << 20).channel().unwrap();
+        in_place_sends_publish_only_whole_messages(ends, "shm");
     });
 }
 
@@ -441,29 +452,8 @@ fn over_shared_memory_and_datagrams_large_messages_that_end_in_a_byte_string_arr
 fn over_message_sockets_a_value_that_encodes_differently_announces_nothing() {
     checked(60, || {
         for kind in [Kind::SeqPacket, Kind::Datagram] {
-            let (tx, rx) = procwire::SocketPair::new(kind).channel::<Flaky>().unwrap();
-            let reader = std::thread::spawn(move || {
-                (0..3)
-                    .map(|_| rx.recv_timeout(Duration::from_secs(10)).map(|f| f.got))
-                    .collect::<Vec<_>>()
-            });
-            // Buffered first (nothing large came before), then encoded
-            // straight into the spill file.
-            tx.send(Flaky::new(0, false)).unwrap();
-            tx.send(Flaky::new(0, false)).unwrap();
-            for (step, first) in [(5000, true), (-50, false)] {
-                let e = tx.send(Flaky::new(step, first)).unwrap_err();
-                assert_eq!(e.kind(), ErrorKind::Encode, "{kind:?}: {e}");
-                assert!(e.to_string().contains("differently"), "{kind:?}: {e}");
-            }
-            tx.send(Flaky::new(0, false)).unwrap();
-            for g in reader.join().unwrap() {
-                assert_eq!(
-                    g.unwrap(),
-                    (BIG, 1000),
-                    "{kind:?}: only whole messages were announced"
-                );
-            }
+            let ends = procwire::SocketPair::new(kind).channel().unwrap();
+            in_place_sends_publish_only_whole_messages(ends, &format!("{kind:?}"));
         }
     });
 }

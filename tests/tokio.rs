@@ -759,6 +759,23 @@ fn an_awaited_receive_makes_one_read_per_message_that_comes_alone() {
     });
 }
 
+/// Sends a numbered message of each of `sizes` from a thread, 30 ms apart
+/// (so that each receive is awaited before its message comes); the thread
+/// hands the end back.
+fn numbered_slowly(btx: BTx, sizes: &'static [usize]) -> std::thread::JoinHandle<BTx> {
+    std::thread::spawn(move || {
+        for (i, &len) in sizes.iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(30));
+            let m = numbered(i as u32, len);
+            match &btx {
+                BTx::S(s) => s.send(m).unwrap(),
+                BTx::D(d) => d.send(m).unwrap(),
+            }
+        }
+        btx
+    })
+}
+
 /// The awaited borrowing receive (`recv_with`) on every transport: each
 /// message is looked at in the receive buffer, a `ByteBuf` decoded as a
 /// borrowed `&[u8]`. The receive is awaited before the message is sent, so
@@ -770,17 +787,7 @@ fn recv_with_is_awaited_and_borrows_the_message_on_every_transport() {
         for t in ALL {
             let (btx, brx) = blocking_pair(t);
             const SIZES: [usize; 3] = [64, 4096, 1 << 20];
-            let sender = std::thread::spawn(move || {
-                for (i, len) in SIZES.into_iter().enumerate() {
-                    std::thread::sleep(Duration::from_millis(30));
-                    let m = numbered(i as u32, len);
-                    match &btx {
-                        BTx::S(s) => s.send(m).unwrap(),
-                        BTx::D(d) => d.send(m).unwrap(),
-                    }
-                }
-                btx
-            });
+            let sender = numbered_slowly(btx, &SIZES);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -815,17 +822,7 @@ fn recv_into_is_awaited_into_one_buffer_and_a_cancelled_one_takes_nothing() {
         for t in ALL {
             let (btx, brx) = blocking_pair(t);
             const SIZES: [usize; 4] = [4096, 64, 1 << 20, 100];
-            let sender = std::thread::spawn(move || {
-                for (i, len) in SIZES.into_iter().enumerate() {
-                    std::thread::sleep(Duration::from_millis(30));
-                    let m = numbered(i as u32, len);
-                    match &btx {
-                        BTx::S(s) => s.send(m).unwrap(),
-                        BTx::D(d) => d.send(m).unwrap(),
-                    }
-                }
-                btx
-            });
+            let sender = numbered_slowly(btx, &SIZES);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -232,26 +232,13 @@ fn into_ring(
     payload: &impl Payload,
     len: usize,
 ) -> Option<Result<()>> {
-    loop {
-        let fill = |slot: &mut crate::shm::Slot<'_>| {
-            let (r, fds) = crate::fd::collecting(0, || payload.write_to(core.codec, slot));
-            if fds.is_empty() {
-                r
-            } else {
-                Err(differently())
-            }
-        };
-        match core.conn.shm_write_with(len, fill, differently) {
-            Ok(None) => return None,
-            Ok(Some(r)) => return Some(r),
-            Err(e) if sys::would_block(&e) => match core.await_room(wait) {
-                Ok(true) => {}
-                Ok(false) => return Some(Err(super::not_now(wait))),
-                Err(e) => return Some(Err(e)),
-            },
-            Err(e) => return Some(Err(core.write_error(e, wait))),
-        }
-    }
+    let attempt = || {
+        let fill = |slot: &mut crate::shm::Slot<'_>| fill_in_place(core, payload, slot);
+        core.conn.shm_write_with(len, fill, differently)
+    };
+    with_room(core, wait, attempt)
+        .transpose()
+        .map(Result::flatten)
 }
 
 /// A message socket's send of a message that travels out of line: the
@@ -259,22 +246,39 @@ fn into_ring(
 /// (`transport::large`). A value that encodes differently the second time
 /// announces nothing.
 fn into_spill_file(core: &SendCore, wait: Wait, payload: &impl Payload, len: usize) -> Result<()> {
+    let attempt = || {
+        let fill = |w: &mut dyn io::Write| fill_in_place(core, payload, w);
+        core.conn.spill_with(len, fill, differently)
+    };
+    with_room(core, wait, attempt).flatten()
+}
+
+/// Encodes `payload` in place into `w`, the second encoding of the
+/// message: descriptors found now and not in the first are an error.
+fn fill_in_place(core: &SendCore, payload: &impl Payload, w: &mut dyn io::Write) -> Result<()> {
+    let (r, fds) = crate::fd::collecting(0, || payload.write_to(core.codec, w));
+    if fds.is_empty() {
+        r
+    } else {
+        Err(differently())
+    }
+}
+
+/// Makes `attempt` until it goes (`WouldBlock`: no room), waiting for
+/// room between tries as `wait` allows.
+fn with_room<R>(
+    core: &SendCore,
+    wait: Wait,
+    mut attempt: impl FnMut() -> io::Result<R>,
+) -> Result<R> {
     loop {
-        let fill = |w: &mut dyn io::Write| {
-            let (r, fds) = crate::fd::collecting(0, || payload.write_to(core.codec, w));
-            if fds.is_empty() {
-                r
-            } else {
-                Err(differently())
+        match attempt() {
+            Ok(r) => return Ok(r),
+            Err(e) if sys::would_block(&e) => {
+                if !core.await_room(wait)? {
+                    return Err(super::not_now(wait));
+                }
             }
-        };
-        match core.conn.spill_with(len, fill, differently) {
-            Ok(r) => return r,
-            Err(e) if sys::would_block(&e) => match core.await_room(wait) {
-                Ok(true) => {}
-                Ok(false) => return Err(super::not_now(wait)),
-                Err(e) => return Err(e),
-            },
             Err(e) => return Err(core.write_error(e, wait)),
         }
     }
