@@ -468,6 +468,7 @@ fn a_bad_spill_file_announcement_is_an_error_and_the_channel_goes_on() {
             let unsealed = spill_file(b"abcd", 68, SealFlags::empty());
             let short = spill_file(b"abc", 67, sized);
             let fine = spill_file(b"abcd", 68, sized);
+            let unwritable = spill_file(b"abcd", 68, sized | SealFlags::WRITE);
             let cases: Vec<BadCase<'_>> = vec![
                 (
                     spill_announcement(4),
@@ -485,6 +486,12 @@ fn a_bad_spill_file_announcement_is_an_error_and_the_channel_goes_on() {
                     spill_announcement(4),
                     vec![file.as_fd()],
                     "not a memfd",
+                    ErrorKind::Decode,
+                ),
+                (
+                    spill_announcement(4),
+                    vec![unwritable.as_fd()],
+                    "sealed against writing",
                     ErrorKind::Decode,
                 ),
                 (

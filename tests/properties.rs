@@ -287,3 +287,112 @@ proptest! {
         prop_assert_eq!(&place, &value.0);
     }
 }
+
+/// An announcement a peer might send on a message socket (wire format
+/// section 3): the marker, a length, maybe a kind byte, maybe more.
+fn announcement_bytes(len: u32, kind: Option<u8>, extra: &[u8]) -> Vec<u8> {
+    let mut a = b"\xFFpwmemfd".to_vec();
+    a.extend_from_slice(&len.to_be_bytes());
+    a.extend(kind);
+    a.extend_from_slice(extra);
+    a
+}
+
+/// A memfd holding `content`, `size` bytes long, sealed by the bits of
+/// `seals` (against shrinking, growing, writing).
+fn memfd_of(content: &[u8], size: usize, seals: u8) -> std::os::fd::OwnedFd {
+    use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, ftruncate, memfd_create};
+    let fd = memfd_create("peer", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+    ftruncate(&fd, size as u64).unwrap();
+    let n = content.len().min(size);
+    rustix::io::pwrite(&fd, &content[..n], 0).unwrap();
+    let mut flags = SealFlags::empty();
+    for (bit, seal) in [SealFlags::SHRINK, SealFlags::GROW, SealFlags::WRITE]
+        .into_iter()
+        .enumerate()
+    {
+        if seals & (1 << bit) != 0 {
+            flags |= seal;
+        }
+    }
+    fcntl_add_seals(&fd, flags).unwrap();
+    fd
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300 * util::stress()))]
+
+    /// Any announcement with any memfd (or none): the receive gives the
+    /// message the file holds, where the announcement and the file are
+    /// well formed, or a `Decode` or `FrameTooLarge` error, never a panic
+    /// or a hang; and the next message arrives.
+    #[test]
+    fn any_announcement_with_any_memfd_is_its_message_or_a_clear_error(
+        kind in kind(),
+        len in 0u32..200,
+        // Mostly well formed: a spill file's kind, or none (a one-off memfd).
+        announced_kind in prop_oneof![
+            2 => Just(Some(1u8)),
+            1 => Just(None),
+            1 => any::<u8>().prop_map(Some),
+        ],
+        extra in prop_oneof![3 => Just(Vec::new()), 1 => prop::collection::vec(any::<u8>(), 1..3)],
+        // The file's size: what the announcement needs (often), or any;
+        // its seals: a spill file's, a one-off memfd's, or any.
+        fd in prop_oneof![
+            3 => (
+                prop::option::of(0usize..320),
+                prop::collection::vec(any::<u8>(), 0..320),
+                prop_oneof![Just(3u8), Just(7u8), 0u8..8],
+            ).prop_map(Some),
+            1 => Just(None),
+        ],
+    ) {
+        let fitting = if announced_kind.is_some() { 64 } else { 0 } + len as usize;
+        let fd = fd.map(|(size, content, seals)| (size.unwrap_or(fitting), content, seals));
+        let kind = [Kind::SeqPacket, Kind::Datagram][kind as usize % 2];
+        let (a, peer) = procwire::socket_pair(kind).unwrap();
+        let rx: Receiver<ByteBuf> = Options::new()
+            .codec(CodecKind::Raw)
+            .max_frame(150)
+            .receiver_from(a)
+            .unwrap();
+        let bytes = announcement_bytes(len, announced_kind, &extra);
+        let file = fd.as_ref().map(|(size, content, seals)| memfd_of(content, *size, *seals));
+        let fds: Vec<std::os::fd::BorrowedFd<'_>> =
+            file.iter().map(std::os::fd::AsFd::as_fd).collect();
+        peer.send_with_fds(&bytes, &fds).unwrap();
+        let got = rx.recv_timeout(Duration::from_secs(5));
+        let len = len as usize;
+        match got {
+            Ok(m) => {
+                // Only a well-formed one is a message, and it is the file's.
+                let (size, content, seals) = fd.clone().unwrap_or_default();
+                let at_content = |at: usize| -> Vec<u8> {
+                    let mut whole = content.clone();
+                    whole.resize(size, 0);
+                    whole[at..at + len].to_vec()
+                };
+                prop_assert!(extra.is_empty() && len <= 150, "{bytes:02X?}");
+                match announced_kind {
+                    None if len == 0 => prop_assert!(m.is_empty()),
+                    None => {
+                        prop_assert!(seals == 7 && size == len, "one-off: {size} {seals}");
+                        prop_assert_eq!(&m[..], &at_content(0)[..]);
+                    }
+                    Some(1) => {
+                        prop_assert!(seals == 3 && size >= 64 + len, "spill: {size} {seals}");
+                        prop_assert_eq!(&m[..], &at_content(64)[..]);
+                    }
+                    Some(other) => prop_assert!(false, "kind {other} taken"),
+                }
+            }
+            Err(e) => prop_assert!(
+                matches!(e.kind(), ErrorKind::Decode | ErrorKind::FrameTooLarge),
+                "{e}"
+            ),
+        }
+        peer.send(b"next").unwrap();
+        prop_assert_eq!(&rx.recv_timeout(Duration::from_secs(5)).unwrap()[..], b"next");
+    }
+}

@@ -274,8 +274,9 @@ pub(crate) fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
 }
 
 /// Checks that a spill file received from a peer is a memfd sealed
-/// against resizing (so that its size holds while it is read). Its bytes
-/// may still change: the reader copies them out before it decodes them.
+/// against resizing (so that its size holds while it is read) and not
+/// against writing (its reader counts the messages read in it). Its bytes
+/// may change: the reader copies them out before it decodes them.
 ///
 /// # References
 /// - fcntl(2) (`F_GET_SEALS`)
@@ -290,6 +291,12 @@ pub(crate) fn check_spill_seals(fd: &OwnedFd) -> io::Result<()> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "the spill file is not sealed against resizing",
+        ));
+    }
+    if seals.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the spill file is sealed against writing, and its reader counts in it",
         ));
     }
     Ok(())
