@@ -208,6 +208,9 @@ impl<'de> Visitor<'de> for BytesInPlace<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         self.0.clear();
+        // The claimed length comes from the peer: reserve no more than a
+        // bounded amount up front; the vector grows as elements arrive.
+        self.0.reserve(seq.size_hint().unwrap_or(0).min(4096));
         while let Some(b) = seq.next_element::<u8>()? {
             self.0.push(b);
         }
@@ -216,7 +219,12 @@ impl<'de> Visitor<'de> for BytesInPlace<'_> {
 }
 
 /// Accepts what a peer may send for a byte string: bytes, a string (JSON
-/// peers), or a sequence of small integers (a plain `Vec<u8>` elsewhere).
+/// peers), or a sequence of small integers (a plain `Vec<u8>` elsewhere),
+/// as a new buffer. Bytes are copied into an allocation of their exact
+/// size (a message's path: into an empty [`BytesInPlace`] buffer they would
+/// go through its amortized growth, some 110 instructions more a 64 B
+/// message by `scripts/instructions`); a sequence as [`BytesInPlace`] takes
+/// it.
 struct BytesVisitor;
 
 impl<'de> Visitor<'de> for BytesVisitor {
@@ -245,17 +253,12 @@ impl<'de> Visitor<'de> for BytesVisitor {
         Ok(v.into_bytes())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-        // The claimed length comes from the peer: reserve no more than a
-        // bounded amount up front; the vector grows as elements arrive.
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(b) = seq.next_element::<u8>()? {
-            out.push(b);
-        }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Vec<u8>, A::Error> {
+        let mut out = Vec::new();
+        BytesInPlace(&mut out).visit_seq(seq)?;
         Ok(out)
     }
 }
-
 /// Whether a `memcpy` of `len` bytes from address `src` to address `dst`
 /// would take a slow path of the C library: on x86 CPUs with fast string
 /// moves, glibc copies a few KiB and more with `rep movsb`, which runs 15
