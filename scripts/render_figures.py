@@ -279,13 +279,14 @@ def render_targets():
 
 
 def render_compare():
+    rounds = compare[0]["rounds"]
     lines = [
-        "| case | implementation | median | p99 | raw median | ratio |",
-        "|---|---|---|---|---|---|",
+        f"| case | implementation | median | p99 | raw median | ratio | ratio per round ({rounds} rounds) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in compare:
         lines.append(
-            f"| {r['case']} | {r['implementation']} | {us(r['median_ns'])} | {us(r['p99_ns'])} | {us(r['raw_median_ns'])} | {x(r['ratio'])} |"
+            f"| {r['case']} | {r['implementation']} | {us(r['median_ns'])} | {us(r['p99_ns'])} | {us(r['raw_median_ns'])} | {x(r['ratio'])} | {r['ratio_low']:.2f}–{x(r['ratio_high'])} |"
         )
     return "\n".join(lines)
 

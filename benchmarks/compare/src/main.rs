@@ -2,7 +2,17 @@
 //! measured in one run, each case a round trip of one message and its echo
 //! between two processes.
 //!
-//! `cargo run --release --manifest-path benchmarks/compare/Cargo.toml [-- --json]`
+//! `cargo run --release --manifest-path benchmarks/compare/Cargo.toml [-- --json] [--rounds N]`
+//!
+//! Each case (a message size and a placement) is measured in rounds: a
+//! round measures the case's raw baseline and then each implementation in
+//! turn, each with a peer of its own, and the next round starts again with
+//! the baseline (5 rounds unless `--rounds` says). A row's median and p99
+//! are the medians of its rounds' figures, its ratio is that median over
+//! the baseline's, and the spread of the per-round ratios (this round's
+//! median over this round's baseline) is reported beside it: on a noisy
+//! machine a ratio from one measurement of each, taken seconds apart,
+//! moved by 10% between runs of the same code.
 //!
 //! Blocking transports run with both processes pinned to CPU 0; the spinning
 //! ones (procwire shm, iceoryx2 busy-polling) with the processes on CPUs 0
@@ -29,16 +39,17 @@ fn pin(cpu: usize) {
     rustix::thread::sched_setaffinity(None, &set).expect("pin");
 }
 
-const BUDGET: Duration = Duration::from_millis(600);
+/// How long one round measures one implementation.
+const BUDGET: Duration = Duration::from_millis(250);
 
 /// Median and p99 of timed round trips (after a warm-up).
 fn time(mut rt: impl FnMut()) -> (f64, f64) {
-    for _ in 0..200 {
+    for _ in 0..100 {
         rt();
     }
     let mut s = Vec::new();
     let start = Instant::now();
-    while s.len() < 200 || start.elapsed() < BUDGET {
+    while s.len() < 50 || start.elapsed() < BUDGET {
         let t = Instant::now();
         rt();
         s.push(t.elapsed().as_nanos() as f64);
@@ -272,12 +283,17 @@ fn ice_child(ping: String, pong: String, cpu: usize, blocking: bool) {
         .notifier_builder()
         .create()
         .unwrap();
-    let start = Instant::now();
-    // Echo for as long as the parent measures (busy polling, or sleeping
-    // on the event service until notified).
-    while start.elapsed() < Duration::from_secs(5) {
+    // Echo until the parent sends `STOP` (busy polling, or sleeping on the
+    // event service until notified); a parent that vanished without it is
+    // given up after a few quiet seconds.
+    let mut heard = Instant::now();
+    while heard.elapsed() < Duration::from_secs(5) {
         if let Some(s) = sub.receive().unwrap() {
             let m = *s;
+            if m == STOP {
+                return;
+            }
+            heard = Instant::now();
             publ.send_copy(m).unwrap();
             if blocking {
                 notifier.notify().unwrap();
@@ -289,6 +305,9 @@ fn ice_child(ping: String, pong: String, cpu: usize, blocking: bool) {
         }
     }
 }
+
+/// The sample that ends an iceoryx2 echo.
+const STOP: [u64; 8] = [u64::MAX; 8];
 
 /// A 64 B round trip through iceoryx2 publish/subscribe to a re-executed
 /// echo: busy polling, or (`blocking`) sleeping on an event service that
@@ -350,8 +369,79 @@ fn iceoryx2_echo(cpu: usize, blocking: bool) -> (f64, f64) {
             }
         }
     });
+    publ.send_copy(STOP).unwrap();
+    if blocking {
+        notifier.notify().unwrap();
+    }
     child.wait().unwrap();
     r
+}
+
+/// One implementation of a case: its name and one round's measurement.
+struct Contender {
+    name: &'static str,
+    run: Box<dyn Fn() -> (f64, f64)>,
+}
+
+fn contender(name: &'static str, run: impl Fn() -> (f64, f64) + 'static) -> Contender {
+    Contender {
+        name,
+        run: Box::new(run),
+    }
+}
+
+/// A message size and placement: the raw baseline and the implementations
+/// measured against it, round after round.
+struct Case {
+    name: &'static str,
+    raw: Box<dyn Fn() -> (f64, f64)>,
+    contenders: Vec<Contender>,
+}
+
+/// One output row: medians over the rounds, and the spread of the
+/// per-round ratios.
+struct Row {
+    case: &'static str,
+    implementation: &'static str,
+    median_ns: f64,
+    p99_ns: f64,
+    raw_median_ns: f64,
+    ratio: f64,
+    ratio_low: f64,
+    ratio_high: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Measures `case` for `rounds` rounds, the baseline first in each.
+fn run_case(case: &Case, rounds: usize, rows: &mut Vec<Row>) {
+    let mut raw = Vec::new();
+    let mut got: Vec<Vec<(f64, f64)>> = case.contenders.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        eprintln!("{}: round {} of {rounds}", case.name, round + 1);
+        raw.push((case.raw)().0);
+        for (c, into) in case.contenders.iter().zip(&mut got) {
+            into.push((c.run)());
+        }
+    }
+    let raw_median = median(raw.clone());
+    for (c, got) in case.contenders.iter().zip(got) {
+        let ratios: Vec<f64> = got.iter().zip(&raw).map(|((m, _), r)| m / r).collect();
+        let m = median(got.iter().map(|g| g.0).collect());
+        rows.push(Row {
+            case: case.name,
+            implementation: c.name,
+            median_ns: m,
+            p99_ns: median(got.iter().map(|g| g.1).collect()),
+            raw_median_ns: raw_median,
+            ratio: m / raw_median,
+            ratio_low: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratio_high: ratios.iter().copied().fold(0.0, f64::max),
+        });
+    }
 }
 
 fn main() {
@@ -368,115 +458,91 @@ fn main() {
         }
         _ => {}
     }
+    let rounds = match args.iter().position(|a| a == "--rounds") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .expect("--rounds takes a positive number"),
+        None => 5,
+    };
     pin(0);
-    let mut rows: Vec<(&str, &str, (f64, f64), (f64, f64))> = Vec::new();
-    // One CPU: blocking transports.
-    let raw64 = raw_seqpacket(64, 0);
-    rows.push((
-        "64 B struct",
-        "procwire seqpacket",
-        procwire_struct(Some(Kind::SeqPacket), 0),
-        raw64,
-    ));
-    rows.push((
-        "64 B struct",
-        "procwire shm",
-        procwire_struct(None, 0),
-        raw64,
-    ));
-    rows.push(("64 B struct", "ipc-channel", ipc_struct(0), raw64));
-    let raw4k = raw_seqpacket(4096, 0);
-    rows.push((
-        "4 KiB bytes",
-        "procwire seqpacket (ByteBuf)",
-        procwire_bytes(4096, Some(Kind::SeqPacket), 0),
-        raw4k,
-    ));
-    rows.push((
-        "4 KiB bytes",
-        "procwire shm (ByteBuf)",
-        procwire_bytes(4096, None, 0),
-        raw4k,
-    ));
-    rows.push((
-        "4 KiB bytes",
-        "ipc-channel (Vec<u8>)",
-        ipc_vec(4096, 0),
-        raw4k,
-    ));
-    rows.push((
-        "4 KiB bytes",
-        "ipc-channel (bytes channel)",
-        ipc_bytes(4096, 0),
-        raw4k,
-    ));
-    rows.push((
-        "64 B struct",
-        "iceoryx2 (event wait)",
-        iceoryx2_echo(0, true),
-        raw64,
-    ));
-    // 1 MiB: beyond one datagram, against a raw stream socket.
-    let raw1m = raw_stream(1 << 20, 0);
-    rows.push((
-        "1 MiB bytes",
-        "procwire stream (ByteBuf)",
-        procwire_bytes(1 << 20, Some(Kind::Stream), 0),
-        raw1m,
-    ));
-    rows.push((
-        "1 MiB bytes",
-        "procwire seqpacket (ByteBuf)",
-        procwire_bytes(1 << 20, Some(Kind::SeqPacket), 0),
-        raw1m,
-    ));
-    rows.push((
-        "1 MiB bytes",
-        "procwire shm (ByteBuf)",
-        procwire_bytes(1 << 20, None, 0),
-        raw1m,
-    ));
-    rows.push((
-        "1 MiB bytes",
-        "ipc-channel (Vec<u8>)",
-        ipc_vec(1 << 20, 0),
-        raw1m,
-    ));
-    rows.push((
-        "1 MiB bytes",
-        "ipc-channel (bytes channel)",
-        ipc_bytes(1 << 20, 0),
-        raw1m,
-    ));
-    // Two CPUs: spinning transports, against the same raw socket there.
-    let raw64_split = raw_seqpacket(64, 1);
-    rows.push((
-        "64 B, CPUs 0+1",
-        "procwire shm",
-        procwire_struct(None, 1),
-        raw64_split,
-    ));
-    rows.push((
-        "64 B, CPUs 0+1",
-        "iceoryx2 (busy polling)",
-        iceoryx2_echo(1, false),
-        raw64_split,
-    ));
-    rows.push((
-        "64 B, CPUs 0+1",
-        "iceoryx2 (event wait)",
-        iceoryx2_echo(1, true),
-        raw64_split,
-    ));
+    let cases = [
+        // One CPU: blocking transports.
+        Case {
+            name: "64 B struct",
+            raw: Box::new(|| raw_seqpacket(64, 0)),
+            contenders: vec![
+                contender("procwire seqpacket", || {
+                    procwire_struct(Some(Kind::SeqPacket), 0)
+                }),
+                contender("procwire shm", || procwire_struct(None, 0)),
+                contender("ipc-channel", || ipc_struct(0)),
+                contender("iceoryx2 (event wait)", || iceoryx2_echo(0, true)),
+            ],
+        },
+        Case {
+            name: "4 KiB bytes",
+            raw: Box::new(|| raw_seqpacket(4096, 0)),
+            contenders: vec![
+                contender("procwire seqpacket (ByteBuf)", || {
+                    procwire_bytes(4096, Some(Kind::SeqPacket), 0)
+                }),
+                contender("procwire shm (ByteBuf)", || procwire_bytes(4096, None, 0)),
+                contender("ipc-channel (Vec<u8>)", || ipc_vec(4096, 0)),
+                contender("ipc-channel (bytes channel)", || ipc_bytes(4096, 0)),
+            ],
+        },
+        // 1 MiB: beyond one datagram, against a raw stream socket.
+        Case {
+            name: "1 MiB bytes",
+            raw: Box::new(|| raw_stream(1 << 20, 0)),
+            contenders: vec![
+                contender("procwire stream (ByteBuf)", || {
+                    procwire_bytes(1 << 20, Some(Kind::Stream), 0)
+                }),
+                contender("procwire seqpacket (ByteBuf)", || {
+                    procwire_bytes(1 << 20, Some(Kind::SeqPacket), 0)
+                }),
+                contender("procwire shm (ByteBuf)", || {
+                    procwire_bytes(1 << 20, None, 0)
+                }),
+                contender("ipc-channel (Vec<u8>)", || ipc_vec(1 << 20, 0)),
+                contender("ipc-channel (bytes channel)", || ipc_bytes(1 << 20, 0)),
+            ],
+        },
+        // Two CPUs: spinning transports, against the same raw socket there.
+        Case {
+            name: "64 B, CPUs 0+1",
+            raw: Box::new(|| raw_seqpacket(64, 1)),
+            contenders: vec![
+                contender("procwire shm", || procwire_struct(None, 1)),
+                contender("iceoryx2 (busy polling)", || iceoryx2_echo(1, false)),
+                contender("iceoryx2 (event wait)", || iceoryx2_echo(1, true)),
+            ],
+        },
+    ];
+    let mut rows = Vec::new();
+    for case in &cases {
+        run_case(case, rounds, &mut rows);
+    }
     if args.iter().any(|a| a == "--json") {
         // For scripts/figures (no serde_json here: the strings are plain).
         let items: Vec<String> = rows
             .iter()
-            .map(|(case, what, (m, p), (rm, _))| {
+            .map(|r| {
                 format!(
-                    "{{\"case\":\"{case}\",\"implementation\":\"{what}\",\"median_ns\":{m:.0},\
-                     \"p99_ns\":{p:.0},\"raw_median_ns\":{rm:.0},\"ratio\":{:.4}}}",
-                    m / rm
+                    "{{\"case\":\"{}\",\"implementation\":\"{}\",\"rounds\":{rounds},\
+                     \"median_ns\":{:.0},\"p99_ns\":{:.0},\"raw_median_ns\":{:.0},\
+                     \"ratio\":{:.4},\"ratio_low\":{:.4},\"ratio_high\":{:.4}}}",
+                    r.case,
+                    r.implementation,
+                    r.median_ns,
+                    r.p99_ns,
+                    r.raw_median_ns,
+                    r.ratio,
+                    r.ratio_low,
+                    r.ratio_high
                 )
             })
             .collect();
@@ -484,16 +550,20 @@ fn main() {
         return;
     }
     println!(
-        "| case | implementation | median | p99 | raw median (SEQPACKET; stream for 1 MiB) | ratio |"
+        "| case | implementation | median | p99 | raw median (SEQPACKET; stream for 1 MiB) | ratio | ratio per round ({rounds}) |"
     );
-    println!("|---|---|---|---|---|---|");
-    for (case, what, (m, p), (rm, _)) in rows {
+    println!("|---|---|---|---|---|---|---|");
+    for r in rows {
         println!(
-            "| {case} | {what} | {:.2} µs | {:.2} µs | {:.2} µs | {:.2}x |",
-            m / 1000.0,
-            p / 1000.0,
-            rm / 1000.0,
-            m / rm
+            "| {} | {} | {:.2} µs | {:.2} µs | {:.2} µs | {:.2}x | {:.2}–{:.2}x |",
+            r.case,
+            r.implementation,
+            r.median_ns / 1000.0,
+            r.p99_ns / 1000.0,
+            r.raw_median_ns / 1000.0,
+            r.ratio,
+            r.ratio_low,
+            r.ratio_high
         );
     }
 }
