@@ -155,19 +155,71 @@ pub fn codec(data: &[u8]) {
             assert_eq!(out, twice, "a value changed across a round trip");
         }
     }
-    if let Ok(v) = codec.decode::<Sample>(payload) {
-        again(codec, &v);
+    /// Decoding into `prior` (`recv_into`) accepts what a fresh decode
+    /// accepts, and gives the same value.
+    fn in_place<T: Serialize + for<'de> Deserialize<'de> + std::fmt::Debug>(
+        codec: CodecKind,
+        payload: &[u8],
+        fresh: &std::result::Result<T, crate::Error>,
+        mut prior: T,
+    ) {
+        let placed = codec.decode_in_place(payload, &mut prior);
+        assert_eq!(
+            placed.is_ok(),
+            fresh.is_ok(),
+            "in place: {placed:?}, fresh: {fresh:?}"
+        );
+        if let Ok(fresh) = fresh {
+            // (NaN is not equal to itself: compare the encodings.)
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            codec.encode(fresh, &mut a).expect("encodes");
+            codec.encode(&prior, &mut b).expect("encodes");
+            assert_eq!(a, b, "in place gave {prior:?}, fresh {fresh:?}");
+        }
     }
-    if let Ok(v) = codec.decode::<Vec<Shape>>(payload) {
-        again(codec, &v);
+    let sample = codec.decode::<Sample>(payload);
+    in_place(codec, payload, &sample, prior_sample());
+    if let Ok(v) = &sample {
+        again(codec, v);
     }
-    if let Ok(v) = codec.decode::<String>(payload) {
-        again(codec, &v);
+    let shapes = codec.decode::<Vec<Shape>>(payload);
+    let prior = vec![Shape::Pair(-1, 2), Shape::Group(vec![Shape::Empty]), Shape::Circle(0.5)];
+    in_place(codec, payload, &shapes, prior);
+    if let Ok(v) = &shapes {
+        again(codec, v);
+    }
+    let string = codec.decode::<String>(payload);
+    in_place(codec, payload, &string, "a prior string, longer than most".repeat(3));
+    if let Ok(v) = &string {
+        again(codec, v);
     }
     if let Ok(v) = codec.decode::<(u8, i128, bool, char)>(payload) {
         again(codec, &v);
     }
-    let _ = codec.decode::<ByteBuf>(payload);
+    let bytes = codec.decode::<ByteBuf>(payload);
+    in_place(codec, payload, &bytes, ByteBuf::from(vec![9u8; 100]));
+    in_place(codec, payload, &bytes, ByteBuf::new());
+}
+
+/// A value for [`codec`]'s decodes in place to overwrite.
+fn prior_sample() -> Sample {
+    Sample {
+        id: 7,
+        name: "prior".repeat(20),
+        tags: vec!["a".into(), "bb".into(), "ccc".into()],
+        blob: ByteBuf::from(vec![1u8; 300]),
+        shape: Shape::Rect { w: 3, h: 4 },
+        extra: Some(BTreeMap::from([("k".to_string(), 1)])),
+        nested: Some(Box::new(Sample {
+            id: 1,
+            name: String::new(),
+            tags: Vec::new(),
+            blob: ByteBuf::new(),
+            shape: Shape::Empty,
+            extra: None,
+            nested: None,
+        })),
+    }
 }
 
 /// A message that carries descriptors (`Fd` fields), decoded with
