@@ -336,9 +336,10 @@ struct Row {
     baseline_median_ns: u64,
     baseline_p99_ns: u64,
     baseline_throughput_mib_s: f64,
-    /// procwire's round-trip median over the baseline's.
+    /// procwire's round trip over the baseline's: the median of the
+    /// ratios of rounds taken in turn (`Measured::ratios`).
     ratio: f64,
-    /// procwire's one-way throughput over the baseline's.
+    /// procwire's one-way throughput over the baseline's, likewise.
     throughput_ratio: f64,
 }
 
@@ -508,16 +509,16 @@ pub fn run(cfg: Config) -> Result<()> {
     let mut get = |base: Side, wire: Side, size: usize, pin: Pin| -> Result<(Measured, Measured)> {
         let known = (done.get(&(base, size, pin)), done.get(&(wire, size, pin)));
         let (b, w) = match known {
-            (Some(b), Some(w)) => (*b, *w),
+            (Some(b), Some(w)) => (b.clone(), w.clone()),
             (None, Some(w)) => (
                 measure(base, size, pin, cfg.quick).with_context(|| what(base, size, pin))?,
-                *w,
+                w.clone(),
             ),
             (_, None) => measure_pair(base, wire, size, pin, cfg.quick)
                 .with_context(|| format!("{} and {}", what(base, size, pin), wire.name()))?,
         };
-        done.insert((base, size, pin), b);
-        done.insert((wire, size, pin), w);
+        done.insert((base, size, pin), b.clone());
+        done.insert((wire, size, pin), w.clone());
         Ok((b, w))
     };
     let mut rows = Vec::new();
@@ -530,6 +531,7 @@ pub fn run(cfg: Config) -> Result<()> {
         ));
         // The same size, the baseline and procwire in turn.
         let (base, wire) = get(c.base, c.side(), c.size, c.pin)?;
+        let (ratio, throughput_ratio) = wire.ratios(&base);
         if !cfg.json && !std::io::stderr().is_terminal() {
             eprintln!(
                 "measured {} {} {}",
@@ -552,8 +554,8 @@ pub fn run(cfg: Config) -> Result<()> {
             baseline_median_ns: base.median_ns,
             baseline_p99_ns: base.p99_ns,
             baseline_throughput_mib_s: (base.throughput_mib_s * 10.0).round() / 10.0,
-            ratio: wire.median_ns as f64 / base.median_ns.max(1) as f64,
-            throughput_ratio: wire.throughput_mib_s / base.throughput_mib_s.max(f64::MIN_POSITIVE),
+            ratio,
+            throughput_ratio,
         });
         bar.inc(1);
     }
@@ -623,7 +625,8 @@ pub fn run(cfg: Config) -> Result<()> {
     );
     println!(
         "round trips of one message and its echo; cpus: same = both processes on CPU 0, \
-         split = CPUs 0 and 1, none = unpinned; ratios = procwire / baseline, same run"
+         split = CPUs 0 and 1, none = unpinned; ratios = procwire / baseline, same run, \
+         the median of the ratios of their rounds taken in turn"
     );
     Ok(())
 }
