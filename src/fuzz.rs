@@ -183,13 +183,22 @@ pub fn codec(data: &[u8]) {
         again(codec, v);
     }
     let shapes = codec.decode::<Vec<Shape>>(payload);
-    let prior = vec![Shape::Pair(-1, 2), Shape::Group(vec![Shape::Empty]), Shape::Circle(0.5)];
+    let prior = vec![
+        Shape::Pair(-1, 2),
+        Shape::Group(vec![Shape::Empty]),
+        Shape::Circle(0.5),
+    ];
     in_place(codec, payload, &shapes, prior);
     if let Ok(v) = &shapes {
         again(codec, v);
     }
     let string = codec.decode::<String>(payload);
-    in_place(codec, payload, &string, "a prior string, longer than most".repeat(3));
+    in_place(
+        codec,
+        payload,
+        &string,
+        "a prior string, longer than most".repeat(3),
+    );
     if let Ok(v) = &string {
         again(codec, v);
     }

@@ -8,9 +8,9 @@
 //! round measures the case's raw baseline and then each implementation in
 //! turn, each with a peer of its own, and the next round starts again with
 //! the baseline (5 rounds unless `--rounds` says). A row's median and p99
-//! are the medians of its rounds' figures, its ratio is that median over
-//! the baseline's, and the spread of the per-round ratios (this round's
-//! median over this round's baseline) is reported beside it: on a noisy
+//! are the medians of its rounds' figures; its ratio is the median of the
+//! per-round ratios (a round's median over that round's baseline), as in
+//! `procwire bench`, and their spread is reported beside it: on a noisy
 //! machine a ratio from one measurement of each, taken seconds apart,
 //! moved by 10% between runs of the same code.
 //!
@@ -437,7 +437,7 @@ fn run_case(case: &Case, rounds: usize, rows: &mut Vec<Row>) {
             median_ns: m,
             p99_ns: median(got.iter().map(|g| g.1).collect()),
             raw_median_ns: raw_median,
-            ratio: m / raw_median,
+            ratio: median(ratios.clone()),
             ratio_low: ratios.iter().copied().fold(f64::INFINITY, f64::min),
             ratio_high: ratios.iter().copied().fold(0.0, f64::max),
         });
