@@ -4,15 +4,16 @@
 //!
 //! `cargo run --release --manifest-path benchmarks/compare/Cargo.toml [-- --json] [--rounds N]`
 //!
-//! Each case (a message size and a placement) is measured in rounds: a
-//! round measures the case's raw baseline and then each implementation in
-//! turn, each with a peer of its own, and the next round starts again with
-//! the baseline (5 rounds unless `--rounds` says). A row's median and p99
-//! are the medians of its rounds' figures; its ratio is the median of the
-//! per-round ratios (a round's median over that round's baseline), as in
-//! `procwire bench`, and their spread is reported beside it: on a noisy
-//! machine a ratio from one measurement of each, taken seconds apart,
-//! moved by 10% between runs of the same code.
+//! Each case (a message size and a placement) is measured in rounds (7
+//! unless `--rounds` says): in each, every implementation right after a
+//! measurement of the raw baseline of its own, each with a peer of its own.
+//! A row's median and p99 are the medians of its rounds' figures; its
+//! ratio is the median of its per-round ratios (the round's median over
+//! the baseline measured just before), as in `procwire bench`, and their
+//! spread is reported beside it. On a noisy machine that runs in spells,
+//! a ratio from one measurement of each, taken seconds apart, moved by 10%
+//! between runs of the same code, and so did one against a baseline
+//! measured once per round, seconds before some of the round's rows.
 //!
 //! Blocking transports run with both processes pinned to CPU 0; the spinning
 //! ones (procwire shm, iceoryx2 busy-polling) with the processes on CPUs 0
@@ -40,7 +41,7 @@ fn pin(cpu: usize) {
 }
 
 /// How long one round measures one implementation.
-const BUDGET: Duration = Duration::from_millis(250);
+const BUDGET: Duration = Duration::from_millis(200);
 
 /// Median and p99 of timed round trips (after a warm-up).
 fn time(mut rt: impl FnMut()) -> (f64, f64) {
@@ -416,25 +417,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Measures `case` for `rounds` rounds, the baseline first in each.
+/// Measures `case` for `rounds` rounds: in each, every implementation
+/// right after a measurement of the baseline of its own.
 fn run_case(case: &Case, rounds: usize, rows: &mut Vec<Row>) {
     let mut raw = Vec::new();
-    let mut got: Vec<Vec<(f64, f64)>> = case.contenders.iter().map(|_| Vec::new()).collect();
+    // Per implementation: (median, p99, ratio to the baseline just before).
+    let mut got: Vec<Vec<(f64, f64, f64)>> = case.contenders.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
         eprintln!("{}: round {} of {rounds}", case.name, round + 1);
-        raw.push((case.raw)().0);
         for (c, into) in case.contenders.iter().zip(&mut got) {
-            into.push((c.run)());
+            let base = (case.raw)().0;
+            let (m, p99) = (c.run)();
+            raw.push(base);
+            into.push((m, p99, m / base));
         }
     }
-    let raw_median = median(raw.clone());
+    let raw_median = median(raw);
     for (c, got) in case.contenders.iter().zip(got) {
-        let ratios: Vec<f64> = got.iter().zip(&raw).map(|((m, _), r)| m / r).collect();
-        let m = median(got.iter().map(|g| g.0).collect());
+        let ratios: Vec<f64> = got.iter().map(|g| g.2).collect();
         rows.push(Row {
             case: case.name,
             implementation: c.name,
-            median_ns: m,
+            median_ns: median(got.iter().map(|g| g.0).collect()),
             p99_ns: median(got.iter().map(|g| g.1).collect()),
             raw_median_ns: raw_median,
             ratio: median(ratios.clone()),
@@ -464,7 +468,7 @@ fn main() {
             .and_then(|n| n.parse::<usize>().ok())
             .filter(|&n| n > 0)
             .expect("--rounds takes a positive number"),
-        None => 5,
+        None => 7,
     };
     pin(0);
     let cases = [
