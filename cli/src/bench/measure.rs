@@ -185,9 +185,16 @@ fn measure_once(side: Side, size: usize, pin: Pin, budget: Duration) -> Result<M
     let median_ns = samples[samples.len() / 2];
     let p99_ns = samples[(samples.len() * 99 / 100).min(samples.len() - 1)];
 
-    // One way: n messages into a peer that acknowledges the last.
+    // One way: n messages into a peer that acknowledges the last, after
+    // an eighth as many untimed (as the round trips' warm-up): the first
+    // messages of a new peer grow buffers and take pages, which is not the
+    // steady throughput this measures.
     let n = (budget.as_nanos() as u64 / median_ns.max(1)).clamp(16, 500_000);
-    let (ours, mut peer) = start_peer(side, size, Role::Sink(n), child_cpu)?;
+    let warm = n / 8;
+    let (ours, mut peer) = start_peer(side, size, Role::Sink(warm + n), child_cpu)?;
+    for _ in 0..warm {
+        ours.send(&msg)?;
+    }
     let t0 = Instant::now();
     for _ in 0..n {
         ours.send(&msg)?;
@@ -484,7 +491,7 @@ pub fn peer(args: &[String]) -> Result<()> {
 /// its socket channels carry no descriptors (as `bench --no-fds`).
 pub fn roundtrips(args: &[String]) -> Result<()> {
     let usage = "__roundtrips raw|wire|async|rawasync TRANSPORT SIZE COUNT [thread] [borrow|into] \
-                 [nofds]";
+                 [nofds] [oneway]";
     let [side, transport, size, count, flags @ ..] = args else {
         anyhow::bail!("{usage}");
     };
@@ -494,7 +501,7 @@ pub fn roundtrips(args: &[String]) -> Result<()> {
     anyhow::ensure!(
         flags
             .iter()
-            .all(|f| ["thread", "borrow", "into", "nofds"].contains(&f.as_str()))
+            .all(|f| ["thread", "borrow", "into", "nofds", "oneway"].contains(&f.as_str()))
             && !(has("borrow") && has("into")),
         "{usage}"
     );
@@ -539,6 +546,19 @@ pub fn roundtrips(args: &[String]) -> Result<()> {
         // loop, and the process's exit ends it.
         std::thread::spawn(move || peer_loop(&theirs, size, Role::Echo));
         return round_trips(&ours);
+    }
+    if has("oneway") {
+        // COUNT messages one way into a peer that acknowledges the last, as
+        // the bench's throughput measurement.
+        let (ours, mut peer) = start_peer(side, size, Role::Sink(count), Some(peer_cpu))?;
+        let msg = ByteBuf::from(vec![7u8; size]);
+        let mut back = vec![0u8; size];
+        for _ in 0..count {
+            ours.send(&msg)?;
+        }
+        ours.recv(&mut back)?;
+        drop(ours);
+        return peer.end(true);
     }
     let (ours, mut peer) = start_peer(side, size, Role::Echo, Some(peer_cpu))?;
     round_trips(&ours)?;
