@@ -120,6 +120,21 @@ struct Sample {
     nested: Option<Box<Sample>>,
 }
 
+impl Sample {
+    /// A sample with nothing in it (and nothing nested).
+    fn leaf() -> Sample {
+        Sample {
+            id: 1,
+            name: String::new(),
+            tags: Vec::new(),
+            blob: ByteBuf::new(),
+            shape: Shape::Empty,
+            extra: None,
+            nested: None,
+        }
+    }
+}
+
 /// The codec `c` picks: the same mapping in every build (the saved corpus
 /// depends on it), with postcard standing in for a codec not compiled in.
 fn codec_of(c: u8) -> CodecKind {
@@ -219,15 +234,7 @@ fn prior_sample() -> Sample {
         blob: ByteBuf::from(vec![1u8; 300]),
         shape: Shape::Rect { w: 3, h: 4 },
         extra: Some(BTreeMap::from([("k".to_string(), 1)])),
-        nested: Some(Box::new(Sample {
-            id: 1,
-            name: String::new(),
-            tags: Vec::new(),
-            blob: ByteBuf::new(),
-            shape: Shape::Empty,
-            extra: None,
-            nested: None,
-        })),
+        nested: Some(Box::new(Sample::leaf())),
     }
 }
 
@@ -336,15 +343,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         blob: ByteBuf::from(vec![1, 2, 3]),
         shape: Shape::Group(vec![Shape::Rect { w: 2, h: 3 }, Shape::Circle(0.5)]),
         extra: Some(BTreeMap::from([("k".to_string(), -1)])),
-        nested: Some(Box::new(Sample {
-            id: 1,
-            name: String::new(),
-            tags: Vec::new(),
-            blob: ByteBuf::new(),
-            shape: Shape::Empty,
-            extra: None,
-            nested: None,
-        })),
+        nested: Some(Box::new(Sample::leaf())),
     };
     let mut out = Vec::new();
     for c in 0..4u8 {

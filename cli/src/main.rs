@@ -31,8 +31,8 @@ enum Command {
     /// transport on this machine, and print one table.
     Bench {
         /// A few seconds instead of the full run (one round per
-        /// measurement instead of the median of five, taken in turn with
-        /// the baseline's).
+        /// measurement instead of nine taken in turn with the baseline's,
+        /// whose ratios give the row's as their median).
         #[arg(long)]
         quick: bool,
         /// Print one JSON array on stdout (progress stays on stderr).
