@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use procwire::tokio as aio;
 use procwire::{ByteBuf, ErrorKind, Kind, Net, Shm, SocketPair};
-use util::{checked, pattern, runtime};
+use util::{checked, current_thread, pattern, runtime};
 
 procwire::init_before_main!();
 
@@ -525,10 +525,7 @@ fn everything_runs_on_a_current_thread_runtime() {
         for t in ALL {
             let (there_tx, there_rx) = blocking_pair(t);
             let (back_tx, back_rx) = blocking_pair(t);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = current_thread();
             rt.block_on(async {
                 let (there_tx, there_rx) = (Tx::new(there_tx), Rx::new(there_rx));
                 let (back_tx, back_rx) = (Tx::new(back_tx), Rx::new(back_rx));
@@ -633,10 +630,7 @@ fn a_child_exit_is_awaited_and_reaped() {
             .args(["-c", "sleep 0.2; exit 3"])
             .spawn()
             .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         let status = rt.block_on(child.wait_async()).unwrap();
         assert_eq!(status.code(), Some(3));
         assert_eq!(util::zombies(), 0, "reaped");
@@ -738,10 +732,7 @@ fn an_awaited_receive_makes_one_read_per_message_that_comes_alone() {
                 assert_eq!(ack_rx.recv().unwrap(), i);
             }
         });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         let reads = rt.block_on(async {
             let rx = rx.into_async().unwrap();
             let before = reads_by_this_thread();
@@ -788,10 +779,7 @@ fn recv_with_is_awaited_and_borrows_the_message_on_every_transport() {
             let (btx, brx) = blocking_pair(t);
             const SIZES: [usize; 3] = [64, 4096, 1 << 20];
             let sender = numbered_slowly(btx, &SIZES);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = current_thread();
             rt.block_on(async {
                 let rx = Rx::new(brx);
                 for (i, len) in SIZES.into_iter().enumerate() {
@@ -823,10 +811,7 @@ fn recv_into_is_awaited_into_one_buffer_and_a_cancelled_one_takes_nothing() {
             let (btx, brx) = blocking_pair(t);
             const SIZES: [usize; 4] = [4096, 64, 1 << 20, 100];
             let sender = numbered_slowly(btx, &SIZES);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = current_thread();
             rt.block_on(async {
                 let rx = Rx::new(brx);
                 let mut buf = Bytes::from(b"untouched".to_vec());

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use procwire::tokio as aio;
 use procwire::{Duplex, ErrorKind, How, Key, Net, task};
-use util::{checked, runtime, wait_deadline};
+use util::{checked, current_thread, runtime, wait_deadline};
 
 procwire::init_before_main!();
 
@@ -23,13 +23,6 @@ fn keyed() -> Net {
     Net::new()
         .key(key())
         .handshake_timeout(Duration::from_secs(2))
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The threads of this process.
@@ -354,32 +347,28 @@ fn lesson_worker((): (), ch: Duplex<String, String>) {
 #[test]
 fn an_async_end_of_stream_carries_the_childs_exit_status() {
     checked(20, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let mut cmd = procwire::Command::new("sh");
-                cmd.args(["-c", "sleep 0.2; exit 5"]);
-                let ch = cmd.channel_async::<String, String>().unwrap();
-                let mut child = cmd.spawn().unwrap();
-                let ticking = tokio::spawn(async {
-                    let mut n = 0u32;
-                    loop {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        n += 1;
-                        if n == 10 {
-                            return n;
-                        }
+        current_thread().block_on(async {
+            let mut cmd = procwire::Command::new("sh");
+            cmd.args(["-c", "sleep 0.2; exit 5"]);
+            let ch = cmd.channel_async::<String, String>().unwrap();
+            let mut child = cmd.spawn().unwrap();
+            let ticking = tokio::spawn(async {
+                let mut n = 0u32;
+                loop {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    n += 1;
+                    if n == 10 {
+                        return n;
                     }
-                });
-                let e = ch.recv().await.unwrap_err();
-                let status = e
-                    .exit_status()
-                    .unwrap_or_else(|| panic!("no exit status in: {e}"));
-                assert_eq!(status.code(), Some(5), "{e}");
-                assert_eq!(ticking.await.unwrap(), 10);
-                assert_eq!(child.wait_async().await.unwrap().code(), Some(5));
+                }
             });
+            let e = ch.recv().await.unwrap_err();
+            let status = e
+                .exit_status()
+                .unwrap_or_else(|| panic!("no exit status in: {e}"));
+            assert_eq!(status.code(), Some(5), "{e}");
+            assert_eq!(ticking.await.unwrap(), 10);
+            assert_eq!(child.wait_async().await.unwrap().code(), Some(5));
+        });
     });
 }

@@ -9,14 +9,7 @@ use std::time::Duration;
 
 use procwire::tokio::nats as anats;
 use procwire::{ErrorKind, Net, nats};
-use util::{NatsServer, checked};
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use util::{NatsServer, checked, current_thread};
 
 fn procwire_threads() -> usize {
     std::fs::read_dir("/proc/self/task")

@@ -10,17 +10,10 @@ use std::time::Duration;
 use procwire::tokio::zmq;
 use procwire::zmq::Kind;
 use procwire::{CodecKind, ErrorKind, Net};
-use util::{checked, finish, pyzmq, runtime};
+use util::{checked, current_thread, finish, pyzmq, runtime};
 
 fn opts() -> Net {
     Net::new().codec(CodecKind::MsgPack)
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The names of this process's threads.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use procwire::zmq::{self, Kind};
 use procwire::{CodecKind, ErrorKind, Net};
-use util::{checked, finish, pyzmq};
+use util::{checked, current_thread, finish, pyzmq};
 
 fn opts() -> Net {
     Net::new().codec(CodecKind::MsgPack)
@@ -207,10 +207,7 @@ fn a_reply_to_a_peer_that_is_gone_is_dropped_and_the_router_serves_on() {
 #[test]
 fn sockets_open_from_inside_tokio_runtimes() {
     checked(60, || {
-        let current = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let current = current_thread();
         let multi = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

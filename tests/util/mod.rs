@@ -237,6 +237,15 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A current-thread tokio runtime, its I/O and time drivers on: where a
+/// blocking call would hang everything, so the async tests run there too.
+pub fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The transports of the conformance suites (blocking and async).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum T {
