@@ -3,13 +3,15 @@
 //!
 //! A [`raw_ring`] is what one would write by hand to move bytes between two
 //! processes through shared memory: a single-producer single-consumer ring
-//! of `[len: u64][payload, padded to 8]` records, positions in shared
-//! atomics, payloads copied in by the writer and out by the reader (two
-//! copies, like the `shm` transport). It has none of procwire's framing,
-//! codec, validation of the peer's positions, liveness checks or
-//! out-of-line path: it trusts its peer completely and would read garbage
-//! (though never outside its mapping) from a hostile one. Do not use it for
-//! anything but a baseline.
+//! of `[position: u64][len: u64][payload]` records, each padded to whole
+//! 64-byte cache lines (the reader waits for the position it expects to
+//! appear; the writer reads the reader's position, a shared atomic, only
+//! when its last look showed too little room), payloads copied in by the
+//! writer and out by the reader (two copies, like the `shm` transport).
+//! It has none of procwire's framing, codec, validation of the peer's
+//! positions, liveness checks or out-of-line path: it trusts its peer
+//! completely and would read garbage (though never outside its mapping)
+//! from a hostile one. Do not use it for anything but a baseline.
 //!
 //! ```
 //! use procwire::ShmWait;
@@ -31,7 +33,6 @@ use std::time::Duration;
 use crate::ShmWait;
 use crate::sys::shm::{Region, futex_wait, futex_wake, yield_now};
 
-const OFF_TAIL: usize = 0;
 const OFF_HEAD: usize = 64;
 const OFF_DATA_SEQ: usize = 128;
 const OFF_READER_WAITING: usize = 132;
@@ -128,14 +129,23 @@ fn wake(region: &Region, seq: usize, waiting: usize) {
     }
 }
 
+/// A record's header: its position in the stream plus one (never the same
+/// twice, so a record of an earlier lap is never taken for it, and never
+/// the zero of a new mapping), then its length. The reader waits on the
+/// position of the record it expects, in the cache line its payload starts
+/// in, rather than on the writer's position in a line of its own.
+const HEADER: usize = 16;
+
 fn record_len(len: usize) -> usize {
-    8 + len.next_multiple_of(8)
+    // Records start on a cache line: a header never wraps, and the writer
+    // never writes into a line the reader is still reading a record from.
+    (HEADER + len).next_multiple_of(64)
 }
 
 impl RawWriter {
     /// The largest message the ring carries.
     pub fn max_message(&self) -> usize {
-        self.cap - 8
+        self.cap - HEADER
     }
 
     /// Copies `msg` into the ring, waiting for room.
@@ -155,14 +165,20 @@ impl RawWriter {
             });
             self.seen_head = seen.get();
         }
-        let at = (tail % cap) as usize;
-        region.write(DATA + at, &(msg.len() as u64).to_le_bytes());
-        copy_in(region, self.cap, (at + 8) % self.cap, msg);
+        let at = tail as usize & (self.cap - 1);
+        region
+            .u64_at(DATA + at + 8)
+            .store(msg.len() as u64, Ordering::Relaxed);
+        copy_in(region, self.cap, (at + HEADER) & (self.cap - 1), msg);
+        // The position last: a reader that sees it sees the rest.
+        let position = region.u64_at(DATA + at);
         self.tail = tail.wrapping_add(need);
         if self.wait == ShmWait::Spin {
-            region.u64_at(OFF_TAIL).store(self.tail, Ordering::Release);
+            position.store(tail + 1, Ordering::Release);
         } else {
-            region.u64_at(OFF_TAIL).store(self.tail, Ordering::SeqCst);
+            // (SeqCst, as the reader's announcement of a sleep and its look
+            // after it: one of the two sees the other.)
+            position.store(tail + 1, Ordering::SeqCst);
             wake(region, OFF_DATA_SEQ, OFF_READER_WAITING);
         }
     }
@@ -174,15 +190,24 @@ impl RawReader {
     pub fn recv(&mut self, out: &mut [u8]) -> usize {
         let head = self.head;
         let region = &self.region;
-        wait_until(region, self.wait, OFF_DATA_SEQ, OFF_READER_WAITING, || {
-            region.u64_at(OFF_TAIL).load(Ordering::Acquire) != head
-        });
-        let at = (head % self.cap as u64) as usize;
-        let mut len = [0u8; 8];
-        region.read(DATA + at, &mut len);
-        let len = u64::from_le_bytes(len) as usize;
+        let at = head as usize & (self.cap - 1);
+        let position = region.u64_at(DATA + at);
+        let published = || position.load(Ordering::SeqCst) == head + 1;
+        wait_until(
+            region,
+            self.wait,
+            OFF_DATA_SEQ,
+            OFF_READER_WAITING,
+            published,
+        );
+        let len = region.u64_at(DATA + at + 8).load(Ordering::Relaxed) as usize;
         let take = len.min(out.len());
-        copy_out(region, self.cap, (at + 8) % self.cap, &mut out[..take]);
+        copy_out(
+            region,
+            self.cap,
+            (at + HEADER) & (self.cap - 1),
+            &mut out[..take],
+        );
         self.head = head.wrapping_add(record_len(len) as u64);
         if self.wait == ShmWait::Spin {
             region.u64_at(OFF_HEAD).store(self.head, Ordering::Release);
@@ -236,6 +261,10 @@ mod tests {
                     let msg: Vec<u8> = (0..i % 1500).map(|j| (i + j) as u8).collect();
                     tx.send(&msg);
                 }
+                // The largest takes the whole data area, once it drained.
+                let max = tx.max_message();
+                tx.send(&vec![9u8; max]);
+                max
             });
             let mut buf = vec![0u8; 4096];
             for i in 0..2000usize {
@@ -248,7 +277,10 @@ mod tests {
                         .all(|(j, &b)| b == (i + j) as u8)
                 );
             }
-            t.join().unwrap();
+            let mut all = vec![0u8; 8192];
+            let n = rx.recv(&mut all);
+            assert_eq!(n, t.join().unwrap(), "{wait:?}");
+            assert!(all[..n].iter().all(|&b| b == 9), "{wait:?}");
         }
     }
 }

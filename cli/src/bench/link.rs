@@ -4,7 +4,7 @@ use super::*;
 use procwire::{Shm, SocketPair};
 
 /// Each shared-memory ring's data area: 1 MiB messages travel inline.
-const RING: usize = 4 << 20;
+pub(super) const RING: usize = 4 << 20;
 
 /// One end of a measured link, raw or procwire.
 pub(super) enum Link {
