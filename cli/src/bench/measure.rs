@@ -134,18 +134,18 @@ pub(super) fn measure(side: Side, size: usize, pin: Pin, quick: bool) -> Result<
 
 /// [`measure`] of two sides, their rounds taken in turn, so that a slow
 /// spell of the machine falls on both rather than on one side's rounds.
+/// Each side comes with the size of its messages.
 pub(super) fn measure_pair(
-    a: Side,
-    b: Side,
-    size: usize,
+    (a, size_a): (Side, usize),
+    (b, size_b): (Side, usize),
     pin: Pin,
     quick: bool,
 ) -> Result<(Measured, Measured)> {
     let (rounds, budget) = plan(quick);
     let (mut of_a, mut of_b) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        of_a.push(measure_once(a, size, pin, budget)?);
-        of_b.push(measure_once(b, size, pin, budget)?);
+        of_a.push(measure_once(a, size_a, pin, budget)?);
+        of_b.push(measure_once(b, size_b, pin, budget)?);
     }
     Ok((median(&of_a), median(&of_b)))
 }

@@ -530,6 +530,30 @@ fn ping_pong(
     Some(samples[samples.len() / 2])
 }
 
+/// A page, and the size of the pipe rows it explains.
+const PAGE: usize = 4096;
+
+/// Raw pipe round trips of a page against a page and the 6 bytes a framed
+/// 4 KiB `ByteBuf` adds (the length prefix and postcard's length of the
+/// bytes), on one CPU, rounds in turn. A pipe keeps what is written in
+/// buffers of a page each: a write of one page and a few bytes into an
+/// empty pipe takes two, and the second page is allocated and freed with
+/// every message (the pipe keeps one spare page, not two).
+fn pipe_pages(quick: bool) -> Result<()> {
+    let framed = PAGE + procwire::frame::HEADER_LEN + 2;
+    let raw = Side::Raw(Transport::Pipe);
+    let (page, more) = measure_pair((raw, PAGE), (raw, framed), Pin::Same, quick)
+        .context("raw pipe round trips of a page and of a framed page")?;
+    println!(
+        "\npipe pages: raw pipe round trip of {PAGE} B, one page: {}; of {framed} B, a framed \
+         4 KiB message's size, two pages: {} ({:.2}x)",
+        micros(page.median_ns),
+        micros(more.median_ns),
+        more.ratios(&page).0
+    );
+    Ok(())
+}
+
 /// Runs the benchmark and prints the table (or JSON).
 pub fn run(cfg: Config) -> Result<()> {
     // The NATS rows' server, if one was started, stops with the run.
@@ -571,7 +595,7 @@ pub fn run(cfg: Config) -> Result<()> {
                 measure(base, size, pin, cfg.quick).with_context(|| what(base, size, pin))?,
                 w.clone(),
             ),
-            (_, None) => measure_pair(base, wire, size, pin, cfg.quick)
+            (_, None) => measure_pair((base, size), (wire, size), pin, cfg.quick)
                 .with_context(|| format!("{} and {}", what(base, size, pin), wire.name()))?,
         };
         done.insert((base, size, pin), b.clone());
@@ -670,6 +694,12 @@ pub fn run(cfg: Config) -> Result<()> {
             micros(ring_alone),
             micros(ring.baseline_median_ns),
         );
+    }
+    if rows
+        .iter()
+        .any(|r| r.transport == "pipe" && r.size == PAGE && r.pin == Pin::Same.name())
+    {
+        pipe_pages(cfg.quick)?;
     }
     let (mib, hot) = memcpy_ceiling(cfg.quick);
     println!(
