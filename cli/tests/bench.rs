@@ -270,3 +270,53 @@ fn the_nats_rows_stand_against_raw_async_nats() {
     assert!(r["median_ns"].as_u64().unwrap() > 0, "{r}");
     assert!(r["baseline_median_ns"].as_u64().unwrap() > 0, "{r}");
 }
+
+/// The numbers in a line after `label`: each `N µs` and the `(Rx)` ratio.
+fn figures_after<'a>(text: &'a str, label: &str) -> (&'a str, Vec<f64>) {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} line in\n{text}"));
+    let numbers = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|w| w.contains('.'))
+        .map(|w| w.parse().unwrap())
+        .collect();
+    (line, numbers)
+}
+
+#[test]
+fn the_pipe_pages_and_floor_lines_time_their_baselines_under_the_table() {
+    let out = bench(&[
+        "--quick",
+        "--transports",
+        "pipe,shm-spin",
+        "--sizes",
+        "64,4096",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // A page, and a page and the 6 bytes of a framed 4 KiB ByteBuf.
+    let (line, n) = figures_after(&text, "pipe pages:");
+    assert!(line.contains("4096 B") && line.contains("4102 B"), "{line}");
+    assert_eq!(n.len(), 3, "{line}");
+    assert!(n.iter().all(|&x| x > 0.0), "{line}");
+    // The one-slot ping-pong, the raw ring between the same threads and
+    // their ratio, then the ring between processes: the shm-spin row's
+    // baseline, as the table printed it.
+    let (line, n) = figures_after(&text, "floor:");
+    assert!(line.contains("between the same threads"), "{line}");
+    assert_eq!(n.len(), 4, "{line}");
+    assert!(n.iter().all(|&x| x > 0.0), "{line}");
+    let spin = text
+        .lines()
+        .find(|l| l.starts_with("shm-spin "))
+        .unwrap_or_else(|| panic!("no shm-spin row in\n{text}"));
+    let baseline = spin.split("raw ring spin").nth(1).unwrap();
+    let its_median: f64 = baseline.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(its_median, n[3], "{spin}\n{line}");
+}
