@@ -543,8 +543,14 @@ pub fn roundtrips(args: &[String]) -> Result<()> {
         anyhow::ensure!(!side.remote(), "a thread peer is for local transports");
         let (ours, theirs) = Link::pair(side)?;
         // Left running: a datagram socket has no end of stream to stop its
-        // loop, and the process's exit ends it.
-        std::thread::spawn(move || peer_loop(&theirs, size, Role::Echo));
+        // loop, and the process's exit ends it. (On the peer's CPU: two
+        // threads spinning on one CPU take a time slice a message.)
+        allowed(peer_cpu)?;
+        std::thread::spawn(move || {
+            // (Checked above; unpinned, it would still answer.)
+            let _ = pin_to(Some(peer_cpu));
+            peer_loop(&theirs, size, Role::Echo);
+        });
         return round_trips(&ours);
     }
     if has("oneway") {
