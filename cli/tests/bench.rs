@@ -17,17 +17,22 @@ fn bench(args: &[&str]) -> std::process::Output {
         .expect("procwire bench ran past 120 s")
 }
 
-/// Runs `procwire bench ARGS --json`, which must succeed: its rows.
-fn json_rows(args: &[&str]) -> Vec<serde_json::Value> {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = bench(&all);
+/// Runs `procwire bench ARGS`, which must succeed: what it printed.
+fn table(args: &[&str]) -> String {
+    let out = bench(args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `procwire bench ARGS --json`, which must succeed: its rows.
+fn json_rows(args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let rows: serde_json::Value = serde_json::from_str(&table(&all)).unwrap();
     rows.as_array().expect("an array").clone()
 }
 
@@ -93,7 +98,7 @@ fn json_is_one_array_with_every_field_and_a_baseline_per_row() {
 
 #[test]
 fn the_adaptive_waiter_is_compared_with_the_best_fixed_strategy() {
-    let out = bench(&[
+    let text = table(&[
         "--quick",
         "--transports",
         "shm,shm-yield,shm-futex",
@@ -102,12 +107,6 @@ fn the_adaptive_waiter_is_compared_with_the_best_fixed_strategy() {
         "--pin",
         "same",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
     let line = text
         .lines()
         .find(|l| l.starts_with("adaptive shm, 64 B, cpus same"))
@@ -120,19 +119,13 @@ fn the_adaptive_waiter_is_compared_with_the_best_fixed_strategy() {
 
 #[test]
 fn the_table_has_a_row_per_case_and_large_datagrams_are_left_out() {
-    let out = bench(&[
+    let text = table(&[
         "--quick",
         "--transports",
         "seqpacket,stream",
         "--sizes",
         "64,1048576",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("seqpacket ") || l.starts_with("stream "))
@@ -287,19 +280,13 @@ fn figures_after<'a>(text: &'a str, label: &str) -> (&'a str, Vec<f64>) {
 
 #[test]
 fn the_pipe_pages_and_floor_lines_time_their_baselines_under_the_table() {
-    let out = bench(&[
+    let text = table(&[
         "--quick",
         "--transports",
         "pipe,shm-spin",
         "--sizes",
         "64,4096",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
     // A page, and a page and the 6 bytes of a framed 4 KiB ByteBuf.
     let (line, n) = figures_after(&text, "pipe pages:");
     assert!(line.contains("4096 B") && line.contains("4102 B"), "{line}");
