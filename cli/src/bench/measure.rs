@@ -103,7 +103,8 @@ fn plan(quick: bool) -> (usize, Duration) {
     }
 }
 
-fn middle(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (not empty).
+pub(super) fn middle(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -530,9 +531,9 @@ pub fn roundtrips(args: &[String]) -> Result<()> {
         0
     };
     pin_to(Some(0))?;
-    let round_trips = |ours: &Link| -> Result<()> {
-        let msg = ByteBuf::from(vec![7u8; size]);
-        let mut back = vec![0u8; size];
+    let msg = ByteBuf::from(vec![7u8; size]);
+    let mut back = vec![0u8; size];
+    let mut round_trips = |ours: &Link| -> Result<()> {
         for _ in 0..count {
             ours.send(&msg)?;
             ours.recv(&mut back)?;
@@ -557,8 +558,6 @@ pub fn roundtrips(args: &[String]) -> Result<()> {
         // COUNT messages one way into a peer that acknowledges the last, as
         // the bench's throughput measurement.
         let (ours, mut peer) = start_peer(side, size, Role::Sink(count), Some(peer_cpu))?;
-        let msg = ByteBuf::from(vec![7u8; size]);
-        let mut back = vec![0u8; size];
         for _ in 0..count {
             ours.send(&msg)?;
         }

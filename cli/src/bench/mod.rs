@@ -488,17 +488,13 @@ fn slot_floor(quick: bool) -> Option<(u64, u64, f64)> {
             },
         )?);
     }
-    let mid = |mut v: Vec<u64>| {
-        v.sort_unstable();
-        v[v.len() / 2]
-    };
-    let mut ratios: Vec<f64> = ring
+    let ratios = ring
         .iter()
         .zip(&slot)
         .map(|(r, s)| *r as f64 / (*s).max(1) as f64)
         .collect();
-    ratios.sort_by(f64::total_cmp);
-    Some((mid(slot), mid(ring), ratios[ratios.len() / 2]))
+    let mid = |v: &[u64]| measure::middle(v.iter().map(|&x| x as f64).collect()) as u64;
+    Some((mid(&slot), mid(&ring), measure::middle(ratios)))
 }
 
 /// The median of `n` round trips between this thread on CPU 0, running
