@@ -169,7 +169,7 @@ impl Direct {
         let (claim_at, tail_at) = split::guess(got, len)?;
         let tail_len = len - tail_at;
         let mut tail = Vec::with_capacity(tail_len);
-        tail.extend_from_slice(&got[tail_at..]);
+        crate::bytes::extend(&mut tail, &got[tail_at..]);
         Some(Direct {
             len,
             pieces: Pieces {

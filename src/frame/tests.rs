@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 
-use super::decoder::INITIAL_BUFFER;
+use super::decoder::{INITIAL_BUFFER, READ_AHEAD};
 use super::*;
 use crate::error::ErrorKind;
 
@@ -151,4 +151,48 @@ fn the_sender_refuses_frames_over_its_maximum() {
     w.send(b"1234").unwrap();
     assert_eq!(w.get_ref().len(), 8);
     assert!(FrameWriter::with_max_frame(Vec::new(), usize::MAX).is_err());
+}
+
+/// `n` frames of 100-byte payloads, each filled with its number.
+fn hundreds(n: usize) -> Vec<u8> {
+    let mut wire = Vec::new();
+    let mut w = FrameWriter::new(&mut wire);
+    for i in 0..n {
+        w.send(&[i as u8; 100]).unwrap();
+    }
+    wire
+}
+
+/// Feeds `wire` to `d` as a reader would, each read taking what
+/// `chunk(spare)` says of the room offered; returns the payloads taken.
+fn feed(d: &mut FrameDecoder, mut wire: &[u8], chunk: impl Fn(usize) -> usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while !wire.is_empty() {
+        let spare = d.spare();
+        let n = chunk(spare.len()).min(wire.len());
+        spare[..n].copy_from_slice(&wire[..n]);
+        wire = &wire[n..];
+        d.filled(n);
+        while let Some(p) = d.next_payload().unwrap() {
+            got.push(p.to_vec());
+        }
+    }
+    got
+}
+
+/// A reader that falls behind (every read fills the room offered, whole
+/// frames and more) reads ahead in a buffer grown to a pipe's capacity;
+/// one that keeps up (reads never fill it) stays at the first size.
+#[test]
+fn reads_that_fill_the_buffer_with_frames_grow_it_to_the_read_ahead() {
+    let wire = hundreds(3000);
+    let mut behind = FrameDecoder::new(1 << 20).unwrap();
+    let got = feed(&mut behind, &wire, |room| room);
+    assert_eq!(got.len(), 3000);
+    assert!(got.iter().enumerate().all(|(i, p)| p == &[i as u8; 100]));
+    assert_eq!(behind.buffer_capacity(), READ_AHEAD);
+
+    let mut keeping_up = FrameDecoder::new(1 << 20).unwrap();
+    assert_eq!(feed(&mut keeping_up, &wire, |room| room - 1), got);
+    assert_eq!(keeping_up.buffer_capacity(), INITIAL_BUFFER);
 }
