@@ -8,12 +8,13 @@ use crate::error::{Error, ErrorKind, Result, human};
 /// The receive buffer's first size; it grows by doubling, only as data arrives.
 pub(super) const INITIAL_BUFFER: usize = 8 << 10;
 
-/// How far the buffer grows for reading ahead: a read that fills it with a
-/// whole frame and more says more messages were waiting, and the buffer
-/// doubles, up to a pipe's default capacity, so that a reader that falls
-/// behind takes what is queued in fewer reads (and moves the partial frame
-/// at the buffer's end to its start less often). A reader that keeps up
-/// stays at [`INITIAL_BUFFER`].
+/// How far the buffer grows for reading ahead: a buffer filled to its end
+/// with whole frames (and perhaps the start of one more) says more messages
+/// were waiting, and it doubles, up to a pipe's default capacity, so that
+/// a reader that falls behind takes what is queued in fewer reads (and
+/// moves the partial frame at the buffer's end to its start less often). A
+/// reader that keeps up stays at [`INITIAL_BUFFER`], and so does one that
+/// receives one large frame at a time.
 pub(super) const READ_AHEAD: usize = 64 << 10;
 
 /// A complete frame found in a [`FrameDecoder`]'s buffer.
@@ -65,11 +66,6 @@ pub struct FrameDecoder {
     /// Take frames whose prefix is [`HEARTBEAT`] as heartbeats and drop
     /// them (`tcp://` connections only).
     heartbeats: bool,
-    /// The length of the last [`spare`](FrameDecoder::spare).
-    offered: usize,
-    /// The last read filled all of it: grow (to [`READ_AHEAD`]) before
-    /// the next.
-    backlog: bool,
 }
 
 /// On `tcp://` connections only: a length prefix of `0xFFFF_FFFF`, with no
@@ -100,8 +96,6 @@ impl FrameDecoder {
             skip: 0,
             max: check_max(max_frame)?,
             heartbeats: false,
-            offered: 0,
-            backlog: false,
         })
     }
 
@@ -238,19 +232,18 @@ impl FrameDecoder {
     /// with the number of bytes stored.
     ///
     /// The buffer only grows when the frame being assembled needs it, or
-    /// (up to 64 KiB) when the last read filled it with a whole frame and
-    /// more, and then at most doubles, so its size stays within twice the
-    /// bytes that really arrived (plus 8 KiB), whatever a length prefix
-    /// claims.
+    /// (up to 64 KiB) when input filled it with whole frames and more, and
+    /// then at most doubles, so its size stays within twice the bytes that
+    /// really arrived (plus 8 KiB), whatever a length prefix claims.
     #[inline]
     pub fn spare(&mut self) -> &mut [u8] {
-        // Everything taken, nothing to skip: the whole buffer is free (a
-        // frame assembled here only ever needs a new one).
-        if self.start == self.end && self.skip == 0 && !self.buf.is_empty() && !self.backlog {
+        // Everything taken, nothing to skip, the buffer (allocated) not
+        // filled to its end: the whole buffer is free (a frame assembled
+        // here only ever needs a new one).
+        if self.start == self.end && self.skip == 0 && self.end < self.buf.len() {
             self.base += self.start as u64;
             self.start = 0;
             self.end = 0;
-            self.offered = self.buf.len();
             return &mut self.buf[..];
         }
         self.spare_for_more()
@@ -258,16 +251,21 @@ impl FrameDecoder {
 
     /// [`spare`](FrameDecoder::spare) when part of a frame is buffered.
     fn spare_for_more(&mut self) -> &mut [u8] {
+        if self.end == self.buf.len()
+            && self.start > 0
+            && self.skip == 0
+            && self.buf.len() < READ_AHEAD
+        {
+            // Filled to its end, whole frames taken from it: read ahead.
+            // All of it really arrived, so doubling keeps it within twice
+            // what arrived. (A large frame that fills it from its start is
+            // not a backlog.)
+            self.buf.resize((self.buf.len() * 2).min(READ_AHEAD), 0);
+        }
         if self.start == self.end {
             self.base += self.start as u64;
             self.start = 0;
             self.end = 0;
-        }
-        if std::mem::take(&mut self.backlog) {
-            // The last read filled the buffer: all of it really arrived,
-            // so doubling keeps it within twice what arrived.
-            let grown = (self.buf.len() * 2).min(READ_AHEAD);
-            self.buf.resize(grown.max(self.buf.len()), 0);
         }
         let avail = self.end - self.start;
         let want = if self.skip > 0 {
@@ -291,7 +289,6 @@ impl FrameDecoder {
             self.buf
                 .resize(grown.min(self.end + want.max(INITIAL_BUFFER)), 0);
         }
-        self.offered = self.buf.len() - self.end;
         &mut self.buf[self.end..]
     }
 
@@ -300,10 +297,6 @@ impl FrameDecoder {
     #[inline]
     pub fn filled(&mut self, n: usize) {
         self.end = (self.end + n).min(self.buf.len());
-        // Frames queued behind a whole one, not one large frame (which the
-        // receiver reads into its own buffer from its second read on).
-        self.backlog =
-            n > 0 && n == self.offered && self.buf.len() < READ_AHEAD && self.has_frame();
     }
 
     /// The stream offset of the next byte to arrive.
