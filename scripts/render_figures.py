@@ -323,6 +323,21 @@ def render_adaptive_note():
     )
 
 
+def render_floor_note():
+    """The instruction floor of a typed channel on a pipe, beside procwire's."""
+    pipe = next(i for i in instructions if i["transport"] == "pipe")
+    m, mb, raw = pipe["minimal"], pipe["minimal_borrowed"], pipe["raw"]
+    return (
+        f"On a pipe it takes {m:,.0f} instructions a message with an owned "
+        f"`ByteBuf` received and {mb:,.0f} borrowing the bytes, {m - raw:+,.0f} and "
+        f"{mb - raw:+,.0f} over raw. So the budget leaves a complete channel about "
+        f"{500 - (m - raw):,.0f} instructions with `recv` and about {500 - (mb - raw):,.0f} "
+        f"with `recv_with` for the gate, descriptors, partial frames, deadlines and "
+        f"errors, where procwire's layers take {pipe['procwire'] - m:,.0f} and "
+        f"{pipe['borrowed'] - mb:,.0f}."
+    )
+
+
 def render_remote_note():
     tcp = row(remote, "tcp", 64, "same")
     big = row(remote, "tcp", 1 << 20, "same")
@@ -399,6 +414,7 @@ BLOCKS = {
     "targets": render_targets,
     "syscalls": lambda: (FIG / "syscalls.md").read_text().rstrip(),
     "instructions": lambda: (FIG / "instructions.md").read_text().rstrip(),
+    "floor-note": render_floor_note,
     "nofds": lambda: fenced("nofds.txt"),
     "into": lambda: fenced("into.txt"),
     "syscalls-nofds": lambda: (FIG / "syscalls-nofds.md").read_text().rstrip(),

@@ -3,9 +3,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn bench(args: &[&str]) -> std::process::Output {
+/// Runs `procwire ARGS` under a deadline.
+fn procwire(args: &[&str]) -> std::process::Output {
     let child = Command::new(env!("CARGO_BIN_EXE_procwire"))
-        .arg("bench")
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -14,7 +14,13 @@ fn bench(args: &[&str]) -> std::process::Output {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
     rx.recv_timeout(Duration::from_secs(120))
-        .expect("procwire bench ran past 120 s")
+        .unwrap_or_else(|_| panic!("procwire {args:?} ran past 120 s"))
+}
+
+fn bench(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    procwire(&all)
 }
 
 /// Runs `procwire bench ARGS`, which must succeed: what it printed.
@@ -306,4 +312,40 @@ fn the_pipe_pages_and_floor_lines_time_their_baselines_under_the_table() {
     let baseline = spin.split("raw ring spin").nth(1).unwrap();
     let its_median: f64 = baseline.split_whitespace().next().unwrap().parse().unwrap();
     assert_eq!(its_median, n[3], "{spin}\n{line}");
+}
+
+/// The minimal channel that `scripts/instructions` counts as the floor
+/// (`__roundtrips lean`) carries messages whole on a pipe and a stream
+/// socket, owned and borrowed, small and large (a frame longer than its
+/// first buffer, frames queued one way), forked or in a thread; it refuses
+/// what it does not do.
+#[test]
+fn the_minimal_channel_round_trips_on_byte_streams_and_refuses_the_rest() {
+    for args in [
+        "lean pipe 64 2000",
+        "lean pipe 64 2000 borrow thread",
+        "lean stream 4096 500",
+        "lean stream 65536 100 borrow",
+        "lean pipe 1048576 20",
+        "lean pipe 4096 5000 oneway",
+    ] {
+        let mut all = vec!["__roundtrips"];
+        all.extend(args.split(' '));
+        let out = procwire(&all);
+        assert!(
+            out.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (args, why) in [
+        ("lean pipe 64 10 into", "receives owned or borrowed"),
+        ("lean seqpacket 64 10", "on a pipe or a stream socket"),
+    ] {
+        let mut all = vec!["__roundtrips"];
+        all.extend(args.split(' '));
+        let out = procwire(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{args}: {err}");
+    }
 }

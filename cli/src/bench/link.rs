@@ -33,6 +33,8 @@ pub(super) enum Link {
             procwire::tokio::zmq::Channel<ByteBuf, ByteBuf>,
         )>,
     ),
+    /// The floor of a typed channel on a pipe pair or a stream socket.
+    Lean(RefCell<super::lean::Lean>),
 }
 
 impl Inherit for Link {
@@ -43,6 +45,11 @@ impl Inherit for Link {
                 rx.descriptors(out);
             }
             Link::RawMessage(fd) => fd.descriptors(out),
+            Link::Lean(l) => {
+                for fd in l.borrow().fds() {
+                    fd.descriptors(out);
+                }
+            }
             Link::Wire(d) => d.descriptors(out),
             Link::WirePipes(tx, rx) => {
                 tx.descriptors(out);
@@ -76,6 +83,7 @@ impl Inherit for Link {
             }
             Link::RawStream { .. }
             | Link::RawMessage(_)
+            | Link::Lean(_)
             | Link::RawRing(..)
             | Link::Zmq(_)
             | Link::RawZmq(..)
@@ -99,6 +107,20 @@ impl Link {
                 let (a, b) = Link::pair(blocking)?;
                 let end = |l| Link::Async(Box::new(super::asynch::AsyncLink::new(l)));
                 return Ok((end(a), end(b)));
+            }
+            Side::Lean(t) => {
+                anyhow::ensure!(
+                    matches!(t, Transport::Pipe | Transport::Stream),
+                    "the minimal channel runs on a pipe or a stream socket"
+                );
+                let (a, b) = Link::pair(Side::Raw(t))?;
+                let lean = |l| match l {
+                    Link::RawStream { tx, rx } => {
+                        Ok(Link::Lean(RefCell::new(super::lean::Lean::new(tx, rx))))
+                    }
+                    _ => anyhow::bail!("a raw byte stream"),
+                };
+                return Ok((lean(a)?, lean(b)?));
             }
             Side::Ring(w) => {
                 let (tx1, rx1) = raw_ring(RING, w)?;
@@ -190,6 +212,7 @@ impl Link {
                 let m = zeromq::ZmqMessage::from(msg.to_vec());
                 rt.block_on(sock.borrow_mut().send(m))?;
             }
+            Link::Lean(l) => l.borrow_mut().send(msg)?,
         }
         Ok(())
     }
@@ -245,6 +268,10 @@ impl Link {
                 anyhow::ensure!(frame.len() == buf.len(), "wrong size");
                 buf.copy_from_slice(frame);
             }
+            Link::Lean(l) => match receive() {
+                Receive::Into => anyhow::bail!("the minimal channel receives owned or borrowed"),
+                r => l.borrow_mut().recv(buf.len(), r == Receive::Borrowed)?,
+            },
         }
         Ok(())
     }

@@ -491,8 +491,8 @@ pub fn peer(args: &[String]) -> Result<()> {
 /// with `recv_into` (as `bench --into`); with `nofds`
 /// its socket channels carry no descriptors (as `bench --no-fds`).
 pub fn roundtrips(args: &[String]) -> Result<()> {
-    let usage = "__roundtrips raw|wire|async|rawasync TRANSPORT SIZE COUNT [thread] [borrow|into] \
-                 [nofds] [oneway]";
+    let usage = "__roundtrips raw|wire|async|rawasync|lean TRANSPORT SIZE COUNT [thread] \
+                 [borrow|into] [nofds] [oneway]";
     let [side, transport, size, count, flags @ ..] = args else {
         anyhow::bail!("{usage}");
     };
@@ -520,7 +520,8 @@ pub fn roundtrips(args: &[String]) -> Result<()> {
         ("raw", Some(w)) => Side::Ring(w),
         ("async", _) => Side::Async(t),
         ("rawasync", _) => Side::RawAsync(super::asynch::raw_of(t).context("no async row")?),
-        (s, _) => anyhow::bail!("{s}: raw, wire, async or rawasync"),
+        ("lean", _) => Side::Lean(t),
+        (s, _) => anyhow::bail!("{s}: raw, wire, async, rawasync or lean"),
     };
     let size: usize = size.parse()?;
     let count: u64 = count.parse()?;

@@ -23,6 +23,7 @@ use procwire::{ByteBuf, Duplex, Inherit, Kind, Receiver, Sender, ShmWait};
 use serde::Serialize;
 
 mod asynch;
+mod lean;
 mod link;
 pub use link::Receive;
 mod measure;
@@ -185,6 +186,8 @@ enum Side {
     Async(Transport),
     /// Raw tokio I/O on the same kind of descriptor.
     RawAsync(Transport),
+    /// The floor of a typed channel on a byte stream (`__roundtrips lean`).
+    Lean(Transport),
 }
 
 impl Side {
@@ -201,6 +204,7 @@ impl Side {
             Side::Ring(w) => format!("raw ring {}", format!("{w:?}").to_lowercase()),
             Side::Async(t) => format!("async-{}", t.name()),
             Side::RawAsync(t) => format!("raw tokio {}", t.name()),
+            Side::Lean(t) => format!("minimal {}", t.name()),
         }
     }
 }
