@@ -480,7 +480,8 @@ pub fn peer(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `procwire __roundtrips raw|wire TRANSPORT SIZE COUNT [thread] [borrow|into] [nofds]`: exactly
+/// `procwire __roundtrips raw|wire|async|rawasync|lean TRANSPORT SIZE COUNT [thread]
+/// [borrow|into] [nofds] [oneway]`: exactly
 /// COUNT round trips against an echoing peer, both processes on CPU 0, and
 /// nothing else; what `scripts/syscalls` and `scripts/instructions` count
 /// (they subtract a run with COUNT 0, which leaves the set-up out). With
@@ -489,7 +490,10 @@ pub fn peer(args: &[String]) -> Result<()> {
 /// procwire's fork (valgrind 3.19 lacks pidfd_open). With `borrow`,
 /// procwire receives with `recv_with` (as `bench --borrow`), with `into`
 /// with `recv_into` (as `bench --into`); with `nofds`
-/// its socket channels carry no descriptors (as `bench --no-fds`).
+/// its socket channels carry no descriptors (as `bench --no-fds`). `lean`
+/// is the floor of a typed channel on a pipe or stream socket
+/// (`lean.rs`); `oneway` sends COUNT messages into a peer that
+/// acknowledges the last, as the bench's throughput does.
 pub fn roundtrips(args: &[String]) -> Result<()> {
     let usage = "__roundtrips raw|wire|async|rawasync|lean TRANSPORT SIZE COUNT [thread] \
                  [borrow|into] [nofds] [oneway]";
