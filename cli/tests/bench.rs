@@ -321,6 +321,11 @@ fn the_pipe_pages_and_floor_lines_time_their_baselines_under_the_table() {
 /// what it does not do.
 #[test]
 fn the_minimal_channel_round_trips_on_byte_streams_and_refuses_the_rest() {
+    let roundtrips = |args: &str| {
+        let mut all = vec!["__roundtrips"];
+        all.extend(args.split(' '));
+        procwire(&all)
+    };
     for args in [
         "lean pipe 64 2000",
         "lean pipe 64 2000 borrow thread",
@@ -329,9 +334,7 @@ fn the_minimal_channel_round_trips_on_byte_streams_and_refuses_the_rest() {
         "lean pipe 1048576 20",
         "lean pipe 4096 5000 oneway",
     ] {
-        let mut all = vec!["__roundtrips"];
-        all.extend(args.split(' '));
-        let out = procwire(&all);
+        let out = roundtrips(args);
         assert!(
             out.status.success(),
             "{args}: {}",
@@ -342,9 +345,7 @@ fn the_minimal_channel_round_trips_on_byte_streams_and_refuses_the_rest() {
         ("lean pipe 64 10 into", "receives owned or borrowed"),
         ("lean seqpacket 64 10", "on a pipe or a stream socket"),
     ] {
-        let mut all = vec!["__roundtrips"];
-        all.extend(args.split(' '));
-        let out = procwire(&all);
+        let out = roundtrips(args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(why), "{args}: {err}");
     }

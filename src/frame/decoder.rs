@@ -249,7 +249,8 @@ impl FrameDecoder {
         self.spare_for_more()
     }
 
-    /// [`spare`](FrameDecoder::spare) when part of a frame is buffered.
+    /// [`spare`](FrameDecoder::spare) when part of a frame is buffered, or
+    /// the buffer was filled to its end (and may read ahead).
     fn spare_for_more(&mut self) -> &mut [u8] {
         if self.end == self.buf.len()
             && self.start > 0
