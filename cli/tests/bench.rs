@@ -312,6 +312,42 @@ fn the_pipe_pages_and_floor_lines_time_their_baselines_under_the_table() {
     let baseline = spin.split("raw ring spin").nth(1).unwrap();
     let its_median: f64 = baseline.split_whitespace().next().unwrap().parse().unwrap();
     assert_eq!(its_median, n[3], "{spin}\n{line}");
+    // The minimal typed channel against raw at each of the pipe rows'
+    // sizes, received as the rows receive (owned); none for shared memory.
+    let (line, n) = figures_after(&text, "typed floor:");
+    assert!(line.contains("received owned"), "{line}");
+    assert!(
+        line.contains("pipe 64 B ") && line.contains("pipe 4 KiB "),
+        "{line}"
+    );
+    assert!(!line.contains("shm"), "{line}");
+    assert_eq!(n.len(), 2, "{line}");
+    assert!(n.iter().all(|&x| x > 0.0), "{line}");
+}
+
+/// The `typed floor:` line receives as the rows do: borrowed under
+/// `--borrow`, and not at all under `--into` (the minimal channel has no
+/// receive into a kept buffer) or where no pipe or stream row is up to a
+/// page.
+#[test]
+fn the_typed_floor_receives_as_the_rows_do() {
+    let quick = |more: &[&str]| {
+        let mut args = vec!["--quick", "--transports", "stream"];
+        args.extend_from_slice(more);
+        table(&args)
+    };
+    let text = quick(&["--sizes", "64", "--borrow"]);
+    let (line, n) = figures_after(&text, "typed floor:");
+    assert!(
+        line.contains("received borrowed") && line.contains("stream 64 B "),
+        "{line}"
+    );
+    assert_eq!(n.len(), 1, "{line}");
+    for more in [&["--sizes", "64", "--into"][..], &["--sizes", "65536"]] {
+        let text = quick(more);
+        assert!(text.contains("\nstream "), "{more:?}: no row in\n{text}");
+        assert!(!text.contains("typed floor:"), "{more:?}:\n{text}");
+    }
 }
 
 /// The minimal channel that `scripts/instructions` counts as the floor

@@ -4,9 +4,10 @@
 //! buffer, its length parsed and its payload decoded, owned or borrowed.
 //! Nothing else: no gate, no descriptors, no half-written frame kept for
 //! later, no deadline, no error in procwire's terms. What a channel must
-//! cost at least, for the instruction counts of procwire's layers to be
-//! read against (`docs/performance.md`); not a baseline for the timed
-//! ratios, which compare with plain system calls.
+//! cost at least, for procwire's layers to be read against
+//! (`docs/performance.md`): its instructions (`scripts/instructions`) and
+//! its time against raw (the bench's `typed floor:` line). The rows'
+//! ratios still compare with plain system calls.
 
 use std::os::fd::OwnedFd;
 

@@ -554,6 +554,42 @@ fn pipe_pages(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// The timed floor of a typed channel on a byte stream: the minimal
+/// channel of `lean.rs` (postcard behind a length prefix, one write, one
+/// read, received as the rows receive) against raw, rounds in turn, for
+/// each pipe and stream row on one CPU up to a page (the sizes of the
+/// round-trip targets). What any typed channel pays over raw there, and
+/// so what the row's own ratio is read against. `None` (and nothing
+/// printed) when no row qualifies, or when procwire receives into one
+/// buffer (`--into`), which the minimal channel does not do.
+fn typed_floor(rows: &[Row], cfg: &Config) -> Result<Option<Vec<(Transport, usize, f64)>>> {
+    if cfg.receive == Receive::Into {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for t in [Transport::Pipe, Transport::Stream] {
+        for r in rows
+            .iter()
+            .filter(|r| r.transport == t.name() && r.pin == Pin::Same.name() && r.size <= PAGE)
+        {
+            let (raw, lean) = measure_pair(
+                (Side::Raw(t), r.size),
+                (Side::Lean(t), r.size),
+                Pin::Same,
+                cfg.quick,
+            )
+            .with_context(|| {
+                format!("the minimal channel on a {} at {} bytes", t.name(), r.size)
+            })?;
+            out.push((t, r.size, lean.ratios(&raw).0));
+        }
+    }
+    if out.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(out))
+}
+
 /// Runs the benchmark and prints the table (or JSON).
 pub fn run(cfg: Config) -> Result<()> {
     // The NATS rows' server, if one was started, stops with the run.
@@ -700,6 +736,22 @@ pub fn run(cfg: Config) -> Result<()> {
         .any(|r| r.transport == "pipe" && r.size == PAGE && r.pin == Pin::Same.name())
     {
         pipe_pages(cfg.quick)?;
+    }
+    if let Some(floor) = typed_floor(&rows, &cfg)? {
+        let each: Vec<String> = floor
+            .iter()
+            .map(|(t, size, ratio)| format!("{} {} {ratio:.2}x", t.name(), human_size(*size)))
+            .collect();
+        println!(
+            "\ntyped floor: a minimal typed channel (postcard behind a length prefix, one write \
+             and one read a message, received {}; nothing else) against raw, one CPU, rounds in \
+             turn: {}",
+            match cfg.receive {
+                Receive::Borrowed => "borrowed",
+                _ => "owned",
+            },
+            each.join(", ")
+        );
     }
     let (mib, hot) = memcpy_ceiling(cfg.quick);
     println!(
