@@ -208,12 +208,13 @@ def spin_verdict(ratio):
     return verdict(ratio, 1.3)
 
 
-def typed_floor():
-    """The minimal typed channel against raw, rounds in turn, from the
-    `typed floor:` line of the main bench run: {(transport, size): ratio}."""
-    m = re.search(r"^typed floor: .*?rounds in turn: (.*)$", (FIG / "bench.txt").read_text(), re.M)
+def typed_floor(saved="bench.txt"):
+    """The minimal typed channel against the row's raw baseline, rounds in
+    turn, from the `typed floor:` line a bench run printed:
+    {(row, size): ratio}."""
+    m = re.search(r"^typed floor: .*?rounds in turn: (.*)$", (FIG / saved).read_text(), re.M)
     if not m:
-        sys.exit("bench.txt has no typed floor: line (run with pipe or stream at 64 B and 4 KiB)")
+        sys.exit(f"{saved} has no typed floor: line (run with pipe or stream at 64 B and 4 KiB)")
     out = {}
     for each in m.group(1).split(", "):
         t, n, unit, ratio = each.split(" ")
@@ -221,23 +222,27 @@ def typed_floor():
     return out
 
 
-def floor_verdict(size, target):
-    """Where the minimal typed channel itself misses a round-trip target,
-    on which byte streams."""
-    below = [t for (t, n), v in sorted(typed_floor().items()) if n == size and v > target]
+def floor_verdict(target, size=None, saved="bench.txt", rows=("pipe", "stream")):
+    """Where the minimal typed channel itself misses a round-trip target:
+    on which rows (and sizes, when `size` is None)."""
+    below = [
+        t if size else f"{t} {size_name(n)}"
+        for (t, n), v in sorted(typed_floor(saved).items())
+        if t in rows and (size is None or n == size) and v > target
+    ]
     if not below:
         return ""
     return f"; the minimal typed channel misses it too on {' and '.join(below)}"
 
 
-def render_typed_floor_note():
+def render_typed_floor_note(saved="bench.txt", rows=bench, names=("pipe", "stream")):
     """The timed floor of a typed channel beside procwire's rows, one run."""
-    floor = typed_floor()
+    floor = typed_floor(saved)
     parts = []
-    for t in ("pipe", "stream"):
+    for t in names:
         for n in (64, 4 * KiB):
             if (t, n) in floor:
-                parts.append(f"{t} {size_name(n)} {x(floor[(t, n)])} (procwire {x(row(bench, t, n, 'same')['ratio'])})")
+                parts.append(f"{t} {size_name(n)} {x(floor[(t, n)])} (procwire {x(row(rows, t, n, 'same')['ratio'])})")
     return "; ".join(parts)
 
 
@@ -293,9 +298,9 @@ def render_targets():
         "|---|---|---|",
         f"| system calls per message equal to raw's (hard gate) | {fmt(extra_calls)} (system calls per round trip, procwire / raw) | {verdict(max(extra_calls.values()), 1.01)} |",
         f"| ≤ 500 user-space instructions per small message over raw (hard gate) | {ins} with `recv`; {ins_into} with `recv_into`; {ins_lent} with `recv_with` | {verdict(max(extra_ins.values()), 500)} (worst) |",
-        f"| typed 64 B round trip ≤ 1.05x raw | {fmt(t64)} (one CPU); sockets built with `Options::descriptors(false)` (`bench --no-fds`, receiving with recv(2)): {fmt(n64)}; receiving into one `ByteBuf` (`recv_into`, `bench --into`): {fmt(i64)}; the minimal typed channel (`typed floor:`): {lean(64)} | {verdict(max(t64.values()), 1.05)} (worst){floor_verdict(64, 1.05)}; without descriptors {verdict(max(n64.values()), 1.05)} (worst); with `recv_into` {verdict(max(i64.values()), 1.05)} (worst) |",
+        f"| typed 64 B round trip ≤ 1.05x raw | {fmt(t64)} (one CPU); sockets built with `Options::descriptors(false)` (`bench --no-fds`, receiving with recv(2)): {fmt(n64)}; receiving into one `ByteBuf` (`recv_into`, `bench --into`): {fmt(i64)}; the minimal typed channel (`typed floor:`): {lean(64)} | {verdict(max(t64.values()), 1.05)} (worst){floor_verdict(1.05, 64)}; without descriptors {verdict(max(n64.values()), 1.05)} (worst); with `recv_into` {verdict(max(i64.values()), 1.05)} (worst) |",
         f"| p99 ≤ 1.3x raw's p99 | {fmt(p99)} | {verdict(max(p99.values()), 1.3)} (worst) |",
-        f"| typed 4 KiB byte payload ≤ 1.08x raw | {fmt(t4k)}; without descriptors {fmt(n4k)}; with `recv_into` {fmt(i4k)}; the minimal typed channel (`typed floor:`): {lean(4 * KiB)} | {verdict(max(t4k.values()), 1.08)} (worst){floor_verdict(4 * KiB, 1.08)}; without descriptors {verdict(max(n4k.values()), 1.08)} (worst); with `recv_into` {verdict(max(i4k.values()), 1.08)} (worst) |",
+        f"| typed 4 KiB byte payload ≤ 1.08x raw | {fmt(t4k)}; without descriptors {fmt(n4k)}; with `recv_into` {fmt(i4k)}; the minimal typed channel (`typed floor:`): {lean(4 * KiB)} | {verdict(max(t4k.values()), 1.08)} (worst){floor_verdict(1.08, 4 * KiB)}; without descriptors {verdict(max(n4k.values()), 1.08)} (worst); with `recv_into` {verdict(max(i4k.values()), 1.08)} (worst) |",
         f"| 1 MiB one way, borrowing receive ≥ 0.95x raw stream, ≥ 0.90x raw pipe | {fmt(lent)} (`bench --borrow`) | stream {verdict(lent['stream'], 0.95, False)}; pipe {verdict(lent['pipe'], 0.90, False)} |",
         f"| 1 MiB one way, owned `recv` ≥ 0.85x raw | {fmt(owned)} | {verdict(min(owned.values()), 0.85, False)} (worst) |",
         f"| shm spinning 64 B ≤ 1.3x the raw ring | {x(spin['ratio'])} ({us(spin['median_ns'])} vs {us(spin['baseline_median_ns'])}) | {spin_verdict(spin['ratio'])} |",
@@ -418,12 +423,15 @@ def render_async_targets():
           for t in ASYNC_TRANSPORTS if t != "shm" for s in (64, 4096)}
     worst = max(fd.values())
     shm = row(asynch, "async-shm", 64, "same")
+    floor = typed_floor("async.txt")
+    lean = ", ".join(f"{t} {size_name(n)} {x(v)}" for (t, n), v in sorted(floor.items()) if t.startswith("async-"))
     lines = [
         "| target | result | |",
         "|---|---|---|",
         "| async round trip ≤ 1.15x raw tokio I/O at 64 B and 4 KiB | "
         + ", ".join(f"{t} {size_name(s)} {x(r)}" for (t, s), r in sorted(fd.items(), key=lambda kv: kv[1]))
-        + f" | {verdict(worst, 1.15)} |",
+        + f"; the minimal typed channel awaited (`typed floor:`): {lean}"
+        + f" | {verdict(worst, 1.15)}{floor_verdict(1.15, None, 'async.txt', ('async-pipe', 'async-stream'))} |",
         f"| shared-memory async round trip ≤ 0.8x raw tokio `UnixStream`, one CPU | {x(shm['ratio'])} "
         f"({us(shm['median_ns'])} vs {us(shm['baseline_median_ns'])}) | {verdict(shm['ratio'], 0.8)} |",
     ]
@@ -451,6 +459,7 @@ BLOCKS = {
     "instructions": lambda: (FIG / "instructions.md").read_text().rstrip(),
     "floor-note": render_floor_note,
     "typed-floor": render_typed_floor_note,
+    "async-floor": lambda: render_typed_floor_note("async.txt", asynch, ("async-pipe", "async-stream")),
     "nofds": lambda: fenced("nofds.txt"),
     "into": lambda: fenced("into.txt"),
     "syscalls-nofds": lambda: (FIG / "syscalls-nofds.md").read_text().rstrip(),

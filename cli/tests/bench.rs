@@ -325,24 +325,47 @@ fn the_pipe_pages_and_floor_lines_time_their_baselines_under_the_table() {
     assert!(n.iter().all(|&x| x > 0.0), "{line}");
 }
 
-/// The `typed floor:` line receives as the rows do: borrowed under
-/// `--borrow`, and not at all under `--into` (the minimal channel has no
-/// receive into a kept buffer) or where no pipe or stream row is up to a
-/// page.
+/// The `typed floor:` line receives as the rows do: owned by default;
+/// borrowed under `--borrow`, but owned on the async rows, which always
+/// receive owned; and the blocking rows are left out under `--into` (the
+/// minimal channel has no receive into a kept buffer). No line where no
+/// pipe or stream row is up to a page.
 #[test]
 fn the_typed_floor_receives_as_the_rows_do() {
     let quick = |more: &[&str]| {
-        let mut args = vec!["--quick", "--transports", "stream"];
+        let mut args = vec!["--quick", "--transports", "stream", "--pin", "same"];
         args.extend_from_slice(more);
         table(&args)
     };
-    let text = quick(&["--sizes", "64", "--borrow"]);
-    let (line, n) = figures_after(&text, "typed floor:");
-    assert!(
-        line.contains("received borrowed") && line.contains("stream 64 B "),
-        "{line}"
-    );
-    assert_eq!(n.len(), 1, "{line}");
+    for (more, received, rows) in [
+        (
+            &["--sizes", "64", "--async"][..],
+            "received owned",
+            &["stream 64 B ", "async-stream 64 B "][..],
+        ),
+        (
+            &["--sizes", "64", "--async", "--borrow"],
+            "received borrowed",
+            &["stream 64 B ", "async-stream 64 B "],
+        ),
+        (
+            &["--sizes", "64", "--async", "--into"],
+            "received owned",
+            &["async-stream 64 B "],
+        ),
+    ] {
+        let text = quick(more);
+        let (line, n) = figures_after(&text, "typed floor:");
+        assert!(line.contains(received), "{more:?}: {line}");
+        let turn = line.split("rounds in turn: ").nth(1).unwrap();
+        let named: Vec<&str> = turn.split(", ").collect();
+        assert_eq!(named.len(), rows.len(), "{more:?}: {line}");
+        for (got, row) in named.iter().zip(rows) {
+            assert!(got.starts_with(row), "{more:?}: {line}");
+        }
+        assert_eq!(n.len(), rows.len(), "{more:?}: {line}");
+        assert!(n.iter().all(|&x| x > 0.0), "{more:?}: {line}");
+    }
     for more in [&["--sizes", "64", "--into"][..], &["--sizes", "65536"]] {
         let text = quick(more);
         assert!(text.contains("\nstream "), "{more:?}: no row in\n{text}");
@@ -351,10 +374,11 @@ fn the_typed_floor_receives_as_the_rows_do() {
 }
 
 /// The minimal channel that `scripts/instructions` counts as the floor
-/// (`__roundtrips lean`) carries messages whole on a pipe and a stream
-/// socket, owned and borrowed, small and large (a frame longer than its
-/// first buffer, frames queued one way), forked or in a thread; it refuses
-/// what it does not do.
+/// (`__roundtrips lean`), and the same awaited on tokio (`asynclean`, the
+/// bench's `typed floor:` for the async rows), carry messages whole on a
+/// pipe and a stream socket, owned and borrowed, small and large (a frame
+/// longer than its first buffer, frames queued one way), forked or in a
+/// thread; they refuse what they do not do.
 #[test]
 fn the_minimal_channel_round_trips_on_byte_streams_and_refuses_the_rest() {
     let roundtrips = |args: &str| {
@@ -369,6 +393,11 @@ fn the_minimal_channel_round_trips_on_byte_streams_and_refuses_the_rest() {
         "lean stream 65536 100 borrow",
         "lean pipe 1048576 20",
         "lean pipe 4096 5000 oneway",
+        "asynclean pipe 64 2000",
+        "asynclean stream 4096 500 thread",
+        "asynclean stream 65536 100",
+        "asynclean pipe 1048576 20",
+        "asynclean pipe 4096 5000 oneway",
     ] {
         let out = roundtrips(args);
         assert!(
@@ -380,6 +409,7 @@ fn the_minimal_channel_round_trips_on_byte_streams_and_refuses_the_rest() {
     for (args, why) in [
         ("lean pipe 64 10 into", "receives owned or borrowed"),
         ("lean seqpacket 64 10", "on a pipe or a stream socket"),
+        ("asynclean seqpacket 64 10", "on a pipe or a stream socket"),
     ] {
         let out = roundtrips(args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -35,6 +35,47 @@ enum Ends {
         Slot<tokio::net::unix::pipe::Receiver>,
     ),
     Message(tokio::net::UnixDatagram),
+    /// The minimal typed channel (`lean.rs`) on a raw byte stream (`Pipe`
+    /// or `Stream`).
+    Lean(Box<Ends>, Slot<super::lean::Frames>),
+}
+
+impl Ends {
+    /// A raw byte stream: a pipe pair, or a stream socket (`tx` a
+    /// duplicate of `rx`).
+    fn byte_stream(tx: OwnedFd, rx: OwnedFd) -> Result<Ends> {
+        if is_pipe(&rx)? {
+            return Ok(Ends::Pipe(
+                Slot::new(tokio::net::unix::pipe::Sender::from_owned_fd(tx)?),
+                Slot::new(tokio::net::unix::pipe::Receiver::from_owned_fd(rx)?),
+            ));
+        }
+        drop(tx);
+        let s = std::os::unix::net::UnixStream::from(rx);
+        s.set_nonblocking(true)?;
+        Ok(Ends::Stream(Slot::new(tokio::net::UnixStream::from_std(
+            s,
+        )?)))
+    }
+
+    /// Writes all of `bytes` to a raw byte stream.
+    async fn write_all(&self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Ends::Stream(s) => s.with(async |s| s.write_all(bytes).await).await??,
+            Ends::Pipe(tx, _) => tx.with(async |tx| tx.write_all(bytes).await).await??,
+            _ => anyhow::bail!("not a raw byte stream"),
+        }
+        Ok(())
+    }
+
+    /// One read from a raw byte stream into `buf`.
+    async fn read(&self, buf: &mut [u8]) -> Result<usize> {
+        Ok(match self {
+            Ends::Stream(s) => s.with(async |s| s.read(buf).await).await??,
+            Ends::Pipe(_, rx) => rx.with(async |rx| rx.read(buf).await).await??,
+            _ => anyhow::bail!("not a raw byte stream"),
+        })
+    }
 }
 
 impl AsyncLink {
@@ -65,15 +106,10 @@ impl AsyncLink {
                 Link::WirePipes(tx, rx) => {
                     Ends::Pipes(Box::new((tx.into_async()?, rx.into_async()?)))
                 }
-                Link::RawStream { tx, rx } if is_pipe(&rx)? => Ends::Pipe(
-                    Slot::new(tokio::net::unix::pipe::Sender::from_owned_fd(tx)?),
-                    Slot::new(tokio::net::unix::pipe::Receiver::from_owned_fd(rx)?),
-                ),
-                Link::RawStream { tx, rx } => {
-                    drop(tx); // a duplicate of rx
-                    let s = std::os::unix::net::UnixStream::from(rx);
-                    s.set_nonblocking(true)?;
-                    Ends::Stream(Slot::new(tokio::net::UnixStream::from_std(s)?))
+                Link::RawStream { tx, rx } => Ends::byte_stream(tx, rx)?,
+                Link::Lean(l) => {
+                    let (tx, rx, frames) = l.into_inner().into_parts();
+                    Ends::Lean(Box::new(Ends::byte_stream(tx, rx)?), Slot::new(frames))
                 }
                 Link::RawMessage(fd) => {
                     let s = std::os::unix::net::UnixDatagram::from(fd);
@@ -92,8 +128,12 @@ impl AsyncLink {
             match &live.ends {
                 Ends::Wire(d) => d.send_ref(msg).await?,
                 Ends::Pipes(p) => p.0.send_ref(msg).await?,
-                Ends::Stream(s) => s.with(async |s| s.write_all(msg).await).await??,
-                Ends::Pipe(tx, _) => tx.with(async |tx| tx.write_all(msg).await).await??,
+                Ends::Stream(_) | Ends::Pipe(..) => live.ends.write_all(msg).await?,
+                Ends::Lean(io, frames) => {
+                    frames
+                        .with(async |f| io.write_all(f.encode(msg)?).await)
+                        .await??
+                }
                 Ends::Message(s) => {
                     s.send(msg).await?;
                 }
@@ -123,6 +163,21 @@ impl AsyncLink {
                 Ends::Message(s) => {
                     let n = s.recv(buf).await?;
                     anyhow::ensure!(n == buf.len(), "wrong size");
+                }
+                // Owned, as the async rows receive.
+                Ends::Lean(io, frames) => {
+                    let got = frames
+                        .with(async |f| {
+                            loop {
+                                if let Some(got) = f.take(false)? {
+                                    break anyhow::Ok(got);
+                                }
+                                let n = io.read(f.room()?).await?;
+                                f.filled(n)?;
+                            }
+                        })
+                        .await??;
+                    anyhow::ensure!(got == buf.len(), "wrong size");
                 }
             }
             Ok(())

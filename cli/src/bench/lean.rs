@@ -7,8 +7,10 @@
 //! cost at least, for procwire's layers to be read against
 //! (`docs/performance.md`): its instructions (`scripts/instructions`) and
 //! its time against raw (the bench's `typed floor:` line). The rows'
-//! ratios still compare with plain system calls.
+//! ratios still compare with plain system calls. The framing ([`Frames`])
+//! also serves the same channel awaited on tokio (`asynch.rs`).
 
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 
 use anyhow::{Result, ensure};
@@ -18,20 +20,18 @@ use procwire::ByteBuf;
 /// not an allocation.
 const MAX_FRAME: usize = 64 << 20;
 
-pub(super) struct Lean {
-    tx: OwnedFd,
-    rx: OwnedFd,
+/// The minimal channel's framing, without its descriptors: frames encoded
+/// into one reused buffer, and read into another.
+pub(super) struct Frames {
     out: Vec<u8>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
 }
 
-impl Lean {
-    pub(super) fn new(tx: OwnedFd, rx: OwnedFd) -> Lean {
-        Lean {
-            tx,
-            rx,
+impl Frames {
+    pub(super) fn new() -> Frames {
+        Frames {
             out: Vec::with_capacity(8 << 10),
             buf: vec![0; 8 << 10],
             start: 0,
@@ -39,63 +39,123 @@ impl Lean {
         }
     }
 
-    pub(super) fn fds(&self) -> [&OwnedFd; 2] {
-        [&self.tx, &self.rx]
-    }
-
-    pub(super) fn send(&mut self, msg: &ByteBuf) -> Result<()> {
+    /// `msg` framed: its 4-byte big-endian length, then its postcard
+    /// encoding.
+    pub(super) fn encode(&mut self, msg: &ByteBuf) -> Result<&[u8]> {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         out.extend_from_slice(&[0; 4]);
         let mut out = postcard::to_extend(msg, out)?;
         let len = u32::try_from(out.len() - 4)?;
         out[..4].copy_from_slice(&len.to_be_bytes());
+        self.out = out;
+        Ok(&self.out)
+    }
+
+    /// The next whole frame's payload, if one is buffered.
+    fn next(&mut self) -> Result<Option<Range<usize>>> {
+        let avail = self.end - self.start;
+        if avail >= 4 {
+            let len = self.claimed()?;
+            if avail >= 4 + len {
+                let at = self.start + 4;
+                self.start = at + len;
+                return Ok(Some(at..at + len));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The length the buffered frame's prefix claims.
+    fn claimed(&self) -> Result<usize> {
+        let head = &self.buf[self.start..self.start + 4];
+        let len = u32::from_be_bytes(head.try_into()?) as usize;
+        ensure!(len <= MAX_FRAME, "a frame of {len} bytes");
+        Ok(len)
+    }
+
+    /// Where the next read goes, room made for at least the rest of the
+    /// frame begun (or for a length prefix).
+    pub(super) fn room(&mut self) -> Result<&mut [u8]> {
+        let avail = self.end - self.start;
+        let need = if avail >= 4 { 4 + self.claimed()? } else { 4 };
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        } else if self.buf.len() - self.start < need {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, avail);
+        }
+        if self.buf.len() < self.start + need {
+            self.buf.resize(self.start + need, 0);
+        }
+        Ok(&mut self.buf[self.end..])
+    }
+
+    /// A read put `n` bytes into [`room`](Frames::room).
+    pub(super) fn filled(&mut self, n: usize) -> Result<()> {
+        ensure!(n > 0, "end of stream");
+        self.end += n;
+        Ok(())
+    }
+
+    /// The next frame's payload decoded (owned, or its bytes borrowed
+    /// when `borrow`), if a whole one is buffered: its length.
+    pub(super) fn take(&mut self, borrow: bool) -> Result<Option<usize>> {
+        let Some(r) = self.next()? else {
+            return Ok(None);
+        };
+        let p = &self.buf[r];
+        Ok(Some(if borrow {
+            postcard::from_bytes::<&[u8]>(p)?.len()
+        } else {
+            postcard::from_bytes::<ByteBuf>(p)?.len()
+        }))
+    }
+}
+
+/// The minimal channel on a pipe pair or a stream socket, blocking.
+pub(super) struct Lean {
+    tx: OwnedFd,
+    rx: OwnedFd,
+    frames: Frames,
+}
+
+impl Lean {
+    pub(super) fn new(tx: OwnedFd, rx: OwnedFd) -> Lean {
+        Lean {
+            tx,
+            rx,
+            frames: Frames::new(),
+        }
+    }
+
+    pub(super) fn fds(&self) -> [&OwnedFd; 2] {
+        [&self.tx, &self.rx]
+    }
+
+    /// Its descriptors and framing, for an awaited channel.
+    pub(super) fn into_parts(self) -> (OwnedFd, OwnedFd, Frames) {
+        (self.tx, self.rx, self.frames)
+    }
+
+    pub(super) fn send(&mut self, msg: &ByteBuf) -> Result<()> {
+        let out = self.frames.encode(msg)?;
         let mut at = 0;
         while at < out.len() {
             at += rustix::io::write(&self.tx, &out[at..])?;
         }
-        self.out = out;
         Ok(())
-    }
-
-    /// The next frame's payload, handed to `f`.
-    fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        loop {
-            let avail = self.end - self.start;
-            let mut need = 4;
-            if avail >= 4 {
-                let head = &self.buf[self.start..self.start + 4];
-                let len = u32::from_be_bytes(head.try_into()?) as usize;
-                ensure!(len <= MAX_FRAME, "a frame of {len} bytes");
-                if avail >= 4 + len {
-                    let at = self.start + 4;
-                    self.start = at + len;
-                    return Ok(f(&self.buf[at..at + len]));
-                }
-                need += len;
-            }
-            if self.start == self.end {
-                (self.start, self.end) = (0, 0);
-            } else if self.buf.len() - self.start < need {
-                self.buf.copy_within(self.start..self.end, 0);
-                (self.start, self.end) = (0, avail);
-            }
-            if self.buf.len() < self.start + need {
-                self.buf.resize(self.start + need, 0);
-            }
-            let n = rustix::io::read(&self.rx, &mut self.buf[self.end..])?;
-            ensure!(n > 0, "end of stream");
-            self.end += n;
-        }
     }
 
     /// Receives an owned `ByteBuf` (the borrowed bytes when `borrow`),
     /// checking its length.
     pub(super) fn recv(&mut self, size: usize, borrow: bool) -> Result<()> {
-        let got = if borrow {
-            self.recv_with(|p| postcard::from_bytes::<&[u8]>(p).map(<[u8]>::len))??
-        } else {
-            self.recv_with(|p| postcard::from_bytes::<ByteBuf>(p).map(|m| m.len()))??
+        let got = loop {
+            if let Some(got) = self.frames.take(borrow)? {
+                break got;
+            }
+            let n = rustix::io::read(&self.rx, self.frames.room()?)?;
+            self.frames.filled(n)?;
         };
         ensure!(got == size, "wrong size");
         Ok(())

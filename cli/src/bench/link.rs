@@ -99,9 +99,10 @@ impl Link {
         let (t, wire) = match side {
             Side::Wire(t) => (t, true),
             Side::Raw(t) => (t, false),
-            Side::Async(t) | Side::RawAsync(t) => {
+            Side::Async(t) | Side::RawAsync(t) | Side::AsyncLean(t) => {
                 let blocking = match side {
                     Side::Async(_) => Side::Wire(t),
+                    Side::AsyncLean(_) => Side::Lean(t),
                     _ => Side::Raw(t),
                 };
                 let (a, b) = Link::pair(blocking)?;

@@ -480,7 +480,7 @@ pub fn peer(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `procwire __roundtrips raw|wire|async|rawasync|lean TRANSPORT SIZE COUNT [thread]
+/// `procwire __roundtrips raw|wire|async|rawasync|lean|asynclean TRANSPORT SIZE COUNT [thread]
 /// [borrow|into] [nofds] [oneway]`: exactly
 /// COUNT round trips against an echoing peer, both processes on CPU 0, and
 /// nothing else; what `scripts/syscalls` and `scripts/instructions` count
@@ -492,10 +492,11 @@ pub fn peer(args: &[String]) -> Result<()> {
 /// with `recv_into` (as `bench --into`); with `nofds`
 /// its socket channels carry no descriptors (as `bench --no-fds`). `lean`
 /// is the floor of a typed channel on a pipe or stream socket
-/// (`lean.rs`); `oneway` sends COUNT messages into a peer that
+/// (`lean.rs`), `asynclean` the same awaited on tokio (owned, as the
+/// async rows receive); `oneway` sends COUNT messages into a peer that
 /// acknowledges the last, as the bench's throughput does.
 pub fn roundtrips(args: &[String]) -> Result<()> {
-    let usage = "__roundtrips raw|wire|async|rawasync|lean TRANSPORT SIZE COUNT [thread] \
+    let usage = "__roundtrips raw|wire|async|rawasync|lean|asynclean TRANSPORT SIZE COUNT [thread] \
                  [borrow|into] [nofds] [oneway]";
     let [side, transport, size, count, flags @ ..] = args else {
         anyhow::bail!("{usage}");
@@ -525,7 +526,8 @@ pub fn roundtrips(args: &[String]) -> Result<()> {
         ("async", _) => Side::Async(t),
         ("rawasync", _) => Side::RawAsync(super::asynch::raw_of(t).context("no async row")?),
         ("lean", _) => Side::Lean(t),
-        (s, _) => anyhow::bail!("{s}: raw, wire, async, rawasync or lean"),
+        ("asynclean", _) => Side::AsyncLean(t),
+        (s, _) => anyhow::bail!("{s}: raw, wire, async, rawasync, lean or asynclean"),
     };
     let size: usize = size.parse()?;
     let count: u64 = count.parse()?;

@@ -188,6 +188,8 @@ enum Side {
     RawAsync(Transport),
     /// The floor of a typed channel on a byte stream (`__roundtrips lean`).
     Lean(Transport),
+    /// The same, awaited on tokio (`__roundtrips asynclean`).
+    AsyncLean(Transport),
 }
 
 impl Side {
@@ -205,6 +207,7 @@ impl Side {
             Side::Async(t) => format!("async-{}", t.name()),
             Side::RawAsync(t) => format!("raw tokio {}", t.name()),
             Side::Lean(t) => format!("minimal {}", t.name()),
+            Side::AsyncLean(t) => format!("minimal async {}", t.name()),
         }
     }
 }
@@ -558,36 +561,34 @@ fn pipe_pages(quick: bool) -> Result<()> {
 /// channel of `lean.rs` (postcard behind a length prefix, one write, one
 /// read, received as the rows receive) against raw, rounds in turn, for
 /// each pipe and stream row on one CPU up to a page (the sizes of the
-/// round-trip targets). What any typed channel pays over raw there, and
-/// so what the row's own ratio is read against. `None` (and nothing
-/// printed) when no row qualifies, or when procwire receives into one
-/// buffer (`--into`), which the minimal channel does not do.
-fn typed_floor(rows: &[Row], cfg: &Config) -> Result<Option<Vec<(Transport, usize, f64)>>> {
-    if cfg.receive == Receive::Into {
-        return Ok(None);
-    }
+/// round-trip targets); for their async rows, the same channel awaited on
+/// tokio against raw tokio (received owned, as those rows are). What any
+/// typed channel pays over raw there, and so what the row's own ratio is
+/// read against: (row, size, ratio). Empty when no row qualifies; without
+/// the blocking rows when procwire receives into one buffer (`--into`),
+/// which the minimal channel does not do.
+fn typed_floor(rows: &[Row], cfg: &Config) -> Result<Vec<(String, usize, f64)>> {
     let mut out = Vec::new();
     for t in [Transport::Pipe, Transport::Stream] {
-        for r in rows
-            .iter()
-            .filter(|r| r.transport == t.name() && r.pin == Pin::Same.name() && r.size <= PAGE)
-        {
-            let (raw, lean) = measure_pair(
-                (Side::Raw(t), r.size),
-                (Side::Lean(t), r.size),
-                Pin::Same,
-                cfg.quick,
-            )
-            .with_context(|| {
-                format!("the minimal channel on a {} at {} bytes", t.name(), r.size)
-            })?;
-            out.push((t, r.size, lean.ratios(&raw).0));
+        let blocking = (cfg.receive != Receive::Into).then_some((t.name().to_string(), false));
+        let asynch = Some((Side::Async(t).name(), true));
+        for (name, asynch) in blocking.into_iter().chain(asynch) {
+            for r in rows
+                .iter()
+                .filter(|r| r.transport == name && r.pin == Pin::Same.name() && r.size <= PAGE)
+            {
+                let (base, lean) = match asynch {
+                    true => (Side::RawAsync(t), Side::AsyncLean(t)),
+                    false => (Side::Raw(t), Side::Lean(t)),
+                };
+                let (raw, lean) =
+                    measure_pair((base, r.size), (lean, r.size), Pin::Same, cfg.quick)
+                        .with_context(|| format!("{} at {} bytes", lean.name(), r.size))?;
+                out.push((name.clone(), r.size, lean.ratios(&raw).0));
+            }
         }
     }
-    if out.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// Runs the benchmark and prints the table (or JSON).
@@ -737,15 +738,16 @@ pub fn run(cfg: Config) -> Result<()> {
     {
         pipe_pages(cfg.quick)?;
     }
-    if let Some(floor) = typed_floor(&rows, &cfg)? {
+    let floor = typed_floor(&rows, &cfg)?;
+    if !floor.is_empty() {
         let each: Vec<String> = floor
             .iter()
-            .map(|(t, size, ratio)| format!("{} {} {ratio:.2}x", t.name(), human_size(*size)))
+            .map(|(row, size, ratio)| format!("{row} {} {ratio:.2}x", human_size(*size)))
             .collect();
         println!(
             "\ntyped floor: a minimal typed channel (postcard behind a length prefix, one write \
-             and one read a message, received {}; nothing else) against raw, one CPU, rounds in \
-             turn: {}",
+             and one read a message, received {}; nothing else; on the async rows awaited on \
+             tokio, received owned) against the row's raw baseline, one CPU, rounds in turn: {}",
             match cfg.receive {
                 Receive::Borrowed => "borrowed",
                 _ => "owned",
