@@ -21,7 +21,9 @@ use procwire::ByteBuf;
 const MAX_FRAME: usize = 64 << 20;
 
 /// The minimal channel's framing, without its descriptors: frames encoded
-/// into one reused buffer, and read into another.
+/// into one reused buffer, and read into another. (Each step inlined into
+/// its caller, as a channel written in one piece would be: calls of their
+/// own add some 100 instructions a message to the floor.)
 pub(super) struct Frames {
     out: Vec<u8>,
     buf: Vec<u8>,
@@ -41,6 +43,7 @@ impl Frames {
 
     /// `msg` framed: its 4-byte big-endian length, then its postcard
     /// encoding.
+    #[inline(always)]
     pub(super) fn encode(&mut self, msg: &ByteBuf) -> Result<&[u8]> {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
@@ -53,6 +56,7 @@ impl Frames {
     }
 
     /// The next whole frame's payload, if one is buffered.
+    #[inline(always)]
     fn next(&mut self) -> Result<Option<Range<usize>>> {
         let avail = self.end - self.start;
         if avail >= 4 {
@@ -67,6 +71,7 @@ impl Frames {
     }
 
     /// The length the buffered frame's prefix claims.
+    #[inline(always)]
     fn claimed(&self) -> Result<usize> {
         let head = &self.buf[self.start..self.start + 4];
         let len = u32::from_be_bytes(head.try_into()?) as usize;
@@ -76,6 +81,7 @@ impl Frames {
 
     /// Where the next read goes, room made for at least the rest of the
     /// frame begun (or for a length prefix).
+    #[inline(always)]
     pub(super) fn room(&mut self) -> Result<&mut [u8]> {
         let avail = self.end - self.start;
         let need = if avail >= 4 { 4 + self.claimed()? } else { 4 };
@@ -92,6 +98,7 @@ impl Frames {
     }
 
     /// A read put `n` bytes into [`room`](Frames::room).
+    #[inline(always)]
     pub(super) fn filled(&mut self, n: usize) -> Result<()> {
         ensure!(n > 0, "end of stream");
         self.end += n;
@@ -100,6 +107,7 @@ impl Frames {
 
     /// The next frame's payload decoded (owned, or its bytes borrowed
     /// when `borrow`), if a whole one is buffered: its length.
+    #[inline(always)]
     pub(super) fn take(&mut self, borrow: bool) -> Result<Option<usize>> {
         let Some(r) = self.next()? else {
             return Ok(None);
@@ -138,6 +146,7 @@ impl Lean {
         (self.tx, self.rx, self.frames)
     }
 
+    #[inline(always)]
     pub(super) fn send(&mut self, msg: &ByteBuf) -> Result<()> {
         let out = self.frames.encode(msg)?;
         let mut at = 0;
@@ -149,6 +158,7 @@ impl Lean {
 
     /// Receives an owned `ByteBuf` (the borrowed bytes when `borrow`),
     /// checking its length.
+    #[inline(always)]
     pub(super) fn recv(&mut self, size: usize, borrow: bool) -> Result<()> {
         let got = loop {
             if let Some(got) = self.frames.take(borrow)? {
