@@ -45,14 +45,15 @@ impl Frames {
     /// encoding.
     #[inline(always)]
     pub(super) fn encode(&mut self, msg: &ByteBuf) -> Result<&[u8]> {
-        let mut out = std::mem::take(&mut self.out);
+        let out = &mut self.out;
         out.clear();
         out.extend_from_slice(&[0; 4]);
-        let mut out = postcard::to_extend(msg, out)?;
+        // (Through `io::Write`, which appends a byte string with one copy;
+        // `postcard::to_extend` goes byte by byte.)
+        postcard::to_io(msg, &mut *out)?;
         let len = u32::try_from(out.len() - 4)?;
         out[..4].copy_from_slice(&len.to_be_bytes());
-        self.out = out;
-        Ok(&self.out)
+        Ok(out)
     }
 
     /// The next whole frame's payload, if one is buffered.

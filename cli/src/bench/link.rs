@@ -94,34 +94,47 @@ impl Inherit for Link {
 }
 
 impl Link {
+    /// Two ends of the minimal typed channel (`lean.rs`) on `t`.
+    fn lean_pair(t: Transport) -> Result<(Link, Link)> {
+        anyhow::ensure!(
+            matches!(t, Transport::Pipe | Transport::Stream),
+            "the minimal channel runs on a pipe or a stream socket"
+        );
+        let (a, b) = Link::pair(Side::Raw(t))?;
+        let lean = |l| match l {
+            Link::RawStream { tx, rx } => {
+                Ok(Link::Lean(RefCell::new(super::lean::Lean::new(tx, rx))))
+            }
+            _ => anyhow::bail!("a raw byte stream"),
+        };
+        Ok((lean(a)?, lean(b)?))
+    }
+
     /// Two connected ends of `side`.
     pub(super) fn pair(side: Side) -> Result<(Link, Link)> {
         let (t, wire) = match side {
             Side::Wire(t) => (t, true),
             Side::Raw(t) => (t, false),
             Side::Async(t) | Side::RawAsync(t) | Side::AsyncLean(t) => {
-                let blocking = match side {
-                    Side::Async(_) => Side::Wire(t),
-                    Side::AsyncLean(_) => Side::Lean(t),
-                    _ => Side::Raw(t),
+                let (a, b) = match side {
+                    Side::Async(_) => Link::pair(Side::Wire(t))?,
+                    // (Received owned, as the async rows are, whatever
+                    // `receive()` says.)
+                    Side::AsyncLean(_) => Link::lean_pair(t)?,
+                    _ => Link::pair(Side::Raw(t))?,
                 };
-                let (a, b) = Link::pair(blocking)?;
                 let end = |l| Link::Async(Box::new(super::asynch::AsyncLink::new(l)));
                 return Ok((end(a), end(b)));
             }
             Side::Lean(t) => {
+                // Refused here, before a peer exists: a peer that refused
+                // at its first receive would leave this end a broken pipe
+                // to report instead.
                 anyhow::ensure!(
-                    matches!(t, Transport::Pipe | Transport::Stream),
-                    "the minimal channel runs on a pipe or a stream socket"
+                    receive() != Receive::Into,
+                    "the minimal channel receives owned or borrowed"
                 );
-                let (a, b) = Link::pair(Side::Raw(t))?;
-                let lean = |l| match l {
-                    Link::RawStream { tx, rx } => {
-                        Ok(Link::Lean(RefCell::new(super::lean::Lean::new(tx, rx))))
-                    }
-                    _ => anyhow::bail!("a raw byte stream"),
-                };
-                return Ok((lean(a)?, lean(b)?));
+                return Link::lean_pair(t);
             }
             Side::Ring(w) => {
                 let (tx1, rx1) = raw_ring(RING, w)?;
