@@ -570,21 +570,22 @@ fn pipe_pages(quick: bool) -> Result<()> {
 fn typed_floor(rows: &[Row], cfg: &Config) -> Result<Vec<(String, usize, f64)>> {
     let mut out = Vec::new();
     for t in [Transport::Pipe, Transport::Stream] {
-        let blocking = (cfg.receive != Receive::Into).then_some((t.name().to_string(), false));
-        let asynch = Some((Side::Async(t).name(), true));
-        for (name, asynch) in blocking.into_iter().chain(asynch) {
+        let sides = [
+            (t.name().to_string(), Side::Raw(t), Side::Lean(t)),
+            (Side::Async(t).name(), Side::RawAsync(t), Side::AsyncLean(t)),
+        ];
+        for (name, base, lean) in sides {
+            if lean == Side::Lean(t) && cfg.receive == Receive::Into {
+                continue;
+            }
             for r in rows
                 .iter()
                 .filter(|r| r.transport == name && r.pin == Pin::Same.name() && r.size <= PAGE)
             {
-                let (base, lean) = match asynch {
-                    true => (Side::RawAsync(t), Side::AsyncLean(t)),
-                    false => (Side::Raw(t), Side::Lean(t)),
-                };
-                let (raw, lean) =
+                let (raw, minimal) =
                     measure_pair((base, r.size), (lean, r.size), Pin::Same, cfg.quick)
                         .with_context(|| format!("{} at {} bytes", lean.name(), r.size))?;
-                out.push((name.clone(), r.size, lean.ratios(&raw).0));
+                out.push((name.clone(), r.size, minimal.ratios(&raw).0));
             }
         }
     }
