@@ -188,12 +188,26 @@ def floor_line():
     return m.groups()
 
 
+def one_record():
+    """The raw ring of one record between the same two threads, and its
+    ratio to the one-slot ping-pong, from the same `floor:` line."""
+    m = re.search(r"floor: .*the raw ring of one record .*?: ([0-9.]+) µs \(([0-9.]+)x\)",
+                  (FIG / "bench.txt").read_text())
+    if not m:
+        sys.exit("bench.txt's floor: line has no ring of one record")
+    return m.groups()
+
+
 def slot_row():
     """The raw spinning ring against the one-slot ping-pong, between the
-    same two threads, from the `floor:` line the same bench run printed."""
+    same two threads, from the `floor:` line the same bench run printed;
+    and the ring of one record, which walks no lines."""
     floor, ring, ratio, _ = floor_line()
+    one, one_ratio = one_record()
     return (f"| the raw ring ≤ 1.2x a one-slot ping-pong (two CPUs) | {ratio}x ({ring} µs vs {floor} µs, "
-            f"both between two threads spinning on CPUs 0 and 1, rounds in turn) | {verdict(float(ratio), 1.2)} |")
+            f"both between two threads spinning on CPUs 0 and 1, rounds in turn); the same ring of one "
+            f"record (128 B, every message in the same two cache lines): {one_ratio}x ({one} µs) | "
+            f"{verdict(float(ratio), 1.2)} |")
 
 
 def spin_verdict(ratio):

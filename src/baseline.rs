@@ -39,6 +39,9 @@ const OFF_READER_WAITING: usize = 132;
 const OFF_SPACE_SEQ: usize = 192;
 const OFF_WRITER_WAITING: usize = 196;
 const DATA: usize = 256;
+/// The smallest data area: one record of a 64-byte message, every message
+/// in the same two cache lines.
+const MIN_CAPACITY: usize = 128;
 /// A sleeper looks again this often even without a wake (the peer never
 /// fails to wake it; this only bounds the damage of a lost one).
 const SLEEP: Duration = Duration::from_secs(1);
@@ -65,12 +68,13 @@ pub struct RawReader {
 }
 
 /// A ring with a data area of `capacity` bytes (rounded up to a power of
-/// two, at least 4 KiB), whose ends wait as `wait` says
+/// two, at least 128: one record of a 64-byte message), whose ends wait as
+/// `wait` says
 /// ([`ShmWait::Adaptive`] is taken as [`ShmWait::Futex`]: a hand-written
 /// ring has one strategy). The ends work across `fork` (the mapping is
 /// shared) or between threads.
 pub fn raw_ring(capacity: usize, wait: ShmWait) -> io::Result<(RawWriter, RawReader)> {
-    let cap = capacity.clamp(4096, 1 << 30).next_power_of_two();
+    let cap = capacity.clamp(MIN_CAPACITY, 1 << 30).next_power_of_two();
     let wait = match wait {
         ShmWait::Adaptive => ShmWait::Futex,
         w => w,
@@ -281,6 +285,33 @@ mod tests {
             let n = rx.recv(&mut all);
             assert_eq!(n, t.join().unwrap(), "{wait:?}");
             assert!(all[..n].iter().all(|&b| b == 9), "{wait:?}");
+        }
+    }
+
+    #[test]
+    fn a_ring_of_one_record_carries_each_message_in_the_same_place() {
+        for wait in [ShmWait::Spin, ShmWait::Yield, ShmWait::Futex] {
+            let (mut tx, mut rx) = raw_ring(1, wait).unwrap();
+            assert_eq!(tx.max_message(), MIN_CAPACITY - HEADER, "{wait:?}");
+            let t = std::thread::spawn(move || {
+                for i in 0..5000u32 {
+                    let msg: Vec<u8> = (0..64).map(|j| (i + j) as u8).collect();
+                    tx.send(&msg[..(i % 65) as usize]);
+                }
+            });
+            let mut buf = [0u8; 64];
+            for i in 0..5000u32 {
+                let n = rx.recv(&mut buf);
+                assert_eq!(n, (i % 65) as usize, "{wait:?}");
+                assert!(
+                    buf[..n]
+                        .iter()
+                        .enumerate()
+                        .all(|(j, &b)| b == (i + j as u32) as u8),
+                    "{wait:?}"
+                );
+            }
+            t.join().unwrap();
         }
     }
 }

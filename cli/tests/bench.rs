@@ -300,10 +300,12 @@ fn the_pipe_pages_and_floor_lines_time_their_baselines_under_the_table() {
     assert!(n.iter().all(|&x| x > 0.0), "{line}");
     // The one-slot ping-pong, the raw ring between the same threads and
     // their ratio, then the ring between processes: the shm-spin row's
-    // baseline, as the table printed it.
+    // baseline, as the table printed it; then the ring of one record and
+    // its ratio to the slot.
     let (line, n) = figures_after(&text, "floor:");
     assert!(line.contains("between the same threads"), "{line}");
-    assert_eq!(n.len(), 4, "{line}");
+    assert!(line.contains("the raw ring of one record"), "{line}");
+    assert_eq!(n.len(), 6, "{line}");
     assert!(n.iter().all(|&x| x > 0.0), "{line}");
     let spin = text
         .lines()

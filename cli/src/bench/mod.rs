@@ -454,17 +454,18 @@ impl Slot {
 /// it: the median round trip of a one-slot ping-pong of 64 bytes (a
 /// sequence word and, in the adjacent cache line, the payload, each way)
 /// between two threads spinning on CPUs 0 and 1, and of the raw spin ring
-/// (`procwire::baseline`, of the ring capacity the rows use) between the
-/// same two threads, timed alike; their rounds in turn, the ratio the
-/// median of the rounds' ratios (see `Measured::ratios`). The rows measure
-/// the ring between processes, through the benchmark's links: this
-/// compares the two designs with nothing else in between. `None` without
-/// a second CPU.
-fn slot_floor(quick: bool) -> Option<(u64, u64, f64)> {
+/// (`procwire::baseline`) between the same two threads, timed alike: of
+/// the ring capacity the rows use, and of one record (every message in
+/// the same two cache lines, as the slot's); their rounds in turn, each
+/// ratio the median of the rounds' ratios (see `Measured::ratios`). The
+/// rows measure the ring between processes, through the benchmark's
+/// links: this compares the designs with nothing else in between. `None`
+/// without a second CPU.
+fn slot_floor(quick: bool) -> Option<SlotFloor> {
     let n: u64 = if quick { 20_000 } else { 100_000 };
     let rounds = if quick { 1 } else { 5 };
     let mut slot = Vec::new();
-    let mut ring = Vec::new();
+    let mut rings = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
         let slots: Arc<[Slot; 2]> = Arc::default();
         let theirs = Arc::clone(&slots);
@@ -479,29 +480,53 @@ fn slot_floor(quick: bool) -> Option<(u64, u64, f64)> {
                 theirs[1].put(i, msg);
             },
         )?);
-        let (mut there, mut from_here) = raw_ring(link::RING, ShmWait::Spin).ok()?;
-        let (mut back, mut from_there) = raw_ring(link::RING, ShmWait::Spin).ok()?;
-        // The payload copied in and out as the slot's is; `msg` unused.
-        let (mut mine, mut theirs) = ([7u8; 64], [0u8; 64]);
-        ring.push(ping_pong(
-            n,
-            move |_, _| {
-                there.send(&mine);
-                from_there.recv(&mut mine);
-            },
-            move |_, _| {
-                from_here.recv(&mut theirs);
-                back.send(&theirs);
-            },
-        )?);
+        // The smallest capacity the ring takes: one record.
+        for (times, capacity) in rings.iter_mut().zip([link::RING, 0]) {
+            let (mut there, mut from_here) = raw_ring(capacity, ShmWait::Spin).ok()?;
+            let (mut back, mut from_there) = raw_ring(capacity, ShmWait::Spin).ok()?;
+            // The payload copied in and out as the slot's is; `msg` unused.
+            let (mut mine, mut theirs) = ([7u8; 64], [0u8; 64]);
+            times.push(ping_pong(
+                n,
+                move |_, _| {
+                    there.send(&mine);
+                    from_there.recv(&mut mine);
+                },
+                move |_, _| {
+                    from_here.recv(&mut theirs);
+                    back.send(&theirs);
+                },
+            )?);
+        }
     }
-    let ratios = ring
-        .iter()
-        .zip(&slot)
-        .map(|(r, s)| *r as f64 / (*s).max(1) as f64)
-        .collect();
     let mid = |v: &[u64]| measure::middle(v.iter().map(|&x| x as f64).collect()) as u64;
-    Some((mid(&slot), mid(&ring), measure::middle(ratios)))
+    let against_slot = |ring: &[u64]| {
+        (
+            mid(ring),
+            measure::middle(
+                ring.iter()
+                    .zip(&slot)
+                    .map(|(r, s)| *r as f64 / (*s).max(1) as f64)
+                    .collect(),
+            ),
+        )
+    };
+    let [ring, one] = &rings;
+    Some(SlotFloor {
+        slot: mid(&slot),
+        ring: against_slot(ring),
+        one_record: against_slot(one),
+    })
+}
+
+/// What [`slot_floor`] measured: median round trips, and each ring's
+/// median ratio to the slot.
+struct SlotFloor {
+    slot: u64,
+    /// The raw ring of the rows' capacity.
+    ring: (u64, f64),
+    /// The raw ring of one record.
+    one_record: (u64, f64),
 }
 
 /// The median of `n` round trips between this thread on CPU 0, running
@@ -721,16 +746,20 @@ pub fn run(cfg: Config) -> Result<()> {
     if let Some(ring) = rows
         .iter()
         .find(|r| r.baseline == "raw ring spin" && r.size == 64)
-        && let Some((floor, ring_alone, ratio)) = slot_floor(cfg.quick)
+        && let Some(f) = slot_floor(cfg.quick)
     {
         println!(
             "\nfloor: one-slot spin ping-pong of 64 B (sequence word and payload in adjacent \
              cache lines), threads on CPUs 0 and 1: {} a round trip; the raw ring spin between \
-             the same threads, timed alike: {} ({ratio:.2}x); between processes, through the \
-             benchmark's links (the row above): {}",
-            micros(floor),
-            micros(ring_alone),
+             the same threads, timed alike: {} ({:.2}x); between processes, through the \
+             benchmark's links (the row above): {}; the raw ring of one record (each message in \
+             the same two cache lines, as the slot's) between the same threads: {} ({:.2}x)",
+            micros(f.slot),
+            micros(f.ring.0),
+            f.ring.1,
             micros(ring.baseline_median_ns),
+            micros(f.one_record.0),
+            f.one_record.1,
         );
     }
     if rows
