@@ -418,3 +418,42 @@ fn the_minimal_channel_round_trips_on_byte_streams_and_refuses_the_rest() {
         assert!(!out.status.success() && err.contains(why), "{args}: {err}");
     }
 }
+
+/// `__roundtrips ... queued`, what `scripts/instructions` counts as
+/// `shm-queued`: one thread sends messages down a shared-memory ring and
+/// takes them out again, procwire's ring (each way of receiving) or the raw
+/// one, more messages than one batch holds; and nothing but shared memory,
+/// with no peer.
+#[test]
+fn queued_messages_go_down_one_ring_and_come_out_whole() {
+    let roundtrips = |args: &str| {
+        let mut all = vec!["__roundtrips"];
+        all.extend(args.split(' '));
+        procwire(&all)
+    };
+    for args in [
+        "wire shm-spin 64 1234 queued",
+        "wire shm-spin 64 1234 queued borrow",
+        "wire shm-spin 4096 700 queued into",
+        "raw shm-spin 64 1234 queued",
+        "wire shm-futex 64 600 queued",
+        "raw shm-yield 4096 600 queued",
+    ] {
+        let out = roundtrips(args);
+        assert!(
+            out.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (args, why) in [
+        ("wire pipe 64 10 queued", "for shared memory"),
+        ("lean stream 64 10 queued", "for shared memory"),
+        ("wire shm-spin 64 10 queued thread", "__roundtrips"),
+        ("raw shm-spin 64 10 queued oneway", "__roundtrips"),
+    ] {
+        let out = roundtrips(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{args}: {err}");
+    }
+}

@@ -480,8 +480,13 @@ pub fn peer(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// How many messages `__roundtrips ... queued` sends before it takes them
+/// out: well within a ring of the bench's capacity, whatever their size up
+/// to 4 KiB.
+const QUEUED: u64 = 500;
+
 /// `procwire __roundtrips raw|wire|async|rawasync|lean|asynclean TRANSPORT SIZE COUNT [thread]
-/// [borrow|into] [nofds] [oneway]`: exactly
+/// [borrow|into] [nofds] [oneway|queued]`: exactly
 /// COUNT round trips against an echoing peer, both processes on CPU 0, and
 /// nothing else; what `scripts/syscalls` and `scripts/instructions` count
 /// (they subtract a run with COUNT 0, which leaves the set-up out). With
@@ -494,10 +499,15 @@ pub fn peer(args: &[String]) -> Result<()> {
 /// is the floor of a typed channel on a pipe or stream socket
 /// (`lean.rs`), `asynclean` the same awaited on tokio (owned, as the
 /// async rows receive); `oneway` sends COUNT messages into a peer that
-/// acknowledges the last, as the bench's throughput does.
+/// acknowledges the last, as the bench's throughput does. `queued`, on
+/// shared memory only, makes no round trips: this thread sends COUNT
+/// messages down one ring and takes them out again, [`QUEUED`] at a time,
+/// so that every receive finds its message waiting and no end ever waits
+/// or wakes the other: what a message costs to send and to receive, and
+/// nothing else.
 pub fn roundtrips(args: &[String]) -> Result<()> {
     let usage = "__roundtrips raw|wire|async|rawasync|lean|asynclean TRANSPORT SIZE COUNT [thread] \
-                 [borrow|into] [nofds] [oneway]";
+                 [borrow|into] [nofds] [oneway|queued]";
     let [side, transport, size, count, flags @ ..] = args else {
         anyhow::bail!("{usage}");
     };
@@ -505,10 +515,10 @@ pub fn roundtrips(args: &[String]) -> Result<()> {
     use super::link::Receive;
     let has = |flag: &str| flags.iter().any(|f| f == flag);
     anyhow::ensure!(
-        flags
-            .iter()
-            .all(|f| ["thread", "borrow", "into", "nofds", "oneway"].contains(&f.as_str()))
-            && !(has("borrow") && has("into")),
+        flags.iter().all(|f| {
+            ["thread", "borrow", "into", "nofds", "oneway", "queued"].contains(&f.as_str())
+        }) && !(has("borrow") && has("into"))
+            && !(has("queued") && (has("thread") || has("oneway"))),
         "{usage}"
     );
     super::link::set_receive(match (has("borrow"), has("into")) {
@@ -547,6 +557,25 @@ pub fn roundtrips(args: &[String]) -> Result<()> {
         }
         Ok(())
     };
+    if has("queued") {
+        anyhow::ensure!(
+            t.wait().is_some() && matches!(side, Side::Wire(_) | Side::Ring(_)),
+            "queued messages are for shared memory, procwire's ring or the raw one"
+        );
+        let (ours, theirs) = Link::pair(side)?;
+        let mut left = count;
+        while left > 0 {
+            let batch = left.min(QUEUED);
+            for _ in 0..batch {
+                ours.send(&msg)?;
+            }
+            for _ in 0..batch {
+                theirs.recv(&mut back)?;
+            }
+            left -= batch;
+        }
+        return Ok(());
+    }
     if thread {
         anyhow::ensure!(!side.remote(), "a thread peer is for local transports");
         let (ours, theirs) = Link::pair(side)?;
