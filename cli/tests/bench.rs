@@ -375,6 +375,29 @@ fn the_typed_floor_receives_as_the_rows_do() {
     }
 }
 
+/// Each `procwire __roundtrips` of `runs` (its words split at spaces)
+/// succeeds, and each of `refused` fails with its reason on stderr.
+fn roundtrips_run_or_refuse(runs: &[&str], refused: &[(&str, &str)]) {
+    let roundtrips = |args: &str| {
+        let mut all = vec!["__roundtrips"];
+        all.extend(args.split(' '));
+        procwire(&all)
+    };
+    for args in runs {
+        let out = roundtrips(args);
+        assert!(
+            out.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (args, why) in refused {
+        let out = roundtrips(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{args}: {err}");
+    }
+}
+
 /// The minimal channel that `scripts/instructions` counts as the floor
 /// (`__roundtrips lean`), and the same awaited on tokio (`asynclean`, the
 /// bench's `typed floor:` for the async rows), carry messages whole on a
@@ -383,40 +406,26 @@ fn the_typed_floor_receives_as_the_rows_do() {
 /// thread; they refuse what they do not do.
 #[test]
 fn the_minimal_channel_round_trips_on_byte_streams_and_refuses_the_rest() {
-    let roundtrips = |args: &str| {
-        let mut all = vec!["__roundtrips"];
-        all.extend(args.split(' '));
-        procwire(&all)
-    };
-    for args in [
-        "lean pipe 64 2000",
-        "lean pipe 64 2000 borrow thread",
-        "lean stream 4096 500",
-        "lean stream 65536 100 borrow",
-        "lean pipe 1048576 20",
-        "lean pipe 4096 5000 oneway",
-        "asynclean pipe 64 2000",
-        "asynclean stream 4096 500 thread",
-        "asynclean stream 65536 100",
-        "asynclean pipe 1048576 20",
-        "asynclean pipe 4096 5000 oneway",
-    ] {
-        let out = roundtrips(args);
-        assert!(
-            out.status.success(),
-            "{args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    for (args, why) in [
-        ("lean pipe 64 10 into", "receives owned or borrowed"),
-        ("lean seqpacket 64 10", "on a pipe or a stream socket"),
-        ("asynclean seqpacket 64 10", "on a pipe or a stream socket"),
-    ] {
-        let out = roundtrips(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(why), "{args}: {err}");
-    }
+    roundtrips_run_or_refuse(
+        &[
+            "lean pipe 64 2000",
+            "lean pipe 64 2000 borrow thread",
+            "lean stream 4096 500",
+            "lean stream 65536 100 borrow",
+            "lean pipe 1048576 20",
+            "lean pipe 4096 5000 oneway",
+            "asynclean pipe 64 2000",
+            "asynclean stream 4096 500 thread",
+            "asynclean stream 65536 100",
+            "asynclean pipe 1048576 20",
+            "asynclean pipe 4096 5000 oneway",
+        ],
+        &[
+            ("lean pipe 64 10 into", "receives owned or borrowed"),
+            ("lean seqpacket 64 10", "on a pipe or a stream socket"),
+            ("asynclean seqpacket 64 10", "on a pipe or a stream socket"),
+        ],
+    );
 }
 
 /// `__roundtrips ... queued`, what `scripts/instructions` counts as
@@ -426,34 +435,20 @@ fn the_minimal_channel_round_trips_on_byte_streams_and_refuses_the_rest() {
 /// with no peer.
 #[test]
 fn queued_messages_go_down_one_ring_and_come_out_whole() {
-    let roundtrips = |args: &str| {
-        let mut all = vec!["__roundtrips"];
-        all.extend(args.split(' '));
-        procwire(&all)
-    };
-    for args in [
-        "wire shm-spin 64 1234 queued",
-        "wire shm-spin 64 1234 queued borrow",
-        "wire shm-spin 4096 700 queued into",
-        "raw shm-spin 64 1234 queued",
-        "wire shm-futex 64 600 queued",
-        "raw shm-yield 4096 600 queued",
-    ] {
-        let out = roundtrips(args);
-        assert!(
-            out.status.success(),
-            "{args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    for (args, why) in [
-        ("wire pipe 64 10 queued", "for shared memory"),
-        ("lean stream 64 10 queued", "for shared memory"),
-        ("wire shm-spin 64 10 queued thread", "__roundtrips"),
-        ("raw shm-spin 64 10 queued oneway", "__roundtrips"),
-    ] {
-        let out = roundtrips(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(why), "{args}: {err}");
-    }
+    roundtrips_run_or_refuse(
+        &[
+            "wire shm-spin 64 1234 queued",
+            "wire shm-spin 64 1234 queued borrow",
+            "wire shm-spin 4096 700 queued into",
+            "raw shm-spin 64 1234 queued",
+            "wire shm-futex 64 600 queued",
+            "raw shm-yield 4096 600 queued",
+        ],
+        &[
+            ("wire pipe 64 10 queued", "for shared memory"),
+            ("lean stream 64 10 queued", "for shared memory"),
+            ("wire shm-spin 64 10 queued thread", "__roundtrips"),
+            ("raw shm-spin 64 10 queued oneway", "__roundtrips"),
+        ],
+    );
 }
