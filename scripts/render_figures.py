@@ -107,7 +107,8 @@ def verdict(value, target, lower_is_better=True):
     if ok:
         return "met"
     off = (value / target - 1) if lower_is_better else (1 - value / target)
-    return f"missed by {off * 100:.0f}%"
+    # Under 1%, a whole percent would read "missed by 0%".
+    return f"missed by {off * 100:.1f}%" if off < 0.01 else f"missed by {off * 100:.0f}%"
 
 
 def render_measured():
@@ -196,6 +197,14 @@ def one_record():
     if not m:
         sys.exit("bench.txt's floor: line has no ring of one record")
     return m.groups()
+
+
+def render_one_record():
+    """The raw ring of one record and the ring of the rows' capacity,
+    each against the one-slot ping-pong, from the `floor:` line."""
+    _, _, ratio, _ = floor_line()
+    _, one_ratio = one_record()
+    return f"{one_ratio}x the slot in this run, against {ratio}x for the ring of the rows' 4 MiB"
 
 
 def slot_row():
@@ -473,6 +482,7 @@ BLOCKS = {
     "instructions": lambda: (FIG / "instructions.md").read_text().rstrip(),
     "floor-note": render_floor_note,
     "typed-floor": render_typed_floor_note,
+    "one-record": render_one_record,
     "async-floor": lambda: render_typed_floor_note("async.txt", asynch, ("async-pipe", "async-stream")),
     "nofds": lambda: fenced("nofds.txt"),
     "into": lambda: fenced("into.txt"),
