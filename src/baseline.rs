@@ -288,8 +288,11 @@ mod tests {
         }
     }
 
+    /// The smallest ring holds one record of a 64-byte message; messages
+    /// of every size up to that go through it whole, and those of 49 to
+    /// 64 bytes wrap around its end.
     #[test]
-    fn a_ring_of_one_record_carries_each_message_in_the_same_place() {
+    fn a_ring_of_one_record_carries_messages_whole() {
         for wait in [ShmWait::Spin, ShmWait::Yield, ShmWait::Futex] {
             let (mut tx, mut rx) = raw_ring(1, wait).unwrap();
             assert_eq!(tx.max_message(), MIN_CAPACITY - HEADER, "{wait:?}");

@@ -480,7 +480,8 @@ fn slot_floor(quick: bool) -> Option<SlotFloor> {
                 theirs[1].put(i, msg);
             },
         )?);
-        // The smallest capacity the ring takes: one record.
+        // The rows' capacity, then the smallest the ring takes (0 is
+        // raised to it): one record.
         for (times, capacity) in rings.iter_mut().zip([link::RING, 0]) {
             let (mut there, mut from_here) = raw_ring(capacity, ShmWait::Spin).ok()?;
             let (mut back, mut from_there) = raw_ring(capacity, ShmWait::Spin).ok()?;
