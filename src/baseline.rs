@@ -289,8 +289,8 @@ mod tests {
     }
 
     /// The smallest ring holds one record of a 64-byte message; messages
-    /// of every size up to that go through it whole, and those of 49 to
-    /// 64 bytes wrap around its end.
+    /// of every size up to that go through it whole, those of 49 to 64
+    /// bytes wrapping around its end when one of 48 or less went before.
     #[test]
     fn a_ring_of_one_record_carries_messages_whole() {
         for wait in [ShmWait::Spin, ShmWait::Yield, ShmWait::Futex] {
