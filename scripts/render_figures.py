@@ -178,32 +178,23 @@ def render_measured():
 
 def floor_line():
     """The one-slot ping-pong, the raw spinning ring between the same two
-    threads, their ratio (the median of rounds taken in turn), and the raw
-    ring between processes (the shm-spin row's baseline), as the `floor:`
-    line of the bench run printed them."""
+    threads, their ratio (the median of rounds taken in turn), the raw
+    ring between processes (the shm-spin row's baseline), and the raw ring
+    of one record between the same threads with its ratio to the slot, as
+    the `floor:` line of the bench run printed them."""
     m = re.search(r"floor: .*?: ([0-9.]+) µs a round trip; the raw ring spin between the same "
-                  r"threads, timed alike: ([0-9.]+) µs \(([0-9.]+)x\); between processes, .*?: ([0-9.]+) µs",
+                  r"threads, timed alike: ([0-9.]+) µs \(([0-9.]+)x\); between processes, .*?: ([0-9.]+) µs; "
+                  r"the raw ring of one record .*?: ([0-9.]+) µs \(([0-9.]+)x\)",
                   (FIG / "bench.txt").read_text())
     if not m:
         sys.exit("bench.txt has no floor: line (run with shm-spin)")
     return m.groups()
 
 
-def one_record():
-    """The raw ring of one record between the same two threads, and its
-    ratio to the one-slot ping-pong, from the same `floor:` line."""
-    m = re.search(r"floor: .*the raw ring of one record .*?: ([0-9.]+) µs \(([0-9.]+)x\)",
-                  (FIG / "bench.txt").read_text())
-    if not m:
-        sys.exit("bench.txt's floor: line has no ring of one record")
-    return m.groups()
-
-
 def render_one_record():
     """The raw ring of one record and the ring of the rows' capacity,
     each against the one-slot ping-pong, from the `floor:` line."""
-    _, _, ratio, _ = floor_line()
-    _, one_ratio = one_record()
+    _, _, ratio, _, _, one_ratio = floor_line()
     return f"{one_ratio}x the slot in this run, against {ratio}x for the ring of the rows' 4 MiB"
 
 
@@ -211,8 +202,7 @@ def slot_row():
     """The raw spinning ring against the one-slot ping-pong, between the
     same two threads, from the `floor:` line the same bench run printed;
     and the ring of one record, which walks no lines."""
-    floor, ring, ratio, _ = floor_line()
-    one, one_ratio = one_record()
+    floor, ring, ratio, _, one, one_ratio = floor_line()
     return (f"| the raw ring ≤ 1.2x a one-slot ping-pong (two CPUs) | {ratio}x ({ring} µs vs {floor} µs, "
             f"both between two threads spinning on CPUs 0 and 1, rounds in turn); the same ring of one "
             f"record (128 B, every message in the same two cache lines): {one_ratio}x ({one} µs) | "
@@ -224,7 +214,7 @@ def spin_verdict(ratio):
     both rings wait out the same extra cross-CPU delay, which dilutes their
     ratio toward 1, and the raw ring between processes shows it against
     the one-slot floor (a few times it, where a fast phase gives 1.5 to 2)."""
-    floor, _, _, ring = (float(v) for v in floor_line())
+    floor, _, _, ring, _, _ = (float(v) for v in floor_line())
     if ring > 3 * floor:
         return (f"not judged: the raw ring ran at {ring / floor:.1f}x the one-slot floor "
                 "in this run, this VM's slow phase, which adds the same delay to both rings")
