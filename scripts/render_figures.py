@@ -192,16 +192,17 @@ def floor_line():
 
 
 def render_one_record():
-    """The raw ring of one record and the ring of the rows' capacity,
+    """The raw ring of the rows' capacity and the ring of one record,
     each against the one-slot ping-pong, from the `floor:` line."""
     _, _, ratio, _, _, one_ratio = floor_line()
-    return f"{one_ratio}x the slot in this run, against {ratio}x for the ring of the rows' 4 MiB"
+    return f"{ratio}x the slot in this run, against {one_ratio}x for the ring of one record"
 
 
 def slot_row():
     """The raw spinning ring against the one-slot ping-pong, between the
     same two threads, from the `floor:` line the same bench run printed;
-    and the ring of one record, which walks no lines."""
+    and the ring of one record, whose every message goes in the same
+    lines."""
     floor, ring, ratio, _, one, one_ratio = floor_line()
     return (f"| the raw ring ≤ 1.2x a one-slot ping-pong (two CPUs) | {ratio}x ({ring} µs vs {floor} µs, "
             f"both between two threads spinning on CPUs 0 and 1, rounds in turn); the same ring of one "

@@ -5,9 +5,23 @@
 //! processes through shared memory: a single-producer single-consumer ring
 //! of `[position: u64][len: u64][payload]` records, each padded to whole
 //! 64-byte cache lines (the reader waits for the position it expects to
-//! appear; the writer reads the reader's position, a shared atomic, only
-//! when its last look showed too little room), payloads copied in by the
-//! writer and out by the reader (two copies, like the `shm` transport).
+//! appear; the writer reads the reader's position, a shared atomic, when
+//! its last look showed too little room, and near the start of a lap),
+//! payloads copied in by the writer and out by the reader (two copies, like
+//! the `shm` transport).
+//!
+//! A writer that knows the reader has left the lines at the data area's
+//! start starts over there rather than going on around the ring, so that
+//! messages sent one at a time, each answered before the next (a
+//! ping-pong), reuse a few cache lines, as a one-slot exchange does; the
+//! reader, finding nothing at its position, looks there too. It knows from
+//! the look of an earlier send, never one it waits for: a send whose
+//! record waited for the reader's position (a cache line the reader has
+//! just written) took as long here as one that walks around the ring.
+//! The price: until the reader reaches a record that started over, the
+//! room is what lies before the reader's position in the data area, not
+//! the whole ring.
+//!
 //! It has none of procwire's framing, codec, validation of the peer's
 //! positions, liveness checks or out-of-line path: it trusts its peer
 //! completely and would read garbage (though never outside its mapping)
@@ -53,8 +67,16 @@ pub struct RawWriter {
     cap: usize,
     tail: u64,
     /// The reader's position as last read (it only moves forward): read
-    /// anew only when it shows too little room.
+    /// anew when it shows too little room, and by a send near the start of
+    /// a lap, for the next one (which may start over).
     seen_head: u64,
+    /// The lap (its first position) the last record started in, and how
+    /// many records have started in it.
+    lap: u64,
+    in_lap: u32,
+    /// Our position when `seen_head` was last read: the reader had read
+    /// everything then if the two are equal.
+    looked_at: u64,
     wait: ShmWait,
 }
 
@@ -87,6 +109,9 @@ pub fn raw_ring(capacity: usize, wait: ShmWait) -> io::Result<(RawWriter, RawRea
             cap,
             tail: 0,
             seen_head: 0,
+            lap: 0,
+            in_lap: 0,
+            looked_at: 0,
             wait,
         },
         RawReader {
@@ -159,13 +184,45 @@ impl RawWriter {
     pub fn send(&mut self, msg: &[u8]) {
         assert!(msg.len() <= self.max_message(), "message too large");
         let need = record_len(msg.len()) as u64;
-        let (cap, tail) = (self.cap as u64, self.tail);
+        let cap = self.cap as u64;
+        let entry = self.tail;
+        let start = entry & !(cap - 1);
+        // The reader's position as an earlier send saw it: it only moves
+        // forward, so what it shows read has been read.
+        let known = self.seen_head;
+        if known >= start && known - start >= need {
+            // The record fits before the reader's position, in lines it
+            // has left: start over at the data area's first line, so that
+            // messages sent one at a time (a ping-pong) reuse a few cache
+            // lines, as a one-slot exchange does, rather than walk through
+            // the whole ring. The reader, finding nothing at its position,
+            // looks there too.
+            self.tail = start + cap;
+        }
+        let tail = self.tail;
         let region = &self.region;
-        if cap - tail.wrapping_sub(self.seen_head) < need {
-            let seen = std::cell::Cell::new(self.seen_head);
+        let lap = tail & !(cap - 1);
+        if lap != self.lap {
+            (self.lap, self.in_lap) = (lap, 0);
+        }
+        self.in_lap += 1;
+        if self.in_lap <= 2 || known == self.looked_at {
+            // One of a lap's first two records, or the last look found
+            // every message read (a ping-pong): look where the reader is,
+            // for the next send (which may start over). Nothing here waits
+            // for the answer, which would make the record's writes wait
+            // for a cache line the reader has just written. A stream, whose
+            // reader is behind, looks twice a lap.
+            self.seen_head = region.u64_at(OFF_HEAD).load(Ordering::Acquire);
+            self.looked_at = entry;
+        }
+        // (Written so: since a send that starts over moves our position
+        // without the reader's, `known` may be more than a lap behind.)
+        if tail - known + need > cap {
+            let seen = std::cell::Cell::new(known);
             wait_until(region, self.wait, OFF_SPACE_SEQ, OFF_WRITER_WAITING, || {
                 seen.set(region.u64_at(OFF_HEAD).load(Ordering::Acquire));
-                cap - tail.wrapping_sub(seen.get()) >= need
+                tail - seen.get() + need <= cap
             });
             self.seen_head = seen.get();
         }
@@ -192,11 +249,18 @@ impl RawReader {
     /// Copies the next message into `out`, waiting for one; returns its
     /// length (a longer message is cut to `out`'s length).
     pub fn recv(&mut self, out: &mut [u8]) -> usize {
-        let head = self.head;
+        let mut head = self.head;
         let region = &self.region;
-        let at = head as usize & (self.cap - 1);
+        let mut at = head as usize & (self.cap - 1);
         let position = region.u64_at(DATA + at);
-        let published = || position.load(Ordering::SeqCst) == head + 1;
+        // Where a writer that starts over puts its record (`RawWriter::send`):
+        // the next lap's first line.
+        let lap = (head | (self.cap as u64 - 1)) + 1;
+        let first = region.u64_at(DATA);
+        let published = || {
+            position.load(Ordering::SeqCst) == head + 1
+                || (at != 0 && first.load(Ordering::SeqCst) == lap + 1)
+        };
         wait_until(
             region,
             self.wait,
@@ -204,6 +268,13 @@ impl RawReader {
             OFF_READER_WAITING,
             published,
         );
+        // A record at our position comes first (the writer publishes in
+        // order, so once the next lap's is seen, an earlier one here is
+        // seen too); without one, the writer started over.
+        if position.load(Ordering::Acquire) != head + 1 {
+            head = lap;
+            at = 0;
+        }
         let len = region.u64_at(DATA + at + 8).load(Ordering::Relaxed) as usize;
         let take = len.min(out.len());
         copy_out(
@@ -315,6 +386,63 @@ mod tests {
                 );
             }
             t.join().unwrap();
+        }
+    }
+
+    /// Messages sent one at a time, each answered before the next, go in
+    /// the data area's first lines: of each three records after the
+    /// first, the third starts over where the first began. They arrive
+    /// whole, as do those of changing sizes, and those sent while the
+    /// reader is behind, which follow one another around the ring.
+    #[test]
+    fn a_ping_pong_reuses_the_first_lines_of_the_ring() {
+        for wait in [ShmWait::Spin, ShmWait::Yield, ShmWait::Futex] {
+            let (mut tx, mut rx) = raw_ring(4096, wait).unwrap();
+            let (mut back, mut from) = raw_ring(4096, wait).unwrap();
+            let t = std::thread::spawn(move || {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let n = rx.recv(&mut buf);
+                    back.send(&buf[..n]);
+                    if n == 0 {
+                        break;
+                    }
+                }
+                // Then a stream, taken as it comes.
+                (0..40)
+                    .map(|_| {
+                        let n = rx.recv(&mut buf);
+                        buf[..n].to_vec()
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let mut buf = vec![0u8; 4096];
+            let mask = tx.cap as u64 - 1;
+            let mut exchange = |i: usize, len: usize| {
+                let msg: Vec<u8> = (0..len).map(|j| (i * 7 + j) as u8).collect();
+                tx.send(&msg);
+                let n = from.recv(&mut buf);
+                assert_eq!(&buf[..n], &msg[..], "{wait:?} {i}");
+                tx.tail & mask
+            };
+            for len in [1, 48, 49, 200, 700, 3] {
+                let need = record_len(len) as u64;
+                for i in 0..300 {
+                    let end = exchange(i, len);
+                    if i >= 3 {
+                        assert!(end == need || end == 2 * need, "{wait:?} {len} {i}: {end}");
+                    }
+                }
+            }
+            for i in 0..1500 {
+                exchange(i, (i * 37) % 1000 + 1);
+            }
+            exchange(0, 0);
+            let burst: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8; i * 50]).collect();
+            for msg in &burst {
+                tx.send(msg);
+            }
+            assert_eq!(t.join().unwrap(), burst, "{wait:?}");
         }
     }
 }
