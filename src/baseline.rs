@@ -78,6 +78,9 @@ pub struct RawWriter {
     /// everything then if the two are equal.
     looked_at: u64,
     wait: ShmWait,
+    /// How many sends started over (for the tests).
+    #[cfg(test)]
+    started_over: u64,
 }
 
 /// The reading end of a [`raw_ring`].
@@ -113,6 +116,8 @@ pub fn raw_ring(capacity: usize, wait: ShmWait) -> io::Result<(RawWriter, RawRea
             in_lap: 0,
             looked_at: 0,
             wait,
+            #[cfg(test)]
+            started_over: 0,
         },
         RawReader {
             region: other,
@@ -198,6 +203,10 @@ impl RawWriter {
             // the whole ring. The reader, finding nothing at its position,
             // looks there too.
             self.tail = start + cap;
+            #[cfg(test)]
+            {
+                self.started_over += 1;
+            }
         }
         let tail = self.tail;
         let region = &self.region;
@@ -386,6 +395,66 @@ mod tests {
                 );
             }
             t.join().unwrap();
+        }
+    }
+
+    /// Sends and receives that pause at random, so that the writer now
+    /// finds the reader caught up (and starts over), now runs ahead of it:
+    /// every message arrives whole and in order.
+    #[test]
+    fn messages_arrive_in_order_whoever_waits() {
+        // xorshift: the same pauses every run.
+        fn next(x: &mut u64) -> u64 {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            *x
+        }
+        for wait in [ShmWait::Spin, ShmWait::Yield, ShmWait::Futex] {
+            let (mut tx, mut rx) = raw_ring(4096, wait).unwrap();
+            let n = 8_000u64;
+            const SENDER: u64 = 0x9e37_79b9_7f4a_7c15;
+            // The sender's draws: a message's length, then whether (and how
+            // long) it pauses.
+            let draws = |x: &mut u64| {
+                let len = (next(x) % 600) as usize;
+                let pause = next(x).is_multiple_of(8).then(|| next(x) % 50);
+                (len, pause)
+            };
+            let t = std::thread::spawn(move || {
+                let mut x = SENDER;
+                for i in 0..n {
+                    let (len, pause) = draws(&mut x);
+                    let msg: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+                    tx.send(&msg);
+                    if let Some(us) = pause {
+                        std::thread::sleep(std::time::Duration::from_micros(us));
+                    }
+                }
+                tx.started_over
+            });
+            let (mut theirs, mut x) = (SENDER, 0x2545_f491_4f6c_dd1du64);
+            let mut buf = vec![0u8; 4096];
+            for i in 0..n {
+                let got = rx.recv(&mut buf);
+                assert_eq!(got, draws(&mut theirs).0, "{wait:?} message {i}");
+                assert!(
+                    buf[..got]
+                        .iter()
+                        .enumerate()
+                        .all(|(j, &b)| b == (i as usize + j) as u8),
+                    "{wait:?} message {i}"
+                );
+                if next(&mut x).is_multiple_of(8) {
+                    std::thread::sleep(std::time::Duration::from_micros(next(&mut x) % 50));
+                }
+            }
+            // Both ways of sending were taken.
+            let started_over = t.join().unwrap();
+            assert!(
+                started_over > 0 && started_over < n,
+                "{wait:?}: {started_over}"
+            );
         }
     }
 
