@@ -127,15 +127,22 @@ fn median(all: &[Measured]) -> Measured {
 /// The median of the rounds of `side` (see [`plan`]).
 pub(super) fn measure(side: Side, size: usize, pin: Pin, quick: bool) -> Result<Measured> {
     let (rounds, budget) = plan(quick);
+    let msg = ByteBuf::from(vec![7u8; size]);
     let all = (0..rounds)
-        .map(|_| measure_once(side, size, pin, budget))
+        .map(|_| measure_once(side, &msg, pin, budget))
         .collect::<Result<Vec<_>>>()?;
     Ok(median(&all))
 }
 
 /// [`measure`] of two sides, their rounds taken in turn, so that a slow
 /// spell of the machine falls on both rather than on one side's rounds.
-/// Each side comes with the size of its messages.
+/// Each side comes with the size of its messages. Sides of one size send
+/// the same buffer: where a large message lies in memory changes how fast
+/// the kernel copies it (a 1 MiB message behind procwire's 7-byte frame
+/// header, at some offsets from a page boundary, some 6% slower than at
+/// others), and two buffers allocated in turn lie wherever the allocator's
+/// history puts each (one mapped afresh at 16 bytes past a page, the next
+/// from the heap at 640, say).
 pub(super) fn measure_pair(
     (a, size_a): (Side, usize),
     (b, size_b): (Side, usize),
@@ -143,17 +150,21 @@ pub(super) fn measure_pair(
     quick: bool,
 ) -> Result<(Measured, Measured)> {
     let (rounds, budget) = plan(quick);
+    let msg_a = ByteBuf::from(vec![7u8; size_a]);
+    let other = (size_b != size_a).then(|| ByteBuf::from(vec![7u8; size_b]));
+    let msg_b = other.as_ref().unwrap_or(&msg_a);
     let (mut of_a, mut of_b) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        of_a.push(measure_once(a, size_a, pin, budget)?);
-        of_b.push(measure_once(b, size_b, pin, budget)?);
+        of_a.push(measure_once(a, &msg_a, pin, budget)?);
+        of_b.push(measure_once(b, msg_b, pin, budget)?);
     }
     Ok((median(&of_a), median(&of_b)))
 }
 
-/// One round: round trips for `budget`, then a one-way stream for about as
-/// long.
-fn measure_once(side: Side, size: usize, pin: Pin, budget: Duration) -> Result<Measured> {
+/// One round of `msg`: round trips for `budget`, then a one-way stream for
+/// about as long.
+fn measure_once(side: Side, msg: &ByteBuf, pin: Pin, budget: Duration) -> Result<Measured> {
+    let size = msg.len();
     let (parent_cpu, child_cpu) = cpus(pin);
     pin_to(parent_cpu)?;
     // The peer pins itself after the fork: check its CPU here, where a
@@ -164,17 +175,16 @@ fn measure_once(side: Side, size: usize, pin: Pin, budget: Duration) -> Result<M
 
     // Round trips against an echoing peer.
     let (ours, mut peer) = start_peer(side, size, Role::Echo, child_cpu)?;
-    let msg = ByteBuf::from(vec![7u8; size]);
     let mut back = vec![0u8; size];
     for _ in 0..20 {
-        ours.send(&msg)?;
+        ours.send(msg)?;
         ours.recv(&mut back)?;
     }
     let mut samples = Vec::new();
     let start = Instant::now();
     while samples.len() < 50 || start.elapsed() < budget {
         let t0 = Instant::now();
-        ours.send(&msg)?;
+        ours.send(msg)?;
         ours.recv(&mut back)?;
         samples.push(t0.elapsed().as_nanos() as u64);
     }
@@ -194,11 +204,11 @@ fn measure_once(side: Side, size: usize, pin: Pin, budget: Duration) -> Result<M
     let warm = n / 8;
     let (ours, mut peer) = start_peer(side, size, Role::Sink(warm + n), child_cpu)?;
     for _ in 0..warm {
-        ours.send(&msg)?;
+        ours.send(msg)?;
     }
     let t0 = Instant::now();
     for _ in 0..n {
-        ours.send(&msg)?;
+        ours.send(msg)?;
     }
     ours.recv(&mut back)?;
     let secs = t0.elapsed().as_secs_f64();
