@@ -458,11 +458,11 @@ mod tests {
         }
     }
 
-    /// Messages sent one at a time, each answered before the next, go in
-    /// the data area's first lines: of each three records after the
-    /// first, the third starts over where the first began. They arrive
-    /// whole, as do those of changing sizes, and those sent while the
-    /// reader is behind, which follow one another around the ring.
+    /// Messages of one size sent one at a time, each answered before the
+    /// next, go in the data area's first lines: after the first few, every
+    /// record starts at its first line or right after the record there.
+    /// They arrive whole, as do those of changing sizes, and a stream sent
+    /// after them.
     #[test]
     fn a_ping_pong_reuses_the_first_lines_of_the_ring() {
         for wait in [ShmWait::Spin, ShmWait::Yield, ShmWait::Futex] {
