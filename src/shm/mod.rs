@@ -438,19 +438,29 @@ impl Writer {
 
     /// Waits for room (or the reader's departure) until `deadline`, using
     /// `alive` to check the peer while asleep.
+    ///
+    /// "Room" is any progress of the reader since a write last found too
+    /// little (`full_at`): the caller then tries again.
+    /// Not "the ring is not full", which a ring holding records that leave
+    /// less room than the next one needs also is: a sender waiting there
+    /// would find its wait over at once, try, and wait again, burning a
+    /// CPU until the reader moved.
     pub(crate) fn wait(&mut self, deadline: Option<Instant>, alive: &dyn Fn() -> bool) -> Waited {
         let region = &self.region;
         let tail = self.tail;
         let cap = self.cap as u64;
+        let full_at = self.full_at;
         adaptive_wait(
             &mut self.spins,
             region.u32_at(OFF_SPACE_SEQ),
             region.u32_at(OFF_WRITER_WAITING),
             &|| {
-                // "Room" is any progress of the reader: the caller retries.
                 let head = region.u64_at(OFF_HEAD).load(Ordering::SeqCst);
-                tail.wrapping_sub(head) < cap
-                    || region.u32_at(OFF_READER_GONE).load(Ordering::Acquire) != 0
+                let moved = match full_at {
+                    Some(at) => head != at,
+                    None => tail.wrapping_sub(head) < cap,
+                };
+                moved || region.u32_at(OFF_READER_GONE).load(Ordering::Acquire) != 0
             },
             deadline,
             alive,

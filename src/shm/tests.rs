@@ -135,3 +135,28 @@ fn a_spilled_message_is_read_only_from_a_spill_file_that_holds_it() {
     let fill = |slot: &mut Slot<'_>| std::io::Write::write_all(slot, &[7; 100]);
     assert_eq!(w.spill_with(100, fill).unwrap().0, Outside::Spill);
 }
+
+#[test]
+fn a_writer_waits_until_the_reader_moves_not_until_the_ring_is_full() {
+    // Records of 1,512 bytes: two fill 3,024 of 4,096, and a third does
+    // not fit, though the ring is not full. The wait must last until the
+    // reader moves: before, it ended at once (the ring was "not full"),
+    // and a blocked sender tried, failed and waited again, burning a CPU
+    // for as long as its reader was away.
+    let (mut w, mut r) = pair(4096);
+    let msg = [3u8; 1500];
+    assert!(w.try_write(&msg).unwrap());
+    assert!(w.try_write(&msg).unwrap());
+    assert!(!w.try_write(&msg).unwrap());
+    let deadline = Instant::now() + std::time::Duration::from_millis(50);
+    assert_eq!(w.wait(Some(deadline), &|| true), Waited::TimedOut);
+    assert!(!w.try_write(&msg).unwrap(), "no room came");
+    let mut out = Vec::new();
+    assert_eq!(
+        r.try_read(&mut out, false).unwrap(),
+        Some(Record::Inline(1500))
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    assert_eq!(w.wait(Some(deadline), &|| true), Waited::Ready);
+    assert!(w.try_write(&msg).unwrap());
+}
