@@ -432,6 +432,69 @@ fn many_senders_never_interleave(t: T) {
     });
 }
 
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// A wait sleeps: a receive on an empty channel and a send on a full one
+/// each wait 400 ms for the other side and use a small part of that in CPU
+/// time, where a wait that spins uses all of it. (A shared-memory sender
+/// did spin, while its ring held records that left less room than the
+/// next one needed but was not full: 1,500-byte messages in the default
+/// ring, as here.)
+fn waits_asleep(t: T) {
+    const AWAY: Duration = Duration::from_millis(400);
+    checked(60, move || {
+        let (tx, rx) = make(t);
+        let receiving = std::thread::spawn(move || {
+            let start = thread_cpu();
+            let got = rx.recv().unwrap();
+            (rx, got, thread_cpu() - start)
+        });
+        std::thread::sleep(AWAY);
+        assert!(
+            !receiving.is_finished(),
+            "a receive returned with nothing sent"
+        );
+        tx.send(ByteBuf::from(pattern(0, 100))).unwrap();
+        let (rx, got, used) = receiving.join().unwrap();
+        assert_eq!(got.into_vec(), pattern(0, 100));
+        assert!(
+            used < AWAY / 4,
+            "a receive that waited {AWAY:?} used {used:?} of CPU"
+        );
+
+        let mut sent = 0u32;
+        while tx.try_send(ByteBuf::from(pattern(sent, 1500))).is_ok() {
+            sent += 1;
+        }
+        let sending = std::thread::spawn(move || {
+            let start = thread_cpu();
+            tx.send(ByteBuf::from(pattern(sent, 1500))).unwrap();
+            thread_cpu() - start
+        });
+        std::thread::sleep(AWAY);
+        assert!(
+            !sending.is_finished(),
+            "a send into a full channel returned at once"
+        );
+        for i in 0..=sent {
+            assert_eq!(
+                rx.recv().unwrap().into_vec(),
+                pattern(i, 1500),
+                "message {i}"
+            );
+        }
+        let used = sending.join().unwrap();
+        assert!(
+            used < AWAY / 4,
+            "a send that waited {AWAY:?} for room used {used:?} of CPU"
+        );
+    });
+}
+
 /// The behaviours every transport has.
 macro_rules! behaviours {
     ($t:expr; $($b:ident)*) => {$(
@@ -456,7 +519,7 @@ macro_rules! suite {
     ($($module:ident => $t:expr, { $($extra:tt)* }),* $(,)?) => {$(
         mod $module {
             behaviours!($t; order_kept sizes eof_after_last peer_closed timeouts fd_passing
-                select_wakes many_senders_never_interleave answer_survives_close);
+                select_wakes many_senders_never_interleave answer_survives_close waits_asleep);
             $($extra)*
         }
     )*};
