@@ -42,6 +42,8 @@ enum Script {
     Echo,
     /// Exits at once, reading nothing.
     ExitAtOnce,
+    /// Keeps its end and reads nothing until it is killed.
+    Stall,
 }
 
 /// The child's end: handed over, or an address to connect to.
@@ -135,6 +137,7 @@ fn child(script: Script, ctl: Duplex<(), End>) {
     };
     match script {
         Script::ExitAtOnce => std::process::exit(0),
+        Script::Stall => std::thread::sleep(Duration::from_secs(60)),
         Script::SendThenExit(n) => {
             for i in 0..n {
                 link.send(message(i, (i as usize * 13) % 3000)).unwrap();
@@ -355,6 +358,46 @@ fn closes_with_unread_data(t: T) {
     });
 }
 
+/// Our send waits for room that a stalled peer never makes; the peer is
+/// killed; the send ends with an error that says so, never a hang. (On
+/// shared memory the ring holds 1,500-byte records that leave less room
+/// than the next one needs: the wait that sleeps there, since fec1f11,
+/// must still wake to look at the peer.)
+fn killed_while_our_send_waits(t: T) {
+    checked(60, move || {
+        let (mut proc_, ours, _keep) = start(t, Script::Stall, false);
+        let sending = std::thread::spawn(move || {
+            let mut i = 0;
+            loop {
+                if let Err(e) = ours.send(message(i, 1500)) {
+                    return (i, e);
+                }
+                i += 1;
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            !sending.is_finished(),
+            "{t:?}: a send failed before the kill"
+        );
+        proc_.kill().unwrap();
+        let status = wait_deadline(&mut proc_, 10);
+        assert!(!status.success());
+        let killed = Instant::now();
+        let (sent, e) = sending.join().unwrap();
+        assert!(sent > 0, "{t:?}: no send went through");
+        assert!(
+            e.is_disconnected() || e.kind() == ErrorKind::PeerExited,
+            "{t:?}: {e}"
+        );
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "{t:?}: the send ended {:?} after the kill",
+            killed.elapsed()
+        );
+    });
+}
+
 fn dies_before_first_message(t: T) {
     checked(60, move || {
         let (mut proc_, ours, _keep) = start(t, Script::ExitAtOnce, true);
@@ -432,4 +475,40 @@ cases! {
     Shm => shm,
     Tcp => tcp,
     Zmq => zmq_dealer,
+}
+
+/// A send that waits for room when its peer is killed, on every transport
+/// whose sender knows its peer.
+mod killed_while_our_send_waits {
+    use super::*;
+    #[test]
+    fn pipe() {
+        super::killed_while_our_send_waits(T::Pipe)
+    }
+    #[test]
+    fn stream() {
+        super::killed_while_our_send_waits(T::Stream)
+    }
+    #[test]
+    fn seqpacket() {
+        super::killed_while_our_send_waits(T::SeqPacket)
+    }
+    #[test]
+    fn unix() {
+        super::killed_while_our_send_waits(T::Unix)
+    }
+    #[test]
+    fn shm() {
+        super::killed_while_our_send_waits(T::Shm)
+    }
+    #[test]
+    fn tcp() {
+        super::killed_while_our_send_waits(T::Tcp)
+    }
+    #[test]
+    #[ignore = "not applicable: a ZeroMQ socket has no notion of its peer; a send to one \
+                that is gone is queued or dropped by zmq's own rules (closes_with_unread_data)"]
+    fn zmq_dealer() {
+        panic!("not applicable to ZeroMQ")
+    }
 }
