@@ -210,6 +210,72 @@ fn answer_survives_close(t: T) {
     });
 }
 
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// An await sleeps (the blocking suite's `waits_asleep`, awaited): on a
+/// current-thread runtime, a receive on an empty channel and a send on a
+/// full one each wait 400 ms for a blocking peer in another thread, and
+/// the runtime's thread uses a small part of that in CPU time. A readiness
+/// that never clears (or a ring that never arms) would spin it.
+fn waits_asleep(t: T) {
+    const AWAY: Duration = Duration::from_millis(400);
+    checked(60, move || {
+        let ((a_tx, a_rx), (b_tx, b_rx)) = two_way(t);
+        let mut sent = 0u32;
+        while a_tx.try_send(ByteBuf::from(pattern(sent, 1500))).is_ok() {
+            sent += 1;
+        }
+        let (go, wait_go) = std::sync::mpsc::channel::<()>();
+        let waiting = std::thread::spawn(move || {
+            let rt = util::current_thread();
+            rt.block_on(async move {
+                let (a_tx, a_rx) = (a_tx.into_async().unwrap(), a_rx.into_async().unwrap());
+                let start = thread_cpu();
+                let got = a_rx.recv().await.unwrap();
+                let receiving = thread_cpu() - start;
+                go.send(()).unwrap();
+                let start = thread_cpu();
+                a_tx.send(ByteBuf::from(pattern(sent, 1500))).await.unwrap();
+                a_tx.flush().await.unwrap();
+                (got, receiving, thread_cpu() - start)
+            })
+        });
+        std::thread::sleep(AWAY);
+        assert!(
+            !waiting.is_finished(),
+            "{t:?}: a receive returned with nothing sent"
+        );
+        b_tx.send(ByteBuf::from(pattern(0, 100))).unwrap();
+        wait_go.recv().unwrap();
+        std::thread::sleep(AWAY);
+        assert!(
+            !waiting.is_finished(),
+            "{t:?}: a send into a full channel returned at once"
+        );
+        for i in 0..=sent {
+            assert_eq!(
+                b_rx.recv().unwrap().into_vec(),
+                pattern(i, 1500),
+                "{t:?}: message {i}"
+            );
+        }
+        let (got, receiving, sending) = waiting.join().unwrap();
+        assert_eq!(got.into_vec(), pattern(0, 100));
+        assert!(
+            receiving < AWAY / 4,
+            "{t:?}: a receive awaited {AWAY:?} and used {receiving:?} of CPU"
+        );
+        assert!(
+            sending < AWAY / 4,
+            "{t:?}: a send awaited {AWAY:?} for room and used {sending:?} of CPU"
+        );
+    });
+}
+
 macro_rules! behaviours {
     ($t:expr; $($b:ident)*) => {$(
         #[test] fn $b() { super::$b($t) }
@@ -220,7 +286,7 @@ macro_rules! suite {
     ($($module:ident => $t:expr),* $(,)?) => {$(
         mod $module {
             behaviours!($t; order_and_sizes eof_after_last peer_closed timeouts fd_passing
-                answer_survives_close);
+                answer_survives_close waits_asleep);
         }
     )*};
 }
