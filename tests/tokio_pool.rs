@@ -102,3 +102,55 @@ fn map_is_an_ordered_stream_with_bounded_work_in_flight() {
         pool.into_blocking().shutdown().unwrap();
     });
 }
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// A pool filled by tasks that are not the awaited side's (submitted by
+/// the blocking side, slow): an awaited `submit` and `map` wait for room
+/// and get it when those finish, on a runtime with no timer (the pool
+/// wakes them; before, `submit` slept 1 ms at a time on tokio's timer,
+/// and `map` woke itself at once, spinning its thread), using little CPU.
+#[test]
+fn a_pool_full_of_others_tasks_wakes_awaited_submissions() {
+    checked(120, || {
+        let pool = procwire::Pool::builder(work)
+            .workers(2)
+            .max_in_flight(2)
+            .build()
+            .unwrap();
+        let pool = procwire::tokio::Pool::new(pool);
+        let timerless = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for round in 0..2 {
+            // Two slow tasks (200 ms each) fill the pool.
+            let slow: Vec<_> = (0..2).map(|_| pool.blocking().submit(0).unwrap()).collect();
+            let start = (std::time::Instant::now(), thread_cpu());
+            let got: Vec<u64> = timerless.block_on(async {
+                if round == 0 {
+                    vec![pool.submit(5).await.unwrap().await.unwrap()]
+                } else {
+                    pool.map(1..=3u64).map(Result::unwrap).collect().await
+                }
+            });
+            let (waited, used) = (start.0.elapsed(), thread_cpu() - start.1);
+            assert_eq!(got, if round == 0 { vec![25] } else { vec![1, 4, 9] });
+            assert!(
+                waited >= Duration::from_millis(100),
+                "round {round}: no wait ({waited:?})"
+            );
+            assert!(
+                used < waited / 4,
+                "round {round}: waited {waited:?} for room and used {used:?} of CPU"
+            );
+            for h in slow {
+                assert_eq!(h.wait().unwrap(), 0);
+            }
+        }
+        pool.into_blocking().shutdown().unwrap();
+    });
+}

@@ -170,6 +170,7 @@ impl<Req: Message + Clone, Resp: Message> PoolBuilder<Req, Resp> {
                 unfinished: 0,
                 capacity: self.max_in_flight.unwrap_or(workers * 2 * self.pipeline),
                 closed: false,
+                room_wakers: Vec::new(),
             }),
             has_job: Condvar::new(),
             has_room: Condvar::new(),

@@ -28,6 +28,18 @@ pub(super) struct Queue<Req, Resp> {
     pub(super) unfinished: usize,
     pub(super) capacity: usize,
     pub(super) closed: bool,
+    /// Awaited submissions that found no room
+    /// ([`tokio::Pool`](crate::tokio::Pool)): woken when a task finishes,
+    /// or the pool stops.
+    pub(super) room_wakers: Vec<std::task::Waker>,
+}
+
+impl<Req, Resp> Queue<Req, Resp> {
+    /// Takes the wakers of awaited submissions, to wake once the lock is
+    /// released.
+    pub(super) fn wakers(&mut self) -> Vec<std::task::Waker> {
+        std::mem::take(&mut self.room_wakers)
+    }
 }
 
 /// A worker with what the pool keeps about it.
@@ -115,8 +127,10 @@ impl<Req, Resp> Shared<Req, Resp> {
         if job.queued {
             let mut q = lock(&self.queue);
             q.unfinished -= 1;
+            let wakers = q.wakers();
             drop(q);
             self.has_room.notify_all();
+            wakers.into_iter().for_each(std::task::Waker::wake);
             // Shutdown waits for `unfinished` to reach 0 too.
             self.has_job.notify_all();
         }
@@ -416,11 +430,12 @@ impl<Req: Send + Clone + 'static, Resp: Send + 'static> Shared<Req, Resp> {
 
     pub(super) fn abort_now(&self) {
         self.aborted.store(true, Ordering::SeqCst);
-        let queued: Vec<_> = {
+        let (queued, wakers): (Vec<_>, _) = {
             let mut q = lock(&self.queue);
             q.closed = true;
-            q.jobs.drain(..).collect()
+            (q.jobs.drain(..).collect(), q.wakers())
         };
+        wakers.into_iter().for_each(std::task::Waker::wake);
         for job in queued {
             self.finish(job, Err(self.stopped()));
         }

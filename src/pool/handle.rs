@@ -181,7 +181,7 @@ impl<Req: Message + Clone, Resp: Message, I: Iterator<Item = Req>> Iterator
             self.next += 1;
             match self
                 .pool
-                .enqueue(item, true, Some(Arc::clone(&self.notify)))
+                .enqueue(item, super::WhenFull::Wait, Some(Arc::clone(&self.notify)))
             {
                 Ok(h) => {
                     self.position.insert(h.slot.index, pos);
@@ -232,7 +232,7 @@ pub(super) fn run<Req: Message + Clone, Resp: Message>(
         s.spawn(move || {
             let mut n = 0u64;
             for t in tasks {
-                let note = match pool.enqueue(t, true, Some(Arc::clone(&notify))) {
+                let note = match pool.enqueue(t, super::WhenFull::Wait, Some(Arc::clone(&notify))) {
                     Ok(h) => Note::Submitted(n, h),
                     Err(e) => Note::Refused(n, e),
                 };

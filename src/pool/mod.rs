@@ -96,6 +96,18 @@ pub use link::{ChildWorker, Ends, Link, Worker};
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
 
+/// What a submission does when `max_in_flight` tasks are unfinished.
+#[derive(Clone, Copy)]
+pub(super) enum WhenFull<'a> {
+    /// Waits for room.
+    Wait,
+    /// Fails with [`ErrorKind::Full`].
+    Fail,
+    /// Fails with [`ErrorKind::Full`], and `waker` is woken when room may
+    /// have come.
+    Wake(&'a std::task::Waker),
+}
+
 /// Counts of a pool's work so far ([`Pool::stats`]).
 ///
 /// # Examples
@@ -257,7 +269,7 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
     pub(super) fn enqueue(
         &self,
         req: Req,
-        block: bool,
+        full: WhenFull<'_>,
         notify: Option<Notify>,
     ) -> Result<TaskHandle<Req, Resp>> {
         let mut q = lock(&self.shared.queue);
@@ -271,7 +283,12 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
             if q.unfinished < q.capacity {
                 break;
             }
-            if !block {
+            if let WhenFull::Wake(waker) = full
+                && !q.room_wakers.iter().any(|w| w.will_wake(waker))
+            {
+                q.room_wakers.push(waker.clone());
+            }
+            if !matches!(full, WhenFull::Wait) {
                 return Err(Error::new(
                     ErrorKind::Full,
                     format!(
@@ -310,13 +327,25 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
 
     /// Submits a task, waiting while `max_in_flight` tasks are unfinished.
     pub fn submit(&self, req: Req) -> Result<TaskHandle<Req, Resp>> {
-        self.enqueue(req, true, None)
+        self.enqueue(req, WhenFull::Wait, None)
     }
 
     /// Submits a task if fewer than `max_in_flight` are unfinished;
     /// [`ErrorKind::Full`] otherwise.
     pub fn try_submit(&self, req: Req) -> Result<TaskHandle<Req, Resp>> {
-        self.enqueue(req, false, None)
+        self.enqueue(req, WhenFull::Fail, None)
+    }
+
+    /// Like [`try_submit`](Pool::try_submit), and when the pool is full,
+    /// `waker` is woken once a task finishes (or the pool stops): an
+    /// awaited submission waits for room without polling.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn try_submit_or_wake(
+        &self,
+        req: Req,
+        waker: &std::task::Waker,
+    ) -> Result<TaskHandle<Req, Resp>> {
+        self.enqueue(req, WhenFull::Wake(waker), None)
     }
 
     /// Runs every item of `items` and yields the results in order, lazily:

@@ -59,16 +59,16 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
         // Room in the pool: the permit only orders the waiting tasks (fair,
         // cancel-safe); the pool itself counts unfinished tasks.
         let _turn = self.room.acquire().await;
-        loop {
-            match self.pool.try_submit(req.clone()) {
-                Err(e) if e.kind() == ErrorKind::Full => {
-                    // Full with tasks whose handles were dropped unfinished
-                    // (or submitted by the blocking side): wait a little.
-                    ::tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-                other => return other,
-            }
-        }
+        // Full all the same with tasks whose handles were dropped
+        // unfinished, or that the blocking side submitted: the pool wakes
+        // this task when one of them finishes.
+        std::future::poll_fn(
+            |cx| match self.pool.try_submit_or_wake(req.clone(), cx.waker()) {
+                Err(e) if e.kind() == ErrorKind::Full => Poll::Pending,
+                other => Poll::Ready(other),
+            },
+        )
+        .await
     }
 
     /// Runs every item and yields the results in order, with at most
@@ -120,7 +120,7 @@ impl<Req: Message + Clone, Resp: Message, I: Iterator<Item = Req> + Unpin> futur
             let Some(item) = this.held.take().or_else(|| this.items.next()) else {
                 break;
             };
-            match this.pool.pool.try_submit(item.clone()) {
+            match this.pool.pool.try_submit_or_wake(item.clone(), cx.waker()) {
                 Err(e) if e.kind() == ErrorKind::Full => {
                     this.held = Some(item);
                     full = true;
@@ -131,11 +131,8 @@ impl<Req: Message + Clone, Resp: Message, I: Iterator<Item = Req> + Unpin> futur
         }
         match this.pending.front_mut() {
             // Nothing of ours in flight and no room: others' tasks fill
-            // the pool; look again soon.
-            None if full => {
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
+            // the pool, which wakes us when one finishes.
+            None if full => Poll::Pending,
             None => Poll::Ready(None),
             Some(Err(_)) => {
                 Poll::Ready(this.pending.pop_front().map(|r| r.map(|_| unreachable!())))
