@@ -842,3 +842,67 @@ fn recv_into_is_awaited_into_one_buffer_and_a_cancelled_one_takes_nothing() {
         }
     });
 }
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// A sender cloned: one clone blocks in a send in a thread (the channel is
+/// full, and it holds the sending gate while it waits), the other awaits
+/// its own send on a current-thread runtime. The await sleeps until the
+/// gate is free (the blocking clone's send ends when a reader comes), and
+/// both messages arrive whole.
+#[test]
+fn an_await_behind_a_blocking_clones_send_sleeps() {
+    checked(60, || {
+        for t in ["pipe", "stream", "shm"] {
+            let (tx, rx) = match t {
+                "pipe" => procwire::Pipe::new().channel::<ByteBuf>().unwrap(),
+                "stream" => SocketPair::new(Kind::Stream).channel::<ByteBuf>().unwrap(),
+                _ => Shm::new().channel::<ByteBuf>().unwrap(),
+            };
+            let mut sent = 0u32;
+            while tx.try_send(ByteBuf::from(pattern(sent, 1500))).is_ok() {
+                sent += 1;
+            }
+            let blocking = tx.clone();
+            let first = std::thread::spawn(move || {
+                blocking.send(ByteBuf::from(pattern(sent, 1500))).unwrap();
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!first.is_finished(), "{t}: the blocking send did not wait");
+            let awaiting = std::thread::spawn(move || {
+                let rt = current_thread();
+                let start = thread_cpu();
+                rt.block_on(async move {
+                    let tx = tx.into_async().unwrap();
+                    tx.send(ByteBuf::from(pattern(sent + 1, 1500)))
+                        .await
+                        .unwrap();
+                    tx.flush().await.unwrap();
+                });
+                thread_cpu() - start
+            });
+            std::thread::sleep(Duration::from_millis(400));
+            assert!(
+                !awaiting.is_finished(),
+                "{t}: the awaited send did not wait"
+            );
+            for i in 0..=sent + 1 {
+                assert_eq!(
+                    rx.recv().unwrap().into_vec(),
+                    pattern(i, 1500),
+                    "{t}: message {i}"
+                );
+            }
+            first.join().unwrap();
+            let used = awaiting.join().unwrap();
+            assert!(
+                used < Duration::from_millis(100),
+                "{t}: an await of about 400 ms behind a blocking send used {used:?} of CPU"
+            );
+        }
+    });
+}

@@ -9,6 +9,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
+use std::task::Waker;
 
 use crate::sys::lock::{Held, Lock};
 use std::time::Instant;
@@ -74,7 +75,11 @@ fn this_thread() -> usize {
 /// and a busy gate held by the calling thread itself is refused at once
 /// instead of deadlocking. A waiter counts itself in `sleepers` and sleeps
 /// there until a leaving holder signals it, which it does only when
-/// someone waits.
+/// someone waits. A task (an async end's step, which never waits for the
+/// gate) leaves its waker there instead ([`wake_when_free`]), woken by the
+/// same signal.
+///
+/// [`wake_when_free`]: Gate::wake_when_free
 pub(crate) struct Gate<S> {
     lock: Lock<S>,
     sleepers: Sleepers,
@@ -82,8 +87,10 @@ pub(crate) struct Gate<S> {
 
 #[derive(Default)]
 struct Sleepers {
+    /// Threads sleeping on `freed`, and wakers in `sleep`.
     waiting: AtomicUsize,
-    sleep: Mutex<()>,
+    /// The wakers of tasks waiting for the gate.
+    sleep: Mutex<Vec<Waker>>,
     freed: Condvar,
 }
 
@@ -120,8 +127,12 @@ impl Drop for Wake<'_> {
 impl Sleepers {
     #[cold]
     fn wake(&self) {
-        drop(unpoison(self.sleep.lock()));
+        let tasks = std::mem::take(&mut *unpoison(self.sleep.lock()));
         self.freed.notify_all();
+        if !tasks.is_empty() {
+            self.waiting.fetch_sub(tasks.len(), Ordering::SeqCst);
+            tasks.into_iter().for_each(Waker::wake);
+        }
     }
 }
 
@@ -201,6 +212,25 @@ impl<S> Gate<S> {
         self.lock.holder() == this_thread()
     }
 
+    /// For a task that found the gate busy: `waker` is woken when it is
+    /// released. `true` if it is free already (look again now, rather
+    /// than wait).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn wake_when_free(&self, waker: &Waker) -> bool {
+        let s = &self.sleepers;
+        {
+            let mut tasks = unpoison(s.sleep.lock());
+            if !tasks.iter().any(|w| w.will_wake(waker)) {
+                tasks.push(waker.clone());
+                // Counted before the look below (SeqCst, as is the
+                // release): the holder leaving sees the count, or the look
+                // sees the gate free.
+                s.waiting.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        self.lock.holder_now() == 0
+    }
+
     /// Whether some thread holds the gate now (a `try_*` that found it busy
     /// says "full" or "empty" without looking at the transport).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
@@ -271,5 +301,44 @@ mod tests {
             w.join().expect("every blocked waiter is woken");
         }
         assert_eq!(*gate.enter(Wait::Never).expect("free again"), 104);
+    }
+
+    /// Counts its wake-ups.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_task_waiting_for_a_busy_gate_is_woken_when_it_is_released() {
+        let gate = Gate::new(());
+        let count = Arc::new(Counting(Default::default()));
+        let waker = std::task::Waker::from(Arc::clone(&count));
+        let woken = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        // Free: "look again now", and a release later wakes it anyway.
+        assert!(gate.wake_when_free(&waker));
+        let pass = gate.enter(Wait::Never).expect("free");
+        // Busy: registered once however often it asks, woken once by the
+        // release, and not again by the next (its waker was taken).
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(!gate.wake_when_free(&waker));
+                assert!(!gate.wake_when_free(&waker));
+            });
+        });
+        assert_eq!(woken(), 0);
+        drop(pass);
+        assert_eq!(woken(), 1);
+        drop(gate.enter(Wait::Never).expect("free"));
+        assert_eq!(woken(), 1);
+        assert_eq!(
+            gate.sleepers
+                .waiting
+                .load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
     }
 }

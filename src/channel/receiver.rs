@@ -622,6 +622,13 @@ impl RecvCore {
         self.incoming.busy()
     }
 
+    /// For a task that found another thread receiving: `waker` is woken
+    /// when that receive ends; `true` if it has ended already.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn wake_when_free(&self, waker: &std::task::Waker) -> bool {
+        self.incoming.wake_when_free(waker)
+    }
+
     /// Whether a message (or an end) can be taken without reading the
     /// descriptor: something poll(2) cannot see.
     pub(crate) fn buffered(&self) -> bool {

@@ -59,6 +59,14 @@ impl<S> Lock<S> {
     pub(crate) fn holder(&self) -> usize {
         self.holder.load(Ordering::Relaxed)
     }
+
+    /// Who holds the lock now, read in the single total order of the
+    /// lock's taking and release (SeqCst): for a waiter that counted
+    /// itself just before.
+    #[inline]
+    pub(crate) fn holder_now(&self) -> usize {
+        self.holder.load(Ordering::SeqCst)
+    }
 }
 
 impl<S> Deref for Held<'_, S> {

@@ -509,9 +509,12 @@ fn poll_take<T: DeserializeOwned, R>(
             Poll::Pending if room => continue,
             Poll::Pending => {
                 // Another thread receiving here leaves no readiness behind:
-                // a message it read ahead, or the gate it still holds,
-                // means "look again soon", not "sleep".
-                if rx.core().busy() || rx.core().buffered() {
+                // a message it read ahead means "look again now"; the gate
+                // it still holds, "look again when it leaves" (its leaving
+                // wakes this task).
+                if rx.core().buffered()
+                    || (rx.core().busy() && rx.core().wake_when_free(cx.waker()))
+                {
                     cx.waker().wake_by_ref();
                 }
                 return Poll::Pending;
@@ -673,9 +676,10 @@ impl<T: Serialize> Sender<T> {
 /// Runs `step`, a non-blocking send step (`None`: no room), until it is
 /// done, waiting for room by tokio's protocol. A step can also find the
 /// sending gate held by another thread (a send in progress there, which
-/// makes no readiness event when it ends): then the task yields and tries
-/// again; and after registering for room it looks once more, in case the
-/// gate was released between the step and the registration.
+/// makes no readiness event when it ends): then the task leaves its waker
+/// at the gate, woken when that send ends; and after registering for room
+/// it looks once more, in case the gate was released between the step and
+/// the registration.
 fn poll_room<R>(
     tx: &crate::channel::SendCore,
     waker: &Waker,
@@ -687,7 +691,10 @@ fn poll_room<R>(
             return Poll::Ready(done);
         }
         if tx.busy() {
-            cx.waker().wake_by_ref();
+            // A send in another thread: its end wakes this task.
+            if tx.wake_when_free(cx.waker()) {
+                continue;
+            }
             return Poll::Pending;
         }
         if waker.peer_gone(cx, WRITE) {
@@ -700,7 +707,7 @@ fn poll_room<R>(
                 if let Some(done) = step() {
                     return Poll::Ready(done);
                 }
-                if tx.busy() {
+                if tx.busy() && tx.wake_when_free(cx.waker()) {
                     cx.waker().wake_by_ref();
                 }
                 return Poll::Pending;

@@ -316,6 +316,13 @@ impl SendCore {
         self.out.busy()
     }
 
+    /// For a task that found another thread sending: `waker` is woken
+    /// when that send ends; `true` if it has ended already.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn wake_when_free(&self, waker: &std::task::Waker) -> bool {
+        self.out.wake_when_free(waker)
+    }
+
     /// Whether a frame is half-written and nobody is writing it now (a
     /// sender busy in another thread finishes its own frame).
     pub(crate) fn has_pending(&self) -> bool {
