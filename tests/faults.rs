@@ -358,8 +358,15 @@ fn closes_with_unread_data(t: T) {
     });
 }
 
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 /// Our send waits for room that a stalled peer never makes; the peer is
-/// killed; the send ends with an error that says so, never a hang. (On
+/// killed; the send ends with an error that says so, never a hang, and
+/// never having spun while it waited. (On
 /// shared memory the ring holds 1,500-byte records that leave less room
 /// than the next one needs: the wait that sleeps there, since fec1f11,
 /// must still wake to look at the peer.)
@@ -367,10 +374,11 @@ fn killed_while_our_send_waits(t: T) {
     checked(60, move || {
         let (mut proc_, ours, _keep) = start(t, Script::Stall, false);
         let sending = std::thread::spawn(move || {
+            let start = thread_cpu();
             let mut i = 0;
             loop {
                 if let Err(e) = ours.send(message(i, 1500)) {
-                    return (i, e);
+                    return (i, e, thread_cpu() - start);
                 }
                 i += 1;
             }
@@ -384,8 +392,14 @@ fn killed_while_our_send_waits(t: T) {
         let status = wait_deadline(&mut proc_, 10);
         assert!(!status.success());
         let killed = Instant::now();
-        let (sent, e) = sending.join().unwrap();
+        let (sent, e, used) = sending.join().unwrap();
         assert!(sent > 0, "{t:?}: no send went through");
+        // Blocked for 500 ms, with a supervised peer (the wait watches its
+        // pidfd or, on shared memory, wakes now and then to look at it).
+        assert!(
+            used < Duration::from_millis(125),
+            "{t:?}: the sender, blocked most of 500 ms, used {used:?} of CPU"
+        );
         assert!(
             e.is_disconnected() || e.kind() == ErrorKind::PeerExited,
             "{t:?}: {e}"
