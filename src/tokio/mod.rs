@@ -6,7 +6,10 @@
 //! readiness descriptor (the socket or pipe itself; for shared memory the
 //! descriptor a `try_*` that found nothing arms) registered with tokio's
 //! reactor through [`AsyncFd`]. No thread per channel, no timer polling:
-//! a task that waits sleeps in the runtime's epoll like any tokio socket.
+//! a task that waits sleeps in the runtime's epoll like any tokio socket,
+//! and one that finds another thread sending (a blocking clone of its
+//! sender, which holds the channel while it waits for room) or receiving
+//! sleeps until that thread leaves the channel, which wakes it.
 //! Every transport works the same way (pipes, the three socket kinds, Unix
 //! paths, `tcp://`, shared memory), with the channel's codec and
 //! descriptors in messages, and a supervised child's death ends a pending
