@@ -432,12 +432,6 @@ fn many_senders_never_interleave(t: T) {
     });
 }
 
-/// CPU time this thread has used.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
 /// A wait sleeps: a receive on an empty channel and a send on a full one
 /// each wait 400 ms for the other side and use a small part of that in CPU
 /// time, where a wait that spins uses all of it. (A shared-memory sender
@@ -449,9 +443,9 @@ fn waits_asleep(t: T) {
     checked(60, move || {
         let (tx, rx) = make(t);
         let receiving = std::thread::spawn(move || {
-            let start = thread_cpu();
+            let start = util::thread_cpu();
             let got = rx.recv().unwrap();
-            (rx, got, thread_cpu() - start)
+            (rx, got, util::thread_cpu() - start)
         });
         std::thread::sleep(AWAY);
         assert!(
@@ -471,9 +465,9 @@ fn waits_asleep(t: T) {
             sent += 1;
         }
         let sending = std::thread::spawn(move || {
-            let start = thread_cpu();
+            let start = util::thread_cpu();
             tx.send(ByteBuf::from(pattern(sent, 1500))).unwrap();
-            thread_cpu() - start
+            util::thread_cpu() - start
         });
         std::thread::sleep(AWAY);
         assert!(

@@ -358,12 +358,6 @@ fn closes_with_unread_data(t: T) {
     });
 }
 
-/// CPU time this thread has used.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
 /// Our send waits for room that a stalled peer never makes; the peer is
 /// killed; the send ends with an error that says so, never a hang, and
 /// never having spun while it waited. (On
@@ -374,11 +368,11 @@ fn killed_while_our_send_waits(t: T) {
     checked(60, move || {
         let (mut proc_, ours, _keep) = start(t, Script::Stall, false);
         let sending = std::thread::spawn(move || {
-            let start = thread_cpu();
+            let start = util::thread_cpu();
             let mut i = 0;
             loop {
                 if let Err(e) = ours.send(message(i, 1500)) {
-                    return (i, e, thread_cpu() - start);
+                    return (i, e, util::thread_cpu() - start);
                 }
                 i += 1;
             }

@@ -843,12 +843,6 @@ fn recv_into_is_awaited_into_one_buffer_and_a_cancelled_one_takes_nothing() {
     });
 }
 
-/// CPU time this thread has used.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
 /// A sender cloned: one clone blocks in a send in a thread (the channel is
 /// full, and it holds the sending gate while it waits), the other awaits
 /// its own send on a current-thread runtime. The await sleeps until the
@@ -875,7 +869,7 @@ fn an_await_behind_a_blocking_clones_send_sleeps() {
             assert!(!first.is_finished(), "{t}: the blocking send did not wait");
             let awaiting = std::thread::spawn(move || {
                 let rt = current_thread();
-                let start = thread_cpu();
+                let start = util::thread_cpu();
                 rt.block_on(async move {
                     let tx = tx.into_async().unwrap();
                     tx.send(ByteBuf::from(pattern(sent + 1, 1500)))
@@ -883,7 +877,7 @@ fn an_await_behind_a_blocking_clones_send_sleeps() {
                         .unwrap();
                     tx.flush().await.unwrap();
                 });
-                thread_cpu() - start
+                util::thread_cpu() - start
             });
             std::thread::sleep(Duration::from_millis(400));
             assert!(

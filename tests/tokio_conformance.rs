@@ -210,12 +210,6 @@ fn answer_survives_close(t: T) {
     });
 }
 
-/// CPU time this thread has used.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
 /// An await sleeps (the blocking suite's `waits_asleep`, awaited): on a
 /// current-thread runtime, a receive on an empty channel and a send on a
 /// full one each wait 400 ms for a blocking peer in another thread, and
@@ -234,14 +228,14 @@ fn waits_asleep(t: T) {
             let rt = util::current_thread();
             rt.block_on(async move {
                 let (a_tx, a_rx) = (a_tx.into_async().unwrap(), a_rx.into_async().unwrap());
-                let start = thread_cpu();
+                let start = util::thread_cpu();
                 let got = a_rx.recv().await.unwrap();
-                let receiving = thread_cpu() - start;
+                let receiving = util::thread_cpu() - start;
                 go.send(()).unwrap();
-                let start = thread_cpu();
+                let start = util::thread_cpu();
                 a_tx.send(ByteBuf::from(pattern(sent, 1500))).await.unwrap();
                 a_tx.flush().await.unwrap();
-                (got, receiving, thread_cpu() - start)
+                (got, receiving, util::thread_cpu() - start)
             })
         });
         std::thread::sleep(AWAY);

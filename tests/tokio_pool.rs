@@ -103,12 +103,6 @@ fn map_is_an_ordered_stream_with_bounded_work_in_flight() {
     });
 }
 
-/// CPU time this thread has used.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
 /// A pool filled by tasks that are not the awaited side's (submitted by
 /// the blocking side, slow): an awaited `submit` and `map` wait for room
 /// and get it when those finish, on a runtime with no timer (the pool
@@ -129,7 +123,7 @@ fn a_pool_full_of_others_tasks_wakes_awaited_submissions() {
         for round in 0..2 {
             // Two slow tasks (200 ms each) fill the pool.
             let slow: Vec<_> = (0..2).map(|_| pool.blocking().submit(0).unwrap()).collect();
-            let start = (std::time::Instant::now(), thread_cpu());
+            let start = (std::time::Instant::now(), util::thread_cpu());
             let got: Vec<u64> = timerless.block_on(async {
                 if round == 0 {
                     vec![pool.submit(5).await.unwrap().await.unwrap()]
@@ -137,7 +131,7 @@ fn a_pool_full_of_others_tasks_wakes_awaited_submissions() {
                     pool.map(1..=3u64).map(Result::unwrap).collect().await
                 }
             });
-            let (waited, used) = (start.0.elapsed(), thread_cpu() - start.1);
+            let (waited, used) = (start.0.elapsed(), util::thread_cpu() - start.1);
             assert_eq!(got, if round == 0 { vec![25] } else { vec![1, 4, 9] });
             assert!(
                 waited >= Duration::from_millis(100),

@@ -381,3 +381,11 @@ pub fn finish(mut child: Child) -> String {
 pub mod nats;
 #[allow(unused_imports)]
 pub use nats::NatsServer;
+
+/// CPU time the calling thread has used: what a test that a wait sleeps
+/// reads (it counts only time on a CPU, so a loaded machine does not
+/// inflate it).
+pub fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
