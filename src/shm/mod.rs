@@ -27,7 +27,8 @@
 //!
 //! Waiting is adaptive: spin briefly (good when the peer runs on the other
 //! CPU), then yield (good when it shares ours), then sleep on a futex, waking
-//! every 10 ms to check that the peer is still alive.
+//! now and then to check that the peer is still alive (10 ms into the
+//! sleep, then at doubling intervals up to 100 ms).
 //!
 //! A ring also has two eventfds, so that poll(2), epoll and async runtimes
 //! can wait on it without polling: `data` turns readable when a message

@@ -160,3 +160,24 @@ fn a_writer_waits_until_the_reader_moves_not_until_the_ring_is_full() {
     assert_eq!(w.wait(Some(deadline), &|| true), Waited::Ready);
     assert!(w.try_write(&msg).unwrap());
 }
+
+#[test]
+fn an_idle_wait_looks_at_its_peer_less_often_as_it_lasts() {
+    // A second of waiting on an empty ring: the peer is looked at 10 ms
+    // in, then at doubling intervals up to 100 ms, some 13 times in all.
+    // (Every 10 ms, as before, would be some 100 times: an idle end woke
+    // a hundred times a second.)
+    let (_w, mut r) = pair(4096);
+    let looks = std::cell::Cell::new(0u32);
+    let alive = || {
+        looks.set(looks.get() + 1);
+        true
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(1);
+    assert_eq!(r.wait(Some(deadline), &alive), Waited::TimedOut);
+    assert!(
+        (3..=20).contains(&looks.get()),
+        "the peer was looked at {} times in 1 s",
+        looks.get()
+    );
+}
