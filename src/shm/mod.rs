@@ -448,20 +448,16 @@ impl Writer {
     /// CPU until the reader moved.
     pub(crate) fn wait(&mut self, deadline: Option<Instant>, alive: &dyn Fn() -> bool) -> Waited {
         let region = &self.region;
-        let tail = self.tail;
-        let cap = self.cap as u64;
         let full_at = self.full_at;
         adaptive_wait(
             &mut self.spins,
             region.u32_at(OFF_SPACE_SEQ),
             region.u32_at(OFF_WRITER_WAITING),
             &|| {
+                // The rule of `arm`, which the readiness descriptor follows.
                 let head = region.u64_at(OFF_HEAD).load(Ordering::SeqCst);
-                let moved = match full_at {
-                    Some(at) => head != at,
-                    None => tail.wrapping_sub(head) < cap,
-                };
-                moved || region.u32_at(OFF_READER_GONE).load(Ordering::Acquire) != 0
+                full_at.is_none_or(|at| head != at)
+                    || region.u32_at(OFF_READER_GONE).load(Ordering::Acquire) != 0
             },
             deadline,
             alive,
