@@ -174,6 +174,9 @@
 //! # fn main() {}
 //! ```
 //!
+//! Senders and duplexes are `Sink`s, receivers and duplexes `Stream`s
+//! (`SinkExt`, `StreamExt`), an awaitable duplex splits into a sender and
+//! a receiver for two tasks, and its `hello` is awaited too.
 //! What a cancelled (dropped) future leaves behind is in the module's docs
 //! (`procwire::tokio`, "Cancellation"): never a torn frame, never a lost
 //! message that was taken off the transport. Also awaitable: RPC

@@ -7,7 +7,7 @@ mod util;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use procwire::tokio as aio;
 use procwire::{ByteBuf, ErrorKind, Kind, Net, Shm, SocketPair};
 use util::{checked, current_thread, pattern, runtime};
@@ -210,6 +210,216 @@ fn stream_and_sink_combinators_carry_everything_and_end_cleanly() {
                 let got: Vec<u32> = rx.map(Result::unwrap).collect().await;
                 assert_eq!(got, (0..20_000).collect::<Vec<_>>(), "{t:?}");
                 feeding.await.unwrap();
+            });
+        }
+    });
+}
+
+/// The two blocking duplexes of `t` (not a pipe, which is one-way).
+fn duplex_pair(
+    t: T,
+) -> (
+    procwire::Duplex<Bytes, Bytes>,
+    procwire::Duplex<Bytes, Bytes>,
+) {
+    match blocking_pair(t) {
+        (BTx::D(a), BRx::D(b)) => (a, b),
+        _ => unreachable!("{t:?} is one-way"),
+    }
+}
+
+/// A duplex is a `Stream` and a `Sink` too, and splits into a sender and a
+/// receiver for two tasks, on every two-way transport: the peer echoes by
+/// `forward`ing its receiving half into its sending half; this side feeds
+/// messages in batches through its `Sink`, flushes, and takes the echoes
+/// from its `Stream`, every one whole and in order. The echo stops after
+/// the last message and drops its halves: this side's stream then ends
+/// cleanly (`None`), not with an error (on every transport with an end of
+/// stream: not a datagram socket).
+#[test]
+fn a_duplex_is_a_stream_and_a_sink_and_splits_for_two_tasks() {
+    checked(120, || {
+        for t in ALL.into_iter().filter(|t| !matches!(t, T::Pipe)) {
+            let (a, b) = duplex_pair(t);
+            let rt = runtime();
+            rt.block_on(async {
+                let mut a = a.into_async().unwrap();
+                let (batches, batch) = (200u32, 5u32);
+                let echo = tokio::spawn(async move {
+                    let (tx, rx) = b.into_async().unwrap().split();
+                    rx.err_into::<procwire::Error>()
+                        .take((batches * batch) as usize)
+                        .forward(tx)
+                        .await
+                });
+                for k in 0..batches {
+                    for i in k * batch..(k + 1) * batch {
+                        a.feed(numbered(i, (i % 300) as usize)).await.unwrap();
+                    }
+                    a.flush().await.unwrap();
+                    for i in k * batch..(k + 1) * batch {
+                        let m = a
+                            .next()
+                            .await
+                            .unwrap_or_else(|| panic!("{t:?}: ended early"));
+                        let m = m.unwrap_or_else(|e| panic!("{t:?}: {e}"));
+                        assert_eq!(number_of(&m), i, "{t:?}");
+                    }
+                }
+                echo.await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("{t:?}: the echo: {e}"));
+                // (A datagram socket has no end of stream to read.)
+                if !matches!(t, T::Dgram) {
+                    assert!(a.next().await.is_none(), "{t:?}: the stream ends cleanly");
+                    assert!(a.next().await.is_none(), "{t:?}: and stays ended");
+                }
+            });
+        }
+    });
+}
+
+/// The halves of a split duplex work apart, in two tasks at once: one
+/// sends 2,000 messages while the other receives the peer's 2,000, on
+/// every two-way transport. Dropping the sending half half-closes the
+/// channel (the peer reads the end, on every transport with one) while the
+/// receiving half still receives.
+#[test]
+fn a_split_duplexs_halves_send_and_receive_at_once() {
+    checked(120, || {
+        for t in ALL.into_iter().filter(|t| !matches!(t, T::Pipe)) {
+            let (a, b) = duplex_pair(t);
+            let rt = runtime();
+            rt.block_on(async {
+                let (tx, rx) = a.into_async().unwrap().split();
+                let b = std::sync::Arc::new(b.into_async().unwrap());
+                let n = 2_000u32;
+                let writing = tokio::spawn(async move {
+                    for i in 0..n {
+                        tx.send(numbered(i, 100)).await.unwrap();
+                    }
+                    // The half-close: the peer reads the end.
+                });
+                let peer = std::sync::Arc::clone(&b);
+                let peer_writing = tokio::spawn(async move {
+                    for i in 0..n {
+                        peer.send(numbered(i, 50)).await.unwrap();
+                    }
+                });
+                let reading = tokio::spawn(async move {
+                    for i in 0..n {
+                        assert_eq!(number_of(&rx.recv().await.unwrap()), i, "{t:?}");
+                    }
+                    rx
+                });
+                for i in 0..n {
+                    assert_eq!(number_of(&b.recv().await.unwrap()), i, "{t:?}");
+                }
+                writing.await.unwrap();
+                if !matches!(t, T::Dgram) {
+                    let e = b.recv().await.unwrap_err();
+                    assert_eq!(e.kind(), ErrorKind::Disconnected, "{t:?}: {e}");
+                }
+                peer_writing.await.unwrap();
+                drop(reading.await.unwrap());
+            });
+        }
+    });
+}
+
+/// A message fed to a `Sink` leaves before anything written after it on
+/// the same end, whichever way: a later `send` sends it first, and the
+/// end's own `flush` (which hides `SinkExt::flush`) delivers it, on a
+/// sender and on a duplex.
+#[test]
+fn a_message_fed_to_the_sink_goes_first_and_flush_delivers_it() {
+    checked(60, || {
+        for t in [T::Pipe, T::Stream, T::Shm] {
+            let (btx, brx) = blocking_pair(t);
+            let rt = runtime();
+            rt.block_on(async {
+                let rx = Rx::new(brx);
+                let mut tx = Tx::new(btx);
+                // The end's own `send` and `flush`, named in full: on a
+                // `&mut` binding, `tx.send(..)` would be `SinkExt::send`.
+                match &mut tx {
+                    Tx::S(tx) => {
+                        tx.feed(numbered(1, 9)).await.unwrap();
+                        aio::Sender::send(tx, numbered(2, 9)).await.unwrap();
+                        tx.feed(numbered(3, 9)).await.unwrap();
+                        aio::Sender::flush(tx).await.unwrap();
+                    }
+                    Tx::D(tx) => {
+                        tx.feed(numbered(1, 9)).await.unwrap();
+                        aio::Duplex::send(tx, numbered(2, 9)).await.unwrap();
+                        tx.feed(numbered(3, 9)).await.unwrap();
+                        aio::Duplex::flush(tx).await.unwrap();
+                    }
+                }
+                for i in 1..=3 {
+                    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                        .await
+                        .unwrap_or_else(|_| panic!("{t:?}: message {i} never came"))
+                        .unwrap();
+                    assert_eq!(number_of(&m), i, "{t:?}");
+                }
+                drop(tx);
+            });
+        }
+    });
+}
+
+/// An async duplex goes back to a blocking one, and a message its `Sink`
+/// still buffers (fed, not flushed) is sent on the way, before anything
+/// the blocking end sends after.
+#[test]
+fn an_async_duplex_turns_blocking_sending_what_its_sink_holds() {
+    checked(60, || {
+        for t in [T::Stream, T::SeqPacket, T::Shm] {
+            let (a, b) = duplex_pair(t);
+            let rt = runtime();
+            let a = rt.block_on(async {
+                let mut a = a.into_async().unwrap();
+                a.feed(numbered(1, 10)).await.unwrap();
+                a.into_blocking().unwrap()
+            });
+            a.send(numbered(2, 10)).unwrap();
+            assert_eq!(number_of(&b.recv().unwrap()), 1, "{t:?}");
+            assert_eq!(number_of(&b.recv().unwrap()), 2, "{t:?}");
+            b.send(numbered(3, 10)).unwrap();
+            assert_eq!(number_of(&a.recv().unwrap()), 3, "{t:?}");
+        }
+    });
+}
+
+/// The hello, awaited, on every two-way transport: against a blocking
+/// peer and between two async ends; a mismatch is refused naming both
+/// sides' types, as the blocking hello refuses it.
+#[test]
+fn the_hello_is_awaited_and_a_mismatch_is_refused() {
+    checked(60, || {
+        for t in ALL.into_iter().filter(|t| !matches!(t, T::Pipe)) {
+            let (a, b) = duplex_pair(t);
+            let rt = runtime();
+            rt.block_on(async {
+                let a = a.into_async().unwrap();
+                let peer = std::thread::spawn(move || b.hello().map(|()| b));
+                a.hello().await.unwrap_or_else(|e| panic!("{t:?}: {e}"));
+                let b = peer.join().unwrap().unwrap().into_async().unwrap();
+                // Then messages flow as usual.
+                a.send(numbered(7, 5)).await.unwrap();
+                assert_eq!(number_of(&b.recv().await.unwrap()), 7, "{t:?}");
+
+                let (a, b) = duplex_pair(t);
+                let (a, b) = (a.into_async().unwrap(), b.into_async().unwrap());
+                let (ours, theirs) = tokio::join!(
+                    a.hello_as("bytes", "bytes"),
+                    b.hello_as("bytes", "shop.Order")
+                );
+                for e in [ours.unwrap_err(), theirs.unwrap_err()] {
+                    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{t:?}: {e}");
+                    assert!(e.to_string().contains("shop.Order"), "{t:?}: {e}");
+                }
             });
         }
     });

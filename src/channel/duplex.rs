@@ -216,10 +216,8 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// # Ok::<(), procwire::Error>(())
     /// ```
     pub fn hello_as(&self, sends: &str, receives: &str) -> Result<()> {
-        let ours = super::hello::Hello::new(sends, receives);
         let codec = self.rx.codec();
-        let mut bytes = Vec::new();
-        codec.encode(&ours, &mut bytes)?;
+        let (ours, bytes) = super::hello::Hello::ours(sends, receives, codec)?;
         self.tx.send_bytes(&bytes)?;
         self.flush()?;
         let theirs: super::hello::Hello = self.rx.recv_raw(|b| codec.decode(b))??;

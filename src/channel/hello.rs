@@ -67,6 +67,19 @@ impl Hello {
         }
     }
 
+    /// Our hello, and its encoding with `codec` (sent as a frame of its
+    /// own, whatever the channel's types).
+    pub(crate) fn ours(
+        sends: &str,
+        receives: &str,
+        codec: crate::codec::CodecKind,
+    ) -> Result<(Hello, Vec<u8>)> {
+        let ours = Hello::new(sends, receives);
+        let mut bytes = Vec::new();
+        codec.encode(&ours, &mut bytes)?;
+        Ok((ours, bytes))
+    }
+
     /// Whether the peer's hello (`theirs`) matches ours; the error names
     /// both sides.
     pub(crate) fn check(&self, theirs: &Hello) -> Result<()> {

@@ -8,7 +8,7 @@
 mod build;
 mod duplex;
 pub(crate) mod gate;
-mod hello;
+pub(crate) mod hello;
 mod receiver;
 mod select;
 mod sender;

@@ -850,9 +850,13 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// The next message's payload bytes, undecoded, passed to `f`.
     pub fn recv_raw<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
+        self.recv_raw_wait(Wait::Block, f).map_err(RecvError::new)
+    }
+
+    /// [`recv_raw`](Receiver::recv_raw), waiting as `wait` says.
+    pub(crate) fn recv_raw_wait<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.core
-            .recv(Wait::Block, |payload, _| Ok(f(payload)), one_piece())
-            .map_err(RecvError::new)
+            .recv(wait, |payload, _| Ok(f(payload)), one_piece())
     }
 
     /// An iterator over messages that ends at a clean end of stream. A decode

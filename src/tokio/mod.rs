@@ -60,9 +60,17 @@
 //! value comes back in the error. A frame left half-written by a dropped
 //! future is written before the next frame, by `flush().await`, or when
 //! the sender is dropped (then on tokio's blocking pool, within the
-//! channel's linger, never on the runtime thread). The `Sink`'s
-//! `start_send` hands the message over once there is room; its
-//! `poll_flush` writes the rest.
+//! channel's linger, never on the runtime thread).
+//!
+//! A sender and a duplex are also a `Sink`, and a duplex a `Stream`, so
+//! `SinkExt` and `StreamExt` work on them (`rx.forward(tx)` is an echo; a
+//! duplex [splits](Duplex::split) into a sender and a receiver for two
+//! tasks). The `Sink` buffers one message: `start_send` keeps it, and the
+//! next write on the end (the sink's `poll_ready` or `poll_flush`, a
+//! `send`, a `flush`, from any task) sends it first, so messages leave in
+//! the order they were handed over, whichever way. One still buffered when
+//! the end is dropped is dropped with it, as a `Sink`'s unflushed message
+//! is: `flush` or `close` delivers it.
 //!
 //! # Endpoints and children
 //!
@@ -93,7 +101,8 @@
 use std::future::poll_fn;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -309,14 +318,15 @@ impl Waker {
 /// The receiving end of a channel, awaitable. See the [module docs](self).
 pub struct Receiver<T> {
     inner: crate::Receiver<T>,
-    waker: Waker,
+    /// Shared with the sender of a split duplex.
+    waker: Arc<Waker>,
     done: bool,
 }
 
 impl<T: DeserializeOwned> Receiver<T> {
     /// Makes `rx` awaitable; inside a tokio runtime.
     pub fn new(rx: crate::Receiver<T>) -> Result<Receiver<T>> {
-        let waker = Waker::new(rx.core().conn(), Some(rx.as_fd()), None)?;
+        let waker = Arc::new(Waker::new(rx.core().conn(), Some(rx.as_fd()), None)?);
         Ok(Receiver {
             inner: rx,
             waker,
@@ -609,19 +619,20 @@ impl<T> Drop for Held<T> {
 /// The sending end of a channel, awaitable. See the [module docs](self).
 pub struct Sender<T> {
     inner: Held<T>,
-    waker: Waker,
+    /// Shared with the receiver of a split duplex.
+    waker: Arc<Waker>,
     /// The [`Sink`](futures_sink::Sink)'s one-message buffer.
-    slot: Option<T>,
+    slot: Slot<T>,
 }
 
 impl<T: Serialize> Sender<T> {
     /// Makes `tx` awaitable; inside a tokio runtime.
     pub fn new(tx: crate::Sender<T>) -> Result<Sender<T>> {
-        let waker = Waker::new(tx.core().conn(), None, Some(tx.as_fd()))?;
+        let waker = Arc::new(Waker::new(tx.core().conn(), None, Some(tx.as_fd()))?);
         Ok(Sender {
             inner: Held(Some(tx)),
             waker,
-            slot: None,
+            slot: Slot::new(),
         })
     }
 
@@ -635,7 +646,7 @@ impl<T: Serialize> Sender<T> {
     /// nothing; dropped after its frame started, the frame is finished
     /// before the next one.
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
-        send_whole(self.tx(), &self.waker, &value, &[])
+        send_whole(self.tx(), &self.waker, &self.slot, &value, &[])
             .await
             .map_err(|e| SendError::new(value, e))
     }
@@ -644,7 +655,7 @@ impl<T: Serialize> Sender<T> {
     /// full: one buffer sent again and again without a copy per message.
     /// Cancel-safe as [`send`](Sender::send).
     pub async fn send_ref(&self, value: &T) -> Result<()> {
-        send_whole(self.tx(), &self.waker, value, &[]).await
+        send_whole(self.tx(), &self.waker, &self.slot, value, &[]).await
     }
 
     /// Sends `value` with descriptors attached (Unix sockets only), as
@@ -654,22 +665,23 @@ impl<T: Serialize> Sender<T> {
         value: T,
         fds: &[BorrowedFd<'_>],
     ) -> Result<(), SendError<T>> {
-        send_whole(self.tx(), &self.waker, &value, fds)
+        send_whole(self.tx(), &self.waker, &self.slot, &value, fds)
             .await
             .map_err(|e| SendError::new(value, e))
     }
 
-    /// Writes the rest of a frame the kernel took in part.
+    /// Writes the rest of a frame the kernel took in part, and a message
+    /// the [`Sink`](futures_sink::Sink) buffers (as `SinkExt::flush`,
+    /// which this method's name hides).
     pub async fn flush(&self) -> Result<()> {
-        let _turn = self.waker.writing.lock().await;
-        poll_fn(|cx| poll_flush(self.tx(), &self.waker, cx)).await
+        flush_all(self.tx(), &self.waker, &self.slot).await
     }
 
     /// Back to a blocking sender (a message the [`Sink`](futures_sink::Sink)
     /// still buffers is sent first, waiting as a blocking send does).
     pub fn into_blocking(self) -> Result<crate::Sender<T>, SendError<T>> {
         let tx = self.inner.take();
-        if let Some(v) = self.slot {
+        if let Some(v) = self.slot.into_inner() {
             tx.send(v)?;
         }
         Ok(tx)
@@ -728,12 +740,26 @@ fn poll_room<R>(
 async fn send_whole<T: Serialize>(
     tx: &crate::Sender<T>,
     waker: &Waker,
+    slot: &Slot<T>,
     value: &T,
     fds: &[BorrowedFd<'_>],
 ) -> Result<()> {
+    send_whole_by(tx, waker, slot, || tx.try_send_ref(value, fds)).await
+}
+
+/// [`send_whole`] of what `try_send` sends: a non-blocking send of one
+/// frame, `ErrorKind::Full` when there is no room. A message the end's
+/// `Sink` buffers goes first.
+async fn send_whole_by<T: Serialize>(
+    tx: &crate::Sender<T>,
+    waker: &Waker,
+    slot: &Slot<T>,
+    try_send: impl Fn() -> Result<()>,
+) -> Result<()> {
     let _turn = waker.writing.lock().await;
     let sent = async {
-        poll_fn(|cx| poll_give_ref(tx, waker, cx, value, fds)).await?;
+        poll_fn(|cx| slot.poll_send(tx, waker, cx)).await?;
+        poll_fn(|cx| poll_give(tx.core(), waker, cx, &try_send)).await?;
         if tx.core().has_pending() {
             poll_fn(|cx| poll_flush(tx, waker, cx)).await?;
         }
@@ -751,10 +777,32 @@ fn poll_give_ref<T: Serialize>(
     value: &T,
     fds: &[BorrowedFd<'_>],
 ) -> Poll<Result<()>> {
-    poll_room(tx.core(), waker, cx, || match tx.try_send_ref(value, fds) {
+    poll_give(tx.core(), waker, cx, &|| tx.try_send_ref(value, fds))
+}
+
+/// Sends what `try_send` sends when there is room.
+fn poll_give(
+    core: &crate::channel::SendCore,
+    waker: &Waker,
+    cx: &mut Context<'_>,
+    try_send: &dyn Fn() -> Result<()>,
+) -> Poll<Result<()>> {
+    poll_room(core, waker, cx, || match try_send() {
         Err(e) if e.kind() == ErrorKind::Full => None,
         other => Some(other),
     })
+}
+
+/// An end's `flush`: the message its `Sink` buffers, then the rest of a
+/// frame the kernel took in part.
+async fn flush_all<T: Serialize>(
+    tx: &crate::Sender<T>,
+    waker: &Waker,
+    slot: &Slot<T>,
+) -> Result<()> {
+    let _turn = waker.writing.lock().await;
+    poll_fn(|cx| slot.poll_send(tx, waker, cx)).await?;
+    poll_fn(|cx| poll_flush(tx, waker, cx)).await
 }
 
 /// Finishes a frame the kernel took in part.
@@ -767,49 +815,124 @@ fn poll_flush<T>(tx: &crate::Sender<T>, waker: &Waker, cx: &mut Context<'_>) -> 
     })
 }
 
-impl<T: Serialize> Sender<T> {
-    /// Hands the [`Sink`](futures_sink::Sink)'s buffered message over once
-    /// there is room; failed, it is dropped (the protocol cannot hand it
-    /// back).
-    fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let Some(value) = &self.slot else {
+/// A [`Sink`](futures_sink::Sink)'s one-message buffer: `start_send` fills
+/// it, and whatever writes on the end next (the sink's `poll_ready` or
+/// `poll_flush`, a `send`, a `flush`, from any task) sends its message
+/// first, so that messages leave in the order they were handed over,
+/// whichever way.
+struct Slot<T> {
+    /// Whether `value` holds a message: a send looks here, not at the lock.
+    full: AtomicBool,
+    value: std::sync::Mutex<Option<T>>,
+}
+
+impl<T> Slot<T> {
+    fn new() -> Slot<T> {
+        Slot {
+            full: AtomicBool::new(false),
+            value: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn put(&mut self, item: T) {
+        let value = self.value.get_mut().unwrap_or_else(PoisonError::into_inner);
+        debug_assert!(value.is_none(), "start_send without poll_ready");
+        *value = Some(item);
+        *self.full.get_mut() = true;
+    }
+
+    fn into_inner(self) -> Option<T> {
+        self.value
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends the buffered message, if any, once there is room; failed, it
+    /// is dropped (the `Sink` protocol cannot hand it back). Dropped while
+    /// it waits, the message stays.
+    fn poll_send(
+        &self,
+        tx: &crate::Sender<T>,
+        waker: &Waker,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<()>>
+    where
+        T: Serialize,
+    {
+        if !self.full.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
+        let mut value = self.value.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(v) = value.as_ref() else {
             return Poll::Ready(Ok(()));
         };
-        let done = ready!(poll_give_ref(self.tx(), &self.waker, cx, value, &[]));
-        self.slot = None;
+        let done = ready!(poll_give_ref(tx, waker, cx, v, &[]));
+        *value = None;
+        self.full.store(false, Ordering::Release);
         Poll::Ready(done)
     }
 }
 
 // The buffered message is never pinned.
 impl<T> Unpin for Sender<T> {}
+impl<Out, In> Unpin for Duplex<Out, In> {}
 
-impl<T: Serialize> futures_sink::Sink<T> for Sender<T> {
-    /// A message the sink held when its send failed is dropped: the
-    /// [`Sink`](futures_sink::Sink) protocol has no way to hand it back
-    /// (use [`Sender::send`] to get it).
-    type Error = Error;
+/// The `Sink` of an end that sends `$item`, written once for the sender and
+/// the duplex: `sink_parts` lends its blocking sender, its waker and its
+/// one-message buffer.
+macro_rules! sink {
+    ([$($g:tt)*] $t:ty, $item:ident) => {
+        impl<$($g)*> futures_sink::Sink<$item> for $t {
+            /// A message the sink held when its send failed is dropped: the
+            /// [`Sink`](futures_sink::Sink) protocol has no way to hand it
+            /// back (use `send` to get it).
+            type Error = Error;
 
-    /// Room for one message: the one buffered before is sent first.
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.get_mut().poll_slot(cx)
+            /// Room for one message: the one buffered before is sent first.
+            fn poll_ready(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Result<(), Self::Error>> {
+                let (tx, waker, slot) = self.get_mut().sink_parts();
+                slot.poll_send(tx, waker, cx)
+            }
+
+            fn start_send(self: Pin<&mut Self>, item: $item) -> Result<(), Self::Error> {
+                let (_, _, slot) = self.get_mut().sink_parts();
+                slot.put(item);
+                Ok(())
+            }
+
+            fn poll_flush(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Result<(), Self::Error>> {
+                let (tx, waker, slot) = self.get_mut().sink_parts();
+                ready!(slot.poll_send(tx, waker, cx))?;
+                poll_flush(tx, waker, cx)
+            }
+
+            fn poll_close(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Result<(), Self::Error>> {
+                self.poll_flush(cx)
+            }
+        }
+    };
+}
+sink!([T: Serialize] Sender<T>, T);
+sink!([Out: Serialize, In] Duplex<Out, In>, Out);
+
+impl<T> Sender<T> {
+    fn sink_parts(&mut self) -> (&crate::Sender<T>, &Waker, &mut Slot<T>) {
+        (self.inner.get(), &self.waker, &mut self.slot)
     }
+}
 
-    fn start_send(self: Pin<&mut Self>, item: T) -> Result<(), Self::Error> {
-        let this = self.get_mut();
-        debug_assert!(this.slot.is_none(), "start_send without poll_ready");
-        this.slot = Some(item);
-        Ok(())
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let this = self.get_mut();
-        ready!(this.poll_slot(cx))?;
-        poll_flush(this.tx(), &this.waker, cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.poll_flush(cx)
+impl<Out, In> Duplex<Out, In> {
+    fn sink_parts(&mut self) -> (&crate::Sender<Out>, &Waker, &mut Slot<Out>) {
+        (self.tx.get(), &self.rx.waker, &mut self.slot)
     }
 }
 
@@ -817,6 +940,8 @@ impl<T: Serialize> futures_sink::Sink<T> for Sender<T> {
 pub struct Duplex<Out, In> {
     tx: Held<Out>,
     rx: Receiver<In>,
+    /// The [`Sink`](futures_sink::Sink)'s one-message buffer.
+    slot: Slot<Out>,
 }
 
 impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
@@ -828,22 +953,23 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
             tx: Held(Some(tx)),
             rx: Receiver {
                 inner: rx,
-                waker,
+                waker: Arc::new(waker),
                 done: false,
             },
+            slot: Slot::new(),
         })
     }
 
     /// Sends, waiting while the channel is full. See [`Sender::send`].
     pub async fn send(&self, value: Out) -> Result<(), SendError<Out>> {
-        send_whole(self.tx.get(), &self.rx.waker, &value, &[])
+        send_whole(self.tx.get(), &self.rx.waker, &self.slot, &value, &[])
             .await
             .map_err(|e| SendError::new(value, e))
     }
 
     /// Sends `*value` without giving it up. See [`Sender::send_ref`].
     pub async fn send_ref(&self, value: &Out) -> Result<()> {
-        send_whole(self.tx.get(), &self.rx.waker, value, &[]).await
+        send_whole(self.tx.get(), &self.rx.waker, &self.slot, value, &[]).await
     }
 
     /// Waits for the next message, meanwhile finishing a frame of ours the
@@ -917,7 +1043,7 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         value: Out,
         fds: &[BorrowedFd<'_>],
     ) -> Result<(), SendError<Out>> {
-        send_whole(self.tx.get(), &self.rx.waker, &value, fds)
+        send_whole(self.tx.get(), &self.rx.waker, &self.slot, &value, fds)
             .await
             .map_err(|e| SendError::new(value, e))
     }
@@ -946,15 +1072,117 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         Ok(self.recv().await?)
     }
 
-    /// Writes the rest of a frame the kernel took in part.
-    pub async fn flush(&self) -> Result<()> {
-        let _turn = self.rx.waker.writing.lock().await;
-        poll_fn(|cx| poll_flush(self.tx.get(), &self.rx.waker, cx)).await
+    /// Exchanges a hello with the peer and checks it:
+    /// [`crate::Duplex::hello`], awaited. The peer may be a blocking end,
+    /// an async one, or another language's (`docs/wire-format.md` §7).
+    /// Not cancel-safe: dropped after our hello went, the peer's stays
+    /// unread, to be taken for a message.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> procwire::Result<()> {
+    /// let (a, b) = procwire::duplex::<String, u64>()?;
+    /// let peer = std::thread::spawn(move || b.hello_as("u64", "string").map(|()| b));
+    /// let a = a.into_async()?;
+    /// a.hello().await?;
+    /// # let _b = peer.join().unwrap()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn hello(&self) -> Result<()>
+    where
+        Out: crate::WireName,
+        In: crate::WireName,
+    {
+        self.hello_as(Out::WIRE_NAME, In::WIRE_NAME).await
     }
 
-    /// Back to a blocking duplex.
-    pub fn into_blocking(self) -> crate::Duplex<Out, In> {
-        crate::Duplex::from_halves(self.tx.take(), self.rx.inner)
+    /// [`hello`](Duplex::hello) with the names given here, as
+    /// [`crate::Duplex::hello_as`].
+    pub async fn hello_as(&self, sends: &str, receives: &str) -> Result<()> {
+        use crate::channel::hello::Hello;
+        let codec = self.rx.inner.codec();
+        let (ours, bytes) = Hello::ours(sends, receives, codec)?;
+        let tx = self.tx.get();
+        send_whole_by(tx, &self.rx.waker, &self.slot, || tx.try_send_bytes(&bytes)).await?;
+        let _turn = self.rx.waker.reading.lock().await;
+        let take = || {
+            self.rx
+                .inner
+                .recv_raw_wait(Wait::Never, |b| codec.decode::<Hello>(b))?
+        };
+        let r = poll_fn(|cx| self.poll_take(cx, &take)).await;
+        let theirs = self.with_fate(r).await?;
+        ours.check(&theirs)
+    }
+
+    /// Writes the rest of a frame the kernel took in part, and a message
+    /// the [`Sink`](futures_sink::Sink) buffers (as `SinkExt::flush`,
+    /// which this method's name hides).
+    pub async fn flush(&self) -> Result<()> {
+        flush_all(self.tx.get(), &self.rx.waker, &self.slot).await
+    }
+
+    /// Back to a blocking duplex (a message the
+    /// [`Sink`](futures_sink::Sink) still buffers is sent first, waiting as
+    /// a blocking send does).
+    pub fn into_blocking(self) -> Result<crate::Duplex<Out, In>, SendError<Out>> {
+        let tx = self.tx.take();
+        if let Some(v) = self.slot.into_inner() {
+            tx.send(v)?;
+        }
+        Ok(crate::Duplex::from_halves(tx, self.rx.inner))
+    }
+
+    /// Separates the halves, for two tasks, a reader and a writer:
+    /// [`crate::Duplex::split`], awaitable. They share this duplex's
+    /// registrations with the runtime (nothing new is registered, so it
+    /// cannot fail), and a message the [`Sink`](futures_sink::Sink)
+    /// buffers goes with the sender. Dropping the [`Sender`] half-closes
+    /// the socket, as the blocking split's does. The receiver no longer
+    /// writes the rest of a frame of the sender's while it waits: the
+    /// sender's next send, [`flush`](Sender::flush) or drop does.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> procwire::Result<()> {
+    /// let (parent, child) = procwire::duplex::<String, String>()?;
+    /// let (tx, rx) = parent.into_async()?.split();
+    /// let child = child.into_async()?;
+    /// let echo = tokio::spawn(async move {
+    ///     let job = child.recv().await?;
+    ///     child.send(job).await.map_err(|e| e.into_error())
+    /// });
+    /// let writer = tokio::spawn(async move { tx.send("ping".into()).await.map(|()| tx) });
+    /// assert_eq!(rx.recv().await?, "ping");
+    /// writer.await.expect("no panic").map_err(|e| e.into_error())?;
+    /// echo.await.expect("no panic")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn split(self) -> (Sender<Out>, Receiver<In>) {
+        let tx = Sender {
+            inner: self.tx,
+            waker: Arc::clone(&self.rx.waker),
+            slot: self.slot,
+        };
+        (tx, self.rx)
+    }
+}
+
+impl<Out: Serialize, In: DeserializeOwned> futures_core::Stream for Duplex<Out, In> {
+    type Item = Result<In, RecvError>;
+
+    /// Messages until a clean end of stream, as [`crate::Receiver::iter`];
+    /// meanwhile it writes the rest of a frame of ours the kernel took in
+    /// part, as [`recv`](Duplex::recv) does.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.rx.done {
+            return Poll::Ready(None);
+        }
+        let item = ready!(this.poll_recv(cx));
+        Poll::Ready(stream_item(item, &mut this.rx.done))
     }
 }
 
