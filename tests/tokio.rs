@@ -369,6 +369,128 @@ fn a_message_fed_to_the_sink_goes_first_and_flush_delivers_it() {
     });
 }
 
+/// `try_send` and `try_recv` on async ends: a message the `Sink` buffers
+/// goes before the tried one; a full channel hands the value back in
+/// `Full`, nothing written, and takes it once read from; an empty one is
+/// `Empty`.
+#[test]
+fn try_send_and_try_recv_on_async_ends_keep_order_and_hand_back_what_did_not_fit() {
+    checked(60, || {
+        for t in [T::Pipe, T::Stream, T::Shm] {
+            let (btx, brx) = blocking_pair(t);
+            let rt = runtime();
+            rt.block_on(async {
+                let rx = Rx::new(brx);
+                let mut tx = Tx::new(btx);
+                let try_send = |tx: &Tx, m| match tx {
+                    Tx::S(s) => s.try_send(m),
+                    Tx::D(d) => d.try_send(m),
+                };
+                match &mut tx {
+                    Tx::S(s) => s.feed(numbered(0, 10)).await.unwrap(),
+                    Tx::D(d) => d.feed(numbered(0, 10)).await.unwrap(),
+                }
+                try_send(&tx, numbered(1, 10)).unwrap();
+                // Then fill the channel: what does not fit comes back.
+                let mut sent = 2u32;
+                let back = loop {
+                    match try_send(&tx, numbered(sent, 1000)) {
+                        Ok(()) => sent += 1,
+                        Err(procwire::TrySendError::Full(m)) => break m,
+                        Err(e) => panic!("{t:?}: {e}"),
+                    }
+                    assert!(sent < 100_000, "{t:?}: the channel never filled");
+                };
+                assert_eq!(number_of(&back), sent, "{t:?}: the value came back whole");
+                for i in 0..sent {
+                    assert_eq!(number_of(&rx.recv().await.unwrap()), i, "{t:?}");
+                }
+                try_send(&tx, back).unwrap();
+                assert_eq!(number_of(&rx.recv().await.unwrap()), sent, "{t:?}");
+                if let Rx::D(d) = &rx {
+                    let e = d.try_recv().unwrap_err();
+                    assert!(matches!(e, procwire::TryRecvError::Empty), "{t:?}: {e}");
+                    try_send(&tx, numbered(9, 3)).unwrap();
+                    let got = loop {
+                        match d.try_recv() {
+                            Ok(m) => break m,
+                            Err(procwire::TryRecvError::Empty) => tokio::task::yield_now().await,
+                            Err(e) => panic!("{t:?}: {e}"),
+                        }
+                    };
+                    assert_eq!(number_of(&got), 9, "{t:?}");
+                }
+                drop(tx);
+            });
+        }
+    });
+}
+
+/// `supervise` on ends that turned async after they were made: with the
+/// other end of the socket still open here (so no end of stream ever
+/// comes), only the supervised process's death can end a pending
+/// `recv().await` or `send().await` (on a full channel), and it ends them
+/// with its signal.
+#[test]
+fn async_ends_supervised_after_the_conversion_end_their_awaits_when_the_child_dies() {
+    checked(60, || {
+        for side in ["receiver", "sender", "duplex"] {
+            let (a, b) = duplex_pair(T::Stream);
+            let mut cmd = procwire::Command::new("sleep");
+            cmd.arg("60");
+            let mut child = cmd.spawn().unwrap();
+            let killer = child.killer();
+            let rt = runtime();
+            let e = rt.block_on(async {
+                let waiting = match side {
+                    "receiver" => {
+                        let (_tx, rx) = a.split();
+                        let rx = rx.into_async().unwrap();
+                        rx.supervise(&child);
+                        tokio::spawn(async move {
+                            rx.recv().await.map(drop).map_err(|e| e.into_error())
+                        })
+                    }
+                    "sender" => {
+                        let (tx, _rx) = a.split();
+                        while tx.try_send(numbered(0, 4096)).is_ok() {}
+                        let tx = tx.into_async().unwrap();
+                        tx.supervise(&child);
+                        tokio::spawn(async move {
+                            tx.send(numbered(1, 4096)).await.map_err(|e| e.into_error())
+                        })
+                    }
+                    _ => {
+                        let d = a.into_async().unwrap();
+                        d.supervise(&child);
+                        tokio::spawn(
+                            async move { d.recv().await.map(drop).map_err(|e| e.into_error()) },
+                        )
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert!(
+                    !waiting.is_finished(),
+                    "{side}: nothing ends it but the death"
+                );
+                killer.kill().unwrap();
+                tokio::time::timeout(Duration::from_secs(5), waiting)
+                    .await
+                    .unwrap_or_else(|_| panic!("{side}: the death did not end the await"))
+                    .unwrap()
+                    .unwrap_err()
+            });
+            assert_eq!(e.kind(), ErrorKind::PeerExited, "{side}: {e}");
+            let status = e
+                .exit_status()
+                .unwrap_or_else(|| panic!("{side}: no status in {e}"));
+            assert_eq!(status.signal(), Some(9), "{side}: {e}");
+            util::wait_deadline(&mut child, 10);
+            drop(b);
+        }
+    });
+}
+
 /// An async duplex goes back to a blocking one, and a message its `Sink`
 /// still buffers (fed, not flushed) is sent on the way, before anything
 /// the blocking end sends after.

@@ -424,6 +424,14 @@ impl<T: DeserializeOwned> Receiver<T> {
         self.inner.try_recv()
     }
 
+    /// Watches `child`, as [`crate::Receiver::supervise`]: its exit ends a
+    /// pending `recv().await` with its exit status. Channels of
+    /// [`Command::channel_async`](crate::Command::channel_async) watch
+    /// their child already.
+    pub fn supervise(&self, child: &crate::Child) {
+        self.inner.supervise(child);
+    }
+
     /// The next message, or `Pending` with this task woken when one may be
     /// there. For one task at a time, as tokio's own `poll_*` methods (the
     /// runtime wakes the last task that polled); [`recv`](Receiver::recv)
@@ -677,6 +685,20 @@ impl<T: Serialize> Sender<T> {
         flush_all(self.tx(), &self.waker, &self.slot).await
     }
 
+    /// Sends `value` if there is room now, as [`crate::Sender::try_send`]
+    /// (after a message the [`Sink`](futures_sink::Sink) buffers, which
+    /// goes first: if there is no room for that one, `value` comes back in
+    /// [`TrySendError::Full`](crate::TrySendError::Full)).
+    pub fn try_send(&self, value: T) -> Result<(), crate::TrySendError<T>> {
+        try_send(self.tx(), &self.slot, value)
+    }
+
+    /// Watches `child`, as [`crate::Sender::supervise`]: its exit ends a
+    /// pending `send().await` with its exit status.
+    pub fn supervise(&self, child: &crate::Child) {
+        self.tx().supervise(child);
+    }
+
     /// Back to a blocking sender (a message the [`Sink`](futures_sink::Sink)
     /// still buffers is sent first, waiting as a blocking send does).
     pub fn into_blocking(self) -> Result<crate::Sender<T>, SendError<T>> {
@@ -793,6 +815,18 @@ fn poll_give(
     })
 }
 
+/// An end's `try_send`: the message its `Sink` buffers first.
+fn try_send<T: Serialize>(
+    tx: &crate::Sender<T>,
+    slot: &Slot<T>,
+    value: T,
+) -> Result<(), crate::TrySendError<T>> {
+    match slot.try_send_now(tx) {
+        Err(e) => Err(crate::TrySendError::new(value, e)),
+        Ok(()) => tx.try_send(value),
+    }
+}
+
 /// An end's `flush`: the message its `Sink` buffers, then the rest of a
 /// frame the kernel took in part.
 async fn flush_all<T: Serialize>(
@@ -845,6 +879,27 @@ impl<T> Slot<T> {
         self.value
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends the buffered message, if any, if there is room now
+    /// (`ErrorKind::Full` if there is none: it stays).
+    fn try_send_now(&self, tx: &crate::Sender<T>) -> Result<()>
+    where
+        T: Serialize,
+    {
+        if !self.full.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut value = self.value.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(v) = value.as_ref() else {
+            return Ok(());
+        };
+        let sent = tx.try_send_ref(v, &[]);
+        if !matches!(&sent, Err(e) if e.kind() == ErrorKind::Full) {
+            *value = None;
+            self.full.store(false, Ordering::Release);
+        }
+        sent
     }
 
     /// Sends the buffered message, if any, once there is room; failed, it
@@ -1121,6 +1176,26 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// which this method's name hides).
     pub async fn flush(&self) -> Result<()> {
         flush_all(self.tx.get(), &self.rx.waker, &self.slot).await
+    }
+
+    /// Sends `value` if there is room now; see [`Sender::try_send`].
+    pub fn try_send(&self, value: Out) -> Result<(), crate::TrySendError<Out>> {
+        try_send(self.tx.get(), &self.slot, value)
+    }
+
+    /// Takes a message if a complete one is there; see
+    /// [`Receiver::try_recv`].
+    pub fn try_recv(&self) -> Result<In, crate::TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    /// Watches `child` in both directions, as
+    /// [`crate::Duplex::supervise`]: its exit ends a pending
+    /// `recv().await` or `send().await` with its exit status. Channels of
+    /// [`Command::channel_async`](crate::Command::channel_async) watch
+    /// their child already.
+    pub fn supervise(&self, child: &crate::Child) {
+        self.rx.supervise(child);
     }
 
     /// Back to a blocking duplex (a message the
