@@ -216,6 +216,75 @@ fn child_done(child: &std::process::Child) -> bool {
         .is_none_or(|(_, rest)| rest.starts_with('Z'))
 }
 
+/// A channel is a `Stream` and a `Sink`: PUSH feeds 2,000 messages
+/// through `SinkExt::send_all`, PULL takes them with `StreamExt`, every
+/// one in order; REQ/REP through the sink and stream too. Going from the
+/// stream or the sink to `recv` or `send` loses and reorders nothing: a
+/// stream's receive in flight (its future dropped by a `select!` against a
+/// message that came elsewhere, or simply left) is finished by the next
+/// `recv`, and a fed message goes before a later `send`.
+#[test]
+fn a_channel_is_a_stream_and_a_sink_and_mixing_ways_loses_nothing() {
+    use futures_util::{SinkExt, StreamExt};
+    checked(60, || {
+        current_thread().block_on(async {
+            let mut pull = zmq::bind::<u32, u32>(Kind::Pull, "zmq+tcp://127.0.0.1:0", &opts())
+                .await
+                .unwrap();
+            let addr = pull.endpoint().to_string();
+            let mut push = zmq::connect::<u32, u32>(Kind::Push, &addr, &opts())
+                .await
+                .unwrap();
+            let feeding = tokio::spawn(async move {
+                let mut items = futures_util::stream::iter((0..2_000u32).map(Ok));
+                push.send_all(&mut items).await.unwrap();
+                push
+            });
+            let got: Vec<u32> = (&mut pull).take(2_000).map(Result::unwrap).collect().await;
+            assert_eq!(got, (0..2_000).collect::<Vec<_>>());
+            let mut push = feeding.await.unwrap();
+
+            // The stream's receive left in flight: polled once, when
+            // nothing had come, then abandoned for `recv`.
+            assert!(futures_util::poll!(pull.next()).is_pending());
+            push.feed(7).await.unwrap();
+            push.send(8).await.unwrap(); // `SinkExt::send`, flushing 7 first
+            zmq::Channel::send(&push, 9).await.unwrap();
+            for want in [7, 8, 9] {
+                let m = tokio::time::timeout(Duration::from_secs(5), pull.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("message {want} never came"))
+                    .unwrap();
+                assert_eq!(m, want);
+            }
+            // A fed message goes before a later plain `send`.
+            push.feed(10).await.unwrap();
+            zmq::Channel::send(&push, 11).await.unwrap();
+            assert_eq!(pull.recv().await.unwrap(), 10);
+            assert_eq!(pull.recv().await.unwrap(), 11);
+
+            // REQ/REP, the server as a stream into its own sink.
+            let mut rep = zmq::bind::<String, String>(Kind::Rep, "zmq+tcp://127.0.0.1:0", &opts())
+                .await
+                .unwrap();
+            let addr = rep.endpoint().to_string();
+            let server = tokio::spawn(async move {
+                for _ in 0..100 {
+                    let job = rep.next().await.unwrap().unwrap();
+                    rep.send(format!("{job}!")).await.unwrap();
+                }
+            });
+            let req = zmq::connect::<String, String>(Kind::Req, &addr, &opts())
+                .await
+                .unwrap();
+            for i in 0..100 {
+                assert_eq!(req.request(i.to_string()).await.unwrap(), format!("{i}!"));
+            }
+            server.await.unwrap();
+        });
+    });
+}
+
 /// Cancellation: a `recv` raced against short random timers 10,000 times
 /// (PUSH to PULL, and DEALER to ROUTER), hundreds of them dropped while
 /// waiting, never loses or repeats a message.

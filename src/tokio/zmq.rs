@@ -27,8 +27,20 @@
 //! ZeroMQ (a message is one ZeroMQ frame: never torn either way). Tasks
 //! sharing a socket take turns; a DEALER's or ROUTER's sends and receives
 //! go on at once.
+//!
+//! A [`Channel`] is also a `Stream` of what it receives and a `Sink` of
+//! what it sends, so `StreamExt` and `SinkExt` work on it. The stream's
+//! receive in flight, or the sink's send, is finished by the next `recv`
+//! or `send` on the channel, before its own: nothing is lost or reordered
+//! by going from one way to the other. A message the sink holds when the
+//! channel is dropped is dropped with it, as a `Sink`'s unflushed message
+//! is: `flush` or `close` delivers it.
 
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError};
+use std::task::{Context, Poll, ready};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -43,8 +55,34 @@ use crate::zmq::{Kind, Peer};
 
 /// A ZeroMQ socket as an awaitable channel. See the [module docs](self).
 pub struct Channel<Out, In> {
-    open: Opened,
+    open: Arc<Opened>,
+    /// The `Stream`'s receive in flight.
+    receiving: InFlight<Result<ZmqMessage>>,
+    /// The `Sink`'s send in flight.
+    sending: InFlight<Result<()>>,
     _marker: PhantomData<fn(Out) -> In>,
+}
+
+/// A `Stream`'s or `Sink`'s step in flight: a future kept across polls,
+/// which owns what it needs (the socket is shared). Behind a lock only so
+/// that the channel stays `Sync`: the `poll_*` methods reach it through
+/// `&mut`, and `recv` and `send` take it out.
+type InFlight<T> = std::sync::Mutex<Option<Pin<Box<dyn Future<Output = T> + Send>>>>;
+
+/// The step in flight, taken out.
+fn take<T>(step: &InFlight<T>) -> Option<Pin<Box<dyn Future<Output = T> + Send>>> {
+    step.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// Polls the step in flight, if any, to its end.
+fn poll_step<T>(step: &mut InFlight<T>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    let step = step.get_mut().unwrap_or_else(PoisonError::into_inner);
+    let Some(fut) = step else {
+        return Poll::Ready(None);
+    };
+    let done = ready!(fut.as_mut().poll(cx));
+    *step = None;
+    Poll::Ready(Some(done))
 }
 
 impl<Out, In> std::fmt::Debug for Channel<Out, In> {
@@ -65,18 +103,28 @@ impl<Out: Serialize, In: DeserializeOwned> Channel<Out, In> {
         }
     }
 
-    /// Sends `*value` without giving it up.
+    /// Sends `*value` without giving it up (after a message the `Sink`
+    /// has in flight).
     pub async fn send_ref(&self, value: &Out) -> Result<()> {
         let payload = encode(self.open.codec, value)?;
+        if let Some(sending) = take(&self.sending) {
+            sending.await?;
+        }
         self.open.socket.send(ZmqMessage::from(payload)).await
     }
 
     /// Waits for the next message. A multipart message (procwire carries
     /// one payload frame per message) or one over the channel's maximum is
-    /// an error, and the socket goes on.
+    /// an error, and the socket goes on. A receive the `Stream` has in
+    /// flight is finished here: its message is this one.
     pub async fn recv(&self) -> Result<In, RecvError> {
-        let m = self.open.socket.recv().await.map_err(RecvError::new)?;
-        self.open.payload(m).map_err(RecvError::new)
+        let m = match take(&self.receiving) {
+            Some(receiving) => receiving.await,
+            None => self.open.socket.recv().await,
+        };
+        self.open
+            .payload(m.map_err(RecvError::new)?)
+            .map_err(RecvError::new)
     }
 
     /// Sends `value` and waits for the next message (a REQ's turn).
@@ -100,9 +148,74 @@ async fn open<Out, In>(kind: Kind, addr: &str, net: &Net, bind: bool) -> Result<
         ));
     }
     Ok(Channel {
-        open: Opened::new_async(kind, addr, net, bind).await?,
+        open: Arc::new(Opened::new_async(kind, addr, net, bind).await?),
+        receiving: Default::default(),
+        sending: Default::default(),
         _marker: PhantomData,
     })
+}
+
+impl<Out, In: DeserializeOwned> futures_core::Stream for Channel<Out, In> {
+    type Item = Result<In, RecvError>;
+
+    /// The messages as they come; ends when the socket is closed. A
+    /// message that fails to decode is an `Err` item, and the stream goes
+    /// on.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        {
+            let step = this
+                .receiving
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            if step.is_none() {
+                let open = Arc::clone(&this.open);
+                *step = Some(Box::pin(async move { open.socket.recv().await }));
+            }
+        }
+        let got = ready!(poll_step(&mut this.receiving, cx)).expect("a receive in flight");
+        Poll::Ready(match got.and_then(|m| this.open.payload(m)) {
+            Ok(v) => Some(Ok(v)),
+            Err(e) if e.kind() == ErrorKind::Disconnected => None,
+            Err(e) => Some(Err(RecvError::new(e))),
+        })
+    }
+}
+
+impl<Out: Serialize, In> futures_sink::Sink<Out> for Channel<Out, In> {
+    /// A message whose send failed is dropped: the `Sink` protocol cannot
+    /// hand it back (use [`Channel::send`] to get it).
+    type Error = Error;
+
+    /// Room once the message before is handed to ZeroMQ.
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        ready!(poll_step(&mut self.get_mut().sending, cx))
+            .unwrap_or(Ok(()))
+            .into()
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Out) -> Result<()> {
+        let this = self.get_mut();
+        let payload = encode(this.open.codec, &item)?;
+        let open = Arc::clone(&this.open);
+        let step = this
+            .sending
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        debug_assert!(step.is_none(), "start_send without poll_ready");
+        *step = Some(Box::pin(async move {
+            open.socket.send(ZmqMessage::from(payload)).await
+        }));
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_ready(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_ready(cx)
+    }
 }
 
 /// Binds a socket of `kind` (not ROUTER) at `addr` (`zmq+tcp://` on
