@@ -228,8 +228,16 @@ fn duplex_pair(
     }
 }
 
+/// Every two-way transport, each on a multi-thread runtime and on a
+/// current-thread one (where a blocking call would hang the test).
+fn two_way_on_both_runtimes() -> impl Iterator<Item = (T, tokio::runtime::Runtime)> {
+    ALL.into_iter()
+        .filter(|t| !matches!(t, T::Pipe))
+        .flat_map(|t| [(t, runtime()), (t, current_thread())])
+}
+
 /// A duplex is a `Stream` and a `Sink` too, and splits into a sender and a
-/// receiver for two tasks, on every two-way transport: the peer echoes by
+/// receiver for two tasks, on every two-way transport and both runtimes: the peer echoes by
 /// `forward`ing its receiving half into its sending half; this side feeds
 /// messages in batches through its `Sink`, flushes, and takes the echoes
 /// from its `Stream`, every one whole and in order. The echo stops after
@@ -239,9 +247,8 @@ fn duplex_pair(
 #[test]
 fn a_duplex_is_a_stream_and_a_sink_and_splits_for_two_tasks() {
     checked(120, || {
-        for t in ALL.into_iter().filter(|t| !matches!(t, T::Pipe)) {
+        for (t, rt) in two_way_on_both_runtimes() {
             let (a, b) = duplex_pair(t);
-            let rt = runtime();
             rt.block_on(async {
                 let mut a = a.into_async().unwrap();
                 let (batches, batch) = (200u32, 5u32);
@@ -281,15 +288,14 @@ fn a_duplex_is_a_stream_and_a_sink_and_splits_for_two_tasks() {
 
 /// The halves of a split duplex work apart, in two tasks at once: one
 /// sends 2,000 messages while the other receives the peer's 2,000, on
-/// every two-way transport. Dropping the sending half half-closes the
+/// every two-way transport and both runtimes. Dropping the sending half half-closes the
 /// channel (the peer reads the end, on every transport with one) while the
 /// receiving half still receives.
 #[test]
 fn a_split_duplexs_halves_send_and_receive_at_once() {
     checked(120, || {
-        for t in ALL.into_iter().filter(|t| !matches!(t, T::Pipe)) {
+        for (t, rt) in two_way_on_both_runtimes() {
             let (a, b) = duplex_pair(t);
-            let rt = runtime();
             rt.block_on(async {
                 let (tx, rx) = a.into_async().unwrap().split();
                 let b = std::sync::Arc::new(b.into_async().unwrap());
