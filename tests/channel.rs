@@ -185,6 +185,55 @@ fn hello_accepts_a_matching_peer_and_refuses_a_mismatched_one() {
     });
 }
 
+/// The hello under a deadline: a peer that never says it (a program that
+/// speaks something else) is a `Timeout` by the deadline, not a hang, on a
+/// socket pair, a pipe pair and shared memory; a peer that says it within
+/// the deadline is accepted, and a mismatch is still refused.
+#[test]
+fn a_hello_with_a_timeout_returns_by_its_deadline() {
+    checked(30, || {
+        let silent = |a: Duplex<String, u32>, b: Duplex<u32, String>| {
+            let started = std::time::Instant::now();
+            let e = a.hello_timeout(Duration::from_millis(200)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(200),
+                "returned early: {took:?}"
+            );
+            assert!(took < Duration::from_secs(5), "returned late: {took:?}");
+            drop(b);
+        };
+        let (a, b) = duplex::<String, u32>().unwrap();
+        silent(a, b);
+        let (a, b) = procwire::Shm::new().duplex::<String, u32>().unwrap();
+        silent(a, b);
+        let (x, y) = procwire::socket_pair(Kind::SeqPacket).unwrap();
+        silent(
+            Options::new().duplex_from(x).unwrap(),
+            Options::new().duplex_from(y).unwrap(),
+        );
+
+        let (a, b) = duplex::<String, u32>().unwrap();
+        let peer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            b.hello().map(|()| b)
+        });
+        a.hello_timeout(Duration::from_secs(10)).unwrap();
+        let b = peer.join().unwrap().unwrap();
+        a.send("after hello".into()).unwrap();
+        assert_eq!(b.recv().unwrap(), "after hello");
+
+        let (a, b) = duplex::<String, u32>().unwrap();
+        let peer = std::thread::spawn(move || b.hello_as("u64", "string").map(drop));
+        let e = a
+            .hello_as_timeout("string", "u32", Duration::from_secs(10))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(peer.join().unwrap().is_err());
+    });
+}
+
 /// Issue 11, item 4: two ends that each accepted half of a 10 MiB frame
 /// with a timed send, then each wait to receive: each receive writes its
 /// own frame while it waits, so both complete instead of waiting on each

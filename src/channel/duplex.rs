@@ -216,11 +216,44 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// # Ok::<(), procwire::Error>(())
     /// ```
     pub fn hello_as(&self, sends: &str, receives: &str) -> Result<()> {
+        self.hello_waiting(sends, receives, Wait::Block)
+    }
+
+    /// [`hello`](Duplex::hello) within `timeout`: it returns by then, with
+    /// an [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) error if the
+    /// peer has not said its hello (a program that does not speak procwire,
+    /// waiting for something else). After a timeout the peer's hello may
+    /// still come, to be taken for a message: drop the channel.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (a, _silent) = procwire::duplex::<String, String>()?;
+    /// let e = a.hello_timeout(Duration::from_millis(50)).unwrap_err();
+    /// assert_eq!(e.kind(), procwire::ErrorKind::Timeout);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn hello_timeout(&self, timeout: Duration) -> Result<()>
+    where
+        Out: WireName,
+        In: WireName,
+    {
+        self.hello_as_timeout(Out::WIRE_NAME, In::WIRE_NAME, timeout)
+    }
+
+    /// [`hello_as`](Duplex::hello_as) within `timeout`, as
+    /// [`hello_timeout`](Duplex::hello_timeout).
+    pub fn hello_as_timeout(&self, sends: &str, receives: &str, timeout: Duration) -> Result<()> {
+        self.hello_waiting(sends, receives, Wait::Until(Instant::now() + timeout))
+    }
+
+    fn hello_waiting(&self, sends: &str, receives: &str, wait: Wait) -> Result<()> {
         let codec = self.rx.codec();
         let (ours, bytes) = super::hello::Hello::ours(sends, receives, codec)?;
-        self.tx.send_bytes(&bytes)?;
-        self.flush()?;
-        let theirs: super::hello::Hello = self.rx.recv_raw(|b| codec.decode(b))??;
+        self.tx.send_bytes_waiting(&bytes, wait)?;
+        self.tx.core().flush(wait)?;
+        let theirs: super::hello::Hello =
+            self.recv_writing(wait, |w| self.rx.recv_raw_wait(w, |b| codec.decode(b)))??;
         ours.check(&theirs)
     }
 

@@ -483,7 +483,13 @@ impl<T> Sender<T> {
     /// Sends `bytes` as one frame, bypassing the codec (the argument of a
     /// task, already encoded).
     pub(crate) fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.core.send(Wait::Block, &[], &Encoded(bytes))
+        self.send_bytes_waiting(bytes, Wait::Block)
+    }
+
+    /// [`send_bytes`](Sender::send_bytes), waiting for room as `wait`
+    /// says.
+    pub(crate) fn send_bytes_waiting(&self, bytes: &[u8], wait: Wait) -> Result<()> {
+        self.core.send(wait, &[], &Encoded(bytes))
     }
 
     /// [`send_bytes`](Sender::send_bytes) if there is room now: an async
