@@ -158,7 +158,11 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     }
 
     /// Sends `request` and waits for one reply: the lesson's "Heavy
-    /// lifting" / "accomplished!" exchange.
+    /// lifting" / "accomplished!" exchange. It waits as [`recv`](Duplex::recv)
+    /// does: until the reply, the peer's end or (supervised) its death. For a
+    /// deadline, use [`rpc`](crate::rpc) (`Client::call_timeout`): its
+    /// replies carry the call's id, where on a plain duplex a reply that
+    /// came after its deadline would be taken for the next request's.
     pub fn request(&self, request: Out) -> Result<In> {
         self.send(request)?;
         Ok(self.recv()?)
