@@ -218,7 +218,8 @@ fn child_done(child: &std::process::Child) -> bool {
 
 /// A channel is a `Stream` and a `Sink`: PUSH feeds 2,000 messages
 /// through `SinkExt::send_all`, PULL takes them with `StreamExt`, every
-/// one in order; REQ/REP through the sink and stream too. Going from the
+/// one in order; REQ/REP through the sink and stream too, and a ROUTER
+/// (of `(peer, message)` pairs). Going from the
 /// stream or the sink to `recv` or `send` loses and reorders nothing: a
 /// stream's receive in flight (its future dropped by a `select!` against a
 /// message that came elsewhere, or simply left) is finished by the next
@@ -279,6 +280,30 @@ fn a_channel_is_a_stream_and_a_sink_and_mixing_ways_loses_nothing() {
                 .unwrap();
             for i in 0..100 {
                 assert_eq!(req.request(i.to_string()).await.unwrap(), format!("{i}!"));
+            }
+            server.await.unwrap();
+
+            // A ROUTER: a stream of (peer, message) and a sink of them.
+            let mut router = zmq::bind_router::<String, String>("zmq+tcp://127.0.0.1:0", &opts())
+                .await
+                .unwrap();
+            let addr = router.endpoint().to_string();
+            let server = tokio::spawn(async move {
+                for _ in 0..100 {
+                    let (peer, job) = router.next().await.unwrap().unwrap();
+                    SinkExt::send(&mut router, (peer, format!("{job}?")))
+                        .await
+                        .unwrap();
+                }
+            });
+            let dealer = zmq::connect::<String, String>(Kind::Dealer, &addr, &opts())
+                .await
+                .unwrap();
+            for i in 0..100 {
+                assert_eq!(
+                    dealer.request(i.to_string()).await.unwrap(),
+                    format!("{i}?")
+                );
             }
             server.await.unwrap();
         });

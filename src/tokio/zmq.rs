@@ -29,7 +29,8 @@
 //! go on at once.
 //!
 //! A [`Channel`] is also a `Stream` of what it receives and a `Sink` of
-//! what it sends, so `StreamExt` and `SinkExt` work on it. The stream's
+//! what it sends, so `StreamExt` and `SinkExt` work on it; a [`Router`]
+//! too, of `(Peer, message)` pairs. The stream's
 //! receive in flight, or the sink's send, is finished by the next `recv`
 //! or `send` on the channel, before its own: nothing is lost or reordered
 //! by going from one way to the other. A message the sink holds when the
@@ -55,12 +56,16 @@ use crate::zmq::{Kind, Peer};
 
 /// A ZeroMQ socket as an awaitable channel. See the [module docs](self).
 pub struct Channel<Out, In> {
-    open: Arc<Opened>,
-    /// The `Stream`'s receive in flight.
-    receiving: InFlight<Result<ZmqMessage>>,
-    /// The `Sink`'s send in flight.
-    sending: InFlight<Result<()>>,
+    open: Ways,
     _marker: PhantomData<fn(Out) -> In>,
+}
+
+/// A socket, with the `Stream`'s receive and the `Sink`'s send in flight
+/// (what a channel and a router hold).
+struct Ways {
+    open: Arc<Opened>,
+    receiving: InFlight<Result<ZmqMessage>>,
+    sending: InFlight<Result<()>>,
 }
 
 /// A `Stream`'s or `Sink`'s step in flight: a future kept across polls,
@@ -85,6 +90,76 @@ fn poll_step<T>(step: &mut InFlight<T>, cx: &mut Context<'_>) -> Poll<Option<T>>
     Poll::Ready(Some(done))
 }
 
+impl Ways {
+    fn new(open: Opened) -> Ways {
+        Ways {
+            open: Arc::new(open),
+            receiving: Default::default(),
+            sending: Default::default(),
+        }
+    }
+
+    /// The next message; a receive the `Stream` has in flight is finished
+    /// here, and its message is this one.
+    async fn recv(&self) -> Result<ZmqMessage> {
+        match take(&self.receiving) {
+            Some(receiving) => receiving.await,
+            None => self.open.socket.recv().await,
+        }
+    }
+
+    /// Sends `m`, after a message the `Sink` has in flight.
+    async fn send(&self, m: ZmqMessage) -> Result<()> {
+        if let Some(sending) = take(&self.sending) {
+            sending.await?;
+        }
+        self.open.socket.send(m).await
+    }
+
+    /// The `Stream`'s step: the next message, `None` once the socket is
+    /// closed.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ZmqMessage>>> {
+        let step = self
+            .receiving
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if step.is_none() {
+            let open = Arc::clone(&self.open);
+            *step = Some(Box::pin(async move { open.socket.recv().await }));
+        }
+        let got = ready!(poll_step(&mut self.receiving, cx)).expect("a receive in flight");
+        Poll::Ready(match got {
+            Err(e) if e.kind() == ErrorKind::Disconnected => None,
+            got => Some(got),
+        })
+    }
+
+    /// The `Sink`'s `poll_ready` and `poll_flush`: the message before
+    /// handed to ZeroMQ.
+    fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(ready!(poll_step(&mut self.sending, cx)).unwrap_or(Ok(())))
+    }
+
+    /// The `Sink`'s `start_send`.
+    fn start_send(&mut self, m: ZmqMessage) {
+        let open = Arc::clone(&self.open);
+        let step = self
+            .sending
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        debug_assert!(step.is_none(), "start_send without poll_ready");
+        *step = Some(Box::pin(async move { open.socket.send(m).await }));
+    }
+}
+
+impl std::ops::Deref for Ways {
+    type Target = Opened;
+
+    fn deref(&self) -> &Opened {
+        &self.open
+    }
+}
+
 impl<Out, In> std::fmt::Debug for Channel<Out, In> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("tokio::zmq::Channel")
@@ -107,10 +182,7 @@ impl<Out: Serialize, In: DeserializeOwned> Channel<Out, In> {
     /// has in flight).
     pub async fn send_ref(&self, value: &Out) -> Result<()> {
         let payload = encode(self.open.codec, value)?;
-        if let Some(sending) = take(&self.sending) {
-            sending.await?;
-        }
-        self.open.socket.send(ZmqMessage::from(payload)).await
+        self.open.send(ZmqMessage::from(payload)).await
     }
 
     /// Waits for the next message. A multipart message (procwire carries
@@ -118,13 +190,8 @@ impl<Out: Serialize, In: DeserializeOwned> Channel<Out, In> {
     /// an error, and the socket goes on. A receive the `Stream` has in
     /// flight is finished here: its message is this one.
     pub async fn recv(&self) -> Result<In, RecvError> {
-        let m = match take(&self.receiving) {
-            Some(receiving) => receiving.await,
-            None => self.open.socket.recv().await,
-        };
-        self.open
-            .payload(m.map_err(RecvError::new)?)
-            .map_err(RecvError::new)
+        let m = self.open.recv().await.map_err(RecvError::new)?;
+        self.open.payload(m).map_err(RecvError::new)
     }
 
     /// Sends `value` and waits for the next message (a REQ's turn).
@@ -148,9 +215,7 @@ async fn open<Out, In>(kind: Kind, addr: &str, net: &Net, bind: bool) -> Result<
         ));
     }
     Ok(Channel {
-        open: Arc::new(Opened::new_async(kind, addr, net, bind).await?),
-        receiving: Default::default(),
-        sending: Default::default(),
+        open: Ways::new(Opened::new_async(kind, addr, net, bind).await?),
         _marker: PhantomData,
     })
 }
@@ -163,22 +228,8 @@ impl<Out, In: DeserializeOwned> futures_core::Stream for Channel<Out, In> {
     /// on.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        {
-            let step = this
-                .receiving
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner);
-            if step.is_none() {
-                let open = Arc::clone(&this.open);
-                *step = Some(Box::pin(async move { open.socket.recv().await }));
-            }
-        }
-        let got = ready!(poll_step(&mut this.receiving, cx)).expect("a receive in flight");
-        Poll::Ready(match got.and_then(|m| this.open.payload(m)) {
-            Ok(v) => Some(Ok(v)),
-            Err(e) if e.kind() == ErrorKind::Disconnected => None,
-            Err(e) => Some(Err(RecvError::new(e))),
-        })
+        let got = ready!(this.open.poll_recv(cx));
+        Poll::Ready(got.map(|m| m.and_then(|m| this.open.payload(m)).map_err(RecvError::new)))
     }
 }
 
@@ -189,23 +240,13 @@ impl<Out: Serialize, In> futures_sink::Sink<Out> for Channel<Out, In> {
 
     /// Room once the message before is handed to ZeroMQ.
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        ready!(poll_step(&mut self.get_mut().sending, cx))
-            .unwrap_or(Ok(()))
-            .into()
+        self.get_mut().open.poll_sent(cx)
     }
 
     fn start_send(self: Pin<&mut Self>, item: Out) -> Result<()> {
         let this = self.get_mut();
         let payload = encode(this.open.codec, &item)?;
-        let open = Arc::clone(&this.open);
-        let step = this
-            .sending
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        debug_assert!(step.is_none(), "start_send without poll_ready");
-        *step = Some(Box::pin(async move {
-            open.socket.send(ZmqMessage::from(payload)).await
-        }));
+        this.open.start_send(ZmqMessage::from(payload));
         Ok(())
     }
 
@@ -232,7 +273,7 @@ pub async fn connect<Out, In>(kind: Kind, addr: &str, net: &Net) -> Result<Chann
 /// A ROUTER socket, awaited: receives `(Peer, In)`, replies to a chosen
 /// peer.
 pub struct Router<Out, In> {
-    open: Opened,
+    open: Ways,
     _marker: PhantomData<fn(Out) -> In>,
 }
 
@@ -247,7 +288,7 @@ impl<Out, In> std::fmt::Debug for Router<Out, In> {
 impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
     /// Waits for the next message and who sent it.
     pub async fn recv(&self) -> Result<(Peer, In), RecvError> {
-        let m = self.open.socket.recv().await.map_err(RecvError::new)?;
+        let m = self.open.recv().await.map_err(RecvError::new)?;
         from_peer(&self.open, m).map_err(RecvError::new)
     }
 
@@ -257,7 +298,7 @@ impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
         let m = to_peer(&self.open, peer, value)?;
         // Only a peer that is gone fails a ROUTER's send, as on the
         // blocking ROUTER.
-        let _ = self.open.socket.send(m).await;
+        let _ = self.open.send(m).await;
         Ok(())
     }
 
@@ -269,9 +310,50 @@ impl<Out: Serialize, In: DeserializeOwned> Router<Out, In> {
 
 async fn router<Out, In>(addr: &str, net: &Net, bind: bool) -> Result<Router<Out, In>> {
     Ok(Router {
-        open: Opened::new_async(Kind::Router, addr, net, bind).await?,
+        open: Ways::new(Opened::new_async(Kind::Router, addr, net, bind).await?),
         _marker: PhantomData,
     })
+}
+
+impl<Out, In: DeserializeOwned> futures_core::Stream for Router<Out, In> {
+    type Item = Result<(Peer, In), RecvError>;
+
+    /// The messages as they come, each with its sender; ends when the
+    /// socket is closed.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let got = ready!(this.open.poll_recv(cx));
+        Poll::Ready(got.map(|m| {
+            m.and_then(|m| from_peer(&this.open, m))
+                .map_err(RecvError::new)
+        }))
+    }
+}
+
+impl<Out: Serialize, In> futures_sink::Sink<(Peer, Out)> for Router<Out, In> {
+    /// Only encoding fails: a message to a peer that is gone is dropped, as
+    /// [`Router::send`] drops it.
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let _ = ready!(self.get_mut().open.poll_sent(cx));
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, (peer, item): (Peer, Out)) -> Result<()> {
+        let this = self.get_mut();
+        let m = to_peer(&this.open, &peer, &item)?;
+        this.open.start_send(m);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_ready(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_ready(cx)
+    }
 }
 
 /// Binds a ROUTER socket at `addr`.
