@@ -100,10 +100,26 @@ impl Tx {
         }
     }
 
+    /// The end's own `flush` (not `SinkExt::flush`).
     async fn flush(&self) -> procwire::Result<()> {
         match self {
             Tx::S(s) => s.flush().await,
             Tx::D(d) => d.flush().await,
+        }
+    }
+
+    /// `SinkExt::feed`: the message left in the sink's buffer.
+    async fn feed(&mut self, m: Bytes) {
+        match self {
+            Tx::S(s) => s.feed(m).await.unwrap(),
+            Tx::D(d) => d.feed(m).await.unwrap(),
+        }
+    }
+
+    fn try_send(&self, m: Bytes) -> Result<(), procwire::TrySendError<Bytes>> {
+        match self {
+            Tx::S(s) => s.try_send(m),
+            Tx::D(d) => d.try_send(m),
         }
     }
 }
@@ -346,22 +362,11 @@ fn a_message_fed_to_the_sink_goes_first_and_flush_delivers_it() {
             rt.block_on(async {
                 let rx = Rx::new(brx);
                 let mut tx = Tx::new(btx);
-                // The end's own `send` and `flush`, named in full: on a
-                // `&mut` binding, `tx.send(..)` would be `SinkExt::send`.
-                match &mut tx {
-                    Tx::S(tx) => {
-                        tx.feed(numbered(1, 9)).await.unwrap();
-                        aio::Sender::send(tx, numbered(2, 9)).await.unwrap();
-                        tx.feed(numbered(3, 9)).await.unwrap();
-                        aio::Sender::flush(tx).await.unwrap();
-                    }
-                    Tx::D(tx) => {
-                        tx.feed(numbered(1, 9)).await.unwrap();
-                        aio::Duplex::send(tx, numbered(2, 9)).await.unwrap();
-                        tx.feed(numbered(3, 9)).await.unwrap();
-                        aio::Duplex::flush(tx).await.unwrap();
-                    }
-                }
+                // (`Tx::send` and `Tx::flush` are the end's own methods.)
+                tx.feed(numbered(1, 9)).await;
+                tx.send(numbered(2, 9)).await.unwrap();
+                tx.feed(numbered(3, 9)).await;
+                tx.flush().await.unwrap();
                 for i in 1..=3 {
                     let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
                         .await
@@ -388,19 +393,12 @@ fn try_send_and_try_recv_on_async_ends_keep_order_and_hand_back_what_did_not_fit
             rt.block_on(async {
                 let rx = Rx::new(brx);
                 let mut tx = Tx::new(btx);
-                let try_send = |tx: &Tx, m| match tx {
-                    Tx::S(s) => s.try_send(m),
-                    Tx::D(d) => d.try_send(m),
-                };
-                match &mut tx {
-                    Tx::S(s) => s.feed(numbered(0, 10)).await.unwrap(),
-                    Tx::D(d) => d.feed(numbered(0, 10)).await.unwrap(),
-                }
-                try_send(&tx, numbered(1, 10)).unwrap();
+                tx.feed(numbered(0, 10)).await;
+                tx.try_send(numbered(1, 10)).unwrap();
                 // Then fill the channel: what does not fit comes back.
                 let mut sent = 2u32;
                 let back = loop {
-                    match try_send(&tx, numbered(sent, 1000)) {
+                    match tx.try_send(numbered(sent, 1000)) {
                         Ok(()) => sent += 1,
                         Err(procwire::TrySendError::Full(m)) => break m,
                         Err(e) => panic!("{t:?}: {e}"),
@@ -411,12 +409,12 @@ fn try_send_and_try_recv_on_async_ends_keep_order_and_hand_back_what_did_not_fit
                 for i in 0..sent {
                     assert_eq!(number_of(&rx.recv().await.unwrap()), i, "{t:?}");
                 }
-                try_send(&tx, back).unwrap();
+                tx.try_send(back).unwrap();
                 assert_eq!(number_of(&rx.recv().await.unwrap()), sent, "{t:?}");
                 if let Rx::D(d) = &rx {
                     let e = d.try_recv().unwrap_err();
                     assert!(matches!(e, procwire::TryRecvError::Empty), "{t:?}: {e}");
-                    try_send(&tx, numbered(9, 3)).unwrap();
+                    tx.try_send(numbered(9, 3)).unwrap();
                     let got = loop {
                         match d.try_recv() {
                             Ok(m) => break m,
