@@ -780,8 +780,11 @@ async fn send_whole_by<T: Serialize>(
 ) -> Result<()> {
     let _turn = waker.writing.lock().await;
     let sent = async {
-        poll_fn(|cx| slot.poll_send(tx, waker, cx)).await?;
-        poll_fn(|cx| poll_give(tx.core(), waker, cx, &try_send)).await?;
+        poll_fn(|cx| {
+            ready!(slot.poll_send(tx, waker, cx))?;
+            poll_give(tx.core(), waker, cx, &try_send)
+        })
+        .await?;
         if tx.core().has_pending() {
             poll_fn(|cx| poll_flush(tx, waker, cx)).await?;
         }
@@ -904,7 +907,9 @@ impl<T> Slot<T> {
 
     /// Sends the buffered message, if any, once there is room; failed, it
     /// is dropped (the `Sink` protocol cannot hand it back). Dropped while
-    /// it waits, the message stays.
+    /// it waits, the message stays. (The empty buffer's check inlined into
+    /// every send; the rest out of line.)
+    #[inline]
     fn poll_send(
         &self,
         tx: &crate::Sender<T>,
@@ -917,6 +922,19 @@ impl<T> Slot<T> {
         if !self.full.load(Ordering::Acquire) {
             return Poll::Ready(Ok(()));
         }
+        self.poll_send_held(tx, waker, cx)
+    }
+
+    #[cold]
+    fn poll_send_held(
+        &self,
+        tx: &crate::Sender<T>,
+        waker: &Waker,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<()>>
+    where
+        T: Serialize,
+    {
         let mut value = self.value.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(v) = value.as_ref() else {
             return Poll::Ready(Ok(()));
