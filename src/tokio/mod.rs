@@ -48,7 +48,7 @@
 //! | `send(v)` waits for room | nothing of `v` was written; `v` is dropped |
 //! | `send(v)` writes the rest of its frame | the frame stays pending; the next `send`, `flush` or `close` finishes it first (never a frame torn or interleaved) |
 //! | `flush()` waits | as above |
-//! | `SinkExt::send(v)` or `feed(v)` waits for room | `v` stays in the sink's buffer: the next write on the end sends it first (or it is dropped with the end) |
+//! | `SinkExt::send(v)` or `feed(v)` waits | either `v` was not handed over yet (it goes with the future) or it is in the sink's buffer, and the next write on the end sends it first (or it is dropped with the end); never half a frame |
 //! | `hello()` waits | our hello may have gone and the peer's be unread: drop the channel |
 //!
 //! Any number of tasks may share an end (`&self` methods): they take turns
