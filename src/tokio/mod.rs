@@ -114,6 +114,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod endpoint;
+#[cfg(any(feature = "zmq", feature = "nats"))]
+mod in_flight;
 mod io;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]

@@ -24,6 +24,9 @@
 //! ```
 
 use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -35,6 +38,8 @@ use crate::error::{Error, ErrorKind, RecvError, Result, SendError};
 use crate::nats::channel::{self, Pull};
 use crate::nats::connect::{Conn, debug_by_addr};
 use crate::nats::rpc;
+
+use super::in_flight::{InFlight, poll_started, take};
 
 /// Bounds a step of opening an end by the connect deadline.
 async fn opening<T>(conn: &Conn, net: &Net, step: impl Future<Output = Result<T>>) -> Result<T> {
@@ -100,14 +105,42 @@ impl<T: Serialize> Sender<T> {
     }
 }
 
-/// The receiving end of a channel over a NATS subject, awaited.
+/// The receiving end of a channel over a NATS subject, awaited; also a
+/// `Stream` of the messages (`StreamExt`).
 pub struct Receiver<T> {
-    conn: Conn,
-    pull: Pull,
+    inner: Arc<Pulling>,
+    /// The `Stream`'s receive in flight, kept across polls. (Behind a lock
+    /// only so that the receiver stays `Sync`: `poll_next` reaches it
+    /// through `&mut`.)
+    next: InFlight<Result<bytes::Bytes>>,
     _marker: PhantomData<fn() -> T>,
 }
 
-debug_by_addr!("tokio::nats::Receiver", Receiver<T>);
+/// A receiver's connection and consumer, shared with its stream's receive
+/// in flight.
+struct Pulling {
+    conn: Conn,
+    pull: Pull,
+}
+
+impl Pulling {
+    /// The next message's payload, waiting as long as it takes.
+    async fn next(&self) -> Result<bytes::Bytes> {
+        loop {
+            if let Some(payload) = self.pull.next(&self.conn, Duration::from_secs(5)).await? {
+                return Ok(payload);
+            }
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("tokio::nats::Receiver")
+            .field("addr", &self.inner.conn.addr)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The receiving end of the channel at `addr`, as [`crate::nats::receiver`].
 pub async fn receiver<T: DeserializeOwned>(addr: &str, net: &Net) -> Result<Receiver<T>> {
@@ -119,23 +152,47 @@ pub async fn receiver<T: DeserializeOwned>(addr: &str, net: &Net) -> Result<Rece
     })
     .await?;
     Ok(Receiver {
-        conn,
-        pull: Pull::new(consumer),
+        inner: Arc::new(Pulling {
+            conn,
+            pull: Pull::new(consumer),
+        }),
+        next: Default::default(),
         _marker: PhantomData,
     })
 }
 
 impl<T: DeserializeOwned> Receiver<T> {
     /// Waits for the next message (timeouts through `tokio::time`).
-    /// Cancel-safe: see the [module docs](self).
+    /// Cancel-safe: see the [module docs](self). A receive the `Stream`
+    /// left in flight is dropped first (which loses nothing, as any
+    /// cancelled receive).
     pub async fn recv(&self) -> Result<T, RecvError> {
-        loop {
-            match self.pull.next(&self.conn, Duration::from_secs(5)).await {
-                Ok(Some(payload)) => return self.conn.decode(&payload).map_err(RecvError::new),
-                Ok(None) => continue,
-                Err(e) => return Err(RecvError::new(e)),
-            }
-        }
+        drop(take(&self.next));
+        let payload = self.inner.next().await.map_err(RecvError::new)?;
+        self.inner.conn.decode(&payload).map_err(RecvError::new)
+    }
+}
+
+impl<T: DeserializeOwned> futures_core::Stream for Receiver<T> {
+    type Item = Result<T, RecvError>;
+
+    /// The messages as they come; a message that fails to decode is an
+    /// `Err` item, and the stream goes on. It ends only if the connection
+    /// does.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let inner = &this.inner;
+        let got = ready!(poll_started(&mut this.next, cx, || {
+            let inner = Arc::clone(inner);
+            Box::pin(async move { inner.next().await })
+        }));
+        Poll::Ready(
+            match got.and_then(|payload| this.inner.conn.decode(&payload)) {
+                Ok(v) => Some(Ok(v)),
+                Err(e) if e.kind() == ErrorKind::Disconnected => None,
+                Err(e) => Some(Err(RecvError::new(e))),
+            },
+        )
     }
 }
 

@@ -37,10 +37,9 @@
 //! channel is dropped is dropped with it, as a `Sink`'s unflushed message
 //! is: `flush` or `close` delivers it.
 
-use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use serde::Serialize;
@@ -54,6 +53,8 @@ use crate::remote::zmq::router::{from_peer, to_peer};
 use crate::remote::zmq::socket::{Opened, encode};
 use crate::zmq::{Kind, Peer};
 
+use super::in_flight::{InFlight, poll_started, poll_step, start, take};
+
 /// A ZeroMQ socket as an awaitable channel. See the [module docs](self).
 pub struct Channel<Out, In> {
     open: Ways,
@@ -66,28 +67,6 @@ struct Ways {
     open: Arc<Opened>,
     receiving: InFlight<Result<ZmqMessage>>,
     sending: InFlight<Result<()>>,
-}
-
-/// A `Stream`'s or `Sink`'s step in flight: a future kept across polls,
-/// which owns what it needs (the socket is shared). Behind a lock only so
-/// that the channel stays `Sync`: the `poll_*` methods reach it through
-/// `&mut`, and `recv` and `send` take it out.
-type InFlight<T> = std::sync::Mutex<Option<Pin<Box<dyn Future<Output = T> + Send>>>>;
-
-/// The step in flight, taken out.
-fn take<T>(step: &InFlight<T>) -> Option<Pin<Box<dyn Future<Output = T> + Send>>> {
-    step.lock().unwrap_or_else(PoisonError::into_inner).take()
-}
-
-/// Polls the step in flight, if any, to its end.
-fn poll_step<T>(step: &mut InFlight<T>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-    let step = step.get_mut().unwrap_or_else(PoisonError::into_inner);
-    let Some(fut) = step else {
-        return Poll::Ready(None);
-    };
-    let done = ready!(fut.as_mut().poll(cx));
-    *step = None;
-    Poll::Ready(Some(done))
 }
 
 impl Ways {
@@ -119,15 +98,11 @@ impl Ways {
     /// The `Stream`'s step: the next message, `None` once the socket is
     /// closed.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ZmqMessage>>> {
-        let step = self
-            .receiving
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        if step.is_none() {
-            let open = Arc::clone(&self.open);
-            *step = Some(Box::pin(async move { open.socket.recv().await }));
-        }
-        let got = ready!(poll_step(&mut self.receiving, cx)).expect("a receive in flight");
+        let open = &self.open;
+        let got = ready!(poll_started(&mut self.receiving, cx, || {
+            let open = Arc::clone(open);
+            Box::pin(async move { open.socket.recv().await })
+        }));
         Poll::Ready(match got {
             Err(e) if e.kind() == ErrorKind::Disconnected => None,
             got => Some(got),
@@ -143,12 +118,10 @@ impl Ways {
     /// The `Sink`'s `start_send`.
     fn start_send(&mut self, m: ZmqMessage) {
         let open = Arc::clone(&self.open);
-        let step = self
-            .sending
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        debug_assert!(step.is_none(), "start_send without poll_ready");
-        *step = Some(Box::pin(async move { open.socket.send(m).await }));
+        start(
+            &mut self.sending,
+            Box::pin(async move { open.socket.send(m).await }),
+        );
     }
 }
 
