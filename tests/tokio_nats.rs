@@ -58,34 +58,40 @@ fn awaited_channels_carry_everything_and_speak_with_blocking_ends() {
     });
 }
 
-/// An awaited receiver is a `Stream`: 300 messages through `StreamExt`,
-/// in order; a stream polled once with nothing there and then left for
-/// `recv` loses nothing (its receive in flight is dropped, as a cancelled
-/// one, and the message goes to `recv`), and the stream goes on after.
+/// An awaited sender is a `Sink` and a receiver a `Stream`: 300 messages
+/// fed through `SinkExt::send_all` and taken through `StreamExt`, in
+/// order; a message fed to the sink goes before a later `send`; a stream
+/// polled once with nothing there and then left for `recv` loses nothing
+/// (its receive in flight is dropped, as a cancelled one, and the message
+/// goes to `recv`), and the stream goes on after.
 #[test]
-fn an_awaited_receiver_is_a_stream_and_leaving_it_for_recv_loses_nothing() {
-    use futures_util::StreamExt;
+fn awaited_ends_are_a_sink_and_a_stream_and_leaving_them_loses_nothing() {
+    use futures_util::{SinkExt, StreamExt};
     checked(60, || {
         let server = NatsServer::start("");
         let addr = server.addr("async.stream");
         let net = Net::new();
         current_thread().block_on(async {
-            let tx = anats::sender::<u32>(&addr, &net).await.unwrap();
+            let mut tx = anats::sender::<u32>(&addr, &net).await.unwrap();
             let mut rx = anats::receiver::<u32>(&addr, &net).await.unwrap();
-            for i in 0..300 {
-                tx.send(i).await.unwrap();
-            }
+            let mut items = futures_util::stream::iter((0..300u32).map(Ok));
+            tx.send_all(&mut items).await.unwrap();
             let got: Vec<u32> = (&mut rx).take(300).map(Result::unwrap).collect().await;
             assert_eq!(got, (0..300).collect::<Vec<_>>());
 
+            tx.feed(1_000).await.unwrap();
+            anats::Sender::send(&tx, 1_001).await.unwrap();
+            assert_eq!(rx.recv().await.unwrap(), 1_000);
+            assert_eq!(rx.recv().await.unwrap(), 1_001);
+
             assert!(futures_util::poll!(rx.next()).is_pending());
-            tx.send(300).await.unwrap();
+            anats::Sender::send(&tx, 300).await.unwrap();
             let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
                 .await
                 .expect("recv got the message the stream's receive was waiting for")
                 .unwrap();
             assert_eq!(m, 300);
-            tx.send(301).await.unwrap();
+            anats::Sender::send(&tx, 301).await.unwrap();
             assert_eq!(rx.next().await.unwrap().unwrap(), 301);
             // Nothing is left over, and nothing comes twice.
             assert!(

@@ -33,7 +33,6 @@ pub(super) fn poll_started<T>(
 }
 
 /// Polls the step in flight, if any, to its end.
-#[cfg(feature = "zmq")]
 pub(super) fn poll_step<T>(step: &mut InFlight<T>, cx: &mut Context<'_>) -> Poll<Option<T>> {
     let step = step.get_mut().unwrap_or_else(PoisonError::into_inner);
     let Some(fut) = step else {
@@ -45,7 +44,6 @@ pub(super) fn poll_step<T>(step: &mut InFlight<T>, cx: &mut Context<'_>) -> Poll
 }
 
 /// Puts a step in flight (the `Sink`'s `start_send`).
-#[cfg(feature = "zmq")]
 pub(super) fn start<T>(step: &mut InFlight<T>, fut: Step<T>) {
     let step = step.get_mut().unwrap_or_else(PoisonError::into_inner);
     debug_assert!(step.is_none(), "start_send without poll_ready");

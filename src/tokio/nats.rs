@@ -10,6 +10,12 @@
 //! before it resolves may or may not have been stored, as one that times
 //! out. A `call` dropped leaves nothing behind.
 //!
+//! A [`Sender`] is also a `Sink` and a [`Receiver`] a `Stream`. The
+//! sink's send in flight is finished by the next `send`, before its own (a
+//! message the sink holds when the sender is dropped is dropped with it:
+//! `flush` or `close` delivers it); a receive the stream left in flight is
+//! dropped by the next `recv`, which loses nothing, as above.
+//!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> procwire::Result<()> {
@@ -39,7 +45,7 @@ use crate::nats::channel::{self, Pull};
 use crate::nats::connect::{Conn, debug_by_addr};
 use crate::nats::rpc;
 
-use super::in_flight::{InFlight, poll_started, take};
+use super::in_flight::{InFlight, poll_started, poll_step, start, take};
 
 /// Bounds a step of opening an end by the connect deadline.
 async fn opening<T>(conn: &Conn, net: &Net, step: impl Future<Output = Result<T>>) -> Result<T> {
@@ -53,15 +59,39 @@ async fn opening<T>(conn: &Conn, net: &Net, step: impl Future<Output = Result<T>
         })
 }
 
-/// The sending end of a channel over a NATS subject, awaited.
+/// The sending end of a channel over a NATS subject, awaited; also a
+/// `Sink` of messages (`SinkExt`).
 pub struct Sender<T> {
-    conn: Conn,
-    js: jetstream::Context,
+    inner: Arc<Publishing>,
     timeout: Duration,
+    /// The `Sink`'s send in flight: the next `send` finishes it first.
+    sending: InFlight<Result<()>>,
     _marker: PhantomData<fn(T)>,
 }
 
-debug_by_addr!("tokio::nats::Sender", Sender<T>);
+/// A sender's connection, shared with its sink's send in flight.
+struct Publishing {
+    conn: Conn,
+    js: jetstream::Context,
+}
+
+impl Publishing {
+    /// Publishes `payload`, resolving once the server has stored it, or
+    /// after `timeout` with an error.
+    async fn publish(&self, payload: Vec<u8>, timeout: Duration) -> Result<()> {
+        ::tokio::time::timeout(timeout, channel::publish(&self.conn, &self.js, payload))
+            .await
+            .unwrap_or_else(|_| Err(channel::not_confirmed(&self.conn, timeout)))
+    }
+}
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("tokio::nats::Sender")
+            .field("addr", &self.inner.conn.addr)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The sending end of the channel at `addr`, as [`crate::nats::sender`].
 pub async fn sender<T: Serialize>(addr: &str, net: &Net) -> Result<Sender<T>> {
@@ -69,9 +99,9 @@ pub async fn sender<T: Serialize>(addr: &str, net: &Net) -> Result<Sender<T>> {
     let js = conn.jetstream();
     opening(&conn, net, channel::open_stream(&conn, &js)).await?;
     Ok(Sender {
-        conn,
-        js,
+        inner: Arc::new(Publishing { conn, js }),
         timeout: channel::SEND_TIMEOUT,
+        sending: Default::default(),
         _marker: PhantomData,
     })
 }
@@ -93,15 +123,44 @@ impl<T: Serialize> Sender<T> {
         }
     }
 
-    /// Sends `*value` without giving it up.
+    /// Sends `*value` without giving it up (after a message the `Sink`
+    /// has in flight).
     pub async fn send_ref(&self, value: &T) -> Result<()> {
-        let payload = self.conn.encode(value)?;
-        ::tokio::time::timeout(
-            self.timeout,
-            channel::publish(&self.conn, &self.js, payload),
-        )
-        .await
-        .unwrap_or_else(|_| Err(channel::not_confirmed(&self.conn, self.timeout)))
+        let payload = self.inner.conn.encode(value)?;
+        if let Some(sending) = take(&self.sending) {
+            sending.await?;
+        }
+        self.inner.publish(payload, self.timeout).await
+    }
+}
+
+impl<T: Serialize> futures_sink::Sink<T> for Sender<T> {
+    /// A message whose send failed is dropped: the `Sink` protocol cannot
+    /// hand it back (use [`Sender::send`] to get it).
+    type Error = Error;
+
+    /// Room once the message before is stored by the server.
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(ready!(poll_step(&mut self.get_mut().sending, cx)).unwrap_or(Ok(())))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
+        let this = self.get_mut();
+        let payload = this.inner.conn.encode(&item)?;
+        let (inner, timeout) = (Arc::clone(&this.inner), this.timeout);
+        start(
+            &mut this.sending,
+            Box::pin(async move { inner.publish(payload, timeout).await }),
+        );
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_ready(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_ready(cx)
     }
 }
 
