@@ -324,7 +324,7 @@ mod transport;
 pub use bytes::ByteBuf;
 pub use channel::{
     DEFAULT_LINGER, Duplex, IntoIter, Iter, Options, Pipe, Received, Receiver, Select, Sender, Shm,
-    SocketPair, WireName, channel, duplex,
+    SocketPair, TryIter, WireName, channel, duplex,
 };
 pub use codec::{Codec, CodecKind};
 pub use endpoint::{Endpoint, Key, Listener, Net, Retry, connect, listen};

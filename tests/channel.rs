@@ -234,6 +234,61 @@ fn a_hello_with_a_timeout_returns_by_its_deadline() {
     });
 }
 
+/// `try_iter`, as std's and crossbeam-channel's: the messages there now,
+/// in order, then `None` without waiting (also with half a frame in: it is
+/// not an error), more once more came; after the sender is gone, the rest
+/// and then `None`; on a pipe, a socket pair's duplex and shared memory.
+#[test]
+fn try_iter_takes_what_is_there_without_waiting() {
+    checked(30, || {
+        let (tx, rx) = duplex::<u32, u32>().unwrap();
+        let (a, b) = procwire::Shm::new().duplex::<u32, u32>().unwrap();
+        let (p, q) = procwire::channel::<u32>().unwrap();
+        let sends: [&dyn Fn(u32); 3] = [&|i| tx.send(i).unwrap(), &|i| a.send(i).unwrap(), &|i| {
+            p.send(i).unwrap()
+        }];
+        let tries: [&dyn Fn() -> Vec<u32>; 3] = [
+            &|| rx.try_iter().collect::<Result<_, _>>().unwrap(),
+            &|| b.try_iter().collect::<Result<_, _>>().unwrap(),
+            &|| q.try_iter().collect::<Result<_, _>>().unwrap(),
+        ];
+        for (send, take) in sends.iter().zip(tries) {
+            assert_eq!(take(), Vec::<u32>::new());
+            for i in 0..3 {
+                send(i);
+            }
+            let started = std::time::Instant::now();
+            assert_eq!(take(), [0, 1, 2]);
+            assert_eq!(take(), Vec::<u32>::new());
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "it did not wait"
+            );
+            send(3);
+            assert_eq!(take(), [3]);
+        }
+        // The sender gone: the rest, then the end.
+        p.send(4).unwrap();
+        drop(p);
+        let rest: Vec<u32> = q.try_iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(rest, [4]);
+        assert!(q.iter().next().is_none(), "the end of the stream");
+        // Half a frame in a pipe: nothing yet, not an error.
+        let (r, mut w) = procwire::pipe().unwrap();
+        let half = Options::new().receiver_from::<u32>(r).unwrap();
+        std::io::Write::write_all(&mut w, &[0, 0]).unwrap();
+        assert!(half.try_iter().next().is_none());
+        std::io::Write::write_all(&mut w, &[0, 1, 7]).unwrap();
+        assert_eq!(half.try_iter().next().unwrap().unwrap(), 7);
+        // A half frame and then the writer gone: an error item, not a
+        // silent end.
+        std::io::Write::write_all(&mut w, &[0, 0]).unwrap();
+        drop(w);
+        let e = half.try_iter().next().unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnexpectedEof, "{e}");
+    });
+}
+
 /// Issue 11, item 4: two ends that each accepted half of a 10 MiB frame
 /// with a timed send, then each wait to receive: each receive writes its
 /// own frame while it waits, so both complete instead of waiting on each

@@ -266,6 +266,12 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     pub fn iter(&self) -> super::Iter<'_, In> {
         self.rx.iter()
     }
+
+    /// The messages there now, taken without waiting. See
+    /// [`Receiver::try_iter`].
+    pub fn try_iter(&self) -> super::TryIter<'_, In> {
+        self.rx.try_iter()
+    }
 }
 
 impl<Out, In> Duplex<Out, In> {

@@ -23,7 +23,7 @@ pub use build::{DEFAULT_LINGER, Options, Pipe, Shm, SocketPair};
 pub use duplex::Duplex;
 pub(crate) use gate::Wait;
 pub use hello::WireName;
-pub use receiver::{IntoIter, Iter, Received, Receiver};
+pub use receiver::{IntoIter, Iter, Received, Receiver, TryIter};
 pub use select::Select;
 pub use sender::Sender;
 

@@ -24,7 +24,7 @@ use crate::transport::{
 mod borrowed;
 mod iter;
 pub use borrowed::Received;
-pub use iter::{IntoIter, Iter};
+pub use iter::{IntoIter, Iter, TryIter};
 
 /// The receiving end of a typed channel.
 ///
@@ -863,6 +863,11 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// failure or a peer that died mid-frame is an `Err` item, not an end.
     pub fn iter(&self) -> Iter<'_, T> {
         Iter::new(self)
+    }
+
+    /// The messages there now, taken without waiting; see [`TryIter`].
+    pub fn try_iter(&self) -> TryIter<'_, T> {
+        TryIter::new(self)
     }
 }
 
