@@ -118,10 +118,14 @@ fn connect_error(server: &str, e: async_nats::ConnectError) -> Error {
 /// `Debug` for an end of a NATS subject: its type's name and its address.
 macro_rules! debug_by_addr {
     ($name:literal, $ty:ident < $($g:ident),* >) => {
+        $crate::nats::connect::debug_by_addr!($name, $ty<$($g),*>, conn);
+    };
+    // `$conn`: where the end keeps its connection.
+    ($name:literal, $ty:ident < $($g:ident),* >, $($conn:ident).+) => {
         impl<$($g),*> std::fmt::Debug for $ty<$($g),*> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct($name)
-                    .field("addr", &self.conn.addr)
+                    .field("addr", &self.$($conn).+.addr)
                     .finish_non_exhaustive()
             }
         }

@@ -85,13 +85,7 @@ impl Publishing {
     }
 }
 
-impl<T> std::fmt::Debug for Sender<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("tokio::nats::Sender")
-            .field("addr", &self.inner.conn.addr)
-            .finish_non_exhaustive()
-    }
-}
+debug_by_addr!("tokio::nats::Sender", Sender<T>, inner.conn);
 
 /// The sending end of the channel at `addr`, as [`crate::nats::sender`].
 pub async fn sender<T: Serialize>(addr: &str, net: &Net) -> Result<Sender<T>> {
@@ -193,13 +187,7 @@ impl Pulling {
     }
 }
 
-impl<T> std::fmt::Debug for Receiver<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("tokio::nats::Receiver")
-            .field("addr", &self.inner.conn.addr)
-            .finish_non_exhaustive()
-    }
-}
+debug_by_addr!("tokio::nats::Receiver", Receiver<T>, inner.conn);
 
 /// The receiving end of the channel at `addr`, as [`crate::nats::receiver`].
 pub async fn receiver<T: DeserializeOwned>(addr: &str, net: &Net) -> Result<Receiver<T>> {
