@@ -584,6 +584,43 @@ fn no_wake_up_is_lost_under_random_pauses() {
     });
 }
 
+/// The same hunt through the `Sink` and the `Stream` of duplexes (whose
+/// steps are their own code: no turns, and a receive that also finishes a
+/// frame of ours): one side feeds messages and flushes now and then, the
+/// other takes them from its stream, with random pauses on both sides.
+#[test]
+fn no_wake_up_is_lost_through_the_sink_and_the_stream() {
+    checked(240, || {
+        let n = 50_000 * util::stress();
+        for t in [T::Stream, T::SeqPacket, T::Shm] {
+            let (a, b) = duplex_pair(t);
+            let rt = runtime();
+            rt.block_on(async {
+                let (mut a, mut b) = (a.into_async().unwrap(), b.into_async().unwrap());
+                let sending = tokio::spawn(async move {
+                    let mut dice = Dice::new();
+                    for i in 0..n {
+                        a.feed(numbered(i, 8)).await.unwrap();
+                        if dice.roll(8) == 0 {
+                            SinkExt::flush(&mut a).await.unwrap();
+                        }
+                        pause(&mut dice).await;
+                    }
+                    a.close().await.unwrap();
+                    a
+                });
+                let mut dice = Dice(Dice::new().0.rotate_left(23));
+                for i in 0..n {
+                    let m = b.next().await.unwrap().unwrap();
+                    assert_eq!(number_of(&m), i, "{t:?}");
+                    pause(&mut dice).await;
+                }
+                drop(sending.await.unwrap());
+            });
+        }
+    });
+}
+
 async fn pause(dice: &mut Dice) {
     match dice.roll(1000) {
         0 => tokio::time::sleep(Duration::from_micros(dice.roll(300))).await,
