@@ -144,6 +144,82 @@ fn wrong_keys_are_refused_and_a_silent_flood_or_a_huge_prefix_holds_up_no_one() 
     });
 }
 
+/// A listener's `incoming` stream on `unix:`, keyed `tcp://` and ZeroMQ:
+/// the server is `for_each_concurrent` over it (each peer answered in a
+/// future of its own), six clients at once are answered, and the server
+/// ends after the sixth; and a stream
+/// polled once with no one there, then dropped, loses no connection: the
+/// client that connects next is taken by `accept`.
+#[test]
+fn a_listeners_incoming_stream_gives_every_peer_and_dropping_it_loses_none() {
+    use futures_util::StreamExt;
+    checked(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let places = [
+            format!("unix:{}", dir.path().join("s").display()),
+            "tcp://127.0.0.1:0".to_string(),
+            "zmq+tcp://127.0.0.1:0".to_string(),
+        ];
+        for place in places {
+            let net = if place.starts_with("tcp:") {
+                keyed()
+            } else {
+                Net::new()
+            };
+            current_thread().block_on(async {
+                let listener = aio::listen(&place, &net).await.unwrap();
+                let addr = listener.endpoint().to_string();
+
+                // Left after one poll: nobody had come.
+                let mut early = listener.incoming::<String, String>();
+                assert!(futures_util::poll!(early.next()).is_pending(), "{place}");
+                drop(early);
+                // (A ZeroMQ peer is there to accept once it has said
+                // something.)
+                let first: aio::Duplex<String, String> = aio::connect(&addr, &net).await.unwrap();
+                first.send("first".into()).await.unwrap();
+                let peer = listener.accept::<String, String>().await.unwrap();
+                assert_eq!(peer.recv().await.unwrap(), "first", "{place}");
+
+                let listener = std::sync::Arc::new(listener);
+                let serving = std::sync::Arc::clone(&listener);
+                let server = tokio::spawn(async move {
+                    serving
+                        .incoming::<String, String>()
+                        .take(6)
+                        .for_each_concurrent(None, |ch| async move {
+                            // One job each (a ZeroMQ peer's going away is
+                            // never seen: no end of stream to wait for).
+                            let ch = ch.unwrap();
+                            let job = ch.recv().await.unwrap();
+                            ch.send(format!("{job} accomplished!")).await.unwrap();
+                        })
+                        .await
+                });
+                let mut clients = Vec::new();
+                for i in 0..6 {
+                    let ch: aio::Duplex<String, String> = aio::connect(&addr, &net).await.unwrap();
+                    ch.send(format!("job {i}")).await.unwrap();
+                    clients.push(ch);
+                }
+                for (i, ch) in clients.iter().enumerate() {
+                    assert_eq!(
+                        ch.recv().await.unwrap(),
+                        format!("job {i} accomplished!"),
+                        "{place}"
+                    );
+                }
+                drop(clients);
+                tokio::time::timeout(Duration::from_secs(10), server)
+                    .await
+                    .unwrap_or_else(|_| panic!("{place}: the server did not end"))
+                    .unwrap();
+                drop((first, peer));
+            });
+        }
+    });
+}
+
 /// Connects to `addr` with a 200 ms heartbeat, says hello, answers one
 /// request, then waits (heartbeats flowing) until told to stop.
 fn sleepy_client(addr: String, ctl: Duplex<(), ()>) {

@@ -7,6 +7,8 @@
 //! task), giving awaitable duplexes with the [`Net`]'s options.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use ::tokio::io::Interest as Want;
 use serde::Serialize;
@@ -152,6 +154,40 @@ impl Listener {
         }
     }
 
+    /// The peers as they come, as a `Stream` of awaitable channels (what
+    /// `accept` gives, in a loop), for `StreamExt`: `take`,
+    /// `for_each_concurrent` and the rest. A failed accept is an `Err`
+    /// item, and the stream goes on; it never ends. Dropping it (or
+    /// leaving it between polls) is as cancelling an `accept`: no
+    /// connection is lost.
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> procwire::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let addr = format!("unix:{}", dir.path().join("s").display());
+    /// let net = procwire::Net::new();
+    /// let listener = procwire::tokio::listen(&addr, &net).await?;
+    /// let client = procwire::tokio::connect::<String, String>(&addr, &net).await?;
+    /// client.send("hello".into()).await?;
+    /// let mut peers = listener.incoming::<String, String>();
+    /// let peer = peers.next().await.expect("a listener's stream never ends")?;
+    /// assert_eq!(peer.recv().await?, "hello");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn incoming<Out, In>(&self) -> Incoming<'_, Out, In>
+    where
+        Out: Serialize + DeserializeOwned,
+        In: Serialize + DeserializeOwned,
+    {
+        Incoming {
+            listener: self,
+            next: None,
+        }
+    }
+
     /// The address peers connect to.
     pub fn endpoint(&self) -> Endpoint {
         match &self.kind {
@@ -250,5 +286,39 @@ where
         #[cfg(feature = "zmq")]
         Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => super::zmq_link::connect(addr, net).await,
         e => Err(crate::endpoint::no_channel(addr, e)),
+    }
+}
+
+/// The peers of a [`Listener`] as they come: [`Listener::incoming`].
+pub struct Incoming<'a, Out, In> {
+    listener: &'a Listener,
+    /// The accept in flight, kept across polls.
+    next: Option<Accepting<'a, Out, In>>,
+}
+
+type Accepting<'a, Out, In> = Pin<Box<dyn Future<Output = Result<Duplex<Out, In>>> + Send + 'a>>;
+
+impl<'a, Out, In> futures_core::Stream for Incoming<'a, Out, In>
+where
+    Out: Serialize + DeserializeOwned + 'a,
+    In: Serialize + DeserializeOwned + 'a,
+{
+    type Item = Result<Duplex<Out, In>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let listener = this.listener;
+        let accepting = this.next.get_or_insert_with(|| Box::pin(listener.accept()));
+        let got = ready!(accepting.as_mut().poll(cx));
+        this.next = None;
+        Poll::Ready(Some(got))
+    }
+}
+
+impl<Out, In> std::fmt::Debug for Incoming<'_, Out, In> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("tokio::Incoming")
+            .field("endpoint", &self.listener.endpoint())
+            .finish_non_exhaustive()
     }
 }

@@ -76,7 +76,8 @@
 //!
 //! # Endpoints and children
 //!
-//! [`listen`], [`Listener::accept`] and [`connect`] open `unix:`,
+//! [`listen`], [`Listener::accept`] (or [`Listener::incoming`], a stream
+//! of peers) and [`connect`] open `unix:`,
 //! `tcp://` and (feature `zmq`) `zmq+tcp://` and `zmq+ipc://` endpoints on
 //! the runtime. A `tcp://` endpoint keeps every
 //! promise of the blocking one ([`crate::endpoint`]: the key policy, the
@@ -130,7 +131,7 @@ mod turn;
 pub mod zmq;
 #[cfg(feature = "zmq")]
 mod zmq_link;
-pub use endpoint::{Listener, connect, listen};
+pub use endpoint::{Incoming, Listener, connect, listen};
 pub use io::{PipeReader, PipeWriter, Socket};
 pub use pool::{Map, Pool};
 
