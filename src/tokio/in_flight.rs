@@ -32,15 +32,19 @@ pub(super) fn poll_started<T>(
     Poll::Ready(done)
 }
 
-/// Polls the step in flight, if any, to its end.
-pub(super) fn poll_step<T>(step: &mut InFlight<T>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+/// A `Sink`'s `poll_ready` and `poll_flush`: the send in flight, if any,
+/// polled to its end.
+pub(super) fn poll_sent(
+    step: &mut InFlight<crate::Result<()>>,
+    cx: &mut Context<'_>,
+) -> Poll<crate::Result<()>> {
     let step = step.get_mut().unwrap_or_else(PoisonError::into_inner);
     let Some(fut) = step else {
-        return Poll::Ready(None);
+        return Poll::Ready(Ok(()));
     };
     let done = ready!(fut.as_mut().poll(cx));
     *step = None;
-    Poll::Ready(Some(done))
+    Poll::Ready(done)
 }
 
 /// Puts a step in flight (the `Sink`'s `start_send`).

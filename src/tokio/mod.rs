@@ -843,8 +843,18 @@ async fn flush_all<T: Serialize>(
     slot: &Slot<T>,
 ) -> Result<()> {
     let _turn = waker.writing.lock().await;
-    poll_fn(|cx| slot.poll_send(tx, waker, cx)).await?;
-    poll_fn(|cx| poll_flush(tx, waker, cx)).await
+    poll_fn(|cx| poll_flush_all(tx, waker, slot, cx)).await
+}
+
+/// The step of an end's `flush` and of its `Sink`'s `poll_flush`.
+fn poll_flush_all<T: Serialize>(
+    tx: &crate::Sender<T>,
+    waker: &Waker,
+    slot: &Slot<T>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<()>> {
+    ready!(slot.poll_send(tx, waker, cx))?;
+    poll_flush(tx, waker, cx)
 }
 
 /// Finishes a frame the kernel took in part.
@@ -986,8 +996,7 @@ macro_rules! sink {
                 cx: &mut Context<'_>,
             ) -> Poll<Result<(), Self::Error>> {
                 let (tx, waker, slot) = self.get_mut().sink_parts();
-                ready!(slot.poll_send(tx, waker, cx))?;
-                poll_flush(tx, waker, cx)
+                poll_flush_all(tx, waker, slot, cx)
             }
 
             fn poll_close(
@@ -1182,7 +1191,10 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         let codec = self.rx.inner.codec();
         let (ours, bytes) = Hello::ours(sends, receives, codec)?;
         let tx = self.tx.get();
-        send_whole_by(tx, &self.rx.waker, &self.slot, || tx.try_send_bytes(&bytes)).await?;
+        send_whole_by(tx, &self.rx.waker, &self.slot, || {
+            tx.send_bytes_waiting(&bytes, Wait::Never)
+        })
+        .await?;
         let _turn = self.rx.waker.reading.lock().await;
         let take = || {
             self.rx

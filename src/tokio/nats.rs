@@ -45,7 +45,7 @@ use crate::nats::channel::{self, Pull};
 use crate::nats::connect::{Conn, debug_by_addr};
 use crate::nats::rpc;
 
-use super::in_flight::{InFlight, poll_started, poll_step, start, take};
+use super::in_flight::{InFlight, poll_sent, poll_started, start, take};
 
 /// Bounds a step of opening an end by the connect deadline.
 async fn opening<T>(conn: &Conn, net: &Net, step: impl Future<Output = Result<T>>) -> Result<T> {
@@ -135,7 +135,7 @@ impl<T: Serialize> futures_sink::Sink<T> for Sender<T> {
 
     /// Room once the message before is stored by the server.
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Poll::Ready(ready!(poll_step(&mut self.get_mut().sending, cx)).unwrap_or(Ok(())))
+        poll_sent(&mut self.get_mut().sending, cx)
     }
 
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {

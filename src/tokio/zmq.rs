@@ -53,7 +53,7 @@ use crate::remote::zmq::router::{from_peer, to_peer};
 use crate::remote::zmq::socket::{Opened, encode};
 use crate::zmq::{Kind, Peer};
 
-use super::in_flight::{InFlight, poll_started, poll_step, start, take};
+use super::in_flight::{InFlight, poll_sent, poll_started, start, take};
 
 /// A ZeroMQ socket as an awaitable channel. See the [module docs](self).
 pub struct Channel<Out, In> {
@@ -112,7 +112,7 @@ impl Ways {
     /// The `Sink`'s `poll_ready` and `poll_flush`: the message before
     /// handed to ZeroMQ.
     fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Poll::Ready(ready!(poll_step(&mut self.sending, cx)).unwrap_or(Ok(())))
+        poll_sent(&mut self.sending, cx)
     }
 
     /// The `Sink`'s `start_send`.

@@ -145,7 +145,8 @@ fn next_item<T: DeserializeOwned>(
 ) -> Option<Result<T, RecvError>> {
     match rx.recv_wait(wait) {
         Ok(v) => Some(Ok(v)),
-        Err(e) if e.kind() == ErrorKind::Empty && matches!(wait, Wait::Never) => None,
+        // (Only a receive that does not wait finds nothing.)
+        Err(e) if e.kind() == ErrorKind::Empty => None,
         Err(e) => {
             let e = RecvError::new(e);
             if e.kind() == ErrorKind::Disconnected {

@@ -492,14 +492,6 @@ impl<T> Sender<T> {
         self.core.send(wait, &[], &Encoded(bytes))
     }
 
-    /// [`send_bytes`](Sender::send_bytes) if there is room now: an async
-    /// hello's step (`ErrorKind::Full` when there is none, nothing
-    /// written).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn try_send_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.core.send(Wait::Never, &[], &Encoded(bytes))
-    }
-
     /// Writes the rest of a frame that [`try_send`](Sender::try_send) or
     /// [`send_timeout`](Sender::send_timeout) left partly written.
     pub fn flush(&self) -> Result<()> {
