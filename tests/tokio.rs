@@ -349,6 +349,54 @@ fn a_split_duplexs_halves_send_and_receive_at_once() {
     });
 }
 
+/// Closing a duplex's `Sink` (`SinkExt::close`, which `forward` calls when
+/// its stream ends) ends the writing direction, on every two-way transport
+/// with an end of stream and both runtimes: the peer, which answers every
+/// message and then, at the end of the stream, a count, reads that end
+/// while this side still receives the answers and the count. A send after
+/// the close fails and says why, rather than leaving a message nobody
+/// reads. Without the close the peer would wait for more, and this side
+/// for the count, for ever (the lesson's pipe whose unused end was not
+/// closed).
+#[test]
+fn closing_a_duplexs_sink_ends_the_peers_stream_and_the_answers_still_come() {
+    checked(120, || {
+        for (t, rt) in two_way_on_both_runtimes().filter(|(t, _)| !matches!(t, T::Dgram)) {
+            let (a, b) = duplex_pair(t);
+            rt.block_on(async {
+                let mut a = a.into_async().unwrap();
+                let peer = tokio::spawn(async move {
+                    let mut b = b.into_async().unwrap();
+                    let mut n = 0u32;
+                    while let Some(m) = b.next().await {
+                        b.send(numbered(number_of(&m.unwrap()), 20)).await.unwrap();
+                        n += 1;
+                    }
+                    b.send(numbered(n, 0)).await.unwrap();
+                });
+                let n = 300u32;
+                futures_util::stream::iter((0..n).map(|i| Ok(numbered(i, 100))))
+                    .forward(&mut a)
+                    .await
+                    .unwrap();
+                let e = a.send(numbered(n, 1)).await.unwrap_err().into_error();
+                assert!(e.to_string().contains("shut down"), "{t:?}: {e}");
+                let got =
+                    tokio::time::timeout(Duration::from_secs(10), (&mut a).collect::<Vec<_>>())
+                        .await
+                        .unwrap_or_else(|_| panic!("{t:?}: the peer never saw the end"));
+                let got: Vec<u32> = got.into_iter().map(|m| number_of(&m.unwrap())).collect();
+                assert_eq!(
+                    got,
+                    (0..=n).collect::<Vec<_>>(),
+                    "{t:?}: the answers, then the count"
+                );
+                peer.await.unwrap();
+            });
+        }
+    });
+}
+
 /// A message fed to a `Sink` leaves before anything written after it on
 /// the same end, whichever way: a later `send` sends it first, and the
 /// end's own `flush` (which hides `SinkExt::flush`) delivers it, on a

@@ -208,6 +208,8 @@ pub(crate) struct Writer {
     spill: Option<Region>,
     /// Spilled messages published.
     spilled: u64,
+    /// [`close`](Writer::close)d here: nothing more is published.
+    closed: bool,
 }
 
 /// The consuming end of a ring.
@@ -239,6 +241,7 @@ impl Writer {
             seen_head,
             spill: None,
             spilled,
+            closed: false,
         }
     }
 
@@ -429,12 +432,19 @@ impl Writer {
     }
 
     /// Tells the reader no more messages come (after those published).
-    pub(crate) fn close(&self) {
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
         self.region
             .u32_at(OFF_WRITER_CLOSED)
             .store(1, Ordering::SeqCst);
         wake(&self.region, OFF_DATA_SEQ);
         ready::signal(self.efds.data.as_fd());
+    }
+
+    /// Whether this writer was closed: a message written now would come
+    /// after the reader was told none would.
+    pub(crate) fn closed(&self) -> bool {
+        self.closed
     }
 
     /// Waits for room (or the reader's departure) until `deadline`, using

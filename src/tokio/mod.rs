@@ -72,7 +72,11 @@
 //! `send`, a `flush`, from any task) sends it first, so messages leave in
 //! the order they were handed over, whichever way. One still buffered when
 //! the end is dropped is dropped with it, as a `Sink`'s unflushed message
-//! is: `flush` or `close` delivers it.
+//! is: `flush` or `close` delivers it. `SinkExt::close` (which `forward`
+//! calls when its stream ends) then ends the writing direction, as
+//! dropping the last sender does: the peer reads the end of the stream
+//! while a duplex still receives its answers (a pipe's reader sees the end
+//! when the write end is dropped, as with tokio's own pipe).
 //!
 //! # Endpoints and children
 //!
@@ -859,8 +863,19 @@ fn poll_flush_all<T: Serialize>(
 
 /// Finishes a frame the kernel took in part.
 fn poll_flush<T>(tx: &crate::Sender<T>, waker: &Waker, cx: &mut Context<'_>) -> Poll<Result<()>> {
+    poll_finish(tx, waker, cx, crate::channel::SendCore::flush)
+}
+
+/// Finishes a frame the kernel took in part with `finish` (the send gate's
+/// `flush` or `close`), once there is room and no other thread is sending.
+fn poll_finish<T>(
+    tx: &crate::Sender<T>,
+    waker: &Waker,
+    cx: &mut Context<'_>,
+    finish: fn(&crate::channel::SendCore, Wait) -> Result<()>,
+) -> Poll<Result<()>> {
     poll_room(tx.core(), waker, cx, || {
-        match tx.core().flush(Wait::Never) {
+        match finish(tx.core(), Wait::Never) {
             Err(e) if e.kind() == ErrorKind::Full => None,
             other => Some(other),
         }
@@ -999,11 +1014,18 @@ macro_rules! sink {
                 poll_flush_all(tx, waker, slot, cx)
             }
 
+            /// Sends what is buffered, then ends the writing direction as
+            /// dropping the last sender does: the peer reads the end of the
+            /// stream (on a socket, `tcp://` or shared memory; a pipe ends
+            /// when its write end is dropped), while a duplex still
+            /// receives. A send after it is an error.
             fn poll_close(
                 self: Pin<&mut Self>,
                 cx: &mut Context<'_>,
             ) -> Poll<Result<(), Self::Error>> {
-                self.poll_flush(cx)
+                let (tx, waker, slot) = self.get_mut().sink_parts();
+                ready!(slot.poll_send(tx, waker, cx))?;
+                poll_finish(tx, waker, cx, crate::channel::SendCore::close)
             }
         }
     };

@@ -637,9 +637,15 @@ impl Conn {
     /// Whether this socket's own writing direction is shut down while its
     /// peer is still there (a send then fails with `EPIPE` although nobody
     /// closed the other end): the peer's close would have hung it up.
+    /// A shared-memory end's ring closed by this end says so itself.
     pub(crate) fn own_write_shut(&self) -> bool {
-        matches!(self.transport(), Transport::Stream | Transport::SeqPacket)
-            && matches!(sys::hung_up(self.fd.as_fd()), Ok(false))
+        if let Some(tx) = self.rings().and_then(|s| s.tx.as_ref()) {
+            return ring(tx).closed();
+        }
+        matches!(
+            self.transport(),
+            Transport::Stream | Transport::SeqPacket | Transport::Tcp
+        ) && matches!(sys::hung_up(self.fd.as_fd()), Ok(false))
     }
 
     /// A copy of the descriptor, for `into_fd`: this end is marked shared

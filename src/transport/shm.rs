@@ -68,6 +68,17 @@ pub(super) fn ring<T>(m: &Gate<T>) -> Pass<'_, T> {
         .expect("a shared-memory ring is never locked twice by one thread")
 }
 
+/// `EPIPE` once this end closed its ring (`Conn::shutdown_write`): the
+/// reader was told no more messages come, and one written now could be
+/// lost unseen. (The channel names the cause: `Conn::own_write_shut`.)
+#[inline]
+fn open(w: &shm::Writer) -> io::Result<()> {
+    if w.closed() {
+        return Err(io::ErrorKind::BrokenPipe.into());
+    }
+    Ok(())
+}
+
 pub(super) fn ring_error(e: shm::RingError) -> io::Error {
     match e {
         shm::RingError::Corrupt(why) => io::Error::new(
@@ -286,6 +297,7 @@ impl Conn {
             ));
         };
         let mut w = ring(tx);
+        open(&w)?;
         if bytes.len() > w.max_message() {
             drop(w);
             return self.write_out_of_line(bytes);
@@ -328,6 +340,7 @@ impl Conn {
         };
         use std::cmp::Ordering::{Equal, Greater};
         let mut w = ring(tx);
+        open(&w)?;
         if len > shm::SPILL_MAX {
             return Ok(None);
         }
@@ -356,6 +369,7 @@ impl Conn {
     /// of its own; then a payload-less record announces it.
     pub(super) fn write_out_of_line(&self, bytes: &[u8]) -> io::Result<usize> {
         let mut tx = ring(self.shm_tx()?);
+        open(&tx)?;
         if bytes.len() <= shm::SPILL_MAX {
             let copy = |slot: &mut shm::Slot<'_>| io::Write::write_all(slot, bytes);
             let (copied, _) = self.spill(&mut tx, bytes.len(), copy)?;

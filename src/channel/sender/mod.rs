@@ -261,10 +261,10 @@ impl SendCore {
     fn write_error(&self, e: io::Error, wait: Wait) -> Error {
         if sys::is_disconnect(&e) && self.conn.own_write_shut() {
             return Error::io(
-                "this end's socket was shut down for writing in this process or another \
-                 holding a copy of it (dropping the last procwire sender on a socket does \
-                 that unless the descriptor left in a message or by `into_fd`); the \
-                 receiver may well be there still",
+                "this end was shut down for writing, in this process or another holding a \
+                 copy of it (an async end's `SinkExt::close` does that, and so does dropping \
+                 the last procwire sender on a socket unless the descriptor left in a \
+                 message or by `into_fd`); the receiver may well be there still",
                 e,
             );
         }
@@ -304,10 +304,26 @@ impl SendCore {
     }
 
     pub(crate) fn flush(&self, wait: Wait) -> Result<()> {
+        self.finish_then(wait, || ())
+    }
+
+    /// Writes the rest of a pending frame, then ends the writing direction
+    /// as the last sender's drop does ([`Conn::shutdown_write`]): the peer
+    /// reads the end of the stream. Nothing is cut short: the gate is held
+    /// meanwhile, so a clone's frame in progress is finished first.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn close(&self, wait: Wait) -> Result<()> {
+        self.finish_then(wait, || self.conn.shutdown_write())
+    }
+
+    /// Enters the gate, writes the rest of a pending frame, then `then`.
+    fn finish_then(&self, wait: Wait, then: impl FnOnce()) -> Result<()> {
         let Some(mut pass) = self.out.enter(wait) else {
             return Err(self.not_entered(wait));
         };
-        self.finish(&mut pass, wait)
+        self.finish(&mut pass, wait)?;
+        then();
+        Ok(())
     }
 
     /// Whether another thread is sending on this channel right now.
