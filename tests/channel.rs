@@ -3,7 +3,7 @@
 
 mod util;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use procwire::{
     ByteBuf, CodecKind, Duplex, ErrorKind, Kind, Options, Pipe, Receiver, Sender, SocketPair,
@@ -349,6 +349,52 @@ fn a_timed_receive_returns_by_its_deadline_with_a_frame_stuck_half_written() {
         let e = a.flush_timeout(Duration::from_millis(100)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
         drop(b);
+    });
+}
+
+/// A duplex takes deadlines as instants too, as its halves do: a receive
+/// with nothing coming returns `Timeout` by it, a send into a full channel
+/// hands the value back by it, and both work once the peer moves.
+#[test]
+fn a_duplex_sends_and_receives_by_an_instant() {
+    checked(30, || {
+        let (a, b) = SocketPair::new(Kind::SeqPacket)
+            .duplex::<ByteBuf, ByteBuf>()
+            .unwrap();
+        let start = Instant::now();
+        let e = a
+            .recv_deadline(start + Duration::from_millis(200))
+            .unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        assert!(
+            start.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            start.elapsed()
+        );
+        let mut sent = 0;
+        let back = loop {
+            let deadline = Instant::now() + Duration::from_millis(50);
+            match a.send_deadline(ByteBuf::from(vec![sent as u8; 1000]), deadline) {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    assert!(Instant::now() >= deadline, "returned before its deadline");
+                    break e.into_inner();
+                }
+            }
+            assert!(sent < 100_000, "the channel never filled");
+        };
+        assert_eq!(back[0], sent as u8, "the value came back");
+        for i in 0..sent {
+            assert_eq!(b.recv().unwrap()[0], i as u8);
+        }
+        b.send(ByteBuf::from(vec![7])).unwrap();
+        let got = a
+            .recv_deadline(Instant::now() + Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(&got[..], &[7]);
+        a.send_deadline(back, Instant::now() + Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(b.recv().unwrap()[0], sent as u8);
     });
 }
 

@@ -61,6 +61,15 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         self.tx.send_timeout(value, timeout)
     }
 
+    /// Sends, waiting until `deadline` at most. See [`Sender::send_deadline`].
+    pub fn send_deadline(
+        &self,
+        value: Out,
+        deadline: Instant,
+    ) -> Result<(), SendTimeoutError<Out>> {
+        self.tx.send_deadline(value, deadline)
+    }
+
     /// Sends with descriptors attached. See [`Sender::send_with_fds`].
     pub fn send_with_fds(&self, value: Out, fds: &[BorrowedFd<'_>]) -> Result<(), SendError<Out>> {
         self.tx.send_with_fds(value, fds)
@@ -116,7 +125,12 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// the deadline, also while a frame this end sent is still being
     /// written (it goes on writing it while it waits).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<In, RecvTimeoutError> {
-        let deadline = Instant::now() + timeout;
+        self.recv_deadline(Instant::now() + timeout)
+    }
+
+    /// [`recv_timeout`](Duplex::recv_timeout) with an instant. See
+    /// [`Receiver::recv_deadline`].
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<In, RecvTimeoutError> {
         self.recv_writing(Wait::Until(deadline), |w| self.rx.recv_wait(w))
             .map_err(RecvTimeoutError::new)
     }
