@@ -365,6 +365,9 @@ fn closing_a_duplexs_sink_ends_the_peers_stream_and_the_answers_still_come() {
             let (a, b) = duplex_pair(t);
             rt.block_on(async {
                 let mut a = a.into_async().unwrap();
+                // The peer stays until told: a send here after the close
+                // must fail for the close, not for a peer that left.
+                let (leave, told) = tokio::sync::oneshot::channel::<()>();
                 let peer = tokio::spawn(async move {
                     let mut b = b.into_async().unwrap();
                     let mut n = 0u32;
@@ -373,14 +376,19 @@ fn closing_a_duplexs_sink_ends_the_peers_stream_and_the_answers_still_come() {
                         n += 1;
                     }
                     b.send(numbered(n, 0)).await.unwrap();
+                    let _ = told.await;
                 });
                 let n = 300u32;
                 futures_util::stream::iter((0..n).map(|i| Ok(numbered(i, 100))))
                     .forward(&mut a)
                     .await
                     .unwrap();
-                let e = a.send(numbered(n, 1)).await.unwrap_err().into_error();
-                assert!(e.to_string().contains("shut down"), "{t:?}: {e}");
+                // Small, and large (out of line on shared memory).
+                for len in [1, 2 << 20] {
+                    let e = a.send(numbered(n, len)).await.unwrap_err().into_error();
+                    assert!(e.to_string().contains("shut down"), "{t:?}: {e}");
+                }
+                leave.send(()).unwrap();
                 let got =
                     tokio::time::timeout(Duration::from_secs(10), (&mut a).collect::<Vec<_>>())
                         .await

@@ -109,6 +109,9 @@ pub(crate) enum RingError {
     TooLarge { len: usize, max: usize },
     /// The consumer is gone.
     ReaderGone,
+    /// This writer was [`close`](Writer::close)d: the reader was told no
+    /// more messages come, so one published now could be lost unseen.
+    Closed,
 }
 
 fn pad8(n: usize) -> usize {
@@ -368,6 +371,9 @@ impl Writer {
     /// where its header goes and how far the record moves our position.
     /// Nothing is visible to the reader until [`commit`](Writer::commit).
     fn reserve(&mut self, payload: usize) -> Result<Option<(usize, usize)>, RingError> {
+        if self.closed {
+            return Err(RingError::Closed);
+        }
         if self.region.u32_at(OFF_READER_GONE).load(Ordering::Acquire) != 0 {
             return Err(RingError::ReaderGone);
         }
@@ -441,8 +447,8 @@ impl Writer {
         ready::signal(self.efds.data.as_fd());
     }
 
-    /// Whether this writer was closed: a message written now would come
-    /// after the reader was told none would.
+    /// Whether this writer was closed (a record it would publish now is
+    /// refused: [`RingError::Closed`]).
     pub(crate) fn closed(&self) -> bool {
         self.closed
     }

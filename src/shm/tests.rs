@@ -55,6 +55,27 @@ fn a_full_ring_says_so_and_a_too_large_message_is_refused() {
     assert_eq!(w.try_write(&[1]), Err(RingError::ReaderGone));
 }
 
+/// A closed writer's records are refused, inline and out of line: what
+/// was published before the close is still read, then the end.
+#[test]
+fn a_closed_writer_publishes_nothing_more() {
+    let (mut w, mut r) = pair(4096);
+    assert!(w.try_write(&[1; 10]).unwrap());
+    w.close();
+    assert_eq!(w.try_write(&[2; 10]), Err(RingError::Closed));
+    assert_eq!(
+        w.try_write_out_of_line(3000, Outside::Once, None),
+        Err(RingError::Closed)
+    );
+    let mut out = Vec::new();
+    assert_eq!(
+        r.try_read(&mut out, false).unwrap(),
+        Some(Record::Inline(10))
+    );
+    assert_eq!(r.try_read(&mut out, false).unwrap(), None);
+    assert!(r.writer_closed());
+}
+
 #[test]
 fn a_scribbled_ring_is_an_error_never_a_crash() {
     let (_w, mut r) = pair(4096);

@@ -68,17 +68,6 @@ pub(super) fn ring<T>(m: &Gate<T>) -> Pass<'_, T> {
         .expect("a shared-memory ring is never locked twice by one thread")
 }
 
-/// `EPIPE` once this end closed its ring (`Conn::shutdown_write`): the
-/// reader was told no more messages come, and one written now could be
-/// lost unseen. (The channel names the cause: `Conn::own_write_shut`.)
-#[inline]
-fn open(w: &shm::Writer) -> io::Result<()> {
-    if w.closed() {
-        return Err(io::ErrorKind::BrokenPipe.into());
-    }
-    Ok(())
-}
-
 pub(super) fn ring_error(e: shm::RingError) -> io::Error {
     match e {
         shm::RingError::Corrupt(why) => io::Error::new(
@@ -88,6 +77,9 @@ pub(super) fn ring_error(e: shm::RingError) -> io::Error {
         // The sender reports EMSGSIZE as FrameTooLarge, with the ring's limit.
         shm::RingError::TooLarge { .. } => rustix::io::Errno::MSGSIZE.into(),
         shm::RingError::ReaderGone => io::ErrorKind::BrokenPipe.into(),
+        // Closed here (`Conn::shutdown_write`): the channel names the
+        // cause (`Conn::own_write_shut`).
+        shm::RingError::Closed => io::ErrorKind::BrokenPipe.into(),
     }
 }
 
@@ -297,7 +289,6 @@ impl Conn {
             ));
         };
         let mut w = ring(tx);
-        open(&w)?;
         if bytes.len() > w.max_message() {
             drop(w);
             return self.write_out_of_line(bytes);
@@ -340,7 +331,6 @@ impl Conn {
         };
         use std::cmp::Ordering::{Equal, Greater};
         let mut w = ring(tx);
-        open(&w)?;
         if len > shm::SPILL_MAX {
             return Ok(None);
         }
@@ -369,7 +359,6 @@ impl Conn {
     /// of its own; then a payload-less record announces it.
     pub(super) fn write_out_of_line(&self, bytes: &[u8]) -> io::Result<usize> {
         let mut tx = ring(self.shm_tx()?);
-        open(&tx)?;
         if bytes.len() <= shm::SPILL_MAX {
             let copy = |slot: &mut shm::Slot<'_>| io::Write::write_all(slot, bytes);
             let (copied, _) = self.spill(&mut tx, bytes.len(), copy)?;
@@ -420,6 +409,11 @@ impl Conn {
         new_spill: Option<sys::shm::Region>,
         once: Option<OwnedFd>,
     ) -> io::Result<usize> {
+        // (The ring refuses the record of a closed writer; its file must
+        // not go to the reader first.)
+        if tx.closed() {
+            return Err(ring_error(shm::RingError::Closed));
+        }
         if let Some(fd) = new_spill.as_ref().map(|r| r.fd()).or(once.as_ref()) {
             sys::send(self.fd.as_fd(), &[IoSlice::new(&[0])], &[fd.as_fd()], true)?;
         }
