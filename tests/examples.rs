@@ -6,6 +6,7 @@
 
 mod util;
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -57,13 +58,19 @@ fn run(name: &str, args: &[&str]) -> String {
         .unwrap();
     // (Small outputs: they fit the pipes while the example runs.)
     let status = wait_std(&mut child, 60);
-    let read = |r: Option<&mut dyn std::io::Read>| {
-        let mut s = String::new();
-        r.unwrap().read_to_string(&mut s).unwrap();
-        s
-    };
-    let out = read(child.stdout.as_mut().map(|s| s as _));
-    let err = read(child.stderr.as_mut().map(|s| s as _));
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(
         status.success(),
         "{name} {args:?}: {status}\nstdout:\n{out}\nstderr:\n{err}"
