@@ -31,6 +31,8 @@ crit = load("criterion.json")
 seconds = load("seconds.json")
 borrow = load("borrow.json")
 asynch = load("async.json")
+# The same rows received with `recv_with` (`bench --async --borrow`).
+asynch_lent = load("async-borrow.json")
 syscalls = load("syscalls.json")
 instructions = load("instructions.json")
 nofds = load("nofds.json")
@@ -236,9 +238,9 @@ def typed_floor(saved="bench.txt"):
     return out
 
 
-def floor_verdict(target, size=None, saved="bench.txt", rows=("pipe", "stream")):
-    """Where the minimal typed channel itself misses a round-trip target:
-    on which rows (and sizes, when `size` is None)."""
+def floor_verdict(target, size=None, saved="bench.txt", rows=("pipe", "stream"), who="minimal typed channel"):
+    """Where the minimal typed channel (`who`) itself misses a round-trip
+    target: on which rows (and sizes, when `size` is None)."""
     below = [
         t if size else f"{t} {size_name(n)}"
         for (t, n), v in sorted(typed_floor(saved).items())
@@ -246,7 +248,7 @@ def floor_verdict(target, size=None, saved="bench.txt", rows=("pipe", "stream"))
     ]
     if not below:
         return ""
-    return f"; the minimal typed channel misses it too on {' and '.join(below)}"
+    return f"; the {who} misses it too on {' and '.join(below)}"
 
 
 def render_typed_floor_note(saved="bench.txt", rows=bench, names=("pipe", "stream")):
@@ -272,6 +274,11 @@ def render_targets():
     n4k = {t: row(nofds, t, 4 * KiB, "same")["ratio"] for t in ("stream", "dgram", "seqpacket")}
     i64 = {t: row(into, t, 64, "same")["ratio"] for t in ("pipe", "stream", "dgram", "seqpacket")}
     i4k = {t: row(into, t, 4 * KiB, "same")["ratio"] for t in ("pipe", "stream", "dgram", "seqpacket")}
+    # Received with `recv_with` (`bench --async --borrow`, its blocking rows).
+    b64 = {t: row(asynch_lent, t, 64, "same")["ratio"] for t in ("pipe", "stream", "dgram", "seqpacket")}
+    b4k = {t: row(asynch_lent, t, 4 * KiB, "same")["ratio"] for t in ("pipe", "stream", "dgram", "seqpacket")}
+    lent_floor = typed_floor("async-borrow.txt")
+    lean_lent = lambda n: ", ".join(f"{t} {x(lent_floor[(t, n)])}" for t in ("pipe", "stream"))
     owned = {t: row(bench, t, MiB, "same")["throughput_ratio"] for t in ("stream", "pipe")}
     lent = {t: row(borrow, t, MiB, "same")["throughput_ratio"] for t in ("stream", "pipe")}
     spin = row(bench, "shm-spin", 64, "split")
@@ -312,9 +319,9 @@ def render_targets():
         "|---|---|---|",
         f"| system calls per message equal to raw's (hard gate) | {fmt(extra_calls)} (system calls per round trip, procwire / raw) | {verdict(max(extra_calls.values()), 1.01)} |",
         f"| ≤ 500 user-space instructions per small message over raw (hard gate) | {ins} with `recv`; {ins_into} with `recv_into`; {ins_lent} with `recv_with` | {verdict(max(extra_ins.values()), 500)} (worst) |",
-        f"| typed 64 B round trip ≤ 1.05x raw | {fmt(t64)} (one CPU); sockets built with `Options::descriptors(false)` (`bench --no-fds`, receiving with recv(2)): {fmt(n64)}; receiving into one `ByteBuf` (`recv_into`, `bench --into`): {fmt(i64)}; the minimal typed channel (`typed floor:`): {lean(64)} | {verdict(max(t64.values()), 1.05)} (worst){floor_verdict(1.05, 64)}; without descriptors {verdict(max(n64.values()), 1.05)} (worst); with `recv_into` {verdict(max(i64.values()), 1.05)} (worst) |",
+        f"| typed 64 B round trip ≤ 1.05x raw | {fmt(t64)} (one CPU); sockets built with `Options::descriptors(false)` (`bench --no-fds`, receiving with recv(2)): {fmt(n64)}; receiving into one `ByteBuf` (`recv_into`, `bench --into`): {fmt(i64)}; borrowing (`recv_with`, `bench --async --borrow`): {fmt(b64)}; the minimal typed channel (`typed floor:`): {lean(64)}, borrowing {lean_lent(64)} | {verdict(max(t64.values()), 1.05)} (worst){floor_verdict(1.05, 64)}; without descriptors {verdict(max(n64.values()), 1.05)} (worst); with `recv_into` {verdict(max(i64.values()), 1.05)} (worst); with `recv_with` {verdict(max(b64.values()), 1.05)} (worst) |",
         f"| p99 ≤ 1.3x raw's p99 | {fmt(p99)} | {verdict(max(p99.values()), 1.3)} (worst) |",
-        f"| typed 4 KiB byte payload ≤ 1.08x raw | {fmt(t4k)}; without descriptors {fmt(n4k)}; with `recv_into` {fmt(i4k)}; the minimal typed channel (`typed floor:`): {lean(4 * KiB)} | {verdict(max(t4k.values()), 1.08)} (worst){floor_verdict(1.08, 4 * KiB)}; without descriptors {verdict(max(n4k.values()), 1.08)} (worst); with `recv_into` {verdict(max(i4k.values()), 1.08)} (worst) |",
+        f"| typed 4 KiB byte payload ≤ 1.08x raw | {fmt(t4k)}; without descriptors {fmt(n4k)}; with `recv_into` {fmt(i4k)}; with `recv_with` {fmt(b4k)}; the minimal typed channel (`typed floor:`): {lean(4 * KiB)}, borrowing {lean_lent(4 * KiB)} | {verdict(max(t4k.values()), 1.08)} (worst){floor_verdict(1.08, 4 * KiB)}; without descriptors {verdict(max(n4k.values()), 1.08)} (worst); with `recv_into` {verdict(max(i4k.values()), 1.08)} (worst); with `recv_with` {verdict(max(b4k.values()), 1.08)} (worst){floor_verdict(1.08, 4 * KiB, 'async-borrow.txt', who='minimal typed channel borrowing')} |",
         f"| 1 MiB one way, borrowing receive ≥ 0.95x raw stream, ≥ 0.90x raw pipe | {fmt(lent)} (`bench --borrow`) | stream {verdict(lent['stream'], 0.95, False)}; pipe {verdict(lent['pipe'], 0.90, False)} |",
         f"| 1 MiB one way, owned `recv` ≥ 0.85x raw | {fmt(owned)} | {verdict(min(owned.values()), 0.85, False)} (worst) |",
         f"| shm spinning 64 B ≤ 1.3x the raw ring | {x(spin['ratio'])} ({us(spin['median_ns'])} vs {us(spin['baseline_median_ns'])}) | {spin_verdict(spin['ratio'])} |",
@@ -436,20 +443,41 @@ def render_async_targets():
     fd = {(t, s): row(asynch, f"async-{t}", s, "same")["ratio"]
           for t in ASYNC_TRANSPORTS if t != "shm" for s in (64, 4096)}
     worst = max(fd.values())
+    lent = {(t, s): row(asynch_lent, f"async-{t}", s, "same")["ratio"]
+            for t in ASYNC_TRANSPORTS if t != "shm" for s in (64, 4096)}
     shm = row(asynch, "async-shm", 64, "same")
     floor = typed_floor("async.txt")
     lean = ", ".join(f"{t} {size_name(n)} {x(v)}" for (t, n), v in sorted(floor.items()) if t.startswith("async-"))
+    lent_floor = typed_floor("async-borrow.txt")
+    lean_lent = ", ".join(f"{t} {size_name(n)} {x(v)}" for (t, n), v in sorted(lent_floor.items()) if t.startswith("async-"))
+    ratios = lambda d: ", ".join(f"{t} {size_name(s)} {x(r)}" for (t, s), r in sorted(d.items(), key=lambda kv: kv[1]))
     lines = [
         "| target | result | |",
         "|---|---|---|",
         "| async round trip ≤ 1.15x raw tokio I/O at 64 B and 4 KiB | "
-        + ", ".join(f"{t} {size_name(s)} {x(r)}" for (t, s), r in sorted(fd.items(), key=lambda kv: kv[1]))
+        + ratios(fd)
         + f"; the minimal typed channel awaited (`typed floor:`): {lean}"
-        + f" | {verdict(worst, 1.15)}{floor_verdict(1.15, None, 'async.txt', ('async-pipe', 'async-stream'))} |",
+        + f"; borrowing (`recv_with`, `bench --async --borrow`): {ratios(lent)}, the minimal channel borrowing {lean_lent}"
+        + f" | {verdict(worst, 1.15)} (worst){floor_verdict(1.15, None, 'async.txt', ('async-pipe', 'async-stream'))}"
+        + f"; with `recv_with` {verdict(max(lent.values()), 1.15)} (worst)"
+        + f"{floor_verdict(1.15, None, 'async-borrow.txt', ('async-pipe', 'async-stream'), 'minimal typed channel borrowing')} |",
         f"| shared-memory async round trip ≤ 0.8x raw tokio `UnixStream`, one CPU | {x(shm['ratio'])} "
         f"({us(shm['median_ns'])} vs {us(shm['baseline_median_ns'])}) | {verdict(shm['ratio'], 0.8)} |",
     ]
     return "\n".join(lines)
+
+
+def render_async_lent_note():
+    """The awaited pipe and stream rows received with `recv_with`, beside
+    the minimal channel borrowing (one run of `bench --async --borrow`)."""
+    floor = typed_floor("async-borrow.txt")
+    return "; ".join(
+        f"{t} {size_name(n)} {x(row(asynch_lent, f'async-{t}', n, 'same')['ratio'])} "
+        f"(the minimal channel borrowing {x(floor[(f'async-{t}', n)])}, procwire's `recv` in the run above "
+        f"{x(row(asynch, f'async-{t}', n, 'same')['ratio'])})"
+        for t in ("pipe", "stream")
+        for n in (64, 4 * KiB)
+    )
 
 
 def render_run():
@@ -480,6 +508,7 @@ BLOCKS = {
     "syscalls-nofds": lambda: (FIG / "syscalls-nofds.md").read_text().rstrip(),
     "async": render_async,
     "async-targets": render_async_targets,
+    "async-lent": render_async_lent_note,
 }
 
 MARK = re.compile(r"<!-- figures:([a-z0-9-]+) -->(.*?)<!-- /figures -->", re.S)

@@ -59,12 +59,12 @@ enum Command {
         remote: bool,
         /// procwire receives with `recv_with` (the message looked at in its
         /// receive buffer, where raw reads into the caller's) instead of
-        /// `recv` (an owned `ByteBuf` per message).
+        /// `recv` (an owned `ByteBuf` per message), blocking and awaited.
         #[arg(long, conflicts_with = "into")]
         borrow: bool,
         /// procwire receives with `recv_into`, into one `ByteBuf` kept
         /// across messages (as raw reads into one buffer), instead of
-        /// `recv` (an owned `ByteBuf` per message).
+        /// `recv` (an owned `ByteBuf` per message), blocking and awaited.
         #[arg(long)]
         into: bool,
         /// procwire's socket channels are built without descriptors

@@ -327,11 +327,10 @@ fn the_pipe_pages_and_floor_lines_time_their_baselines_under_the_table() {
     assert!(n.iter().all(|&x| x > 0.0), "{line}");
 }
 
-/// The `typed floor:` line receives as the rows do: owned by default;
-/// borrowed under `--borrow`, but owned on the async rows, which always
-/// receive owned; and the blocking rows are left out under `--into` (the
-/// minimal channel has no receive into a kept buffer). No line where no
-/// pipe or stream row is up to a page.
+/// The `typed floor:` line receives as the rows do, blocking and awaited:
+/// owned by default, borrowed under `--borrow`; and there is none under
+/// `--into` (the minimal channel has no receive into a kept buffer), nor
+/// where no pipe or stream row is up to a page.
 #[test]
 fn the_typed_floor_receives_as_the_rows_do() {
     let quick = |more: &[&str]| {
@@ -350,11 +349,6 @@ fn the_typed_floor_receives_as_the_rows_do() {
             "received borrowed",
             &["stream 64 B ", "async-stream 64 B "],
         ),
-        (
-            &["--sizes", "64", "--async", "--into"],
-            "received owned",
-            &["async-stream 64 B "],
-        ),
     ] {
         let text = quick(more);
         let (line, n) = figures_after(&text, "typed floor:");
@@ -368,7 +362,11 @@ fn the_typed_floor_receives_as_the_rows_do() {
         assert_eq!(n.len(), rows.len(), "{more:?}: {line}");
         assert!(n.iter().all(|&x| x > 0.0), "{more:?}: {line}");
     }
-    for more in [&["--sizes", "64", "--into"][..], &["--sizes", "65536"]] {
+    for more in [
+        &["--sizes", "64", "--into"][..],
+        &["--sizes", "64", "--async", "--into"],
+        &["--sizes", "65536"],
+    ] {
         let text = quick(more);
         assert!(text.contains("\nstream "), "{more:?}: no row in\n{text}");
         assert!(!text.contains("typed floor:"), "{more:?}:\n{text}");
@@ -419,13 +417,34 @@ fn the_minimal_channel_round_trips_on_byte_streams_and_refuses_the_rest() {
             "asynclean stream 65536 100",
             "asynclean pipe 1048576 20",
             "asynclean pipe 4096 5000 oneway",
+            "asynclean stream 4096 500 borrow",
         ],
         &[
             ("lean pipe 64 10 into", "receives owned or borrowed"),
+            ("asynclean pipe 64 10 into", "receives owned or borrowed"),
             ("lean seqpacket 64 10", "on a pipe or a stream socket"),
             ("asynclean seqpacket 64 10", "on a pipe or a stream socket"),
         ],
     );
+}
+
+/// procwire's awaited ends as the bench's `async-*` rows drive them
+/// (`__roundtrips async`) carry every message whole, each of the three
+/// ways the rows receive (owned, `borrow`: `recv_with`, `into`:
+/// `recv_into` into one kept `ByteBuf`), on every transport the rows run
+/// on, a large frame included: each message's size is checked.
+#[test]
+fn awaited_rows_carry_messages_whole_each_way_of_receiving() {
+    let mut runs = Vec::new();
+    for t in ["pipe", "stream", "seqpacket", "dgram", "shm"] {
+        for how in ["", " borrow", " into"] {
+            runs.push(format!("async {t} 4096 300{how}"));
+        }
+    }
+    runs.push("async pipe 65536 50 borrow thread".into());
+    runs.push("async stream 65536 50 into".into());
+    let runs: Vec<&str> = runs.iter().map(String::as_str).collect();
+    roundtrips_run_or_refuse(&runs, &[]);
 }
 
 /// `__roundtrips ... queued`, what `scripts/instructions` counts as

@@ -9,7 +9,29 @@ use std::cell::{OnceCell, RefCell};
 use procwire::tokio as aio;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::link::{PLACE, look_at, receive};
 use super::*;
+
+/// Receives one message on procwire's awaitable end `$rx` (a receiver or
+/// a duplex) as the blocking rows receive (`--borrow`, `--into`), checking
+/// its size against `$buf`.
+macro_rules! typed_recv {
+    ($rx:expr, $buf:expr) => {
+        match receive() {
+            Receive::Borrowed => $rx.recv_with(|m| look_at(m, $buf)).await??,
+            Receive::Into => {
+                let mut place = PLACE.take();
+                let got = $rx.recv_into(&mut place).await.map(|()| place.len());
+                PLACE.set(place);
+                anyhow::ensure!(got? == $buf.len(), "wrong size");
+            }
+            Receive::Owned => {
+                let m = $rx.recv().await?;
+                anyhow::ensure!(m.len() == $buf.len(), "wrong size");
+            }
+        }
+    };
+}
 
 /// One end of an async link: the blocking end it was made from until its
 /// first use, then the runtime and the awaitable end (a runtime does not
@@ -146,14 +168,8 @@ impl AsyncLink {
         let live = self.live()?;
         live.rt.block_on(async {
             match &live.ends {
-                Ends::Wire(d) => {
-                    let m = d.recv().await?;
-                    anyhow::ensure!(m.len() == buf.len(), "wrong size");
-                }
-                Ends::Pipes(p) => {
-                    let m = p.1.recv().await?;
-                    anyhow::ensure!(m.len() == buf.len(), "wrong size");
-                }
+                Ends::Wire(d) => typed_recv!(d, buf),
+                Ends::Pipes(p) => typed_recv!(p.1, buf),
                 Ends::Stream(s) => {
                     s.with(async |s| s.read_exact(buf).await).await??;
                 }
@@ -164,12 +180,18 @@ impl AsyncLink {
                     let n = s.recv(buf).await?;
                     anyhow::ensure!(n == buf.len(), "wrong size");
                 }
-                // Owned, as the async rows receive.
+                // Owned or borrowed, as the rows receive.
                 Ends::Lean(io, frames) => {
+                    let borrow = match receive() {
+                        Receive::Into => {
+                            anyhow::bail!("the minimal channel receives owned or borrowed")
+                        }
+                        r => r == Receive::Borrowed,
+                    };
                     let got = frames
                         .with(async |f| {
                             loop {
-                                if let Some(got) = f.take(false)? {
+                                if let Some(got) = f.take(borrow)? {
                                     break anyhow::Ok(got);
                                 }
                                 let n = io.read(f.room()?).await?;

@@ -311,7 +311,7 @@ pub(super) fn set_receive(how: Receive) {
     RECEIVE.store(how as u8, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn receive() -> Receive {
+pub(super) fn receive() -> Receive {
     match RECEIVE.load(std::sync::atomic::Ordering::Relaxed) {
         1 => Receive::Borrowed,
         2 => Receive::Into,
@@ -322,7 +322,7 @@ fn receive() -> Receive {
 thread_local! {
     /// The buffer `Receive::Into` receives into, one per thread (each
     /// thread of a run is one end).
-    static PLACE: RefCell<ByteBuf> = RefCell::new(ByteBuf::default());
+    pub(super) static PLACE: RefCell<ByteBuf> = RefCell::new(ByteBuf::default());
 }
 
 /// Receives into this thread's [`PLACE`] and checks the size.
@@ -349,7 +349,7 @@ fn no_fds() -> bool {
 /// A borrowed `ByteBuf`, looked at where it arrived: the raw baseline's
 /// bytes land in the caller's buffer with one copy from the kernel, and
 /// these in procwire's receive buffer with one, so neither is copied again.
-fn look_at(m: procwire::Received<'_>, buf: &[u8]) -> Result<()> {
+pub(super) fn look_at(m: procwire::Received<'_>, buf: &[u8]) -> Result<()> {
     let bytes: &[u8] = m.decode()?;
     anyhow::ensure!(bytes.len() == buf.len(), "wrong size");
     Ok(())

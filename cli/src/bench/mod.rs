@@ -588,22 +588,21 @@ fn pipe_pages(quick: bool) -> Result<()> {
 /// read, received as the rows receive) against raw, rounds in turn, for
 /// each pipe and stream row on one CPU up to a page (the sizes of the
 /// round-trip targets); for their async rows, the same channel awaited on
-/// tokio against raw tokio (received owned, as those rows are). What any
-/// typed channel pays over raw there, and so what the row's own ratio is
-/// read against: (row, size, ratio). Empty when no row qualifies; without
-/// the blocking rows when procwire receives into one buffer (`--into`),
-/// which the minimal channel does not do.
+/// tokio against raw tokio. What any typed channel pays over raw there,
+/// and so what the row's own ratio is read against: (row, size, ratio).
+/// Empty when no row qualifies, or when procwire receives into one buffer
+/// (`--into`), which the minimal channel does not do.
 fn typed_floor(rows: &[Row], cfg: &Config) -> Result<Vec<(String, usize, f64)>> {
     let mut out = Vec::new();
+    if cfg.receive == Receive::Into {
+        return Ok(out);
+    }
     for t in [Transport::Pipe, Transport::Stream] {
         let sides = [
             (t.name().to_string(), Side::Raw(t), Side::Lean(t)),
             (Side::Async(t).name(), Side::RawAsync(t), Side::AsyncLean(t)),
         ];
         for (name, base, lean) in sides {
-            if lean == Side::Lean(t) && cfg.receive == Receive::Into {
-                continue;
-            }
             for r in rows
                 .iter()
                 .filter(|r| r.transport == name && r.pin == Pin::Same.name() && r.size <= PAGE)
@@ -778,7 +777,7 @@ pub fn run(cfg: Config) -> Result<()> {
         println!(
             "\ntyped floor: a minimal typed channel (postcard behind a length prefix, one write \
              and one read a message, received {}; nothing else; on the async rows awaited on \
-             tokio, received owned) against the row's raw baseline, one CPU, rounds in turn: {}",
+             tokio) against the row's raw baseline, one CPU, rounds in turn: {}",
             match cfg.receive {
                 Receive::Borrowed => "borrowed",
                 _ => "owned",
