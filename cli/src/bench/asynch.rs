@@ -182,12 +182,8 @@ impl AsyncLink {
                 }
                 // Owned or borrowed, as the rows receive.
                 Ends::Lean(io, frames) => {
-                    let borrow = match receive() {
-                        Receive::Into => {
-                            anyhow::bail!("the minimal channel receives owned or borrowed")
-                        }
-                        r => r == Receive::Borrowed,
-                    };
+                    // (Never into one buffer: refused as it was made.)
+                    let borrow = receive() == Receive::Borrowed;
                     let got = frames
                         .with(async |f| {
                             loop {

@@ -94,11 +94,18 @@ impl Inherit for Link {
 }
 
 impl Link {
-    /// Two ends of the minimal typed channel (`lean.rs`) on `t`.
+    /// Two ends of the minimal typed channel (`lean.rs`) on `t`, blocking
+    /// or to be awaited. Refused here, before a peer exists, where it does
+    /// not run: a peer that refused at its first receive would leave this
+    /// end a broken pipe to report instead.
     fn lean_pair(t: Transport) -> Result<(Link, Link)> {
         anyhow::ensure!(
             matches!(t, Transport::Pipe | Transport::Stream),
             "the minimal channel runs on a pipe or a stream socket"
+        );
+        anyhow::ensure!(
+            receive() != Receive::Into,
+            "the minimal channel receives owned or borrowed"
         );
         let (a, b) = Link::pair(Side::Raw(t))?;
         let lean = |l| match l {
@@ -118,24 +125,13 @@ impl Link {
             Side::Async(t) | Side::RawAsync(t) | Side::AsyncLean(t) => {
                 let (a, b) = match side {
                     Side::Async(_) => Link::pair(Side::Wire(t))?,
-                    // (Received owned, as the async rows are, whatever
-                    // `receive()` says.)
                     Side::AsyncLean(_) => Link::lean_pair(t)?,
                     _ => Link::pair(Side::Raw(t))?,
                 };
                 let end = |l| Link::Async(Box::new(super::asynch::AsyncLink::new(l)));
                 return Ok((end(a), end(b)));
             }
-            Side::Lean(t) => {
-                // Refused here, before a peer exists: a peer that refused
-                // at its first receive would leave this end a broken pipe
-                // to report instead.
-                anyhow::ensure!(
-                    receive() != Receive::Into,
-                    "the minimal channel receives owned or borrowed"
-                );
-                return Link::lean_pair(t);
-            }
+            Side::Lean(t) => return Link::lean_pair(t),
             Side::Ring(w) => {
                 let (tx1, rx1) = raw_ring(RING, w)?;
                 let (tx2, rx2) = raw_ring(RING, w)?;
