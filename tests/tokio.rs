@@ -487,15 +487,18 @@ fn try_send_and_try_recv_on_async_ends_keep_order_and_hand_back_what_did_not_fit
 }
 
 /// `supervise` on ends that turned async after they were made: with the
-/// other end of the socket still open here (so no end of stream ever
-/// comes), only the supervised process's death can end a pending
+/// other end of the socket (or of the shared-memory rings) still open here
+/// (so no end of stream ever comes), only the supervised process's death can end a pending
 /// `recv().await` or `send().await` (on a full channel), and it ends them
 /// with its signal.
 #[test]
 fn async_ends_supervised_after_the_conversion_end_their_awaits_when_the_child_dies() {
     checked(60, || {
-        for side in ["receiver", "sender", "duplex"] {
-            let (a, b) = duplex_pair(T::Stream);
+        for (t, side) in [T::Stream, T::Shm]
+            .into_iter()
+            .flat_map(|t| ["receiver", "sender", "duplex"].map(|side| (t, side)))
+        {
+            let (a, b) = duplex_pair(t);
             let mut cmd = procwire::Command::new("sleep");
             cmd.arg("60");
             let mut child = cmd.spawn().unwrap();
@@ -531,20 +534,20 @@ fn async_ends_supervised_after_the_conversion_end_their_awaits_when_the_child_di
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 assert!(
                     !waiting.is_finished(),
-                    "{side}: nothing ends it but the death"
+                    "{t:?} {side}: nothing ends it but the death"
                 );
                 killer.kill().unwrap();
                 tokio::time::timeout(Duration::from_secs(5), waiting)
                     .await
-                    .unwrap_or_else(|_| panic!("{side}: the death did not end the await"))
+                    .unwrap_or_else(|_| panic!("{t:?} {side}: the death did not end the await"))
                     .unwrap()
                     .unwrap_err()
             });
-            assert_eq!(e.kind(), ErrorKind::PeerExited, "{side}: {e}");
+            assert_eq!(e.kind(), ErrorKind::PeerExited, "{t:?} {side}: {e}");
             let status = e
                 .exit_status()
-                .unwrap_or_else(|| panic!("{side}: no status in {e}"));
-            assert_eq!(status.signal(), Some(9), "{side}: {e}");
+                .unwrap_or_else(|| panic!("{t:?} {side}: no status in {e}"));
+            assert_eq!(status.signal(), Some(9), "{t:?} {side}: {e}");
             util::wait_deadline(&mut child, 10);
             drop(b);
         }
@@ -988,6 +991,88 @@ fn an_async_end_outside_a_runtime_is_an_error() {
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
         assert!(e.to_string().contains("tokio runtime"), "{e}");
         drop(tx);
+    });
+}
+
+/// An async end that outlives the runtime it was made async on (its
+/// reactor shut down) fails a wait with an error that says so, never a
+/// false report of its supervised child's death (the child still runs) and
+/// never a hang, whether it waits to receive or for room to send. Turned
+/// blocking and async again inside the runtime that goes on, it works
+/// there, nothing lost, its supervision included.
+#[test]
+fn an_end_that_outlived_its_runtime_says_so_and_converts_again() {
+    checked(60, || {
+        for t in [T::Stream, T::Shm] {
+            let (a, b) = duplex_pair(t);
+            let mut cmd = procwire::Command::new("sleep");
+            cmd.arg("60");
+            let mut child = cmd.spawn().unwrap();
+            let killer = child.killer();
+            // Full, so that a send waits for room.
+            let mut filled = 0;
+            while a.try_send(numbered(filled, 4096)).is_ok() {
+                filled += 1;
+            }
+            let first = current_thread();
+            let a = first.block_on(async {
+                let a = a.into_async().unwrap();
+                a.supervise(&child);
+                // Waits of both directions: the child's pidfd and the
+                // channel are registered with this runtime's reactor.
+                let waited = tokio::time::timeout(Duration::from_millis(50), a.recv()).await;
+                assert!(waited.is_err(), "{t:?}: nothing was sent here");
+                a
+            });
+            drop(first);
+            let next = current_thread();
+            let (recv, send) = next.block_on(async {
+                let within = Duration::from_secs(5);
+                let recv = tokio::time::timeout(within, a.recv()).await;
+                let send = tokio::time::timeout(within, a.send(numbered(filled, 4096))).await;
+                (recv.expect("not a hang"), send.expect("not a hang"))
+            });
+            let recv = recv.unwrap_err().into_error();
+            let send = send.unwrap_err().into_error();
+            for e in [recv, send] {
+                assert_eq!(e.kind(), ErrorKind::Io, "{t:?}: {e}");
+                assert!(e.to_string().contains("has shut down"), "{t:?}: {e}");
+            }
+            assert!(child.try_wait().unwrap().is_none(), "{t:?}: the child runs");
+            // Blocking again, then async inside this runtime: every message
+            // sent arrives, and one comes back.
+            let a = a.into_blocking().unwrap();
+            let reading = std::thread::spawn(move || {
+                for i in 0..filled {
+                    assert_eq!(number_of(&b.recv().unwrap()), i, "{t:?}");
+                }
+                b.send(numbered(7, 8)).unwrap();
+                b
+            });
+            let _in = next.enter();
+            let a = a.into_async().unwrap();
+            let b = reading.join().unwrap();
+            next.block_on(async {
+                assert_eq!(number_of(&a.recv().await.unwrap()), 7, "{t:?}");
+                // Still supervised: only the child's death ends this wait.
+                let waiting = tokio::spawn(async move { a.recv().await.map(drop) });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                assert!(
+                    !waiting.is_finished(),
+                    "{t:?}: nothing ends it but the death"
+                );
+                killer.kill().unwrap();
+                let e = tokio::time::timeout(Duration::from_secs(5), waiting)
+                    .await
+                    .expect("the death ends the wait")
+                    .unwrap()
+                    .unwrap_err()
+                    .into_error();
+                assert_eq!(e.kind(), ErrorKind::PeerExited, "{t:?}: {e}");
+            });
+            util::wait_deadline(&mut child, 10);
+            drop(b);
+        }
     });
 }
 

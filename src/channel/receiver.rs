@@ -389,9 +389,9 @@ impl RecvCore {
                 // A blocking wait notices a vanished writer as it sleeps; a
                 // try_recv must say so too, or an event loop woken by the
                 // hang-up would find "empty" for ever.
-                Error::disconnected(
-                    "the process at the other end of the shared-memory ring is gone",
-                )
+                self.conn
+                    .shm_gone(Duration::ZERO)
+                    .unwrap_or_else(|e| Error::io(&self.context(), e))
             } else {
                 match self.wait_readable(wait) {
                     Ok(()) => continue,

@@ -233,7 +233,7 @@ async fn accept_unix(l: &UnixListener, ready: &Registered) -> Result<crate::Sock
             .0
             .readable()
             .await
-            .map_err(|e| Error::io("waiting for a connection", e))?;
+            .map_err(|e| super::reactor_gone("waiting for a connection", e))?;
         // The listening socket stays blocking: accept only what is there
         // now (readiness may be stale).
         let got = guard.try_io(|fd| {

@@ -18,7 +18,11 @@
 //!
 //! An end converts from a blocking one inside a runtime
 //! ([`Receiver::new`], or [`crate::Receiver::into_async`]) and back
-//! ([`Receiver::into_blocking`]).
+//! ([`Receiver::into_blocking`]). It stays with that runtime's reactor, as
+//! tokio's own sockets do: once the runtime shuts down, a wait on the end
+//! fails with an error that says so (never a hang, and never a supervised
+//! child's death that did not happen), and `into_blocking()` then
+//! `into_async()` inside another runtime move it there, nothing lost.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -161,6 +165,20 @@ fn in_runtime() -> Result<()> {
     }
 }
 
+/// A readiness wait that failed: tokio fails one only when the reactor the
+/// descriptor is registered with has shut down, its runtime dropped while
+/// the end lives on.
+fn reactor_gone(doing: &str, e: std::io::Error) -> Error {
+    Error::io(
+        &format!(
+            "{doing}: the tokio runtime this end was made async on has shut down, and an async \
+             end stays with its runtime's reactor (call `into_blocking()`, then `into_async()` \
+             inside the runtime that goes on)"
+        ),
+        e,
+    )
+}
+
 impl Registered {
     /// A duplicate of `fd`, registered.
     fn new(fd: BorrowedFd<'_>, want: Want) -> Result<Registered> {
@@ -252,28 +270,36 @@ impl Waker {
                 guard.clear_ready();
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::io("waiting for a channel", e))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(reactor_gone("waiting for a channel", e))),
             Poll::Pending => Poll::Pending,
         }
     }
 
     /// Whether the supervised child has exited (its pidfd is readable),
-    /// asked by the `dir` side.
+    /// asked by the `dir` side. Only the pidfd's readiness: a reactor that
+    /// shut down (the end outlived the runtime it was made async on) says
+    /// nothing of the child, and the channel's own wait reports it.
     fn peer_gone(&self, cx: &mut Context<'_>, dir: usize) -> bool {
+        matches!(self.poll_peer(cx, dir), Poll::Ready(Ok(())))
+    }
+
+    /// The supervised child's pidfd polled for readiness by the `dir`
+    /// side: `Pending` while it runs, and while no child is supervised or
+    /// no descriptor is left to register its pidfd (the wait still ends
+    /// when the child's end of the channel closes with it).
+    fn poll_peer(&self, cx: &mut Context<'_>, dir: usize) -> Poll<std::io::Result<()>> {
         let Some(p) = self.conn.peer() else {
-            return false;
+            return Poll::Pending;
         };
         let registered = match self.peer[dir].get() {
             Some(r) => r,
             None => match Registered::new(p.pidfd(), Want::READABLE) {
                 // One task waits per direction (the turns): no race to set.
                 Ok(r) => self.peer[dir].get_or_init(|| r),
-                // Out of descriptors: the wait still ends when the
-                // child's end of the channel closes with it.
-                Err(_) => return false,
+                Err(_) => return Poll::Pending,
             },
         };
-        registered.0.poll_read_ready(cx).is_ready()
+        registered.0.poll_read_ready(cx).map_ok(drop)
     }
 
     /// After an end of stream or a broken pipe on a supervised end, waits
@@ -303,10 +329,9 @@ impl Waker {
         };
         let _ = ::tokio::time::timeout(
             within,
-            poll_fn(|cx| match self.peer_gone(cx, dir) {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
-            }),
+            // (Over at once when the reactor has shut down: nothing more
+            // can be learnt.)
+            poll_fn(|cx| self.poll_peer(cx, dir).map(drop)),
         )
         .await;
         Err(self.conn.add_peer_fate(e, std::time::Duration::ZERO))
@@ -534,7 +559,7 @@ fn poll_take<T: DeserializeOwned, R>(
         let mut guard = match fd.poll_read_ready(cx) {
             Poll::Ready(Ok(guard)) => guard,
             Poll::Ready(Err(e)) => {
-                return Poll::Ready(Err(Error::io("waiting for a channel", e)));
+                return Poll::Ready(Err(reactor_gone("waiting for a channel", e)));
             }
             Poll::Pending if room => continue,
             Poll::Pending => {

@@ -538,15 +538,23 @@ impl Conn {
         Ok(match waited {
             shm::Waited::Ready => Waited::Ready,
             shm::Waited::TimedOut => Waited::TimedOut,
-            shm::Waited::PeerGone => match self.peer.get() {
-                Some(peer) => {
-                    let status = peer.exit_status(Some(Instant::now() + Duration::from_secs(5)))?;
-                    Waited::PeerExited(peer.exited_error(status))
-                }
-                None => Waited::PeerExited(Error::disconnected(
-                    "the process at the other end of the shared-memory ring is gone",
-                )),
-            },
+            shm::Waited::PeerGone => Waited::PeerExited(self.shm_gone(Duration::from_secs(5))?),
         })
+    }
+
+    /// Why the process at the other end of a shared-memory end is gone: a
+    /// supervised child whose exit status came within `within` is
+    /// `PeerExited` with it (as every transport's wait reports the death);
+    /// otherwise `Disconnected`, the side socket's hang-up (a child may
+    /// close its end and live on).
+    pub(crate) fn shm_gone(&self, within: Duration) -> io::Result<Error> {
+        if let Some(peer) = self.peer.get()
+            && let Some(status) = peer.exit_status(Some(Instant::now() + within))?
+        {
+            return Ok(peer.exited_error(Some(status)));
+        }
+        Ok(Error::disconnected(
+            "the process at the other end of the shared-memory ring is gone",
+        ))
     }
 }

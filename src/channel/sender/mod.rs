@@ -269,6 +269,16 @@ impl SendCore {
             );
         }
         if sys::is_disconnect(&e) {
+            // Shared memory learns that its reader died from the side
+            // socket and the supervised child's pidfd, and a wait for room
+            // reports the child's exit as `PeerExited`: a try that finds
+            // it says the same.
+            if self.conn.transport() == Transport::Shm
+                && let Ok(gone) = self.conn.shm_gone(Duration::ZERO)
+                && gone.kind() == ErrorKind::PeerExited
+            {
+                return gone;
+            }
             let err = Error::io("the receiver is gone", e);
             return self
                 .conn
