@@ -541,3 +541,65 @@ fn zmq_endpoints_listen_accept_and_connect() {
         assert!(mine.is_empty(), "procwire started threads: {mine:?}");
     });
 }
+
+/// A socket that outlives the runtime it was opened on (the `zeromq`
+/// crate's tasks for it, its connections, end with that runtime): its
+/// receive and its send, awaited on another runtime, fail at once with an
+/// error that says so, where the receive used to wait for ever and the
+/// send to fail as "send queue full/broken"; a router too. Sockets opened
+/// on the runtime that goes on work there.
+#[test]
+fn a_socket_that_outlived_its_runtime_says_so() {
+    checked(60, || {
+        let first = current_thread();
+        let (a, b, router) = first.block_on(async {
+            let a = zmq::bind::<String, String>(Kind::Dealer, "zmq+tcp://127.0.0.1:0", &opts())
+                .await
+                .unwrap();
+            let addr = a.endpoint().to_string();
+            let b = zmq::connect::<String, String>(Kind::Dealer, &addr, &opts())
+                .await
+                .unwrap();
+            b.send("before".into()).await.unwrap();
+            assert_eq!(a.recv().await.unwrap(), "before");
+            let router = zmq::bind_router::<String, String>("zmq+tcp://127.0.0.1:0", &opts())
+                .await
+                .unwrap();
+            (a, b, router)
+        });
+        drop(first);
+        let next = current_thread();
+        next.block_on(async {
+            let within = Duration::from_secs(5);
+            let recv = tokio::time::timeout(within, a.recv())
+                .await
+                .expect("not a hang");
+            let send = tokio::time::timeout(within, b.send("after".into()))
+                .await
+                .expect("not a hang");
+            let routed = tokio::time::timeout(within, router.recv())
+                .await
+                .expect("not a hang");
+            let errors = [
+                recv.unwrap_err().into_error(),
+                send.unwrap_err().into_error(),
+                routed.unwrap_err().into_error(),
+            ];
+            for e in errors {
+                assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+                assert!(e.to_string().contains("has shut down"), "{e}");
+            }
+            drop((a, b, router));
+            let a = zmq::bind::<String, String>(Kind::Dealer, "zmq+tcp://127.0.0.1:0", &opts())
+                .await
+                .unwrap();
+            let b =
+                zmq::connect::<String, String>(Kind::Dealer, &a.endpoint().to_string(), &opts())
+                    .await
+                    .unwrap();
+            b.send("here".into()).await.unwrap();
+            assert_eq!(a.recv().await.unwrap(), "here");
+        });
+        drop(next);
+    });
+}

@@ -6,7 +6,10 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Mutex;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, Semaphore};
 use zeromq::{SocketRecv, SocketSend, ZmqError, ZmqMessage};
 
 use super::bridge::{Zsock, peer_failed};
@@ -16,7 +19,13 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::{CodecKind, Net};
 
 /// The socket, as its sends and receives are awaited.
-pub(crate) enum Socket {
+pub(crate) struct Socket {
+    halves: Halves,
+    runtime: Lifeline,
+}
+
+/// The `zeromq` socket, whole or in its two halves.
+enum Halves {
     /// REQ and REP take turns, PUSH only sends, PULL only receives: one
     /// lock.
     Whole(Mutex<Zsock>),
@@ -31,6 +40,65 @@ fn z(e: ZmqError) -> Error {
     match e {
         ZmqError::NoMessage => Error::new(ErrorKind::Disconnected, "the ZeroMQ socket is closed"),
         e => zmq_error("ZeroMQ", e),
+    }
+}
+
+/// Whether the runtime a socket was opened on still runs. The `zeromq`
+/// crate's tasks for the socket (its connections' readers and writers)
+/// live there and end with it, after which a receive would wait for ever
+/// and a send fail for a reason it cannot name. A task of that runtime
+/// holds `closed` open: a runtime that shuts down drops its tasks, and the
+/// task's drop closes it.
+struct Lifeline {
+    closed: Arc<Semaphore>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Lifeline {
+    /// On the runtime the socket lives on.
+    fn new() -> Lifeline {
+        struct Close(Arc<Semaphore>);
+        impl Drop for Close {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        // No permits: only its closing ends an `acquire`.
+        let closed = Arc::new(Semaphore::new(0));
+        let held = Close(Arc::clone(&closed));
+        let task = tokio::spawn(async move {
+            let _held = held;
+            std::future::pending::<()>().await
+        });
+        Lifeline {
+            closed,
+            task: task.abort_handle(),
+        }
+    }
+
+    /// `op`, unless the runtime has shut down or does before it ends.
+    async fn run<R>(&self, op: impl Future<Output = Result<R>>) -> Result<R> {
+        let gone = || {
+            Error::new(
+                ErrorKind::Io,
+                "the tokio runtime this ZeroMQ socket was opened on has shut down, and the \
+                 socket's connections with it: open the socket again on the runtime that goes on",
+            )
+        };
+        if self.closed.is_closed() {
+            return Err(gone());
+        }
+        tokio::select! {
+            biased;
+            r = op => r,
+            _ = self.closed.acquire() => Err(gone()),
+        }
+    }
+}
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -56,30 +124,49 @@ impl Socket {
             .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what}: timed out")))?
             .map_err(|e| zmq_error(&what, e))?;
         let endpoint = bound.and_then(|b| parse_zmq_endpoint(&b));
-        let socket = match sock {
+        let halves = match sock {
             Zsock::Dealer(s) => {
                 let (tx, rx) = s.split();
-                Socket::Split {
+                Halves::Split {
                     tx: Mutex::new(Box::new(tx)),
                     rx: Mutex::new(Box::new(rx)),
                 }
             }
             Zsock::Router(s) => {
                 let (tx, rx) = s.split();
-                Socket::Split {
+                Halves::Split {
                     tx: Mutex::new(Box::new(tx)),
                     rx: Mutex::new(Box::new(rx)),
                 }
             }
-            whole => Socket::Whole(Mutex::new(whole)),
+            whole => Halves::Whole(Mutex::new(whole)),
+        };
+        let socket = Socket {
+            halves,
+            runtime: Lifeline::new(),
         };
         Ok((socket, endpoint))
     }
 
+    /// Sends one message (the runtime's end is an error: [`Lifeline`]).
     pub(crate) async fn send(&self, m: ZmqMessage) -> Result<()> {
+        self.runtime.run(self.halves.send(m)).await
+    }
+
+    /// The next message (the runtime's end is an error: [`Lifeline`]). A
+    /// peer's failure (it died mid-frame, sent garbage) is skipped, as
+    /// libzmq skips it, except on a REQ, whose one peer it is.
+    /// Cancel-safe: a receive dropped while it waits took no message.
+    pub(crate) async fn recv(&self) -> Result<ZmqMessage> {
+        self.runtime.run(self.halves.recv()).await
+    }
+}
+
+impl Halves {
+    async fn send(&self, m: ZmqMessage) -> Result<()> {
         match self {
-            Socket::Split { tx, .. } => tx.lock().await.send(m).await.map_err(z),
-            Socket::Whole(s) => match &mut *s.lock().await {
+            Halves::Split { tx, .. } => tx.lock().await.send(m).await.map_err(z),
+            Halves::Whole(s) => match &mut *s.lock().await {
                 Zsock::Req(s) => s.send(m).await.map_err(z),
                 Zsock::Rep(s) => s.send(m).await.map_err(z),
                 Zsock::Push(s) => s.send(m).await.map_err(z),
@@ -92,15 +179,11 @@ impl Socket {
         }
     }
 
-    /// The next message; a peer's failure (it died mid-frame, sent
-    /// garbage) is skipped, as libzmq skips it, except on a REQ, whose one
-    /// peer it is. Cancel-safe: a receive dropped while it waits took no
-    /// message.
-    pub(crate) async fn recv(&self) -> Result<ZmqMessage> {
+    async fn recv(&self) -> Result<ZmqMessage> {
         loop {
             let got = match self {
-                Socket::Split { rx, .. } => rx.lock().await.recv().await,
-                Socket::Whole(s) => match &mut *s.lock().await {
+                Halves::Split { rx, .. } => rx.lock().await.recv().await,
+                Halves::Whole(s) => match &mut *s.lock().await {
                     Zsock::Req(s) => return s.recv().await.map_err(z),
                     Zsock::Rep(s) => s.recv().await,
                     Zsock::Pull(s) => s.recv().await,
