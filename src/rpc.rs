@@ -311,7 +311,7 @@ where
     /// Calls with `req` and waits at most `timeout` for the reply
     /// ([`ErrorKind::Timeout`] then; a late reply is discarded).
     pub fn call_timeout(&self, req: Req, timeout: Duration) -> Result<Resp> {
-        self.call_until(req, Some(Instant::now() + timeout))
+        self.call_until(req, crate::channel::gate::deadline_after(timeout))
     }
 
     fn lock(&self) -> MutexGuard<'_, State<Resp>> {

@@ -788,3 +788,52 @@ fn recv_into_takes_large_messages_whole_on_every_path() {
         }
     });
 }
+
+/// A timeout past what an `Instant` can hold (`Duration::MAX`) means "as
+/// long as it takes", as in crossbeam-channel, on every call that takes
+/// one and in a channel's linger: never the panic of `Instant +
+/// Duration` overflowing.
+#[test]
+fn a_timeout_past_any_instant_waits_as_long_as_it_takes() {
+    checked(30, || {
+        let forever = Duration::MAX;
+        let (tx, rx) = Pipe::new().linger(forever).channel::<u32>().unwrap();
+        tx.send_timeout(1, forever).unwrap();
+        tx.flush_timeout(forever).unwrap();
+        assert_eq!(rx.recv_timeout(forever).unwrap(), 1);
+        tx.send(2).unwrap();
+        let mut place = 0;
+        rx.recv_into_timeout(&mut place, forever).unwrap();
+        assert_eq!(place, 2);
+        tx.send(3).unwrap();
+        let mut select = procwire::Select::new();
+        select.recv(&rx);
+        assert_eq!(select.ready_timeout(forever).unwrap(), 0);
+        assert_eq!(rx.recv().unwrap(), 3);
+        drop(tx); // within a linger of Duration::MAX
+        assert_eq!(
+            rx.recv_timeout(forever).unwrap_err().kind(),
+            ErrorKind::Disconnected
+        );
+
+        let (a, b) = duplex::<u32, u32>().unwrap();
+        let echo = std::thread::spawn(move || {
+            b.hello_timeout(forever).unwrap();
+            let n = b.recv_timeout(forever).unwrap();
+            b.send_timeout(n + 1, forever).unwrap();
+            let mut n = 0;
+            b.recv_into_timeout(&mut n, forever).unwrap();
+            n
+        });
+        a.hello_timeout(forever).unwrap();
+        a.send_timeout(41, forever).unwrap();
+        assert_eq!(a.recv_timeout(forever).unwrap(), 42);
+        a.send(7).unwrap();
+        a.flush_timeout(forever).unwrap();
+        assert_eq!(echo.join().unwrap(), 7);
+
+        let mut child = procwire::Command::new("true").spawn().unwrap();
+        let status = child.wait_timeout(forever).unwrap().expect("it exited");
+        assert!(status.success());
+    });
+}

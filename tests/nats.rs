@@ -47,6 +47,24 @@ fn what_is_sent_while_no_receiver_runs_is_kept_and_received_in_order() {
 
 /// Two receivers of one channel, as two workers: every message goes to
 /// exactly one of them, none lost, none twice.
+/// A send timeout and a receive timeout past what an `Instant` can hold
+/// (`Duration::MAX`) wait as long as it takes: never the panic of
+/// `Instant + Duration` overflowing.
+#[test]
+fn timeouts_past_any_instant_wait_as_long_as_it_takes() {
+    checked(60, || {
+        let server = NatsServer::start("");
+        let addr = server.addr("forever.jobs");
+        let net = Net::new().connect_timeout(Duration::MAX);
+        let tx = nats::sender::<u32>(&addr, &net)
+            .unwrap()
+            .timeout(Duration::MAX);
+        let rx = nats::receiver::<u32>(&addr, &net).unwrap();
+        tx.send(5).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::MAX).unwrap(), 5);
+    });
+}
+
 #[test]
 fn receivers_of_one_channel_share_it_each_message_once() {
     checked(90, || {

@@ -595,3 +595,21 @@ fn workers_that_keep_failing_make_the_pool_give_up_with_the_reason() {
         assert!(e.to_string().contains("cannot start"), "{e}");
     });
 }
+
+/// A task timeout and a wait past what an `Instant` can hold
+/// (`Duration::MAX`) mean "as long as it takes": never the panic of
+/// `Instant + Duration` overflowing in the pool's scheduler or the caller.
+#[test]
+fn a_timeout_past_any_instant_waits_as_long_as_it_takes() {
+    checked(60, || {
+        let pool = Pool::builder(square)
+            .workers(1)
+            .task_timeout(Duration::MAX)
+            .build()
+            .unwrap();
+        assert_eq!(pool.call(9).unwrap(), 81);
+        let h = pool.submit(5).unwrap();
+        assert_eq!(h.wait_timeout(Duration::MAX).unwrap(), 25);
+        pool.shutdown().unwrap();
+    });
+}

@@ -420,3 +420,33 @@ fn a_tcp_end_cannot_travel_inside_a_message() {
         assert!(e.to_string().contains("cannot travel"), "{e}");
     });
 }
+
+/// A `tcp://` endpoint whose durations are past what an `Instant` can
+/// hold (`Duration::MAX`: connect and handshake timeouts, the heartbeat
+/// interval, the linger, an accept's timeout) connects, carries a round
+/// trip and closes: the heartbeat thread, the handshake and the drop take
+/// them as "for ever", never the panic of `Instant + Duration`
+/// overflowing.
+#[test]
+fn durations_past_any_instant_are_for_ever_on_tcp() {
+    checked(60, || {
+        let forever = Duration::MAX;
+        let net = Net::new()
+            .key(key())
+            .connect_timeout(forever)
+            .handshake_timeout(forever)
+            .heartbeat(forever)
+            .linger(forever);
+        let listener = net.listen("tcp://127.0.0.1:0").unwrap();
+        let addr = listener.endpoint().to_string();
+        let client = std::thread::spawn(move || {
+            let d: Duplex<u32, u32> = net.connect(&addr).unwrap();
+            d.send(20).unwrap();
+            d.recv_timeout(forever).unwrap()
+        });
+        let d: Duplex<u32, u32> = listener.accept_timeout(forever).unwrap();
+        let n = d.recv_timeout(forever).unwrap();
+        d.send(n + 1).unwrap();
+        assert_eq!(client.join().unwrap(), 21);
+    });
+}

@@ -155,3 +155,18 @@ fn a_server_killed_mid_run_fails_the_calls_in_flight_at_once() {
         );
     });
 }
+
+/// A call's timeout past what an `Instant` can hold (`Duration::MAX`)
+/// waits as long as it takes: never the panic of `Instant + Duration`
+/// overflowing.
+#[test]
+fn a_call_timeout_past_any_instant_waits_for_the_reply() {
+    checked(30, || {
+        let (c, s) = rpc::pair::<i64, i64>().unwrap();
+        let server = std::thread::spawn(move || rpc::serve(s, |n: i64| Ok::<_, String>(n * 2)));
+        let client = Client::new(c);
+        assert_eq!(client.call_timeout(21, Duration::MAX).unwrap(), 42);
+        drop(client);
+        server.join().unwrap().unwrap();
+    });
+}

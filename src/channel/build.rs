@@ -133,7 +133,7 @@ impl Options {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn linger(mut self, linger: Duration) -> Options {
-        self.linger = linger;
+        self.linger = linger.min(super::gate::LONGEST);
         self
     }
 

@@ -125,7 +125,8 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// the deadline, also while a frame this end sent is still being
     /// written (it goes on writing it while it waits).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<In, RecvTimeoutError> {
-        self.recv_deadline(Instant::now() + timeout)
+        self.recv_writing(Wait::within(timeout), |w| self.rx.recv_wait(w))
+            .map_err(RecvTimeoutError::new)
     }
 
     /// [`recv_timeout`](Duplex::recv_timeout) with an instant. See
@@ -155,7 +156,7 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
         place: &mut In,
         timeout: Duration,
     ) -> Result<(), RecvTimeoutError> {
-        self.recv_into_writing(Wait::Until(Instant::now() + timeout), place)
+        self.recv_into_writing(Wait::within(timeout), place)
             .map_err(RecvTimeoutError::new)
     }
 
@@ -262,7 +263,7 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     /// [`hello_as`](Duplex::hello_as) within `timeout`, as
     /// [`hello_timeout`](Duplex::hello_timeout).
     pub fn hello_as_timeout(&self, sends: &str, receives: &str, timeout: Duration) -> Result<()> {
-        self.hello_waiting(sends, receives, Wait::Until(Instant::now() + timeout))
+        self.hello_waiting(sends, receives, Wait::within(timeout))
     }
 
     fn hello_waiting(&self, sends: &str, receives: &str, wait: Wait) -> Result<()> {

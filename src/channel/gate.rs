@@ -12,7 +12,21 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::task::Waker;
 
 use crate::sys::lock::{Held, Lock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The instant `timeout` from now; `None`, no deadline at all, past what
+/// an `Instant` can hold (`Duration::MAX` and the like: "wait as long as
+/// it takes", as crossbeam-channel reads it), where `Instant + Duration`
+/// would panic.
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// The longest a configured duration (a linger, a connect or handshake
+/// timeout, a heartbeat interval) is taken to be: `u32::MAX` seconds, some
+/// 136 years, as good as for ever, and short enough that the instants and
+/// sums made from it cannot overflow.
+pub(crate) const LONGEST: Duration = Duration::from_secs(u32::MAX as u64);
 
 /// How long an operation may wait: for the lock, and then for the peer.
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +54,12 @@ impl Wait {
     /// Until `deadline`, or as long as it takes without one.
     pub(crate) fn until(deadline: Option<Instant>) -> Wait {
         deadline.map_or(Wait::Block, Wait::Until)
+    }
+
+    /// For at most `timeout` ([`deadline_after`]: `Duration::MAX` is as
+    /// long as it takes).
+    pub(crate) fn within(timeout: Duration) -> Wait {
+        Wait::until(deadline_after(timeout))
     }
 
     pub(crate) fn deadline(self) -> Option<Instant> {

@@ -753,8 +753,11 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// Waits at most `timeout`; [`RecvTimeoutError::Timeout`] if no complete
     /// message arrived. Bytes of a partial frame are kept for the next call.
+    /// A timeout past any instant (`Duration::MAX`) waits as long as it
+    /// takes, as here and in every procwire call that takes a timeout.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        self.recv_deadline(Instant::now() + timeout)
+        self.recv_wait(Wait::within(timeout))
+            .map_err(RecvTimeoutError::new)
     }
 
     /// Like [`recv_timeout`](Receiver::recv_timeout) with an instant.
@@ -826,7 +829,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         place: &mut T,
         timeout: Duration,
     ) -> Result<(), RecvTimeoutError> {
-        self.recv_into_wait(Wait::Until(Instant::now() + timeout), place)
+        self.recv_into_wait(Wait::within(timeout), place)
             .map_err(RecvTimeoutError::new)
     }
 

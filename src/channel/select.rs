@@ -149,7 +149,7 @@ impl<'a> Select<'a> {
     /// (on an empty set too, as nothing is ready there: like
     /// [`try_ready`](Select::try_ready)'s `None`).
     pub fn ready_timeout(&self, timeout: Duration) -> Result<usize> {
-        self.wait(Some(Instant::now() + timeout))
+        self.wait(super::gate::deadline_after(timeout))
     }
 
     /// Like [`ready_timeout`](Select::ready_timeout) with an instant.

@@ -322,7 +322,7 @@ impl Listener {
         Out: Serialize + DeserializeOwned,
         In: Serialize + DeserializeOwned,
     {
-        self.accept_deadline(Some(std::time::Instant::now() + timeout))
+        self.accept_deadline(crate::channel::gate::deadline_after(timeout))
     }
 
     fn accept_deadline<Out, In>(

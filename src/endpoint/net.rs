@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::Options;
+use crate::channel::gate::LONGEST;
 
 /// A shared key for `tcp://` authentication: at least 16 bytes. Its
 /// `Debug` output never shows the bytes.
@@ -230,19 +231,19 @@ impl Net {
     /// How often each side of a `tcp://` connection says it is alive; a peer
     /// silent for three intervals is gone.
     pub fn heartbeat(mut self, every: Duration) -> Net {
-        self.heartbeat = every.max(Duration::from_millis(1));
+        self.heartbeat = every.clamp(Duration::from_millis(1), LONGEST);
         self
     }
 
     /// How long a client waits for TCP to connect.
     pub fn connect_timeout(mut self, t: Duration) -> Net {
-        self.connect_timeout = t;
+        self.connect_timeout = t.min(LONGEST);
         self
     }
 
     /// How long either side waits for the peer's part of the handshake.
     pub fn handshake_timeout(mut self, t: Duration) -> Net {
-        self.handshake_timeout = t;
+        self.handshake_timeout = t.min(LONGEST);
         self
     }
 

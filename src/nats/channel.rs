@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::connect::{Conn, debug_by_addr};
+use crate::channel::gate::deadline_after;
 use crate::error::{Error, ErrorKind, RecvError, RecvTimeoutError, Result, SendError};
 use crate::{Net, TryRecvError};
 
@@ -245,7 +246,7 @@ impl<T: Serialize> Sender<T> {
     /// How long a send waits for the server to store a message (10 s
     /// unless set): past it the send is an error, [`ErrorKind::Timeout`].
     pub fn timeout(mut self, timeout: Duration) -> Sender<T> {
-        self.timeout = timeout;
+        self.timeout = timeout.min(crate::channel::gate::LONGEST);
         self
     }
 
@@ -311,7 +312,12 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// Waits at most `timeout` for the next message.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        let deadline = Instant::now() + timeout;
+        let Some(deadline) = deadline_after(timeout) else {
+            // Past any instant: as long as it takes.
+            return self
+                .recv()
+                .map_err(|e| RecvTimeoutError::new(e.into_error()));
+        };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next(left) {
@@ -346,10 +352,10 @@ impl<T: DeserializeOwned> Receiver<T> {
         // The server answers a pull by its expiry; the margin covers the
         // round trip. Dropped past it, a message taken stays for the next
         // receive.
-        let limit = Instant::now() + wait + Duration::from_secs(5);
+        let limit = deadline_after(wait.saturating_add(Duration::from_secs(5)));
         let got = self
             .conn
-            .drive(Some(limit), self.pull.next(&self.conn, wait))
+            .drive(limit, self.pull.next(&self.conn, wait))
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Disconnected,

@@ -3,7 +3,7 @@
 //! the calls), each call under the caller's deadline.
 
 use std::marker::PhantomData;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::connect::{Conn, debug_by_addr};
 use crate::Net;
+use crate::channel::gate::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The queue group every server of a subject joins.
@@ -141,7 +142,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
 
     /// The deadline of [`call`](Client::call).
     pub fn timeout(mut self, timeout: Duration) -> Client<Req, Resp> {
-        self.timeout = timeout;
+        self.timeout = timeout.min(crate::channel::gate::LONGEST);
         self
     }
 
@@ -160,7 +161,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
         let answer = self
             .conn
             .drive(
-                Some(Instant::now() + timeout + Duration::from_secs(1)),
+                deadline_after(timeout.saturating_add(Duration::from_secs(1))),
                 call(&self.conn, payload, timeout),
             )
             .unwrap_or_else(|| Err(timed_out(&self.conn, timeout)))?;

@@ -78,7 +78,7 @@ impl<Req: Message + Clone, Resp: Message> PoolBuilder<Req, Resp> {
     /// A task running longer than this fails with [`ErrorKind::Timeout`]
     /// and its worker is killed and replaced.
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
-        self.task_timeout = Some(timeout);
+        self.task_timeout = Some(timeout.min(crate::channel::gate::LONGEST));
         self
     }
 

@@ -52,7 +52,7 @@ impl<Req, Resp> TaskHandle<Req, Resp> {
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Resp> {
         self.slot
             .result
-            .wait_with(Some(Instant::now() + timeout), Option::take)
+            .wait_with(crate::channel::gate::deadline_after(timeout), Option::take)
             .unwrap_or_else(|| {
                 Err(Error::new(
                     ErrorKind::Timeout,

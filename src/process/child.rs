@@ -268,7 +268,7 @@ impl Child {
 
     /// Waits at most `timeout`; `Ok(None)` if the process still runs.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(crate::channel::gate::deadline_after(timeout))
     }
 
     /// The exit status if the process has exited (and reaps it), without

@@ -104,7 +104,7 @@ impl<T: Serialize> Sender<T> {
     /// How long a send waits for the server to store a message (10 s
     /// unless set).
     pub fn timeout(mut self, timeout: Duration) -> Sender<T> {
-        self.timeout = timeout;
+        self.timeout = timeout.min(crate::channel::gate::LONGEST);
         self
     }
 
@@ -266,7 +266,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
 
     /// The deadline of each call.
     pub fn timeout(mut self, timeout: Duration) -> Client<Req, Resp> {
-        self.timeout = timeout;
+        self.timeout = timeout.min(crate::channel::gate::LONGEST);
         self
     }
 

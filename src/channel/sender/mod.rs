@@ -376,7 +376,7 @@ impl Drop for SendCore {
         // connection down: it reads a truncated frame, an error, rather
         // than waiting on us forever or taking a later frame's bytes for
         // the rest of this one.
-        let _ = self.flush(Wait::Until(Instant::now() + self.linger));
+        let _ = self.flush(Wait::within(self.linger));
         if self.has_pending() {
             self.conn.abort();
         }
@@ -487,7 +487,7 @@ impl<T: Serialize> Sender<T> {
     /// after that the peer reads a truncated-frame error, never a short
     /// message). It is not a delivery confirmation: a reply is.
     pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        self.send_deadline(value, Instant::now() + timeout)
+        self.send_as(value, Wait::within(timeout), &[], SendTimeoutError::new)
     }
 
     /// Like [`send_timeout`](Sender::send_timeout) with an instant.
@@ -540,7 +540,7 @@ impl<T> Sender<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn flush_timeout(&self, timeout: Duration) -> Result<()> {
-        self.core.flush(Wait::Until(Instant::now() + timeout))
+        self.core.flush(Wait::within(timeout))
     }
 
     /// The codec this sender encodes with.

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use super::channel::js_error;
 use super::connect::Conn;
 use crate::Net;
+use crate::channel::gate::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The header that carries a task's input fingerprint (FNV-1a, 64 bits,
@@ -301,7 +302,7 @@ impl DurablePool {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (answers, seen) = &mut *answers;
         loop {
-            let got = self.conn.drive(Some(Instant::now() + wait), answers.next());
+            let got = self.conn.drive(deadline_after(wait), answers.next());
             let m = match got {
                 None => return Ok(None),
                 Some(None) => {

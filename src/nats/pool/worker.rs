@@ -48,7 +48,7 @@ pub fn work(
     let js = conn.jetstream();
     let what = format!("working for {}", conn.addr);
     // The pool makes the streams: wait for them.
-    let give_up = Instant::now() + opts.wait_for_pool;
+    let give_up = Instant::now() + opts.wait_for_pool.min(crate::channel::gate::LONGEST);
     let workers: consumer::Consumer<consumer::pull::Config> = loop {
         let got = conn.drive(Some(Instant::now() + Duration::from_secs(10)), async {
             js.get_stream(&names.tasks_stream)
