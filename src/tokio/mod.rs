@@ -54,6 +54,7 @@
 //! | `flush()` waits | as above |
 //! | `SinkExt::send(v)` or `feed(v)` waits | either `v` was not handed over yet (it goes with the future) or it is in the sink's buffer, and the next write on the end sends it first (or it is dropped with the end); never half a frame |
 //! | `hello()` waits | our hello may have gone and the peer's be unread: drop the channel |
+//! | `request(v)` waits for its reply | `v` may have gone: its reply, when it comes, is the next receive's ([`rpc::Client`] matches replies to calls) |
 //!
 //! Any number of tasks may share an end (`&self` methods): they take turns
 //! per direction, fairly, and a turn given up by a dropped future passes on.
@@ -1200,7 +1201,13 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
             .map_err(RecvError::new)
     }
 
-    /// Sends `request` and waits for one reply.
+    /// Sends `request` and waits for one reply, as
+    /// [`crate::Duplex::request`]: a send, then a receive. So a request
+    /// dropped after its send (by a timeout around it, or a `select!`)
+    /// leaves its reply to be taken by the next receive, and requests of
+    /// two tasks at once may take each other's replies. For calls that may
+    /// be cancelled or run side by side, use [`rpc::Client`], whose
+    /// replies carry their call's id.
     pub async fn request(&self, request: Out) -> Result<In> {
         self.send(request).await?;
         Ok(self.recv().await?)
