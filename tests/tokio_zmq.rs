@@ -553,13 +553,7 @@ fn a_socket_that_outlived_its_runtime_says_so() {
     checked(60, || {
         let first = current_thread();
         let (a, b, router) = first.block_on(async {
-            let a = zmq::bind::<String, String>(Kind::Dealer, "zmq+tcp://127.0.0.1:0", &opts())
-                .await
-                .unwrap();
-            let addr = a.endpoint().to_string();
-            let b = zmq::connect::<String, String>(Kind::Dealer, &addr, &opts())
-                .await
-                .unwrap();
+            let (a, b) = dealers().await;
             b.send("before".into()).await.unwrap();
             assert_eq!(a.recv().await.unwrap(), "before");
             let router = zmq::bind_router::<String, String>("zmq+tcp://127.0.0.1:0", &opts())
@@ -590,16 +584,21 @@ fn a_socket_that_outlived_its_runtime_says_so() {
                 assert!(e.to_string().contains("has shut down"), "{e}");
             }
             drop((a, b, router));
-            let a = zmq::bind::<String, String>(Kind::Dealer, "zmq+tcp://127.0.0.1:0", &opts())
-                .await
-                .unwrap();
-            let b =
-                zmq::connect::<String, String>(Kind::Dealer, &a.endpoint().to_string(), &opts())
-                    .await
-                    .unwrap();
+            let (a, b) = dealers().await;
             b.send("here".into()).await.unwrap();
             assert_eq!(a.recv().await.unwrap(), "here");
         });
         drop(next);
     });
+}
+
+/// Two DEALERs on loopback TCP, connected.
+async fn dealers() -> (zmq::Channel<String, String>, zmq::Channel<String, String>) {
+    let a = zmq::bind(Kind::Dealer, "zmq+tcp://127.0.0.1:0", &opts())
+        .await
+        .unwrap();
+    let b = zmq::connect(Kind::Dealer, &a.endpoint().to_string(), &opts())
+        .await
+        .unwrap();
+    (a, b)
 }
