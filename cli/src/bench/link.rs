@@ -278,10 +278,10 @@ impl Link {
                 anyhow::ensure!(frame.len() == buf.len(), "wrong size");
                 buf.copy_from_slice(frame);
             }
-            Link::Lean(l) => match receive() {
-                Receive::Into => anyhow::bail!("the minimal channel receives owned or borrowed"),
-                r => l.borrow_mut().recv(buf.len(), r == Receive::Borrowed)?,
-            },
+            // (Never into one buffer: refused as it was made, `lean_pair`.)
+            Link::Lean(l) => l
+                .borrow_mut()
+                .recv(buf.len(), receive() == Receive::Borrowed)?,
         }
         Ok(())
     }

@@ -4,11 +4,11 @@
 //! `procwire::tokio::zmq` on the caller's. One implementation of each
 //! kind's sends and receives, with the channel's codec and limits.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 use zeromq::{SocketRecv, SocketSend, ZmqError, ZmqMessage};
 
