@@ -29,6 +29,19 @@ impl<T> Awaited<T> {
     /// Delivers the value and wakes every waiter, threads and tasks.
     pub(crate) fn set(&self, value: T) {
         *self.value.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
+        self.notify();
+    }
+
+    /// Wakes every waiter without a value, for one whose `get` looks at
+    /// something besides the slot (set before this call).
+    pub(crate) fn wake(&self) {
+        // Under the lock: a waiter between its look and its wait is not
+        // missed.
+        drop(self.value.lock().unwrap_or_else(PoisonError::into_inner));
+        self.notify();
+    }
+
+    fn notify(&self) {
         self.arrived.notify_all();
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
         for t in tasks {

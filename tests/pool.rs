@@ -613,3 +613,21 @@ fn a_timeout_past_any_instant_waits_as_long_as_it_takes() {
         pool.shutdown().unwrap();
     });
 }
+
+#[test]
+fn a_pool_of_more_workers_than_one_poll_watches_starts_serves_and_stops() {
+    // The fork server watched its children with one poll, which takes 4,096
+    // descriptors at most: at the 4,096th worker it exited, and the pool's
+    // drop then waited 30 s for each worker's exit status.
+    checked(50, || {
+        const WORKERS: usize = 4_200;
+        let pool = Pool::builder(pid_of).workers(WORKERS).build().unwrap();
+        let pids: HashSet<u32> = pool
+            .map(0..2 * WORKERS as u64)
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(pids.len() > 1, "{} workers served", pids.len());
+        drop(pool);
+        assert_eq!(util::zombies(), 0);
+    });
+}

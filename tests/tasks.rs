@@ -239,3 +239,64 @@ fn a_child_sends_large_messages_through_its_spill_file_on_a_message_socket() {
         }
     });
 }
+
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+/// The fork server's pid: the one child of this process (the tasks and
+/// workers it starts are its children, not ours).
+fn fork_server() -> u32 {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let children = std::fs::read_to_string(task.unwrap().path().join("children"));
+        pids.extend(
+            children
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(|p| p.parse::<u32>().unwrap()),
+        );
+    }
+    assert_eq!(pids.len(), 1, "children of this process: {pids:?}");
+    pids[0]
+}
+
+#[test]
+fn when_the_fork_server_dies_starts_and_waits_fail_at_once_and_it_is_reaped() {
+    // Before, a wait for a child of the dead server took 30 s (for each
+    // pool worker at the pool's drop), and only then said nothing arrived.
+    checked(40, || {
+        let (mut child, ch) = task(sleeps, ()).via(How::Server).spawn().unwrap();
+        let pid = ch.recv().unwrap();
+        let pool = procwire::Pool::builder(square)
+            .workers(3)
+            .via(How::Server)
+            .build()
+            .unwrap();
+        assert_eq!(pool.call(7).unwrap(), 49);
+        let server = fork_server();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(server as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+
+        let e = child.wait().unwrap_err();
+        assert!(e.to_string().contains("fork server exited"), "{e}");
+        let e = task(sleeps, ()).via(How::Server).spawn().unwrap_err();
+        assert!(e.to_string().contains("fork server"), "{e}");
+        drop(pool);
+        drop((child, ch));
+        // Its task died with it (its death signal), and the server itself
+        // is reaped, not left a zombie.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while (std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::path::Path::new(&format!("/proc/{server}")).exists())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!std::path::Path::new(&format!("/proc/{server}")).exists());
+    });
+}

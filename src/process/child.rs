@@ -109,7 +109,18 @@ impl ProcState {
                 let limit = deadline
                     .unwrap_or_else(|| Instant::now() + Duration::from_secs(30))
                     .max(Instant::now() + Duration::from_millis(500));
-                Ok(self.cell.wait_with(Some(limit), |s| *s))
+                // Or it is gone, and the status with it: an error, at once.
+                match self.cell.wait_with(Some(limit), |s| {
+                    s.map(Some)
+                        .or_else(|| super::server::gone().then_some(None))
+                }) {
+                    Some(Some(status)) => Ok(Some(status)),
+                    Some(None) => Err(io::Error::other(format!(
+                        "the fork server exited before it reported how child {} ended",
+                        self.pid
+                    ))),
+                    None => Ok(None),
+                }
             }
         }
     }

@@ -216,10 +216,19 @@ impl Command {
         let std_child = spawned
             .map_err(|e| Error::io(&format!("starting {:?}", self.inner.get_program()), e))?;
         let pid = std_child.id();
+        let state = match ProcState::new(pid, Origin::Direct) {
+            Ok(state) => Arc::new(state),
+            Err(e) => {
+                let mut std_child = std_child;
+                let _ = std_child.kill();
+                let _ = std_child.wait();
+                return Err(Error::io(
+                    &format!("opening a pidfd for child {pid} (it was killed)"),
+                    e,
+                ));
+            }
+        };
         let stdio = (std_child.stdin, std_child.stdout, std_child.stderr);
-        let state = ProcState::new(pid, Origin::Direct)
-            .map(Arc::new)
-            .map_err(|e| Error::io(&format!("opening a pidfd for child {pid}"), e))?;
         for conn in self.watchers.drain(..) {
             conn.supervise(Arc::clone(&state) as _);
         }

@@ -236,7 +236,13 @@ pub unsafe fn fork_unchecked<E: Inherit>(ends: E, body: impl FnOnce(E)) -> Resul
             drop(ends);
             let state = ProcState::new(pid, Origin::Direct)
                 .map(Arc::new)
-                .map_err(|e| Error::io(&format!("opening a pidfd for child {pid}"), e))?;
+                .map_err(|e| {
+                    sys::process::kill_and_reap(pid);
+                    Error::io(
+                        &format!("opening a pidfd for child {pid} (it was killed)"),
+                        e,
+                    )
+                })?;
             Ok(Child::new(state, true))
         }
     }

@@ -9,9 +9,9 @@
 //! started on first use, routes the replies.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::child::{Origin, ProcState, StatusCell};
 use crate::codec::CodecKind;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys::{self, Interest};
+use crate::sys::{self, ready::Watch};
 use crate::{Kind, Socket};
 
 #[derive(Serialize, Deserialize)]
@@ -33,6 +33,9 @@ enum Request {
         codec: String,
         max_frame: u64,
     },
+    /// The creator could not take the child's pidfd (out of descriptors):
+    /// nothing else can stop it.
+    Kill { pid: u32 },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -43,8 +46,7 @@ enum Reply {
 }
 
 struct Client {
-    /// Keeps the server's pidfd open for the life of the process.
-    #[allow(dead_code)]
+    /// The server: reaped by the reader once it has exited.
     server: Arc<ProcState>,
     ctl: Socket,
     next: AtomicU64,
@@ -54,6 +56,9 @@ struct Client {
 }
 
 static CLIENT: OnceLock<Client> = OnceLock::new();
+
+/// Set once the server has exited; see [`gone`].
+static GONE: AtomicBool = AtomicBool::new(false);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -111,21 +116,25 @@ pub(crate) fn spawn(
     });
     let id = client.next.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel();
-    lock(&client.waiting).insert(id, tx);
-    let mut msg = Vec::new();
-    CodecKind::Postcard.encode(
-        &Request::Spawn {
-            id,
-            tramp,
-            f,
-            codec: codec.name().into(),
-            max_frame: max_frame as u64,
-        },
-        &mut msg,
-    )?;
-    if let Err(e) = client.ctl.send_with_fds(&msg, &[fd.as_fd()]) {
+    {
+        // Under the lock the reader drains when the server is gone, so that
+        // no request waits for an answer after that.
+        let mut waiting = lock(&client.waiting);
+        if gone() {
+            return Err(gone_error());
+        }
+        waiting.insert(id, tx);
+    }
+    let request = Request::Spawn {
+        id,
+        tramp,
+        f,
+        codec: codec.name().into(),
+        max_frame: max_frame as u64,
+    };
+    if let Err(e) = ask(client, &request, Some(fd.as_fd())) {
         lock(&client.waiting).remove(&id);
-        return Err(Error::io("asking the fork server for a child", e));
+        return Err(e);
     }
     drop(fd);
     match rx.recv_timeout(Duration::from_secs(30)) {
@@ -144,23 +153,38 @@ pub(crate) fn spawn(
 fn read_replies(client: &Client) {
     let mut buf = vec![0u8; 4096];
     loop {
-        let (n, fds) = match client.ctl.recv_with_fds(&mut buf) {
+        let mut fds = Vec::new();
+        let r = match sys::recv(client.ctl.as_fd(), &mut buf, &mut fds, false) {
             Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        if n == 0 {
+        if r.full_len == 0 {
             break;
         }
-        let Ok(reply) = CodecKind::Postcard.decode::<Reply>(&buf[..n]) else {
-            continue;
+        let reply = match CodecKind::Postcard.decode::<Reply>(&buf[..r.len]) {
+            Ok(reply) if r.full_len == r.len => reply,
+            _ => continue,
         };
         match reply {
             Reply::Started { id, pid } => {
-                let result = fds
-                    .into_iter()
-                    .next()
-                    .map(|pidfd| Arc::new(ProcState::with_pidfd(pid, pidfd, Origin::Server)))
-                    .ok_or_else(|| Error::new(ErrorKind::Io, "the fork server sent no pidfd"));
+                let result = match fds.pop() {
+                    Some(pidfd) if !r.fds_lost => {
+                        Ok(Arc::new(ProcState::with_pidfd(pid, pidfd, Origin::Server)))
+                    }
+                    _ => {
+                        // Without its pidfd the child cannot be waited on or
+                        // stopped from here: the server stops it.
+                        let _ = ask(client, &Request::Kill { pid }, None);
+                        Err(Error::new(
+                            ErrorKind::Io,
+                            format!(
+                                "child {pid}'s pidfd did not arrive from the fork server (this \
+                                 process is out of descriptors: RLIMIT_NOFILE); it was killed"
+                            ),
+                        ))
+                    }
+                };
                 if let Ok(state) = &result {
                     lock(&client.procs).insert(pid, Arc::downgrade(state.status_cell()));
                 }
@@ -182,34 +206,79 @@ fn read_replies(client: &Client) {
             }
         }
     }
-    // The server is gone: nobody will answer.
+    // The server is gone: nobody will answer, or report an exit (its
+    // children died with it, by their death signal).
+    GONE.store(true, Ordering::SeqCst);
     for (_, tx) in lock(&client.waiting).drain() {
-        let _ = tx.send(Err(Error::new(ErrorKind::Io, "the fork server exited")));
+        let _ = tx.send(Err(gone_error()));
     }
+    for (_, cell) in lock(&client.procs).drain() {
+        if let Some(cell) = cell.upgrade() {
+            cell.wake();
+        }
+    }
+    // Its socket closed as it exited: reap it, so that it is not left a
+    // zombie.
+    let server = &client.server;
+    if let Ok(Some(_)) =
+        server.exit_status(Some(std::time::Instant::now() + Duration::from_secs(5)))
+    {
+        let _ = sys::process::child_status(server.pidfd(), true);
+    }
+}
+
+/// Sends one request, with a descriptor or none.
+fn ask(client: &Client, request: &Request, fd: Option<BorrowedFd<'_>>) -> Result<()> {
+    let mut msg = Vec::new();
+    CodecKind::Postcard.encode(request, &mut msg)?;
+    let fds: Vec<_> = fd.into_iter().collect();
+    client
+        .ctl
+        .send_with_fds(&msg, &fds)
+        .map_err(|e| Error::io("asking the fork server for a child", e))?;
+    Ok(())
+}
+
+/// Whether the fork server has exited (its reader saw its socket close):
+/// the exit status of a child it started can then no longer arrive.
+pub(crate) fn gone() -> bool {
+    GONE.load(Ordering::SeqCst)
+}
+
+fn gone_error() -> Error {
+    Error::new(
+        ErrorKind::Io,
+        "the fork server exited: no child can be started through it, and no exit status \
+         reported",
+    )
 }
 
 /// The server's loop; never returns.
 fn serve(ctl: Socket) {
-    // Each child's state holds its pidfd: polled here, closed once reaped.
-    let mut children: Vec<Arc<ProcState>> = Vec::new();
+    // The request socket's key; a child's is its pid.
+    const CTL: u64 = u64::MAX;
+    // Each child's state holds its pidfd: watched here, closed once reaped.
+    // An epoll set, not a poll: a pool may have more children than one poll
+    // takes, and each request would walk them all.
+    let mut children: HashMap<u32, Arc<ProcState>> = HashMap::new();
+    let Ok(mut watch) = Watch::new().and_then(|w| w.add(ctl.as_fd(), CTL).map(|()| w)) else {
+        sys::process::exit_now(1)
+    };
+    let mut ready = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
-        let mut fds = vec![(ctl.as_fd(), Interest::Read)];
-        fds.extend(children.iter().map(|c| (c.pidfd(), Interest::Read)));
-        let mut ready = vec![false; fds.len()];
-        if sys::poll(&fds, None, &mut ready).is_err() {
+        if watch.wait(&mut ready).is_err() {
             sys::process::exit_now(1);
         }
         // Exited children first: their reports must not wait behind requests.
-        let mut i = 0;
-        while i < children.len() {
-            if !ready[i + 1] {
-                i += 1;
+        for &key in ready.iter().filter(|&&k| k != CTL) {
+            let Some(child) = children.remove(&(key as u32)) else {
                 continue;
-            }
-            ready.remove(i + 1);
-            let child = children.remove(i);
+            };
             let pid = child.pid();
+            // The creator's copy keeps the pidfd's file open: epoll would
+            // go on reporting it after ours is closed.
+            let _ = watch.remove(child.pidfd());
             let status = sys::process::child_status(child.pidfd(), true);
             // Close the pidfd before reporting: once the creator hears of
             // the exit, nothing of the child is left here.
@@ -225,47 +294,79 @@ fn serve(ctl: Socket) {
                 );
             }
         }
-        if !ready[0] {
+        if !ready.contains(&CTL) {
             continue;
         }
-        let (n, mut got) = match ctl.recv_with_fds(&mut buf) {
+        let mut got = Vec::new();
+        let r = match sys::recv(ctl.as_fd(), &mut buf, &mut got, false) {
             Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => sys::process::exit_now(1),
         };
-        if n == 0 {
+        if r.full_len == 0 {
             // The creator is gone: so are we (our children follow, by their
             // death signal).
             sys::process::exit_now(0);
         }
-        let Ok(Request::Spawn {
-            id,
-            tramp,
-            f,
-            codec,
-            max_frame,
-        }) = CodecKind::Postcard.decode::<Request>(&buf[..n])
-        else {
-            continue;
+        let request = match CodecKind::Postcard.decode::<Request>(&buf[..r.len]) {
+            Ok(request) if r.full_len == r.len => request,
+            _ => continue,
         };
-        let (Some(fd), Ok(codec)) = (got.pop(), codec.parse::<CodecKind>()) else {
-            send_reply(
-                &ctl,
-                &Reply::Failed {
-                    id,
-                    error: "malformed request".into(),
-                },
-                None,
-            );
-            continue;
+        let (id, tramp, f, codec, max_frame) = match request {
+            Request::Kill { pid } => {
+                if let Some(child) = children.get(&pid) {
+                    let _ = child.signal(crate::Signal::Kill.as_raw());
+                }
+                continue;
+            }
+            Request::Spawn {
+                id,
+                tramp,
+                f,
+                codec,
+                max_frame,
+            } => (id, tramp, f, codec, max_frame),
         };
+        let fd = match (got.pop(), codec.parse::<CodecKind>()) {
+            (Some(fd), Ok(codec)) if !r.fds_lost => (fd, codec),
+            _ => {
+                let error = if r.fds_lost {
+                    "the fork server could not take the child's channel: it is out of \
+                     descriptors (RLIMIT_NOFILE)"
+                } else {
+                    "malformed request"
+                };
+                send_reply(
+                    &ctl,
+                    &Reply::Failed {
+                        id,
+                        error: error.into(),
+                    },
+                    None,
+                );
+                continue;
+            }
+        };
+        let (fd, codec) = fd;
         let max = max_frame as usize;
-        match crate::fork(fd, move |fd| {
+        let started = crate::fork(fd, move |fd| {
             sys::process::exit_now(super::entry::run_trampoline(tramp, f, fd, codec, max));
-        }) {
+        })
+        .and_then(|child| {
+            // The server reaps through the child's pidfd; the creator gets
+            // a copy to wait on and to signal.
+            let child = child.detach();
+            if let Err(e) = watch.add(child.pidfd(), child.pid().into()) {
+                // Unwatched, it would never be reaped.
+                let _ = child.signal(crate::Signal::Kill.as_raw());
+                let _ = child.exit_status(None);
+                let _ = sys::process::child_status(child.pidfd(), true);
+                return Err(Error::io("watching a new child", e));
+            }
+            Ok(child)
+        });
+        match started {
             Ok(child) => {
-                // The server reaps through the child's pidfd; the creator
-                // gets a copy to wait on and to signal.
-                let child = child.detach();
                 send_reply(
                     &ctl,
                     &Reply::Started {
@@ -274,7 +375,7 @@ fn serve(ctl: Socket) {
                     },
                     Some(child.pidfd()),
                 );
-                children.push(child);
+                children.insert(child.pid(), child);
             }
             Err(e) => send_reply(
                 &ctl,

@@ -79,6 +79,22 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(io)
 }
 
+/// Kills and reaps a child of this process that has no pidfd (opening one
+/// failed): nothing else could stop or reap it.
+///
+/// # References
+/// - kill(2), waitpid(2)
+pub(crate) fn kill_and_reap(pid: u32) {
+    let Some(pid) = Pid::from_raw(pid as i32) else {
+        return;
+    };
+    // An unreaped child's pid cannot have been reused.
+    let _ = rustix::process::kill_process(pid, Signal::KILL);
+    while let Err(rustix::io::Errno::INTR) =
+        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+    {}
+}
+
 /// Sends a signal through a pidfd.
 ///
 /// # References

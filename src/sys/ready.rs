@@ -1,11 +1,13 @@
 //! Readiness descriptors for transports that have none of their own (the
 //! shared-memory rings): eventfds that one side signals and the other
-//! polls, and an epoll instance that makes several of them one descriptor.
+//! polls, and an epoll instance that makes several of them one descriptor;
+//! and [`Watch`], an epoll set for more descriptors than one poll takes.
 //! Only rustix's safe wrappers are used here.
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
+use rustix::buffer::spare_capacity;
 use rustix::event::{EventfdFlags, epoll};
 use rustix::io::Errno;
 
@@ -69,6 +71,54 @@ pub(crate) fn either(readable: BorrowedFd<'_>, hangup: BorrowedFd<'_>) -> io::Re
         epoll::EventFlags::RDHUP,
     )?;
     Ok(ep)
+}
+
+/// An epoll set: descriptors watched for readability, each under a key,
+/// however many there are (one [`poll`](super::poll) takes 4,096 at most,
+/// and walks all of them on every call).
+///
+/// # References
+/// - epoll_create1(2), epoll_ctl(2), epoll_wait(2)
+pub(crate) struct Watch {
+    ep: OwnedFd,
+    events: Vec<epoll::Event>,
+}
+
+impl Watch {
+    pub(crate) fn new() -> io::Result<Watch> {
+        Ok(Watch {
+            ep: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            events: Vec::with_capacity(64),
+        })
+    }
+
+    /// Watches `fd` (level-triggered) under `key`.
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: u64) -> io::Result<()> {
+        epoll::add(
+            &self.ep,
+            fd,
+            epoll::EventData::new_u64(key),
+            epoll::EventFlags::IN,
+        )?;
+        Ok(())
+    }
+
+    /// Stops watching `fd`. Call it before closing `fd`: epoll forgets a
+    /// descriptor only when every copy of its open file is closed, copies
+    /// in other processes included.
+    pub(crate) fn remove(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        epoll::delete(&self.ep, fd)?;
+        Ok(())
+    }
+
+    /// Waits until something is readable; `keys` gets the keys of what is.
+    pub(crate) fn wait(&mut self, keys: &mut Vec<u64>) -> io::Result<()> {
+        keys.clear();
+        self.events.clear();
+        retry(|| epoll::wait(&self.ep, spare_capacity(&mut self.events), None))?;
+        keys.extend(self.events.iter().map(|e| e.data.u64()));
+        Ok(())
+    }
 }
 
 fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
