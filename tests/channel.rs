@@ -837,3 +837,19 @@ fn a_timeout_past_any_instant_waits_as_long_as_it_takes() {
         assert!(status.success());
     });
 }
+
+/// A send buffer larger than the socket option's `int` holds is capped (as
+/// the kernel caps any at `net.core.wmem_max`), not refused with EINVAL.
+#[test]
+fn a_send_buffer_past_what_the_kernel_takes_is_capped_not_refused() {
+    checked(30, || {
+        for kind in [Kind::Stream, Kind::SeqPacket, Kind::Datagram] {
+            let (tx, rx) = SocketPair::new(kind)
+                .send_buffer(usize::MAX)
+                .channel::<Vec<u8>>()
+                .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            tx.send(vec![7; 1000]).unwrap();
+            assert_eq!(rx.recv().unwrap(), vec![7; 1000]);
+        }
+    });
+}

@@ -411,11 +411,13 @@ pub(crate) fn max_datagram(fd: BorrowedFd<'_>) -> io::Result<usize> {
 }
 
 /// Sets `SO_SNDBUF` (the kernel doubles the value and caps it at
-/// `net.core.wmem_max`).
+/// `net.core.wmem_max`; a value past what its `int` holds is capped here
+/// too, not refused).
 ///
 /// # References
 /// - setsockopt(2) with `SO_SNDBUF`, socket(7)
 pub(crate) fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let bytes = bytes.min(i32::MAX as usize / 2);
     rustix::net::sockopt::set_socket_send_buffer_size(fd, bytes).map_err(io)
 }
 
