@@ -226,8 +226,9 @@ enum Command {
         command: Vec<String>,
     },
     /// Print the messages that arrive at ENDPOINT as JSON lines (msgpack or
-    /// json codec), until the peer closes the channel; with --send, send
-    /// each JSON line of stdin instead.
+    /// json codec), until the peer closes the channel (one that does not
+    /// decode goes to stderr in hex, and the exit status is then 1); with
+    /// --send, send each JSON line of stdin instead.
     Cat {
         /// unix:PATH or tcp://HOST:PORT.
         endpoint: String,

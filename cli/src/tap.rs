@@ -70,7 +70,7 @@ fn fds_note(fds: usize) -> String {
 }
 
 /// The first 64 bytes in hexadecimal.
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     let mut s: String = bytes.iter().take(64).map(|b| format!("{b:02x}")).collect();
     if bytes.len() > 64 {
         s.push('…');

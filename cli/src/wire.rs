@@ -147,11 +147,34 @@ pub fn cat(
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // A message that does not decode is reported with its bytes, and the
+    // ones after it are still printed: its frame kept the stream in step.
     let mut out = io::stdout().lock();
-    for m in ch.iter() {
-        let Any(v) = m?;
-        writeln!(out, "{v}")?;
-        out.flush()?;
+    let mut undecoded = 0u64;
+    for n in 1u64.. {
+        let got = ch.receiver().recv_with(|m| {
+            m.decode::<Any>()
+                .map(|Any(v)| v)
+                .map_err(|e| (e, m.payload().len(), crate::tap::hex(m.payload())))
+        });
+        match got {
+            Ok(Ok(v)) => {
+                writeln!(out, "{v}")?;
+                out.flush()?;
+            }
+            Ok(Err((e, len, hex))) => {
+                eprintln!(
+                    "procwire cat: message {n} ({len} B) does not decode: {e}; its bytes: {hex}"
+                );
+                undecoded += 1;
+            }
+            Err(e) if e.kind() == procwire::ErrorKind::Disconnected => break,
+            Err(e) => return Err(e.into_error().into()),
+        }
+    }
+    if undecoded > 0 {
+        eprintln!("procwire cat: {undecoded} message(s) did not decode");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -130,3 +130,32 @@ fn call_prints_the_reply_and_fails_with_the_handlers_error() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "5\n");
     server.join().unwrap();
 }
+
+#[test]
+fn cat_reports_a_message_that_does_not_decode_and_prints_the_ones_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("unix:{}", dir.path().join("s").display());
+    // A raw channel: the payloads go out as they are, msgpack or not.
+    let listener = Net::new().codec(CodecKind::Raw).listen(&addr).unwrap();
+    let cat = procwire_cmd()
+        .args(["cat", &addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ch: procwire::Duplex<ByteBuf, ByteBuf> =
+        listener.accept_timeout(Duration::from_secs(10)).unwrap();
+    // 0xc1 is the one byte msgpack never uses; then [1, 2, 3] and "abc".
+    for payload in [&[0xc1][..], &[0x93, 1, 2, 3], &[0xa3, b'a', b'b', b'c']] {
+        ch.send(ByteBuf::from(payload.to_vec())).unwrap();
+    }
+    drop(ch);
+    let out = cat.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "[1,2,3]\n\"abc\"\n");
+    assert!(
+        stderr.contains("message 1 (1 B) does not decode") && stderr.contains("its bytes: c1"),
+        "{stderr}"
+    );
+}
