@@ -152,7 +152,7 @@ pub fn cat(
     let mut out = io::stdout().lock();
     let mut undecoded = 0u64;
     for n in 1u64.. {
-        let got = ch.receiver().recv_with(|m| {
+        let got = ch.recv_with(|m| {
             m.decode::<Any>()
                 .map(|Any(v)| v)
                 .map_err(|e| (e, m.payload().len(), crate::tap::hex(m.payload())))

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::gate::Wait;
 use super::hello::WireName;
-use super::{Receiver, Sender};
+use super::{Received, Receiver, Sender};
 use crate::error::{
     RecvError, RecvTimeoutError, Result, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
@@ -163,6 +163,30 @@ impl<Out: Serialize, In: DeserializeOwned> Duplex<Out, In> {
     fn recv_into_writing(&self, wait: Wait, place: &mut In) -> Result<()> {
         let place = std::cell::RefCell::new(place);
         self.recv_writing(wait, |w| self.rx.recv_into_wait(w, &mut place.borrow_mut()))
+    }
+
+    /// Waits for the next message and hands it to `f` where it arrived,
+    /// undecoded: `f` decodes it, borrowing strings and byte strings from
+    /// the receive buffer. See [`Receiver::recv_with`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = procwire::duplex::<String, String>()?;
+    /// a.send("Heavy lifting".into())?;
+    /// let job_len = b.recv_with(|m| m.decode::<&str>().map(str::len))??;
+    /// assert_eq!(job_len, 13);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_with<R>(&self, f: impl FnOnce(Received<'_>) -> R) -> Result<R, RecvError> {
+        // Only a receive that takes a message calls `f`, and that one ends
+        // the wait.
+        let f = std::cell::Cell::new(Some(f));
+        self.recv_writing(Wait::Block, |w| {
+            self.rx
+                .recv_with_wait(w, |m| f.take().expect("called by one receive only")(m))
+        })
+        .map_err(RecvError::new)
     }
 
     /// Waits for a message and its descriptors. See
