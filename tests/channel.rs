@@ -853,3 +853,25 @@ fn a_send_buffer_past_what_the_kernel_takes_is_capped_not_refused() {
         }
     });
 }
+
+/// `Select` over more descriptors than 4,096 (procwire's poll refused them,
+/// and `try_ready` then said nothing was ready): the one with a message is
+/// found, by a wait and by a try.
+#[test]
+fn select_over_thousands_of_channels_finds_the_ready_one() {
+    checked(60, || {
+        let ends: Vec<_> = (0..4_200).map(|_| channel::<u32>().unwrap()).collect();
+        let mut select = procwire::Select::new();
+        for (_, rx) in &ends {
+            select.recv(rx);
+        }
+        ends[4_150].0.send(7).unwrap();
+        assert_eq!(select.try_ready(), Some(4_150));
+        assert_eq!(
+            select.ready_timeout(Duration::from_secs(10)).unwrap(),
+            4_150
+        );
+        assert_eq!(ends[4_150].1.recv().unwrap(), 7);
+        assert_eq!(select.try_ready(), None);
+    });
+}

@@ -615,10 +615,10 @@ fn a_timeout_past_any_instant_waits_as_long_as_it_takes() {
 }
 
 #[test]
-fn a_pool_of_more_workers_than_one_poll_watches_starts_serves_and_stops() {
-    // The fork server watched its children with one poll, which takes 4,096
-    // descriptors at most: at the 4,096th worker it exited, and the pool's
-    // drop then waited 30 s for each worker's exit status.
+fn a_pool_of_more_than_4096_workers_starts_serves_and_stops() {
+    // The fork server watched its children with procwire's poll, which took
+    // 4,096 descriptors at most: at the 4,096th worker the server exited,
+    // and the pool's drop then waited 30 s for each worker's exit status.
     checked(50, || {
         const WORKERS: usize = 4_200;
         let pool = Pool::builder(pid_of).workers(WORKERS).build().unwrap();

@@ -258,8 +258,8 @@ fn serve(ctl: Socket) {
     // The request socket's key; a child's is its pid.
     const CTL: u64 = u64::MAX;
     // Each child's state holds its pidfd: watched here, closed once reaped.
-    // An epoll set, not a poll: a pool may have more children than one poll
-    // takes, and each request would walk them all.
+    // An epoll set, not a poll: with a poll, each request would walk every
+    // child (a pool may have thousands).
     let mut children: HashMap<u32, Arc<ProcState>> = HashMap::new();
     let Ok(mut watch) = Watch::new().and_then(|w| w.add(ctl.as_fd(), CTL).map(|()| w)) else {
         sys::process::exit_now(1)

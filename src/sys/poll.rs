@@ -22,6 +22,8 @@ pub(crate) enum Interest {
 /// of the ready ones through `ready` (hang-up and error count as ready, so
 /// that the caller's next read or write reports them). Returns `false` on
 /// timeout. A signal that interrupts the wait restarts it with the time left.
+/// Any number of entries: the kernel refuses more than `RLIMIT_NOFILE`
+/// (`EINVAL`), which open descriptors cannot reach but repeated ones can.
 ///
 /// # References
 /// - poll(2)
@@ -30,13 +32,6 @@ pub(crate) fn poll(
     deadline: Option<Instant>,
     ready: &mut [bool],
 ) -> io::Result<bool> {
-    const MAX: usize = 4096;
-    if fds.len() > MAX {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("at most {MAX} entries can be waited on at once"),
-        ));
-    }
     // One descriptor is the channel's hot path: keep it allocation-free.
     if fds.len() == 1 {
         let (fd, interest) = fds[0];

@@ -1,7 +1,8 @@
 //! Readiness descriptors for transports that have none of their own (the
 //! shared-memory rings): eventfds that one side signals and the other
 //! polls, and an epoll instance that makes several of them one descriptor;
-//! and [`Watch`], an epoll set for more descriptors than one poll takes.
+//! and [`Watch`], an epoll set for more descriptors than a poll walks
+//! cheaply.
 //! Only rustix's safe wrappers are used here.
 
 use std::io;
@@ -74,8 +75,8 @@ pub(crate) fn either(readable: BorrowedFd<'_>, hangup: BorrowedFd<'_>) -> io::Re
 }
 
 /// An epoll set: descriptors watched for readability, each under a key,
-/// however many there are (one [`poll`](super::poll) takes 4,096 at most,
-/// and walks all of them on every call).
+/// however many there are (a [`poll`](super::poll) walks all of them on
+/// every call).
 ///
 /// # References
 /// - epoll_create1(2), epoll_ctl(2), epoll_wait(2)
