@@ -1414,3 +1414,42 @@ fn an_await_behind_a_blocking_clones_send_sleeps() {
         }
     });
 }
+
+/// An `AsyncRead`/`AsyncWrite` end awaited after its runtime shut down
+/// says so, as the channels do, rather than tokio's bare "A Tokio 1.x
+/// context was found, but it is being shutdown".
+#[test]
+fn byte_ends_that_outlived_their_runtime_say_so() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    checked(60, || {
+        let first = current_thread();
+        let (r, w, s) = first.block_on(async {
+            let (r, w) = procwire::pipe().unwrap();
+            let (s, _) = procwire::socket_pair(Kind::Stream).unwrap();
+            (
+                r.into_async().unwrap(),
+                w.into_async().unwrap(),
+                s.into_async().unwrap(),
+            )
+        });
+        drop(first);
+        let (mut r, mut w, mut s) = (r, w, s);
+        let errors = current_thread().block_on(async {
+            let within = Duration::from_secs(5);
+            let mut byte = [0u8; 1];
+            vec![
+                tokio::time::timeout(within, r.read(&mut byte))
+                    .await
+                    .map(|r| r.map(drop)),
+                tokio::time::timeout(within, w.write_all(b"x")).await,
+                tokio::time::timeout(within, s.read(&mut byte))
+                    .await
+                    .map(|r| r.map(drop)),
+            ]
+        });
+        for e in errors {
+            let e = e.expect("not a hang").unwrap_err();
+            assert!(e.to_string().contains("has shut down"), "{e}");
+        }
+    });
+}

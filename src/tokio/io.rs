@@ -46,7 +46,7 @@ impl Io {
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let mut guard = ready!(self.fd.poll_read_ready(cx)).map_err(|e| gone("reading", e))?;
             let unfilled = buf.initialize_unfilled();
             let read = guard.try_io(|fd| match self.way {
                 Way::Pipe => sys::read(fd.as_fd(), unfilled),
@@ -67,7 +67,7 @@ impl Io {
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let bufs = [io::IoSlice::new(data)];
         loop {
-            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            let mut guard = ready!(self.fd.poll_write_ready(cx)).map_err(|e| gone("writing", e))?;
             let wrote = guard.try_io(|fd| match self.way {
                 Way::Pipe => sys::pipe_write(fd.as_fd(), &bufs, false),
                 Way::Socket => sys::send(fd.as_fd(), &bufs, &[], true),
@@ -77,6 +77,12 @@ impl Io {
             }
         }
     }
+}
+
+/// A readiness wait that failed: the runtime is gone (see
+/// `super::reactor_gone`), said in an `io::Error` for tokio's traits.
+fn gone(doing: &str, e: io::Error) -> io::Error {
+    io::Error::other(super::reactor_gone(doing, e))
 }
 
 macro_rules! async_end {
