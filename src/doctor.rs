@@ -77,9 +77,18 @@ pub fn checks() -> Vec<Check> {
             true,
             "too few descriptors for a channel pair and its readiness descriptors",
             {
-                let n = crate::sys::fd_limit();
+                let (n, hard) = crate::sys::fd_limits();
                 if n >= 256 {
-                    Ok(format!("{n} descriptors"))
+                    // What it bounds first, and whether it can go higher.
+                    let higher = match hard {
+                        h if h <= n => String::new(),
+                        usize::MAX => "; hard limit unlimited (`ulimit -n` raises it)".into(),
+                        h => format!("; hard limit {h} (`ulimit -n` raises it)"),
+                    };
+                    Ok(format!(
+                        "{n} descriptors: some {} pool workers, at two each{higher}",
+                        n.saturating_sub(32) / 2
+                    ))
                 } else {
                     Err(std::io::Error::other(format!(
                         "{n} descriptors (procwire needs 256 at least)"

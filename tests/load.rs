@@ -241,6 +241,8 @@ fn running_out_of_descriptors_is_a_clear_error_and_procwire_recovers() {
         assert!(r.opened > 10 && r.opened < 40, "{r:?}");
         assert_eq!(r.kind, "Io", "{r:?}");
         assert!(r.message.contains("Too many open files"), "{r:?}");
+        // Which limit, not only "too many".
+        assert!(r.message.contains("RLIMIT_NOFILE of 64"), "{r:?}");
         assert!(r.recovered, "{r:?}");
         assert!(wait_deadline(&mut child, 10).success());
     });

@@ -631,3 +631,34 @@ fn a_pool_of_more_than_4096_workers_starts_serves_and_stops() {
         assert_eq!(util::zombies(), 0);
     });
 }
+
+#[test]
+fn a_pool_past_the_descriptor_limit_is_an_error_that_names_the_limit_and_leaks_nothing() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    checked(50, || {
+        let was = getrlimit(Resource::Nofile);
+        let low = util::fd_count() as u64 + 100;
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(low),
+                maximum: was.maximum,
+            },
+        )
+        .unwrap();
+        // Two descriptors a worker, here: 200 do not fit in 100.
+        let built = Pool::builder(square).workers(200).build();
+        setrlimit(Resource::Nofile, was).unwrap();
+        let e = built.expect_err("200 workers do not fit");
+        assert!(
+            e.to_string()
+                .contains(&format!("at its RLIMIT_NOFILE of {low} open descriptors")),
+            "{e}"
+        );
+        // The workers that did start are gone, and a pool starts again.
+        let pool = Pool::builder(square).workers(2).build().unwrap();
+        assert_eq!(pool.call(9).unwrap(), 81);
+        drop(pool);
+        assert_eq!(util::zombies(), 0);
+    });
+}

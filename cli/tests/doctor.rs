@@ -61,4 +61,21 @@ fn doctor_checks_what_procwire_relies_on_and_fails_without_what_it_needs() {
     assert_eq!(limit["ok"], false, "{limit}");
     assert_eq!(limit["required"], true, "{limit}");
     assert!(limit["found"].as_str().unwrap().contains("100"), "{limit}");
+
+    // A soft limit below the hard one: what it allows, and that it can go up.
+    let out = doctor("ulimit -S -n 1024; ulimit -H -n 4096;");
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let limit = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "RLIMIT_NOFILE")
+        .unwrap();
+    assert_eq!(limit["ok"], true, "{limit}");
+    assert_eq!(
+        limit["found"],
+        "1024 descriptors: some 496 pool workers, at two each; hard limit 4096 (`ulimit -n` \
+         raises it)",
+        "{limit}"
+    );
 }

@@ -166,9 +166,27 @@ impl Error {
             io::ErrorKind::TimedOut => ErrorKind::Timeout,
             _ => ErrorKind::Io,
         };
+        let message = if crate::sys::is_at_fd_limit(&e) {
+            // Which limit, and how far it can go: the OS says only "too many".
+            let (soft, hard) = crate::sys::fd_limits();
+            let raise = match hard {
+                h if h <= soft => String::new(),
+                usize::MAX => "; the hard limit is unlimited: raise the soft one with `ulimit -n` \
+                               or setrlimit"
+                    .into(),
+                h => format!(
+                    "; the hard limit is {h}: raise the soft one with `ulimit -n` or setrlimit"
+                ),
+            };
+            format!(
+                "{context} (this process is at its RLIMIT_NOFILE of {soft} open descriptors{raise})"
+            )
+        } else {
+            context.to_owned()
+        };
         Error(Box::new(Inner {
             kind,
-            message: std::borrow::Cow::Owned(context.to_owned()),
+            message: std::borrow::Cow::Owned(message),
             source: Some(e),
             status: None,
         }))

@@ -531,12 +531,23 @@ pub(crate) fn is_out_of_fds(e: &io::Error) -> bool {
 }
 
 /// This process's soft limit on open descriptors.
+pub(crate) fn fd_limit() -> usize {
+    fd_limits().0
+}
+
+/// This process's soft and hard limits on open descriptors (`usize::MAX`
+/// for none).
 ///
 /// # References
 /// - getrlimit(2) (`RLIMIT_NOFILE`)
-#[cfg_attr(not(feature = "tcp"), allow(dead_code))]
-pub(crate) fn fd_limit() -> usize {
+pub(crate) fn fd_limits() -> (usize, usize) {
     let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    l.current
-        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    let n = |v: Option<u64>| v.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    (n(l.current), n(l.maximum))
+}
+
+/// Whether `e` says this process has as many descriptors open as
+/// `RLIMIT_NOFILE` lets it (`EMFILE`).
+pub(crate) fn is_at_fd_limit(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(Errno::MFILE.raw_os_error())
 }
