@@ -448,3 +448,54 @@ fn an_async_end_of_stream_carries_the_childs_exit_status() {
         });
     });
 }
+
+/// A connection accepted from a listener outlives it, on every kind of
+/// endpoint: after the listener is dropped, the peer's next messages still
+/// arrive and replies still go (a ZeroMQ listener stopped sorting its
+/// ROUTER's messages when dropped, and the accepted peer waited for ever).
+#[test]
+fn an_accepted_connection_outlives_its_listener() {
+    checked(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let places = [
+            format!("unix:{}", dir.path().join("s").display()),
+            "tcp://127.0.0.1:0".to_string(),
+            "zmq+tcp://127.0.0.1:0".to_string(),
+        ];
+        for place in places {
+            let net = if place.starts_with("tcp:") {
+                keyed()
+            } else {
+                Net::new()
+            };
+            current_thread().block_on(async {
+                let listener = aio::listen(&place, &net).await.unwrap();
+                let addr = listener.endpoint().to_string();
+                let client: aio::Duplex<String, String> = aio::connect(&addr, &net).await.unwrap();
+                client.send("first".into()).await.unwrap();
+                let server = listener.accept::<String, String>().await.unwrap();
+                assert_eq!(server.recv().await.unwrap(), "first", "{place}");
+                drop(listener);
+                client.send("second".into()).await.unwrap();
+                let within = Duration::from_secs(5);
+                let second = tokio::time::timeout(within, server.recv()).await;
+                let second = second.expect("not a hang");
+                assert_eq!(second.unwrap_or_else(|e| panic!("{place}: {e}")), "second");
+                server.send("reply".into()).await.unwrap();
+                let reply = tokio::time::timeout(within, client.recv()).await;
+                let reply = reply.expect("not a hang");
+                assert_eq!(reply.unwrap_or_else(|e| panic!("{place}: {e}")), "reply");
+                if place.starts_with("zmq") {
+                    // The last accepted peer closed: the ROUTER lets go of
+                    // its address.
+                    drop((server, client));
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while let Err(e) = aio::listen(&addr, &net).await {
+                        assert!(Instant::now() < deadline, "{addr} still bound: {e}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            });
+        }
+    });
+}

@@ -16,7 +16,9 @@
 //! most [`BACKLOG`] peers not yet accepted (a message from one more new
 //! peer is dropped, as a full backlog refuses a connection); a peer whose
 //! messages go unread holds up the others once its duplex's buffer is full
-//! (a ROUTER receives from all its peers in one queue).
+//! (a ROUTER receives from all its peers in one queue). A peer accepted
+//! outlives the listener, as a connection does: the ROUTER stays bound
+//! until the last one is closed, and drops new peers' messages meanwhile.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,20 +59,15 @@ where
     Ok(duplex)
 }
 
-/// A ROUTER bound at an address, handing out its peers.
+/// A ROUTER bound at an address, handing out its peers. The task that
+/// sorts the ROUTER's messages by peer outlives it while a peer it handed
+/// out is open, so that the peer's messages still arrive; meanwhile a new
+/// peer's messages are dropped, and the address stays bound until the last
+/// one closes.
 #[derive(Debug)]
 pub(super) struct Acceptor {
     endpoint: Endpoint,
     peers: tokio::sync::Mutex<mpsc::Receiver<crate::Socket>>,
-    /// The task that sorts the ROUTER's messages by peer; stopped when the
-    /// listener goes (the peers accepted go on).
-    sorter: tokio::task::AbortHandle,
-}
-
-impl Drop for Acceptor {
-    fn drop(&mut self) {
-        self.sorter.abort();
-    }
 }
 
 /// Binds a ROUTER at `addr` and starts sorting its messages by peer.
@@ -79,11 +76,10 @@ pub(super) async fn listen(addr: &str, net: &Net) -> Result<Acceptor> {
     let endpoint = open.endpoint.clone();
     let (found, peers) = mpsc::channel(BACKLOG);
     let max = net.options.max_frame_len();
-    let sorter = tokio::spawn(sort(open, found, max)).abort_handle();
+    tokio::spawn(sort(open, found, max));
     Ok(Acceptor {
         endpoint,
         peers: tokio::sync::Mutex::new(peers),
-        sorter,
     })
 }
 
@@ -110,7 +106,8 @@ impl Acceptor {
 
 /// Sorts the ROUTER's messages by peer: a peer not heard from before gets
 /// a stream pair (its end waits for `accept`) and a task that sends what
-/// the application writes there back to the peer.
+/// the application writes there back to the peer. Ends once the listener
+/// is gone (`found` closed) and so is every peer it handed out.
 async fn sort(open: Arc<Opened>, found: mpsc::Sender<crate::Socket>, max: usize) {
     let mut peers: HashMap<Vec<Vec<u8>>, LinkWriter> = HashMap::new();
     // Peers whose duplex the application closed: forgotten (their pair
@@ -126,6 +123,7 @@ async fn sort(open: Arc<Opened>, found: mpsc::Sender<crate::Socket>, max: usize)
                 peers.remove(&envelope);
                 continue;
             }
+            () = found.closed(), if peers.is_empty() => return,
         };
         let mut frames = m.into_vec();
         let Some(payload) = frames.pop() else {
@@ -135,10 +133,9 @@ async fn sort(open: Arc<Opened>, found: mpsc::Sender<crate::Socket>, max: usize)
         if !peers.contains_key(&envelope) {
             // A full backlog: the new peer's message is dropped (before a
             // pair is made for it).
+            // (Or no listener: the peers it handed out go on; this one is
+            // nobody's.)
             let Ok(slot) = found.try_reserve() else {
-                if found.is_closed() {
-                    return;
-                }
                 continue;
             };
             let Ok((ours, theirs)) = pair() else {
