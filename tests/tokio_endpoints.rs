@@ -155,17 +155,7 @@ fn a_listeners_incoming_stream_gives_every_peer_and_dropping_it_loses_none() {
     use futures_util::StreamExt;
     checked(60, || {
         let dir = tempfile::tempdir().unwrap();
-        let places = [
-            format!("unix:{}", dir.path().join("s").display()),
-            "tcp://127.0.0.1:0".to_string(),
-            "zmq+tcp://127.0.0.1:0".to_string(),
-        ];
-        for place in places {
-            let net = if place.starts_with("tcp:") {
-                keyed()
-            } else {
-                Net::new()
-            };
+        for (place, net) in every_kind_of_place(&dir) {
             current_thread().block_on(async {
                 let listener = aio::listen(&place, &net).await.unwrap();
                 let addr = listener.endpoint().to_string();
@@ -218,6 +208,19 @@ fn a_listeners_incoming_stream_gives_every_peer_and_dropping_it_loses_none() {
             });
         }
     });
+}
+
+/// A place to listen at of each kind (`unix:`, keyed `tcp://`,
+/// `zmq+tcp://`), with the settings to listen and connect there.
+fn every_kind_of_place(dir: &tempfile::TempDir) -> [(String, Net); 3] {
+    [
+        (
+            format!("unix:{}", dir.path().join("s").display()),
+            Net::new(),
+        ),
+        ("tcp://127.0.0.1:0".to_string(), keyed()),
+        ("zmq+tcp://127.0.0.1:0".to_string(), Net::new()),
+    ]
 }
 
 /// Connects to `addr` with a 200 ms heartbeat, says hello, answers one
@@ -452,22 +455,13 @@ fn an_async_end_of_stream_carries_the_childs_exit_status() {
 /// A connection accepted from a listener outlives it, on every kind of
 /// endpoint: after the listener is dropped, the peer's next messages still
 /// arrive and replies still go (a ZeroMQ listener stopped sorting its
-/// ROUTER's messages when dropped, and the accepted peer waited for ever).
+/// ROUTER's messages when dropped, and cut the peers it had handed out:
+/// their next receive said `Disconnected`).
 #[test]
 fn an_accepted_connection_outlives_its_listener() {
     checked(60, || {
         let dir = tempfile::tempdir().unwrap();
-        let places = [
-            format!("unix:{}", dir.path().join("s").display()),
-            "tcp://127.0.0.1:0".to_string(),
-            "zmq+tcp://127.0.0.1:0".to_string(),
-        ];
-        for place in places {
-            let net = if place.starts_with("tcp:") {
-                keyed()
-            } else {
-                Net::new()
-            };
+        for (place, net) in every_kind_of_place(&dir) {
             current_thread().block_on(async {
                 let listener = aio::listen(&place, &net).await.unwrap();
                 let addr = listener.endpoint().to_string();

@@ -13,6 +13,18 @@ fn doctor(prefix: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// The `RLIMIT_NOFILE` line of `doctor --json`'s output.
+fn fd_limit_check(out: &std::process::Output) -> serde_json::Value {
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "RLIMIT_NOFILE")
+        .unwrap()
+        .clone()
+}
+
 #[test]
 fn doctor_checks_what_procwire_relies_on_and_fails_without_what_it_needs() {
     let out = doctor("");
@@ -51,26 +63,14 @@ fn doctor_checks_what_procwire_relies_on_and_fails_without_what_it_needs() {
 
     let out = doctor("ulimit -n 100;");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let limit = checks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "RLIMIT_NOFILE")
-        .unwrap();
+    let limit = fd_limit_check(&out);
     assert_eq!(limit["ok"], false, "{limit}");
     assert_eq!(limit["required"], true, "{limit}");
     assert!(limit["found"].as_str().unwrap().contains("100"), "{limit}");
 
     // A soft limit below the hard one: what it allows, and that it can go up.
     let out = doctor("ulimit -S -n 1024; ulimit -H -n 4096;");
-    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let limit = checks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "RLIMIT_NOFILE")
-        .unwrap();
+    let limit = fd_limit_check(&out);
     assert_eq!(limit["ok"], true, "{limit}");
     assert_eq!(
         limit["found"],
