@@ -531,6 +531,7 @@ pub(crate) fn is_out_of_fds(e: &io::Error) -> bool {
 }
 
 /// This process's soft limit on open descriptors.
+#[cfg_attr(not(feature = "tcp"), allow(dead_code))]
 pub(crate) fn fd_limit() -> usize {
     fd_limits().0
 }
