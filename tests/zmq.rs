@@ -408,3 +408,90 @@ fn a_bridged_socket_is_selected_on_and_its_errors_say_why() {
         let _ = (quiet, tx);
     });
 }
+
+/// `procwire::listen` and `procwire::connect` at ZeroMQ addresses, blocking:
+/// a DEALER connects, a ROUTER's new peers are accepted as duplexes, over
+/// TCP and ipc; `accept_timeout` times out with nobody new; an accepted
+/// peer outlives its listener; the listener turns async and back; the
+/// threads end and no descriptor is left.
+#[test]
+fn blocking_endpoints_listen_accept_and_connect_over_zeromq() {
+    checked(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let places = [
+            "zmq+tcp://127.0.0.1:0".to_string(),
+            format!("zmq+ipc://{}", dir.path().join("z").display()),
+        ];
+        let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+        let before = threads();
+        for place in places {
+            let net = opts();
+            let listener = net.listen(&place).unwrap();
+            let addr = listener.endpoint().to_string();
+            let e = listener
+                .accept_timeout::<String, String>(Duration::from_millis(50))
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Timeout, "{place}: {e}");
+            let a = net.connect::<String, String>(&addr).unwrap();
+            let b = net.connect::<String, String>(&addr).unwrap();
+            a.send("from a".into()).unwrap();
+            b.send("from b".into()).unwrap();
+            for _ in 0..2 {
+                let peer = listener
+                    .accept_timeout::<String, String>(Duration::from_secs(10))
+                    .unwrap();
+                let said = peer.recv().unwrap();
+                peer.send(format!("{said}, answered")).unwrap();
+            }
+            assert_eq!(a.recv().unwrap(), "from a, answered", "{place}");
+            assert_eq!(b.recv().unwrap(), "from b, answered", "{place}");
+
+            // A third peer, accepted by the listener made async; then
+            // blocking again, the listener is dropped: the peer goes on.
+            let c = net.connect::<String, String>(&addr).unwrap();
+            c.send("from c".into()).unwrap();
+            let (listener, peer) = current_thread().block_on(async {
+                let listener = listener.into_async().unwrap();
+                let peer = listener.accept::<String, String>().await.unwrap();
+                (listener, peer.into_blocking().unwrap())
+            });
+            let listener = listener.into_blocking().unwrap();
+            assert_eq!(peer.recv().unwrap(), "from c", "{place}");
+            drop(listener);
+            c.send("again".into()).unwrap();
+            assert_eq!(
+                peer.recv_timeout(Duration::from_secs(10)).unwrap(),
+                "again",
+                "{place}"
+            );
+            peer.send("still here".into()).unwrap();
+            assert_eq!(c.recv().unwrap(), "still here", "{place}");
+        }
+        // Each connection's thread, and each listener's, ends with it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while threads() > before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(threads(), before, "a ZeroMQ thread outlived its ends");
+    });
+}
+
+/// A libzmq DEALER (pyzmq) is a peer that `procwire::listen` accepts at a
+/// ZeroMQ address, blocking, and answers.
+#[test]
+fn a_pyzmq_dealer_is_accepted_by_a_blocking_listener() {
+    checked(60, || {
+        let listener = opts().listen("zmq+tcp://127.0.0.1:0").unwrap();
+        let addr = listener.endpoint().to_string();
+        let libzmq = addr.strip_prefix("zmq+").unwrap();
+        let (child, _) = pyzmq("dealer", "connect", libzmq, 5);
+        let peer = listener
+            .accept_timeout::<String, String>(Duration::from_secs(20))
+            .unwrap();
+        for _ in 0..5 {
+            let job = peer.recv().unwrap();
+            peer.send(format!("{job} accomplished!")).unwrap();
+        }
+        assert!(finish(child).contains("dealt 5"));
+    });
+}

@@ -230,7 +230,7 @@ enum Command {
     /// decode goes to stderr in hex, and the exit status is then 1); with
     /// --send, send each JSON line of stdin instead.
     Cat {
-        /// unix:PATH or tcp://HOST:PORT.
+        /// unix:PATH, tcp://HOST:PORT, zmq+tcp://HOST:PORT or zmq+ipc://PATH.
         endpoint: String,
         /// Wait for one peer at ENDPOINT instead of connecting to it.
         #[arg(long)]
@@ -249,7 +249,7 @@ enum Command {
     /// body and print the reply as JSON; a handler's error goes to stderr
     /// and the exit status is 1.
     Call {
-        /// unix:PATH or tcp://HOST:PORT.
+        /// unix:PATH, tcp://HOST:PORT, zmq+tcp://HOST:PORT or zmq+ipc://PATH.
         endpoint: String,
         /// The request, as JSON.
         request: String,

@@ -159,3 +159,71 @@ fn cat_reports_a_message_that_does_not_decode_and_prints_the_ones_after_it() {
         "{stderr}"
     );
 }
+
+/// `procwire cat --send` to a ZeroMQ address: every line arrives, also the
+/// last ones, sent just before the process exits (the connection's drop
+/// waits for its thread to get them out).
+#[test]
+fn cat_send_to_a_zeromq_listener_loses_nothing_at_exit() {
+    let net = Net::new().codec(CodecKind::MsgPack);
+    let listener = net.listen("zmq+tcp://127.0.0.1:0").unwrap();
+    let addr = listener.endpoint().to_string();
+    let mut cat = procwire_cmd()
+        .args(["cat", "--send", &addr])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: String = (0..2000).map(|i| format!("{i}\n")).collect();
+    cat.stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(cat.wait().unwrap().success());
+    let peer = listener
+        .accept_timeout::<(), u32>(Duration::from_secs(10))
+        .unwrap();
+    for i in 0..2000 {
+        let got = peer.recv_timeout(Duration::from_secs(10));
+        assert_eq!(got.unwrap_or_else(|e| panic!("message {i}: {e}")), i);
+    }
+}
+
+/// `procwire cat --listen --send` at a ZeroMQ address: the peer it accepts
+/// gets every line, also the last ones, written by the ROUTER just before
+/// the process exits (the listener is gone by then: the peer's drop waits
+/// for the socket's writes).
+#[test]
+fn cat_listening_at_a_zeromq_address_sends_everything_before_it_exits() {
+    use std::io::BufRead;
+    let mut cat = procwire_cmd()
+        .args(["cat", "--listen", "--send", "zmq+tcp://127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufReader::new(cat.stderr.as_mut().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    let addr = said
+        .trim()
+        .strip_prefix("procwire cat: listening at ")
+        .unwrap_or_else(|| panic!("{said}"))
+        .to_string();
+    let net = Net::new().codec(CodecKind::MsgPack);
+    let ch: procwire::Duplex<u32, u32> = net.connect(&addr).unwrap();
+    // A ROUTER hears of a peer when it speaks.
+    ch.send(0).unwrap();
+    let lines: String = (0..2000).map(|i| format!("{i}\n")).collect();
+    cat.stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(cat.wait().unwrap().success());
+    for i in 0..2000 {
+        let got = ch.recv_timeout(Duration::from_secs(10));
+        assert_eq!(got.unwrap_or_else(|e| panic!("message {i}: {e}")), i);
+    }
+}

@@ -56,6 +56,37 @@
 //! half a second** of scheduling delay (the watcher gives up after 2¾
 //! intervals of silence and looks every quarter interval; the test suite
 //! asserts this bound with a 200 ms heartbeat).
+//!
+//! # ZeroMQ
+//!
+//! At a `zmq+tcp://` or `zmq+ipc://` address, [`connect`] opens a DEALER
+//! and [`listen`] binds a ROUTER whose every new peer (a DEALER, or a REQ
+//! behind its delimiter) is a connection to [`accept`](Listener::accept),
+//! its messages and the replies routed by its envelope; a peer in another
+//! language speaks to it with its own DEALER or ROUTER (wire format
+//! section 12). Each connection, and each listener for all its peers, runs
+//! on a thread of its own that ends with it, carrying messages between the
+//! socket and the duplex (two hand-overs a message:
+//! [`procwire::zmq`](crate::zmq) sockets are faster). A peer accepted
+//! outlives the listener; a listener keeps at most 128 new peers waiting
+//! for `accept`, and drops the messages of one more. Dropping a
+//! connection (or the last of a listener and its peers) waits, up to 5 s,
+//! until what was sent on it is written: a process may exit right after.
+//!
+//! ```
+//! # fn main() -> procwire::Result<()> {
+//! # #[cfg(feature = "zmq")] {
+//! let listener = procwire::listen("zmq+tcp://127.0.0.1:0")?;
+//! let ch = procwire::connect::<String, String>(&listener.endpoint().to_string())?;
+//! ch.send("Heavy lifting".into())?; // a ROUTER hears of a peer when it speaks
+//! let peer = listener.accept::<String, String>()?;
+//! let job = peer.recv()?;
+//! peer.send(format!("{job} accomplished!"))?;
+//! assert_eq!(ch.recv()?, "Heavy lifting accomplished!");
+//! # }
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::path::PathBuf;
@@ -290,6 +321,8 @@ pub(crate) enum Inner {
     Unix(UnixListener),
     #[cfg(feature = "tcp")]
     Tcp(tcp::TcpAcceptor),
+    #[cfg(feature = "zmq")]
+    Zmq(crate::remote::zmq::endpoints::Acceptor),
 }
 
 impl Listener {
@@ -354,6 +387,8 @@ impl Listener {
             }
             #[cfg(feature = "tcp")]
             Inner::Tcp(t) => t.accept(&self.net, deadline),
+            #[cfg(feature = "zmq")]
+            Inner::Zmq(z) => z.accept(&self.net, deadline),
         }
     }
 
@@ -375,23 +410,16 @@ impl Listener {
             Inner::Unix(l) => Endpoint::Unix(l.path().to_path_buf()),
             #[cfg(feature = "tcp")]
             Inner::Tcp(t) => t.endpoint(),
+            #[cfg(feature = "zmq")]
+            Inner::Zmq(z) => z.endpoint(),
         }
     }
 }
 
-/// Why `addr` (`e`) gives no channel from `listen` or `connect`: ZeroMQ
-/// sockets and NATS subjects are opened with their own modules, and a
-/// build may lack a feature.
+/// Why `addr` (`e`) gives no channel from `listen` or `connect`: NATS
+/// subjects are opened with their own module, and a build may lack a
+/// feature.
 pub(crate) fn no_channel(addr: &str, e: &Endpoint) -> Error {
-    if cfg!(feature = "zmq") && matches!(e, Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_)) {
-        return Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "`{addr}`: ZeroMQ endpoints have no listen, accept or connect of their own; \
-                 open a socket with procwire::zmq"
-            ),
-        );
-    }
     if cfg!(feature = "nats") && matches!(e, Endpoint::Nats(_)) {
         return Error::new(
             ErrorKind::InvalidInput,
@@ -413,7 +441,8 @@ pub(crate) fn no_channel(addr: &str, e: &Endpoint) -> Error {
 }
 
 impl Net {
-    /// Listens at `addr` (`unix:` or `tcp://`; see [`crate::endpoint`]).
+    /// Listens at `addr` (`unix:`, `tcp://`, `zmq+tcp://` or `zmq+ipc://`;
+    /// see [`crate::endpoint`]).
     ///
     /// # Examples
     ///
@@ -438,6 +467,10 @@ impl Net {
             ),
             #[cfg(feature = "tcp")]
             Endpoint::Tcp(hp) => Inner::Tcp(tcp::TcpAcceptor::bind(hp, self)?),
+            #[cfg(feature = "zmq")]
+            Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
+                Inner::Zmq(crate::remote::zmq::endpoints::Acceptor::bind(addr, self)?)
+            }
             e => return Err(no_channel(addr, e)),
         };
         Ok(Listener {
@@ -446,7 +479,8 @@ impl Net {
         })
     }
 
-    /// Connects to `addr` (`unix:` or `tcp://`; see [`crate::endpoint`]).
+    /// Connects to `addr` (`unix:`, `tcp://`, `zmq+tcp://` or `zmq+ipc://`;
+    /// see [`crate::endpoint`]).
     pub fn connect<Out, In>(&self, addr: &str) -> Result<Duplex<Out, In>>
     where
         Out: Serialize + DeserializeOwned,
@@ -461,6 +495,10 @@ impl Net {
             }
             #[cfg(feature = "tcp")]
             Endpoint::Tcp(hp) => tcp::connect_tcp(hp, self),
+            #[cfg(feature = "zmq")]
+            Endpoint::ZmqTcp(_) | Endpoint::ZmqIpc(_) => {
+                crate::remote::zmq::endpoints::connect(addr, self)
+            }
             e => Err(no_channel(addr, e)),
         }
     }

@@ -78,6 +78,8 @@ impl crate::Listener {
                 let (handshakes, accepted) = t.stop()?;
                 Kind::Tcp(super::tcp::Acceptor::resume(handshakes, accepted)?)
             }
+            #[cfg(feature = "zmq")]
+            Inner::Zmq(z) => Kind::Zmq(super::zmq_link::Acceptor::from_blocking(z)),
         };
         Ok(Listener { kind, net })
     }
@@ -200,19 +202,13 @@ impl Listener {
     }
 
     /// Back to the blocking listener (a `tcp://` one gets its handshake
-    /// thread back, with the handshakes under way). A ZeroMQ listener has
-    /// no blocking form (`procwire::zmq::bind_router` is the blocking
-    /// ROUTER): an error, and the listener is gone.
+    /// thread back, with the handshakes under way; a ZeroMQ one's socket
+    /// stays on the runtime it was opened on, which must go on running
+    /// while it and its peers are in use).
     pub fn into_blocking(self) -> Result<crate::Listener> {
         let inner = match self.kind {
             #[cfg(feature = "zmq")]
-            Kind::Zmq(_) => {
-                return Err(Error::new(
-                    crate::ErrorKind::Unsupported,
-                    "a ZeroMQ listener has no blocking form: procwire::zmq::bind_router is the \
-                     blocking ROUTER",
-                ));
-            }
+            Kind::Zmq(z) => Inner::Zmq(z.into_blocking()),
             Kind::Unix { listener, .. } => Inner::Unix(listener),
             #[cfg(feature = "tcp")]
             Kind::Tcp(t) => {

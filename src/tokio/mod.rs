@@ -101,7 +101,9 @@
 //! not acknowledged what it sent lingers (as a blocking one does) on the
 //! blocking pool. On ZeroMQ, `connect` is a DEALER and a listener a
 //! ROUTER whose every peer is a connection to accept, each carried to its
-//! duplex by a task (two hand-overs a message); the sockets themselves,
+//! duplex by a task (two hand-overs a message), as the blocking ones are
+//! by a thread (and a listener turns blocking and back: its ROUTER stays
+//! on the runtime it was opened on); the sockets themselves,
 //! of every kind and without that carrying, are awaited through [`zmq`]:
 //! the `zeromq` crate's socket on your runtime, with no thread of
 //! procwire's.

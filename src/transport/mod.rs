@@ -142,6 +142,43 @@ pub(crate) struct Conn {
     /// A message socket's spill file for large messages (`large`), made
     /// at the first.
     spill: std::sync::Mutex<Option<large::Spill>>,
+    /// Waited for once the descriptor is closed (declared after `fd`, so
+    /// dropped after it).
+    after: After,
+}
+
+/// What an end waits for once its descriptor is closed: the carrier of a
+/// bridged end (a ZeroMQ endpoint's thread), which must get the messages
+/// sent on it out before the end counts as gone.
+#[derive(Default)]
+struct After(std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl std::fmt::Debug for After {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("After")
+    }
+}
+
+impl Drop for After {
+    fn drop(&mut self) {
+        let wait = self
+            .0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(wait) = wait {
+            // Not on a runtime's thread: the waiting goes to a thread of
+            // its own there.
+            #[cfg(feature = "tokio")]
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("procwire-after".into())
+                    .spawn(wait);
+                return;
+            }
+            wait();
+        }
+    }
 }
 
 /// Whether a Unix socket end takes descriptors
@@ -250,7 +287,19 @@ impl Conn {
             plain_nonblocking: std::sync::atomic::AtomicBool::new(false),
             refusal: Refusal::Off,
             spill: std::sync::Mutex::new(None),
+            after: After::default(),
         }
+    }
+
+    /// Has the end's drop call `wait` once its descriptor is closed (see
+    /// [`After`]).
+    #[cfg_attr(not(feature = "zmq"), allow(dead_code))]
+    pub(crate) fn wait_after_close(&self, wait: Box<dyn FnOnce() + Send>) {
+        *self
+            .after
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(wait);
     }
 
     /// Makes this end carry no descriptors: a socket it receives on refuses
@@ -659,6 +708,14 @@ impl Conn {
             ));
         }
         self.mark_shared();
+        // The descriptor lives on elsewhere: nothing to wait for here.
+        drop(
+            self.after
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
         self.fd
             .try_clone()
             .map_err(|e| Error::io("copying the end's descriptor", e))

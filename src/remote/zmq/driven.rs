@@ -212,13 +212,18 @@ fn drive(shared: &Shared) {
 /// Drives the runtime until its tasks (the socket's writers, a bridge)
 /// have ended, for at most the runtime's linger.
 fn linger(shared: &Shared) {
-    let until = Instant::now() + shared.linger;
-    let rt = shared.rt();
-    rt.block_on(async {
-        while rt.metrics().num_alive_tasks() > 0 && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
+    shared.rt().block_on(tasks_end(shared.linger));
+}
+
+/// Returns once the runtime this runs on has no task left (the socket's
+/// writers have written what was sent), or after `within`; called from
+/// its `block_on`, whose future is no task.
+pub(super) async fn tasks_end(within: Duration) {
+    let until = Instant::now() + within;
+    let rt = tokio::runtime::Handle::current();
+    while rt.metrics().num_alive_tasks() > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 impl Drop for Driven {

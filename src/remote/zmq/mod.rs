@@ -65,6 +65,7 @@ use zeromq::ZmqMessage;
 
 pub(crate) mod bridge;
 mod driven;
+pub(crate) mod endpoints;
 pub(crate) mod router;
 pub(crate) mod socket;
 pub use router::{Peer, Router};
