@@ -168,23 +168,39 @@ fn cat_send_to_a_zeromq_listener_loses_nothing_at_exit() {
     let net = Net::new().codec(CodecKind::MsgPack);
     let listener = net.listen("zmq+tcp://127.0.0.1:0").unwrap();
     let addr = listener.endpoint().to_string();
-    let mut cat = procwire_cmd()
+    let cat = procwire_cmd()
         .args(["cat", "--send", &addr])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines: String = (0..2000).map(|i| format!("{i}\n")).collect();
+    send_numbers_and_exit(cat);
+    let peer = listener
+        .accept_timeout::<(), u32>(Duration::from_secs(10))
+        .unwrap();
+    expect_numbers(&peer);
+}
+
+/// How many numbered lines the ZeroMQ `cat` tests send.
+const LINES: u32 = 2000;
+
+/// Writes the lines `0` to `LINES - 1` to `cat --send`'s input and waits
+/// for it to exit, successfully.
+fn send_numbers_and_exit(mut cat: std::process::Child) {
+    let lines: String = (0..LINES).map(|i| format!("{i}\n")).collect();
     cat.stdin
         .take()
         .unwrap()
         .write_all(lines.as_bytes())
         .unwrap();
     assert!(cat.wait().unwrap().success());
-    let peer = listener
-        .accept_timeout::<(), u32>(Duration::from_secs(10))
-        .unwrap();
-    for i in 0..2000 {
-        let got = peer.recv_timeout(Duration::from_secs(10));
+}
+
+/// Receives the numbers `0` to `LINES - 1`, each within 10 s, in order.
+fn expect_numbers<Out: serde::Serialize + serde::de::DeserializeOwned>(
+    ch: &procwire::Duplex<Out, u32>,
+) {
+    for i in 0..LINES {
+        let got = ch.recv_timeout(Duration::from_secs(10));
         assert_eq!(got.unwrap_or_else(|e| panic!("message {i}: {e}")), i);
     }
 }
@@ -215,15 +231,6 @@ fn cat_listening_at_a_zeromq_address_sends_everything_before_it_exits() {
     let ch: procwire::Duplex<u32, u32> = net.connect(&addr).unwrap();
     // A ROUTER hears of a peer when it speaks.
     ch.send(0).unwrap();
-    let lines: String = (0..2000).map(|i| format!("{i}\n")).collect();
-    cat.stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    assert!(cat.wait().unwrap().success());
-    for i in 0..2000 {
-        let got = ch.recv_timeout(Duration::from_secs(10));
-        assert_eq!(got.unwrap_or_else(|e| panic!("message {i}: {e}")), i);
-    }
+    send_numbers_and_exit(cat);
+    expect_numbers(&ch);
 }
