@@ -195,3 +195,56 @@ fn byte_payloads_are_byte_strings_on_every_codec() {
     assert_eq!(&out[..7], [0x81, 0xa4, b'd', b'a', b't', b'a', 0xc5]);
     assert_eq!(MsgPack::decode::<Field>(&out).unwrap(), f);
 }
+
+/// JSON has no NaN or infinity: serde_json writes them as `null`, which
+/// came back as `None` from `Some(NaN)`. procwire's JSON refuses them at the
+/// send, wherever they sit in the value, and the channel goes on.
+#[test]
+fn json_refuses_nan_and_infinity_where_it_would_write_null() {
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Reading {
+        name: String,
+        at: Option<f64>,
+        samples: Vec<f32>,
+        by_key: BTreeMap<String, (f64, Shape)>,
+    }
+    let fine = || Reading {
+        name: "probe".into(),
+        at: Some(1.5),
+        samples: vec![0.25, -2.0],
+        by_key: BTreeMap::from([("a".into(), (1e300, Shape::Circle(0.5)))]),
+    };
+    let bad = [
+        Reading {
+            at: Some(f64::NAN),
+            ..fine()
+        },
+        Reading {
+            samples: vec![0.5, f32::INFINITY],
+            ..fine()
+        },
+        Reading {
+            by_key: BTreeMap::from([("b".into(), (1.0, Shape::Circle(f64::NEG_INFINITY)))]),
+            ..fine()
+        },
+    ];
+    let (tx, rx) = procwire::Pipe::new()
+        .codec(CodecKind::Json)
+        .channel::<Reading>()
+        .unwrap();
+    for reading in bad {
+        let e = tx.send(reading).unwrap_err().into_error();
+        assert_eq!(e.kind(), ErrorKind::Encode, "{e}");
+        assert!(e.to_string().contains("JSON has no NaN or infinity"), "{e}");
+    }
+    // Nothing of the refused ones went out; finite values go as before.
+    tx.send(fine()).unwrap();
+    assert_eq!(rx.recv().unwrap(), fine());
+    // The other structured codecs carry them exactly.
+    for codec in [CodecKind::MsgPack, CodecKind::Postcard] {
+        let mut out = Vec::new();
+        codec.encode(&Some(f64::NAN), &mut out).unwrap();
+        let back: Option<f64> = codec.decode(&out).unwrap();
+        assert!(back.unwrap().is_nan(), "{codec:?}");
+    }
+}

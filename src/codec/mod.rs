@@ -20,6 +20,8 @@
 //! to send it as `bin`.
 
 mod depth;
+#[cfg(feature = "json")]
+mod finite;
 mod raw;
 pub(crate) mod split;
 
@@ -272,8 +274,14 @@ pub struct Json;
 impl Codec for Json {
     const NAME: &'static str = "json";
 
+    /// A NaN or infinite float is an [`ErrorKind::Encode`] error: JSON has
+    /// no such numbers (serde_json would write `null`, and the receiver
+    /// would read something else).
     fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
-        serde_json::to_writer(out, value).map_err(|e| encode_error(Self::NAME, e))
+        let mut json = serde_json::Serializer::new(out);
+        value
+            .serialize(finite::Finite(&mut json))
+            .map_err(|e| encode_error(Self::NAME, e))
     }
 
     fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
