@@ -80,11 +80,9 @@ pub fn checks() -> Vec<Check> {
                 let (n, hard) = crate::sys::fd_limits();
                 if n >= 256 {
                     // What it bounds first, and whether it can go higher.
-                    let higher = match hard {
-                        h if h <= n => String::new(),
-                        usize::MAX => "; hard limit unlimited (`ulimit -n` raises it)".into(),
-                        h => format!("; hard limit {h} (`ulimit -n` raises it)"),
-                    };
+                    let higher = crate::sys::fd_hard_limit_above(n, hard)
+                        .map(|h| format!("; hard limit {h} (`ulimit -n` raises it)"))
+                        .unwrap_or_default();
                     Ok(format!(
                         "{n} descriptors: some {} pool workers, at two each{higher}",
                         n.saturating_sub(32) / 2

@@ -368,17 +368,8 @@ impl Listener {
     {
         match &self.inner {
             Inner::Unix(l) => {
-                if let Some(d) = deadline {
-                    let mut ready = [false];
-                    let fds = [(std::os::fd::AsFd::as_fd(l), crate::sys::Interest::Read)];
-                    let hit = crate::sys::poll(&fds, Some(d), &mut ready)
-                        .map_err(|e| Error::io("waiting for a connection", e))?;
-                    if !hit {
-                        return Err(Error::new(
-                            ErrorKind::Timeout,
-                            "no peer connected before the deadline",
-                        ));
-                    }
+                if deadline.is_some() {
+                    wait_for_peer(std::os::fd::AsFd::as_fd(l), deadline)?;
                 }
                 let s = l
                     .accept()
@@ -414,6 +405,25 @@ impl Listener {
             Inner::Zmq(z) => z.endpoint(),
         }
     }
+}
+
+/// Waits until `fd` (a listener's, or what stands for one) is readable, or
+/// `deadline` passes: [`ErrorKind::Timeout`] then.
+pub(crate) fn wait_for_peer(
+    fd: std::os::fd::BorrowedFd<'_>,
+    deadline: Option<std::time::Instant>,
+) -> Result<()> {
+    let mut ready = [false];
+    let fds = [(fd, crate::sys::Interest::Read)];
+    let hit = crate::sys::poll(&fds, deadline, &mut ready)
+        .map_err(|e| Error::io("waiting for a connection", e))?;
+    if !hit {
+        return Err(Error::new(
+            ErrorKind::Timeout,
+            "no peer connected before the deadline",
+        ));
+    }
+    Ok(())
 }
 
 /// Why `addr` (`e`) gives no channel from `listen` or `connect`: NATS

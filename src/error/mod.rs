@@ -169,15 +169,13 @@ impl Error {
         let message = if crate::sys::is_at_fd_limit(&e) {
             // Which limit, and how far it can go: the OS says only "too many".
             let (soft, hard) = crate::sys::fd_limits();
-            let raise = match hard {
-                h if h <= soft => String::new(),
-                usize::MAX => "; the hard limit is unlimited: raise the soft one with `ulimit -n` \
-                               or setrlimit"
-                    .into(),
-                h => format!(
-                    "; the hard limit is {h}: raise the soft one with `ulimit -n` or setrlimit"
-                ),
-            };
+            let raise = crate::sys::fd_hard_limit_above(soft, hard)
+                .map(|h| {
+                    format!(
+                        "; the hard limit is {h}: raise the soft one with `ulimit -n` or setrlimit"
+                    )
+                })
+                .unwrap_or_default();
             format!(
                 "{context} (this process is at its RLIMIT_NOFILE of {soft} open descriptors{raise})"
             )

@@ -547,6 +547,17 @@ pub(crate) fn fd_limits() -> (usize, usize) {
     (n(l.current), n(l.maximum))
 }
 
+/// The hard limit on open descriptors ("unlimited" or a number), if the
+/// soft one can be raised towards it: what an out-of-descriptors message
+/// tells the user.
+pub(crate) fn fd_hard_limit_above(soft: usize, hard: usize) -> Option<String> {
+    match hard {
+        h if h <= soft => None,
+        usize::MAX => Some("unlimited".into()),
+        h => Some(h.to_string()),
+    }
+}
+
 /// Whether `e` says this process has as many descriptors open as
 /// `RLIMIT_NOFILE` lets it (`EMFILE`).
 pub(crate) fn is_at_fd_limit(e: &io::Error) -> bool {

@@ -45,7 +45,7 @@ use super::bridge::{Link, LinkWriter, carry, pair};
 use super::socket::Opened;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys::{self, Interest};
+use crate::sys;
 use crate::{Duplex, Net};
 
 /// Peers a listener keeps for `accept` at most.
@@ -97,9 +97,12 @@ impl Life {
 /// Has `duplex`'s drop wait, after closing its end, for its carrier to end
 /// and (the last end of its socket) for the socket's tasks: what was sent
 /// on it is written before it counts as gone. For up to the linger each.
-fn wait_for_carrier<Out, In>(duplex: &Duplex<Out, In>, done: Done, life: Arc<Life>) {
+/// (`done` is `None` for a connection: its carrier ends with its runtime.)
+fn wait_for_carrier<Out, In>(duplex: &Duplex<Out, In>, done: Option<Done>, life: Arc<Life>) {
     duplex.conn().wait_after_close(Box::new(move || {
-        let _ = done.recv_timeout(super::driven::LINGER);
+        if let Some(done) = done {
+            let _ = done.recv_timeout(super::driven::LINGER);
+        }
         if life.last_gone() {
             life.wait_end();
         }
@@ -307,9 +310,8 @@ where
         Ok((ours, Box::pin(carrying) as _))
     })?;
     let duplex = net.options.duplex_from(ours)?;
-    // (Its carrier ends with the runtime: `done` is there at once.)
-    let (_, done) = std::sync::mpsc::channel();
-    wait_for_carrier(&duplex, done, life);
+    // (Its carrier ends with the runtime, which `life` hears of.)
+    wait_for_carrier(&duplex, None, life);
     Ok(duplex)
 }
 
@@ -399,7 +401,7 @@ impl Acceptor {
                 match peers.try_recv() {
                     Ok((s, done)) => {
                         let duplex = net.options.duplex_from(s)?;
-                        wait_for_carrier(&duplex, done, Arc::clone(&self.life));
+                        wait_for_carrier(&duplex, Some(done), Arc::clone(&self.life));
                         return Ok(duplex);
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -413,16 +415,7 @@ impl Acceptor {
                     Err(mpsc::error::TryRecvError::Empty) => sys::ready::drain(self.bell.as_fd()),
                 }
             }
-            let mut ready = [false];
-            let fds = [(self.bell.as_fd(), Interest::Read)];
-            let hit = sys::poll(&fds, deadline, &mut ready)
-                .map_err(|e| Error::io("waiting for a ZeroMQ peer", e))?;
-            if !hit {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    "no new ZeroMQ peer before the deadline",
-                ));
-            }
+            crate::endpoint::wait_for_peer(self.bell.as_fd(), deadline)?;
         }
     }
 
