@@ -570,13 +570,29 @@ fn workers_that_keep_failing_make_the_pool_give_up_with_the_reason() {
         }));
         let pool = Pool::with_link(link.clone())
             .workers(1)
+            .max_in_flight(4)
             .give_up_after(5)
             .build()
             .unwrap();
+        // An endless input: the run ends when the pool gives up, rather
+        // than refusing every task there will ever be.
         let mut errors = Vec::new();
-        let _ = pool.run(0..50u64, true, |_, r| errors.push(r.unwrap_err()));
-        assert_eq!(errors.len(), 50, "every task has its result");
-        // Five lost as themselves, then the pool gives up and says why.
+        let run = pool.run(0u64.., true, |i, r| {
+            assert_eq!(i as usize, errors.len(), "in input order");
+            errors.push(r.unwrap_err());
+        });
+        let e = run.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+        assert!(e.to_string().contains("workers keep failing"), "{e}");
+        assert!(e.to_string().contains("no more"), "{e}");
+        // Five lost as themselves, then those in flight fail with the
+        // pool's reason: a handful, not the endless rest.
+        assert!((6..=20).contains(&errors.len()), "{} results", errors.len());
+        assert!(
+            e.to_string()
+                .contains(&format!("read {} and", errors.len())),
+            "{e}"
+        );
         let last = errors.last().unwrap();
         assert_eq!(last.kind(), ErrorKind::Cancelled, "{last}");
         assert!(last.to_string().contains("workers keep failing"), "{last}");
@@ -593,6 +609,43 @@ fn workers_that_keep_failing_make_the_pool_give_up_with_the_reason() {
         }));
         let e = Pool::with_link(broken).workers(2).build().unwrap_err();
         assert!(e.to_string().contains("cannot start"), "{e}");
+    });
+}
+
+#[test]
+fn a_run_cancelled_from_its_callback_stops_reading_an_endless_input() {
+    checked(60, || {
+        let before = util::fd_count();
+        let pool = Pool::builder(square).workers(2).build().unwrap();
+        let read = std::sync::atomic::AtomicU64::new(0);
+        let tasks = (0u64..).inspect(|_| {
+            read.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut got = Vec::new();
+        let e = pool
+            .run(tasks, true, |i, r| {
+                if i == 10 {
+                    pool.cancel();
+                }
+                got.push((i, r));
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+        let read = read.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(got.len() as u64, read, "every task read has its result");
+        assert!(read < 1000, "{read} tasks read after the cancel");
+        for (i, r) in &got[..=10] {
+            assert_eq!(r.as_ref().unwrap(), &(i * i), "before the cancel");
+        }
+        // Those after it finished first or were cancelled.
+        for (i, r) in &got[11..] {
+            match r {
+                Ok(v) => assert_eq!(*v, i * i),
+                Err(e) => assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}"),
+            }
+        }
+        pool.abort().unwrap();
+        assert_eq!(util::fd_count(), before, "a descriptor leaked");
     });
 }
 

@@ -214,7 +214,9 @@ enum Note<Req, Resp> {
     Submitted(u64, TaskHandle<Req, Resp>),
     Finished(u64),
     Refused(u64, Error),
-    Fed(u64),
+    /// Every task read: how many, and why reading stopped early if it did
+    /// (the pool stopped taking tasks).
+    Fed(u64, Option<Error>),
 }
 
 pub(super) fn run<Req: Message + Clone, Resp: Message>(
@@ -232,22 +234,34 @@ pub(super) fn run<Req: Message + Clone, Resp: Message>(
         s.spawn(move || {
             let mut n = 0u64;
             for t in tasks {
-                let note = match pool.enqueue(t, super::WhenFull::Wait, Some(Arc::clone(&notify))) {
-                    Ok(h) => Note::Submitted(n, h),
-                    Err(e) => Note::Refused(n, e),
-                };
+                let (note, stopped) =
+                    match pool.enqueue(t, super::WhenFull::Wait, Some(Arc::clone(&notify))) {
+                        Ok(h) => (Note::Submitted(n, h), None),
+                        Err(e) => {
+                            let again = e.duplicate();
+                            (Note::Refused(n, e), Some(again))
+                        }
+                    };
                 n += 1;
                 if tx.send(note).is_err() {
                     return;
                 }
+                // A waiting submission fails only once the pool takes no
+                // task ever again (cancelled, given up): the rest of the
+                // input is not read, which may be endless.
+                if stopped.is_some() {
+                    let _ = tx.send(Note::Fed(n, stopped));
+                    return;
+                }
             }
-            let _ = tx.send(Note::Fed(n));
+            let _ = tx.send(Note::Fed(n, None));
         });
         // Slot index -> position, and the handles not yet finished.
         let mut position: HashMap<u64, (u64, TaskHandle<Req, Resp>)> = HashMap::new();
         let mut early: std::collections::HashSet<u64> = std::collections::HashSet::new();
         let mut ready: std::collections::BTreeMap<u64, Result<Resp>> = Default::default();
         let (mut next_out, mut fed, mut done) = (0u64, None::<u64>, 0u64);
+        let mut cut_short = None;
         let mut emit = |pos: u64, r: Result<Resp>, ready: &mut std::collections::BTreeMap<_, _>| {
             if !ordered {
                 return each(pos, r);
@@ -263,8 +277,9 @@ pub(super) fn run<Req: Message + Clone, Resp: Message>(
                 return Err(Error::new(ErrorKind::Io, "the pool's feeding thread ended"));
             };
             let finished = match note {
-                Note::Fed(n) => {
+                Note::Fed(n, stopped) => {
                     fed = Some(n);
+                    cut_short = stopped;
                     continue;
                 }
                 Note::Refused(pos, e) => {
@@ -292,6 +307,11 @@ pub(super) fn run<Req: Message + Clone, Resp: Message>(
                 }
             }
         }
-        Ok(done)
+        match cut_short {
+            Some(e) => Err(e.because(&format!(
+                "the pool stopped taking tasks: the run read {done} and no more"
+            ))),
+            None => Ok(done),
+        }
     })
 }

@@ -509,6 +509,15 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
     /// come. At most `max_in_flight` tasks are read ahead. Returns the
     /// number of tasks once every one has its result.
     ///
+    /// A pool that stops taking tasks during the run ([`cancel`](Pool::cancel),
+    /// from `each` or another thread; or giving up on workers that keep
+    /// failing) ends it: the task being submitted then fails with the
+    /// pool's reason, the rest of `tasks` is not read (it may be endless),
+    /// and once the tasks read have their results the run returns that
+    /// reason as its error. A feeding thread blocked in `tasks`' `next`
+    /// (stdin from a terminal) is waited for: the run returns after it
+    /// yields.
+    ///
     /// # Examples
     ///
     /// ```no_run
