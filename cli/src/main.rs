@@ -127,8 +127,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         joblog: Option<std::path::PathBuf>,
         /// Print answers as they come, not in input order.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "keep_order")]
         unordered: bool,
+        /// Print answers in input order: what procwire does without
+        /// --unordered (accepted for GNU parallel's command lines).
+        #[arg(short = 'k', long)]
+        keep_order: bool,
         /// Talk to workers in frames over PROCWIRE_FD (codec raw) instead of
         /// lines on stdin/stdout.
         #[arg(long)]
@@ -174,8 +178,10 @@ enum Command {
         /// keeps (a 3-node cluster survives a node with 3).
         #[arg(long, value_name = "N", default_value_t = 1)]
         replicas: usize,
-        /// The worker command and its arguments.
-        #[arg(last = true, required_unless_present = "listen")]
+        /// The worker command and its arguments (everything from the first
+        /// word that is not an option, as GNU parallel reads it; or after
+        /// `--`).
+        #[arg(trailing_var_arg = true, required_unless_present = "listen")]
         command: Vec<String>,
     },
     /// Work for a remote pool (`procwire pool --listen`): run a persistent
@@ -419,6 +425,7 @@ fn run() -> anyhow::Result<ExitCode> {
             halt,
             joblog,
             unordered,
+            keep_order: _,
             framed,
             pipeline,
             timeout,

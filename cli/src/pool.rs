@@ -342,6 +342,9 @@ fn feed_and_print<R: procwire::pool::Message + Clone>(
     let mut out = io::BufWriter::new(io::stdout().lock());
     let (mut failed, mut write_err) = (0u64, None);
     let read = pool.run(lines, !unordered, |i, r| {
+        if write_err.is_some() {
+            return;
+        }
         if r.is_err() {
             failed += 1;
         }
@@ -350,15 +353,19 @@ fn feed_and_print<R: procwire::pool::Message + Clone>(
             bar.set_message(format!("{failed} failed"));
         }
         if let Err(e) = emit(i + 1, r, &mut out).and_then(|()| out.flush()) {
-            write_err.get_or_insert(e);
+            // Answers would go nowhere (`| head` has its lines, the disk is
+            // full): stop working on them, and reading the input.
+            write_err = Some(e);
+            pool.cancel();
         }
-    })?;
+    });
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
     if let Some(e) = write_err {
-        return Err(e.into());
+        return Err(anyhow::Error::new(e).context("writing the answers to stdout"));
     }
+    let read = read?;
     out.flush()?;
     Ok((read, failed))
 }

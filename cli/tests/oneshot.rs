@@ -6,6 +6,8 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+mod util;
+
 fn run(program: &str, args: &[&str], stdin: &[u8], dir: &std::path::Path) -> Output {
     let mut child = Command::new(program)
         .args(args)
@@ -336,4 +338,99 @@ fn a_job_past_its_timeout_is_killed_and_counted_as_parallel_counts_it() {
     assert_eq!(ours.stdout, theirs.stdout);
     assert_eq!(ours.status.code(), theirs.status.code());
     assert!(String::from_utf8_lossy(&ours.stderr).contains("ran past its timeout"));
+}
+
+/// GNU parallel's own command lines: the command needs no `--` before it,
+/// and `-k` (keep order, procwire's default) is taken.
+#[test]
+fn parallels_command_lines_run_as_they_are() {
+    let d = scripts();
+    let dir = d.path();
+    for args in [
+        &[
+            "-k", "-j", "2", "echo", "{1}-{2}", ":::", "a", "b", ":::", "1", "2",
+        ][..],
+        &["-j", "2", "echo", "{}", "::::", "args.txt", ":::", "x", "y"],
+        &["-k", "echo", "-n", "{}", ":::", "p", "q"],
+    ] {
+        let ours: Vec<&str> = ["pool"].into_iter().chain(args.iter().copied()).collect();
+        let theirs: Vec<&str> = ["--will-cite", "-k"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let ours = run(env!("CARGO_BIN_EXE_procwire"), &ours, b"", dir);
+        let theirs = run("parallel", &theirs, b"", dir);
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
+        assert!(ours.status.success(), "{args:?}: {ours:?}");
+    }
+}
+
+/// Jobs start as their inputs arrive, not once the input has ended: stdin
+/// may be endless (`tail -f`). (The whole of stdin was read first: `yes |
+/// procwire pool echo {}` grew to 24 GB and was killed by the kernel.)
+#[test]
+fn jobs_start_before_the_input_ends() {
+    use std::io::BufRead;
+    within(30, "the first jobs' output never came", || {
+        let mut child = util::Reaped(
+            Command::new(env!("CARGO_BIN_EXE_procwire"))
+                .args(["pool", "-j", "2", "--", "echo", "got", "{}"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stdin = child.0.stdin.take().unwrap();
+        stdin.write_all(b"a\nb\n").unwrap();
+        // stdin stays open: the input has not ended.
+        let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "got a");
+        assert_eq!(lines.next().unwrap().unwrap(), "got b");
+        stdin.write_all(b"c\n").unwrap();
+        drop(stdin);
+        assert_eq!(lines.next().unwrap().unwrap(), "got c");
+        assert!(lines.next().is_none());
+        assert!(child.0.wait().unwrap().success());
+    });
+}
+
+/// Output that goes nowhere stops the jobs: `| head` ends the run at once
+/// (the combinations of the sources are made as they are run, not all
+/// first), with every job gone; a full disk is an error that says so. (The
+/// run went on through every job, and a full disk exited 0, the output
+/// lost.)
+#[test]
+fn output_that_cannot_be_written_stops_the_jobs() {
+    let bin = env!("CARGO_BIN_EXE_procwire");
+    // A million combinations: far more than the test has time to run.
+    let hundred = "$(seq 100)";
+    let out = util::sh_within(
+        40,
+        &format!(
+            "{bin} pool -j 2 -- echo {{1}}.{{2}}.{{3}} ::: {hundred} ::: {hundred} ::: {hundred} \
+             | head -n 3; echo \"pool $?\" >&2"
+        ),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1.1.1\n1.1.2\n1.1.3\n"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.ends_with("pool 0\n"), "{err}");
+    let out = util::sh_within(
+        40,
+        &format!("seq 10000000 | {bin} pool -j 2 -- echo {{}} >/dev/full"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(
+        err.contains("writing the jobs' output to stdout: No space left on device"),
+        "{err}"
+    );
 }

@@ -4,6 +4,8 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+mod util;
+
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../peers/python");
 
 /// Runs `procwire pool ARGS` with `input` on stdin, failing past 60 s.
@@ -299,4 +301,49 @@ fn a_silent_worker_draws_one_hint_about_buffering_and_python_flushes_by_default(
     );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "a!\nb!\n");
+}
+
+/// Where the answers go nowhere, the pool stops: a closed stdout (`| head`)
+/// ends the run at once, quietly, with every worker gone, instead of
+/// working through the rest of the input; a full disk is an error that
+/// says so. (The pool worked through all 200,000 lines here, and exited 0
+/// with the answers lost.)
+#[test]
+fn answers_that_cannot_be_written_stop_the_pool() {
+    let bin = env!("CARGO_BIN_EXE_procwire");
+    // Far more input than the test has time for, unless the pool stops.
+    let out = util::sh_within(
+        40,
+        &format!("seq 100000000 | {bin} pool -j 2 -- cat | head -n 3; echo \"pool $?\" >&2"),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n2\n3\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.ends_with("pool 0\n"), "{err}");
+    let out = util::sh_within(
+        40,
+        &format!("seq 100000000 | {bin} pool -j 2 -- cat >/dev/full"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(
+        err.contains("writing the answers to stdout: No space left on device"),
+        "{err}"
+    );
+}
+
+/// A pool that gives up on its workers stops reading its input: one error
+/// per task it had in flight, and one for the run, not one for every line
+/// there is (a million lines of stderr here before; an endless input
+/// never ended, and grew the pool to gigabytes).
+#[test]
+fn a_pool_that_gives_up_stops_reading_its_input() {
+    let bin = env!("CARGO_BIN_EXE_procwire");
+    let out = util::sh_within(40, &format!("seq 1000000 | {bin} pool -j 2 -- false"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    let lines = err.lines().count();
+    assert!(lines < 100, "{lines} lines of stderr");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains("workers keep failing"), "{last}");
+    assert!(last.contains("the pool stopped taking tasks"), "{last}");
 }

@@ -104,6 +104,8 @@ pub struct Job {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Done {
     seq: u64,
+    /// Its arguments, joined by spaces (`--tag`).
+    tag: String,
     command: String,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
@@ -118,10 +120,20 @@ pub struct Done {
     runtime: f64,
 }
 
-/// The template and its sources.
+/// The template and its sources. The first source is read as the jobs
+/// run (stdin or a `::::` file may be endless, or larger than memory);
+/// the others are read whole first, since each item of the first combines
+/// with every one of theirs.
 struct Plan {
     template: Vec<String>,
-    sources: Vec<Vec<String>>,
+    first: Source,
+    rest: Vec<Vec<String>>,
+}
+
+/// Where the first source's items come from.
+enum Source {
+    Listed(Vec<String>),
+    Read(Box<dyn io::BufRead + Send>),
 }
 
 fn plan(cfg: &OneShot) -> Result<Plan> {
@@ -134,7 +146,7 @@ fn plan(cfg: &OneShot) -> Result<Plan> {
     if template.is_empty() {
         bail!("no command: procwire pool -j N -- CMD [ARGS...] [::: ARGS...]");
     }
-    let mut sources: Vec<Vec<String>> = Vec::new();
+    let mut sources: Vec<Source> = Vec::new();
     let mut i = at;
     while i < cfg.command.len() {
         let marker = cfg.command[i].as_str();
@@ -144,21 +156,35 @@ fn plan(cfg: &OneShot) -> Result<Plan> {
             .map_or(cfg.command.len(), |p| i + 1 + p);
         let items = &cfg.command[i + 1..end];
         if marker == ":::" {
-            sources.push(items.to_vec());
+            sources.push(Source::Listed(items.to_vec()));
         } else {
             for file in items {
-                let text = std::fs::read(file).with_context(|| format!("reading {file}"))?;
-                sources.push(split_input(&text, cfg.null));
+                let f = std::fs::File::open(file).with_context(|| format!("reading {file}"))?;
+                sources.push(Source::Read(Box::new(io::BufReader::new(f))));
             }
         }
         i = end;
     }
     if sources.is_empty() {
-        let mut text = Vec::new();
-        io::stdin().lock().read_to_end(&mut text)?;
-        sources.push(split_input(&text, cfg.null));
+        sources.push(Source::Read(Box::new(io::BufReader::new(io::stdin()))));
     }
-    Ok(Plan { template, sources })
+    let mut sources = sources.into_iter();
+    let first = sources.next().expect("one source at least");
+    let rest = sources
+        .map(|s| match s {
+            Source::Listed(items) => Ok(items),
+            Source::Read(mut r) => {
+                let mut text = Vec::new();
+                r.read_to_end(&mut text).context("reading a :::: file")?;
+                Ok(split_input(&text, cfg.null))
+            }
+        })
+        .collect::<Result<_>>()?;
+    Ok(Plan {
+        template,
+        first,
+        rest,
+    })
 }
 
 fn split_input(text: &[u8], null: bool) -> Vec<String> {
@@ -173,24 +199,94 @@ fn split_input(text: &[u8], null: bool) -> Vec<String> {
     items
 }
 
-/// Every combination of the sources, the last varying fastest (as
-/// parallel combines several `:::`).
-fn combine(sources: &[Vec<String>]) -> Vec<Vec<String>> {
-    let mut out: Vec<Vec<String>> = vec![Vec::new()];
-    for s in sources {
-        out = out
-            .into_iter()
-            .flat_map(|prefix| {
-                s.iter().map(move |v| {
-                    let mut p = prefix.clone();
-                    p.push(v.clone());
-                    p
-                })
-            })
-            .collect();
+/// The jobs of a plan, made as they are asked for: every combination of
+/// the sources, the last varying fastest (as parallel combines several
+/// `:::`), numbered from 1. A read error of the first source ends them and
+/// is kept in `failed`.
+struct Jobs {
+    first: Box<dyn Iterator<Item = String> + Send>,
+    rest: Vec<Vec<String>>,
+    /// The combinations of `rest` (their lengths multiplied).
+    per_item: u128,
+    /// The first source's current item, and the next combination of the
+    /// others to put with it.
+    current: Option<(String, u128)>,
+    seq: u64,
+}
+
+impl Jobs {
+    /// The jobs, and the count of them when it is known before they are
+    /// read (every source listed on the command line).
+    fn new(
+        first: Source,
+        rest: Vec<Vec<String>>,
+        null: bool,
+        failed: Arc<std::sync::Mutex<Option<io::Error>>>,
+    ) -> (Jobs, Option<u128>) {
+        let per_item = rest
+            .iter()
+            .map(|r| r.len() as u128)
+            .try_fold(1u128, u128::checked_mul);
+        // More combinations than a u128 holds are never run out of.
+        let per_item_or_max = per_item.unwrap_or(u128::MAX);
+        let (first, count): (Box<dyn Iterator<Item = String> + Send>, _) = match first {
+            Source::Listed(items) => {
+                let count = per_item.and_then(|p| p.checked_mul(items.len() as u128));
+                (Box::new(items.into_iter()), count)
+            }
+            Source::Read(r) => {
+                let sep = if null { b'\0' } else { b'\n' };
+                let items = io::BufRead::split(r, sep).map_while(move |item| match item {
+                    Ok(item) => Some(String::from_utf8_lossy(&item).into_owned()),
+                    Err(e) => {
+                        *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                        None
+                    }
+                });
+                (Box::new(items), None)
+            }
+        };
+        let jobs = Jobs {
+            first,
+            rest,
+            per_item: per_item_or_max,
+            current: None,
+            seq: 0,
+        };
+        (jobs, count)
     }
-    out.retain(|c| !c.is_empty());
-    out
+}
+
+impl Iterator for Jobs {
+    type Item = Job;
+
+    fn next(&mut self) -> Option<Job> {
+        if self.per_item == 0 {
+            return None;
+        }
+        loop {
+            if let Some((item, k)) = &mut self.current
+                && *k < self.per_item
+            {
+                // The combination's digits, the last source's the lowest.
+                let mut args = vec![String::new(); self.rest.len() + 1];
+                let mut n = *k;
+                for (slot, source) in args[1..].iter_mut().zip(&self.rest).rev() {
+                    let len = source.len() as u128;
+                    *slot = source[(n % len) as usize].clone();
+                    n /= len;
+                }
+                args[0] = item.clone();
+                *k += 1;
+                self.seq += 1;
+                return Some(Job {
+                    seq: self.seq,
+                    args,
+                });
+            }
+            self.current = Some((self.first.next()?, 0));
+        }
+    }
 }
 
 fn without_ext(s: &str) -> &str {
@@ -274,23 +370,36 @@ pub fn parse_jobs(s: &str) -> std::result::Result<usize, String> {
 /// Runs the jobs; the exit status is GNU parallel's.
 pub fn run(cfg: OneShot) -> Result<ExitCode> {
     let plan = plan(&cfg)?;
-    let jobs: Vec<Job> = combine(&plan.sources)
-        .into_iter()
-        .zip(1..)
-        .map(|(args, seq)| Job { seq, args })
-        .collect();
+    let unreadable = Arc::new(std::sync::Mutex::new(None));
+    let (jobs, count) = Jobs::new(plan.first, plan.rest, cfg.null, Arc::clone(&unreadable));
+    let read_error = || {
+        let e = unreadable.lock().unwrap_or_else(|e| e.into_inner()).take();
+        e.map_or(Ok(()), |e| {
+            Err(anyhow::Error::new(e).context("reading the inputs"))
+        })
+    };
     if cfg.dry_run {
         let mut out = io::stdout().lock();
-        for job in &jobs {
+        for job in jobs {
             let slot = ((job.seq - 1) as usize % cfg.jobs.max(1)) + 1;
-            writeln!(out, "{}", argv(&plan.template, job, slot, true).join(" "))?;
+            writeln!(out, "{}", argv(&plan.template, &job, slot, true).join(" "))?;
         }
+        read_error()?;
         return Ok(ExitCode::SUCCESS);
     }
-    if jobs.is_empty() {
+    let mut jobs = jobs.peekable();
+    if jobs.peek().is_none() {
+        read_error()?;
         return Ok(ExitCode::SUCCESS);
     }
-    let workers = cfg.jobs.max(1).min(jobs.len());
+    // Slots past the number of jobs would start nothing.
+    let workers = match count {
+        Some(n) => cfg
+            .jobs
+            .max(1)
+            .min(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => cfg.jobs.max(1),
+    };
     let limit = match cfg.halt {
         Halt::Never => None,
         Halt::Now(n) | Halt::Soon(n) => Some(n),
@@ -327,7 +436,10 @@ pub fn run(cfg: OneShot) -> Result<ExitCode> {
         None => None,
     };
     let progress = io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(jobs.len() as u64);
+        let bar = match count {
+            Some(n) => indicatif::ProgressBar::new(u64::try_from(n).unwrap_or(u64::MAX)),
+            None => indicatif::ProgressBar::no_length(),
+        };
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{bar:30} {pos}/{len} jobs, {msg} [{elapsed} < {eta}]",
@@ -336,16 +448,17 @@ pub fn run(cfg: OneShot) -> Result<ExitCode> {
         );
         bar
     });
-    let tags: Vec<String> = jobs.iter().map(|j| j.args.join(" ")).collect();
     let (mut failed, mut halted_with) = (0u64, None::<i32>);
     let stop = AtomicBool::new(false);
     let mut stdout = io::stdout().lock();
     let mut stderr = io::stderr();
-    let feed = jobs
-        .into_iter()
-        .take_while(|_| !stop.load(Ordering::SeqCst));
+    let feed = jobs.take_while(|_| !stop.load(Ordering::SeqCst));
     let mut problem = None;
-    let ran = pool.run(feed, !cfg.unordered, |i, r| {
+    let mut write_err = None;
+    let ran = pool.run(feed, !cfg.unordered, |_, r| {
+        if write_err.is_some() {
+            return;
+        }
         let done = match r {
             Ok(d) => d,
             Err(e) => {
@@ -363,8 +476,15 @@ pub fn run(cfg: OneShot) -> Result<ExitCode> {
         if !ok {
             failed += 1;
         }
-        let tag = cfg.tag.then(|| &tags[i as usize]);
-        let _ = write_grouped(&mut stdout, &done.stdout, tag);
+        let tag = cfg.tag.then_some(&done.tag);
+        if let Err(e) = write_grouped(&mut stdout, &done.stdout, tag) {
+            // The output would go nowhere (`| head` has its lines, the
+            // disk is full): no job is worth running any more.
+            write_err = Some(e);
+            stop.store(true, Ordering::SeqCst);
+            pool.cancel();
+            return;
+        }
         let _ = write_grouped(&mut stderr, &done.stderr, tag);
         if let Some(f) = joblog.as_mut() {
             let _ = writeln!(
@@ -398,6 +518,10 @@ pub fn run(cfg: OneShot) -> Result<ExitCode> {
     });
     if let Some(bar) = progress {
         bar.finish_and_clear();
+    }
+    if let Some(e) = write_err {
+        pool.abort()?;
+        return Err(anyhow::Error::new(e).context("writing the jobs' output to stdout"));
     }
     let _ = stdout.flush();
     match cfg.halt {
@@ -474,10 +598,36 @@ mod tests {
             argv(&["echo".to_string()], &job(&["a", "b"]), 1, false),
             ["echo", "a", "b"]
         );
-        assert_eq!(
-            combine(&[vec!["a".into(), "b".into()], vec!["1".into(), "2".into()]]).len(),
-            4
+        let listed = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let failed = Arc::new(std::sync::Mutex::new(None));
+        let (jobs, count) = Jobs::new(
+            Source::Listed(listed(&["a", "b"])),
+            vec![listed(&["1", "2", "3"]), listed(&["x", "y"])],
+            false,
+            Arc::clone(&failed),
         );
+        let got: Vec<(u64, String)> = jobs.map(|j| (j.seq, j.args.join(" "))).collect();
+        assert_eq!(count, Some(12));
+        assert_eq!(got.len(), 12);
+        assert_eq!(got[0], (1, "a 1 x".into()));
+        assert_eq!(got[1], (2, "a 1 y".into()));
+        assert_eq!(got[2], (3, "a 2 x".into()));
+        assert_eq!(got[11], (12, "b 3 y".into()));
+        // An empty source: no combination at all.
+        let (jobs, count) = Jobs::new(
+            Source::Listed(listed(&["a"])),
+            vec![vec![]],
+            false,
+            Arc::clone(&failed),
+        );
+        assert_eq!((jobs.count(), count), (0, Some(0)));
+        // Read as asked for: the first item of an endless source comes.
+        let endless = io::BufReader::new(io::repeat(b'z').take(1 << 20).chain(&b"\nq\n"[..]));
+        let (mut jobs, count) = Jobs::new(Source::Read(Box::new(endless)), vec![], false, failed);
+        assert_eq!(count, None);
+        assert_eq!(jobs.next().unwrap().args[0].len(), 1 << 20);
+        assert_eq!(jobs.next().unwrap().args, ["q"]);
+        assert!(jobs.next().is_none());
         assert_eq!(parse_halt("now,fail=1"), Ok(Halt::Now(1)));
         assert!(parse_halt("later,fail=1").is_err());
         assert_eq!(shell_quote("it's"), r"'it'\''s'");

@@ -58,6 +58,7 @@ struct Running {
     /// `None`: not started, the pool halted.
     child: Option<Result<std::process::Child, String>>,
     seq: u64,
+    tag: String,
     command: String,
     started: SystemTime,
     t0: Instant,
@@ -188,6 +189,7 @@ impl Worker<Job, Done> for Slot {
         self.running = Some(Running {
             child,
             seq: job.seq,
+            tag: job.args.join(" "),
             command: line,
             started: SystemTime::now(),
             t0: Instant::now(),
@@ -206,6 +208,7 @@ impl Worker<Job, Done> for Slot {
             .map_or(0.0, |d| d.as_secs_f64());
         let mut done = Done {
             seq: r.seq,
+            tag: r.tag,
             command: r.command,
             stdout: Vec::new(),
             stderr: Vec::new(),

@@ -21,3 +21,64 @@ pub fn signal(c: &Child, sig: &str) -> std::io::Result<std::process::ExitStatus>
         .args([&format!("-{sig}"), &c.id().to_string()])
         .status()
 }
+
+/// Runs `script` with `sh -c` in a process group of its own, its stdout
+/// and stderr captured. Fails the test if it has not ended within `secs`,
+/// or if anything it started is still running 5 s after it ended (a
+/// worker left behind; a zombie whose parent has exited waits for init,
+/// and is not counted); the whole group is killed either way.
+pub fn sh_within(secs: u64, script: &str) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let child = Command::new("sh")
+        .args(["-c", script])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting sh");
+    let group = child.id();
+    let kill_group = || {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .stderr(Stdio::null())
+            .status();
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(Duration::from_secs(secs)) else {
+        kill_group();
+        panic!("`{script}` did not end within {secs} s");
+    };
+    let out = out.expect("waiting for sh");
+    let left = || {
+        let ps = Command::new("ps")
+            .args(["-o", "pid=,stat=,args=", "-g", &group.to_string()])
+            .output()
+            .expect("running ps");
+        String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|s| !s.starts_with('Z'))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while !left().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let leftover = left();
+    kill_group();
+    assert!(
+        leftover.is_empty(),
+        "`{script}` left processes running: {leftover}"
+    );
+    out
+}
