@@ -649,6 +649,38 @@ fn a_run_cancelled_from_its_callback_stops_reading_an_endless_input() {
     });
 }
 
+/// A panic in `run`'s callback reaches the caller, and the feeding thread
+/// stops reading tasks (it read an endless input for ever, the panic
+/// waiting behind it).
+#[test]
+fn a_panic_in_the_run_callback_ends_the_run_over_an_endless_input() {
+    checked(60, || {
+        let pool = Pool::builder(square).workers(2).build().unwrap();
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = std::sync::Arc::clone(&read);
+        let tasks = (0u64..).inspect(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.run(tasks, true, |i, _| assert!(i < 5, "the callback panics"))
+        }));
+        let why = ran.unwrap_err();
+        let why = why
+            .downcast_ref::<&str>()
+            .copied()
+            .or(why.downcast_ref::<String>().map(String::as_str));
+        assert_eq!(why, Some("the callback panics"));
+        let read = read.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(read < 10_000, "{read} tasks read");
+        // The pool goes on.
+        assert_eq!(
+            pool.run(0..10u64, true, |_, r| assert!(r.is_ok())).unwrap(),
+            10
+        );
+        pool.shutdown().unwrap();
+    });
+}
+
 /// A task timeout and a wait past what an `Instant` can hold
 /// (`Duration::MAX`) mean "as long as it takes": never the panic of
 /// `Instant + Duration` overflowing in the pool's scheduler or the caller.

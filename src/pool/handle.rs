@@ -230,7 +230,10 @@ pub(super) fn run<Req: Message + Clone, Resp: Message>(
     let notify: Notify = Arc::new(move |i| {
         let _ = lock(&finished).send(Note::Finished(i));
     });
-    std::thread::scope(|s| {
+    // `move`: the receiver goes with the closure, so that a panic in `each`
+    // drops it as it unwinds, and the feeder, whose next send then fails,
+    // stops reading tasks (the scope waits for it before the panic goes on).
+    std::thread::scope(move |s| {
         s.spawn(move || {
             let mut n = 0u64;
             for t in tasks {
