@@ -289,14 +289,11 @@ pub fn run_proxy(
     }
     // Messages, each as the raw bytes of its payload.
     let net = procwire::Net::new().codec(CodecKind::Raw);
-    let listener = net
-        .listen(listen)
-        .with_context(|| format!("listening at {listen}"))?;
+    let listener = crate::wire::at(net.listen(listen), "listening at", listen)?;
     eprintln!("procwire tap: listening at {}", listener.endpoint());
     let a: procwire::Duplex<procwire::ByteBuf, procwire::ByteBuf> = listener.accept()?;
-    let b: procwire::Duplex<procwire::ByteBuf, procwire::ByteBuf> = net
-        .connect(connect)
-        .with_context(|| format!("connecting to {connect}"))?;
+    let b: procwire::Duplex<procwire::ByteBuf, procwire::ByteBuf> =
+        crate::wire::at(net.connect(connect), "connecting to", connect)?;
     let (a_tx, a_rx) = a.split();
     let (b_tx, b_rx) = b.split();
     let relay = |rx: procwire::Receiver<procwire::ByteBuf>,

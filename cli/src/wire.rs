@@ -115,14 +115,23 @@ fn net(codec: CodecKind, no_key: bool) -> Net {
 /// that connects.
 fn open(endpoint: &str, listen: bool, net: &Net) -> Result<Duplex<Value, Any>> {
     if listen {
-        let l = net
-            .listen(endpoint)
-            .with_context(|| format!("listening at {endpoint}"))?;
+        let l = at(net.listen(endpoint), "listening at", endpoint)?;
         eprintln!("procwire cat: listening at {}", l.endpoint());
         return Ok(l.accept()?);
     }
-    net.connect(endpoint)
-        .with_context(|| format!("connecting to {endpoint}"))
+    at(net.connect(endpoint), "connecting to", endpoint)
+}
+
+/// `r`, its error saying `doing` `endpoint` unless it names the endpoint
+/// already.
+pub fn at<T>(r: procwire::Result<T>, doing: &str, endpoint: &str) -> Result<T> {
+    r.map_err(|e| {
+        if e.to_string().contains(endpoint) {
+            anyhow::Error::new(e)
+        } else {
+            anyhow::Error::new(e).context(format!("{doing} {endpoint}"))
+        }
+    })
 }
 
 /// `procwire cat`: prints what arrives as JSON lines until the peer closes
@@ -190,9 +199,11 @@ pub fn call(
     no_key: bool,
 ) -> Result<ExitCode> {
     let body: Value = serde_json::from_str(request).context("the request is not JSON")?;
-    let ch: Duplex<rpc::Call<Value>, rpc::Reply<Any>> = net(codec, no_key)
-        .connect(endpoint)
-        .with_context(|| format!("connecting to {endpoint}"))?;
+    let ch: Duplex<rpc::Call<Value>, rpc::Reply<Any>> = at(
+        net(codec, no_key).connect(endpoint),
+        "connecting to",
+        endpoint,
+    )?;
     ch.send(rpc::Call { id: 1, body })
         .map_err(|e| e.into_error())?;
     let reply = ch
