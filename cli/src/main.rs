@@ -50,8 +50,9 @@ enum Command {
         /// smallest size only, against a raw ring waiting the same way.
         #[arg(long, value_enum, value_delimiter = ',')]
         transports: Vec<bench::Transport>,
-        /// Message sizes in bytes (default: 64,4096,65536,1048576).
-        #[arg(long, value_delimiter = ',')]
+        /// Message sizes in bytes (default: 64,4096,65536,1048576), from 1
+        /// to 4194288.
+        #[arg(long, value_delimiter = ',', value_parser = bench::parse_size)]
         sizes: Vec<usize>,
         /// Also measure the network transports (tcp, zmq) on loopback,
         /// against a raw TCP socket and raw ZeroMQ (the zeromq crate).

@@ -6,6 +6,11 @@ use procwire::{Shm, SocketPair};
 /// Each shared-memory ring's data area: 1 MiB messages travel inline.
 pub(super) const RING: usize = 4 << 20;
 
+/// The largest message the rows carry: what the raw ring of `RING` bytes
+/// takes ([`procwire::baseline::RawWriter::max_message`]: its record
+/// header is 16 bytes).
+pub(super) const MAX_SIZE: usize = RING - 16;
+
 /// One end of a measured link, raw or procwire.
 pub(super) enum Link {
     /// A byte stream: a pipe pair or a stream socket (tx and rx may be one).

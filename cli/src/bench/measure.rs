@@ -619,6 +619,21 @@ pub fn roundtrips(args: &[String]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_largest_size_is_what_the_raw_ring_carries() {
+        let (w, _r) =
+            procwire::baseline::raw_ring(super::super::link::RING, procwire::ShmWait::Futex)
+                .unwrap();
+        assert_eq!(w.max_message(), super::super::link::MAX_SIZE);
+        assert_eq!(super::super::parse_size("4194288"), Ok(4194288));
+        assert!(super::super::parse_size("4194289").is_err());
+        assert!(
+            super::super::parse_size("0")
+                .unwrap_err()
+                .contains("from 1 byte")
+        );
+    }
+
     use super::*;
 
     fn measured(rounds: &[u64]) -> Measured {

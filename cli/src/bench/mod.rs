@@ -618,6 +618,26 @@ fn typed_floor(rows: &[Row], cfg: &Config) -> Result<Vec<(String, usize, f64)>> 
 }
 
 /// Runs the benchmark and prints the table (or JSON).
+/// A message size of `--sizes`: from 1 byte (a raw pipe cannot carry an
+/// empty message, so it would have no baseline) to what every row's raw
+/// baseline carries.
+pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number of bytes"))?;
+    if (1..=link::MAX_SIZE).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n}: sizes run from 1 byte (an empty message has no raw baseline: a raw pipe \
+             cannot carry one) to {} (what the raw shared-memory ring of {} MiB carries)",
+            link::MAX_SIZE,
+            link::RING >> 20
+        ))
+    }
+}
+
 pub fn run(cfg: Config) -> Result<()> {
     // The NATS rows' server, if one was started, stops with the run.
     struct StopNats;
