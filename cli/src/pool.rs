@@ -77,7 +77,9 @@ impl Watch {
                 "procwire pool: worker {pid} has had line {line} for {:.0?} without an answer. \
                  If it answers at all, its stdout is probably block-buffered (the default when \
                  stdout is a pipe): run it with `python3 -u`, `stdbuf -oL CMD`, or flush after \
-                 each line (workers get PYTHONUNBUFFERED=1 unless you set it)",
+                 each line (workers get PYTHONUNBUFFERED=1 unless you set it). A command that \
+                 answers only at the end of its input (`wc -l`, `sort`) is no persistent \
+                 worker: run one per input with `procwire pool CMD {{}}` or --each",
                 self.quiet
             );
         }
