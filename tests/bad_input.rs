@@ -572,3 +572,41 @@ fn the_empty_message_is_an_announcement_and_an_empty_seqpacket_datagram_ends_the
         }
     });
 }
+
+/// A receiver whose `max_frame` is shorter than an announcement (12 bytes)
+/// still takes the empty message, which travels as one, and still refuses
+/// a longer message: the announcement's own length is no message's. (Both
+/// ends accepted the empty message's send, and the receiver refused it as
+/// "frame of 12 B exceeds the 0 B limit".)
+#[test]
+fn an_empty_message_arrives_under_a_max_frame_shorter_than_its_announcement() {
+    checked(30, || {
+        for kind in [Kind::SeqPacket, Kind::Datagram] {
+            for max in [0, 3] {
+                let (tx, rx) = procwire::SocketPair::new(kind)
+                    .codec(CodecKind::Raw)
+                    .max_frame(max)
+                    .channel::<ByteBuf>()
+                    .unwrap();
+                tx.send(ByteBuf::new()).unwrap();
+                assert!(rx.recv().unwrap().is_empty(), "{kind:?}, max {max}");
+                if max > 0 {
+                    tx.send(ByteBuf::from(b"abc".to_vec())).unwrap();
+                    assert_eq!(&rx.recv().unwrap()[..], b"abc");
+                }
+                // A foreign peer's 5 bytes are still too many.
+                let (a, b) = procwire::socket_pair(kind).unwrap();
+                let rx = Options::new()
+                    .codec(CodecKind::Raw)
+                    .max_frame(max)
+                    .receiver_from::<ByteBuf>(b)
+                    .unwrap();
+                a.send(b"12345").unwrap();
+                a.send(&announcement(0)).unwrap();
+                let e = rx.recv().unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::FrameTooLarge, "{kind:?}: {e}");
+                assert!(rx.recv().unwrap().is_empty(), "{kind:?}, max {max}");
+            }
+        }
+    });
+}

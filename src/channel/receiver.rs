@@ -18,7 +18,8 @@ use crate::frame::{Frame, FrameDecoder};
 use crate::shm::Record as ShmRecord;
 use crate::sys::{self, Interest};
 use crate::transport::{
-    Conn, INLINE_MAX, OUT_OF_LINE_MARKER, SpillMapping, Transport, Waited, receive_out_of_line,
+    ANNOUNCEMENT_MAX, Conn, INLINE_MAX, OUT_OF_LINE_MARKER, SpillMapping, Transport, Waited,
+    receive_out_of_line,
 };
 
 mod borrowed;
@@ -292,7 +293,11 @@ impl RecvCore {
         // A procwire sender puts at most INLINE_MAX bytes in one datagram
         // (larger messages travel out of line); one byte more tells a longer
         // datagram from a foreign peer (by MSG_TRUNC) from a fitting one.
-        let datagram_buffer = INLINE_MAX.min(max_frame).saturating_add(1);
+        // Room for the longest announcement too, whatever `max_frame`.
+        let datagram_buffer = INLINE_MAX
+            .min(max_frame)
+            .max(ANNOUNCEMENT_MAX)
+            .saturating_add(1);
         Ok(RecvCore {
             codec,
             max_frame,
@@ -560,7 +565,13 @@ impl RecvCore {
                     if r.fds_lost {
                         return Err(fds_lost());
                     }
-                    if r.full_len > self.max_frame {
+                    // An announcement's own length is no message's: the
+                    // length it announces is checked against `max_frame`
+                    // (an empty message's too, under a `max_frame` shorter
+                    // than the announcement).
+                    let announced = r.full_len <= ANNOUNCEMENT_MAX
+                        && inc.datagram[..r.len].starts_with(&OUT_OF_LINE_MARKER);
+                    if r.full_len > self.max_frame && !announced {
                         return Err(Error::too_large(
                             r.full_len as u64,
                             self.max_frame,

@@ -40,8 +40,9 @@ use crate::sys::shm::Region;
 pub(crate) const MARKER: [u8; 8] = *b"\xFFpwmemfd";
 /// The announcement: the marker, then the payload's length (u32, big-endian).
 const HEADER: usize = MARKER.len() + 4;
-/// A spill announcement: [`HEADER`], then [`KIND_SPILL`].
-const SPILL_HEADER: usize = HEADER + 1;
+/// A spill announcement: [`HEADER`], then [`KIND_SPILL`]: the longest
+/// announcement.
+pub(crate) const SPILL_HEADER: usize = HEADER + 1;
 /// The kind byte of an announcement whose memfd is a spill file.
 const KIND_SPILL: u8 = 1;
 /// Where a spill file's payload starts: after the count of messages read

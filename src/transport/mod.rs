@@ -48,7 +48,8 @@ pub(crate) trait Watched: Send + Sync + std::fmt::Debug {
 
 pub(crate) use large::{
     INLINE_MAX, MARKER as OUT_OF_LINE_MARKER, Mapped as SpillMapping,
-    SPILL_MAX as DATAGRAM_SPILL_MAX, receive as receive_out_of_line,
+    SPILL_HEADER as ANNOUNCEMENT_MAX, SPILL_MAX as DATAGRAM_SPILL_MAX,
+    receive as receive_out_of_line,
 };
 #[cfg(feature = "tcp")]
 pub(crate) use session::Session;
