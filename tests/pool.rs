@@ -681,6 +681,49 @@ fn a_panic_in_the_run_callback_ends_the_run_over_an_endless_input() {
     });
 }
 
+fn slow_first(n: u64) -> u64 {
+    if n == 0 {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    n
+}
+
+/// In order, one slow task holds back a bounded number of results: the
+/// run reads at most 1,024 tasks (16 times `max_in_flight`, at least
+/// 1,024) past it. (It read on without bound: 52,730 tasks in the 3 s of
+/// one slow task, each result kept, and an endless input grew until the
+/// slow task ended.)
+#[test]
+fn an_ordered_run_reads_a_bounded_window_past_a_slow_task() {
+    checked(60, || {
+        let pool = Pool::builder(slow_first)
+            .workers(2)
+            .max_in_flight(8)
+            .build()
+            .unwrap();
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = std::sync::Arc::clone(&read);
+        let tasks = (0..100_000u64).inspect(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut when_first = None;
+        let mut next = 0;
+        let n = pool
+            .run(tasks, true, |i, r| {
+                assert_eq!(i, next, "in input order");
+                assert_eq!(r.unwrap(), i);
+                next += 1;
+                when_first.get_or_insert(read.load(std::sync::atomic::Ordering::SeqCst));
+            })
+            .unwrap();
+        assert_eq!(n, 100_000);
+        // The window, and the one task read and waiting to be let in.
+        let when_first = when_first.unwrap();
+        assert!(when_first <= 1024 + 1, "{when_first} tasks read");
+        pool.shutdown().unwrap();
+    });
+}
+
 /// A task timeout and a wait past what an `Instant` can hold
 /// (`Duration::MAX`) mean "as long as it takes": never the panic of
 /// `Instant + Duration` overflowing in the pool's scheduler or the caller.

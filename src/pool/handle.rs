@@ -219,6 +219,53 @@ enum Note<Req, Resp> {
     Fed(u64, Option<Error>),
 }
 
+/// How far an ordered run's feeder may read past the first result not yet
+/// handed over: results that finish out of order wait for it, and without
+/// a bound one slow task would let them pile up without end. Wider than
+/// `max_in_flight` (`capacity`), so that the workers go on past one slow
+/// task for a while, as GNU parallel's `-k` does.
+pub(super) fn reorder_window(capacity: usize) -> u64 {
+    (capacity as u64).saturating_mul(16).max(1024)
+}
+
+struct Window {
+    /// Results handed over, and whether the caller's side has gone.
+    state: Mutex<(u64, bool)>,
+    moved: std::sync::Condvar,
+}
+
+impl Window {
+    /// Waits until task `n` is within `width` of the results handed over;
+    /// `false` if the caller's side has gone instead.
+    fn admit(&self, n: u64, width: u64) -> bool {
+        let mut s = lock(&self.state);
+        while n >= s.0.saturating_add(width) && !s.1 {
+            s = self
+                .moved
+                .wait(s)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        !s.1
+    }
+
+    fn set(&self, handed: u64, gone: bool) {
+        let mut s = lock(&self.state);
+        *s = (handed, s.1 || gone);
+        self.moved.notify_all();
+    }
+}
+
+/// Marks the caller's side of a run gone when dropped (returned, or
+/// unwinding from a panic in `each`), so that the feeder waits no more.
+struct Leaving<'a>(&'a Window);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        let handed = lock(&self.0.state).0;
+        self.0.set(handed, true);
+    }
+}
+
 pub(super) fn run<Req: Message + Clone, Resp: Message>(
     pool: &Pool<Req, Resp>,
     tasks: impl Iterator<Item = Req> + Send,
@@ -230,6 +277,11 @@ pub(super) fn run<Req: Message + Clone, Resp: Message>(
     let notify: Notify = Arc::new(move |i| {
         let _ = lock(&finished).send(Note::Finished(i));
     });
+    let window = &Window {
+        state: Mutex::new((0, false)),
+        moved: std::sync::Condvar::new(),
+    };
+    let width = reorder_window(pool.capacity());
     // `move`: the receiver goes with the closure, so that a panic in `each`
     // drops it as it unwinds, and the feeder, whose next send then fails,
     // stops reading tasks (the scope waits for it before the panic goes on).
@@ -237,6 +289,11 @@ pub(super) fn run<Req: Message + Clone, Resp: Message>(
         s.spawn(move || {
             let mut n = 0u64;
             for t in tasks {
+                // In order, at most `reorder_window` tasks past the first
+                // result not handed over.
+                if ordered && !window.admit(n, width) {
+                    return;
+                }
                 let (note, stopped) =
                     match pool.enqueue(t, super::WhenFull::Wait, Some(Arc::clone(&notify))) {
                         Ok(h) => (Note::Submitted(n, h), None),
@@ -259,6 +316,7 @@ pub(super) fn run<Req: Message + Clone, Resp: Message>(
             }
             let _ = tx.send(Note::Fed(n, None));
         });
+        let _leaving = Leaving(window);
         // Slot index -> position, and the handles not yet finished.
         let mut position: HashMap<u64, (u64, TaskHandle<Req, Resp>)> = HashMap::new();
         let mut early: std::collections::HashSet<u64> = std::collections::HashSet::new();
@@ -270,9 +328,13 @@ pub(super) fn run<Req: Message + Clone, Resp: Message>(
                 return each(pos, r);
             }
             ready.insert(pos, r);
+            let was = next_out;
             while let Some(r) = ready.remove(&next_out) {
                 each(next_out, r);
                 next_out += 1;
+            }
+            if next_out != was {
+                window.set(next_out, false);
             }
         };
         while fed != Some(done) {

@@ -320,7 +320,6 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
     }
 
     /// How many tasks may be unfinished at once (`max_in_flight`).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn capacity(&self) -> usize {
         engine::lock(&self.shared.queue).capacity
     }
@@ -506,8 +505,11 @@ impl<Req: Message + Clone, Resp: Message> Pool<Req, Resp> {
     /// Runs every task of `tasks`, read on a thread of its own (so it may
     /// block: stdin, a socket), calling `each(position, result)` once per
     /// task on this thread: in input order when `ordered`, else as results
-    /// come. At most `max_in_flight` tasks are read ahead. Returns the
-    /// number of tasks once every one has its result.
+    /// come. At most `max_in_flight` tasks are unfinished at once; in order,
+    /// at most 16 times that (and at least 1,024) are read past the first
+    /// task whose result has not been handed to `each`, so that one slow
+    /// task holds back a bounded number of results. Returns the number of
+    /// tasks once every one has its result.
     ///
     /// A pool that stops taking tasks during the run ([`cancel`](Pool::cancel),
     /// from `each` or another thread; or giving up on workers that keep
