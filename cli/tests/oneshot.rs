@@ -434,3 +434,25 @@ fn output_that_cannot_be_written_stops_the_jobs() {
         "{err}"
     );
 }
+
+/// A job's output waits for its turn outside memory once it is large (in
+/// a temporary file, as GNU parallel keeps it): a job that prints 512 MiB
+/// runs under a 256 MiB limit on the pool's data (`ulimit -d`). (The whole
+/// output was held in memory: the pool aborted, out of memory.)
+#[test]
+fn a_jobs_large_output_is_not_held_in_memory() {
+    let bin = env!("CARGO_BIN_EXE_procwire");
+    let out = util::sh_within(
+        60,
+        &format!(
+            "ulimit -d 262144; {bin} pool -j 2 -- sh -c 'head -c 536870912 /dev/zero; echo {{}}' \
+             ::: a b | wc -c"
+        ),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        (2 * (536870912 + 2)).to_string(),
+        "{err}"
+    );
+}

@@ -13,7 +13,9 @@ use anyhow::{Context, Result, bail};
 use procwire::Pool;
 use serde::{Deserialize, Serialize};
 
+mod captured;
 mod slot;
+use captured::Captured;
 use slot::{Halting, Processes};
 
 /// What one-shot mode was asked to do.
@@ -101,14 +103,14 @@ pub struct Job {
 }
 
 /// What became of one job.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Done {
     seq: u64,
     /// Its arguments, joined by spaces (`--tag`).
     tag: String,
     command: String,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+    stdout: Captured,
+    stderr: Captured,
     /// The exit code, or 255 for a job killed by a signal or not started.
     exitval: i32,
     signal: i32,
@@ -459,7 +461,7 @@ pub fn run(cfg: OneShot) -> Result<ExitCode> {
         if write_err.is_some() {
             return;
         }
-        let done = match r {
+        let mut done = match r {
             Ok(d) => d,
             Err(e) => {
                 // The pool stopped (a halt), or a job slot failed.
@@ -476,8 +478,8 @@ pub fn run(cfg: OneShot) -> Result<ExitCode> {
         if !ok {
             failed += 1;
         }
-        let tag = cfg.tag.then_some(&done.tag);
-        if let Err(e) = write_grouped(&mut stdout, &done.stdout, tag) {
+        let tag = cfg.tag.then_some(done.tag.as_str());
+        if let Err(e) = done.stdout.write_to(&mut stdout, tag) {
             // The output would go nowhere (`| head` has its lines, the
             // disk is full): no job is worth running any more.
             write_err = Some(e);
@@ -485,7 +487,7 @@ pub fn run(cfg: OneShot) -> Result<ExitCode> {
             pool.cancel();
             return;
         }
-        let _ = write_grouped(&mut stderr, &done.stderr, tag);
+        let _ = done.stderr.write_to(&mut stderr, tag);
         if let Some(f) = joblog.as_mut() {
             let _ = writeln!(
                 f,
@@ -545,21 +547,6 @@ pub fn run(cfg: OneShot) -> Result<ExitCode> {
         return Ok(ExitCode::from(255));
     }
     Ok(crate::pool::exit_for(failed))
-}
-
-/// Writes a job's output whole, each line tagged when asked.
-fn write_grouped(out: &mut dyn Write, bytes: &[u8], tag: Option<&String>) -> io::Result<()> {
-    match tag {
-        None => out.write_all(bytes)?,
-        Some(t) => {
-            for line in bytes.split_inclusive(|&b| b == b'\n') {
-                out.write_all(t.as_bytes())?;
-                out.write_all(b"\t")?;
-                out.write_all(line)?;
-            }
-        }
-    }
-    out.flush()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 use procwire::pool::{Link, Worker};
 use procwire::{Error, ErrorKind, Select};
 
+use super::captured::Captured;
 use super::{Done, Job, argv};
 
 /// Failures so far, and whether they stopped the pool (`--halt`): kept by
@@ -112,11 +113,11 @@ fn collect(
     halted: &dyn Fn() -> bool,
     deadline: Option<Instant>,
     kill: &dyn Fn(),
-) -> (Vec<u8>, Vec<u8>) {
+) -> (Captured, Captured) {
     let mut killed = false;
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
-    let (mut o, mut e) = (Vec::new(), Vec::new());
+    let (mut o, mut e) = (Captured::default(), Captured::default());
     let mut chunk = [0u8; 65536];
     while out.is_some() || err.is_some() {
         let mut sel = Select::new();
@@ -141,14 +142,14 @@ fn collect(
         {
             match s.read(&mut chunk) {
                 Ok(0) | Err(_) => out = None,
-                Ok(n) => o.extend_from_slice(&chunk[..n]),
+                Ok(n) => o.push(&chunk[..n]),
             }
         } else if Some(ready) == ei
             && let Some(s) = err.as_mut()
         {
             match s.read(&mut chunk) {
                 Ok(0) | Err(_) => err = None,
-                Ok(n) => e.extend_from_slice(&chunk[..n]),
+                Ok(n) => e.push(&chunk[..n]),
             }
         }
     }
@@ -210,8 +211,8 @@ impl Worker<Job, Done> for Slot {
             seq: r.seq,
             tag: r.tag,
             command: r.command,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
+            stdout: Captured::default(),
+            stderr: Captured::default(),
             exitval: 255,
             signal: 0,
             not_started: None,
