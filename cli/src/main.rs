@@ -181,8 +181,9 @@ enum Command {
         replicas: usize,
         /// The worker command and its arguments (everything from the first
         /// word that is not an option, as GNU parallel reads it; or after
-        /// `--`).
-        #[arg(trailing_var_arg = true, required_unless_present = "listen")]
+        /// `--`). Without one, each input is a command line of its own, run
+        /// by `sh -c` (as `cat commands | parallel`).
+        #[arg(trailing_var_arg = true)]
         command: Vec<String>,
     },
     /// Work for a remote pool (`procwire pool --listen`): run a persistent
@@ -442,7 +443,8 @@ fn run() -> anyhow::Result<ExitCode> {
         } => {
             let jobs =
                 jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-            if listen.is_none() && (each || null || oneshot::wanted(&command)) {
+            if listen.is_none() && (each || null || oneshot::wanted(&command) || command.is_empty())
+            {
                 return oneshot::run(oneshot::OneShot {
                     jobs,
                     unordered,

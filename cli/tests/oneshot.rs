@@ -341,11 +341,19 @@ fn a_job_past_its_timeout_is_killed_and_counted_as_parallel_counts_it() {
 }
 
 /// GNU parallel's own command lines: the command needs no `--` before it,
-/// and `-k` (keep order, procwire's default) is taken.
+/// and `-k` (keep order, procwire's default) is taken; without a command,
+/// each input is a command line.
 #[test]
 fn parallels_command_lines_run_as_they_are() {
     let d = scripts();
     let dir = d.path();
+    same(
+        &["-j", "2"],
+        &[],
+        b"echo a\nexit 3\necho \"b c\" | tr a-z A-Z\n",
+        dir,
+    );
+    same(&["-j", "2"], &[":::", "echo x", "sh fail.sh 2"], b"", dir);
     for args in [
         &[
             "-k", "-j", "2", "echo", "{1}-{2}", ":::", "a", "b", ":::", "1", "2",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use procwire::Pool;
 use serde::{Deserialize, Serialize};
 
@@ -128,6 +128,9 @@ pub struct Done {
 /// with every one of theirs.
 struct Plan {
     template: Vec<String>,
+    /// No command was given: each input is a command line, run by `sh -c`
+    /// as it is (quoting it again for `--shell` would make it one word).
+    commands: bool,
     first: Source,
     rest: Vec<Vec<String>>,
 }
@@ -144,9 +147,11 @@ fn plan(cfg: &OneShot) -> Result<Plan> {
         .iter()
         .position(|a| a == ":::" || a == "::::")
         .unwrap_or(cfg.command.len());
-    let template = cfg.command[..at].to_vec();
-    if template.is_empty() {
-        bail!("no command: procwire pool -j N -- CMD [ARGS...] [::: ARGS...]");
+    let mut template = cfg.command[..at].to_vec();
+    let commands = template.is_empty();
+    if commands {
+        // Each input is a command line (`cat commands | parallel`).
+        template = ["sh", "-c", "{}"].map(String::from).to_vec();
     }
     let mut sources: Vec<Source> = Vec::new();
     let mut i = at;
@@ -184,6 +189,7 @@ fn plan(cfg: &OneShot) -> Result<Plan> {
         .collect::<Result<_>>()?;
     Ok(Plan {
         template,
+        commands,
         first,
         rest,
     })
@@ -384,7 +390,11 @@ pub fn run(cfg: OneShot) -> Result<ExitCode> {
         let mut out = io::stdout().lock();
         for job in jobs {
             let slot = ((job.seq - 1) as usize % cfg.jobs.max(1)) + 1;
-            writeln!(out, "{}", argv(&plan.template, &job, slot, true).join(" "))?;
+            if plan.commands {
+                writeln!(out, "{}", job.args.join(" "))?;
+            } else {
+                writeln!(out, "{}", argv(&plan.template, &job, slot, true).join(" "))?;
+            }
         }
         read_error()?;
         return Ok(ExitCode::SUCCESS);
@@ -408,7 +418,7 @@ pub fn run(cfg: OneShot) -> Result<ExitCode> {
     };
     let mut builder = Pool::with_link(Processes {
         template: plan.template,
-        shell: cfg.shell,
+        shell: cfg.shell && !plan.commands,
         slots: AtomicUsize::new(0),
         told_missing: Arc::new(AtomicBool::new(false)),
         halting: Arc::new(Halting {
