@@ -569,9 +569,11 @@ impl RecvCore {
                     // length it announces is checked against `max_frame`
                     // (an empty message's too, under a `max_frame` shorter
                     // than the announcement).
-                    let announced = r.full_len <= ANNOUNCEMENT_MAX
-                        && inc.datagram[..r.len].starts_with(&OUT_OF_LINE_MARKER);
-                    if r.full_len > self.max_frame && !announced {
+                    let announced = || {
+                        r.full_len <= ANNOUNCEMENT_MAX
+                            && inc.datagram[..r.len].starts_with(&OUT_OF_LINE_MARKER)
+                    };
+                    if r.full_len > self.max_frame && !announced() {
                         return Err(Error::too_large(
                             r.full_len as u64,
                             self.max_frame,
