@@ -51,8 +51,9 @@ pub struct PoolBuilder<Req, Resp> {
 }
 
 impl<Req: Message + Clone, Resp: Message> PoolBuilder<Req, Resp> {
-    /// How many workers the pool starts (default: the number of CPUs). A
-    /// pool whose workers arrive uses every one that arrives.
+    /// How many workers the pool starts (default: the number of CPUs; 0 is
+    /// taken as 1). A pool whose workers arrive uses every one that
+    /// arrives.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n.max(1);
         self
@@ -68,22 +69,23 @@ impl<Req: Message + Clone, Resp: Message> PoolBuilder<Req, Resp> {
     }
 
     /// The most tasks submitted and not yet finished (default: twice the
-    /// workers). `submit` waits, and `try_submit` fails with
-    /// [`ErrorKind::Full`], beyond it.
+    /// workers; 0 is taken as 1). `submit` waits, and `try_submit` fails
+    /// with [`ErrorKind::Full`], beyond it.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = Some(n.max(1));
         self
     }
 
     /// A task running longer than this fails with [`ErrorKind::Timeout`]
-    /// and its worker is killed and replaced.
+    /// and its worker is killed and replaced (a zero timeout fails every
+    /// task; one past any instant, `Duration::MAX`, is no limit).
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.task_timeout = Some(timeout.min(crate::channel::gate::LONGEST));
         self
     }
 
     /// Replaces each worker after it has run `n` tasks (multiprocessing's
-    /// `maxtasksperchild`).
+    /// `maxtasksperchild`; 0 is taken as 1).
     pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
         self.max_tasks_per_worker = Some(n.max(1));
         self
@@ -99,7 +101,7 @@ impl<Req: Message + Clone, Resp: Message> PoolBuilder<Req, Resp> {
     }
 
     /// Sends each worker up to `n` tasks before it answered the first
-    /// (default 1), to hide the round trip; they are answered in order. A
+    /// (default 1; 0 is taken as 1), to hide the round trip; they are answered in order. A
     /// worker lost with several in flight fails the oldest (it was
     /// running); the others go to other workers.
     pub fn pipeline(mut self, n: usize) -> Self {
