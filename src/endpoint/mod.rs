@@ -67,7 +67,7 @@
 //! section 12). Each connection, and each listener for all its peers, runs
 //! on a thread of its own that ends with it, carrying messages between the
 //! socket and the duplex (two hand-overs a message:
-//! [`procwire::zmq`](crate::zmq) sockets are faster). A peer accepted
+//! `procwire::zmq` sockets are faster). A peer accepted
 //! outlives the listener; a listener keeps at most 128 new peers waiting
 //! for `accept`, and drops the messages of one more. Dropping a
 //! connection (or the last of a listener and its peers) waits, up to 5 s,
