@@ -81,6 +81,9 @@ pub struct RawWriter {
     /// How many sends started over (for the tests).
     #[cfg(test)]
     started_over: u64,
+    /// Where the last record started, in the data area (for the tests).
+    #[cfg(test)]
+    last_at: usize,
 }
 
 /// The reading end of a [`raw_ring`].
@@ -118,6 +121,8 @@ pub fn raw_ring(capacity: usize, wait: ShmWait) -> io::Result<(RawWriter, RawRea
             wait,
             #[cfg(test)]
             started_over: 0,
+            #[cfg(test)]
+            last_at: 0,
         },
         RawReader {
             region: other,
@@ -208,6 +213,15 @@ impl RawWriter {
                 self.started_over += 1;
             }
         }
+        if (self.tail & (cap - 1)) + need > cap {
+            // A record never wraps around the end: its payload would land
+            // on the first line, where the reader looks for a record that
+            // started over, and a byte of it could pass for one (the
+            // reader then took the line's old record: a message of 48
+            // bytes for one of 49). It starts over instead, once the
+            // reader has left the lines it needs (the wait below).
+            self.tail = (self.tail & !(cap - 1)) + cap;
+        }
         let tail = self.tail;
         let region = &self.region;
         let lap = tail & !(cap - 1);
@@ -225,17 +239,23 @@ impl RawWriter {
             self.seen_head = region.u64_at(OFF_HEAD).load(Ordering::Acquire);
             self.looked_at = entry;
         }
-        // (Written so: since a send that starts over moves our position
-        // without the reader's, `known` may be more than a lap behind.)
-        if tail - known + need > cap {
+        // The record's lines held, a lap ago, the stream up to
+        // `tail + need - cap`: the reader must have read that far, or
+        // everything there is (what a start-over skipped holds nothing).
+        let floor = entry.min((tail + need).saturating_sub(cap));
+        if known < floor {
             let seen = std::cell::Cell::new(known);
             wait_until(region, self.wait, OFF_SPACE_SEQ, OFF_WRITER_WAITING, || {
                 seen.set(region.u64_at(OFF_HEAD).load(Ordering::Acquire));
-                tail - seen.get() + need <= cap
+                seen.get() >= floor
             });
             self.seen_head = seen.get();
         }
         let at = tail as usize & (self.cap - 1);
+        #[cfg(test)]
+        {
+            self.last_at = at;
+        }
         region
             .u64_at(DATA + at + 8)
             .store(msg.len() as u64, Ordering::Relaxed);
@@ -368,9 +388,36 @@ mod tests {
         }
     }
 
+    /// A record never wraps around the data area's end: one of 49 to 64
+    /// bytes after one of 48 or less in the smallest ring, or any that
+    /// would cross the end of a larger one, starts over at the first line.
+    /// (A wrapped payload's byte on the first line could pass for a record
+    /// that started over there: the reader then took a stale record, a
+    /// message of 48 bytes for one of 49, now and then in CI.)
+    #[test]
+    fn a_record_never_wraps_around_the_end() {
+        for cap in [128usize, 4096] {
+            let (mut tx, mut rx) = raw_ring(cap, ShmWait::Spin).unwrap();
+            let mut buf = vec![0u8; cap];
+            for i in 0..3000usize {
+                let len = (i * 37) % (cap - HEADER + 1);
+                let msg: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+                tx.send(&msg);
+                assert!(
+                    tx.last_at + record_len(len) <= cap,
+                    "ring of {cap}: a record of {len} bytes at {}",
+                    tx.last_at
+                );
+                assert_eq!(rx.recv(&mut buf), len);
+                assert_eq!(&buf[..len], &msg[..]);
+            }
+        }
+    }
+
     /// The smallest ring holds one record of a 64-byte message; messages
     /// of every size up to that go through it whole, those of 49 to 64
-    /// bytes wrapping around its end when one of 48 or less went before.
+    /// bytes starting over at its first line when one of 48 or less went
+    /// before.
     #[test]
     fn a_ring_of_one_record_carries_messages_whole() {
         for wait in [ShmWait::Spin, ShmWait::Yield, ShmWait::Futex] {
