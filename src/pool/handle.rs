@@ -248,9 +248,11 @@ impl Window {
         !s.1
     }
 
-    fn set(&self, handed: u64, gone: bool) {
+    /// `handed` results are handed over (`gone`: the caller's side too).
+    fn set(&self, handed: Option<u64>, gone: bool) {
         let mut s = lock(&self.state);
-        *s = (handed, s.1 || gone);
+        s.0 = handed.unwrap_or(s.0);
+        s.1 |= gone;
         self.moved.notify_all();
     }
 }
@@ -261,8 +263,7 @@ struct Leaving<'a>(&'a Window);
 
 impl Drop for Leaving<'_> {
     fn drop(&mut self) {
-        let handed = lock(&self.0.state).0;
-        self.0.set(handed, true);
+        self.0.set(None, true);
     }
 }
 
@@ -334,7 +335,7 @@ pub(super) fn run<Req: Message + Clone, Resp: Message>(
                 next_out += 1;
             }
             if next_out != was {
-                window.set(next_out, false);
+                window.set(Some(next_out), false);
             }
         };
         while fed != Some(done) {
