@@ -55,20 +55,23 @@ pub fn sh_within(secs: u64, script: &str) -> std::process::Output {
         panic!("`{script}` did not end within {secs} s");
     };
     let out = out.expect("waiting for sh");
+    // The group's processes that are not zombies, from /proc ("pid (comm)
+    // state ppid pgrp ...": no procps needed).
     let left = || {
-        let ps = Command::new("ps")
-            .args(["-o", "pid=,stat=,args=", "-g", &group.to_string()])
-            .output()
-            .expect("running ps");
-        String::from_utf8_lossy(&ps.stdout)
-            .lines()
-            .filter(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .is_some_and(|s| !s.starts_with('Z'))
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("reading /proc").flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.get(2) == Some(&group.to_string().as_str()) && fields[0] != "Z" {
+                found.push(format!("{head})"));
+            }
+        }
+        found.join("; ")
     };
     let until = Instant::now() + Duration::from_secs(5);
     while !left().is_empty() && Instant::now() < until {
