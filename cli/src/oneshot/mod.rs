@@ -3,7 +3,7 @@
 //! pool engine (one worker slot per job in flight; a "worker" here starts
 //! one process per task).
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -180,11 +180,9 @@ fn plan(cfg: &OneShot) -> Result<Plan> {
     let rest = sources
         .map(|s| match s {
             Source::Listed(items) => Ok(items),
-            Source::Read(mut r) => {
-                let mut text = Vec::new();
-                r.read_to_end(&mut text).context("reading a :::: file")?;
-                Ok(split_input(&text, cfg.null))
-            }
+            Source::Read(r) => items(r, cfg.null)
+                .collect::<io::Result<_>>()
+                .context("reading a :::: file"),
         })
         .collect::<Result<_>>()?;
     Ok(Plan {
@@ -195,16 +193,12 @@ fn plan(cfg: &OneShot) -> Result<Plan> {
     })
 }
 
-fn split_input(text: &[u8], null: bool) -> Vec<String> {
+/// A source's items, read as they are asked for: separated by newlines,
+/// or NULs with `-0` (a separator at the very end ends the last item), as
+/// text (bytes that are not UTF-8 replaced).
+fn items(r: Box<dyn io::BufRead + Send>, null: bool) -> impl Iterator<Item = io::Result<String>> {
     let sep = if null { b'\0' } else { b'\n' };
-    let mut items: Vec<String> = text
-        .split(|&b| b == sep)
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .collect();
-    if items.last().is_some_and(String::is_empty) {
-        items.pop();
-    }
-    items
+    io::BufRead::split(r, sep).map(|item| item.map(|i| String::from_utf8_lossy(&i).into_owned()))
 }
 
 /// The jobs of a plan, made as they are asked for: every combination of
@@ -243,13 +237,9 @@ impl Jobs {
                 (Box::new(items.into_iter()), count)
             }
             Source::Read(r) => {
-                let sep = if null { b'\0' } else { b'\n' };
-                let items = io::BufRead::split(r, sep).map_while(move |item| match item {
-                    Ok(item) => Some(String::from_utf8_lossy(&item).into_owned()),
-                    Err(e) => {
-                        *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                        None
-                    }
+                let items = items(r, null).map_while(move |item| {
+                    item.map_err(|e| *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e))
+                        .ok()
                 });
                 (Box::new(items), None)
             }
@@ -562,6 +552,7 @@ pub fn run(cfg: OneShot) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn job(args: &[&str]) -> Job {
         Job {
